@@ -1,0 +1,1 @@
+"""Benchmarks: scripts that measure and write their figures to results/bench/."""

@@ -1,0 +1,50 @@
+"""One-line errors for the CLI: bad input ends with a message naming the problem and exit code 2."""
+
+from __future__ import annotations
+
+import functools
+import sys
+from collections.abc import Callable
+from typing import TypeVar
+
+F = TypeVar("F", bound=Callable)
+
+EXIT_ERROR = 2
+
+
+class UserError(Exception):
+    """A problem with the user's input (paths, names, values); printed as one line."""
+
+
+def user_errors() -> tuple[type[BaseException], ...]:
+    """Exception types that mean bad input rather than a bug (imported lazily: torch is heavy)."""
+    kinds: list[type[BaseException]] = [UserError, ValueError, FileNotFoundError, KeyError,
+                                        NotADirectoryError, IsADirectoryError, PermissionError]
+    if "igpo.models.loading" in sys.modules:
+        kinds.append(sys.modules["igpo.models.loading"].ModelLoadError)
+    return tuple(kinds)
+
+
+def one_line(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    msg = text[0] if text else type(err).__name__
+    if isinstance(err, KeyError) and msg.startswith("'"):
+        msg = f"missing key {msg}"
+    return msg
+
+
+def friendly(func: F) -> F:
+    """Run a CLI command; turn input errors into `error: ...` on stderr and exit code 2."""
+
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        try:
+            return func(*args, **kwargs)
+        except KeyboardInterrupt:
+            print("interrupted", file=sys.stderr)
+            raise SystemExit(130) from None
+        except user_errors() as err:
+            print(f"error: {one_line(err)}", file=sys.stderr)
+            raise SystemExit(EXIT_ERROR) from None
+
+    return wrapper  # type: ignore[return-value]

@@ -1,0 +1,189 @@
+"""The diffusion decoder: semi-autoregressive blocks with remasking, inpainting hints and CFG.
+
+One loop serves evaluation, RL rollouts and hinted (inpainted) rollouts. At temperature 0 and
+without a threshold it returns the same tokens as LLaDA's reference `generate`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from igpo.decoding.schedule import (
+    REMASKING,
+    candidate_confidence,
+    sample_candidates,
+    select_top,
+    threshold_counts,
+    transfer_schedule,
+)
+
+
+@dataclass
+class GenerateOutput:
+    """Decoded canvases and what they cost."""
+
+    sequences: torch.Tensor
+    """[B, P + gen_length]: the prompt (as given, padding included) then the completion."""
+    nfe: int
+    """Network function evaluations made (a classifier-free-guidance step counts two)."""
+    prompt_length: int
+
+    @property
+    def completions(self) -> torch.Tensor:
+        return self.sequences[:, self.prompt_length:]
+
+
+def vocab_size_of(model: nn.Module) -> int | None:
+    """Vocabulary size from the model's config or input embeddings, if it exposes either."""
+    cfg = getattr(model, "config", None)
+    size = getattr(cfg, "vocab_size", None)
+    if size is None and hasattr(model, "get_input_embeddings"):
+        emb = model.get_input_embeddings()
+        size = getattr(emb, "num_embeddings", None)
+    return int(size) if size is not None else None
+
+
+def _validate(
+    prompt_ids, attention_mask, gen_length, block_length, steps, temperature, remasking,
+    cfg_scale, mask_id, eos_id, hints, threshold, vocab,
+) -> None:
+    if prompt_ids.ndim != 2 or prompt_ids.dtype != torch.long:
+        raise ValueError(f"prompt_ids must be a LongTensor [B, P], got {tuple(prompt_ids.shape)} {prompt_ids.dtype}")
+    if attention_mask is not None and attention_mask.shape != prompt_ids.shape:
+        raise ValueError(f"attention_mask shape {tuple(attention_mask.shape)} != prompt_ids shape {tuple(prompt_ids.shape)}")
+    for name, value in (("gen_length", gen_length), ("block_length", block_length), ("steps", steps)):
+        if not isinstance(value, int) or value <= 0:
+            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    if gen_length % block_length:
+        raise ValueError(f"block_length={block_length} does not divide gen_length={gen_length}")
+    if steps % (gen_length // block_length):
+        raise ValueError(f"steps={steps} is not a multiple of the number of blocks ({gen_length // block_length})")
+    if temperature < 0:
+        raise ValueError(f"temperature must be >= 0, got {temperature}")
+    if remasking not in REMASKING:
+        raise ValueError(f"unknown remasking {remasking!r} (use one of {', '.join(REMASKING)})")
+    if cfg_scale < 0:
+        raise ValueError(f"cfg_scale must be >= 0, got {cfg_scale}")
+    if threshold is not None and not 0 < threshold <= 1:
+        raise ValueError(f"threshold must lie in (0, 1], got {threshold}")
+    if vocab is not None:
+        for name, value in (("mask_id", mask_id), ("eos_id", eos_id)):
+            if value is not None and not 0 <= value < vocab:
+                raise ValueError(f"{name}={value} lies outside the vocabulary [0, {vocab})")
+    if hints is not None:
+        if hints.shape != (prompt_ids.shape[0], gen_length):
+            raise ValueError(f"hints must have shape [B, gen_length] = {(prompt_ids.shape[0], gen_length)}, got {tuple(hints.shape)}")
+        if vocab is not None and ((hints < 0) | (hints >= vocab)).any():
+            raise ValueError("hints hold token ids outside the vocabulary")
+
+
+@torch.no_grad()
+def generate(
+    model: nn.Module,
+    prompt_ids: torch.Tensor,
+    *,
+    attention_mask: torch.Tensor | None = None,
+    gen_length: int,
+    block_length: int,
+    steps: int,
+    temperature: float = 0.0,
+    remasking: str = "low_confidence",
+    cfg_scale: float = 0.0,
+    mask_id: int,
+    eos_id: int | None = None,
+    hints: torch.Tensor | None = None,
+    threshold: float | None = None,
+    suppress_tokens: list[int] | tuple[int, ...] | None = None,
+    generator: torch.Generator | None = None,
+    shifted_logits: bool | None = None,
+) -> GenerateOutput:
+    """Decode `gen_length` tokens after each prompt by iterative unmasking.
+
+    The completion is cut into blocks decoded left to right, `steps / num_blocks` steps each;
+    each step commits the most confident still-masked candidates of the current block.
+    The mask token is never proposed (LLaDA's reference would commit it if a model predicted it).
+    `hints` [B, gen_length] fixes tokens (mask_id where free): they start filled and are never
+    changed. `threshold` commits every candidate at least that confident (steps become a cap).
+    With `eos_id`, decoding stops after a block once every row has ended in EOS; the rest is
+    filled with EOS. `shifted_logits` (default: the model's token_spec) shifts Dream-style logits.
+    """
+    _validate(prompt_ids, attention_mask, gen_length, block_length, steps, temperature,
+              remasking, cfg_scale, mask_id, eos_id, hints, threshold, vocab_size_of(model))
+    if shifted_logits is None:
+        shifted_logits = bool(getattr(getattr(model, "token_spec", None), "shifted_logits", False))
+    device = prompt_ids.device
+    batch, prompt_len = prompt_ids.shape
+    x = torch.full((batch, prompt_len + gen_length), mask_id, dtype=torch.long, device=device)
+    x[:, :prompt_len] = prompt_ids
+    fixed = torch.zeros(batch, gen_length, dtype=torch.bool, device=device)
+    if hints is not None:
+        hints = hints.to(device)
+        fixed = hints != mask_id
+        x[:, prompt_len:] = torch.where(fixed, hints, x[:, prompt_len:])
+    attn = None
+    if attention_mask is not None:
+        ones = torch.ones(batch, gen_length, dtype=attention_mask.dtype, device=device)
+        attn = torch.cat([attention_mask.to(device), ones], dim=1)
+
+    # The mask token is never a candidate: committing it would leave the position masked.
+    banned = sorted({mask_id, *(suppress_tokens or ())})
+    num_blocks = gen_length // block_length
+    steps_per_block = steps // num_blocks
+    nfe = 0
+    for block in range(num_blocks):
+        start = prompt_len + block * block_length
+        end = start + block_length
+        schedule = transfer_schedule((x[:, start:end] == mask_id).sum(dim=1), steps_per_block)
+        for step in range(steps_per_block):
+            masked = x[:, start:end] == mask_id
+            if threshold is None and not schedule[:, step].any():
+                continue  # nothing to commit: skipping the pass leaves every token unchanged
+            if not masked.any():
+                break
+            logits = _block_logits(model, x, attn, prompt_len, start, end, cfg_scale, mask_id, shifted_logits)
+            nfe += 2 if cfg_scale > 0 else 1
+            logits[..., banned] = float("-inf")
+            candidates = sample_candidates(logits, temperature, generator)
+            confidence = candidate_confidence(logits, candidates, remasking, generator)
+            confidence = torch.where(masked, confidence, torch.full_like(confidence, float("-inf")))
+            if threshold is None:
+                k = schedule[:, step]
+            else:
+                k = threshold_counts(confidence, threshold, masked, steps_per_block - step)
+            commit = select_top(confidence, k) & masked
+            x[:, start:end] = torch.where(commit, candidates, x[:, start:end])
+        if eos_id is not None and block < num_blocks - 1 and _all_ended(x, prompt_len, end, eos_id, fixed):
+            x[:, end:] = eos_id
+            break
+    return GenerateOutput(sequences=x, nfe=nfe, prompt_length=prompt_len)
+
+
+def _block_logits(model, x, attn, prompt_len, start, end, cfg_scale, mask_id, shifted) -> torch.Tensor:
+    """Logits [B, block, V] for the current block, with classifier-free guidance if asked."""
+    if cfg_scale > 0:
+        uncond = x.clone()
+        uncond[:, :prompt_len] = mask_id
+        both = model(torch.cat([x, uncond]), attention_mask=None if attn is None else torch.cat([attn, attn])).logits
+        cond, unc = both.chunk(2, dim=0)
+        logits = unc + (cfg_scale + 1) * (cond - unc)
+    else:
+        logits = model(x, attention_mask=attn).logits
+    if shifted:  # position i predicts token i+1: logits for token j sit at j-1
+        return logits[:, start - 1 : end - 1]
+    return logits[:, start:end]
+
+
+def _all_ended(x, prompt_len, end, eos_id, fixed) -> bool:
+    """True when every row's decoded completion holds an EOS followed only by EOS, and no hint
+    tokens wait in the blocks still to come."""
+    done = x[:, prompt_len:end]
+    is_eos = done == eos_id
+    has_eos = is_eos.any(dim=1)
+    first = torch.where(has_eos, is_eos.float().argmax(dim=1), torch.full_like(has_eos, done.shape[1], dtype=torch.long))
+    after_first = torch.arange(done.shape[1], device=x.device)[None, :] >= first[:, None]
+    tail_ok = (is_eos | ~after_first).all(dim=1)
+    no_hints_ahead = ~fixed[:, end - prompt_len:].any(dim=1)
+    return bool((has_eos & tail_ok & no_hints_ahead).all())

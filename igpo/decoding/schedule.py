@@ -1,0 +1,74 @@
+"""The pieces of one denoising step: how many tokens to commit, sampling, confidence, selection."""
+
+from __future__ import annotations
+
+import torch
+
+REMASKING = ("low_confidence", "random")
+"""Confidence used to choose which candidates to commit: model probability, or uniform noise."""
+
+UNIFORM_FLOOR = 1e-20
+"""Lower clamp of uniform noise before the double log, so Gumbel noise is finite (never NaN)."""
+
+
+def transfer_schedule(masked_count: torch.Tensor, steps: int) -> torch.Tensor:
+    """LLaDA's schedule: [B, steps] tokens to commit per step, remainder to the earliest steps."""
+    base = masked_count // steps
+    remainder = masked_count % steps
+    step_index = torch.arange(steps, device=masked_count.device)
+    return base[:, None] + (step_index[None, :] < remainder[:, None]).long()
+
+
+def sample_candidates(
+    logits: torch.Tensor, temperature: float, generator: torch.Generator | None
+) -> torch.Tensor:
+    """Candidate token per position: argmax, after Gumbel noise (float64) when temperature > 0.
+
+    argmax(l + T * g) with g = -log(-log u) equals LLaDA's argmax(exp(l) / (-log u) ** T)
+    without overflowing exp(l).
+    """
+    if temperature == 0:
+        return logits.argmax(dim=-1)
+    u = torch.rand(logits.shape, dtype=torch.float64, device=logits.device, generator=generator)
+    gumbel = -torch.log(-torch.log(u.clamp(min=UNIFORM_FLOOR)))
+    return (logits.to(torch.float64) + temperature * gumbel).argmax(dim=-1)
+
+
+def candidate_confidence(
+    logits: torch.Tensor,
+    candidates: torch.Tensor,
+    remasking: str,
+    generator: torch.Generator | None,
+) -> torch.Tensor:
+    """Confidence of each candidate: its softmax probability (float32) or uniform noise."""
+    if remasking == "low_confidence":
+        probs = torch.softmax(logits.float(), dim=-1)
+        return probs.gather(-1, candidates[..., None]).squeeze(-1)
+    return torch.rand(candidates.shape, device=logits.device, generator=generator)
+
+
+def select_top(confidence: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+    """Boolean [B, N]: the k[b] most confident positions of row b (confidence -inf never chosen)."""
+    k_max = int(k.max().item()) if k.numel() else 0
+    chosen = torch.zeros_like(confidence, dtype=torch.bool)
+    if k_max == 0:
+        return chosen
+    top = torch.topk(confidence, k=k_max, dim=-1)
+    keep = torch.arange(k_max, device=k.device)[None, :] < k[:, None]
+    keep &= torch.isfinite(top.values)
+    chosen.scatter_(1, top.indices, keep)
+    return chosen
+
+
+def threshold_counts(
+    confidence: torch.Tensor, threshold: float, masked: torch.Tensor, steps_left: int
+) -> torch.Tensor:
+    """Tokens to commit under confidence-aware parallel decoding (Fast-dLLM's threshold rule).
+
+    Every candidate whose confidence reaches `threshold`, at least one, and at least the share
+    that still finishes the block within its remaining steps (so `steps` becomes a maximum).
+    """
+    remaining = masked.sum(dim=1)
+    above = (confidence >= threshold).sum(dim=1)
+    needed = (remaining + steps_left - 1) // steps_left
+    return torch.minimum(torch.maximum(torch.maximum(above, needed), torch.ones_like(above)), remaining)

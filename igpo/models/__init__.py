@@ -1,0 +1,23 @@
+"""Model loading: native LLaDA, Dream and tiny dLLMs, their tokenizers and special tokens."""
+
+from igpo.models.loading import (
+    ModelLoadError,
+    TokenSpec,
+    load_model,
+    load_tokenizer,
+    new_model,
+    save_model,
+)
+from igpo.models.transformer import ArchConfig, BidirectionalLM, DLLMOutput
+
+__all__ = [
+    "ArchConfig",
+    "BidirectionalLM",
+    "DLLMOutput",
+    "ModelLoadError",
+    "TokenSpec",
+    "load_model",
+    "load_tokenizer",
+    "new_model",
+    "save_model",
+]

@@ -1,0 +1,277 @@
+"""The decoder against a plain re-implementation of LLaDA's reference schedule, and its options."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from conftest import EOS_ID, MASK_ID, VOCAB, tiny_model
+from torch import nn
+
+from igpo.decoding import DecodeConfig, generate
+from igpo.decoding.schedule import sample_candidates, transfer_schedule
+from igpo.models import DLLMOutput
+
+
+def reference_generate(model, prompt, gen_length, block_length, steps, mask_id, hints=None, cfg_scale=0.0):
+    """LLaDA's reference decoding at temperature 0, written as plainly as possible."""
+    batch, plen = prompt.shape
+    x = torch.full((batch, plen + gen_length), mask_id, dtype=torch.long)
+    x[:, :plen] = prompt
+    if hints is not None:
+        for b in range(batch):
+            for j in range(gen_length):
+                if hints[b, j] != mask_id:
+                    x[b, plen + j] = hints[b, j]
+    num_blocks = gen_length // block_length
+    per_block = steps // num_blocks
+    for nb in range(num_blocks):
+        lo, hi = plen + nb * block_length, plen + (nb + 1) * block_length
+        counts = []
+        for b in range(batch):
+            n = int((x[b, lo:hi] == mask_id).sum())
+            counts.append([n // per_block + (1 if s < n % per_block else 0) for s in range(per_block)])
+        for s in range(per_block):
+            with torch.no_grad():
+                logits = model(x).logits
+                if cfg_scale > 0:
+                    un = x.clone()
+                    un[:, :plen] = mask_id
+                    unl = model(un).logits
+                    logits = unl + (cfg_scale + 1) * (logits - unl)
+            logits[..., mask_id] = float("-inf")  # trained models never predict it; random ones may
+            probs = torch.softmax(logits.float(), dim=-1)
+            x0 = logits.argmax(-1)
+            for b in range(batch):
+                conf = []
+                for j in range(x.shape[1]):
+                    if lo <= j < hi and x[b, j] == mask_id:
+                        conf.append(float(probs[b, j, x0[b, j]]))
+                    else:
+                        conf.append(float("-inf"))
+                k = counts[b][s]
+                if k:
+                    chosen = torch.topk(torch.tensor(conf), k).indices
+                    for j in chosen.tolist():
+                        x[b, j] = x0[b, j]
+    return x
+
+
+class ToyBidirectional(nn.Module):
+    """Not a transformer: any module returning `.logits` must decode the same way."""
+
+    def __init__(self, vocab: int = VOCAB, dim: int = 16, seed: int = 0):
+        super().__init__()
+        g = torch.Generator().manual_seed(seed)
+        self.emb = nn.Parameter(torch.randn(vocab, dim, generator=g))
+        self.pos = nn.Parameter(torch.randn(256, dim, generator=g) * 0.5)
+        self.out = nn.Parameter(torch.randn(dim, vocab, generator=g))
+
+    def forward(self, input_ids, attention_mask=None):
+        h = self.emb[input_ids] + self.pos[: input_ids.shape[1]]
+        ctx = h.mean(dim=1, keepdim=True)  # every position sees every other: bidirectional
+        return DLLMOutput(logits=torch.tanh(h + ctx) @ self.out)
+
+
+SETTINGS = [(16, 8, 8), (16, 16, 4), (24, 8, 12), (12, 4, 12), (16, 4, 16), (8, 8, 3)]
+
+
+@pytest.mark.parametrize("gen_length,block_length,steps", SETTINGS)
+@pytest.mark.parametrize("factory", [tiny_model, ToyBidirectional], ids=["transformer", "toy"])
+def test_matches_reference_schedule(gen_length, block_length, steps, factory):
+    if gen_length % block_length or steps % (gen_length // block_length):
+        pytest.skip("setting not valid")
+    model = factory(seed=gen_length + steps)
+    prompt = torch.randint(4, VOCAB - 1, (3, 6), generator=torch.Generator().manual_seed(steps))
+    ours = generate(model, prompt, gen_length=gen_length, block_length=block_length, steps=steps, mask_id=MASK_ID)
+    ref = reference_generate(model, prompt, gen_length, block_length, steps, MASK_ID)
+    assert torch.equal(ours.sequences, ref)
+    assert (ours.sequences[:, 6:] != MASK_ID).all()
+
+
+def test_matches_reference_with_hints_and_cfg():
+    model = tiny_model(seed=3)
+    g = torch.Generator().manual_seed(5)
+    prompt = torch.randint(4, VOCAB - 1, (2, 5), generator=g)
+    hints = torch.full((2, 16), MASK_ID)
+    hints[0, 2:6] = torch.tensor([10, 11, 12, 13])
+    hints[1, 9:16] = 20
+    for cfg_scale in (0.0, 1.5):
+        ours = generate(model, prompt, gen_length=16, block_length=8, steps=8, mask_id=MASK_ID,
+                        hints=hints, cfg_scale=cfg_scale)
+        ref = reference_generate(model, prompt, 16, 8, 8, MASK_ID, hints=hints, cfg_scale=cfg_scale)
+        assert torch.equal(ours.sequences, ref)
+
+
+def test_hints_never_overwritten_at_temperature(gen):
+    model = tiny_model(seed=1)
+    prompt = torch.randint(4, VOCAB - 1, (4, 5), generator=gen)
+    hints = torch.full((4, 32), MASK_ID)
+    fixed = torch.rand(4, 32, generator=gen) < 0.4
+    hints[fixed] = torch.randint(4, VOCAB - 1, (int(fixed.sum()),), generator=gen)
+    out = generate(model, prompt, gen_length=32, block_length=8, steps=16, temperature=1.5,
+                   mask_id=MASK_ID, hints=hints, generator=gen, remasking="random")
+    comp = out.completions
+    assert torch.equal(comp[fixed], hints[fixed])
+    assert (comp != MASK_ID).all()
+
+
+def test_hinted_positions_do_not_count_in_schedule():
+    """A block fully given by hints needs no forward pass at all."""
+    model = tiny_model()
+    prompt = torch.randint(4, VOCAB - 1, (1, 4))
+    hints = torch.full((1, 16), MASK_ID)
+    hints[0, :8] = 7
+    out = generate(model, prompt, gen_length=16, block_length=8, steps=8, mask_id=MASK_ID, hints=hints)
+    assert out.nfe == 4  # only the second block's 4 steps
+    # Half a block hinted: 4 masked tokens over 4 steps commit one per step.
+    hints = torch.full((1, 8), MASK_ID)
+    hints[0, ::2] = 9
+    out = generate(model, prompt, gen_length=8, block_length=8, steps=4, mask_id=MASK_ID, hints=hints)
+    assert out.nfe == 4 and (out.completions[0, ::2] == 9).all()
+
+
+def test_padding_invariance():
+    """Left-padded prompts in one batch decode, row by row, like each prompt alone."""
+    model = tiny_model(seed=7)
+    g = torch.Generator().manual_seed(0)
+    prompts = [torch.randint(4, VOCAB - 1, (n,), generator=g) for n in (3, 7, 5)]
+    width = max(len(p) for p in prompts)
+    batch = torch.zeros(len(prompts), width, dtype=torch.long)
+    mask = torch.zeros(len(prompts), width, dtype=torch.long)
+    for i, p in enumerate(prompts):
+        batch[i, width - len(p):] = p
+        mask[i, width - len(p):] = 1
+    out = generate(model, batch, attention_mask=mask, gen_length=16, block_length=8, steps=8, mask_id=MASK_ID)
+    for i, p in enumerate(prompts):
+        alone = generate(model, p[None], gen_length=16, block_length=8, steps=8, mask_id=MASK_ID)
+        assert torch.equal(out.completions[i], alone.completions[0])
+
+
+class EndsEarly(nn.Module):
+    """A model that writes token 5 for the first `n` completion positions and EOS afterwards."""
+
+    def __init__(self, prompt_len: int, n: int):
+        super().__init__()
+        self.prompt_len, self.n = prompt_len, n
+        self.dummy = nn.Parameter(torch.zeros(1))
+
+    def forward(self, input_ids, attention_mask=None):
+        b, length = input_ids.shape
+        logits = torch.zeros(b, length, VOCAB)
+        pos = torch.arange(length)
+        logits[:, pos < self.prompt_len + self.n, 5] = 5.0
+        logits[:, pos >= self.prompt_len + self.n, EOS_ID] = 5.0
+        return DLLMOutput(logits=logits + self.dummy)
+
+
+def test_early_exit_keeps_tokens_and_saves_passes():
+    model = EndsEarly(prompt_len=4, n=6)
+    prompt = torch.randint(4, VOCAB - 1, (2, 4))
+    kw = dict(gen_length=32, block_length=8, steps=16, mask_id=MASK_ID)
+    full = generate(model, prompt, **kw)
+    early = generate(model, prompt, eos_id=EOS_ID, **kw)
+    assert torch.equal(full.sequences, early.sequences)
+    assert full.nfe == 16 and early.nfe == 4  # block 1 already ends in EOS (first EOS at 6)
+
+
+def test_early_exit_waits_for_every_row():
+    model = tiny_model()
+    prompt = torch.randint(4, VOCAB - 1, (2, 4))
+    out = generate(model, prompt, gen_length=16, block_length=8, steps=8, mask_id=MASK_ID, eos_id=EOS_ID)
+    plain = generate(model, prompt, gen_length=16, block_length=8, steps=8, mask_id=MASK_ID)
+    assert torch.equal(out.sequences, plain.sequences)  # random model: no row ends early
+
+
+def test_seeded_sampling_is_reproducible():
+    model = tiny_model(seed=2)
+    prompt = torch.randint(4, VOCAB - 1, (3, 5))
+    kw = dict(gen_length=16, block_length=8, steps=8, temperature=1.0, mask_id=MASK_ID)
+    a = generate(model, prompt, generator=torch.Generator().manual_seed(11), **kw)
+    b = generate(model, prompt, generator=torch.Generator().manual_seed(11), **kw)
+    c = generate(model, prompt, generator=torch.Generator().manual_seed(12), **kw)
+    assert torch.equal(a.sequences, b.sequences)
+    assert not torch.equal(a.sequences, c.sequences)
+
+
+def test_gumbel_noise_is_finite_even_for_extreme_uniforms():
+    logits = torch.randn(2, 5, 10)
+    g = torch.Generator().manual_seed(0)
+    tokens = sample_candidates(logits, 1.0, g)
+    assert tokens.shape == (2, 5) and ((tokens >= 0) & (tokens < 10)).all()
+
+
+def test_transfer_schedule_spreads_remainder_first():
+    sched = transfer_schedule(torch.tensor([10, 3, 0]), 4)
+    assert sched.tolist() == [[3, 3, 2, 2], [1, 1, 1, 0], [0, 0, 0, 0]]
+
+
+def test_threshold_commits_confident_tokens_in_parallel():
+    model = EndsEarly(prompt_len=4, n=32)  # every position: token 5 with high confidence
+    prompt = torch.randint(4, VOCAB - 1, (2, 4))
+    out = generate(model, prompt, gen_length=32, block_length=8, steps=32, mask_id=MASK_ID, threshold=0.5)
+    assert out.nfe == 4  # one pass per block: every candidate is above the threshold
+    assert (out.completions == 5).all()
+
+
+def test_threshold_respects_step_cap():
+    """A threshold nothing reaches still finishes every block within its steps."""
+    model = tiny_model(seed=4)
+    prompt = torch.randint(4, VOCAB - 1, (2, 4))
+    out = generate(model, prompt, gen_length=16, block_length=8, steps=4, mask_id=MASK_ID, threshold=1.0)
+    assert out.nfe <= 4 and (out.completions != MASK_ID).all()
+
+
+def test_suppressed_tokens_never_appear():
+    model = tiny_model(seed=5)
+    prompt = torch.randint(4, VOCAB - 1, (4, 4))
+    base = generate(model, prompt, gen_length=16, block_length=16, steps=8, mask_id=MASK_ID)
+    banned = torch.unique(base.completions)[:3].tolist()
+    out = generate(model, prompt, gen_length=16, block_length=16, steps=8, mask_id=MASK_ID, suppress_tokens=banned)
+    assert not torch.isin(out.completions, torch.tensor(banned)).any()
+
+
+def test_shifted_logits_read_from_previous_position():
+    """Dream-style models: the logits for token j come from position j - 1."""
+
+    class Shifted(nn.Module):
+        def forward(self, input_ids, attention_mask=None):
+            b, n = input_ids.shape
+            logits = torch.zeros(b, n, VOCAB)
+            logits[:, torch.arange(n), (torch.arange(n) + 1) % 40 + 4] = 9.0  # position i predicts i+1
+            return DLLMOutput(logits=logits)
+
+    prompt = torch.zeros(1, 4, dtype=torch.long)
+    out = generate(Shifted(), prompt, gen_length=8, block_length=8, steps=8, mask_id=MASK_ID, shifted_logits=True)
+    expected = [(j % 40) + 4 for j in range(4, 12)]
+    assert out.completions[0].tolist() == expected
+
+
+@pytest.mark.parametrize(
+    "kwargs,name",
+    [
+        (dict(gen_length=10, block_length=4, steps=4), "block_length"),
+        (dict(gen_length=16, block_length=8, steps=3), "steps"),
+        (dict(gen_length=0, block_length=8, steps=8), "gen_length"),
+        (dict(remasking="entropy"), "remasking"),
+        (dict(mask_id=VOCAB + 5), "mask_id"),
+        (dict(hints=torch.full((1, 8), MASK_ID)), "hints"),
+        (dict(threshold=1.5), "threshold"),
+        (dict(temperature=-1.0), "temperature"),
+    ],
+)
+def test_bad_arguments_name_the_argument(kwargs, name):
+    model = tiny_model()
+    base = dict(gen_length=16, block_length=8, steps=8, mask_id=MASK_ID)
+    base.update(kwargs)
+    with pytest.raises(ValueError, match=name):
+        generate(model, torch.randint(4, 60, (2, 4)), **base)
+
+
+def test_decode_config_round_trip():
+    cfg = DecodeConfig(gen_length=64, block_length=16, steps=32, suppress_tokens=[2])
+    assert cfg.replace(temperature=0.5).temperature == 0.5
+    with pytest.raises(ValueError, match="bogus"):
+        cfg.replace(bogus=1)
+    model = tiny_model()
+    out = generate(model, torch.randint(4, 60, (1, 4)), mask_id=MASK_ID, **cfg.generate_kwargs())
+    assert out.sequences.shape == (1, 68)
