@@ -51,6 +51,95 @@ def bench_decode(
                           batch_size=batch_size, repeats=repeats, out=out))
 
 
+def _split(values: list[str] | None) -> list[str]:
+    return [v.strip() for raw in values or [] for v in raw.split(",") if v.strip()]
+
+
+@app.command("eval")
+@friendly
+def eval_cmd(
+    model: Annotated[str | None, typer.Option("--model", "-m", help="Model folder or Hub id (default: the embedded testbed model).")] = None,
+    tasks: Annotated[list[str] | None, typer.Option("--tasks", "-t", help="Comma-separated: gsm8k, math500, amc, amc23, math (group), arith.")] = None,
+    protocol: Annotated[str, typer.Option(help="Protocol name (igpo, d1, ...) or a protocol YAML file.")] = "igpo",
+    adapter: Annotated[str | None, typer.Option(help="LoRA adapter folder applied on top of the model.")] = None,
+    limit: Annotated[int | None, typer.Option(help="Evaluate only the first N problems of each task.")] = None,
+    seeds: Annotated[str | None, typer.Option(help="Comma-separated seeds (default: the protocol's).")] = None,
+    data_dir: Annotated[Path | None, typer.Option(help="Offline data folder (layout of shared/data); default $IGPO_DATA_DIR, else the Hub.")] = None,
+    out: Annotated[Path, typer.Option(help="Folder holding run folders.")] = Path("runs/eval"),
+    name: Annotated[str | None, typer.Option(help="Run folder name (default: model-adapter-protocol).")] = None,
+    label: Annotated[str | None, typer.Option(help="Row name in leaderboards.")] = None,
+    batch_size: Annotated[int, typer.Option(help="Prompts decoded together.")] = 8,
+    device: Annotated[str | None, typer.Option(help="cpu, cuda, cuda:1, ... (default: cuda if available).")] = None,
+    dtype: Annotated[str | None, typer.Option(help="float32, bfloat16 or float16 (default: bf16 on GPU, fp32 on CPU).")] = None,
+    gen_length: Annotated[int | None, typer.Option(help="Override the protocol's generation length.")] = None,
+    block_length: Annotated[int | None, typer.Option(help="Override the block length.")] = None,
+    steps: Annotated[int | None, typer.Option(help="Override the number of denoising steps.")] = None,
+    temperature: Annotated[float | None, typer.Option(help="Override the sampling temperature.")] = None,
+    remasking: Annotated[str | None, typer.Option(help="low_confidence or random.")] = None,
+    threshold: Annotated[float | None, typer.Option(help="Confidence-aware parallel decoding threshold in (0, 1].")] = None,
+    cfg_scale: Annotated[float | None, typer.Option(help="Classifier-free guidance scale.")] = None,
+    leaderboard: Annotated[Path | None, typer.Option(help="Leaderboard markdown refreshed after the run.")] = Path("results/leaderboard.md"),
+    no_leaderboard: Annotated[bool, typer.Option("--no-leaderboard", help="Do not refresh the leaderboard file.")] = False,
+    trust_remote_code: Annotated[bool, typer.Option(help="Allow a non-native model's own modeling code.")] = False,
+) -> None:
+    """Evaluate a dLLM on GSM8K / MATH500 / AMC with diffusion decoding inside lm-eval."""
+    from harness.errors import UserError
+    from harness.evaluate import EvalRequest, run_eval
+
+    if model is None:
+        raise UserError("no --model given, and no embedded default model is bundled yet (issue 5); pass --model PATH")
+    overrides = {k: v for k, v in dict(gen_length=gen_length, block_length=block_length, steps=steps,
+                                       temperature=temperature, remasking=remasking, threshold=threshold,
+                                       cfg_scale=cfg_scale).items() if v is not None}
+    task_list = _split(tasks) or ["gsm8k", "math500", "amc"]
+    try:
+        seed_list = [int(s) for s in _split([seeds])] if seeds else None
+    except ValueError:
+        raise UserError(f"--seeds must be comma-separated integers, got {seeds!r}") from None
+    run_eval(EvalRequest(
+        model=model, tasks=task_list, protocol=protocol, adapter=adapter, limit=limit, seeds=seed_list,
+        data_dir=data_dir, out=out, name=name, label=label, batch_size=batch_size, device=device, dtype=dtype,
+        decode_overrides=overrides, leaderboard=None if no_leaderboard else leaderboard,
+        trust_remote_code=trust_remote_code,
+    ))
+
+
+@app.command("leaderboard")
+@friendly
+def leaderboard_cmd(
+    runs: Annotated[list[Path], typer.Argument(help="Run folders or results.json files (folders are searched for runs).")],
+    fmt: Annotated[str, typer.Option("--format", "-f", help="markdown, github, latex or csv.")] = "markdown",
+    reference: Annotated[Path | None, typer.Option(help="Reference numbers (YAML); default results/reference.yaml if present.")] = None,
+    no_reference: Annotated[bool, typer.Option("--no-reference", help="Leave out published reference rows.")] = False,
+    out: Annotated[Path | None, typer.Option(help="Also write the table to this file.")] = None,
+) -> None:
+    """One row per model/checkpoint, a column per task, 95% intervals, published rows marked."""
+    from harness.leaderboard import discover_runs, write_leaderboard
+    from harness.results import RESULTS_FILE
+
+    paths: list[Path] = []
+    for r in runs:
+        if r.is_dir() and not (r / RESULTS_FILE).is_file():
+            found = discover_runs(r)
+            if not found:
+                raise FileNotFoundError(f"no runs (results.json) under {r}")
+            paths.extend(found)
+        else:
+            paths.append(r)
+    if reference is None and not no_reference and Path("results/reference.yaml").is_file():
+        reference = Path("results/reference.yaml")
+    typer.echo(write_leaderboard(paths, out, fmt, None if no_reference else reference))
+
+
+@app.command("lm-eval", context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+             add_help_option=False)
+def lm_eval_cmd(ctx: typer.Context) -> None:
+    """lm-eval's own CLI with the dllm model and igpo tasks registered: igpo lm-eval -- ARGS."""
+    from harness.lm_eval import main as lm_eval_main
+
+    lm_eval_main(list(ctx.args))
+
+
 def main() -> None:
     app()
 

@@ -33,3 +33,35 @@ def model():
 @pytest.fixture
 def gen():
     return torch.Generator().manual_seed(1234)
+
+
+SHARED_DATA = __import__("pathlib").Path(__file__).resolve().parents[2] / "shared" / "data"
+"""The offline benchmark copies beside the checkout (as in CI)."""
+
+TINY_WORDS = ["<reasoning>", "</reasoning>", "<answer>", "</answer>", "\\boxed{", "}", "the", "is", "a",
+              "of", "and", "to", "how", "many", "what", *map(str, range(60))]
+
+
+def save_tiny_checkpoint(folder, seed: int = 0):
+    """A tiny model folder with weights, config and a word-level tokenizer with chat template."""
+    from igpo.models.tokenizer import EOT, build_word_tokenizer
+
+    tok = build_word_tokenizer(TINY_WORDS)
+    spec = TokenSpec(mask_id=tok.mask_token_id, eos_id=tok.eos_token_id,
+                     eot_id=tok.convert_tokens_to_ids(EOT), pad_id=tok.pad_token_id)
+    arch = ArchConfig(vocab_size=len(tok), d_model=32, n_layers=2, n_heads=4, mlp_hidden=64)
+    new_model(arch, spec, seed=seed).save_pretrained(folder)
+    tok.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory):
+    return save_tiny_checkpoint(tmp_path_factory.mktemp("tiny") / "tiny-dllm")
+
+
+@pytest.fixture
+def shared_data():
+    if not (SHARED_DATA / "gsm8k" / "test.jsonl").is_file():
+        pytest.skip("shared/data is not beside this checkout")
+    return SHARED_DATA

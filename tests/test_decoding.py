@@ -38,9 +38,10 @@ def reference_generate(model, prompt, gen_length, block_length, steps, mask_id, 
                     un[:, :plen] = mask_id
                     unl = model(un).logits
                     logits = unl + (cfg_scale + 1) * (logits - unl)
-            logits[..., mask_id] = float("-inf")  # trained models never predict it; random ones may
             probs = torch.softmax(logits.float(), dim=-1)
-            x0 = logits.argmax(-1)
+            proposal = logits.clone()
+            proposal[..., mask_id] = float("-inf")  # trained models never predict it; random ones may
+            x0 = proposal.argmax(-1)
             for b in range(batch):
                 conf = []
                 for j in range(x.shape[1]):
@@ -244,6 +245,10 @@ def test_shifted_logits_read_from_previous_position():
     out = generate(Shifted(), prompt, gen_length=8, block_length=8, steps=8, mask_id=MASK_ID, shifted_logits=True)
     expected = [(j % 40) + 4 for j in range(4, 12)]
     assert out.completions[0].tolist() == expected
+    # An empty prompt: position 0 has no predecessor and keeps its own logits (as Dream does).
+    empty = generate(Shifted(), torch.zeros(1, 0, dtype=torch.long), gen_length=8, block_length=8, steps=8,
+                     mask_id=MASK_ID, shifted_logits=True)
+    assert empty.completions[0].tolist() == [5] + [j + 5 for j in range(7)]
 
 
 @pytest.mark.parametrize(
@@ -275,3 +280,17 @@ def test_decode_config_round_trip():
     model = tiny_model()
     out = generate(model, torch.randint(4, 60, (1, 4)), mask_id=MASK_ID, **cfg.generate_kwargs())
     assert out.sequences.shape == (1, 68)
+
+
+def test_per_row_generators_make_rows_batch_independent():
+    """With one generator per row, a row samples the same tokens alone or in any batch."""
+    model = tiny_model(seed=6)
+    prompts = torch.randint(4, VOCAB - 1, (3, 5), generator=torch.Generator().manual_seed(2))
+    kw = dict(gen_length=16, block_length=8, steps=8, temperature=1.0, mask_id=MASK_ID, remasking="random")
+    gens = [torch.Generator().manual_seed(100 + i) for i in range(3)]
+    batch = generate(model, prompts, generator=gens, **kw)
+    for i in (2, 0):
+        alone = generate(model, prompts[i:i + 1], generator=[torch.Generator().manual_seed(100 + i)], **kw)
+        assert torch.equal(alone.sequences[0], batch.sequences[i])
+    with pytest.raises(ValueError, match="generator"):
+        generate(model, prompts, generator=gens[:2], **kw)

@@ -177,7 +177,7 @@ DREAM_NAMES = dict(
 
 def test_dream_checkpoint_loads_and_matches_reference(tmp_path):
     g = torch.Generator().manual_seed(3)
-    d, hd, kv, ff, vocab = 48, 12, 24, 80, 200
+    d, kv, ff, vocab = 48, 24, 80, 200
     sd = {"model.embed_tokens.weight": _rand(g, vocab, d, scale=1.0), "model.norm.weight": 1 + _rand(g, d),
           "lm_head.weight": _rand(g, vocab, d)}
     for i in range(2):

@@ -13,6 +13,7 @@ from torch import nn
 
 from igpo.decoding.schedule import (
     REMASKING,
+    Generators,
     candidate_confidence,
     sample_candidates,
     select_top,
@@ -97,18 +98,21 @@ def generate(
     hints: torch.Tensor | None = None,
     threshold: float | None = None,
     suppress_tokens: list[int] | tuple[int, ...] | None = None,
-    generator: torch.Generator | None = None,
+    generator: Generators = None,
     shifted_logits: bool | None = None,
 ) -> GenerateOutput:
     """Decode `gen_length` tokens after each prompt by iterative unmasking.
 
     The completion is cut into blocks decoded left to right, `steps / num_blocks` steps each;
     each step commits the most confident still-masked candidates of the current block.
-    The mask token is never proposed (LLaDA's reference would commit it if a model predicted it).
+    The mask token is never proposed (LLaDA's reference would commit it if a model predicted
+    it); confidences still come from the full softmax, so tokens match the reference otherwise.
     `hints` [B, gen_length] fixes tokens (mask_id where free): they start filled and are never
     changed. `threshold` commits every candidate at least that confident (steps become a cap).
     With `eos_id`, decoding stops after a block once every row has ended in EOS; the rest is
-    filled with EOS. `shifted_logits` (default: the model's token_spec) shifts Dream-style logits.
+    filled with EOS. `generator` may be a list, one per row: each row's samples then depend only
+    on its own generator, so a request decodes the same whatever batch it lands in.
+    `shifted_logits` (default: the model's token_spec) shifts Dream-style logits.
     """
     _validate(prompt_ids, attention_mask, gen_length, block_length, steps, temperature,
               remasking, cfg_scale, mask_id, eos_id, hints, threshold, vocab_size_of(model))
@@ -128,8 +132,6 @@ def generate(
         ones = torch.ones(batch, gen_length, dtype=attention_mask.dtype, device=device)
         attn = torch.cat([attention_mask.to(device), ones], dim=1)
 
-    # The mask token is never a candidate: committing it would leave the position masked.
-    banned = sorted({mask_id, *(suppress_tokens or ())})
     num_blocks = gen_length // block_length
     steps_per_block = steps // num_blocks
     nfe = 0
@@ -145,8 +147,11 @@ def generate(
                 break
             logits = _block_logits(model, x, attn, prompt_len, start, end, cfg_scale, mask_id, shifted_logits)
             nfe += 2 if cfg_scale > 0 else 1
-            logits[..., banned] = float("-inf")
-            candidates = sample_candidates(logits, temperature, generator)
+            if suppress_tokens:  # like LLaDA's logits_eos_inf: gone from argmax and softmax
+                logits[..., list(suppress_tokens)] = float("-inf")
+            proposal = logits.clone()
+            proposal[..., mask_id] = float("-inf")  # never propose the mask token itself
+            candidates = sample_candidates(proposal, temperature, generator)
             confidence = candidate_confidence(logits, candidates, remasking, generator)
             confidence = torch.where(masked, confidence, torch.full_like(confidence, float("-inf")))
             if threshold is None:
@@ -171,7 +176,9 @@ def _block_logits(model, x, attn, prompt_len, start, end, cfg_scale, mask_id, sh
         logits = unc + (cfg_scale + 1) * (cond - unc)
     else:
         logits = model(x, attention_mask=attn).logits
-    if shifted:  # position i predicts token i+1: logits for token j sit at j-1
+    if shifted:  # position i predicts token i+1: logits for token j sit at j-1 (j=0 keeps its own)
+        if start == 0:
+            return torch.cat([logits[:, :1], logits[:, : end - 1]], dim=1)
         return logits[:, start - 1 : end - 1]
     return logits[:, start:end]
 

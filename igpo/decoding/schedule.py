@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
+
+Generators = torch.Generator | Sequence[torch.Generator] | None
+"""One generator for the batch, or one per row (then a row's samples ignore its batch-mates)."""
 
 REMASKING = ("low_confidence", "random")
 """Confidence used to choose which candidates to commit: model probability, or uniform noise."""
@@ -19,9 +24,18 @@ def transfer_schedule(masked_count: torch.Tensor, steps: int) -> torch.Tensor:
     return base[:, None] + (step_index[None, :] < remainder[:, None]).long()
 
 
-def sample_candidates(
-    logits: torch.Tensor, temperature: float, generator: torch.Generator | None
-) -> torch.Tensor:
+def uniform(shape: tuple[int, ...], dtype: torch.dtype, device: torch.device, generator: Generators) -> torch.Tensor:
+    """U[0, 1) noise of `shape` [B, ...] drawn from one generator or from one per row."""
+    if generator is None or isinstance(generator, torch.Generator):
+        gen_device = generator.device if generator is not None else device
+        return torch.rand(shape, dtype=dtype, device=gen_device, generator=generator).to(device)
+    if len(generator) != shape[0]:
+        raise ValueError(f"generator: got {len(generator)} generators for a batch of {shape[0]}")
+    rows = [torch.rand(shape[1:], dtype=dtype, device=g.device, generator=g) for g in generator]
+    return torch.stack(rows).to(device)
+
+
+def sample_candidates(logits: torch.Tensor, temperature: float, generator: Generators) -> torch.Tensor:
     """Candidate token per position: argmax, after Gumbel noise (float64) when temperature > 0.
 
     argmax(l + T * g) with g = -log(-log u) equals LLaDA's argmax(exp(l) / (-log u) ** T)
@@ -29,7 +43,7 @@ def sample_candidates(
     """
     if temperature == 0:
         return logits.argmax(dim=-1)
-    u = torch.rand(logits.shape, dtype=torch.float64, device=logits.device, generator=generator)
+    u = uniform(tuple(logits.shape), torch.float64, logits.device, generator)
     gumbel = -torch.log(-torch.log(u.clamp(min=UNIFORM_FLOOR)))
     return (logits.to(torch.float64) + temperature * gumbel).argmax(dim=-1)
 
@@ -38,13 +52,13 @@ def candidate_confidence(
     logits: torch.Tensor,
     candidates: torch.Tensor,
     remasking: str,
-    generator: torch.Generator | None,
+    generator: Generators,
 ) -> torch.Tensor:
     """Confidence of each candidate: its softmax probability (float32) or uniform noise."""
     if remasking == "low_confidence":
         probs = torch.softmax(logits.float(), dim=-1)
         return probs.gather(-1, candidates[..., None]).squeeze(-1)
-    return torch.rand(candidates.shape, device=logits.device, generator=generator)
+    return uniform(tuple(candidates.shape), torch.float32, logits.device, generator)
 
 
 def select_top(confidence: torch.Tensor, k: torch.Tensor) -> torch.Tensor:

@@ -97,16 +97,19 @@ TINY = Family(
 
 FAMILIES = {f.model_type.lower(): f for f in (LLADA, DREAM, TINY)}
 
-# LLaDA config switches this implementation supports, with the value it requires.
+# LLaDA config switches this implementation supports: (value it requires, the published code's
+# default when the key is absent). The released checkpoints set every one of them explicitly.
 _LLADA_REQUIRED = {
-    "block_type": "llama",
-    "layer_norm_type": "rms",
-    "alibi": False,
-    "rope": True,
-    "attention_layer_norm": False,
-    "scale_logits": False,
-    "input_emb_norm": False,
-    "clip_qkv": None,
+    "block_type": ("llama", "sequential"),
+    "layer_norm_type": ("rms", "default"),
+    "alibi": (False, False),
+    "rope": (True, False),
+    "attention_layer_norm": (False, False),
+    "scale_logits": (False, False),
+    "input_emb_norm": (False, False),
+    "clip_qkv": (None, None),
+    "activation_type": ("silu", "swiglu"),
+    "include_bias": (False, False),
 }
 
 
@@ -118,15 +121,10 @@ def family_of(config: dict[str, Any]) -> Family | None:
 def arch_from_config(family: Family, cfg: dict[str, Any]) -> ArchConfig:
     """Translate a family's config.json into ArchConfig, refusing switches we do not implement."""
     if family is LLADA:
-        for key, want in _LLADA_REQUIRED.items():
-            got = cfg.get(key, want)
+        for key, (want, default) in _LLADA_REQUIRED.items():
+            got = cfg.get(key, default)
             if got != want:
                 raise ValueError(f"unsupported LLaDA config: {key}={got!r} (native loader needs {want!r})")
-        act = cfg.get("activation_type", "silu")
-        if act not in ("silu", "swiglu"):
-            raise ValueError(f"unsupported LLaDA config: activation_type={act!r}")
-        if cfg.get("include_bias", False):
-            raise ValueError("unsupported LLaDA config: include_bias=True")
         qkv_bias = cfg.get("include_qkv_bias")
         return ArchConfig(
             vocab_size=int(cfg.get("embedding_size") or cfg["vocab_size"]),
@@ -138,11 +136,13 @@ def arch_from_config(family: Family, cfg: dict[str, Any]) -> ArchConfig:
             rope_theta=float(cfg.get("rope_theta", 10000.0)),
             rms_norm_eps=float(cfg.get("rms_norm_eps", 1e-5)),
             qkv_bias=bool(qkv_bias) if qkv_bias is not None else False,
-            tie_embeddings=bool(cfg.get("weight_tying", False)),
+            tie_embeddings=bool(cfg.get("weight_tying", True)),
             shifted_logits=False,
             extra=cfg,
         )
     if family is DREAM:
+        if cfg.get("hidden_act", "silu") != "silu":
+            raise ValueError(f"unsupported Dream config: hidden_act={cfg['hidden_act']!r}")
         if cfg.get("use_sliding_window"):
             raise ValueError("unsupported Dream config: use_sliding_window=True")
         if cfg.get("rope_scaling"):
@@ -184,6 +184,9 @@ def config_from_arch(family: Family, arch: ArchConfig) -> dict[str, Any]:
             weight_tying=arch.tie_embeddings,
             include_bias=False,
             block_type="llama",
+            layer_norm_type="rms",
+            rope=True,
+            activation_type="silu",
         )
         return base
     if family is DREAM:

@@ -260,8 +260,11 @@ class RemoteCodeLM(nn.Module):
 def load_tokenizer(name_or_path: str | os.PathLike, *, trust_remote_code: bool = False):
     """The model's tokenizer (a transformers fast tokenizer) with its chat template."""
     from transformers import AutoTokenizer
+    from transformers.utils import logging as hf_logging
 
     path = resolve_path(name_or_path)
+    level = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # AutoTokenizer warns about unknown model_types it need not know
     try:
         return AutoTokenizer.from_pretrained(str(path), trust_remote_code=trust_remote_code)
     except Exception as err:
@@ -270,3 +273,5 @@ def load_tokenizer(name_or_path: str | os.PathLike, *, trust_remote_code: bool =
 
             return PreTrainedTokenizerFast.from_pretrained(str(path))
         raise ModelLoadError(f"cannot load a tokenizer from {path}: {err}") from None
+    finally:
+        hf_logging.set_verbosity(level)

@@ -1,0 +1,290 @@
+"""`igpo eval`: run lm-eval with the `dllm` model under a protocol and write a run record.
+
+Validation happens before any model is loaded or file written; responses are cached as they
+finish, so rerunning an interrupted command reuses them; results are written atomically.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+import time
+from collections import defaultdict
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from harness.protocols import Protocol, load_protocol
+from harness.results import TaskResult, write_results
+from harness.stats import accuracy_interval
+
+HEADLINE_METRIC = "exact_match"
+CACHE_FILE = "responses.jsonl"
+DEFAULT_OUT = Path("runs/eval")
+DEFAULT_LEADERBOARD = Path("results/leaderboard.md")
+
+
+@dataclass
+class EvalRequest:
+    """Everything `igpo eval` was asked to do."""
+
+    model: str
+    tasks: list[str]
+    protocol: str = "igpo"
+    adapter: str | None = None
+    limit: int | None = None
+    seeds: list[int] | None = None
+    data_dir: Path | None = None
+    out: Path = DEFAULT_OUT
+    name: str | None = None
+    batch_size: int = 8
+    device: str | None = None
+    dtype: str | None = None
+    decode_overrides: dict[str, Any] = field(default_factory=dict)
+    leaderboard: Path | None = DEFAULT_LEADERBOARD
+    trust_remote_code: bool = False
+    label: str | None = None
+    """Display name in leaderboards (default: the model path's last part, plus adapter)."""
+
+
+@dataclass
+class Plan:
+    protocol: Protocol
+    leaves: list[str]
+    data_dir: Path | None
+    run_dir: Path
+
+
+def slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", text.strip("/")).strip("_")[-80:] or "model"
+
+
+def plan(req: EvalRequest) -> Plan:
+    """Check every input and decide what to run; raises a one-line error on bad input."""
+    from tasks.registry import GROUPS, data_dir_or_env, local_data_file, resolve_tasks
+
+    if req.limit is not None and req.limit <= 0:
+        raise ValueError(f"--limit must be a positive number of problems, got {req.limit}")
+    protocol = load_protocol(req.protocol)
+    if req.decode_overrides:
+        protocol.decoding = protocol.decoding.replace(**req.decode_overrides)
+    leaves: list[str] = []
+    for name in resolve_tasks(req.tasks):
+        for leaf in GROUPS.get(name, (name,)):
+            if leaf not in leaves:
+                leaves.append(leaf)
+    data_dir = data_dir_or_env(req.data_dir)
+    if data_dir is not None:
+        if not Path(data_dir).is_dir():
+            raise FileNotFoundError(f"data folder not found: {data_dir}")
+        for leaf in leaves:
+            if not leaf_is_builtin(leaf):
+                local_data_file(leaf, data_dir)
+    if req.model and not Path(req.model).exists() and (req.model.startswith((".", "/", "~")) or req.model.count("/") != 1):
+        raise FileNotFoundError(f"model path not found: {req.model}")
+    if req.adapter and not Path(req.adapter).is_dir():
+        raise FileNotFoundError(f"adapter folder not found: {req.adapter}")
+    model_part = slug(Path(req.model).name if Path(req.model).exists() else req.model)
+    adapter_part = slug(Path(req.adapter).name) if req.adapter else None
+    name = req.name or "-".join(filter(None, [model_part, adapter_part, protocol.name]))
+    return Plan(protocol=protocol, leaves=leaves, data_dir=data_dir, run_dir=req.out / name)
+
+
+def leaf_is_builtin(task: str) -> bool:
+    """Tasks that generate their data (no data file needed), e.g. igpo_arith."""
+    from tasks.registry import SPECS
+
+    spec = SPECS.get(task)
+    return spec is not None and not getattr(spec, "local_file", None)
+
+
+def run_eval(req: EvalRequest) -> Path:
+    """Evaluate, write results.json + samples.jsonl into the run folder, return its path."""
+    p = plan(req)
+    from lm_eval import simple_evaluate
+    from lm_eval.tasks import TaskManager
+
+    from harness.lmeval import DiffusionLM
+    from tasks.registry import TASK_DIR
+
+    logging.getLogger("lm_eval").setLevel(logging.WARNING)
+    started = time.perf_counter()
+    lm = DiffusionLM(
+        pretrained=req.model, adapter=req.adapter, batch_size=req.batch_size, device=req.device,
+        dtype=req.dtype, trust_remote_code=req.trust_remote_code,
+        cache_file=str(p.run_dir / CACHE_FILE),
+    )
+    manager = TaskManager(include_path=str(TASK_DIR), include_defaults=False)
+    seeds = req.seeds if req.seeds else p.protocol.seeds
+    per_task: dict[str, dict[str, Any]] = {}
+    samples_out: list[dict[str, Any]] = []
+    lm_eval_aggregates: dict[str, Any] = {}
+    for suffix, variant in p.protocol.variants():
+        for seed_index, seed in enumerate(seeds):
+            configs = []
+            for leaf in p.leaves:
+                cfg, repeats = p.protocol.for_task(leaf, variant)
+                if seed_index > 0 and is_deterministic(cfg):
+                    continue  # greedy decoding gives the same tokens under every seed
+                key = leaf + suffix
+                per_task.setdefault(key, {"task": leaf, "decoding": cfg.to_dict(), "repeats": repeats,
+                                          "seeds": [], "items": defaultdict(list), "per_seed": {}})
+                per_task[key]["seeds"].append(seed)
+                configs.append(task_config(leaf, p.data_dir, cfg, repeats))
+            if not configs:
+                continue
+            print(f"[igpo eval] seed {seed}{' ' + suffix if suffix else ''}: "
+                  f"{', '.join(c['task'] for c in configs)}", file=sys.stderr)
+            lm.args.seed = seed
+            out = simple_evaluate(
+                model=lm, tasks=configs, limit=req.limit, task_manager=manager, log_samples=True,
+                apply_chat_template=True, bootstrap_iters=0, random_seed=seed,
+                numpy_random_seed=seed, torch_random_seed=seed, fewshot_random_seed=seed,
+            )
+            if out is None:  # non-zero rank under data parallel
+                continue
+            lm_eval_aggregates[f"seed{seed}{suffix}"] = out["results"]
+            for c in configs:
+                key = c["task"] + suffix
+                metrics = {k.split(",")[0]: v for k, v in out["results"][c["task"]].items()
+                           if "," in k and "_stderr" not in k and isinstance(v, (int, float))}
+                per_task[key]["per_seed"][str(seed)] = metrics
+                for s in out["samples"][c["task"]]:
+                    rows = sample_rows(key, s, seed)
+                    samples_out.extend(rows)
+                    per_task[key]["items"][s["doc_id"]].extend(r["correct"] for r in rows)
+    if lm.rank != 0:
+        return p.run_dir
+    wall = time.perf_counter() - started
+    tasks_table = {key: asdict(summarise(key, info, req, p)) for key, info in per_task.items()}
+    record = {
+        "run_name": p.run_dir.name,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "label": req.label or default_label(req),
+        "model": model_record(req, lm),
+        "protocol": p.protocol.to_dict(),
+        "tasks": tasks_table,
+        "provenance": provenance(lm, wall),
+        "lm_eval": lm_eval_aggregates,
+    }
+    path = write_results(p.run_dir, record, samples_out)
+    record["_path"] = str(path)
+    print_table(record)
+    if req.leaderboard is not None:
+        refresh_leaderboard(req.out, req.leaderboard)
+    return path
+
+
+def is_deterministic(cfg) -> bool:
+    return cfg.temperature == 0 and cfg.remasking == "low_confidence"
+
+
+def task_config(leaf: str, data_dir: Path | None, cfg, repeats: int) -> dict[str, Any]:
+    """The lm-eval config of one task with this run's decoding settings and repeats."""
+    from tasks.registry import task_overrides
+
+    base = task_overrides(leaf, data_dir)
+    gen = dict(base.get("generation_kwargs") or {})
+    gen.update({k: v for k, v in cfg.to_dict().items()})
+    gen["do_sample"] = cfg.temperature > 0
+    return {**base, "generation_kwargs": gen, "repeats": repeats}
+
+
+def sample_rows(key: str, sample: dict[str, Any], seed: int) -> list[dict[str, Any]]:
+    """One samples.jsonl row per response, re-scored so every row carries its own verdict."""
+    from igpo.scoring import strict_correct, verify_answer
+
+    gold = str(sample["target"])
+    responses = sample["filtered_resps"][0] if sample["filtered_resps"] else []
+    if isinstance(responses, str):
+        responses = [responses]
+    prompt = sample["arguments"][0][0]
+    rows = []
+    for repeat, response in enumerate(responses):
+        score = verify_answer(gold, response)
+        rows.append({
+            "task": key, "doc_id": sample["doc_id"], "seed": seed, "repeat": repeat, "prompt": prompt,
+            "response": response, "extracted": score.extracted, "gold": gold,
+            "correct": bool(score.correct), "strict_correct": bool(strict_correct(gold, response).correct),
+            "timed_out": bool(score.timed_out),
+        })
+    return rows
+
+
+def summarise(key: str, info: dict[str, Any], req: EvalRequest, p: Plan) -> TaskResult:
+    from tasks.registry import data_hash, dataset_source
+    from tasks.registry import task_config as yaml_config
+
+    item_means = [sum(v) / len(v) for v in info["items"].values() if v]
+    per_item = len(info["seeds"]) * info["repeats"]
+    acc, ci, se, kind = accuracy_interval(item_means, per_item)
+    seeds_metrics = info["per_seed"].values()
+    names = {m for d in seeds_metrics for m in d}
+    metrics = {m: sum(d.get(m, 0.0) for d in seeds_metrics) / max(1, len(seeds_metrics)) for m in sorted(names)}
+    metrics["timeouts"] = sum(d.get("timeouts", 0.0) for d in seeds_metrics)
+    version = (yaml_config(info["task"]).get("metadata") or {}).get("version")
+    return TaskResult(
+        task=info["task"], metric=HEADLINE_METRIC, accuracy=acc, n_items=len(item_means),
+        samples_per_item=per_item, ci95=ci, ci_kind=kind, stderr=se, metrics=metrics,
+        per_seed=info["per_seed"], decoding=info["decoding"], repeats=info["repeats"],
+        seeds=info["seeds"], limit=req.limit, version=version,
+        data={"source": dataset_source(info["task"], p.data_dir), "hash": data_hash(info["task"], p.data_dir)},
+    )
+
+
+def default_label(req: EvalRequest) -> str:
+    base = Path(req.model).name if Path(req.model).exists() else req.model
+    return base + (f" + {Path(req.adapter).name}" if req.adapter else "")
+
+
+def model_record(req: EvalRequest, lm) -> dict[str, Any]:
+    from harness.provenance import folder_hash
+
+    return {"name_or_path": req.model, "hash": folder_hash(req.model), "adapter": req.adapter,
+            "adapter_hash": folder_hash(req.adapter), "family": getattr(lm.model, "family", None),
+            "token_spec": vars(lm.spec) if hasattr(lm.spec, "__dict__") else None}
+
+
+def provenance(lm, wall: float) -> dict[str, Any]:
+    from harness.provenance import git_commit, versions
+
+    st = lm.stats
+    decode_s = st.get("decode_seconds", 0.0)
+    return {
+        "versions": versions(), "git_commit": git_commit(), "command": " ".join(sys.argv),
+        "wall_time_s": round(wall, 3), "decode_seconds": round(decode_s, 3),
+        "forward_seconds": round(lm._forward_timer.seconds, 3),
+        "generated_tokens": int(st.get("generated_tokens", 0)),
+        "tokens_per_s": (st.get("generated_tokens", 0) / decode_s) if decode_s else None,
+        "nfe_per_token": (st.get("nfe", 0) / st["generated_tokens"]) if st.get("generated_tokens") else None,
+        "requests_decoded": int(st.get("requests", 0)), "requests_from_cache": int(st.get("cached", 0)),
+    }
+
+
+def print_table(record: dict[str, Any]) -> None:
+    from tabulate import tabulate
+
+    rows = []
+    for key, t in record["tasks"].items():
+        lo, hi = t["ci95"]
+        rows.append([key, f"{100 * t['accuracy']:.1f}", f"[{100 * lo:.1f}, {100 * hi:.1f}]", t["ci_kind"],
+                     t["n_items"], t["samples_per_item"], f"{100 * t['metrics'].get('strict_match', 0):.1f}",
+                     int(t["metrics"].get("timeouts", 0))])
+    print(tabulate(rows, headers=["task", "acc %", "95% CI", "CI", "items", "samples/item", "strict %", "timeouts"],
+                   tablefmt="github"))
+    prov = record["provenance"]
+    tps = prov.get("tokens_per_s")
+    print(f"\nrun: {record['run_name']}  protocol: {record['protocol']['name']}  wall: {prov['wall_time_s']:.1f}s"
+          + (f"  tokens/s: {tps:.1f}" if tps else "") + f"  results: {record.get('_path', '')}")
+
+
+def refresh_leaderboard(runs_root: Path, out: Path) -> None:
+    """Rewrite the leaderboard markdown from every finished run under `runs_root`."""
+    from harness.leaderboard import discover_runs, write_leaderboard
+
+    runs = discover_runs(runs_root)
+    if runs:
+        reference = Path("results/reference.yaml")
+        write_leaderboard(runs, out, "markdown", reference if reference.is_file() else None)

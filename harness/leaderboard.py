@@ -1,0 +1,491 @@
+"""Leaderboard of eval runs beside published reference numbers, as markdown, LaTeX or CSV.
+
+One row per run (model + adapter/checkpoint, protocol), one column per task key; each cell is
+accuracy in percent with its 95% interval. Reference rows (results/reference.yaml) are
+published point values, marked "reported" and listed after the runs.
+
+Average: the mean of the row's own non-missing task columns. A row missing some columns gets
+a `*` after its average (it covers fewer tasks, so it is not comparable); complete rows sort
+before incomplete ones, each group by average, best first.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from tabulate import LATEX_ESCAPE_RULES, tabulate
+
+from harness.results import RESULTS_FILE, ResultsError, atomic_write_text, load_results
+
+DEFAULT_REFERENCE = Path("results/reference.yaml")
+DEFAULT_OUT = Path("results/leaderboard.md")
+
+TABLE_FORMATS: dict[str, str | None] = {
+    "markdown": "pipe",
+    "github": "github",
+    "latex": "latex_booktabs",
+    "csv": None,
+}
+"""Output format -> tabulate table format (None: written with the csv module)."""
+
+TASK_PREFIX = "igpo_"
+LENGTH_SEP = "@"
+TASK_ORDER = ("gsm8k", "math500", "amc", "amc23", "arith")
+"""Column order of known tasks (prefix stripped); other tasks follow alphabetically."""
+
+PERCENT = 100.0
+PCT_DIGITS = 1
+"""Decimals shown for percentages in tables."""
+CSV_DIGITS = 3
+"""Decimals kept for percentages in CSV."""
+
+MEASURED = "measured"
+REPORTED = "reported"
+MISSING = "-"
+INCOMPLETE_MARK = " *"
+UNKNOWN = "?"
+
+WILSON = "wilson"
+CLUSTER = "cluster"
+CI_KIND_TEXT = {
+    WILSON: "Wilson score interval (one sample per item)",
+    CLUSTER: "item-clustered normal interval (avg@k or several seeds)",
+    "wilson-items": "Wilson score interval over items (every item scored alike, so the clustered interval would collapse)",
+}
+REFERENCE_FIELDS = {"model", "protocol", "source", "accuracy"}
+CHECKPOINT_PREFIXES = ("checkpoint", "step", "ckpt")
+"""Adapter folder names this generic get their parent folder's name in front."""
+
+
+@dataclass(frozen=True)
+class ReferenceRow:
+    """A published result: one model under one protocol, accuracy per task key in percent."""
+
+    model: str
+    protocol: str
+    source: str
+    accuracy: dict[str, float]
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One task's accuracy in percent; the 95% interval is None for reported values."""
+
+    accuracy: float
+    lo: float | None = None
+    hi: float | None = None
+    ci_kind: str | None = None
+    samples_per_item: int | None = None
+
+
+@dataclass
+class Row:
+    """One leaderboard line: a measured run or a reported reference result."""
+
+    model: str
+    protocol: str
+    result: str
+    source: str
+    cells: dict[str, Cell]
+    average: float | None = None
+    complete: bool = True
+
+
+@dataclass
+class Leaderboard:
+    """Rows in display order, task columns in display order, and the footnotes."""
+
+    columns: list[str]
+    rows: list[Row]
+    notes: list[str] = field(default_factory=list)
+
+
+# Task keys
+
+
+def split_task_key(key: str) -> tuple[str, str | None]:
+    """("igpo_gsm8k", "256") for "igpo_gsm8k@256"; the length is None without a suffix."""
+    name, sep, length = key.partition(LENGTH_SEP)
+    return name, (length if sep else None)
+
+
+def task_sort_key(key: str) -> tuple[int, str, int, float, str]:
+    """Known tasks in TASK_ORDER first, others alphabetically; lengths ascending, none first."""
+    name, length = split_task_key(key)
+    base = name.removeprefix(TASK_PREFIX)
+    rank = TASK_ORDER.index(base) if base in TASK_ORDER else len(TASK_ORDER)
+    if length is None:
+        return (rank, base, 0, 0.0, "")
+    number = float(length) if length.isdigit() else math.inf
+    return (rank, base, 1, number, length)
+
+
+def task_label(key: str) -> str:
+    """Column header: the task key without the igpo_ prefix ("gsm8k@256")."""
+    return key.removeprefix(TASK_PREFIX)
+
+
+def order_tasks(keys: Iterable[str]) -> list[str]:
+    """Distinct task keys in display order."""
+    return sorted(set(keys), key=task_sort_key)
+
+
+# Reference file
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _reference_row(path: Path, n: int, raw: Any) -> ReferenceRow:
+    """Validate one entry of the reference file's rows list."""
+    where = f"{path}: row {n}"
+    if not isinstance(raw, dict):
+        raise ValueError(f"{where} is not a mapping")
+    unknown = sorted(set(raw) - REFERENCE_FIELDS)
+    if unknown:
+        raise ValueError(f"{where} has unknown field(s) {', '.join(map(str, unknown))}")
+    for name in ("model", "protocol", "source"):
+        if not isinstance(raw.get(name), str) or not raw[name].strip():
+            raise ValueError(f"{where} needs a non-empty string {name!r}")
+    acc = raw.get("accuracy")
+    if not isinstance(acc, dict) or not acc:
+        raise ValueError(f"{where} ({raw['model']}) needs a non-empty 'accuracy' mapping")
+    for key, value in acc.items():
+        if not isinstance(key, str) or not _is_number(value) or not 0 <= value <= PERCENT:
+            raise ValueError(
+                f"{where} ({raw['model']}): accuracy {key!r}: {value!r} is not a percentage"
+            )
+    return ReferenceRow(
+        model=raw["model"].strip(),
+        protocol=raw["protocol"].strip(),
+        source=raw["source"].strip(),
+        accuracy={k: float(v) for k, v in acc.items()},
+    )
+
+
+def load_reference(path: str | Path) -> list[ReferenceRow]:
+    """Read and validate reference.yaml (`rows:` list); ValueError names what is wrong."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no reference file at {path}")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as err:
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        mark = getattr(err, "problem_mark", None)
+        at = f" at line {mark.line + 1}" if mark is not None else ""
+        raise ValueError(f"{path} is not valid YAML ({problem}{at})") from None
+    except UnicodeDecodeError as err:
+        raise ValueError(f"{path} is not UTF-8 text ({err.reason})") from None
+    if not isinstance(data, dict) or not isinstance(data.get("rows"), list):
+        raise ValueError(f"{path} needs a top-level 'rows:' list")
+    rows = [_reference_row(path, n, raw) for n, raw in enumerate(data["rows"], 1)]
+    seen: set[tuple[str, str, str]] = set()
+    for row in rows:
+        ident = (row.model, row.protocol, row.source)
+        if ident in seen:
+            raise ValueError(f"{path}: {row.model} ({row.protocol}, {row.source}) appears twice")
+        seen.add(ident)
+    return rows
+
+
+# Runs
+
+
+def _short_name(name_or_path: str) -> str:
+    """The last path part of a model id or folder ("GSAI-ML/LLaDA-8B-Instruct" -> "LLaDA-...")."""
+    parts = Path(name_or_path.rstrip("/")).parts
+    if not parts:
+        return name_or_path
+    last = parts[-1]
+    if last.lower().startswith(CHECKPOINT_PREFIXES) and len(parts) > 1:
+        return f"{parts[-2]}/{last}"
+    return last
+
+
+def model_label(record: dict[str, Any], with_adapter: bool = True) -> str:
+    """Model name plus (unless with_adapter is False) the adapter/checkpoint label of a run."""
+    model = record.get("model")
+    if not isinstance(model, dict):
+        return UNKNOWN
+    name = _short_name(str(model.get("name_or_path") or UNKNOWN))
+    adapter = model.get("adapter")
+    return f"{name} + {_short_name(str(adapter))}" if adapter and with_adapter else name
+
+
+def protocol_name(record: dict[str, Any]) -> str:
+    """The protocol name of a run record ("?" if it has none)."""
+    protocol = record.get("protocol")
+    if isinstance(protocol, dict):
+        protocol = protocol.get("name")
+    return str(protocol) if protocol else UNKNOWN
+
+
+def shared_protocol(runs: list[dict[str, Any]]) -> str | None:
+    """The one known protocol all runs share; None when mixed, unknown or there are no runs."""
+    names = {protocol_name(r) for r in runs}
+    name = names.pop() if len(names) == 1 else None
+    return None if name == UNKNOWN else name
+
+
+def _interval(where: str, task: dict[str, Any]) -> tuple[float, float]:
+    ci = task.get("ci95")
+    if not (isinstance(ci, (list, tuple)) and len(ci) == 2 and all(map(_is_number, ci))):
+        raise ResultsError(f"{where}: ci95 {ci!r} is not a [lo, hi] pair")
+    return float(ci[0]), float(ci[1])
+
+
+def run_cells(record: dict[str, Any]) -> dict[str, Cell]:
+    """Per-task cells (percent, with interval) of a loaded run record."""
+    path = record.get("_path", "results")
+    cells = {}
+    for key, task in record["tasks"].items():
+        where = f"{path}: task {key!r}"
+        acc = task.get("accuracy")
+        if not _is_number(acc) or not 0 <= acc <= 1:
+            raise ResultsError(f"{where}: accuracy {acc!r} is not a fraction in [0, 1]")
+        lo, hi = _interval(where, task)
+        spi = task.get("samples_per_item")
+        samples = int(spi) if _is_number(spi) else None
+        kind = task.get("ci_kind") or (WILSON if samples in (None, 1) else CLUSTER)
+        cells[key] = Cell(acc * PERCENT, lo * PERCENT, hi * PERCENT, str(kind), samples)
+    return cells
+
+
+def run_source(record: dict[str, Any]) -> str:
+    """What identifies a run in the source column: its run name, else its folder."""
+    if record.get("run_name"):
+        return str(record["run_name"])
+    return Path(record.get("_path", UNKNOWN)).parent.name or UNKNOWN
+
+
+def _run_row(record: dict[str, Any]) -> Row:
+    return Row(
+        model=model_label(record),
+        protocol=protocol_name(record),
+        result=MEASURED,
+        source=run_source(record),
+        cells=run_cells(record),
+    )
+
+
+def _reference_to_row(ref: ReferenceRow, columns: list[str]) -> Row:
+    cells = {k: Cell(v) for k, v in ref.accuracy.items() if k in columns}
+    return Row(ref.model, ref.protocol, REPORTED, ref.source, cells)
+
+
+def _fill_average(row: Row, columns: list[str]) -> Row:
+    """Set the row's average over its own non-missing columns and whether it has them all."""
+    present = [row.cells[c].accuracy for c in columns if c in row.cells]
+    row.average = sum(present) / len(present) if present else None
+    row.complete = len(present) == len(columns)
+    return row
+
+
+def _rank(row: Row) -> tuple[bool, float]:
+    """Sort key: complete rows first, then by average descending."""
+    return (not row.complete, -(row.average if row.average is not None else -math.inf))
+
+
+# Notes
+
+
+def _samples_text(samples: set[int | None]) -> str:
+    known = sorted(s for s in samples if s is not None)
+    return "/".join(map(str, known)) if known else UNKNOWN
+
+
+def interval_notes(cell_maps: Iterable[dict[str, Cell]], columns: list[str]) -> list[str]:
+    """One footnote per interval kind naming its task columns (clustered: with samples/item)."""
+    groups: dict[str, dict[str, set[int | None]]] = {}
+    for cells in cell_maps:
+        for key in columns:
+            cell = cells.get(key)
+            if cell is not None and cell.ci_kind is not None:
+                per_col = groups.setdefault(cell.ci_kind, {})
+                per_col.setdefault(key, set()).add(cell.samples_per_item)
+    known = list(CI_KIND_TEXT)
+    notes = []
+    for kind in sorted(groups, key=lambda k: (known.index(k) if k in known else len(known), k)):
+        per_col = groups[kind]
+        cols = ", ".join(
+            task_label(k) if kind == WILSON else f"{task_label(k)} ({_samples_text(per_col[k])} "
+            "samples/item)"
+            for k in order_tasks(per_col)
+        )
+        notes.append(f"95% intervals: {CI_KIND_TEXT.get(kind, kind)} for {cols}.")
+    return notes
+
+
+def _notes(rows: list[Row], columns: list[str]) -> list[str]:
+    measured = any(r.result == MEASURED for r in rows)
+    notes = [f"Cells: accuracy in percent{' [95% interval]' if measured else ''}."]
+    notes += interval_notes((r.cells for r in rows), columns)
+    notes.append("average: mean over the row's own tasks shown.")
+    if any(not r.complete for r in rows):
+        notes.append(
+            f'A "{INCOMPLETE_MARK.strip()}" after the average marks a row lacking some columns: '
+            "its average covers fewer tasks and is not comparable."
+        )
+    if any(r.result == REPORTED for r in rows):
+        notes.append(
+            f"{REPORTED}: published point values (no interval) from the paper and table in "
+            "the source column."
+        )
+    return notes
+
+
+def build_leaderboard(
+    runs: list[dict[str, Any]],
+    reference: list[ReferenceRow] | None,
+    protocol: str | None,
+) -> Leaderboard:
+    """Rows for the runs (best average first) then reference rows of `protocol` (all if None).
+
+    Columns are the task keys of the runs; with no runs, those of the reference rows shown.
+    Reference rows sharing none of the columns are left out.
+    """
+    run_rows = [_run_row(r) for r in runs]
+    refs = [r for r in reference or [] if protocol is None or r.protocol == protocol]
+    if run_rows:
+        columns = order_tasks(k for row in run_rows for k in row.cells)
+    else:
+        columns = order_tasks(k for ref in refs for k in ref.accuracy)
+    ref_rows = [_reference_to_row(r, columns) for r in refs]
+    ref_rows = [r for r in ref_rows if r.cells]
+    run_rows = sorted((_fill_average(r, columns) for r in run_rows), key=_rank)
+    group_order = {}
+    for r in ref_rows:
+        group_order.setdefault((r.protocol, r.source), len(group_order))
+    ref_rows = sorted(
+        (_fill_average(r, columns) for r in ref_rows),
+        key=lambda r: group_order[(r.protocol, r.source)],
+    )
+    rows = run_rows + ref_rows
+    return Leaderboard(columns=columns, rows=rows, notes=_notes(rows, columns))
+
+
+# Rendering
+
+
+def fmt_pct(value: float) -> str:
+    """A percentage with PCT_DIGITS decimals."""
+    return f"{value:.{PCT_DIGITS}f}"
+
+
+def cell_text(cell: Cell | None) -> str:
+    """"81.5 [79.3, 83.5]" for a measured cell, "81.5" for a reported one, "-" if missing."""
+    if cell is None:
+        return MISSING
+    if cell.lo is None or cell.hi is None:
+        return fmt_pct(cell.accuracy)
+    return f"{fmt_pct(cell.accuracy)} [{fmt_pct(cell.lo)}, {fmt_pct(cell.hi)}]"
+
+
+def average_text(row: Row) -> str:
+    """The row's average, with the incomplete mark when it lacks some columns."""
+    if row.average is None:
+        return MISSING
+    return fmt_pct(row.average) + ("" if row.complete else INCOMPLETE_MARK)
+
+
+def _headers(lb: Leaderboard) -> list[str]:
+    return ["model", "protocol", "result", *map(task_label, lb.columns), "average", "source"]
+
+
+def _table_rows(lb: Leaderboard) -> list[list[str]]:
+    return [
+        [r.model, r.protocol, r.result, *(cell_text(r.cells.get(c)) for c in lb.columns),
+         average_text(r), r.source]
+        for r in lb.rows
+    ]
+
+
+def _csv_number(value: float | None) -> str:
+    return "" if value is None else f"{value:.{CSV_DIGITS}f}"
+
+
+def _render_csv(lb: Leaderboard) -> str:
+    """One line per row; per task: accuracy, lo, hi (percent) and interval kind columns."""
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    header = ["model", "protocol", "result", "source"]
+    for key in lb.columns:
+        header += [key, f"{key}_lo", f"{key}_hi", f"{key}_ci"]
+    writer.writerow([*header, "average", "complete"])
+    for r in lb.rows:
+        line = [r.model, r.protocol, r.result, r.source]
+        for key in lb.columns:
+            c = r.cells.get(key)
+            line += ["", "", "", ""] if c is None else [
+                _csv_number(c.accuracy), _csv_number(c.lo), _csv_number(c.hi), c.ci_kind or ""
+            ]
+        writer.writerow([*line, _csv_number(r.average), str(r.complete).lower()])
+    return buf.getvalue()
+
+
+def _latex_escape(text: str) -> str:
+    return "".join(LATEX_ESCAPE_RULES.get(ch, ch) for ch in text)
+
+
+def render(lb: Leaderboard, fmt: str) -> str:
+    """The leaderboard as markdown, github, latex or csv text."""
+    if fmt not in TABLE_FORMATS:
+        raise ValueError(f"unknown format {fmt!r}; choose from {', '.join(TABLE_FORMATS)}")
+    if fmt == "csv":
+        return _render_csv(lb)
+    table = tabulate(
+        _table_rows(lb), headers=_headers(lb), tablefmt=TABLE_FORMATS[fmt], disable_numparse=True
+    )
+    if fmt == "latex":
+        notes = "".join(f"{_latex_escape(n)}\\par\n" for n in lb.notes)
+        return f"{table}\n\n{{\\footnotesize\n{notes}}}\n"
+    notes = "".join(f"- {n}\n" for n in lb.notes)
+    return f"# Leaderboard\n\n{table}\n\nNotes:\n\n{notes}"
+
+
+# Files
+
+
+def discover_runs(root: str | Path) -> list[Path]:
+    """Run folders (those holding a results.json) at or under `root`, sorted."""
+    root = Path(root)
+    if not root.exists():
+        raise FileNotFoundError(f"no such folder: {root}")
+    if not root.is_dir():
+        raise NotADirectoryError(f"not a folder: {root}")
+    return sorted({p.parent for p in root.rglob(RESULTS_FILE) if p.is_file()})
+
+
+def write_leaderboard(
+    run_paths: list[Path],
+    out: Path | None,
+    fmt: str,
+    reference_path: Path | None,
+    *,
+    protocol: str | None = None,
+) -> str:
+    """Load runs and references, render, write `out` atomically if given; return the text.
+
+    Reference rows are filtered to `protocol`; when it is None, to the protocol all runs share
+    (all reference rows when the runs are mixed or there are none).
+    """
+    if fmt not in TABLE_FORMATS:
+        raise ValueError(f"unknown format {fmt!r}; choose from {', '.join(TABLE_FORMATS)}")
+    runs = [load_results(p) for p in run_paths]
+    reference = load_reference(reference_path) if reference_path is not None else None
+    if not runs and not reference:
+        raise ValueError("nothing to show: no runs and no reference rows")
+    chosen = protocol if protocol is not None else shared_protocol(runs)
+    text = render(build_leaderboard(runs, reference, chosen), fmt)
+    if out is not None:
+        atomic_write_text(Path(out), text)
+    return text

@@ -1,0 +1,118 @@
+"""Evaluation protocols: named, file-defined presets of decoding and sampling per task.
+
+A protocol file (YAML) has: name, description, source, seeds, decoding (DecodeConfig fields),
+optionally gen_lengths + steps_ratio (one variant per length, results keyed `task@length`),
+and tasks: per-task overrides of decoding fields plus `repeats` (k samples per problem: avg@k).
+Built-in protocols live in harness/protocols/*.yaml; any other path to a YAML file works too.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from igpo.decoding.config import DecodeConfig
+
+PROTOCOL_DIR = Path(__file__).resolve().parent / "protocols"
+TOP_KEYS = {"name", "description", "source", "seeds", "decoding", "gen_lengths", "steps_ratio", "tasks"}
+TASK_KEYS = {f.name for f in fields(DecodeConfig)} | {"repeats"}
+
+
+class ProtocolError(ValueError):
+    """A protocol that does not exist or does not parse; the message names the problem."""
+
+
+@dataclass
+class Protocol:
+    name: str
+    description: str = ""
+    source: str = ""
+    seeds: list[int] = field(default_factory=lambda: [0])
+    decoding: DecodeConfig = field(default_factory=DecodeConfig)
+    gen_lengths: list[int] | None = None
+    steps_ratio: float | None = None
+    tasks: dict[str, dict[str, Any]] = field(default_factory=dict)
+    file_hash: str = ""
+
+    def variants(self) -> list[tuple[str, DecodeConfig]]:
+        """(suffix, decoding) per generation length: [("", base)] or [("@128", ...), ...]."""
+        if not self.gen_lengths:
+            return [("", self.decoding)]
+        out = []
+        for length in self.gen_lengths:
+            steps = max(1, round(length * self.steps_ratio)) if self.steps_ratio else self.decoding.steps
+            out.append((f"@{length}", self.decoding.replace(gen_length=length, steps=steps)))
+        return out
+
+    def for_task(self, task: str, base: DecodeConfig) -> tuple[DecodeConfig, int]:
+        """The decoding settings and repeats (samples per problem) of one task."""
+        extra = dict(self.tasks.get(task, {}))
+        repeats = int(extra.pop("repeats", 1))
+        return base.replace(**extra), repeats
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "description": self.description, "source": self.source,
+                "seeds": self.seeds, "decoding": self.decoding.to_dict(), "gen_lengths": self.gen_lengths,
+                "steps_ratio": self.steps_ratio, "tasks": self.tasks, "file_hash": self.file_hash}
+
+
+def available() -> list[str]:
+    return sorted(p.stem for p in PROTOCOL_DIR.glob("*.yaml"))
+
+
+def load_protocol(name_or_path: str | Path) -> Protocol:
+    """A built-in protocol by name, or a protocol YAML file by path."""
+    path = Path(name_or_path)
+    if not path.suffix:
+        path = PROTOCOL_DIR / f"{name_or_path}.yaml"
+        if not path.is_file():
+            raise ProtocolError(f"unknown protocol {str(name_or_path)!r} (built in: {', '.join(available())})")
+    if not path.is_file():
+        raise ProtocolError(f"protocol file not found: {path}")
+    text = path.read_text(encoding="utf-8")
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        raise ProtocolError(f"malformed protocol file {path}: {str(err).splitlines()[0]}") from None
+    return parse_protocol(raw, source=str(path), file_hash="sha256:" + hashlib.sha256(text.encode()).hexdigest())
+
+
+def parse_protocol(raw: Any, *, source: str = "<dict>", file_hash: str = "") -> Protocol:
+    """Validate a protocol mapping; unknown keys and bad values are named in the error."""
+    if not isinstance(raw, dict):
+        raise ProtocolError(f"malformed protocol {source}: expected a mapping at top level")
+    unknown = sorted(set(raw) - TOP_KEYS)
+    if unknown:
+        raise ProtocolError(f"malformed protocol {source}: unknown key(s) {', '.join(unknown)}")
+    if not raw.get("name"):
+        raise ProtocolError(f"malformed protocol {source}: missing 'name'")
+    try:
+        decoding = DecodeConfig().replace(**(raw.get("decoding") or {}))
+        tasks = raw.get("tasks") or {}
+        if not isinstance(tasks, dict):
+            raise ValueError("'tasks' must map task names to settings")
+        for task, settings in tasks.items():
+            bad = sorted(set(settings or {}) - TASK_KEYS)
+            if bad:
+                raise ValueError(f"task {task!r} has unknown setting(s) {', '.join(bad)}")
+        seeds = [int(s) for s in raw.get("seeds") or [0]]
+        lengths = raw.get("gen_lengths")
+        lengths = [int(x) for x in lengths] if lengths else None
+        ratio = raw.get("steps_ratio")
+        protocol = Protocol(
+            name=str(raw["name"]), description=str(raw.get("description", "")),
+            source=str(raw.get("source", "")), seeds=seeds, decoding=decoding, gen_lengths=lengths,
+            steps_ratio=float(ratio) if ratio is not None else None,
+            tasks={k: dict(v or {}) for k, v in tasks.items()}, file_hash=file_hash,
+        )
+        for _, cfg in protocol.variants():
+            if cfg.gen_length % cfg.block_length or cfg.steps % (cfg.gen_length // cfg.block_length):
+                raise ValueError(f"gen_length {cfg.gen_length}, block_length {cfg.block_length} and "
+                                 f"steps {cfg.steps} do not divide evenly")
+    except (TypeError, ValueError) as err:
+        raise ProtocolError(f"malformed protocol {source}: {err}") from None
+    return protocol

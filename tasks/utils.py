@@ -1,0 +1,90 @@
+"""Prompt, gold and metric functions referenced by the igpo lm-eval task YAMLs (``!function``).
+
+lm-eval imports this file by path (module name = its path), so it only uses absolute imports.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from statistics import fmean
+from typing import Any
+
+from igpo.scoring import format_gold_number, gsm8k_gold, strict_correct, verify_answer
+
+PROMPT_INSTRUCTION = (
+    "You are a math expert. You will be given a question to solve. Solve it step by step. "
+    "Wrap the final answer in a \\boxed{}. \n"
+    "Respond in the following format:\n"
+    "<reasoning>\nYour reasoning here\n</reasoning>\n"
+    "<answer>\n\\boxed{...}\n</answer>"
+)
+"""d1's system prompt (multi-line form of its eval code); a blank line, then the question."""
+
+QUESTION_FIELDS = ("problem", "question")
+"""Row fields that may hold the question text, in order of preference."""
+
+
+def doc_to_text(doc: dict[str, Any]) -> str:
+    """d1/IGPO zero-shot prompt: instruction, blank line, question (assistant turn prefilled)."""
+    question = next((doc[f] for f in QUESTION_FIELDS if doc.get(f)), None)
+    if question is None:
+        raise KeyError(f"row has none of the question fields {QUESTION_FIELDS}")
+    return f"{PROMPT_INSTRUCTION}\n\n{str(question).strip()}"
+
+
+def gold_gsm8k(doc: dict[str, Any]) -> str:
+    """GSM8K gold: the number after ``####``."""
+    return gsm8k_gold(doc["answer"])
+
+
+def gold_math(doc: dict[str, Any]) -> str:
+    """MATH-500 gold: the ``answer`` field (LaTeX)."""
+    return str(doc["answer"]).strip()
+
+
+def gold_amc(doc: dict[str, Any]) -> str:
+    """AMC gold: the numeric ``answer`` field as a clean string (``142.0`` -> ``"142"``)."""
+    return format_gold_number(doc["answer"])
+
+
+def keep_all_responses(resps: Iterable[list[str]], docs: Iterable[dict[str, Any]]) -> Iterable:
+    """Identity filter: keep every repeat so process_results can average over them (avg@k)."""
+    return resps
+
+
+def total(values: Sequence[float]) -> float:
+    """Aggregation for counters such as ``timeouts``: the sum over documents."""
+    return float(sum(values))
+
+
+def _responses(results: Sequence[Any]) -> list[str]:
+    """The k responses of one document, whether lm-eval passes ``[str]`` or ``[[str, ...]]``."""
+    first = results[0] if results else []
+    return [str(r) for r in first] if isinstance(first, (list, tuple)) else [str(first)]
+
+
+def score_responses(gold: str, results: Sequence[Any]) -> dict[str, float]:
+    """Per-document metrics: mean math-verify and strict correctness over repeats, timeouts."""
+    responses = _responses(results)
+    verified = [verify_answer(gold, r) for r in responses]
+    strict = [strict_correct(gold, r) for r in responses]
+    return {
+        "exact_match": fmean(float(s.correct) for s in verified),
+        "strict_match": fmean(float(s.correct) for s in strict),
+        "timeouts": float(sum(s.timed_out for s in verified)),
+    }
+
+
+def process_results_gsm8k(doc: dict[str, Any], results: Sequence[Any]) -> dict[str, float]:
+    """Metrics for one GSM8K document."""
+    return score_responses(gold_gsm8k(doc), results)
+
+
+def process_results_math(doc: dict[str, Any], results: Sequence[Any]) -> dict[str, float]:
+    """Metrics for one MATH-500 document."""
+    return score_responses(gold_math(doc), results)
+
+
+def process_results_amc(doc: dict[str, Any], results: Sequence[Any]) -> dict[str, float]:
+    """Metrics for one AMC document."""
+    return score_responses(gold_amc(doc), results)

@@ -1,0 +1,120 @@
+"""`igpo eval` / `igpo leaderboard` end to end on a tiny local model, offline."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from harness.cli import app
+from harness.results import load_results, load_samples
+
+runner = CliRunner()
+FAST = ["--gen-length", "32", "--block-length", "16", "--steps", "8", "--seeds", "0", "--no-leaderboard"]
+
+
+def igpo(*args):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+@pytest.fixture(scope="module")
+def finished_run(tiny_checkpoint, tmp_path_factory):
+    from conftest import SHARED_DATA
+
+    if not (SHARED_DATA / "gsm8k" / "test.jsonl").is_file():
+        pytest.skip("shared/data is not beside this checkout")
+    out = tmp_path_factory.mktemp("runs")
+    result = igpo("eval", "--model", tiny_checkpoint, "--tasks", "gsm8k,math500,amc", "--data-dir", SHARED_DATA,
+                  "--limit", 20, "--out", out, *FAST)
+    assert result.exit_code == 0, result.output
+    return out, out / "tiny-dllm-igpo", result
+
+
+def test_eval_writes_results_and_samples(finished_run):
+    _, run, result = finished_run
+    record = load_results(run)
+    assert set(record["tasks"]) == {"igpo_gsm8k", "igpo_math500", "igpo_amc"}
+    gsm = record["tasks"]["igpo_gsm8k"]
+    assert gsm["n_items"] == 20 and gsm["samples_per_item"] == 1 and gsm["ci_kind"].startswith("wilson")
+    amc = record["tasks"]["igpo_amc"]
+    assert amc["repeats"] == 16 and amc["decoding"]["temperature"] == 0.1 and amc["samples_per_item"] == 16
+    assert gsm["decoding"]["gen_length"] == 32 and gsm["decoding"]["steps"] == 8
+    assert gsm["data"]["hash"].startswith("sha256:") and "gsm8k/test.jsonl" in gsm["data"]["source"]
+    prov = record["provenance"]
+    assert prov["versions"]["torch"] and prov["tokens_per_s"] > 0 and prov["nfe_per_token"] > 0
+    assert record["model"]["hash"].startswith("sha256:") and record["protocol"]["name"] == "igpo"
+    samples = load_samples(run)
+    assert len(samples) == 20 + 20 + 20 * 16
+    row = samples[0]
+    assert {"prompt", "response", "extracted", "gold", "correct"} <= set(row)
+    assert "<reasoning>" in row["prompt"]  # d1 format, assistant turn prefilled
+    assert "igpo_gsm8k" in result.output and "95% CI" in result.output
+
+
+def test_rerun_reuses_finished_samples(finished_run, tiny_checkpoint):
+    from conftest import SHARED_DATA
+
+    out, run, _ = finished_run
+    before = load_samples(run)
+    result = igpo("eval", "--model", tiny_checkpoint, "--tasks", "gsm8k,math500,amc", "--data-dir", SHARED_DATA,
+                  "--limit", 20, "--out", out, *FAST)
+    assert result.exit_code == 0, result.output
+    prov = load_results(run)["provenance"]
+    assert prov["requests_decoded"] == 0 and prov["requests_from_cache"] == len(before)
+    assert [s["response"] for s in load_samples(run)] == [s["response"] for s in before]
+
+
+@pytest.mark.parametrize("fmt", ["markdown", "github", "latex", "csv"])
+def test_leaderboard_renders_every_format(finished_run, fmt):
+    out, run, _ = finished_run
+    result = igpo("leaderboard", run, "--format", fmt)
+    assert result.exit_code == 0, result.output
+    assert "tiny-dllm" in result.output
+    if fmt == "csv":
+        rows = list(csv.DictReader(io.StringIO(result.output)))
+        assert any(r["result"] == "reported" for r in rows)
+    if fmt == "latex":
+        assert "\\begin{tabular}" in result.output
+
+
+def _assert_clean_failure(result, needle, out_dir=None):
+    assert result.exit_code == 2, result.output
+    text = (result.stderr if hasattr(result, "stderr") else result.output).strip()
+    assert "Traceback" not in result.output and len(text.splitlines()) == 1, text
+    assert needle.lower() in text.lower()
+    if out_dir is not None:
+        assert not list(out_dir.rglob("results.json")) and not list(out_dir.rglob("samples.jsonl"))
+
+
+def test_bad_inputs_fail_in_one_line(tiny_checkpoint, tmp_path, shared_data):
+    out = tmp_path / "out"
+    base = ["eval", "--model", tiny_checkpoint, "--data-dir", shared_data, "--out", out, *FAST]
+    _assert_clean_failure(igpo(*base, "--tasks", "gsm9k"), "unknown task 'gsm9k'", out)
+    _assert_clean_failure(igpo(*base, "--tasks", "gsm8k", "--protocol", "nope"), "unknown protocol", out)
+    _assert_clean_failure(igpo(*base, "--tasks", "gsm8k", "--limit", 0), "--limit", out)
+    _assert_clean_failure(igpo(*base, "--tasks", "gsm8k", "--limit", -3), "--limit", out)
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: x\ndecoding: {gen_length: 32, bogus: 1}\n")
+    _assert_clean_failure(igpo(*base, "--tasks", "gsm8k", "--protocol", bad), "bogus", out)
+    bad.write_text("name: [unclosed\n")
+    _assert_clean_failure(igpo(*base, "--tasks", "gsm8k", "--protocol", bad), "malformed protocol", out)
+    empty = tmp_path / "data"
+    empty.mkdir()
+    _assert_clean_failure(igpo("eval", "--model", tiny_checkpoint, "--data-dir", empty, "--tasks", "gsm8k",
+                               "--out", out, *FAST), "missing data file", out)
+    _assert_clean_failure(igpo("eval", "--model", tmp_path / "no-model", "--data-dir", shared_data,
+                               "--tasks", "gsm8k", "--out", out, *FAST), "not found", out)
+    foreign = tmp_path / "foreign.json"
+    foreign.write_text(json.dumps({"results": {}}))
+    _assert_clean_failure(igpo("leaderboard", foreign), "not an igpo results file")
+    foreign.write_text("{corrupt")
+    _assert_clean_failure(igpo("leaderboard", foreign), "not valid JSON")
+
+
+def test_help_lists_command_groups():
+    result = igpo("--help")
+    for name in ("eval", "leaderboard", "bench", "lm-eval"):
+        assert name in result.output
