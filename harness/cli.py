@@ -51,6 +51,20 @@ def bench_decode(
                           batch_size=batch_size, repeats=repeats, out=out))
 
 
+@bench_app.command("eval")
+@friendly
+def bench_eval(
+    model: Annotated[str | None, typer.Option(help="Model folder or Hub id; default: a random tiny model.")] = None,
+    data_dir: Annotated[Path | None, typer.Option(help="Offline data folder (default $IGPO_DATA_DIR, else ../shared/data).")] = None,
+    limit: Annotated[int, typer.Option(help="GSM8K problems in the timed igpo eval run.")] = 50,
+    out: Annotated[Path, typer.Option(help="Markdown file to write.")] = Path("results/bench/eval.md"),
+) -> None:
+    """Harness overhead per sample (igpo eval minus forward passes) and scoring throughput."""
+    from harness.bench.eval import EvalBenchConfig, run
+
+    run(EvalBenchConfig(model=model, data_dir=data_dir, limit=limit, out=out))
+
+
 def _split(values: list[str] | None) -> list[str]:
     return [v.strip() for raw in values or [] for v in raw.split(",") if v.strip()]
 
@@ -138,6 +152,12 @@ def lm_eval_cmd(ctx: typer.Context) -> None:
     from harness.lm_eval import main as lm_eval_main
 
     lm_eval_main(list(ctx.args))
+
+
+from harness import train_cli  # noqa: E402  (light: heavy imports happen inside the commands)
+
+app.command("sft")(train_cli.sft)
+app.command("train")(train_cli.train)
 
 
 def main() -> None:

@@ -116,6 +116,7 @@ def run_eval(req: EvalRequest) -> Path:
         dtype=req.dtype, trust_remote_code=req.trust_remote_code,
         cache_file=str(p.run_dir / CACHE_FILE),
     )
+    lm.stats["load_seconds"] = time.perf_counter() - started
     manager = TaskManager(include_path=str(TASK_DIR), include_defaults=False)
     seeds = req.seeds if req.seeds else p.protocol.seeds
     per_task: dict[str, dict[str, Any]] = {}
@@ -152,9 +153,10 @@ def run_eval(req: EvalRequest) -> Path:
                            if "," in k and "_stderr" not in k and isinstance(v, (int, float))}
                 per_task[key]["per_seed"][str(seed)] = metrics
                 for s in out["samples"][c["task"]]:
-                    rows = sample_rows(key, s, seed)
+                    rows = sample_rows(key, s, seed, per_task[key]["repeats"])
                     samples_out.extend(rows)
                     per_task[key]["items"][s["doc_id"]].extend(r["correct"] for r in rows)
+    stats = gathered_stats(lm)
     if lm.rank != 0:
         return p.run_dir
     wall = time.perf_counter() - started
@@ -166,7 +168,7 @@ def run_eval(req: EvalRequest) -> Path:
         "model": model_record(req, lm),
         "protocol": p.protocol.to_dict(),
         "tasks": tasks_table,
-        "provenance": provenance(lm, wall),
+        "provenance": provenance(stats, wall, lm.world_size),
         "lm_eval": lm_eval_aggregates,
     }
     path = write_results(p.run_dir, record, samples_out)
@@ -192,14 +194,20 @@ def task_config(leaf: str, data_dir: Path | None, cfg, repeats: int) -> dict[str
     return {**base, "generation_kwargs": gen, "repeats": repeats}
 
 
-def sample_rows(key: str, sample: dict[str, Any], seed: int) -> list[dict[str, Any]]:
-    """One samples.jsonl row per response, re-scored so every row carries its own verdict."""
+def sample_rows(key: str, sample: dict[str, Any], seed: int, repeats: int | None = None) -> list[dict[str, Any]]:
+    """One samples.jsonl row per response, re-scored so every row carries its own verdict.
+
+    At most `repeats` rows: under data parallelism lm-eval pads a rank by re-sending its last
+    request, whose extra responses (copies, see `padding_copies`) are not samples.
+    """
     from igpo.scoring import strict_correct, verify_answer
 
     gold = str(sample["target"])
     responses = sample["filtered_resps"][0] if sample["filtered_resps"] else []
     if isinstance(responses, str):
         responses = [responses]
+    if repeats is not None:
+        responses = responses[:repeats]
     prompt = sample["arguments"][0][0]
     rows = []
     for repeat, response in enumerate(responses):
@@ -247,15 +255,33 @@ def model_record(req: EvalRequest, lm) -> dict[str, Any]:
             "token_spec": vars(lm.spec) if hasattr(lm.spec, "__dict__") else None}
 
 
-def provenance(lm, wall: float) -> dict[str, Any]:
+def gathered_stats(lm) -> dict[str, float]:
+    """The model's decode counters and forward-pass seconds, summed over data-parallel ranks.
+
+    Every rank must call this (it is a collective); rank 0 gets the sums, others their own.
+    """
+    own = {**lm.stats, "forward_seconds": lm._forward_timer.seconds}
+    if lm.world_size == 1:
+        return own
+    parts = lm.gather_object(own, dst=0)
+    if not parts:
+        return own
+    keys = {k for part in parts for k in part}
+    return {k: sum(float(part.get(k, 0.0)) for part in parts) for k in keys}
+
+
+def provenance(st: dict[str, float], wall: float, world_size: int = 1) -> dict[str, Any]:
+    """Versions, command and timing; under data parallelism counters and seconds are summed
+    over the ranks (so tokens_per_s is per process, and wall time is rank 0's)."""
     from harness.provenance import git_commit, versions
 
-    st = lm.stats
     decode_s = st.get("decode_seconds", 0.0)
     return {
         "versions": versions(), "git_commit": git_commit(), "command": " ".join(sys.argv),
-        "wall_time_s": round(wall, 3), "decode_seconds": round(decode_s, 3),
-        "forward_seconds": round(lm._forward_timer.seconds, 3),
+        "world_size": world_size,
+        "wall_time_s": round(wall, 3), "load_seconds": round(st.get("load_seconds", 0.0), 3),
+        "decode_seconds": round(decode_s, 3),
+        "forward_seconds": round(st.get("forward_seconds", 0.0), 3),
         "generated_tokens": int(st.get("generated_tokens", 0)),
         "tokens_per_s": (st.get("generated_tokens", 0) / decode_s) if decode_s else None,
         "nfe_per_token": (st.get("nfe", 0) / st["generated_tokens"]) if st.get("generated_tokens") else None,

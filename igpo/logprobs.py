@@ -55,3 +55,48 @@ def elbo_loglikelihood(
         total += float((nll * weight).sum())
         count += b
     return -total / count
+
+
+def mean_field_logprobs(
+    model: nn.Module,
+    prompt_ids: torch.Tensor,
+    completion_ids: torch.Tensor,
+    *,
+    mask_id: int,
+    attention_mask: torch.Tensor | None = None,
+    p_mask_prompt: float = 0.0,
+    generator: torch.Generator | None = None,
+    shifted_logits: bool = False,
+    with_entropy: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """diffu-GRPO's one-step estimate of per-token log-probs of a completion, in one pass.
+
+    The whole completion is masked and the prompt kept clean (or each prompt token masked with
+    probability `p_mask_prompt`, as d1 does); the log-probability of each true completion token
+    at its position is read off. Returns (logp [B, T], entropy [B, T] or None); gradients flow
+    through logp when called under grad mode. `attention_mask` covers the prompt (padding).
+    """
+    batch, plen = prompt_ids.shape
+    tlen = completion_ids.shape[1]
+    prompt = prompt_ids
+    if p_mask_prompt > 0:
+        drop = torch.rand(prompt.shape, generator=generator, device=generator.device if generator else None)
+        drop = drop.to(prompt.device) < p_mask_prompt
+        prompt = torch.where(drop, torch.full_like(prompt, mask_id), prompt)
+    x = torch.cat([prompt, torch.full((batch, tlen), mask_id, dtype=torch.long, device=prompt.device)], dim=1)
+    attn = None
+    if attention_mask is not None:
+        attn = torch.cat([attention_mask, torch.ones(batch, tlen, dtype=attention_mask.dtype,
+                                                     device=attention_mask.device)], dim=1)
+    logits = model(x, attention_mask=attn).logits
+    if shifted_logits:
+        logits = logits[:, plen - 1: plen + tlen - 1] if plen > 0 else torch.cat([logits[:, :1], logits[:, : tlen - 1]], 1)
+    else:
+        logits = logits[:, plen:]
+    logp_all = torch.log_softmax(logits.float(), dim=-1)
+    logp = logp_all.gather(-1, completion_ids[..., None]).squeeze(-1)
+    entropy = None
+    if with_entropy:
+        with torch.no_grad():
+            entropy = -(logp_all.exp() * logp_all).sum(-1)
+    return logp, entropy

@@ -66,9 +66,15 @@ SPECS: dict[str, TaskSpec] = {
             "igpo_amc", "amc", "AI-MO/aimo-validation-amc", None, "train", "amc/test.jsonl", 83
         ),
         TaskSpec("igpo_amc23", "amc23", "math-ai/amc23", None, "test", "amc23/test.jsonl", 40),
+        TaskSpec("igpo_arith", "arith", "", None, "test", "", 300),
     )
 }
-"""Leaf tasks by full name. ``hub_revision`` None means unpinned (latest)."""
+"""Leaf tasks by full name. ``hub_revision`` None means unpinned (latest). Generated tasks
+(see GENERATED) have no Hub id and no local file (empty strings)."""
+
+GENERATED: dict[str, str] = {"igpo_arith": "tasks.arith_utils"}
+"""Tasks whose documents are generated in code -> the module that generates them; it defines
+``DATASET_SOURCE`` (str) and ``dataset_hash()``. A data directory never applies to them."""
 
 GROUPS: dict[str, tuple[str, ...]] = {"igpo_math": ("igpo_gsm8k", "igpo_math500", "igpo_amc")}
 """Task groups (mirrors igpo_math.yaml) by full name."""
@@ -177,7 +183,7 @@ def task_overrides(
         )
     cfg = task_config(full)
     root = data_dir_or_env(data_dir)
-    if root is not None:
+    if root is not None and full not in GENERATED:
         cfg.update(_local_dataset_keys(full, cfg["test_split"], root))
     cfg.update(extra or {})
     return cfg
@@ -226,7 +232,10 @@ def local_task_dir(
     if dest is None and key in _LOCAL_DIRS and _LOCAL_DIRS[key].is_dir():
         return _LOCAL_DIRS[key]
     files = {
-        name: _local_dataset_keys(name, task_config(name)["test_split"], root) for name in leaves
+        name: {}
+        if name in GENERATED
+        else _local_dataset_keys(name, task_config(name)["test_split"], root)
+        for name in leaves
     }
     out = Path(dest) if dest is not None else Path(tempfile.mkdtemp(prefix="igpo_tasks_"))
     out.mkdir(parents=True, exist_ok=True)
@@ -248,6 +257,8 @@ def local_task_dir(
 def dataset_source(task_name: str, data_dir: Path | str | None = None) -> str:
     """Human-readable data source: ``local:<abs path>`` or ``hf:<id>[/<config>]:<split>@<rev>``."""
     spec = _leaf(task_name)
+    if spec.name in GENERATED:
+        return str(importlib.import_module(GENERATED[spec.name]).DATASET_SOURCE)
     root = data_dir_or_env(data_dir)
     if root is not None:
         return f"local:{local_data_file(spec.name, root)}"
@@ -257,6 +268,9 @@ def dataset_source(task_name: str, data_dir: Path | str | None = None) -> str:
 
 def data_hash(task_name: str, data_dir: Path | str | None = None) -> str:
     """Provenance hash: ``sha256:<hex>`` of the local file, or the Hub id+revision string."""
+    full = _leaf(task_name).name
+    if full in GENERATED:
+        return str(importlib.import_module(GENERATED[full]).dataset_hash())
     root = data_dir_or_env(data_dir)
     if root is None:
         return dataset_source(task_name, None)

@@ -9,15 +9,10 @@ from collections.abc import Iterable, Sequence
 from statistics import fmean
 from typing import Any
 
+from igpo.prompts import D1_INSTRUCTION
 from igpo.scoring import format_gold_number, gsm8k_gold, strict_correct, verify_answer
 
-PROMPT_INSTRUCTION = (
-    "You are a math expert. You will be given a question to solve. Solve it step by step. "
-    "Wrap the final answer in a \\boxed{}. \n"
-    "Respond in the following format:\n"
-    "<reasoning>\nYour reasoning here\n</reasoning>\n"
-    "<answer>\n\\boxed{...}\n</answer>"
-)
+PROMPT_INSTRUCTION = D1_INSTRUCTION
 """d1's system prompt (multi-line form of its eval code); a blank line, then the question."""
 
 QUESTION_FIELDS = ("problem", "question")

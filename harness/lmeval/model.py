@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import time
 from collections import defaultdict
@@ -28,6 +29,8 @@ from igpo.models import load_model, load_tokenizer
 DECODE_KEYS = {f.name for f in fields(DecodeConfig)}
 LM_EVAL_GEN_KEYS = {"until", "max_gen_toks", "do_sample", "temperature"}
 SEED_MODULUS = 2**63 - 1
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -125,13 +128,23 @@ class DiffusionLM(LM):
         self.accelerator = None
         self._rank, self._world_size = 0, 1
         device = self.args.device
+        if device and device.startswith("cuda") and not torch.cuda.is_available():
+            # lm-eval's CLI passes device="cuda:0" unless told otherwise; as HFLM does, run on
+            # the CPU instead of failing on machines without CUDA.
+            logger.warning("dllm: device %s requested but CUDA is not available; using cpu", device)
+            device = "cpu"
         if int(os.environ.get("WORLD_SIZE", "1")) > 1:
             from accelerate import Accelerator
 
-            self.accelerator = Accelerator()
+            # Without cpu=True, Accelerator() on a machine without CUDA silently falls back to a
+            # single process, so every rank would evaluate everything and write the results.
+            on_cpu = (device or "").startswith("cpu") or not torch.cuda.is_available()
+            self.accelerator = Accelerator(cpu=on_cpu)
             self._rank = self.accelerator.process_index
             self._world_size = self.accelerator.num_processes
-            device = str(self.accelerator.device)
+            acc_device = self.accelerator.device
+            # A CPU rank's device reads "cpu:<local rank>", which safetensors rejects.
+            device = "cpu" if acc_device.type == "cpu" else str(acc_device)
         if model is None:
             model = load_model(self.args.pretrained, dtype=self.args.dtype, device=device,
                                trust_remote_code=self.args.trust_remote_code)
@@ -198,14 +211,17 @@ class DiffusionLM(LM):
         """Decode every request; responses cut at EOS / end-of-turn and at the `until` strings."""
         items = []
         occurrences: dict[str, int] = defaultdict(int)
+        padding = padding_copies(requests)
         for idx, req in enumerate(requests):
+            if idx in padding:
+                continue
             context, gen_kwargs = req.args
             cfg, until = self.settings_for(gen_kwargs)
             key = request_key(context, {"decode": cfg.to_dict(), "until": until, "seed": self.args.seed})
             key = f"{key}#{occurrences[key]}"  # repeats of one prompt are distinct samples
             occurrences[key.split("#")[0]] += 1
             items.append((idx, context, cfg, until, key))
-        results: list[str | None] = [None] * len(items)
+        results: list[str | None] = [None] * len(requests)
         todo = []
         for idx, context, cfg, until, key in items:
             cached = self._cache.get(key) if self._cache else None
@@ -232,6 +248,8 @@ class DiffusionLM(LM):
                     self.cache_hook.add_partial("generate_until", requests[idx].args, text)
                 bar.update(len(batch))
         bar.close()
+        for idx, source in padding.items():
+            results[idx] = results[source]
         return [r if r is not None else "" for r in results]
 
     def _generate_batch(self, contexts: list[str], cfg: DecodeConfig, keys: list[str]) -> list[str]:
@@ -295,6 +313,28 @@ class DiffusionLM(LM):
             "dllm does not support loglikelihood_rolling (perplexity tasks): a masked diffusion LM "
             "has no left-to-right factorisation; use generate_until or loglikelihood tasks"
         )
+
+
+def padding_copies(requests: list[Any]) -> dict[int, int]:
+    """Padding copies among `requests`, mapped to the index of the copy each one repeats.
+
+    Under data parallelism lm-eval 0.4.13 evens out the ranks by appending the last request
+    object again, `repeats` times per missing document. Those extra copies are not samples:
+    they are answered with the request's own earlier responses (no decoding, no cache keys),
+    so the padded documents get no new responses and the run matches a single process.
+    """
+    first: dict[int, list[int]] = defaultdict(list)
+    count: dict[int, int] = defaultdict(int)
+    padding: dict[int, int] = {}
+    for idx, req in enumerate(requests):
+        copies = first[id(req)]
+        repeats = max(1, int(getattr(req, "repeats", 1) or 1))
+        if count[id(req)] >= repeats:
+            padding[idx] = copies[count[id(req)] % repeats]
+        else:
+            copies.append(idx)
+        count[id(req)] += 1
+    return padding
 
 
 def seed_of(key: str) -> int:

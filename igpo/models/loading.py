@@ -44,12 +44,21 @@ class TokenSpec:
         return replace(self, **{k: v for k, v in overrides.items() if v is not None})
 
 
+EMBEDDED_MODELS = {"testbed": Path(__file__).resolve().parents[1] / "assets" / "testbed"}
+"""Models shipped inside the package, addressable by name (the CPU testbed dLLM)."""
+
+
 def resolve_path(name_or_path: str | os.PathLike) -> Path:
-    """A local folder for `name_or_path`: the folder itself, or a Hub snapshot if it is a Hub id."""
+    """A local folder for `name_or_path`: the folder itself, an embedded model's folder, or a Hub
+    snapshot if it looks like a Hub id."""
     path = Path(name_or_path).expanduser()
     if path.is_dir():
         return path
     text = str(name_or_path)
+    if text in EMBEDDED_MODELS:
+        if not (EMBEDDED_MODELS[text] / "config.json").is_file():
+            raise ModelLoadError(f"the embedded model {text!r} is not built yet (make testbed-model)")
+        return EMBEDDED_MODELS[text]
     if path.exists() or text.startswith((".", "/", "~")) or text.count("/") != 1:
         raise ModelLoadError(f"model path not found: {text}")
     try:
@@ -160,6 +169,8 @@ def load_model(
     path = resolve_path(name_or_path)
     cfg = read_config(path)
     dev = torch.device(device) if device is not None else default_device()
+    if dev.type == "cpu":
+        dev = torch.device("cpu")  # accelerate names CPU ranks cpu:N, which safetensors rejects
     dt = parse_dtype(dtype) or default_dtype(dev)
     family = family_of(cfg)
     if family is None:

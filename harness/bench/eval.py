@@ -1,0 +1,292 @@
+"""Evaluation benchmark: the harness's own overhead per sample, and answer-scoring throughput.
+
+(a) Overhead: one full `run_eval` of a model on N GSM8K problems (greedy, one seed), after a
+    small warm-up run; its run record gives wall time, model-load time, time inside decoding
+    and time inside model forward passes, so overhead = wall - forward, per sample.
+(b) Scoring: `verify_answer` (math-verify) and `strict_correct` (d1 first-box) on realistic
+    synthetic responses built from the real GSM8K and MATH500 golds.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import re
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from harness.bench.common import machine_line, write_markdown
+
+DEFAULT_OUT = Path("results/bench/eval.md")
+DEFAULT_LIMIT = 50
+WARMUP_LIMIT = 2
+"""Problems of the untimed warm-up run (imports, dataset cache, first forward passes)."""
+SIBLING_DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
+"""Offline data beside the checkout, used when neither --data-dir nor $IGPO_DATA_DIR is set."""
+
+DECODING = {"gen_length": 64, "block_length": 32, "steps": 32}
+"""Short decoding, so the run is dominated by what the harness itself costs."""
+BENCH_ARCH = {"d_model": 64, "n_layers": 2, "n_heads": 4, "mlp_hidden": 128}
+"""The random tiny model used when no --model is given."""
+BENCH_WORDS = ["<reasoning>", "</reasoning>", "<answer>", "</answer>", "\\boxed{", "}", "the", "is", "a",
+               "of", "and", "to", "how", "many", "much", "what", "she", "he", "each", "per", "total",
+               "$", ".", ",", "+", "-", "*", "/", "=", "?", *map(str, range(100))]
+
+WRONG_SHARE = 0.3
+"""Share of GSM8K responses with a wrong number (and of MATH500 responses with another gold)."""
+UNBOXED_SHARE = 0.1
+"""Share of GSM8K responses that state the answer without \\boxed{} (math-verify's slow path)."""
+REWRITE_SHARE = 0.2
+"""Share of MATH500 responses with an equivalent but differently written answer."""
+REASONING_CHARS = 400
+"""Reasoning text kept in each synthetic response."""
+SEED = 0
+
+
+@dataclass
+class EvalBenchConfig:
+    model: str | None = None
+    data_dir: Path | None = None
+    limit: int = DEFAULT_LIMIT
+    batch_size: int = 8
+    out: Path = DEFAULT_OUT
+
+
+# --------------------------------------------------------------------------- (a) overhead
+
+
+def build_tiny_model(folder: Path, seed: int = SEED) -> Path:
+    """A random tiny dLLM with a word-level tokenizer and chat template, saved to `folder`."""
+    from igpo.models import ArchConfig, TokenSpec, new_model
+    from igpo.models.tokenizer import EOT, build_word_tokenizer
+
+    tok = build_word_tokenizer(BENCH_WORDS)
+    spec = TokenSpec(mask_id=tok.mask_token_id, eos_id=tok.eos_token_id,
+                     eot_id=tok.convert_tokens_to_ids(EOT), pad_id=tok.pad_token_id)
+    new_model(ArchConfig(vocab_size=len(tok), **BENCH_ARCH), spec, seed=seed).save_pretrained(folder)
+    tok.save_pretrained(folder)
+    return folder
+
+
+def _eval_once(model: str, data_dir: Path, limit: int, batch_size: int, out: Path) -> dict[str, Any]:
+    from harness.evaluate import EvalRequest, run_eval
+
+    path = run_eval(EvalRequest(
+        model=model, tasks=["gsm8k"], limit=limit, seeds=[SEED], data_dir=data_dir, out=out,
+        batch_size=batch_size, decode_overrides=dict(DECODING), leaderboard=None,
+    ))
+    return json.loads(Path(path).read_text(encoding="utf-8"))
+
+
+def measure_overhead(model: str, data_dir: Path, limit: int, batch_size: int) -> dict[str, float]:
+    """Timing of one fresh `run_eval` (no cached responses) after an untimed warm-up run."""
+    with tempfile.TemporaryDirectory(prefix="igpo_bench_eval_") as tmp:
+        _eval_once(model, data_dir, WARMUP_LIMIT, batch_size, Path(tmp) / "warmup")
+        record = _eval_once(model, data_dir, limit, batch_size, Path(tmp) / "timed")
+    prov = record["provenance"]
+    samples = int(prov["requests_decoded"])
+    if samples == 0 or prov["requests_from_cache"]:
+        raise RuntimeError("the timed run decoded nothing or reused cached responses")
+    wall, load = prov["wall_time_s"], prov["load_seconds"]
+    forward, decode = prov["forward_seconds"], prov["decode_seconds"]
+    if not 0 < forward <= decode <= wall:
+        raise RuntimeError(f"inconsistent timings: forward {forward}, decode {decode}, wall {wall}")
+    return {
+        "samples": samples, "wall_s": wall, "load_s": load, "forward_s": forward, "decode_s": decode,
+        "sampler_s": decode - forward, "rest_s": wall - load - decode,
+        "overhead_ms": 1000 * (wall - forward) / samples,
+        "overhead_no_load_ms": 1000 * (wall - load - forward) / samples,
+        "forward_ms": 1000 * forward / samples,
+    }
+
+
+# --------------------------------------------------------------------------- (b) scoring
+
+
+def _read_jsonl(path: Path) -> list[dict[str, Any]]:
+    with path.open(encoding="utf-8") as fh:
+        return [json.loads(line) for line in fh if line.strip()]
+
+
+def gsm8k_cases(data_dir: Path, rng: random.Random) -> list[tuple[str, str]]:
+    """(gold, response): the reference reasoning, then a boxed answer; 30% wrong, 10% unboxed."""
+    from igpo.scoring import gsm8k_gold
+
+    cases = []
+    for row in _read_jsonl(data_dir / "gsm8k" / "test.jsonl"):
+        gold = gsm8k_gold(row["answer"])
+        reasoning = re.sub(r"<<[^>]*>>", "", row["answer"].rsplit("####", 1)[0]).strip()[:REASONING_CHARS]
+        answer = gold
+        if rng.random() < WRONG_SHARE:
+            answer = str(int(float(gold)) + rng.choice([-10, -2, -1, 1, 2, 10]))
+        final = (f"So the answer is {answer}." if rng.random() < UNBOXED_SHARE
+                 else f"\\boxed{{{answer}}}")
+        cases.append((gold, f"<reasoning>\n{reasoning}\n</reasoning>\n<answer>\n{final}\n</answer>"))
+    return cases
+
+
+def _rewrite(gold: str) -> str:
+    """An equivalent way of writing a MATH answer (what a model might produce instead)."""
+    if "\\frac" in gold:
+        return gold.replace("\\frac", "\\dfrac")
+    if re.fullmatch(r"-?\d+", gold):
+        return f"{gold}.0"
+    return gold.replace(",", ", ") if "," in gold else f"{gold} "
+
+
+def math500_cases(data_dir: Path, rng: random.Random) -> list[tuple[str, str]]:
+    """(gold, response): reasoning from the solution, then the gold, a rewrite, or another gold."""
+    rows = _read_jsonl(data_dir / "math500" / "test.jsonl")
+    golds = [str(r["answer"]) for r in rows]
+    cases = []
+    for row, gold in zip(rows, golds, strict=True):
+        reasoning = row["solution"].replace("\\boxed", "")[:REASONING_CHARS]
+        draw = rng.random()
+        if draw < WRONG_SHARE:
+            answer = rng.choice([g for g in golds if g != gold])
+        elif draw < WRONG_SHARE + REWRITE_SHARE:
+            answer = _rewrite(gold)
+        else:
+            answer = gold
+        cases.append((gold, f"<reasoning>\n{reasoning}\n</reasoning>\n<answer>\n\\boxed{{{answer}}}\n</answer>"))
+    return cases
+
+
+def time_scorer(scorer: Callable[[str, str], Any], cases: list[tuple[str, str]]) -> dict[str, float]:
+    """Score every case once; samples/s, correct share and timeouts."""
+    start = time.perf_counter()
+    scores = [scorer(gold, response) for gold, response in cases]
+    seconds = time.perf_counter() - start
+    return {
+        "samples": len(cases), "seconds": seconds, "per_s": len(cases) / seconds,
+        "correct": sum(s.correct for s in scores) / len(cases),
+        "timeouts": sum(s.timed_out for s in scores),
+    }
+
+
+def measure_scoring(data_dir: Path) -> tuple[list[dict[str, Any]], float]:
+    """Throughput rows per (dataset, metric), and the math-verify worker's start-up seconds."""
+    from igpo.scoring import (
+        reset_scoring_stats,
+        scoring_stats,
+        shutdown_worker,
+        strict_correct,
+        verify_answer,
+    )
+
+    shutdown_worker()
+    start = time.perf_counter()
+    verify_answer("x^2 + 1", "\\boxed{1 + x^2}")  # symbolic: starts the worker, not counted below
+    startup = time.perf_counter() - start
+    rng = random.Random(SEED)
+    rows = []
+    for dataset, cases in (("GSM8K", gsm8k_cases(data_dir, rng)), ("MATH500", math500_cases(data_dir, rng))):
+        for name, scorer in (("verify_answer", verify_answer), ("strict_correct", strict_correct)):
+            reset_scoring_stats()
+            row = {"dataset": dataset, "metric": name, **time_scorer(scorer, cases)}
+            stats = scoring_stats()
+            calls = stats.get("verify_calls", 0)
+            row["worker_share"] = stats.get("worker_calls", 0) / calls if calls else None
+            rows.append(row)
+    return rows, startup
+
+
+# --------------------------------------------------------------------------- report
+
+
+def resolve_data_dir(data_dir: Path | None) -> Path:
+    from tasks.registry import data_dir_or_env
+
+    found = data_dir_or_env(data_dir) or (SIBLING_DATA if SIBLING_DATA.is_dir() else None)
+    if found is None:
+        raise FileNotFoundError("no data folder: pass --data-dir or set $IGPO_DATA_DIR")
+    for part in ("gsm8k/test.jsonl", "math500/test.jsonl"):
+        if not (found / part).is_file():
+            raise FileNotFoundError(f"missing data file: {found / part}")
+    return found
+
+
+def render(model_name: str, limit: int, batch_size: int, overhead: dict[str, float],
+           scoring: list[dict[str, Any]], startup: float, load_average: float) -> str:
+    import torch
+
+    o = overhead
+    lines = [
+        "# Evaluation benchmark",
+        "",
+        f"Machine: {machine_line()}; {torch.get_num_threads()} torch threads; load average "
+        f"{load_average:.1f} at the start (1-minute; near the core count, other processes competed "
+        "for the CPUs and timings are noisy). "
+        f"Command: `igpo bench eval --limit {limit}`.",
+        "",
+        "## Harness overhead (`igpo eval`, GSM8K, greedy, one seed)",
+        "",
+        f"Model: {model_name}; decoding gen_length {DECODING['gen_length']}, block "
+        f"{DECODING['block_length']}, steps {DECODING['steps']}; batch {batch_size}; default device and dtype.",
+        "",
+        "| samples | wall s | model load s | forward s | sampler s | rest s | overhead ms/sample "
+        "| overhead excl. load ms/sample | forward ms/sample |",
+        "|---|---|---|---|---|---|---|---|---|",
+        f"| {o['samples']} | {o['wall_s']:.2f} | {o['load_s']:.2f} | {o['forward_s']:.2f} | {o['sampler_s']:.2f} "
+        f"| {o['rest_s']:.2f} | {o['overhead_ms']:.1f} | {o['overhead_no_load_ms']:.1f} | {o['forward_ms']:.1f} |",
+        "",
+        "## Scoring throughput",
+        "",
+        "| dataset | metric | samples | seconds | samples/s | correct % | math-verify worker share | timeouts |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in scoring:
+        share = "-" if r["metric"] != "verify_answer" else f"{100 * r['worker_share']:.0f}%"
+        lines.append(f"| {r['dataset']} | {r['metric']} | {r['samples']} | {r['seconds']:.3f} | {r['per_s']:.0f} "
+                     f"| {100 * r['correct']:.1f} | {share} | {r['timeouts']} |")
+    lines += [
+        "",
+        "How it is measured. Overhead: `run_eval` runs once untimed on "
+        f"{WARMUP_LIMIT} problems (imports, dataset cache, first passes), then on {limit} fresh problems "
+        "with an empty response cache; its run record's provenance gives the wall time (model load to "
+        "the last sample scored, results writing excluded), the model-load time, the time inside "
+        "`generate` (decode) and the time inside the model's forward passes (forward hooks). "
+        "Overhead per sample is (wall - forward) / samples: everything that is not the network, "
+        "i.e. lm-eval task building, prompt rendering, tokenisation, the sampler's own work "
+        "(sampler s = decode - forward) and scoring (rest s = wall - load - decode); the second "
+        "column leaves model loading out. Scoring: every GSM8K test problem and every MATH500 problem "
+        "gets one synthetic response `<reasoning>..</reasoning><answer>\\boxed{..}</answer>` built "
+        f"from its real gold and reference solution: GSM8K {100 * WRONG_SHARE:.0f}% wrong numbers and "
+        f"{100 * UNBOXED_SHARE:.0f}% unboxed answers; MATH500 {100 * WRONG_SHARE:.0f}% another "
+        f"problem's gold and {100 * REWRITE_SHARE:.0f}% equivalent rewrites (\\dfrac, 5.0, spacing). "
+        "Each scorer scores every response once in one thread; samples/s = responses / seconds. The "
+        "worker share is the fraction of `verify_answer` calls that needed the math-verify worker "
+        f"process (the rest took the in-process numeric fast path); starting that worker took "
+        f"{startup:.2f} s, excluded above.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def run(cfg: EvalBenchConfig) -> dict[str, Any]:
+    """Measure, write the markdown table, return the numbers."""
+    if cfg.limit <= 0:
+        raise ValueError(f"--limit must be a positive number of problems, got {cfg.limit}")
+    data_dir = resolve_data_dir(cfg.data_dir)
+    load_average = os.getloadavg()[0]
+    with tempfile.TemporaryDirectory(prefix="igpo_bench_model_") as tmp:
+        if cfg.model:
+            model, name = cfg.model, cfg.model
+        else:
+            model = str(build_tiny_model(Path(tmp) / "tiny-dllm"))
+            name = "random tiny ({d_model}x{n_layers})".format(**BENCH_ARCH)
+        overhead = measure_overhead(model, data_dir, cfg.limit, cfg.batch_size)
+    scoring, startup = measure_scoring(data_dir)
+    text = render(name, cfg.limit, cfg.batch_size, overhead, scoring, startup, load_average)
+    write_markdown(cfg.out, text)
+    print(text)
+    return {"overhead": overhead, "scoring": scoring, "worker_startup_s": startup, "load_average": load_average}
+
+
+if __name__ == "__main__":
+    run(EvalBenchConfig())

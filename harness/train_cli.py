@@ -1,0 +1,46 @@
+"""`igpo sft` and `igpo train`: recipe + key=value overrides -> a training run folder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from harness.errors import friendly
+
+RecipeOpt = Annotated[str, typer.Option("--recipe", "-r", help="Recipe YAML, or the name of a shipped one (igpo_tiny, grpo_llada, ...).")]
+OutOpt = Annotated[Path | None, typer.Option(help="Output folder (default: runs/train/<recipe name>).")]
+ResumeOpt = Annotated[bool, typer.Option("--resume", help="Continue from the newest checkpoint in --out.")]
+OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Delete an existing --out first.")]
+OverridesArg = Annotated[list[str] | None, typer.Argument(help="Config overrides, e.g. max_steps=2 optim.lr=1e-5 igpo.resample=none.")]
+
+
+def _out(recipe: Path, out: Path | None) -> Path:
+    return out if out is not None else Path("runs/train") / recipe.stem
+
+
+@friendly
+def sft(recipe: RecipeOpt, out: OutOpt = None, resume: ResumeOpt = False, overwrite: OverwriteOpt = False,
+        overrides: OverridesArg = None) -> None:
+    """Masked-diffusion SFT (LLaDA objective) with length-aligned filtering; LoRA or full weights."""
+    from igpo.config import load_config, resolve_recipe
+    from igpo.training.sft import SFTConfig, train_sft
+
+    path = resolve_recipe(recipe)
+    cfg = load_config(SFTConfig, path, overrides or [])
+    folder = train_sft(cfg, _out(path, out), resume=resume, overwrite=overwrite)
+    typer.echo(f"checkpoints: {folder / 'checkpoints'}")
+
+
+@friendly
+def train(recipe: RecipeOpt, out: OutOpt = None, resume: ResumeOpt = False, overwrite: OverwriteOpt = False,
+          overrides: OverridesArg = None) -> None:
+    """GRPO / IGPO reinforcement learning with diffusion rollouts (igpo.resample: hints|plain|none)."""
+    from igpo.config import load_config, resolve_recipe
+    from igpo.training.rl import RLConfig, train_rl
+
+    path = resolve_recipe(recipe)
+    cfg = load_config(RLConfig, path, overrides or [])
+    folder = train_rl(cfg, _out(path, out), resume=resume, overwrite=overwrite)
+    typer.echo(f"checkpoints: {folder / 'checkpoints'}")

@@ -1,0 +1,16 @@
+"""The CPU testbed: a ~1M-parameter dLLM trained from scratch on `arith` word problems.
+
+It ships inside the package (igpo/assets/testbed) and is what `igpo eval` runs by default.
+`make testbed-model` (python -m igpo.testbed.build) reproduces it from its seed.
+"""
+
+from __future__ import annotations
+
+from igpo.decoding.config import DecodeConfig
+from igpo.models.loading import EMBEDDED_MODELS
+
+TESTBED_DIR = EMBEDDED_MODELS["testbed"]
+TESTBED_DECODE = DecodeConfig(gen_length=48, block_length=16, steps=24)
+"""Decoding for arith: 6 operations need 42 completion tokens plus EOS."""
+RL_TEMPERATURE = 1.0
+"""Sampling temperature of the testbed's RL rollouts (the group statistics use it too)."""

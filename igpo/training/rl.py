@@ -1,0 +1,429 @@
+"""GRPO for masked diffusion LMs, with IGPO's inpainting on top (every part a switch).
+
+One training step, per prompt: sample G rollouts; score them; if all G are wrong and IGPO is on,
+re-sample G rollouts with hint chunks of the reference trace fixed in the canvas (or without
+hints: the sample-matched baseline) and replace up to floor(lambda * G) wrong rollouts with
+correct re-sampled ones; advantages = reward - group mean; then `mu` clipped policy-gradient
+updates on those rollouts with one-step mean-field log-probs, where of the hint tokens only the
+top-tau by entropy enter the loss. With `igpo.resample: none` this is plain GRPO (diffu-GRPO).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from igpo.data import DataConfig, Example, load_examples, render_prompt
+from igpo.decoding import DecodeConfig, generate
+from igpo.hints import HintConfig, build_hint_batch, encode_trace
+from igpo.logprobs import mean_field_logprobs
+from igpo.prompts import PREFILL
+from igpo.rewards import RewardConfig, score_rollouts
+from igpo.training.loss import (
+    PolicyLossConfig,
+    completion_mask,
+    entropy_filter,
+    group_advantages,
+    policy_loss,
+)
+from igpo.training.runtime import (
+    MetricsLog,
+    TrainingError,
+    base_module,
+    build_model,
+    is_peft,
+    latest_checkpoint,
+    load_checkpoint,
+    make_optimizer,
+    make_scheduler,
+    prepare_output,
+    save_checkpoint,
+    step_generator,
+    step_seed,
+)
+from igpo.training.settings import CheckpointSettings, LogSettings, ModelSettings, OptimSettings
+
+RESAMPLE_MODES = ("hints", "plain", "none")
+SEED_RANGE = 2**62
+
+
+@dataclass
+class IGPOSettings:
+    """What happens to all-wrong groups (the IGPO part of the trainer)."""
+
+    resample: str = "hints"
+    """hints: IGPO (inpainted re-sampling); plain: sample-matched baseline (re-sample without
+    hints); none: plain GRPO (all-wrong groups give no gradient)."""
+    replace_ratio: float = 0.5
+    """lambda: at most floor(lambda * G) wrong rollouts are replaced by correct re-sampled ones."""
+    entropy_top_fraction: float = 0.2
+    """tau: share of each replaced rollout's hint positions (highest policy entropy) kept in the
+    loss; 1.0 keeps every hint token (no entropy filter)."""
+
+    def __post_init__(self) -> None:
+        if self.resample not in RESAMPLE_MODES:
+            raise ValueError(f"igpo.resample must be one of {RESAMPLE_MODES}, got {self.resample!r}")
+        if not 0 <= self.replace_ratio <= 1:
+            raise ValueError(f"igpo.replace_ratio must lie in [0, 1], got {self.replace_ratio}")
+        if not 0 <= self.entropy_top_fraction <= 1:
+            raise ValueError(f"igpo.entropy_top_fraction must lie in [0, 1], got {self.entropy_top_fraction}")
+
+
+def _rollout_decode() -> DecodeConfig:
+    return DecodeConfig(gen_length=256, block_length=32, steps=128, temperature=1.2)
+
+
+@dataclass
+class RLConfig:
+    """GRPO / IGPO training (defaults: the released IGPO run on LLaDA-8B-Instruct)."""
+
+    model: ModelSettings = field(default_factory=ModelSettings)
+    data: DataConfig = field(default_factory=DataConfig)
+    decode: DecodeConfig = field(default_factory=_rollout_decode)
+    """Rollout decoding: 256 tokens, block 32, 128 steps, temperature 1.2, low-confidence remasking."""
+    hints: HintConfig = field(default_factory=HintConfig)
+    igpo: IGPOSettings = field(default_factory=IGPOSettings)
+    rewards: RewardConfig = field(default_factory=RewardConfig)
+    loss: PolicyLossConfig = field(default_factory=PolicyLossConfig)
+    optim: OptimSettings = field(default_factory=OptimSettings)
+    checkpoint: CheckpointSettings = field(default_factory=CheckpointSettings)
+    log: LogSettings = field(default_factory=LogSettings)
+    num_generations: int = 8
+    """G: rollouts per prompt."""
+    prompts_per_step: int = 1
+    """Prompt groups per process per training step; one optimiser step covers all of them."""
+    max_steps: int = 128
+    mu: int = 4
+    """Policy updates per batch of rollouts (each one optimiser step)."""
+    scale_rewards: bool = False
+    """Divide advantages by the group's reward std (GRPO); IGPO does not."""
+    p_mask_prompt: float = 0.0
+    """Mask each prompt token with this probability in the log-prob pass (d1); IGPO: 0."""
+    seed: int = 3
+    """Seeds prompt order, sampling, hints and dropout (released run: 3)."""
+    instruction: str | None = None
+    """Text before the question in the user turn; None: the data source's default (the d1
+    instruction for math sources, a short in-vocabulary one for the arith testbed)."""
+
+
+@dataclass
+class Group:
+    """One prompt's rollouts, ready for the policy updates."""
+
+    prompt_ids: torch.Tensor  # [G, P]
+    completions: torch.Tensor  # [G, T]
+    advantages: torch.Tensor  # [G]
+    rewards: torch.Tensor  # [G]
+    hint_mask: torch.Tensor  # [G, T] bool: positions fixed by hints in replaced rollouts
+    all_wrong: bool
+    replaced: int
+    correct: int
+
+
+@dataclass
+class StepTimer:
+    parts: dict[str, float] = field(default_factory=dict)
+
+    def add(self, name: str, seconds: float) -> None:
+        self.parts[name] = self.parts.get(name, 0.0) + seconds
+
+
+class Trainer:
+    """Holds the model, optimiser and settings; `rollout_group` and `update` are one step's two halves."""
+
+    def __init__(self, cfg: RLConfig, model, tokenizer, accelerator, optimizer=None, scheduler=None):
+        self.cfg = cfg
+        self.model = model
+        self.tokenizer = tokenizer
+        self.accelerator = accelerator
+        self.optimizer = optimizer
+        self.scheduler = scheduler
+        self.spec = base_module(model).token_spec if base_module(model).token_spec else model.token_spec
+        self.stop_ids = sorted({t for t in (self.spec.eos_id, self.spec.eot_id) if t is not None})
+        self.reference = None
+        if cfg.loss.beta > 0 and not is_peft(model):
+            import copy
+
+            self.reference = copy.deepcopy(base_module(model)).eval().requires_grad_(False)
+
+    @property
+    def policy(self):
+        return self.accelerator.unwrap_model(self.model) if self.accelerator else self.model
+
+    # ------------------------------------------------------------------ rollouts
+    def encode_prompt(self, question: str) -> torch.Tensor:
+        text = render_prompt(self.tokenizer, question, system=source_instruction(self.cfg.data.source, self.cfg.instruction))
+        return torch.tensor(self.tokenizer(text, add_special_tokens=False)["input_ids"], dtype=torch.long)
+
+
+    def decode_texts(self, completions: torch.Tensor) -> list[str]:
+        texts = []
+        for row in completions.tolist():
+            cut = next((i for i, t in enumerate(row) if t in self.stop_ids), len(row))
+            texts.append(self.tokenizer.decode(row[:cut], skip_special_tokens=True))
+        return texts
+
+    def sample(self, prompt: torch.Tensor, generator: torch.Generator, hints: torch.Tensor | None = None):
+        g = self.cfg.num_generations
+        seeds = torch.randint(0, SEED_RANGE, (g,), generator=generator).tolist()
+        row_gens = [torch.Generator().manual_seed(s) for s in seeds]
+        device = self.accelerator.device if self.accelerator else prompt.device
+        policy = self.policy
+        was_training = policy.training
+        policy.eval()
+        out = generate(
+            policy, prompt.repeat(g, 1).to(device), mask_id=self.spec.mask_id,
+            eos_id=self.spec.eos_id if self.cfg.decode.early_exit else None,
+            hints=None if hints is None else hints.to(device), generator=row_gens,
+            **self.cfg.decode.generate_kwargs(),
+        )
+        policy.train(was_training)
+        return out.completions.cpu()
+
+    def rollout_group(self, example: Example, generator: torch.Generator, timer: StepTimer) -> Group:
+        """G rollouts for one prompt, with IGPO's rescue of all-wrong groups."""
+        cfg = self.cfg
+        g = cfg.num_generations
+        prompt = self.encode_prompt(example.prompt)
+        t0 = time.perf_counter()
+        completions = self.sample(prompt, generator)
+        timer.add("generation", time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        scored = score_rollouts(self.decode_texts(completions), example.answer, cfg.rewards, prefix=PREFILL)
+        timer.add("scoring", time.perf_counter() - t0)
+        rewards = torch.tensor(scored.total, dtype=torch.float32)
+        correct = list(scored.correct)
+        hint_mask = torch.zeros_like(completions, dtype=torch.bool)
+        all_wrong = not any(correct)
+        replaced = 0
+        budget = math.floor(cfg.igpo.replace_ratio * g)
+        if all_wrong and cfg.igpo.resample != "none" and budget > 0:
+            t0 = time.perf_counter()
+            canvas = None
+            if cfg.igpo.resample == "hints":
+                trace = encode_trace(self.tokenizer, example.trace or "", example.answer, prefill=PREFILL)
+                canvas = build_hint_batch(trace.ids, g, cfg.decode.gen_length, cfg.hints, self.spec.mask_id,
+                                          generator, answer_span=trace.answer_span)
+            timer.add("hinting", time.perf_counter() - t0)
+            t0 = time.perf_counter()
+            extra = self.sample(prompt, generator, hints=canvas)
+            timer.add("hinting", time.perf_counter() - t0)
+            t0 = time.perf_counter()
+            extra_scored = score_rollouts(self.decode_texts(extra), example.answer, cfg.rewards, prefix=PREFILL)
+            timer.add("scoring", time.perf_counter() - t0)
+            good = [i for i, ok in enumerate(extra_scored.correct) if ok]
+            take = min(len(good), budget)
+            if take:
+                pick = torch.randperm(len(good), generator=generator)[:take].tolist()
+                slots = torch.randperm(g, generator=generator)[:take].tolist()  # all wrong: any slot
+                for slot, choice in zip(slots, pick, strict=True):
+                    src = good[choice]
+                    completions[slot] = extra[src]
+                    rewards[slot] = extra_scored.total[src]
+                    if canvas is not None:
+                        hint_mask[slot] = canvas[src] != self.spec.mask_id
+                replaced = take
+        return Group(prompt_ids=prompt.repeat(g, 1), completions=completions,
+                     advantages=group_advantages(rewards, cfg.scale_rewards), rewards=rewards,
+                     hint_mask=hint_mask, all_wrong=all_wrong, replaced=replaced, correct=sum(correct))
+
+    # ------------------------------------------------------------------ updates
+    def logprobs(self, model, group: Group, generator: torch.Generator | None, with_entropy: bool = False):
+        device = self.accelerator.device if self.accelerator else group.prompt_ids.device
+        return mean_field_logprobs(
+            model, group.prompt_ids.to(device), group.completions.to(device), mask_id=self.spec.mask_id,
+            p_mask_prompt=self.cfg.p_mask_prompt, generator=generator,
+            shifted_logits=self.spec.shifted_logits, with_entropy=with_entropy,
+        )
+
+    def reference_logprobs(self, group: Group, generator) -> torch.Tensor | None:
+        if self.cfg.loss.beta <= 0:
+            return None
+        with torch.no_grad():
+            if self.reference is not None:
+                return self.logprobs(self.reference, group, generator)[0]
+            policy = self.policy
+            with policy.disable_adapter():
+                return self.logprobs(policy, group, generator)[0]
+
+    def loss_mask(self, group: Group, entropy: torch.Tensor) -> tuple[torch.Tensor, int]:
+        """Completion tokens up to the first EOS; hint tokens only if they pass the entropy filter."""
+        base = completion_mask(group.completions, self.spec.eos_id).to(entropy.device)
+        hints = group.hint_mask.to(entropy.device) & base
+        kept_hints = entropy_filter(hints, entropy, self.cfg.igpo.entropy_top_fraction)
+        return (base & ~hints) | kept_hints, int(kept_hints.sum())
+
+    def update(self, groups: list[Group], step: int, timer: StepTimer) -> dict[str, float]:
+        """mu optimiser steps on the step's rollouts; returns loss metrics."""
+        cfg = self.cfg
+        rank = self.accelerator.process_index if self.accelerator else 0
+        t0 = time.perf_counter()
+        prepared = []
+        policy = self.policy
+        for gi, group in enumerate(groups):
+            prompt_gen = step_generator(cfg.seed, step, rank, stream=3 + gi) if cfg.p_mask_prompt > 0 else None
+            with torch.no_grad():
+                was = policy.training
+                policy.eval()
+                old, entropy = self.logprobs(policy, group, _clone(prompt_gen), with_entropy=True)
+                policy.train(was)
+            ref = self.reference_logprobs(group, _clone(prompt_gen))
+            mask, hint_tokens = self.loss_mask(group, entropy)
+            prepared.append((group, old, ref, mask, entropy, hint_tokens, prompt_gen))
+        timer.add("logprob", time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        totals = {"loss": 0.0, "policy_loss": 0.0, "kl": 0.0, "clip_ratio": 0.0}
+        self.model.train()
+        for _ in range(cfg.mu):
+            for group, old, ref, mask, _entropy, _h, prompt_gen in prepared:
+                logp, _ = self.logprobs(self.model, group, _clone(prompt_gen))
+                parts = policy_loss(logp, old, group.advantages.to(logp.device), mask, cfg.loss, ref)
+                scaled = parts.loss / len(prepared)
+                if self.accelerator:
+                    self.accelerator.backward(scaled)
+                else:
+                    scaled.backward()
+                totals["loss"] += float(parts.loss.detach()) / (len(prepared) * cfg.mu)
+                totals["policy_loss"] += float(parts.policy.detach()) / (len(prepared) * cfg.mu)
+                totals["kl"] += float(parts.kl.detach()) / (len(prepared) * cfg.mu)
+                totals["clip_ratio"] += float(parts.clip_fraction) / (len(prepared) * cfg.mu)
+            if self.optimizer is not None:
+                if cfg.optim.grad_clip:
+                    params = [p for p in self.model.parameters() if p.requires_grad]
+                    clip = self.accelerator.clip_grad_norm_ if self.accelerator else torch.nn.utils.clip_grad_norm_
+                    clip(params, cfg.optim.grad_clip)
+                self.optimizer.step()
+                self.scheduler.step()
+                self.optimizer.zero_grad(set_to_none=True)
+        timer.add("backward", time.perf_counter() - t0)
+        loss_tokens = sum(int(m.sum()) for _, _, _, m, _, _, _ in prepared)
+        hint_tokens = sum(h for *_, h, _ in prepared)
+        entropy_mean = sum(float((e * m).sum()) for _, _, _, m, e, _, _ in prepared) / max(1, loss_tokens)
+        totals.update(hint_token_fraction=hint_tokens / max(1, loss_tokens), entropy=entropy_mean,
+                      loss_tokens=loss_tokens)
+        return totals
+
+
+def source_instruction(source: str, override: str | None) -> str:
+    """The prompt instruction for a data source (see RLConfig.instruction)."""
+    if override is not None:
+        return override
+    if source == "arith":
+        from igpo.arith import ARITH_INSTRUCTION
+
+        return ARITH_INSTRUCTION
+    from igpo.prompts import D1_INSTRUCTION
+
+    return D1_INSTRUCTION
+
+
+def _clone(gen: torch.Generator | None) -> torch.Generator | None:
+    """A copy of a generator, so old / reference / new log-probs see the same prompt mask."""
+    if gen is None:
+        return None
+    copy = torch.Generator()
+    copy.set_state(gen.get_state())
+    return copy
+
+
+def check_examples(cfg: RLConfig, examples: list[Example]) -> None:
+    if not examples:
+        raise TrainingError("no training examples")
+    if cfg.igpo.resample == "hints" and cfg.hints.enabled:
+        for ex in examples:
+            if not (ex.trace or "").strip():
+                raise TrainingError(f"example {ex.id!r} has no reference trace, which hints need "
+                                    "(set igpo.resample=none or plain, or give traces)")
+
+
+def group_metrics(groups: list[Group], g: int) -> dict[str, float]:
+    n = max(1, len(groups))
+    all_wrong = sum(gr.all_wrong for gr in groups)
+    rescued = sum(1 for gr in groups if gr.all_wrong and gr.replaced > 0)
+    return {
+        "reward": sum(float(gr.rewards.mean()) for gr in groups) / n,
+        "accuracy": sum(gr.correct for gr in groups) / (n * g),
+        "all_wrong_ratio": all_wrong / n,
+        "rescued_ratio": rescued / all_wrong if all_wrong else 0.0,
+        "replaced": float(sum(gr.replaced for gr in groups)),
+        "groups": float(len(groups)),
+    }
+
+
+def train_rl(cfg: RLConfig, out: Path, *, resume: bool = False, overwrite: bool = False) -> Path:
+    """Run GRPO / IGPO; checkpoints under out/checkpoints, one metrics line per step."""
+    from accelerate import Accelerator
+    from tqdm import tqdm
+
+    if not cfg.model.path:
+        raise TrainingError("model.path is required")
+    if cfg.num_generations < 2 or cfg.mu < 1 or cfg.prompts_per_step < 1 or cfg.max_steps < 1:
+        raise TrainingError("num_generations >= 2, mu >= 1, prompts_per_step >= 1 and max_steps >= 1 are required")
+    examples = load_examples(cfg.data)
+    check_examples(cfg, examples)
+    accelerator = Accelerator(cpu=not torch.cuda.is_available())
+    main = accelerator.is_main_process
+    model, tokenizer = build_model(cfg.model, device=accelerator.device, seed=cfg.seed)
+    if main:
+        prepare_output(out, resume=resume, overwrite=overwrite)
+    accelerator.wait_for_everyone()
+    optimizer = make_optimizer(model, cfg.optim)
+    scheduler = make_scheduler(optimizer, cfg.optim, cfg.max_steps * cfg.mu)
+    spec = model.token_spec
+    model, optimizer = accelerator.prepare(model, optimizer)
+    base_module(model).token_spec = spec
+    trainer = Trainer(cfg, model, tokenizer, accelerator, optimizer, scheduler)
+    trainer.spec = spec
+    rank, world = accelerator.process_index, accelerator.num_processes
+    order = torch.randperm(len(examples), generator=torch.Generator().manual_seed(cfg.seed)).tolist()
+    with torch.random.fork_rng(devices=[]):  # dropout's global RNG: forked, the caller's is untouched
+        start = load_checkpoint(latest_checkpoint(out), model, optimizer, scheduler) if resume else 0
+        log = MetricsLog(out, cfg.log, cfg, resume_step=start, enabled=main)
+        bar = tqdm(range(start, cfg.max_steps), initial=start, total=cfg.max_steps, desc="igpo train",
+                   disable=not (main and cfg.log.progress))
+        for step in bar:
+            started = time.perf_counter()
+            generator = step_generator(cfg.seed, step, rank)
+            torch.manual_seed(step_seed(cfg.seed, step, rank, stream=1))
+            timer = StepTimer()
+            first = (step * world + rank) * cfg.prompts_per_step
+            groups = [trainer.rollout_group(examples[order[(first + j) % len(order)]], generator, timer)
+                      for j in range(cfg.prompts_per_step)]
+            losses = trainer.update(groups, step, timer)
+            metrics = {**group_metrics(groups, cfg.num_generations), **losses}
+            metrics = _reduce(accelerator, metrics)
+            gen_tokens = sum(gr.completions.numel() for gr in groups) * world
+            generation_s = timer.parts.get("generation", 0.0) + timer.parts.get("hinting", 0.0)
+            metrics.update({f"time_{k}": v for k, v in timer.parts.items()})
+            metrics["tokens_per_s"] = gen_tokens / generation_s if generation_s else 0.0
+            metrics["step_time"] = time.perf_counter() - started
+            metrics["lr"] = scheduler.get_last_lr()[0]
+            log.log(step + 1, metrics)
+            bar.set_postfix(reward=f"{metrics['reward']:.2f}", all_wrong=f"{metrics['all_wrong_ratio']:.2f}")
+            done = step + 1
+            if main and ((cfg.checkpoint.every and done % cfg.checkpoint.every == 0) or done == cfg.max_steps):
+                save_checkpoint(out, done, model, tokenizer, optimizer, scheduler, cfg, metrics,
+                                cfg.checkpoint, cfg.model.path)
+            accelerator.wait_for_everyone()
+        log.close()
+    return out
+
+
+def _reduce(accelerator, metrics: dict[str, Any]) -> dict[str, Any]:
+    """Average metrics over processes (counts are summed)."""
+    if accelerator.num_processes == 1:
+        return metrics
+    keys = sorted(k for k, v in metrics.items() if isinstance(v, (int, float)))
+    values = torch.tensor([float(metrics[k]) for k in keys], device=accelerator.device)
+    summed = accelerator.reduce(values, reduction="sum")
+    out = dict(metrics)
+    for k, v in zip(keys, summed.tolist(), strict=True):
+        out[k] = v if k in ("replaced", "groups", "loss_tokens") else v / accelerator.num_processes
+    return out
+
+

@@ -1,0 +1,261 @@
+"""Training plumbing shared by SFT and RL: model + LoRA, optimiser, schedule, output folder,
+checkpoints that resume exactly, and the metrics log."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from igpo.config import to_dict
+from igpo.models import load_model, load_tokenizer
+from igpo.models.loading import atomic_write_bytes
+from igpo.training.settings import CheckpointSettings, LogSettings, ModelSettings, OptimSettings
+
+CHECKPOINT_DIR = "checkpoints"
+CHECKPOINT_PREFIX = "step-"
+STATE_FILE = "trainer_state.json"
+OPTIMIZER_FILE = "optimizer.pt"
+MARKER_FILE = "igpo_checkpoint.json"
+METRICS_FILE = "metrics.jsonl"
+CONFIG_FILE = "config.yaml"
+
+
+class TrainingError(ValueError):
+    """Bad training input (output folder, data, resume state); printed as one line by the CLI."""
+
+
+def prepare_output(out: Path, *, resume: bool, overwrite: bool) -> None:
+    """Refuse to reuse a non-empty output folder unless resuming or told to overwrite."""
+    if resume and overwrite:
+        raise TrainingError("--resume and --overwrite exclude each other")
+    exists = out.exists() and any(out.iterdir())
+    if resume:
+        if not latest_checkpoint(out):
+            raise TrainingError(f"nothing to resume: no checkpoint under {out / CHECKPOINT_DIR}")
+        return
+    if exists and not overwrite:
+        raise TrainingError(f"output folder {out} exists; pass --resume to continue or --overwrite to replace it")
+    if exists and overwrite:
+        shutil.rmtree(out)
+
+
+INIT_STREAM = 7
+"""Stream index of the seed used to initialise new adapter weights (see step_seed)."""
+
+
+def build_model(settings: ModelSettings, device: torch.device | str | None = None, seed: int = 0):
+    """(policy, tokenizer): the model with a trainable LoRA adapter, or fully trainable.
+
+    New LoRA weights are drawn under a forked RNG seeded from `seed`, so the same config always
+    starts from the same adapter and the caller's global RNG is left untouched."""
+    model = load_model(settings.path, dtype=settings.dtype, device=device)
+    tokenizer = load_tokenizer(settings.tokenizer or settings.path)
+    spec = model.token_spec
+    lora = settings.lora
+    if settings.adapter:
+        from peft import PeftModel
+
+        if not (Path(settings.adapter) / "adapter_config.json").is_file():
+            raise TrainingError(f"no adapter_config.json in adapter folder {settings.adapter}")
+        model = PeftModel.from_pretrained(model, settings.adapter, is_trainable=True)
+    elif lora.enabled:
+        from peft import LoraConfig, get_peft_model
+
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(step_seed(seed, 0, 0, INIT_STREAM))
+            model = get_peft_model(model, LoraConfig(
+                r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
+                target_modules=list(lora.target_modules), bias="none",
+            ))
+    else:
+        for p in model.parameters():
+            p.requires_grad_(True)
+    model.token_spec = spec
+    return model, tokenizer
+
+
+def base_module(model: nn.Module) -> nn.Module:
+    """The underlying BidirectionalLM (inside DDP and peft wrappers)."""
+    inner = getattr(model, "module", model)
+    if hasattr(inner, "get_base_model"):
+        inner = inner.get_base_model()
+    return inner
+
+
+def is_peft(model: nn.Module) -> bool:
+    return hasattr(getattr(model, "module", model), "disable_adapter")
+
+
+def make_optimizer(model: nn.Module, cfg: OptimSettings) -> torch.optim.Optimizer:
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        raise TrainingError("the model has no trainable parameters")
+    return torch.optim.AdamW(params, lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay)
+
+
+def make_scheduler(optimizer: torch.optim.Optimizer, cfg: OptimSettings, total_steps: int):
+    """Linear warm-up, then constant / cosine / linear decay over the remaining optimiser steps."""
+    if cfg.schedule not in ("constant", "cosine", "linear"):
+        raise TrainingError(f"optim.schedule must be constant, cosine or linear, got {cfg.schedule!r}")
+    warm = max(0, cfg.warmup_steps)
+
+    def factor(step: int) -> float:
+        if warm and step < warm:
+            return (step + 1) / warm
+        if cfg.schedule == "constant":
+            return 1.0
+        span = max(1, total_steps - warm)
+        done = min(1.0, (step - warm) / span)
+        return 0.5 * (1 + math.cos(math.pi * done)) if cfg.schedule == "cosine" else 1.0 - done
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def checkpoint_dirs(out: Path) -> list[Path]:
+    root = out / CHECKPOINT_DIR
+    if not root.is_dir():
+        return []
+    found = [p for p in root.iterdir() if p.name.startswith(CHECKPOINT_PREFIX) and (p / MARKER_FILE).is_file()]
+    return sorted(found, key=lambda p: int(p.name[len(CHECKPOINT_PREFIX):]))
+
+
+def latest_checkpoint(out: Path) -> Path | None:
+    dirs = checkpoint_dirs(out)
+    return dirs[-1] if dirs else None
+
+
+SEED_STRIDE = 1_000_003
+"""Mixes (seed, step, rank) into one generator seed; a prime keeps streams apart."""
+
+
+def step_seed(seed: int, step: int, rank: int = 0, stream: int = 0) -> int:
+    """The seed of one training step's randomness on one process.
+
+    Deriving it from (seed, step, rank) instead of carrying generator state makes a resumed run
+    draw exactly what an uninterrupted one would, on any number of processes.
+    """
+    return ((seed * SEED_STRIDE + step) * SEED_STRIDE + rank) * 8 + stream
+
+
+def step_generator(seed: int, step: int, rank: int = 0, stream: int = 0) -> torch.Generator:
+    return torch.Generator().manual_seed(step_seed(seed, step, rank, stream) % (2**63 - 1))
+
+
+def save_checkpoint(
+    out: Path, step: int, model: nn.Module, tokenizer: Any, optimizer, scheduler,
+    config: Any, metrics: dict[str, Any], settings: CheckpointSettings, base_model: str,
+) -> Path:
+    """Write checkpoints/step-N atomically: weights (adapter or full, safetensors), tokenizer,
+    optimiser + scheduler, config and last metrics; prune old ones if asked. Randomness needs
+    no saved state: every step derives its generators from (seed, step, rank)."""
+    final = out / CHECKPOINT_DIR / f"{CHECKPOINT_PREFIX}{step:06d}"
+    tmp = final.with_name(final.name + ".tmp")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    unwrapped = getattr(model, "module", model)
+    if is_peft(unwrapped):
+        unwrapped.save_pretrained(str(tmp), save_embedding_layers=False)
+        kind = "adapter"
+    else:
+        base_module(unwrapped).save_pretrained(tmp)
+        kind = "full"
+    if tokenizer is not None:
+        tokenizer.save_pretrained(str(tmp))
+    torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}, tmp / OPTIMIZER_FILE)
+    (tmp / STATE_FILE).write_text(json.dumps({"step": step, "metrics": metrics}, indent=2) + "\n")
+    (tmp / CONFIG_FILE).write_text(_yaml(to_dict(config)))
+    (tmp / MARKER_FILE).write_text(json.dumps({"step": step, "kind": kind, "base_model": base_model,
+                                               "created": time.strftime("%Y-%m-%dT%H:%M:%S")}) + "\n")
+    if final.exists():
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+    if settings.keep:
+        for old in checkpoint_dirs(out)[:-settings.keep]:
+            shutil.rmtree(old)
+    return final
+
+
+def load_checkpoint(path: Path, model: nn.Module, optimizer, scheduler) -> int:
+    """Restore weights, optimiser and scheduler from a checkpoint; returns its step."""
+    unwrapped = getattr(model, "module", model)
+    if is_peft(unwrapped):
+        from peft import set_peft_model_state_dict
+        from safetensors.torch import load_file
+
+        set_peft_model_state_dict(unwrapped, load_file(str(path / "adapter_model.safetensors")))
+    else:
+        from safetensors.torch import load_file
+
+        from igpo.models.families import FAMILIES
+
+        base = base_module(unwrapped)
+        family = next(f for f in FAMILIES.values() if f.name == base.family)
+        state = {family.to_ours(k): v for k, v in load_file(str(path / "model.safetensors")).items()}
+        base.load_state_dict(state)
+    opt = torch.load(path / OPTIMIZER_FILE, weights_only=True)
+    optimizer.load_state_dict(opt["optimizer"])
+    scheduler.load_state_dict(opt["scheduler"])
+    return int(json.loads((path / STATE_FILE).read_text())["step"])
+
+
+def _yaml(data: dict[str, Any]) -> str:
+    import yaml
+
+    return yaml.safe_dump(data, sort_keys=False)
+
+
+class MetricsLog:
+    """metrics.jsonl in the output folder (one line per step), plus TensorBoard / W&B if asked."""
+
+    def __init__(self, out: Path, settings: LogSettings, config: Any, resume_step: int = 0, enabled: bool = True):
+        self.path = out / METRICS_FILE
+        self.enabled = enabled
+        self._tb = self._wandb = None
+        if not enabled:
+            return
+        out.mkdir(parents=True, exist_ok=True)
+        if resume_step and self.path.is_file():  # drop lines written after the checkpoint we resume
+            kept = [ln for ln in self.path.read_text().splitlines() if ln.strip() and json.loads(ln)["step"] <= resume_step]
+            atomic_write_bytes(self.path, ("\n".join(kept) + ("\n" if kept else "")).encode())
+        elif self.path.exists():
+            self.path.unlink()
+        if settings.tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError as err:
+                raise TrainingError("log.tensorboard needs the tensorboard package (pip install tensorboard)") from err
+            self._tb = SummaryWriter(str(out / "tensorboard"))
+        if settings.wandb:
+            try:
+                import wandb
+            except ImportError as err:
+                raise TrainingError("log.wandb needs the wandb package (pip install wandb)") from err
+            self._wandb = wandb.init(project=settings.wandb_project, config=to_dict(config), dir=str(out))
+
+    def log(self, step: int, metrics: dict[str, Any]) -> None:
+        if not self.enabled:
+            return
+        record = {"step": step, **metrics}
+        with open(self.path, "a", encoding="utf-8") as f:
+            f.write(json.dumps(record) + "\n")
+        numeric = {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
+        if self._tb is not None:
+            for k, v in numeric.items():
+                self._tb.add_scalar(k, v, step)
+        if self._wandb is not None:
+            self._wandb.log(numeric, step=step)
+
+    def close(self) -> None:
+        if self._tb is not None:
+            self._tb.close()
+        if self._wandb is not None:
+            self._wandb.finish()

@@ -1,0 +1,78 @@
+"""Config pieces shared by the SFT and RL trainers: model/LoRA, optimiser, checkpoints, logging."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass
+class LoraSettings:
+    """LoRA adapter on the attention and MLP projections (peft)."""
+
+    enabled: bool = True
+    """Train a LoRA adapter; False trains every weight."""
+    r: int = 128
+    """Adapter rank (released IGPO run: 128)."""
+    alpha: int = 64
+    """LoRA scaling numerator (scale = alpha / r)."""
+    dropout: float = 0.05
+    target_modules: list[str] = field(
+        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+    )
+    """Projection names of the native models (LLaDA's q/k/v/attn_out/ff_proj/up_proj/ff_out)."""
+
+
+@dataclass
+class ModelSettings:
+    """Which model to train and how to hold it."""
+
+    path: str = ""
+    """Model folder or Hub id (required)."""
+    tokenizer: str | None = None
+    """Tokenizer folder; default: the model's."""
+    adapter: str | None = None
+    """Start from this LoRA adapter (e.g. an SFT result) instead of a fresh one."""
+    dtype: str | None = None
+    """float32 | bfloat16; default bf16 on GPU, float32 on CPU."""
+    lora: LoraSettings = field(default_factory=LoraSettings)
+    gradient_checkpointing: bool = False
+    """Recompute block activations in backward to save memory."""
+
+
+@dataclass
+class OptimSettings:
+    """AdamW with warm-up and a schedule."""
+
+    lr: float = 5e-7
+    """Peak learning rate (released IGPO run: 5e-7)."""
+    betas: tuple[float, float] = (0.9, 0.99)
+    weight_decay: float = 0.1
+    grad_clip: float = 0.2
+    """Max global gradient norm; 0 disables clipping."""
+    warmup_steps: int = 50
+    """Linear warm-up over this many optimiser steps."""
+    schedule: str = "constant"
+    """After warm-up: constant | cosine | linear decay to zero at the last step."""
+
+
+@dataclass
+class CheckpointSettings:
+    """When to write checkpoints (Hugging Face format + trainer state) and how many to keep."""
+
+    every: int = 10
+    """Save every N training steps (and always at the end); 0 saves only at the end."""
+    keep: int | None = None
+    """Keep only the newest N checkpoints; None keeps all."""
+
+
+@dataclass
+class LogSettings:
+    """Where metrics go besides metrics.jsonl in the output folder."""
+
+    tensorboard: bool = False
+    """Write TensorBoard scalars (needs the tensorboard package)."""
+    wandb: bool = False
+    """Log to Weights & Biases (needs wandb and a login)."""
+    wandb_project: str = "igpo"
+    progress: bool = True
+    """Show a progress bar."""

@@ -1,0 +1,229 @@
+"""Masked-diffusion SFT (LLaDA's objective) on (prompt, completion) pairs, with length alignment.
+
+Per example: t ~ U(eps, 1]; each completion token (EOS padding included, so the model learns to
+stop) is masked with probability t; cross-entropy on masked positions weighted by 1/t, summed and
+divided by the completion length; the prompt is never masked.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from igpo.training.runtime import (
+    MetricsLog,
+    TrainingError,
+    build_model,
+    latest_checkpoint,
+    load_checkpoint,
+    make_optimizer,
+    make_scheduler,
+    prepare_output,
+    save_checkpoint,
+    step_generator,
+    step_seed,
+)
+from igpo.training.settings import CheckpointSettings, LogSettings, ModelSettings, OptimSettings
+
+MIN_MASK_RATE = 1e-3
+"""Lower end of t so the 1/t weight stays bounded (LLaDA uses the same epsilon)."""
+
+
+@dataclass
+class SFTDataSettings:
+    """SFT examples: JSONL rows with `prompt` and `completion`, or a built-in source."""
+
+    source: str = "jsonl"
+    """jsonl | gsm8k | math | metamath | arith: built-in sources use their reference traces."""
+    path: str | None = None
+    """JSONL file (source jsonl) or MetaMathQA JSON (source metamath)."""
+    data_dir: str | None = None
+    """Offline data folder (layout of shared/data); default $IGPO_DATA_DIR."""
+    limit: int | None = None
+    max_completion_tokens: int = 256
+    """Length alignment budget: completions longer than this are dropped or truncated."""
+    overlong: str = "drop"
+    """drop | truncate: what to do with completions over the budget (the count is reported)."""
+    max_prompt_tokens: int = 512
+    arith: dict = field(default_factory=dict)
+    """source arith: igpo.arith.ArithConfig fields (see igpo.data.DataConfig.arith)."""
+    arith_size: int = 20000
+    """source arith: number of generated problems."""
+    instruction: str | None = None
+    """Text before the question in the user turn; None: the source's default (see RLConfig)."""
+
+
+@dataclass
+class SFTConfig:
+    """Masked-diffusion supervised fine-tuning."""
+
+    model: ModelSettings = field(default_factory=ModelSettings)
+    data: SFTDataSettings = field(default_factory=SFTDataSettings)
+    optim: OptimSettings = field(default_factory=lambda: OptimSettings(lr=1e-5, warmup_steps=20, grad_clip=1.0, weight_decay=0.0))
+    checkpoint: CheckpointSettings = field(default_factory=CheckpointSettings)
+    log: LogSettings = field(default_factory=LogSettings)
+    batch_size: int = 8
+    """Examples per optimiser step (per process)."""
+    max_steps: int = 1000
+    seed: int = 0
+    """Seeds data order, mask rates and masks (one torch.Generator), and dropout."""
+
+
+@dataclass
+class SFTBatch:
+    ids: torch.Tensor
+    """[B, P + T]: left-padded prompt then completion padded with EOS."""
+    prompt_len: int
+    attention_mask: torch.Tensor
+    completion_len: torch.Tensor
+    """[B] tokens of each completion before EOS padding (+1 for the first EOS)."""
+
+
+def encode_pairs(pairs, tokenizer, spec, cfg: SFTDataSettings) -> tuple[list[tuple[list[int], list[int]]], int]:
+    """Token pairs after length alignment; returns (pairs, number dropped or truncated)."""
+    out, changed = [], 0
+    for prompt, completion in pairs:
+        p = tokenizer(prompt, add_special_tokens=False)["input_ids"][-cfg.max_prompt_tokens:]
+        c = tokenizer(completion, add_special_tokens=False)["input_ids"]
+        if len(c) + 1 > cfg.max_completion_tokens:
+            changed += 1
+            if cfg.overlong == "drop":
+                continue
+            c = c[: cfg.max_completion_tokens - 1]
+        out.append((p, c + [spec.eos_id]))
+    return out, changed
+
+
+def collate(pairs, spec, completion_length: int) -> SFTBatch:
+    width = max(len(p) for p, _ in pairs)
+    pad = spec.pad_id if spec.pad_id is not None else spec.eos_id
+    ids = torch.full((len(pairs), width + completion_length), spec.eos_id, dtype=torch.long)
+    mask = torch.zeros(len(pairs), width, dtype=torch.long)
+    lengths = []
+    for row, (p, c) in enumerate(pairs):
+        ids[row, : width - len(p)] = pad
+        ids[row, width - len(p): width] = torch.tensor(p)
+        mask[row, width - len(p):] = 1
+        ids[row, width: width + len(c)] = torch.tensor(c)
+        lengths.append(len(c))
+    return SFTBatch(ids=ids, prompt_len=width, attention_mask=mask, completion_len=torch.tensor(lengths))
+
+
+def sft_loss(model, batch: SFTBatch, mask_id: int, generator: torch.Generator, shifted: bool = False) -> torch.Tensor:
+    """LLaDA's masked-diffusion loss on the completion part of a batch."""
+    ids = batch.ids
+    b, total = ids.shape
+    plen = batch.prompt_len
+    t = MIN_MASK_RATE + (1 - MIN_MASK_RATE) * torch.rand(b, generator=generator)
+    masked = torch.rand(b, total - plen, generator=generator) < t[:, None]
+    masked = masked.to(ids.device)
+    noisy = ids.clone()
+    noisy[:, plen:] = torch.where(masked, torch.full_like(ids[:, plen:], mask_id), ids[:, plen:])
+    attn = torch.cat([batch.attention_mask, torch.ones(b, total - plen, dtype=torch.long)], 1).to(ids.device)
+    logits = model(noisy, attention_mask=attn).logits
+    logits = logits[:, plen - 1: total - 1] if shifted else logits[:, plen:]
+    ce = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), ids[:, plen:].reshape(-1), reduction="none")
+    ce = ce.view(b, -1) * masked / t.to(ids.device)[:, None]
+    length = torch.full((b,), total - plen, device=ids.device, dtype=torch.float)
+    return (ce.sum(1) / length).mean()
+
+
+def load_pairs(cfg: SFTDataSettings) -> list[tuple[str, str]]:
+    """(question, completion) pairs from the configured source."""
+    from igpo import data
+
+    if cfg.source == "jsonl":
+        if not cfg.path:
+            raise TrainingError("data.path is required for data.source=jsonl")
+        return [(r.prompt, strip_prefill(r.completion)) for r in data.load_sft_jsonl(cfg.path)][: cfg.limit]
+    examples = data.load_examples(data.DataConfig(source=cfg.source, path=cfg.path, data_dir=cfg.data_dir,
+                                                  limit=cfg.limit, arith=cfg.arith, arith_size=cfg.arith_size))
+    return [(e.prompt, strip_prefill(e.trace or "")) for e in examples]
+
+
+def strip_prefill(completion: str) -> str:
+    """Completions continue after the prompt's prefilled "<reasoning>": drop a leading copy."""
+    from igpo.prompts import PREFILL
+
+    text = completion.lstrip()
+    return text[len(PREFILL):].lstrip("\n") if text.startswith(PREFILL) else completion
+
+
+def train_sft(cfg: SFTConfig, out: Path, *, resume: bool = False, overwrite: bool = False) -> Path:
+    """Run SFT; checkpoints under out/checkpoints, metrics in out/metrics.jsonl."""
+    from accelerate import Accelerator
+
+    from igpo.data import render_prompt
+
+    if cfg.data.overlong not in ("drop", "truncate"):
+        raise TrainingError(f"data.overlong must be drop or truncate, got {cfg.data.overlong!r}")
+    if not cfg.model.path:
+        raise TrainingError("model.path is required")
+    pairs = load_pairs(cfg.data)
+    if not pairs:
+        raise TrainingError("no training examples")
+    accelerator = Accelerator(cpu=not torch.cuda.is_available())
+    main = accelerator.is_main_process
+    if main:
+        prepare_output(out, resume=resume, overwrite=overwrite)
+    accelerator.wait_for_everyone()
+    model, tokenizer = build_model(cfg.model, device=accelerator.device, seed=cfg.seed)
+    spec = model.token_spec
+    from igpo.training.rl import source_instruction
+
+    system = source_instruction(cfg.data.source, cfg.data.instruction)
+    prompts = [render_prompt(tokenizer, q, system=system) for q, _ in pairs]
+    encoded, changed = encode_pairs(zip(prompts, [c for _, c in pairs], strict=True), tokenizer, spec, cfg.data)
+    if not encoded:
+        raise TrainingError(f"every example is longer than data.max_completion_tokens={cfg.data.max_completion_tokens}")
+    if main:
+        verb = "dropped" if cfg.data.overlong == "drop" else "truncated"
+        print(f"[igpo sft] {len(encoded)} examples; {changed} {verb} over {cfg.data.max_completion_tokens} tokens")
+    optimizer = make_optimizer(model, cfg.optim)
+    scheduler = make_scheduler(optimizer, cfg.optim, cfg.max_steps)
+    model, optimizer = accelerator.prepare(model, optimizer)
+    rank = accelerator.process_index
+    with torch.random.fork_rng(devices=[]):  # dropout's global RNG: forked, so the caller's is untouched
+        start = 0
+        if resume:
+            start = load_checkpoint(latest_checkpoint(out), model, optimizer, scheduler)
+        log = MetricsLog(out, cfg.log, cfg, resume_step=start, enabled=main)
+        order = torch.randperm(len(encoded), generator=torch.Generator().manual_seed(cfg.seed)).tolist()
+        per_step = cfg.batch_size * accelerator.num_processes
+        model.train()
+        from tqdm import tqdm
+
+        bar = tqdm(range(start, cfg.max_steps), initial=start, total=cfg.max_steps, desc="igpo sft",
+                   disable=not (main and cfg.log.progress))
+        last: dict = {}
+        for step in bar:
+            t0 = time.perf_counter()
+            generator = step_generator(cfg.seed, step, rank)
+            torch.manual_seed(step_seed(cfg.seed, step, rank, stream=1))
+            begin = (step * per_step + accelerator.process_index * cfg.batch_size)
+            rows = [encoded[order[(begin + i) % len(order)]] for i in range(cfg.batch_size)]
+            batch = collate(rows, spec, cfg.data.max_completion_tokens)
+            batch.ids = batch.ids.to(accelerator.device)
+            loss = sft_loss(model, batch, spec.mask_id, generator, spec.shifted_logits)
+            accelerator.backward(loss)
+            grad_norm = accelerator.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip) if cfg.optim.grad_clip else None
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            loss_value = float(accelerator.reduce(loss.detach(), reduction="mean"))
+            last = {"loss": loss_value, "lr": scheduler.get_last_lr()[0],
+                    "grad_norm": float(grad_norm) if grad_norm is not None else None,
+                    "step_time": time.perf_counter() - t0}
+            log.log(step + 1, last)
+            bar.set_postfix(loss=f"{loss_value:.3f}")
+            done = step + 1
+            if main and ((cfg.checkpoint.every and done % cfg.checkpoint.every == 0) or done == cfg.max_steps):
+                save_checkpoint(out, done, model, tokenizer, optimizer, scheduler, cfg, last,
+                                cfg.checkpoint, cfg.model.path)
+            accelerator.wait_for_everyone()
+        log.close()
+    return out

@@ -1,0 +1,370 @@
+"""Trainers: loss pieces by hand, GRPO vs IGPO on an all-wrong group, SFT weighting, resume,
+bad input, and data-parallel training under accelerate."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import save_tiny_checkpoint
+from typer.testing import CliRunner
+
+from harness.cli import app
+from igpo.config import ConfigError, load_config
+from igpo.training.loss import (
+    PolicyLossConfig,
+    completion_mask,
+    entropy_filter,
+    group_advantages,
+    k3_kl,
+    policy_loss,
+    reduce_tokens,
+)
+
+runner = CliRunner()
+REPO = Path(__file__).resolve().parents[1]
+TRACE = "<reasoning> 3 and 4 is 7 </reasoning> <answer> \\boxed{7} </answer>"
+
+
+# ------------------------------------------------------------------ loss pieces by hand
+def test_advantages_are_reward_minus_mean():
+    r = torch.tensor([3.0, 0.0, 0.0, 1.0])
+    assert group_advantages(r).tolist() == [2.0, -1.0, -1.0, 0.0]
+    scaled = group_advantages(r, scale_by_std=True, eps=0.0)
+    assert torch.allclose(scaled, (r - r.mean()) / r.std(unbiased=False))
+    assert group_advantages(torch.zeros(8)).abs().sum() == 0
+
+
+def test_completion_mask_keeps_first_eos_only():
+    comp = torch.tensor([[5, 6, 2, 2, 2], [5, 5, 5, 5, 5], [2, 2, 7, 2, 2]])
+    mask = completion_mask(comp, eos_id=2)
+    assert mask.tolist() == [[True, True, True, False, False], [True] * 5, [True, False, False, False, False]]
+
+
+def test_entropy_filter_keeps_top_fraction_of_hint_positions():
+    hints = torch.tensor([[True, True, True, True, True, False, False, False, False, False]])
+    entropy = torch.tensor([[0.1, 0.9, 0.5, 0.3, 0.8, 5.0, 5.0, 5.0, 5.0, 5.0]])
+    kept = entropy_filter(hints, entropy, 0.4)  # 2 of 5 hint positions: the two highest entropies
+    assert kept.nonzero()[:, 1].tolist() == [1, 4]
+    assert entropy_filter(hints, entropy, 1.0).tolist() == hints.tolist()
+    assert not entropy_filter(hints, entropy, 0.0).any()
+    assert entropy_filter(hints, entropy, 0.01).sum() == 1  # at least one survives
+
+
+def test_token_level_loss_hand_computed():
+    logp = torch.log(torch.tensor([[0.5, 0.5], [0.2, 0.2]]))
+    old = torch.log(torch.tensor([[0.25, 0.5], [0.2, 0.4]]))
+    adv = torch.tensor([1.0, -1.0])
+    mask = torch.ones(2, 2, dtype=torch.bool)
+    cfg = PolicyLossConfig(ratio_level="token", epsilon_low=0.2, epsilon_high=0.2, beta=0.0, normalisation="token")
+    parts = policy_loss(logp, old, adv, mask, cfg)
+    # ratios: [2, 1] for A=+1 -> min(r, clip(r)) = [1.2, 1]; [1, 0.5] for A=-1 -> min(-r, -clip) = [-1, -0.8]
+    expected = -(1.2 + 1.0 - 1.0 - 0.8) / 4
+    assert math.isclose(float(parts.policy), expected, rel_tol=1e-6)
+    assert math.isclose(float(parts.clip_fraction), 2 / 4, rel_tol=1e-6)
+
+
+def test_sequence_level_ratio_is_geometric_mean():
+    logp = torch.log(torch.tensor([[0.5, 0.5, 0.9]]))
+    old = torch.log(torch.tensor([[0.25, 0.5, 0.1]]))
+    mask = torch.tensor([[True, True, False]])  # third token masked out
+    cfg = PolicyLossConfig(ratio_level="sequence", epsilon_low=0.5, epsilon_high=0.5, beta=0.0)
+    parts = policy_loss(logp, old, torch.tensor([1.0]), mask, cfg)
+    ratio = math.exp((math.log(2.0) + 0.0) / 2)  # exp(mean log ratio over kept tokens) = sqrt(2)
+    assert math.isclose(float(parts.policy), -min(ratio, 1.5), rel_tol=1e-6)
+
+
+def test_normalisations_differ_as_documented():
+    values = torch.tensor([[1.0, 1.0, 1.0, 1.0], [4.0, 0.0, 0.0, 0.0]])
+    mask = torch.tensor([[True, True, True, True], [True, False, False, False]])
+    assert math.isclose(float(reduce_tokens(values, mask, "sequence")), (1.0 + 4.0) / 2)
+    assert math.isclose(float(reduce_tokens(values, mask, "token")), 8.0 / 5, rel_tol=1e-6)
+    assert math.isclose(float(reduce_tokens(values, mask, "constant")), 8.0 / 8)
+
+
+def test_k3_kl_hand_value_and_penalty():
+    logp, ref = torch.log(torch.tensor([[0.5]])), torch.log(torch.tensor([[0.25]]))
+    assert math.isclose(float(k3_kl(logp, ref)), 0.5 - math.log(0.5) - 1, rel_tol=1e-6)
+    cfg = PolicyLossConfig(beta=0.1, ratio_level="token")
+    parts = policy_loss(logp, logp.detach(), torch.tensor([0.0]), torch.ones(1, 1, dtype=torch.bool), cfg, ref)
+    assert math.isclose(float(parts.loss), 0.1 * float(k3_kl(logp, ref)), rel_tol=1e-6)
+
+
+def test_bad_loss_settings_raise():
+    with pytest.raises(ValueError, match="ratio_level"):
+        PolicyLossConfig(ratio_level="segment")
+    with pytest.raises(ValueError, match="normalisation"):
+        PolicyLossConfig(normalisation="mean")
+
+
+# ------------------------------------------------------------------ SFT loss weighting
+def test_sft_loss_weights_masked_tokens_by_inverse_rate():
+    from igpo.models import DLLMOutput, TokenSpec
+    from igpo.training.sft import MIN_MASK_RATE, SFTBatch, sft_loss
+
+    vocab = 10
+
+    class Fixed(torch.nn.Module):
+        def forward(self, input_ids, attention_mask=None):
+            logits = torch.zeros(*input_ids.shape, vocab)
+            logits[..., 3] = 2.0
+            return DLLMOutput(logits=logits)
+
+    spec = TokenSpec(mask_id=9, eos_id=1, eot_id=None, pad_id=0)
+    ids = torch.tensor([[5, 6, 3, 4, 1, 1], [5, 6, 4, 4, 4, 1]])
+    batch = SFTBatch(ids=ids, prompt_len=2, attention_mask=torch.ones(2, 2, dtype=torch.long),
+                     completion_len=torch.tensor([3, 4]))
+    loss = sft_loss(Fixed(), batch, spec.mask_id, torch.Generator().manual_seed(0))
+    # Redraw the same randomness to know t and the mask, then compute the loss by hand.
+    g = torch.Generator().manual_seed(0)
+    t = MIN_MASK_RATE + (1 - MIN_MASK_RATE) * torch.rand(2, generator=g)
+    masked = torch.rand(2, 4, generator=g) < t[:, None]
+    logz = math.log(math.exp(2.0) + vocab - 1)
+    total = 0.0
+    for b in range(2):
+        ce = [(logz - 2.0) if tok == 3 else logz for tok in ids[b, 2:].tolist()]
+        total += sum(c for c, m in zip(ce, masked[b].tolist(), strict=True) if m) / float(t[b]) / 4
+    assert math.isclose(float(loss), total / 2, rel_tol=1e-5)
+
+
+# ------------------------------------------------------------------ GRPO vs IGPO on an all-wrong group
+def _trainer(tmp_path, resample: str, beta: float = 0.0):
+    from accelerate import Accelerator
+
+    from igpo.data import DataConfig, Example
+    from igpo.decoding import DecodeConfig
+    from igpo.hints import HintConfig
+    from igpo.training.rl import IGPOSettings, RLConfig, Trainer
+    from igpo.training.runtime import build_model, make_optimizer, make_scheduler
+    from igpo.training.settings import LoraSettings, ModelSettings, OptimSettings
+
+    folder = save_tiny_checkpoint(tmp_path / "m", seed=1)
+    cfg = RLConfig(
+        model=ModelSettings(path=str(folder), lora=LoraSettings(enabled=True, r=4, alpha=8, dropout=0.0)),
+        data=DataConfig(source="jsonl"),
+        decode=DecodeConfig(gen_length=16, block_length=16, steps=8, temperature=1.0),
+        hints=HintConfig(eta_low=1.0, eta_high=1.0, min_chunk=1, max_chunk=1, tail_free=2, hide_answer=False),
+        igpo=IGPOSettings(resample=resample, replace_ratio=0.5, entropy_top_fraction=0.2),
+        optim=OptimSettings(lr=1e-3, warmup_steps=0),
+        num_generations=4, mu=1, instruction="",
+    )
+    cfg.loss.beta = beta
+    model, tok = build_model(cfg.model, device="cpu")
+    opt = make_optimizer(model, cfg.optim)
+    trainer = Trainer(cfg, model, tok, Accelerator(cpu=True), opt, make_scheduler(opt, cfg.optim, 4))
+    trainer.spec = model.token_spec
+    example = Example(prompt="what is 3 and 4", answer="59", trace=TRACE.replace("7", "59"), id="x", meta={})
+    return trainer, example
+
+
+def _grads_after_loss(trainer, group):
+    from igpo.training.loss import policy_loss
+
+    trainer.model.zero_grad(set_to_none=True)
+    old, entropy = trainer.logprobs(trainer.model, group, None, with_entropy=True)
+    mask, _ = trainer.loss_mask(group, entropy)
+    logp, _ = trainer.logprobs(trainer.model, group, None)
+    policy_loss(logp, old.detach(), group.advantages, mask, trainer.cfg.loss).loss.backward()
+    return [p.grad for p in trainer.model.parameters() if p.requires_grad]
+
+
+def test_all_wrong_group_grpo_gives_no_gradient_igpo_does(tmp_path):
+    from igpo.training.rl import StepTimer, group_metrics
+
+    grpo, example = _trainer(tmp_path / "a", "none")
+    group = grpo.rollout_group(example, torch.Generator().manual_seed(0), StepTimer())
+    assert group.all_wrong and group.replaced == 0
+    assert group.advantages.abs().sum() == 0
+    grads = _grads_after_loss(grpo, group)
+    assert all(g is None or torch.count_nonzero(g) == 0 for g in grads)  # exactly zero, KL off
+
+    igpo, example = _trainer(tmp_path / "b", "hints")
+    group = igpo.rollout_group(example, torch.Generator().manual_seed(0), StepTimer())
+    assert group.all_wrong and group.replaced == 2  # floor(0.5 * 4) correct hinted rollouts swapped in
+    assert group.hint_mask.any(dim=1).sum() == 2
+    assert (group.advantages != 0).all()
+    grads = _grads_after_loss(igpo, group)
+    assert any(g is not None and torch.count_nonzero(g) > 0 for g in grads)
+    metrics = group_metrics([group], 4)
+    assert metrics["replaced"] == 2 and metrics["all_wrong_ratio"] == 1.0 and metrics["rescued_ratio"] == 1.0
+
+
+def test_sample_matched_baseline_resamples_without_hints(tmp_path):
+    from igpo.training.rl import StepTimer
+
+    trainer, example = _trainer(tmp_path, "plain")
+    group = trainer.rollout_group(example, torch.Generator().manual_seed(0), StepTimer())
+    assert group.all_wrong and not group.hint_mask.any()  # no hints; a random model stays wrong
+    assert group.replaced == 0
+
+
+def test_hint_tokens_in_loss_are_entropy_filtered(tmp_path):
+    from igpo.training.rl import StepTimer
+
+    trainer, example = _trainer(tmp_path, "hints")
+    group = trainer.rollout_group(example, torch.Generator().manual_seed(0), StepTimer())
+    _, entropy = trainer.logprobs(trainer.model, group, None, with_entropy=True)
+    mask, kept = trainer.loss_mask(group, entropy)
+    hinted = group.hint_mask & completion_mask(group.completions, trainer.spec.eos_id)
+    assert kept == sum(max(1, round(0.2 * int(row.sum()))) for row in hinted if row.any())
+    self_generated = completion_mask(group.completions, trainer.spec.eos_id) & ~group.hint_mask
+    assert mask[self_generated].all()  # every self-generated token stays
+
+
+# ------------------------------------------------------------------ CLI: recipes, resume, bad input
+def _write_data(folder: Path, with_trace: bool = True) -> Path:
+    rows = []
+    for i in range(6):
+        row = {"prompt": f"what is {i} and 4", "answer": str(i + 4)}
+        if with_trace:
+            row["trace"] = TRACE.replace("3", str(i)).replace("7", str(i + 4))
+        rows.append(row)
+    path = folder / "train.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def _recipe(tmp_path: Path, data: Path, model: Path) -> Path:
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(f"""
+model: {{path: {model}, lora: {{enabled: true, r: 4, alpha: 8, dropout: 0.0}}}}
+data: {{source: jsonl, path: {data}}}
+decode: {{gen_length: 16, block_length: 8, steps: 4, temperature: 1.0}}
+hints: {{min_chunk: 1, max_chunk: 2, tail_free: 2}}
+optim: {{lr: 1.0e-3, warmup_steps: 1}}
+instruction: ""
+num_generations: 4
+prompts_per_step: 1
+mu: 2
+max_steps: 4
+checkpoint: {{every: 2}}
+log: {{progress: false}}
+""")
+    return recipe
+
+
+def _adapter(ckpt: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    return load_file(str(ckpt / "adapter_model.safetensors"))
+
+
+def test_resume_two_plus_two_equals_four(tmp_path):
+    model = save_tiny_checkpoint(tmp_path / "m")
+    recipe = _recipe(tmp_path, _write_data(tmp_path), model)
+    full = runner.invoke(app, ["train", "--recipe", str(recipe), "--out", str(tmp_path / "full")])
+    assert full.exit_code == 0, full.output
+    half = runner.invoke(app, ["train", "--recipe", str(recipe), "--out", str(tmp_path / "half"), "max_steps=2"])
+    assert half.exit_code == 0, half.output
+    refused = runner.invoke(app, ["train", "--recipe", str(recipe), "--out", str(tmp_path / "half")])
+    assert refused.exit_code == 2 and "--resume" in refused.output
+    rest = runner.invoke(app, ["train", "--recipe", str(recipe), "--out", str(tmp_path / "half"), "--resume"])
+    assert rest.exit_code == 0, rest.output
+    a = _adapter(tmp_path / "full" / "checkpoints" / "step-000004")
+    b = _adapter(tmp_path / "half" / "checkpoints" / "step-000004")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    first = _adapter(tmp_path / "full" / "checkpoints" / "step-000002")
+    assert any(not torch.equal(a[k], first[k]) for k in a)  # training did change the weights
+    lines = [json.loads(x) for x in (tmp_path / "half" / "metrics.jsonl").read_text().splitlines()]
+    assert [x["step"] for x in lines] == [1, 2, 3, 4]
+    for key in ("reward", "accuracy", "all_wrong_ratio", "rescued_ratio", "replaced", "hint_token_fraction",
+                "kl", "clip_ratio", "entropy", "tokens_per_s", "time_generation", "time_logprob", "time_backward"):
+        assert key in lines[0], key
+
+
+def test_sft_cli_trains_and_resumes(tmp_path):
+    model = save_tiny_checkpoint(tmp_path / "m")
+    data = tmp_path / "sft.jsonl"
+    data.write_text("".join(json.dumps({"prompt": f"what is {i}", "completion": f"<reasoning> {i} </reasoning> "
+                                        f"<answer> \\boxed{{{i}}} </answer>"}) + "\n" for i in range(8)))
+    recipe = tmp_path / "sft.yaml"
+    recipe.write_text(f"model: {{path: {model}, lora: {{enabled: false}}}}\n"
+                      f"data: {{source: jsonl, path: {data}, max_completion_tokens: 16}}\n"
+                      "optim: {lr: 1.0e-3, warmup_steps: 1}\nbatch_size: 4\nmax_steps: 4\n"
+                      "checkpoint: {every: 2}\nlog: {progress: false}\n")
+    full = runner.invoke(app, ["sft", "--recipe", str(recipe), "--out", str(tmp_path / "full")])
+    assert full.exit_code == 0, full.output
+    assert runner.invoke(app, ["sft", "--recipe", str(recipe), "--out", str(tmp_path / "half"), "max_steps=2"]).exit_code == 0
+    assert runner.invoke(app, ["sft", "--recipe", str(recipe), "--out", str(tmp_path / "half"), "--resume"]).exit_code == 0
+    from safetensors.torch import load_file
+
+    a = load_file(str(tmp_path / "full" / "checkpoints" / "step-000004" / "model.safetensors"))
+    b = load_file(str(tmp_path / "half" / "checkpoints" / "step-000004" / "model.safetensors"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def _one_line_failure(result, needle, out: Path):
+    assert result.exit_code != 0
+    text = result.output.strip()
+    assert "Traceback" not in text and len(text.splitlines()) == 1, text
+    assert needle in text
+    assert not (out / "checkpoints").exists()
+
+
+def test_bad_training_input_fails_in_one_line(tmp_path):
+    model = save_tiny_checkpoint(tmp_path / "m")
+    recipe = _recipe(tmp_path, _write_data(tmp_path), model)
+    out = tmp_path / "out"
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(recipe.read_text() + "learning_rate: 3\n")
+    _one_line_failure(runner.invoke(app, ["train", "--recipe", str(bad), "--out", str(out)]), "learning_rate", out)
+    _one_line_failure(runner.invoke(app, ["train", "--recipe", str(recipe), "--out", str(out), "optim.lrr=1"]),
+                      "optim.lrr", out)
+    notrace = tmp_path / "nt"
+    notrace.mkdir()
+    recipe2 = _recipe(notrace, _write_data(notrace, with_trace=False), model)
+    _one_line_failure(runner.invoke(app, ["train", "--recipe", str(recipe2), "--out", str(out)]), "trace", out)
+    _one_line_failure(runner.invoke(app, ["train", "--recipe", str(recipe), "--out", str(out),
+                                          f"model.path={tmp_path / 'missing'}"]), "not found", out)
+    _one_line_failure(runner.invoke(app, ["train", "--recipe", str(tmp_path / "nope.yaml"), "--out", str(out)]),
+                      "recipe not found", out)
+
+
+def test_shipped_recipes_parse():
+    from igpo.config import resolve_recipe
+    from igpo.training.rl import RLConfig
+    from igpo.training.sft import SFTConfig
+
+    llada = load_config(RLConfig, resolve_recipe("igpo_llada"))
+    assert (llada.optim.lr, llada.mu, llada.loss.beta, llada.loss.ratio_level) == (5e-7, 4, 0.01, "sequence")
+    assert (llada.decode.gen_length, llada.decode.block_length, llada.decode.steps, llada.decode.temperature) == (256, 32, 128, 1.2)
+    assert (llada.model.lora.r, llada.model.lora.alpha, llada.igpo.replace_ratio, llada.igpo.entropy_top_fraction) == (128, 64, 0.5, 0.2)
+    assert (llada.hints.eta_low, llada.hints.eta_high, llada.hints.min_chunk, llada.hints.max_chunk) == (0.2, 0.6, 5, 10)
+    assert load_config(RLConfig, resolve_recipe("grpo_llada")).igpo.resample == "none"
+    for name in ("igpo_tiny", "grpo_tiny"):
+        assert load_config(RLConfig, resolve_recipe(name)).model.path == "testbed"
+    for name in ("sft_llada", "sft_tiny"):
+        load_config(SFTConfig, resolve_recipe(name))
+    with pytest.raises(ConfigError, match="bogus"):
+        load_config(RLConfig, None, ["bogus=1"])
+
+
+def test_accelerate_two_processes_train(tmp_path):
+    model = save_tiny_checkpoint(tmp_path / "m")
+    recipe = _recipe(tmp_path, _write_data(tmp_path), model)
+    accelerate = Path(sys.executable).with_name("accelerate")
+    # accelerate's --cpu with --num_processes 2 starts ONE process unless given an MPI hostfile;
+    # --multi_gpu launches two real processes through torchrun (gloo on CPU).
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cmd = [str(accelerate), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+           "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(port),
+           "-m", "harness.cli", "train",
+           "--recipe", str(recipe), "--out", str(tmp_path / "dp"), "max_steps=2"]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1",
+           "CUDA_VISIBLE_DEVICES": ""}
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = [json.loads(x) for x in (tmp_path / "dp" / "metrics.jsonl").read_text().splitlines()]
+    assert [x["step"] for x in lines] == [1, 2]
+    assert lines[0]["groups"] == 2.0  # one prompt group per process, summed over both
+    assert (tmp_path / "dp" / "checkpoints" / "step-000002" / "adapter_model.safetensors").is_file()
