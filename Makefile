@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 TORCH_PIN ?= torch==2.13.0
 
-.PHONY: install test lint bench testbed-model clean
+.PHONY: install eval test lint bench testbed-model clean
 
 $(BIN)/igpo: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -15,6 +15,9 @@ $(BIN)/igpo: pyproject.toml
 
 install: $(BIN)/igpo
 
+eval: install
+	$(BIN)/igpo eval
+
 test: install
 	$(BIN)/python -m pytest tests
 
@@ -22,7 +25,7 @@ lint: install
 	$(BIN)/ruff check igpo harness tasks tests
 
 bench: install
-	$(BIN)/python -m harness.bench.decode
+	$(BIN)/igpo bench decode
 
 testbed-model: install
 	$(BIN)/python -m igpo.testbed.build

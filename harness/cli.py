@@ -65,6 +65,19 @@ def bench_eval(
     run(EvalBenchConfig(model=model, data_dir=data_dir, limit=limit, out=out))
 
 
+@bench_app.command("train")
+@friendly
+def bench_train(
+    model: Annotated[str | None, typer.Option(help="Model folder; default: the embedded testbed (or a random one of its size).")] = None,
+    steps: Annotated[int, typer.Option(help="Training steps per trainer (the first is dropped).")] = 4,
+    out: Annotated[Path, typer.Option(help="Markdown file to write.")] = Path("results/bench/train.md"),
+) -> None:
+    """GRPO vs IGPO step time split into generation / hinting / scoring / log-prob / backward."""
+    from harness.bench.train import TrainBenchConfig, run
+
+    run(TrainBenchConfig(model=model, steps=steps, out=out))
+
+
 def _split(values: list[str] | None) -> list[str]:
     return [v.strip() for raw in values or [] for v in raw.split(",") if v.strip()]
 
@@ -95,13 +108,20 @@ def eval_cmd(
     leaderboard: Annotated[Path | None, typer.Option(help="Leaderboard markdown refreshed after the run.")] = Path("results/leaderboard.md"),
     no_leaderboard: Annotated[bool, typer.Option("--no-leaderboard", help="Do not refresh the leaderboard file.")] = False,
     trust_remote_code: Annotated[bool, typer.Option(help="Allow a non-native model's own modeling code.")] = False,
+    run: Annotated[Path | None, typer.Option("--run", help="A training run folder: evaluate its checkpoints (accuracy vs step).")] = None,
+    every: Annotated[int, typer.Option(help="With --run: every K-th checkpoint (the last always).")] = 1,
 ) -> None:
     """Evaluate a dLLM on GSM8K / MATH500 / AMC with diffusion decoding inside lm-eval."""
     from harness.errors import UserError
-    from harness.evaluate import EvalRequest, run_eval
+    from harness.evaluate import EvalRequest, run_eval, run_series
 
-    if model is None:
-        raise UserError("no --model given, and no embedded default model is bundled yet (issue 5); pass --model PATH")
+    if model is None and run is None:
+        from igpo.models.loading import EMBEDDED_MODELS
+
+        if not (EMBEDDED_MODELS["testbed"] / "config.json").is_file():
+            raise UserError("no --model given and the embedded testbed model is not built (make testbed-model)")
+        model = "testbed"
+        tasks = tasks or ["arith"]
     overrides = {k: v for k, v in dict(gen_length=gen_length, block_length=block_length, steps=steps,
                                        temperature=temperature, remasking=remasking, threshold=threshold,
                                        cfg_scale=cfg_scale).items() if v is not None}
@@ -110,12 +130,16 @@ def eval_cmd(
         seed_list = [int(s) for s in _split([seeds])] if seeds else None
     except ValueError:
         raise UserError(f"--seeds must be comma-separated integers, got {seeds!r}") from None
-    run_eval(EvalRequest(
-        model=model, tasks=task_list, protocol=protocol, adapter=adapter, limit=limit, seeds=seed_list,
+    request = EvalRequest(
+        model=model or "", tasks=task_list, protocol=protocol, adapter=adapter, limit=limit, seeds=seed_list,
         data_dir=data_dir, out=out, name=name, label=label, batch_size=batch_size, device=device, dtype=dtype,
         decode_overrides=overrides, leaderboard=None if no_leaderboard else leaderboard,
         trust_remote_code=trust_remote_code,
-    ))
+    )
+    if run is not None:
+        run_series(request, run, every)
+    else:
+        run_eval(request)
 
 
 @app.command("leaderboard")

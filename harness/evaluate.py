@@ -82,7 +82,12 @@ def plan(req: EvalRequest) -> Plan:
         for leaf in leaves:
             if not leaf_is_builtin(leaf):
                 local_data_file(leaf, data_dir)
-    if req.model and not Path(req.model).exists() and (req.model.startswith((".", "/", "~")) or req.model.count("/") != 1):
+    from igpo.models.loading import EMBEDDED_MODELS
+
+    embedded = req.model in EMBEDDED_MODELS
+    if not req.model:
+        raise ValueError("no model given")
+    if not embedded and not Path(req.model).exists() and (req.model.startswith((".", "/", "~")) or req.model.count("/") != 1):
         raise FileNotFoundError(f"model path not found: {req.model}")
     if req.adapter and not Path(req.adapter).is_dir():
         raise FileNotFoundError(f"adapter folder not found: {req.adapter}")
@@ -174,9 +179,18 @@ def run_eval(req: EvalRequest) -> Path:
     path = write_results(p.run_dir, record, samples_out)
     record["_path"] = str(path)
     print_table(record)
+    print_leaderboard(p.run_dir)
     if req.leaderboard is not None:
         refresh_leaderboard(req.out, req.leaderboard)
     return path
+
+
+def print_leaderboard(run_dir: Path) -> None:
+    """This run as a leaderboard row, beside the published rows that share its tasks."""
+    from harness.leaderboard import write_leaderboard
+
+    reference = Path("results/reference.yaml")
+    print("\n" + write_leaderboard([run_dir], None, "markdown", reference if reference.is_file() else None))
 
 
 def is_deterministic(cfg) -> bool:
@@ -314,3 +328,42 @@ def refresh_leaderboard(runs_root: Path, out: Path) -> None:
     if runs:
         reference = Path("results/reference.yaml")
         write_leaderboard(runs, out, "markdown", reference if reference.is_file() else None)
+
+
+def run_series(req: EvalRequest, train_dir: Path, every: int = 1, include_base: bool = True) -> Path:
+    """Evaluate a training run's checkpoints (every K-th, the last always, and the base model as
+    step 0), skipping those already evaluated; write accuracy vs step as table + PNG."""
+    import json
+
+    from harness.results import RESULTS_FILE, load_results
+    from harness.series import write_series
+    from igpo.training.runtime import MARKER_FILE, checkpoint_dirs
+
+    if every < 1:
+        raise ValueError(f"--every must be >= 1, got {every}")
+    checkpoints = checkpoint_dirs(Path(train_dir))
+    if not checkpoints:
+        raise FileNotFoundError(f"no checkpoints (checkpoints/step-N) under {train_dir}")
+    chosen = [c for i, c in enumerate(checkpoints, 1) if i % every == 0 or c == checkpoints[-1]]
+    out_root = req.out / f"series-{Path(train_dir).name}"
+    markers = [json.loads((c / MARKER_FILE).read_text()) for c in chosen]
+    jobs = [(0, markers[0]["base_model"], None)] if include_base else []
+    for ckpt, marker in zip(chosen, markers, strict=True):
+        if marker["kind"] == "adapter":
+            jobs.append((int(marker["step"]), marker["base_model"], str(ckpt)))
+        else:
+            jobs.append((int(marker["step"]), str(ckpt), None))
+    points = []
+    for step, model, adapter in jobs:
+        name = f"step-{step:06d}"
+        if not (out_root / name / RESULTS_FILE).is_file():
+            print(f"[igpo eval] checkpoint step {step}", file=sys.stderr)
+            run_eval(EvalRequest(**{**req.__dict__, "model": model, "adapter": adapter, "out": out_root,
+                                    "name": name, "leaderboard": None,
+                                    "label": f"{Path(train_dir).name} step {step}"}))
+        else:
+            print(f"[igpo eval] step {step}: already evaluated", file=sys.stderr)
+        points.append((step, load_results(out_root / name)))
+    table, plot, best = write_series(points, out_root)
+    print(f"best checkpoint: step {best}\nseries: {table}\nplot: {plot}")
+    return out_root

@@ -1,6 +1,7 @@
 """lm-eval's own CLI with the `dllm` model and the igpo tasks registered (`igpo lm-eval -- ...`).
 
-Every lm-eval flag works; `--include_path` defaults to the installed igpo task folder.
+Every lm-eval flag works; `--include_path` defaults to the installed igpo task folder, or, when
+$IGPO_DATA_DIR is set, to task copies that read that offline data folder.
 Also runnable as `python -m harness.lm_eval ...`.
 """
 
@@ -20,7 +21,11 @@ def main(argv: list[str] | None = None) -> None:
         args = args[1:]
     wants_help = any(a in ("-h", "--help") for a in args)
     if args and not wants_help and "--include_path" not in args:
-        args += ["--include_path", str(TASK_DIR)]
+        # With $IGPO_DATA_DIR set, the igpo tasks read that offline folder instead of the Hub.
+        from tasks.registry import data_dir_or_env, local_task_dir
+
+        data_dir = data_dir_or_env(None)
+        args += ["--include_path", str(local_task_dir(data_dir) if data_dir else TASK_DIR)]
     sys.argv = ["lm-eval", *args]
     cli_evaluate()
 

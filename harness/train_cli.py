@@ -20,27 +20,30 @@ def _out(recipe: Path, out: Path | None) -> Path:
     return out if out is not None else Path("runs/train") / recipe.stem
 
 
+def _run(config_cls, trainer, recipe: str, out: Path | None, resume: bool, overwrite: bool,
+         overrides: list[str] | None) -> None:
+    """Load a recipe with overrides into `config_cls` and hand it to `trainer`."""
+    from igpo.config import load_config, resolve_recipe
+
+    path = resolve_recipe(recipe)
+    cfg = load_config(config_cls, path, overrides or [])
+    folder = trainer(cfg, _out(path, out), resume=resume, overwrite=overwrite)
+    typer.echo(f"checkpoints: {folder / 'checkpoints'}")
+
+
 @friendly
 def sft(recipe: RecipeOpt, out: OutOpt = None, resume: ResumeOpt = False, overwrite: OverwriteOpt = False,
         overrides: OverridesArg = None) -> None:
     """Masked-diffusion SFT (LLaDA objective) with length-aligned filtering; LoRA or full weights."""
-    from igpo.config import load_config, resolve_recipe
     from igpo.training.sft import SFTConfig, train_sft
 
-    path = resolve_recipe(recipe)
-    cfg = load_config(SFTConfig, path, overrides or [])
-    folder = train_sft(cfg, _out(path, out), resume=resume, overwrite=overwrite)
-    typer.echo(f"checkpoints: {folder / 'checkpoints'}")
+    _run(SFTConfig, train_sft, recipe, out, resume, overwrite, overrides)
 
 
 @friendly
 def train(recipe: RecipeOpt, out: OutOpt = None, resume: ResumeOpt = False, overwrite: OverwriteOpt = False,
           overrides: OverridesArg = None) -> None:
     """GRPO / IGPO reinforcement learning with diffusion rollouts (igpo.resample: hints|plain|none)."""
-    from igpo.config import load_config, resolve_recipe
     from igpo.training.rl import RLConfig, train_rl
 
-    path = resolve_recipe(recipe)
-    cfg = load_config(RLConfig, path, overrides or [])
-    folder = train_rl(cfg, _out(path, out), resume=resume, overwrite=overwrite)
-    typer.echo(f"checkpoints: {folder / 'checkpoints'}")
+    _run(RLConfig, train_rl, recipe, out, resume, overwrite, overrides)

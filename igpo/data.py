@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from igpo.prompts import D1_INSTRUCTION as PROMPT_INSTRUCTION
-from igpo.scoring import format_gold_number, gsm8k_gold
+from igpo.scoring import box_spans, format_gold_number, gsm8k_gold
 
 logger = logging.getLogger(__name__)
 
@@ -62,7 +62,6 @@ GSM8K_ANSWER_MARK = "####"
 """GSM8K's final-answer line marker."""
 
 _CALC_RE = re.compile(r"<<.*?>>")
-_BOX_RE = re.compile(r"\\(?:boxed|fbox)\s*\{")
 _BARE_BOX_RE = re.compile(r"\\(?:boxed|fbox)\s+(?=[^\s{])")
 
 
@@ -113,18 +112,9 @@ def unbox(text: str) -> str:
     """
     out: list[str] = []
     pos = 0
-    while (match := _BOX_RE.search(text, pos)) is not None:
-        depth, i = 1, match.end()
-        while i < len(text) and depth:
-            if text[i] == "\\":
-                i += 2
-                continue
-            depth += {"{": 1, "}": -1}.get(text[i], 0)
-            i += 1
-        if depth:
-            break
-        out.append(text[pos : match.start()] + text[match.end() : i - 1])
-        pos = i
+    for command, start, end in box_spans(text):
+        out.append(text[pos:command] + text[start:end])
+        pos = end + 1
     return _BARE_BOX_RE.sub("", "".join(out) + text[pos:])
 
 

@@ -26,12 +26,13 @@ Randomness comes only from the ``torch.Generator`` passed in.
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
+
+from igpo.scoring import box_spans
 
 Span = tuple[int, int]
 """Half-open ``[start, end)`` range of token (or character) positions."""
@@ -45,7 +46,6 @@ DEFAULT_PREFILL = "<reasoning>"
 ANSWER_MARKER = "The answer is"
 """MetaMathQA's final-answer phrase, used to find the answer in traces without ``\\boxed{}``."""
 
-_BOX_RE = re.compile(r"\\(?:boxed|fbox)\s*\{")
 
 
 @dataclass
@@ -114,18 +114,11 @@ def find_answer_span(trace_ids: Sequence[int], answer_ids: Sequence[int]) -> Spa
 
 def _last_box(text: str) -> Span | None:
     """Character span of the last complete ``\\boxed{...}`` command (command through brace)."""
-    found: Span | None = None
-    for match in _BOX_RE.finditer(text):
-        depth, i = 1, match.end()
-        while i < len(text) and depth:
-            if text[i] == "\\":
-                i += 2
-                continue
-            depth += {"{": 1, "}": -1}.get(text[i], 0)
-            i += 1
-        if not depth:
-            found = (match.start(), i)
-    return found
+    spans = box_spans(text)
+    if not spans:
+        return None
+    command, _, end = spans[-1]
+    return (command, end + 1)
 
 
 def answer_char_span(trace: str, answer: str | None = None) -> Span | None:

@@ -100,3 +100,39 @@ def mean_field_logprobs(
         with torch.no_grad():
             entropy = -(logp_all.exp() * logp_all).sum(-1)
     return logp, entropy
+
+
+ELBO_MIN_RATE = 1e-3
+"""Lower end of the masking rate t in the ELBO estimator (bounds the 1/t weight)."""
+
+
+def elbo_token_logprobs(
+    model: nn.Module,
+    prompt_ids: torch.Tensor,
+    completion_ids: torch.Tensor,
+    *,
+    mask_id: int,
+    mc_num: int = 2,
+    generator: torch.Generator | None = None,
+    shifted_logits: bool = False,
+) -> torch.Tensor:
+    """Per-token Monte-Carlo ELBO terms [B, T]: mean over `mc_num` draws of 1[masked] log p / t.
+
+    Their sum over a completion is LLaDA's ELBO estimate of its log-likelihood; an alternative to
+    the one-step mean-field estimate that sees partially masked canvases (costs mc_num passes).
+    Gradients flow when called under grad mode.
+    """
+    if mc_num <= 0:
+        raise ValueError(f"mc_num must be positive, got {mc_num}")
+    batch, plen = prompt_ids.shape
+    tlen = completion_ids.shape[1]
+    total = torch.zeros(batch, tlen, device=completion_ids.device)
+    for _ in range(mc_num):
+        t = ELBO_MIN_RATE + (1 - ELBO_MIN_RATE) * torch.rand(batch, generator=generator)
+        masked = (torch.rand(batch, tlen, generator=generator) < t[:, None]).to(completion_ids.device)
+        noisy = torch.where(masked, torch.full_like(completion_ids, mask_id), completion_ids)
+        logits = model(torch.cat([prompt_ids, noisy], dim=1)).logits
+        logits = logits[:, plen - 1: plen + tlen - 1] if shifted_logits else logits[:, plen:]
+        logp = torch.log_softmax(logits.float(), -1).gather(-1, completion_ids[..., None]).squeeze(-1)
+        total = total + logp * masked / t.to(logp.device)[:, None]
+    return total / mc_num

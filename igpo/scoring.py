@@ -106,9 +106,10 @@ def reset_scoring_stats() -> None:
 _BOX_RE = re.compile(r"\\(?:boxed|fbox)\s*\{")
 
 
-def _box_spans(text: str) -> list[tuple[int, int]]:
-    """(start, end) of the contents of every complete top-level ``\\boxed{}``/``\\fbox{}``."""
-    spans: list[tuple[int, int]] = []
+def box_spans(text: str) -> list[tuple[int, int, int]]:
+    """(command start, content start, content end) of every complete top-level ``\\boxed{}`` /
+    ``\\fbox{}``; the closing brace sits at content end. The one brace matcher of the project."""
+    spans: list[tuple[int, int, int]] = []
     pos = 0
     while (match := _BOX_RE.search(text, pos)) is not None:
         start = match.end()
@@ -126,7 +127,7 @@ def _box_spans(text: str) -> list[tuple[int, int]]:
             i += 1
         if depth:  # unbalanced: no closing brace, nothing later can close either
             break
-        spans.append((start, i - 1))
+        spans.append((match.start(), start, i - 1))
         pos = i
     return spans
 
@@ -138,10 +139,10 @@ def extract_boxed(text: str, which: Literal["first", "last"] = "last") -> str | 
     """
     if which not in ("first", "last"):
         raise ValueError(f"which must be 'first' or 'last', got {which!r}")
-    spans = _box_spans(text)
+    spans = box_spans(text)
     if not spans:
         return None
-    start, end = spans[0] if which == "first" else spans[-1]
+    _, start, end = spans[0] if which == "first" else spans[-1]
     return text[start:end]
 
 
@@ -447,9 +448,9 @@ def shutdown_worker() -> None:
 
 def _fast_candidate(response: str) -> str | None:
     """The lone boxed answer, or the whole response if short; None when ambiguous."""
-    spans = _box_spans(response)
+    spans = box_spans(response)
     if len(spans) == 1:
-        start, end = spans[0]
+        _, start, end = spans[0]
         return response[start:end]
     if not spans and len(response) <= 4 * MAX_NUMBER_CHARS:
         return response.strip()

@@ -368,3 +368,49 @@ def test_accelerate_two_processes_train(tmp_path):
     assert [x["step"] for x in lines] == [1, 2]
     assert lines[0]["groups"] == 2.0  # one prompt group per process, summed over both
     assert (tmp_path / "dp" / "checkpoints" / "step-000002" / "adapter_model.safetensors").is_file()
+
+
+def test_elbo_estimator_option_trains(tmp_path):
+    model = save_tiny_checkpoint(tmp_path / "m")
+    recipe = _recipe(tmp_path, _write_data(tmp_path), model)
+    result = runner.invoke(app, ["train", "--recipe", str(recipe), "--out", str(tmp_path / "o"), "max_steps=1",
+                                 "logprob_estimator=elbo", "elbo_samples=2"])
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "o" / "metrics.jsonl").read_text().splitlines()[0])["loss_tokens"] > 0
+
+
+def test_elbo_token_terms_sum_to_exact_value_for_position_free_model():
+    """A model whose prediction ignores context: every masked token's term is log p / t, and its
+    expectation over masking is log p, so the summed terms converge to the exact log-likelihood."""
+    from igpo.logprobs import elbo_token_logprobs
+    from igpo.models import DLLMOutput
+
+    vocab = 6
+
+    class Constant(torch.nn.Module):
+        def forward(self, input_ids, attention_mask=None):
+            logits = torch.tensor([0.0, 1.0, 2.0, 0.5, -1.0, 0.0]).expand(*input_ids.shape, vocab)
+            return DLLMOutput(logits=logits)
+
+    target = torch.tensor([[1, 2, 2, 3]])
+    est = elbo_token_logprobs(Constant(), torch.tensor([[0, 0]]), target, mask_id=5, mc_num=4000,
+                              generator=torch.Generator().manual_seed(0)).sum()
+    exact = torch.log_softmax(torch.tensor([0.0, 1.0, 2.0, 0.5, -1.0, 0.0]), -1)[target].sum()
+    assert abs(float(est) - float(exact)) < 0.05 * abs(float(exact))
+
+
+def test_eval_checkpoint_series_marks_best_and_skips_done(tmp_path, shared_data):
+    model = save_tiny_checkpoint(tmp_path / "m")
+    recipe = _recipe(tmp_path, _write_data(tmp_path), model)
+    assert runner.invoke(app, ["train", "--recipe", str(recipe), "--out", str(tmp_path / "run")]).exit_code == 0
+    args = ["eval", "--run", str(tmp_path / "run"), "--tasks", "gsm8k", "--data-dir", str(shared_data),
+            "--limit", "3", "--gen-length", "16", "--block-length", "16", "--steps", "4", "--seeds", "0",
+            "--out", str(tmp_path / "ev"), "--no-leaderboard"]
+    first = runner.invoke(app, args)
+    assert first.exit_code == 0, first.output
+    series = tmp_path / "ev" / "series-run"
+    assert sorted(p.name for p in series.glob("step-*")) == ["step-000000", "step-000002", "step-000004"]
+    assert (series / "series.md").is_file() and (series / "series.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "best checkpoint: step" in first.output
+    again = runner.invoke(app, args)
+    assert again.exit_code == 0 and again.output.count("already evaluated") == 3

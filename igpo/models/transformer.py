@@ -177,6 +177,8 @@ class BidirectionalLM(nn.Module):
         self.layers = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layers))
         self.norm = RMSNorm(cfg.d_model, cfg.rms_norm_eps)
         self.lm_head = None if cfg.tie_embeddings else nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
+        self.gradient_checkpointing = False
+        """Recompute each block's activations in backward (memory for time) while training."""
 
     @property
     def device(self) -> torch.device:
@@ -217,7 +219,12 @@ class BidirectionalLM(nn.Module):
         cos, sin = rotary_tables(position_ids, self.config.head_dim, self.config.rope_theta)
         x = self.embed(input_ids)
         for layer in self.layers:
-            x = layer(x, cos, sin, key_mask)
+            if self.gradient_checkpointing and self.training and torch.is_grad_enabled():
+                from torch.utils.checkpoint import checkpoint
+
+                x = checkpoint(layer, x, cos, sin, key_mask, use_reentrant=False)
+            else:
+                x = layer(x, cos, sin, key_mask)
         x = self.norm(x)
         head = self.embed.weight if self.lm_head is None else self.lm_head.weight
         return DLLMOutput(logits=F.linear(x, head))

@@ -21,7 +21,7 @@ import torch
 from igpo.data import DataConfig, Example, load_examples, render_prompt
 from igpo.decoding import DecodeConfig, generate
 from igpo.hints import HintConfig, build_hint_batch, encode_trace
-from igpo.logprobs import mean_field_logprobs
+from igpo.logprobs import elbo_token_logprobs, mean_field_logprobs
 from igpo.prompts import PREFILL
 from igpo.rewards import RewardConfig, score_rollouts
 from igpo.training.loss import (
@@ -104,6 +104,11 @@ class RLConfig:
     """Divide advantages by the group's reward std (GRPO); IGPO does not."""
     p_mask_prompt: float = 0.0
     """Mask each prompt token with this probability in the log-prob pass (d1); IGPO: 0."""
+    logprob_estimator: str = "mean_field"
+    """mean_field: diffu-GRPO's one-pass estimate (released IGPO); elbo: LLaDA's Monte-Carlo
+    ELBO terms per token over `elbo_samples` random maskings (same maskings for old/new/ref)."""
+    elbo_samples: int = 2
+    """Forward passes per log-prob estimate when logprob_estimator is elbo."""
     seed: int = 3
     """Seeds prompt order, sampling, hints and dropout (released run: 3)."""
     instruction: str | None = None
@@ -235,6 +240,12 @@ class Trainer:
     # ------------------------------------------------------------------ updates
     def logprobs(self, model, group: Group, generator: torch.Generator | None, with_entropy: bool = False):
         device = self.accelerator.device if self.accelerator else group.prompt_ids.device
+        if self.cfg.logprob_estimator == "elbo" and not with_entropy:
+            logp = elbo_token_logprobs(
+                model, group.prompt_ids.to(device), group.completions.to(device), mask_id=self.spec.mask_id,
+                mc_num=self.cfg.elbo_samples, generator=generator, shifted_logits=self.spec.shifted_logits,
+            )
+            return logp, None
         return mean_field_logprobs(
             model, group.prompt_ids.to(device), group.completions.to(device), mask_id=self.spec.mask_id,
             p_mask_prompt=self.cfg.p_mask_prompt, generator=generator,
@@ -266,11 +277,14 @@ class Trainer:
         prepared = []
         policy = self.policy
         for gi, group in enumerate(groups):
-            prompt_gen = step_generator(cfg.seed, step, rank, stream=3 + gi) if cfg.p_mask_prompt > 0 else None
+            needs_gen = cfg.p_mask_prompt > 0 or cfg.logprob_estimator == "elbo"
+            prompt_gen = step_generator(cfg.seed, step, rank, stream=3 + gi) if needs_gen else None
             with torch.no_grad():
                 was = policy.training
                 policy.eval()
                 old, entropy = self.logprobs(policy, group, _clone(prompt_gen), with_entropy=True)
+                if cfg.logprob_estimator == "elbo":  # entropy from the mean-field pass, old from the ELBO
+                    old, _ = self.logprobs(policy, group, _clone(prompt_gen))
                 policy.train(was)
             ref = self.reference_logprobs(group, _clone(prompt_gen))
             mask, hint_tokens = self.loss_mask(group, entropy)
@@ -362,6 +376,8 @@ def train_rl(cfg: RLConfig, out: Path, *, resume: bool = False, overwrite: bool 
 
     if not cfg.model.path:
         raise TrainingError("model.path is required")
+    if cfg.logprob_estimator not in ("mean_field", "elbo"):
+        raise TrainingError(f"logprob_estimator must be mean_field or elbo, got {cfg.logprob_estimator!r}")
     if cfg.num_generations < 2 or cfg.mu < 1 or cfg.prompts_per_step < 1 or cfg.max_steps < 1:
         raise TrainingError("num_generations >= 2, mu >= 1, prompts_per_step >= 1 and max_steps >= 1 are required")
     examples = load_examples(cfg.data)

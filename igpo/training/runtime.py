@@ -57,6 +57,10 @@ def build_model(settings: ModelSettings, device: torch.device | str | None = Non
     New LoRA weights are drawn under a forked RNG seeded from `seed`, so the same config always
     starts from the same adapter and the caller's global RNG is left untouched."""
     model = load_model(settings.path, dtype=settings.dtype, device=device)
+    if settings.gradient_checkpointing:
+        if not hasattr(model, "gradient_checkpointing"):
+            raise TrainingError("model.gradient_checkpointing needs a native model (llada, Dream, igpo_tiny)")
+        model.gradient_checkpointing = True
     tokenizer = load_tokenizer(settings.tokenizer or settings.path)
     spec = model.token_spec
     lora = settings.lora
