@@ -19,7 +19,7 @@ eval: install
 	$(BIN)/igpo eval
 
 test: install
-	$(BIN)/python -m pytest tests
+	$(BIN)/python -m pytest -q tests
 
 lint: install
 	$(BIN)/ruff check igpo harness tasks tests
