@@ -178,6 +178,60 @@ def lm_eval_cmd(ctx: typer.Context) -> None:
     lm_eval_main(list(ctx.args))
 
 
+@app.command("ablate")
+@friendly
+def ablate_cmd(
+    overrides: Annotated[list[str] | None, typer.Argument(help="RLConfig overrides for every cell, e.g. model.path=DIR.")] = None,
+    grid: Annotated[str | None, typer.Option(help="Shipped grid name (paper, quick) or a grid YAML; default paper.")] = None,
+    quick: Annotated[bool, typer.Option("--quick", help="The 2-cell, 1-seed, 2-step smoke grid.")] = False,
+    launcher: Annotated[str, typer.Option(help="local: run here; slurm: write an sbatch array job.")] = "local",
+    only_index: Annotated[int | None, typer.Option(help="Run only job N of the grid (a slurm array task).")] = None,
+    aggregate_only: Annotated[bool, typer.Option("--aggregate-only", help="Only write the report from finished jobs.")] = False,
+    out: Annotated[Path | None, typer.Option(help="Run folder (default runs/ablate/<grid>).")] = None,
+    results: Annotated[Path | None, typer.Option(help="Report folder (default results/ablations).")] = None,
+) -> None:
+    """Ablation grid (cells x seeds): train each from the same start, evaluate every checkpoint, report."""
+    from harness.ablate import ablate
+
+    ablate(grid=grid, quick=quick, launcher=launcher, only_index=only_index,
+           aggregate_only=aggregate_only, out=out, results=results, overrides=overrides)
+
+
+@app.command("check")
+@friendly
+def check_cmd(
+    candidate: Annotated[str, typer.Argument(help="A run folder (results.json), or a model folder / Hub id / adapter folder to evaluate with the baseline's settings.")],
+    baseline: Annotated[Path, typer.Option("--baseline", "-b", help="Baseline run folder (or its results.json).")],
+    tasks: Annotated[list[str] | None, typer.Option("--tasks", "-t", help="Compare only these tasks (comma-separated keys or names: gsm8k, igpo_gsm8k@256).")] = None,
+    max_drop: Annotated[float, typer.Option(help="Pass only if a drop larger than this many points is ruled out.")] = 1.0,
+    alpha: Annotated[float, typer.Option(help="Significance level of the paired test (interval: 1 - alpha).")] = 0.05,
+    allow_mismatch: Annotated[bool, typer.Option("--allow-mismatch", help="Compare even if protocol, decoding, version, data or items differ.")] = False,
+    update_baseline: Annotated[bool, typer.Option("--update-baseline", help="Write the candidate run as the new baseline (deliberately; exit 0).")] = False,
+    summary: Annotated[Path | None, typer.Option(help="Also write the markdown report here (CI job summary, PR comment).")] = None,
+    json_out: Annotated[Path | None, typer.Option("--json", help="Write the machine-readable report here.")] = None,
+    out: Annotated[Path | None, typer.Option(help="Run folder for an evaluated candidate (default runs/check/<name>).")] = None,
+    base_model: Annotated[str | None, typer.Option(help="Base model under an adapter candidate (default: the checkpoint's, else the baseline's).")] = None,
+    protocol: Annotated[str | None, typer.Option(help="The baseline's protocol YAML when it is not built in (its hash must match).")] = None,
+    data_dir: Annotated[Path | None, typer.Option(help="Offline data folder for an evaluated candidate (default: the baseline's, $IGPO_DATA_DIR, else the Hub).")] = None,
+    batch_size: Annotated[int, typer.Option(help="Prompts decoded together when evaluating.")] = 8,
+    device: Annotated[str | None, typer.Option(help="cpu, cuda, cuda:1, ... when evaluating.")] = None,
+    dtype: Annotated[str | None, typer.Option(help="float32, bfloat16 or float16 when evaluating.")] = None,
+    trust_remote_code: Annotated[bool, typer.Option(help="Allow a non-native model's own modeling code.")] = False,
+) -> None:
+    """Paired regression test of a candidate against a baseline run: exit 0 pass, 1 regression, 2 error."""
+    from harness.check import POINTS, CandidateModel, CheckRequest, CheckSettings, run_check
+
+    settings = CheckSettings(alpha=alpha, max_drop=max_drop / POINTS, allow_mismatch=allow_mismatch,
+                             tasks=_split(tasks))
+    model = CandidateModel(out=out, base_model=base_model, protocol=protocol, data_dir=data_dir,
+                           batch_size=batch_size, device=device, dtype=dtype,
+                           trust_remote_code=trust_remote_code)
+    code = run_check(CheckRequest(candidate=candidate, baseline=baseline, settings=settings, model=model,
+                                  update_baseline=update_baseline, summary=summary, json_out=json_out))
+    if code:
+        raise typer.Exit(code)
+
+
 from harness import train_cli  # noqa: E402  (light: heavy imports happen inside the commands)
 
 app.command("sft")(train_cli.sft)

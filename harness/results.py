@@ -17,11 +17,11 @@ results.json
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+from igpo.atomic import atomic_write_text
 
 FORMAT = "igpo-results"
 FORMAT_VERSION = 1
@@ -62,19 +62,6 @@ class TaskResult:
     version: Any = None
     data: dict[str, Any] = field(default_factory=dict)
     """{source: "hub"|"local", id or path, hash}."""
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write through a temporary file and rename: readers never see a half-written file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def write_results(run_dir: Path, record: dict[str, Any], samples: list[dict[str, Any]]) -> Path:

@@ -9,8 +9,6 @@ the earliest step.
 from __future__ import annotations
 
 import math
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,7 +28,7 @@ from harness.leaderboard import (
     run_cells,
     task_label,
 )
-from harness.results import atomic_write_text
+from igpo.atomic import atomic_write_text, save_png
 
 SERIES_MD = "series.md"
 SERIES_PNG = "series.png"
@@ -118,18 +116,6 @@ def _values(series: list[SeriesPoint], key: str, attr: str) -> list[float]:
     return out
 
 
-def _save_png(fig: Any, path: Path) -> None:
-    """Save a figure through a temporary file in the same folder, then rename."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    os.close(fd)
-    try:
-        fig.savefig(tmp, format="png", dpi=FIG_DPI)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def plot_series(
     columns: list[str], series: list[SeriesPoint], best: SeriesPoint, title: str, path: Path
 ) -> None:
@@ -163,7 +149,7 @@ def plot_series(
     ax.grid(True, alpha=BAND_ALPHA)
     ax.legend(loc="upper left", bbox_to_anchor=LEGEND_ANCHOR, fontsize="small")
     fig.tight_layout()
-    _save_png(fig, path)
+    save_png(fig, path, FIG_DPI)
 
 
 def write_series(points: list[tuple[int, dict[str, Any]]], out_dir: Path) -> tuple[Path, Path, int]:

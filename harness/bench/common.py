@@ -71,7 +71,6 @@ def machine_line() -> str:
 
 def write_markdown(path: Path, text: str) -> None:
     """Write atomically so an interrupted benchmark never leaves half a table."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    from igpo.atomic import atomic_write_text
+
+    atomic_write_text(path, text)

@@ -16,6 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from igpo.atomic import FILE_MODE, atomic_write_bytes
 from igpo.models.families import FAMILIES, Family, arch_from_config, config_from_arch, family_of
 from igpo.models.transformer import ArchConfig, BidirectionalLM, DLLMOutput
 
@@ -221,16 +222,8 @@ def save_model(model: BidirectionalLM, path: str | os.PathLike) -> None:
     with tempfile.NamedTemporaryFile(dir=out, suffix=".tmp", delete=False) as tmp:
         tmp_name = tmp.name
     save_file(state, tmp_name, metadata={"format": "pt"})
+    os.chmod(tmp_name, FILE_MODE)
     os.replace(tmp_name, out / WEIGHTS_FILE)
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write via a temporary file in the same folder and rename, so readers never see half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile(dir=path.parent, prefix=path.name, suffix=".tmp", delete=False) as f:
-        f.write(data)
-        tmp = f.name
-    os.replace(tmp, path)
 
 
 def new_model(arch: ArchConfig, spec: TokenSpec, *, seed: int = 0) -> BidirectionalLM:

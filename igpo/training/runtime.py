@@ -14,9 +14,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from igpo.atomic import atomic_write_bytes
 from igpo.config import to_dict
 from igpo.models import load_model, load_tokenizer
-from igpo.models.loading import atomic_write_bytes
 from igpo.training.settings import CheckpointSettings, LogSettings, ModelSettings, OptimSettings
 
 CHECKPOINT_DIR = "checkpoints"

@@ -1,0 +1,136 @@
+"""`igpo ablate`: the quick grid end to end, resumability, the slurm script and bad grids.
+
+The quick grid trains an untrained testbed-sized model (2 cells x 1 seed x 2 steps) and
+evaluates 12 arith problems per checkpoint; it is the issue's CI smoke run.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+
+import pytest
+from typer.testing import CliRunner
+
+from harness.ablate import DONE_FILE
+from harness.ablate_report import t_interval
+from harness.cli import app
+
+runner = CliRunner()
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+CELLS = ("grpo", "igpo")
+REGRESSION_LIMIT_S = 600.0
+"""Far above the 3-minute acceptance budget (measured by hand; a loaded machine is slower):
+only catches runaway slowdowns without making CI flaky."""
+RERUN_LIMIT_S = 30.0
+
+
+def igpo(*args):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+@pytest.fixture(scope="module")
+def start_model(tmp_path_factory):
+    from igpo.testbed.build import init_model
+
+    folder = tmp_path_factory.mktemp("start") / "untrained"
+    init_model(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def quick(start_model, tmp_path_factory):
+    root = tmp_path_factory.mktemp("ablate")
+    args = ["ablate", "--quick", "--out", root / "runs", "--results", root / "results",
+            f"model.path={start_model}"]
+    started = time.perf_counter()
+    result = igpo(*args)
+    elapsed = time.perf_counter() - started
+    assert result.exit_code == 0, result.output
+    print(f"igpo ablate --quick: {elapsed:.1f}s")
+    return root, args, result, elapsed
+
+
+def test_quick_grid_writes_table_and_plots(quick):
+    root, _, result, elapsed = quick
+    assert elapsed < REGRESSION_LIMIT_S
+    report = root / "results" / "quick.md"
+    text = report.read_text()
+    for cell in CELLS:
+        assert f"| {cell} " in text
+        assert (root / "runs" / cell / "seed0" / DONE_FILE).is_file()
+    assert "base (step 0)" in text and "L6 %" in text
+    for kind in ("accuracy", "all_wrong", "final"):
+        png = root / "results" / f"quick_{kind}.png"
+        assert png.read_bytes()[:8] == PNG_SIGNATURE
+    assert result.output.count("done in") == len(CELLS)
+    # the start model is evaluated once and shared by both series
+    assert "step 0: already evaluated" in result.output
+
+
+def test_rerun_skips_finished_cells(quick):
+    _, args, _, _ = quick
+    started = time.perf_counter()
+    result = igpo(*args)
+    assert result.exit_code == 0, result.output
+    assert result.output.count("skipped (finished)") == len(CELLS)
+    assert time.perf_counter() - started < RERUN_LIMIT_S
+
+
+def test_job_without_marker_reuses_checkpoints_and_evals(quick):
+    root, args, _, _ = quick
+    job = root / "runs" / "igpo" / "seed0"
+    (job / DONE_FILE).unlink()
+    before = sorted(p.stat().st_mtime_ns for p in (job / "checkpoints").rglob("*") if p.is_file())
+    result = igpo(*args)
+    assert result.exit_code == 0, result.output
+    assert (job / DONE_FILE).is_file() and "already evaluated" in result.output
+    after = sorted(p.stat().st_mtime_ns for p in (job / "checkpoints").rglob("*") if p.is_file())
+    assert before == after  # training was finished: not rerun
+
+
+def test_half_trained_job_resumes_from_its_checkpoint(quick):
+    root, args, _, _ = quick
+    job = root / "runs" / "grpo" / "seed0"
+    (job / DONE_FILE).unlink()
+    last = job / "checkpoints" / "step-000002"
+    shutil.rmtree(last)
+    result = igpo(*args)
+    assert result.exit_code == 0, result.output
+    assert last.is_dir() and (job / DONE_FILE).is_file()
+    steps = [line for line in (job / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    assert len(steps) == 2  # step 1 kept, step 2 trained again, nothing duplicated
+
+
+def test_slurm_launcher_writes_array_job(start_model, tmp_path):
+    out = tmp_path / "runs"
+    result = igpo("ablate", "--quick", "--launcher", "slurm", "--out", out,
+                  "--results", tmp_path / "results", f"model.path={start_model}")
+    assert result.exit_code == 0, result.output
+    script = (out / "sweep.sbatch").read_text()
+    assert "#SBATCH --array=0-1" in script
+    assert '--only-index "$SLURM_ARRAY_TASK_ID"' in script and f"model.path={start_model}" in script
+    assert "--aggregate-only" in result.output
+    assert not (out / "grpo").exists()  # nothing trained here
+
+
+def test_bad_grids_fail_in_one_line(start_model, tmp_path):
+    grid = tmp_path / "grid.yaml"
+    grid.write_text("recipe: igpo_tiny\nbogus: 1\ncells:\n  grpo: [igpo.resample=none]\n")
+    result = igpo("ablate", "--grid", grid, "--out", tmp_path / "runs")
+    assert result.exit_code == 2
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:") and "bogus" in lines[0]
+    grid.write_text("cells:\n  grpo: [igpo.nope=1]\n")
+    result = igpo("ablate", "--grid", grid, "--out", tmp_path / "runs", f"model.path={start_model}")
+    assert result.exit_code == 2 and "igpo.nope" in result.output
+    assert not (tmp_path / "runs" / "grpo").exists()
+    result = igpo("ablate", "--quick", "--only-index", 5, "--out", tmp_path / "runs")
+    assert result.exit_code == 2 and "--only-index" in result.output
+
+
+def test_t_interval_over_seeds():
+    lo, hi = t_interval([0.4, 0.5, 0.6])
+    assert lo == pytest.approx(0.5 - 4.303 * 0.1 / 3**0.5, abs=1e-3)
+    assert hi == pytest.approx(0.5 + 4.303 * 0.1 / 3**0.5, abs=1e-3)
+    assert t_interval([0.0, 1.0]) == (0.0, 1.0)  # clipped to [0, 1]
