@@ -294,6 +294,9 @@ class CheckSettings:
     resamples: int = BOOTSTRAP_RESAMPLES
     seed: int = BOOTSTRAP_SEED
     allow_mismatch: bool = False
+    exact: bool = False
+    """Any item whose score moved, in either direction, is a regression: for the CI of decoding
+    and scoring code, where results must not change until the baseline is regenerated."""
     tasks: list[str] = field(default_factory=list)
     """Task keys or names to compare (empty: every task of the baseline)."""
 
@@ -355,7 +358,11 @@ def compare_task(paired: PairedTask, settings: CheckSettings) -> TaskComparison:
         n, float(np.mean(d * d)), 1.0 / paired.samples_per_item, settings.alpha, settings.power
     )
     significant = p < settings.alpha
-    if significant and diff < 0:
+    notes = list(paired.notes)
+    if settings.exact and (losses or wins):
+        verdict = REGRESSION
+        notes.append(f"exact mode: {losses + wins} item(s) changed ({losses} down, {wins} up)")
+    elif significant and diff < 0:
         verdict = REGRESSION
     elif ci[0] >= -settings.max_drop - FLOAT_SLACK:
         verdict = PASS
@@ -378,7 +385,7 @@ def compare_task(paired: PairedTask, settings: CheckSettings) -> TaskComparison:
         wins=wins,
         verdict=verdict,
         improved=significant and diff > 0,
-        notes=list(paired.notes),
+        notes=notes,
     )
 
 

@@ -105,6 +105,8 @@ def eval_cmd(
     remasking: Annotated[str | None, typer.Option(help="low_confidence or random.")] = None,
     threshold: Annotated[float | None, typer.Option(help="Confidence-aware parallel decoding threshold in (0, 1].")] = None,
     cfg_scale: Annotated[float | None, typer.Option(help="Classifier-free guidance scale.")] = None,
+    factor: Annotated[float | None, typer.Option(help="Parallel decoding, factor rule: commit the n most confident while confidence > 1 - factor/(n+1).")] = None,
+    cache: Annotated[str | None, typer.Option(help="KV cache between a block's steps: prefix or dual (default: exact decoding).")] = None,
     leaderboard: Annotated[Path | None, typer.Option(help="Leaderboard markdown refreshed after the run.")] = Path("results/leaderboard.md"),
     no_leaderboard: Annotated[bool, typer.Option("--no-leaderboard", help="Do not refresh the leaderboard file.")] = False,
     trust_remote_code: Annotated[bool, typer.Option(help="Allow a non-native model's own modeling code.")] = False,
@@ -124,7 +126,7 @@ def eval_cmd(
         tasks = tasks or ["arith"]
     overrides = {k: v for k, v in dict(gen_length=gen_length, block_length=block_length, steps=steps,
                                        temperature=temperature, remasking=remasking, threshold=threshold,
-                                       cfg_scale=cfg_scale).items() if v is not None}
+                                       cfg_scale=cfg_scale, factor=factor, cache=cache).items() if v is not None}
     task_list = _split(tasks) or ["gsm8k", "math500", "amc"]
     try:
         seed_list = [int(s) for s in _split([seeds])] if seeds else None
@@ -206,6 +208,7 @@ def check_cmd(
     max_drop: Annotated[float, typer.Option(help="Pass only if a drop larger than this many points is ruled out.")] = 1.0,
     alpha: Annotated[float, typer.Option(help="Significance level of the paired test (interval: 1 - alpha).")] = 0.05,
     allow_mismatch: Annotated[bool, typer.Option("--allow-mismatch", help="Compare even if protocol, decoding, version, data or items differ.")] = False,
+    exact: Annotated[bool, typer.Option("--exact", help="Fail on any changed item, either direction (CI of decoding/scoring code).")] = False,
     update_baseline: Annotated[bool, typer.Option("--update-baseline", help="Write the candidate run as the new baseline (deliberately; exit 0).")] = False,
     summary: Annotated[Path | None, typer.Option(help="Also write the markdown report here (CI job summary, PR comment).")] = None,
     json_out: Annotated[Path | None, typer.Option("--json", help="Write the machine-readable report here.")] = None,
@@ -222,7 +225,7 @@ def check_cmd(
     from harness.check import POINTS, CandidateModel, CheckRequest, CheckSettings, run_check
 
     settings = CheckSettings(alpha=alpha, max_drop=max_drop / POINTS, allow_mismatch=allow_mismatch,
-                             tasks=_split(tasks))
+                             exact=exact, tasks=_split(tasks))
     model = CandidateModel(out=out, base_model=base_model, protocol=protocol, data_dir=data_dir,
                            batch_size=batch_size, device=device, dtype=dtype,
                            trust_remote_code=trust_remote_code)

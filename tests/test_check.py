@@ -565,3 +565,16 @@ def test_exact_mcnemar_matches_the_binomial():
     assert mcnemar_exact_p(6, 0) == pytest.approx(2 / 64)
     assert mcnemar_exact_p(1, 9) == pytest.approx(2 * 11 / 1024)
     assert mcnemar_exact_p(600, 400) == pytest.approx(2.6e-10, rel=0.3)
+
+
+def test_exact_mode_fails_on_any_changed_item(tmp_path):
+    """--exact (the project's own CI): one item moving either way fails; identical runs pass."""
+    correct = binary(300, 0.7)
+    base = write_run(tmp_path / "base", {GSM: correct})
+    same = write_run(tmp_path / "same", {GSM: correct})
+    up = write_run(tmp_path / "up", {GSM: flip(correct, 0, 1)})
+    assert compare_runs(base, same, CheckSettings(exact=True)).verdict == PASS
+    report = compare_runs(base, up, CheckSettings(exact=True))
+    assert report.verdict == REGRESSION and report.exit_code == 1
+    assert any("exact mode" in note for note in report.tasks[0].notes)
+    assert compare_runs(base, up, CheckSettings()).verdict == PASS  # statistically nothing happened

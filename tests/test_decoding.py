@@ -294,3 +294,58 @@ def test_per_row_generators_make_rows_batch_independent():
         assert torch.equal(alone.sequences[0], batch.sequences[i])
     with pytest.raises(ValueError, match="generator"):
         generate(model, prompts, generator=gens[:2], **kw)
+
+
+def test_cache_off_and_rules_off_match_exact_and_bad_values_raise():
+    model = tiny_model(seed=8)
+    prompt = torch.randint(4, VOCAB - 1, (2, 5))
+    kw = dict(gen_length=16, block_length=8, steps=8, mask_id=MASK_ID)
+    assert torch.equal(generate(model, prompt, cache=None, **kw).sequences, generate(model, prompt, **kw).sequences)
+    for bad, name in ((dict(cache="triple"), "cache"), (dict(factor=0.0), "factor"), (dict(factor=-1.0), "factor"),
+                      (dict(threshold=0.0), "threshold"), (dict(threshold=0.5, factor=1.0), "factor")):
+        with pytest.raises(ValueError, match=name):
+            generate(model, prompt, **kw, **bad)
+    with pytest.raises(ValueError, match="native"):
+        generate(ToyBidirectional(), prompt, cache="dual", **kw)
+
+
+@pytest.mark.parametrize("mode", ["prefix", "dual"])
+def test_kv_cache_window_pass_equals_full_pass_on_unchanged_canvas(mode):
+    """With nothing committed between passes, a cached window pass gives the full pass's logits."""
+    from igpo.models.transformer import KVCache
+
+    model = tiny_model(seed=9)
+    x = torch.randint(4, VOCAB - 1, (2, 20))
+    mask = torch.ones(2, 20, dtype=torch.long)
+    mask[0, :3] = 0
+    cache = KVCache()
+    full = model(x, attention_mask=mask, cache=cache).logits
+    lo, hi = 8, (20 if mode == "prefix" else 12)
+    part = model(x[:, lo:hi], attention_mask=mask, cache=cache, window=(lo, hi)).logits
+    assert (part - full[:, lo:hi]).abs().max() < 1e-5
+
+
+def test_caches_never_touch_prompt_or_committed_tokens_and_prefix_stays_close():
+    model = tiny_model(seed=10)
+    prompt = torch.randint(4, VOCAB - 1, (3, 6))
+    kw = dict(gen_length=32, block_length=8, steps=16, mask_id=MASK_ID)
+    exact = generate(model, prompt, **kw)
+    for mode in ("prefix", "dual"):
+        out = generate(model, prompt, cache=mode, **kw)
+        assert torch.equal(out.sequences[:, :6], prompt)
+        assert (out.completions != MASK_ID).all() and out.nfe == exact.nfe
+    # The first block's first pass is a full pass in every mode: its commits agree with exact.
+    first = generate(model, prompt, cache="dual", gen_length=8, block_length=8, steps=8, mask_id=MASK_ID)
+    ref = generate(model, prompt, gen_length=8, block_length=8, steps=8, mask_id=MASK_ID)
+    assert (first.completions == ref.completions).float().mean() > 0.5
+
+
+def test_factor_rule_commits_leading_confident_run():
+    from igpo.decoding.schedule import factor_counts
+
+    conf = torch.tensor([[0.99, 0.95, 0.40, 0.90]])
+    masked = torch.ones(1, 4, dtype=torch.bool)
+    # factor 1: ranks 1,2 pass (0.99 > 1 - 1/2, 0.95 > 1 - 1/3), rank 3 (0.90 > 0.75) passes, rank 4 (0.40 > 0.8) fails
+    assert factor_counts(conf, 1.0, masked, steps_left=4).tolist() == [3]
+    assert factor_counts(conf, 0.01, masked, steps_left=4).tolist() == [1]  # at least one
+    assert factor_counts(conf, 0.01, masked, steps_left=1).tolist() == [4]  # the step cap wins

@@ -24,6 +24,10 @@ class DecodeConfig:
     """Classifier-free guidance scale; 0 turns it off (one pass per step instead of two)."""
     threshold: float | None = None
     """Confidence-aware parallel decoding: commit every candidate at least this confident."""
+    factor: float | None = None
+    """Fast-dLLM's factor rule: commit the n most confident while confidence > 1 - factor/(n+1)."""
+    cache: str | None = None
+    """KV caching between a block's steps: None (exact), "prefix" or "dual"."""
     suppress_tokens: tuple[int, ...] = ()
     """Token ids never proposed (LLaDA's `logits_eos_inf` is suppress_tokens=(eos,))."""
     early_exit: bool = True

@@ -15,6 +15,7 @@ from igpo.decoding.schedule import (
     REMASKING,
     Generators,
     candidate_confidence,
+    factor_counts,
     sample_candidates,
     select_top,
     threshold_counts,
@@ -45,6 +46,18 @@ def vocab_size_of(model: nn.Module) -> int | None:
         emb = model.get_input_embeddings()
         size = getattr(emb, "num_embeddings", None)
     return int(size) if size is not None else None
+
+
+def _validate_fast(model, threshold, factor, cache) -> None:
+    """Checks of the fast-decoding options (parallel rules and KV caches)."""
+    if factor is not None and factor <= 0:
+        raise ValueError(f"factor must be > 0, got {factor}")
+    if factor is not None and threshold is not None:
+        raise ValueError("threshold and factor are two parallel-decoding rules: set at most one")
+    if cache not in CACHE_MODES:
+        raise ValueError(f"unknown cache mode {cache!r} (use None, 'prefix' or 'dual')")
+    if cache is not None and not getattr(model, "supports_kv_cache", False):
+        raise ValueError(f"cache={cache!r} needs a native model (llada, Dream, igpo_tiny) with KV caching")
 
 
 def _validate(
@@ -97,6 +110,8 @@ def generate(
     eos_id: int | None = None,
     hints: torch.Tensor | None = None,
     threshold: float | None = None,
+    factor: float | None = None,
+    cache: str | None = None,
     suppress_tokens: list[int] | tuple[int, ...] | None = None,
     generator: Generators = None,
     shifted_logits: bool | None = None,
@@ -116,6 +131,7 @@ def generate(
     """
     _validate(prompt_ids, attention_mask, gen_length, block_length, steps, temperature,
               remasking, cfg_scale, mask_id, eos_id, hints, threshold, vocab_size_of(model))
+    _validate_fast(model, threshold, factor, cache)
     if shifted_logits is None:
         shifted_logits = bool(getattr(getattr(model, "token_spec", None), "shifted_logits", False))
     device = prompt_ids.device
@@ -132,6 +148,7 @@ def generate(
         ones = torch.ones(batch, gen_length, dtype=attention_mask.dtype, device=device)
         attn = torch.cat([attention_mask.to(device), ones], dim=1)
 
+    block_logits = BlockLogits(model, attn, prompt_len, cfg_scale, mask_id, shifted_logits, cache)
     num_blocks = gen_length // block_length
     steps_per_block = steps // num_blocks
     nfe = 0
@@ -139,13 +156,15 @@ def generate(
         start = prompt_len + block * block_length
         end = start + block_length
         schedule = transfer_schedule((x[:, start:end] == mask_id).sum(dim=1), steps_per_block)
+        passes_in_block = 0
         for step in range(steps_per_block):
             masked = x[:, start:end] == mask_id
-            if threshold is None and not schedule[:, step].any():
+            if threshold is None and factor is None and not schedule[:, step].any():
                 continue  # nothing to commit: skipping the pass leaves every token unchanged
             if not masked.any():
                 break
-            logits = _block_logits(model, x, attn, prompt_len, start, end, cfg_scale, mask_id, shifted_logits)
+            logits = block_logits(x, start, end, fresh=passes_in_block == 0)
+            passes_in_block += 1
             nfe += 2 if cfg_scale > 0 else 1
             if suppress_tokens:  # like LLaDA's logits_eos_inf: gone from argmax and softmax
                 logits[..., list(suppress_tokens)] = float("-inf")
@@ -154,10 +173,12 @@ def generate(
             candidates = sample_candidates(proposal, temperature, generator)
             confidence = candidate_confidence(logits, candidates, remasking, generator)
             confidence = torch.where(masked, confidence, torch.full_like(confidence, float("-inf")))
-            if threshold is None:
-                k = schedule[:, step]
-            else:
+            if threshold is not None:
                 k = threshold_counts(confidence, threshold, masked, steps_per_block - step)
+            elif factor is not None:
+                k = factor_counts(confidence, factor, masked, steps_per_block - step)
+            else:
+                k = schedule[:, step]
             commit = select_top(confidence, k) & masked
             x[:, start:end] = torch.where(commit, candidates, x[:, start:end])
         if eos_id is not None and block < num_blocks - 1 and _all_ended(x, prompt_len, end, eos_id, fixed):
@@ -166,21 +187,61 @@ def generate(
     return GenerateOutput(sequences=x, nfe=nfe, prompt_length=prompt_len)
 
 
-def _block_logits(model, x, attn, prompt_len, start, end, cfg_scale, mask_id, shifted) -> torch.Tensor:
-    """Logits [B, block, V] for the current block, with classifier-free guidance if asked."""
-    if cfg_scale > 0:
+CACHE_MODES = (None, "prefix", "dual")
+
+
+class BlockLogits:
+    """Logits of the current block, from a full pass or, with a KV cache, from a window pass.
+
+    prefix: at a block's first step one full pass fills the cache; later steps recompute the
+    block and everything after it, reusing the cached keys/values before the block.
+    dual: later steps recompute only the block (keys/values after it are reused too).
+    """
+
+    def __init__(self, model, attn, prompt_len, cfg_scale, mask_id, shifted, cache_mode):
+        self.model, self.prompt_len, self.cfg_scale = model, prompt_len, cfg_scale
+        self.mask_id, self.shifted, self.mode = mask_id, shifted, cache_mode
+        self.attn = None if attn is None else (torch.cat([attn, attn]) if cfg_scale > 0 else attn)
+        self.cache = None
+
+    def canvas(self, x: torch.Tensor) -> torch.Tensor:
+        if self.cfg_scale <= 0:
+            return x
         uncond = x.clone()
-        uncond[:, :prompt_len] = mask_id
-        both = model(torch.cat([x, uncond]), attention_mask=None if attn is None else torch.cat([attn, attn])).logits
-        cond, unc = both.chunk(2, dim=0)
-        logits = unc + (cfg_scale + 1) * (cond - unc)
-    else:
-        logits = model(x, attention_mask=attn).logits
-    if shifted:  # position i predicts token i+1: logits for token j sit at j-1 (j=0 keeps its own)
-        if start == 0:
-            return torch.cat([logits[:, :1], logits[:, : end - 1]], dim=1)
-        return logits[:, start - 1 : end - 1]
-    return logits[:, start:end]
+        uncond[:, : self.prompt_len] = self.mask_id
+        return torch.cat([x, uncond])
+
+    def guided(self, logits: torch.Tensor) -> torch.Tensor:
+        if self.cfg_scale <= 0:
+            return logits
+        cond, unc = logits.chunk(2, dim=0)
+        return unc + (self.cfg_scale + 1) * (cond - unc)
+
+    def __call__(self, x: torch.Tensor, start: int, end: int, fresh: bool) -> torch.Tensor:
+        """Logits [B, block, V]; `fresh` marks a block's first pass (it refills the cache)."""
+        lo = start - 1 if self.shifted and start > 0 else start  # shifted: token j read at j-1
+        inputs = self.canvas(x)
+        if self.mode is None or fresh:
+            if self.mode is not None:
+                from igpo.models.transformer import KVCache
+
+                self.cache = KVCache()
+                logits = self.model(inputs, attention_mask=self.attn, cache=self.cache).logits
+            else:
+                logits = self.model(inputs, attention_mask=self.attn).logits
+            logits = self.guided(logits)
+            offset = 0
+        else:
+            hi = inputs.shape[1] if self.mode == "prefix" else end
+            logits = self.model(inputs[:, lo:hi], attention_mask=self.attn, cache=self.cache,
+                                window=(lo, hi)).logits
+            logits = self.guided(logits)
+            offset = lo
+        if self.shifted:  # position i predicts token i+1 (position 0 keeps its own logits)
+            if start == 0:
+                return torch.cat([logits[:, :1], logits[:, : end - 1]], dim=1)
+            return logits[:, start - 1 - offset: end - 1 - offset]
+        return logits[:, start - offset: end - offset]
 
 
 def _all_ended(x, prompt_len, end, eos_id, fixed) -> bool:

@@ -86,3 +86,20 @@ def threshold_counts(
     above = (confidence >= threshold).sum(dim=1)
     needed = (remaining + steps_left - 1) // steps_left
     return torch.minimum(torch.maximum(torch.maximum(above, needed), torch.ones_like(above)), remaining)
+
+
+def factor_counts(
+    confidence: torch.Tensor, factor: float, masked: torch.Tensor, steps_left: int
+) -> torch.Tensor:
+    """Tokens to commit under Fast-dLLM's factor rule: the largest n whose n-th most confident
+    candidate still has confidence above 1 - factor / (n + 1); at least one, and at least the
+    share that finishes the block within its remaining steps."""
+    remaining = masked.sum(dim=1)
+    ordered = confidence.sort(dim=1, descending=True).values
+    n = torch.arange(1, ordered.shape[1] + 1, device=confidence.device, dtype=ordered.dtype)
+    ok = ordered > 1 - factor / (n + 1)
+    ok &= n[None, :] <= remaining[:, None]
+    # the rule stops at the first n that fails: count the leading run of passing ranks
+    leading = torch.cumprod(ok.long(), dim=1).sum(dim=1)
+    needed = (remaining + steps_left - 1) // steps_left
+    return torch.minimum(torch.maximum(torch.maximum(leading, needed), torch.ones_like(leading)), remaining)

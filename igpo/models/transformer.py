@@ -57,6 +57,19 @@ class ArchConfig:
 
 
 @dataclass
+class KVCache:
+    """Keys and values of every layer over a whole canvas ([B, kv_heads, L, head_dim] each).
+
+    A full forward fills it; a window forward recomputes only positions [start, end) and reads
+    every other position's keys/values from here (Fast-dLLM's prefix and dual caches).
+    """
+
+    keys: list[torch.Tensor] = field(default_factory=list)
+    values: list[torch.Tensor] = field(default_factory=list)
+    length: int = 0
+
+
+@dataclass
 class DLLMOutput:
     """What every model forward returns: logits [B, L, V] (unshifted or shifted, see config)."""
 
@@ -115,6 +128,9 @@ class Attention(nn.Module):
         cos: torch.Tensor,
         sin: torch.Tensor,
         key_mask: torch.Tensor | None,
+        cache: KVCache | None = None,
+        layer: int = 0,
+        window: tuple[int, int] | None = None,
     ) -> torch.Tensor:
         b, n, _ = x.shape
         hd = self.cfg.head_dim
@@ -122,6 +138,15 @@ class Attention(nn.Module):
         k = self.k_proj(x).view(b, n, self.cfg.n_kv_heads, hd).transpose(1, 2)
         v = self.v_proj(x).view(b, n, self.cfg.n_kv_heads, hd).transpose(1, 2)
         q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
+        if cache is not None:
+            if window is None:  # full pass: remember every position's keys and values
+                cache.keys.append(k)
+                cache.values.append(v)
+            else:  # window pass: fresh keys/values for the window, cached ones elsewhere
+                start, end = window
+                cache.keys[layer][:, :, start:end] = k
+                cache.values[layer][:, :, start:end] = v
+                k, v = cache.keys[layer], cache.values[layer]
         if self.cfg.n_kv_heads != self.cfg.n_heads:
             rep = self.cfg.n_heads // self.cfg.n_kv_heads
             k, v = k.repeat_interleave(rep, dim=1), v.repeat_interleave(rep, dim=1)
@@ -152,8 +177,8 @@ class Block(nn.Module):
         self.mlp_norm = RMSNorm(cfg.d_model, cfg.rms_norm_eps)
         self.mlp = SwiGLU(cfg)
 
-    def forward(self, x, cos, sin, key_mask):
-        x = x + self.attn(self.attn_norm(x), cos, sin, key_mask)
+    def forward(self, x, cos, sin, key_mask, cache=None, layer=0, window=None):
+        x = x + self.attn(self.attn_norm(x), cos, sin, key_mask, cache, layer, window)
         return x + self.mlp(self.mlp_norm(x))
 
 
@@ -202,29 +227,44 @@ class BidirectionalLM(nn.Module):
                 with torch.no_grad():
                     p.normal_(0.0, s, generator=generator)
 
+    supports_kv_cache = True
+    """The decoder may pass `cache` / `window` (prefix and dual KV caching)."""
+
     def forward(
         self,
         input_ids: torch.Tensor,
         attention_mask: torch.Tensor | None = None,
         position_ids: torch.Tensor | None = None,
+        cache: KVCache | None = None,
+        window: tuple[int, int] | None = None,
     ) -> DLLMOutput:
+        """Logits [B, n, V]. With `cache` and no `window`: a full pass that fills the cache. With
+        a `window` (start, end): `input_ids` are the canvas positions [start, end) only, every other
+        position's keys/values come from the cache, and `attention_mask` covers the whole canvas."""
         b, n = input_ids.shape
+        full = cache.length if window is not None else n
         key_mask = None
         if attention_mask is not None and not bool(attention_mask.all()):
             key_mask = attention_mask.bool()[:, None, None, :]  # [B, 1, 1, L]: pads hidden as keys
             if position_ids is None:
                 position_ids = positions_from_mask(attention_mask)
         if position_ids is None:
-            position_ids = torch.arange(n, device=input_ids.device).expand(b, n)
+            position_ids = torch.arange(full, device=input_ids.device).expand(b, full)
+        if window is not None:
+            position_ids = position_ids[:, window[0]: window[1]]
+        elif cache is not None:
+            cache.keys.clear()
+            cache.values.clear()
+            cache.length = n
         cos, sin = rotary_tables(position_ids, self.config.head_dim, self.config.rope_theta)
         x = self.embed(input_ids)
-        for layer in self.layers:
+        for i, layer in enumerate(self.layers):
             if self.gradient_checkpointing and self.training and torch.is_grad_enabled():
                 from torch.utils.checkpoint import checkpoint
 
                 x = checkpoint(layer, x, cos, sin, key_mask, use_reentrant=False)
             else:
-                x = layer(x, cos, sin, key_mask)
+                x = layer(x, cos, sin, key_mask, cache, i, window)
         x = self.norm(x)
         head = self.embed.weight if self.lm_head is None else self.lm_head.weight
         return DLLMOutput(logits=F.linear(x, head))
