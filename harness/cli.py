@@ -43,12 +43,13 @@ def bench_decode(
     batch_size: Annotated[int, typer.Option(help="Prompts decoded together.")] = 8,
     repeats: Annotated[int, typer.Option(help="Timed repetitions (the median is reported).")] = 3,
     out: Annotated[Path, typer.Option(help="Markdown file to write.")] = Path("results/bench/decode.md"),
+    fast: Annotated[bool, typer.Option(help="Also measure KV caches and parallel rules against exact decoding.")] = True,
 ) -> None:
-    """Decoder throughput: tokens/s, NFE and peak memory."""
+    """Decoder throughput (tokens/s, NFE, peak memory), and fast decoding against exact decoding."""
     from harness.bench.decode import DecodeBenchConfig, run
 
     run(DecodeBenchConfig(model=model, gen_length=gen_length, block_length=block_length, steps=steps,
-                          batch_size=batch_size, repeats=repeats, out=out))
+                          batch_size=batch_size, repeats=repeats, out=out, fast=fast))
 
 
 @bench_app.command("eval")

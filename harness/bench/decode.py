@@ -1,17 +1,38 @@
-"""Decoder benchmark: tokens/s, NFE and peak memory of `igpo.decoding.generate`."""
+"""Decoder benchmarks: the exact decoder's cost, and fast decoding (KV caches, parallel rules)
+measured against it on the same model and prompts.
+
+Part 1 (issue: decoder baseline): tokens/s, NFE and peak memory of exact decoding on a random
+tiny model at gen_length 256, block 32, steps 128.
+Part 2 (fast decoding): on the testbed model (random weights when it is not built) and arith
+prompts, every cache mode x parallel rule at gen_length 256 and 512 (block 32, one token per
+step for exact decoding): tokens/s, NFE per token, peak memory, speed-up over exact measured
+pair by pair, share of tokens identical to exact, and arith accuracy. With a GPU, part 3 times
+the same modes on a randomly initialised LLaDA-8B-sized model in bf16.
+"""
 
 from __future__ import annotations
 
 import statistics
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from harness.bench.common import machine_line, peak_memory, write_markdown
 
 BENCH_ARCH = dict(vocab_size=256, d_model=128, n_layers=4, n_heads=4, mlp_hidden=512)
-"""A random tiny model when no model is given: small enough for CPU, big enough to time."""
+"""Part 1's random tiny model."""
 PROMPT_LENGTH = 64
+FAST_MODES: list[tuple[str, dict]] = [
+    ("exact", {}),
+    ("prefix cache", {"cache": "prefix"}),
+    ("dual cache", {"cache": "dual"}),
+    ("threshold 0.9", {"threshold": 0.9}),
+    ("factor 1.0", {"factor": 1.0}),
+    ("prefix + threshold 0.9", {"cache": "prefix", "threshold": 0.9}),
+    ("dual + threshold 0.9", {"cache": "dual", "threshold": 0.9}),
+    ("dual + factor 1.0", {"cache": "dual", "factor": 1.0}),
+]
+LLADA_8B = dict(vocab_size=126464, d_model=4096, n_layers=32, n_heads=32, mlp_hidden=12288, rope_theta=500000.0)
 
 
 @dataclass
@@ -24,66 +45,165 @@ class DecodeBenchConfig:
     repeats: int = 3
     seed: int = 0
     out: Path = Path("results/bench/decode.md")
+    fast: bool = True
+    """Also run part 2 (fast decoding vs exact)."""
+    fast_lengths: list[int] = field(default_factory=lambda: [256, 512])
+    fast_problems: int = 60
+    """arith problems (levels 1-6, stratified) decoded per mode."""
 
 
-def _load(cfg: DecodeBenchConfig):
-    from igpo.models import ArchConfig, TokenSpec, load_model, new_model
+def _timed(fn, device: str):
+    import torch
 
-    if cfg.model:
-        return load_model(cfg.model), cfg.model
-    vocab = BENCH_ARCH["vocab_size"]
-    spec = TokenSpec(mask_id=vocab - 1, eos_id=None, eot_id=None, pad_id=0)
-    name = "random tiny ({d_model}x{n_layers}, vocab {vocab_size})".format(**BENCH_ARCH)
-    return new_model(ArchConfig(**BENCH_ARCH), spec, seed=cfg.seed), name
+    with peak_memory(device) as peak:
+        start = time.perf_counter()
+        out = fn()
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+        seconds = time.perf_counter() - start
+    return out, seconds, peak.bytes
 
 
-def run(cfg: DecodeBenchConfig) -> dict:
-    """Time `repeats` decodes of one batch and write the median figures as markdown."""
+def part_one(cfg: DecodeBenchConfig) -> str:
     import torch
 
     from igpo.decoding import generate
+    from igpo.models import ArchConfig, TokenSpec, load_model, new_model
 
-    model, name = _load(cfg)
-    spec = model.token_spec
-    device = str(model.device)
+    if cfg.model:
+        model, name = load_model(cfg.model), cfg.model
+    else:
+        vocab = BENCH_ARCH["vocab_size"]
+        model = new_model(ArchConfig(**BENCH_ARCH), TokenSpec(mask_id=vocab - 1, eos_id=None, eot_id=None, pad_id=0),
+                          seed=cfg.seed)
+        name = "random tiny ({d_model}x{n_layers}, vocab {vocab_size})".format(**BENCH_ARCH)
+    spec, device = model.token_spec, str(model.device)
     g = torch.Generator().manual_seed(cfg.seed)
-    high = min(spec.mask_id, 1000)
-    prompts = torch.randint(4, high, (cfg.batch_size, PROMPT_LENGTH), generator=g).to(model.device)
+    prompts = torch.randint(4, min(spec.mask_id, 1000), (cfg.batch_size, PROMPT_LENGTH), generator=g).to(model.device)
     kw = dict(gen_length=cfg.gen_length, block_length=cfg.block_length, steps=cfg.steps, mask_id=spec.mask_id)
     generate(model, prompts[:1], **{**kw, "gen_length": cfg.block_length, "steps": 1})  # warm-up
-    times, peaks, nfe = [], [], 0
-    for _ in range(cfg.repeats):
-        with peak_memory(device) as peak:
-            start = time.perf_counter()
-            out = generate(model, prompts, **kw)
-            if device.startswith("cuda"):
-                torch.cuda.synchronize()
-            times.append(time.perf_counter() - start)
-        peaks.append(peak.bytes)
-        nfe = out.nfe
-    wall = statistics.median(times)
+    runs = [_timed(lambda: generate(model, prompts, **kw), device) for _ in range(cfg.repeats)]
+    wall = statistics.median(r[1] for r in runs)
+    nfe = runs[0][0].nfe
+    peak = max(r[2] for r in runs) / 2**20
     tokens = cfg.batch_size * cfg.gen_length
-    row = {
-        "model": name, "batch": cfg.batch_size, "gen_length": cfg.gen_length,
-        "block_length": cfg.block_length, "steps": cfg.steps, "seconds": wall,
-        "tokens_per_s": tokens / wall, "nfe": nfe, "nfe_per_token": nfe / cfg.gen_length,
-        "peak_mib": max(peaks) / 2**20, "peak_kind": peak.kind,
-    }
-    text = (
-        "# Decoder benchmark\n\n"
-        f"Machine: {machine_line()}. Prompt length {PROMPT_LENGTH}; median of {cfg.repeats} runs.\n"
-        "Command: `igpo bench decode` (also `make bench`).\n\n"
+    return (
+        "## 1. Exact decoding\n\n"
+        f"Prompt length {PROMPT_LENGTH}; median of {cfg.repeats} runs; `igpo bench decode` (also `make bench`).\n\n"
         "| model | batch | gen_length | block | steps | s / batch | tokens/s | NFE | NFE/token | peak memory (MiB) |\n"
         "|---|---|---|---|---|---|---|---|---|---|\n"
-        f"| {name} | {row['batch']} | {row['gen_length']} | {row['block_length']} | {row['steps']} | "
-        f"{wall:.2f} | {row['tokens_per_s']:.1f} | {nfe} | {row['nfe_per_token']:.2f} | "
-        f"{row['peak_mib']:.1f} ({peak.kind}) |\n\n"
+        f"| {name} | {cfg.batch_size} | {cfg.gen_length} | {cfg.block_length} | {cfg.steps} | {wall:.2f} | "
+        f"{tokens / wall:.1f} | {nfe} | {nfe / cfg.gen_length:.2f} | {peak:.1f} ({'cuda' if device.startswith('cuda') else 'rss'}) |\n\n"
         "NFE counts forward passes of the batch; tokens/s counts completion tokens of all rows.\n"
-        "Peak memory: on CPU the sampled resident-set growth during decoding, on GPU the allocator peak.\n"
     )
-    write_markdown(cfg.out, text)
-    print(text)
-    return row
+
+
+def _testbed():
+    from igpo.models import load_model, load_tokenizer
+    from igpo.models.loading import EMBEDDED_MODELS
+
+    if (EMBEDDED_MODELS["testbed"] / "config.json").is_file():
+        return load_model("testbed", device="cpu"), load_tokenizer("testbed"), "embedded testbed model"
+    import tempfile
+
+    from igpo.testbed.build import init_model
+
+    folder = Path(tempfile.mkdtemp()) / "init"
+    init_model(folder)
+    return load_model(folder, device="cpu"), load_tokenizer(folder), "untrained testbed-sized model (random weights)"
+
+
+def part_two(cfg: DecodeBenchConfig) -> str:
+    import torch
+
+    from igpo.arith import test_set
+    from igpo.decoding import generate
+    from igpo.scoring import verify_answer
+    from igpo.testbed.measure import _prompts
+
+    model, tok, name = _testbed()
+    spec = model.token_spec
+    per_level = max(1, cfg.fast_problems // 6)
+    problems = test_set(n_per_level=per_level)
+    ids, mask = _prompts(tok, [p.question for p in problems])
+    stops = {spec.eos_id, spec.eot_id}
+
+    def answers(completions):
+        texts = []
+        for row in completions.tolist():
+            cut = next((i for i, t in enumerate(row) if t in stops), len(row))
+            texts.append(tok.decode(row[:cut], skip_special_tokens=True))
+        return texts
+
+    lines = [
+        "## 2. Fast decoding against exact decoding\n",
+        f"Model: {name}; {len(problems)} arith test problems (levels 1-6) decoded as one batch; block 32; "
+        "exact decoding commits one token per step (steps = gen_length), the parallel rules use that as "
+        "their cap; EOS early exit on for every mode. Speed-up = exact wall time / mode wall time, same "
+        "prompts, measured back to back. Identical tokens: share of completion tokens equal to exact "
+        "decoding's, up to each row's first EOS in the exact output.\n",
+        "| gen_length | mode | s | tokens/s | NFE/token | peak MiB | speed-up | identical tokens | arith accuracy |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    summary = {}
+    for length in cfg.fast_lengths:
+        base = None
+        for label, opts in FAST_MODES:
+            kw = dict(gen_length=length, block_length=32, steps=length, mask_id=spec.mask_id, eos_id=spec.eos_id)
+            out, seconds, peak = _timed(lambda kw=kw, opts=opts: generate(model, ids, attention_mask=mask, **kw, **opts), "cpu")
+            comp = out.completions
+            if base is None:
+                base = (comp, seconds)
+            ref = base[0]
+            valid = torch.ones_like(ref, dtype=torch.bool)
+            first_eos = (ref == spec.eos_id).float().argmax(dim=1)
+            has = (ref == spec.eos_id).any(dim=1)
+            limit = torch.where(has, first_eos + 1, torch.full_like(first_eos, ref.shape[1]))
+            valid &= torch.arange(ref.shape[1])[None, :] < limit[:, None]
+            same = float(((comp == ref) & valid).sum() / valid.sum())
+            acc = sum(verify_answer(p.answer, a).correct for p, a in zip(problems, answers(comp), strict=True)) / len(problems)
+            tokens = comp.numel()
+            speed = base[1] / seconds
+            summary[(length, label)] = (speed, acc, same)
+            lines.append(f"| {length} | {label} | {seconds:.2f} | {tokens / seconds:.0f} | {out.nfe / length:.3f} | "
+                         f"{peak / 2**20:.0f} | {speed:.2f}x | {100 * same:.1f}% | {100 * acc:.1f}% |")
+    lines.append("")
+    return "\n".join(lines) + "\n", summary
+
+
+def part_three() -> str:
+    import torch
+
+    if not torch.cuda.is_available():
+        return "## 3. LLaDA-8B-sized model (GPU)\n\nNot run: no GPU on this machine.\n"
+    from igpo.decoding import generate
+    from igpo.models import ArchConfig, TokenSpec, new_model
+
+    model = new_model(ArchConfig(**LLADA_8B), TokenSpec(mask_id=126336, eos_id=None, eot_id=None, pad_id=0))
+    model = model.to(device="cuda", dtype=torch.bfloat16).eval()
+    prompts = torch.randint(0, 126000, (1, 128), device="cuda")
+    lines = ["## 3. LLaDA-8B-sized model, random weights, bf16 (throughput only)\n",
+             f"{torch.cuda.get_device_name(0)}; batch 1, prompt 128, block 32, steps = gen_length.\n",
+             "| gen_length | mode | tokens/s | speed-up | peak GiB |", "|---|---|---|---|---|"]
+    for length in (256, 512):
+        base = None
+        for label, opts in FAST_MODES:
+            kw = dict(gen_length=length, block_length=32, steps=length, mask_id=126336)
+            _, seconds, peak = _timed(lambda kw=kw, opts=opts: generate(model, prompts, **kw, **opts), "cuda")
+            base = base or seconds
+            lines.append(f"| {length} | {label} | {length / seconds:.1f} | {base / seconds:.2f}x | {peak / 2**30:.1f} |")
+    return "\n".join(lines) + "\n"
+
+
+def run(cfg: DecodeBenchConfig) -> str:
+    sections = [f"# Decoder benchmark\n\nMachine: {machine_line()}.\n", part_one(cfg)]
+    if cfg.fast:
+        text, _ = part_two(cfg)
+        sections += [text, part_three()]
+    report = "\n".join(sections)
+    write_markdown(cfg.out, report)
+    print(report)
+    return report
 
 
 if __name__ == "__main__":
