@@ -118,3 +118,19 @@ def test_help_lists_command_groups():
     result = igpo("--help")
     for name in ("eval", "leaderboard", "bench", "lm-eval"):
         assert name in result.output
+
+
+def test_no_arguments_evaluates_the_embedded_model(tmp_path, monkeypatch):
+    """`igpo eval` alone: the embedded testbed on igpo_arith, offline, leaderboard printed."""
+    from igpo.models.loading import EMBEDDED_MODELS
+
+    if not (EMBEDDED_MODELS["testbed"] / "config.json").is_file():
+        pytest.skip("testbed model not built")
+    monkeypatch.chdir(tmp_path)
+    result = igpo("eval", "--limit", 12, "--batch-size", 12)
+    assert result.exit_code == 0, result.output
+    record = load_results(tmp_path / "runs" / "eval" / "testbed-igpo")
+    task = record["tasks"]["igpo_arith"]
+    assert task["n_items"] == 12 and task["decoding"]["gen_length"] == 48
+    assert "# Leaderboard" in result.output and (tmp_path / "results" / "leaderboard.md").is_file()
+    assert task["accuracy"] > 0.3  # the shipped model solves a fair share of the easy levels

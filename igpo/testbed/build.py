@@ -71,6 +71,7 @@ def init_model(folder: Path) -> None:
 def export(checkpoint: Path, dest: Path, card: dict) -> None:
     """Copy weights + tokenizer of the final checkpoint into the package, atomically."""
     tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=".testbed-"))
+    tmp.chmod(0o755)  # mkdtemp makes it private; the package ships it
     for name in ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json",
                  "chat_template.jinja", "special_tokens_map.json"):
         if (checkpoint / name).is_file():
