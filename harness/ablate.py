@@ -154,15 +154,10 @@ def resolve_grid(name_or_path: str) -> Path:
 
 def load_grid(name_or_path: str) -> GridSpec:
     """Read and check a grid YAML; unknown keys and malformed cells raise one-line errors."""
-    from igpo.config import ConfigError, build
+    from igpo.config import ConfigError, build, read_yaml_mapping
 
     file = resolve_grid(name_or_path)
-    try:
-        data = yaml.safe_load(file.read_text(encoding="utf-8"))
-    except yaml.YAMLError as err:
-        raise UserError(f"malformed grid {file}: {str(err).splitlines()[0]}") from None
-    if not isinstance(data, dict):
-        raise UserError(f"malformed grid {file}: expected a mapping at top level")
+    data = read_yaml_mapping(file, "grid")
     raw_cells = data.pop("cells", None)
     try:
         spec = build(GridSpec, data)

@@ -13,8 +13,6 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from igpo.decoding.config import DecodeConfig
 
 PROTOCOL_DIR = Path(__file__).resolve().parent / "protocols"
@@ -73,12 +71,14 @@ def load_protocol(name_or_path: str | Path) -> Protocol:
             raise ProtocolError(f"unknown protocol {str(name_or_path)!r} (built in: {', '.join(available())})")
     if not path.is_file():
         raise ProtocolError(f"protocol file not found: {path}")
-    text = path.read_text(encoding="utf-8")
+    from igpo.config import ConfigError, read_yaml_mapping
+
     try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as err:
-        raise ProtocolError(f"malformed protocol file {path}: {str(err).splitlines()[0]}") from None
-    return parse_protocol(raw, source=str(path), file_hash="sha256:" + hashlib.sha256(text.encode()).hexdigest())
+        raw = read_yaml_mapping(path, "protocol file")
+    except ConfigError as err:
+        raise ProtocolError(str(err)) from None
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    return parse_protocol(raw, source=str(path), file_hash="sha256:" + digest)
 
 
 def parse_protocol(raw: Any, *, source: str = "<dict>", file_hash: str = "") -> Protocol:

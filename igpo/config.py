@@ -134,20 +134,23 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
     return out
 
 
+def read_yaml_mapping(path: Path, what: str) -> dict[str, Any]:
+    """A YAML file whose top level is a mapping (empty file: {}); one-line ConfigError naming
+    `what` (recipe, grid, protocol, ...) when it is missing or malformed."""
+    if not path.is_file():
+        raise ConfigError(f"{what} not found: {path}")
+    try:
+        loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as err:
+        raise ConfigError(f"malformed {what} {path}: {str(err).splitlines()[0]}") from None
+    if loaded is not None and not isinstance(loaded, dict):
+        raise ConfigError(f"malformed {what} {path}: expected a mapping at top level")
+    return loaded or {}
+
+
 def load_config(cls: type[T], path: str | Path | None, overrides: list[str] | None = None) -> T:
     """Read a recipe YAML (or start from defaults when path is None) and apply overrides."""
-    data: dict[str, Any] = {}
-    if path is not None:
-        file = Path(path)
-        if not file.is_file():
-            raise ConfigError(f"recipe not found: {file}")
-        try:
-            loaded = yaml.safe_load(file.read_text(encoding="utf-8"))
-        except yaml.YAMLError as err:
-            raise ConfigError(f"malformed recipe {file}: {str(err).splitlines()[0]}") from None
-        if loaded is not None and not isinstance(loaded, dict):
-            raise ConfigError(f"malformed recipe {file}: expected a mapping at top level")
-        data = loaded or {}
+    data = read_yaml_mapping(Path(path), "recipe") if path is not None else {}
     data = apply_overrides(data, overrides or [])
     return build(cls, data)
 
