@@ -349,3 +349,19 @@ def test_factor_rule_commits_leading_confident_run():
     assert factor_counts(conf, 1.0, masked, steps_left=4).tolist() == [3]
     assert factor_counts(conf, 0.01, masked, steps_left=4).tolist() == [1]  # at least one
     assert factor_counts(conf, 0.01, masked, steps_left=1).tolist() == [4]  # the step cap wins
+
+
+def test_left_pad_and_completion_texts():
+    from igpo.decoding.text import completion_texts, cut_at_stop, left_pad, stop_ids
+    from igpo.models import TokenSpec
+
+    ids, mask = left_pad([[5, 6, 7], [8]], pad_id=0)
+    assert ids.tolist() == [[5, 6, 7], [0, 0, 8]] and mask.tolist() == [[1, 1, 1], [0, 0, 1]]
+    stops = stop_ids(TokenSpec(mask_id=63, eos_id=2, eot_id=3, pad_id=0))
+    assert stops == {2, 3} and cut_at_stop([9, 3, 9, 2], stops) == [9]
+
+    class Tok:
+        def decode(self, tokens, skip_special_tokens=True):
+            return " ".join(map(str, tokens))
+
+    assert completion_texts(Tok(), torch.tensor([[4, 5, 2, 6], [7, 7, 7, 7]]), stops) == ["4 5", "7 7 7 7"]

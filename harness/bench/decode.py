@@ -121,22 +121,16 @@ def part_two(cfg: DecodeBenchConfig) -> str:
 
     from igpo.arith import test_set
     from igpo.decoding import generate
+    from igpo.decoding.text import completion_texts, stop_ids
     from igpo.scoring import verify_answer
-    from igpo.testbed.measure import _prompts
+    from igpo.testbed.measure import arith_prompts
 
     model, tok, name = _testbed()
     spec = model.token_spec
     per_level = max(1, cfg.fast_problems // 6)
     problems = test_set(n_per_level=per_level)
-    ids, mask = _prompts(tok, [p.question for p in problems])
-    stops = {spec.eos_id, spec.eot_id}
-
-    def answers(completions):
-        texts = []
-        for row in completions.tolist():
-            cut = next((i for i, t in enumerate(row) if t in stops), len(row))
-            texts.append(tok.decode(row[:cut], skip_special_tokens=True))
-        return texts
+    ids, mask = arith_prompts(tok, [p.question for p in problems], spec.pad_id or 0)
+    stops = stop_ids(spec)
 
     lines = [
         "## 2. Fast decoding against exact decoding\n",
@@ -166,7 +160,7 @@ def part_two(cfg: DecodeBenchConfig) -> str:
             limit = torch.where(has, first_eos + 1, torch.full_like(first_eos, ref.shape[1]))
             valid &= torch.arange(ref.shape[1])[None, :] < limit[:, None]
             same = float(((comp == ref) & valid).sum() / valid.sum())
-            acc = sum(verify_answer(p.answer, a).correct for p, a in zip(problems, answers(comp), strict=True)) / len(problems)
+            acc = sum(verify_answer(p.answer, a).correct for p, a in zip(problems, completion_texts(tok, comp, stops), strict=True)) / len(problems)
             tokens = comp.numel()
             speed = base[1] / seconds
             summary[(length, label)] = (speed, acc, same)

@@ -23,6 +23,7 @@ from lm_eval.api.registry import register_model
 from tqdm import tqdm
 
 from igpo.decoding import DecodeConfig, generate
+from igpo.decoding.text import completion_texts, left_pad, stop_ids
 from igpo.logprobs import elbo_loglikelihood
 from igpo.models import load_model, load_tokenizer
 
@@ -158,7 +159,7 @@ class DiffusionLM(LM):
         spec = model.token_spec.with_overrides(mask_id=self.args.mask_id, eos_id=self.args.eos_id,
                                                eot_id=self.args.eot_id)
         self.spec = spec
-        self.stop_ids = sorted({t for t in (spec.eos_id, spec.eot_id) if t is not None})
+        self.stops = stop_ids(spec)
         self.stats: dict[str, float] = defaultdict(float)
         self._forward_timer = ForwardTimer(self.model)
         self._cache = ResponseCache(Path(self.args.cache_file), self._rank) if self.args.cache_file else None
@@ -255,13 +256,7 @@ class DiffusionLM(LM):
     def _generate_batch(self, contexts: list[str], cfg: DecodeConfig, keys: list[str]) -> list[str]:
         encoded = [self.tokenizer(c, add_special_tokens=False)["input_ids"][-self.args.max_prompt_tokens:]
                    for c in contexts]
-        width = max(len(e) for e in encoded)
-        pad = self.spec.pad_id if self.spec.pad_id is not None else 0
-        ids = torch.full((len(encoded), width), pad, dtype=torch.long)
-        mask = torch.zeros((len(encoded), width), dtype=torch.long)
-        for row, e in enumerate(encoded):
-            ids[row, width - len(e):] = torch.tensor(e, dtype=torch.long)
-            mask[row, width - len(e):] = 1
+        ids, mask = left_pad(encoded, self.spec.pad_id if self.spec.pad_id is not None else 0)
         gens = [torch.Generator().manual_seed(seed_of(k)) for k in keys]
         kwargs = cfg.generate_kwargs()
         start = time.perf_counter()
@@ -274,15 +269,7 @@ class DiffusionLM(LM):
         self.stats["requests"] += len(contexts)
         self.stats["generated_tokens"] += len(contexts) * cfg.gen_length
         self.stats["nfe"] += out.nfe * len(contexts)
-        return [self.decode_completion(row) for row in out.completions.tolist()]
-
-    def decode_completion(self, tokens: list[int]) -> str:
-        """Text of a completion up to its first EOS / end-of-turn token."""
-        for i, t in enumerate(tokens):
-            if t in self.stop_ids:
-                tokens = tokens[:i]
-                break
-        return self.tokenizer.decode(tokens, skip_special_tokens=True)
+        return completion_texts(self.tokenizer, out.completions, self.stops)
 
     # ---------------------------------------------------------------- likelihoods
     def loglikelihood(self, requests, disable_tqdm: bool = False) -> list[tuple[float, bool]]:

@@ -18,37 +18,32 @@ BATCH = 64
 GROUP_SEED = 7
 
 
-def _prompts(tokenizer, questions: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+def arith_prompts(tokenizer, questions: list[str], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Left-padded (ids, attention_mask) of arith questions in the testbed's prompt format."""
     from igpo.arith import ARITH_INSTRUCTION
     from igpo.data import render_prompt
+    from igpo.decoding.text import left_pad
 
-    ids = [tokenizer(render_prompt(tokenizer, q, system=ARITH_INSTRUCTION), add_special_tokens=False)["input_ids"]
-           for q in questions]
-    width = max(map(len, ids))
-    batch = torch.zeros(len(ids), width, dtype=torch.long)
-    mask = torch.zeros(len(ids), width, dtype=torch.long)
-    for i, row in enumerate(ids):
-        batch[i, width - len(row):] = torch.tensor(row)
-        mask[i, width - len(row):] = 1
-    return batch, mask
+    rows = [tokenizer(render_prompt(tokenizer, q, system=ARITH_INSTRUCTION), add_special_tokens=False)["input_ids"]
+            for q in questions]
+    return left_pad(rows, pad_id)
 
 
 def solve(model, tokenizer, questions: list[str], *, temperature: float = 0.0, seed: int = 0) -> list[str]:
     """Decode answers to arith questions with the testbed decoding settings."""
     from igpo.decoding import generate
+    from igpo.decoding.text import completion_texts, stop_ids
 
     spec = model.token_spec
-    stops = {spec.eos_id, spec.eot_id}
+    stops = stop_ids(spec)
     texts: list[str] = []
     for start in range(0, len(questions), BATCH):
         chunk = questions[start:start + BATCH]
-        ids, mask = _prompts(tokenizer, chunk)
+        ids, mask = arith_prompts(tokenizer, chunk, spec.pad_id or 0)
         gens = [torch.Generator().manual_seed(seed * 1_000_003 + start + i) for i in range(len(chunk))]
         out = generate(model, ids, attention_mask=mask, mask_id=spec.mask_id, eos_id=spec.eos_id,
                        generator=gens, **TESTBED_DECODE.replace(temperature=temperature).generate_kwargs())
-        for row in out.completions.tolist():
-            cut = next((i for i, t in enumerate(row) if t in stops), len(row))
-            texts.append(tokenizer.decode(row[:cut], skip_special_tokens=True))
+        texts += completion_texts(tokenizer, out.completions, stops)
     return texts
 
 

@@ -20,6 +20,7 @@ import torch
 
 from igpo.data import DataConfig, Example, load_examples, render_prompt
 from igpo.decoding import DecodeConfig, generate
+from igpo.decoding.text import completion_texts, stop_ids
 from igpo.hints import HintConfig, build_hint_batch, encode_trace
 from igpo.logprobs import elbo_token_logprobs, mean_field_logprobs
 from igpo.prompts import PREFILL
@@ -149,7 +150,7 @@ class Trainer:
         self.optimizer = optimizer
         self.scheduler = scheduler
         self.spec = base_module(model).token_spec if base_module(model).token_spec else model.token_spec
-        self.stop_ids = sorted({t for t in (self.spec.eos_id, self.spec.eot_id) if t is not None})
+        self.stops = stop_ids(self.spec)
         self.reference = None
         if cfg.loss.beta > 0 and not is_peft(model):
             import copy
@@ -167,11 +168,7 @@ class Trainer:
 
 
     def decode_texts(self, completions: torch.Tensor) -> list[str]:
-        texts = []
-        for row in completions.tolist():
-            cut = next((i for i, t in enumerate(row) if t in self.stop_ids), len(row))
-            texts.append(self.tokenizer.decode(row[:cut], skip_special_tokens=True))
-        return texts
+        return completion_texts(self.tokenizer, completions, self.stops)
 
     def sample(self, prompt: torch.Tensor, generator: torch.Generator, hints: torch.Tensor | None = None):
         g = self.cfg.num_generations
@@ -422,7 +419,7 @@ def train_rl(cfg: RLConfig, out: Path, *, resume: bool = False, overwrite: bool 
             log.log(step + 1, metrics)
             bar.set_postfix(reward=f"{metrics['reward']:.2f}", all_wrong=f"{metrics['all_wrong_ratio']:.2f}")
             done = step + 1
-            if main and ((cfg.checkpoint.every and done % cfg.checkpoint.every == 0) or done == cfg.max_steps):
+            if main and cfg.checkpoint.due(done, cfg.max_steps):
                 save_checkpoint(out, done, model, tokenizer, optimizer, scheduler, cfg, metrics,
                                 cfg.checkpoint, cfg.model.path)
             accelerator.wait_for_everyone()

@@ -64,6 +64,10 @@ class CheckpointSettings:
     keep: int | None = None
     """Keep only the newest N checkpoints; None keeps all."""
 
+    def due(self, step: int, max_steps: int) -> bool:
+        """Whether finishing `step` writes a checkpoint: every N steps, and always the last."""
+        return bool(self.every and step % self.every == 0) or step == max_steps
+
 
 @dataclass
 class LogSettings:

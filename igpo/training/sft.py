@@ -221,7 +221,7 @@ def train_sft(cfg: SFTConfig, out: Path, *, resume: bool = False, overwrite: boo
             log.log(step + 1, last)
             bar.set_postfix(loss=f"{loss_value:.3f}")
             done = step + 1
-            if main and ((cfg.checkpoint.every and done % cfg.checkpoint.every == 0) or done == cfg.max_steps):
+            if main and cfg.checkpoint.due(done, cfg.max_steps):
                 save_checkpoint(out, done, model, tokenizer, optimizer, scheduler, cfg, last,
                                 cfg.checkpoint, cfg.model.path)
             accelerator.wait_for_everyone()
