@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 TORCH_PIN ?= torch==2.13.0
 
-.PHONY: install eval test lint bench testbed-model clean
+.PHONY: install eval test lint bench bench-fast testbed-model testbed-long ablate clean
 
 $(BIN)/igpo: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -27,8 +27,22 @@ lint: install
 bench: install
 	$(BIN)/igpo bench decode
 
+# Fast decoding measured where the model works at gen_length 256 (see igpo/recipes/sft_tiny_long.yaml).
+bench-fast: testbed-long
+	$(BIN)/igpo bench decode --model runs/testbed-long/checkpoints/step-000400 --data-dir ../shared/data
+
 testbed-model: install
 	$(BIN)/python -m igpo.testbed.build
+
+# The testbed continued on 256-token canvases (about 10 minutes on 2 cores); rerunning resumes.
+testbed-long: install
+	if ls -d runs/testbed-long/checkpoints/step-* >/dev/null 2>&1; \
+	then $(BIN)/igpo sft --recipe sft_tiny_long --out runs/testbed-long --resume; \
+	else $(BIN)/igpo sft --recipe sft_tiny_long --out runs/testbed-long --overwrite; fi
+
+# The committed ablation sweep (results/testbed); rerunning skips finished cells.
+ablate: install
+	$(BIN)/igpo ablate --grid paper --results results/testbed
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -186,17 +186,32 @@ def _mean(values: Iterable[float]) -> float | None:
     return sum(vals) / len(vals) if vals else None
 
 
-def training_stats(runs: list[SeedRun]) -> tuple[float | None, float | None, float | None]:
-    """(mean all-wrong ratio over steps, share of all-wrong groups rescued, replaced per step)."""
+@dataclass
+class TrainingStats:
+    """What a cell's training logs say about its groups (means over steps and seeds)."""
+
+    all_wrong: float | None
+    """Share of prompt groups whose G first rollouts were all wrong."""
+    rescued: float | None
+    """Share of those all-wrong groups in which re-sampling replaced at least one rollout."""
+    zero_gradient: float | None
+    """Share of groups still all wrong after re-sampling: they teach nothing (all advantages 0)."""
+    replaced: float | None
+    """Rollouts replaced per step."""
+
+
+def training_stats(runs: list[SeedRun]) -> TrainingStats:
     rows = [row for r in runs for row in r.metrics]
     if not rows:
-        return None, None, None
+        return TrainingStats(None, None, None, None)
     all_wrong = _mean(float(row.get("all_wrong_ratio", math.nan)) for row in rows)
+    groups = sum(row.get("groups", 1.0) for row in rows)
     wrong_groups = sum(row.get("all_wrong_ratio", 0.0) * row.get("groups", 1.0) for row in rows)
     rescued = sum(row.get("rescued_ratio", 0.0) * row.get("all_wrong_ratio", 0.0)
                   * row.get("groups", 1.0) for row in rows)
     replaced = _mean(float(row.get("replaced", math.nan)) for row in rows)
-    return all_wrong, (rescued / wrong_groups if wrong_groups else None), replaced
+    return TrainingStats(all_wrong, rescued / wrong_groups if wrong_groups else None,
+                         (wrong_groups - rescued) / groups if groups else None, replaced)
 
 
 # ---------------------------------------------------------------------------- report
@@ -216,21 +231,22 @@ def render_report(spec: GridSpec, cells: list[CellResult], base: BaseResult | No
     levels = sorted({lv for c in cells for r in c.runs for lv in r.levels}
                     | set(base.levels if base else {}))
     headers = ["cell", "seeds", "final acc %", "95% interval", "interval", "per seed",
-               *(f"L{lv} %" for lv in levels), "all-wrong %", "rescued %", "replaced / step"]
+               *(f"L{lv} %" for lv in levels), "all-wrong %", "rescued %", "zero-gradient %",
+               "replaced / step"]
     rows = []
     if base is not None:
         rows.append(["base (step 0)", "-", _pct(base.accuracy), _interval_text(base.interval),
                      f"{base.interval_kind} over items", "-",
-                     *(_pct(base.levels.get(lv)) for lv in levels), "-", "-", "-"])
+                     *(_pct(base.levels.get(lv)) for lv in levels), "-", "-", "-", "-"])
     for c in cells:
-        all_wrong, rescued, replaced = training_stats(c.runs)
+        stats = training_stats(c.runs)
         per_seed = ", ".join(f"{_pct(r.final)} (s{r.seed})" for r in c.runs) or "-"
         rows.append([
             c.name, f"{len(c.runs)}/{len(c.planned)}", _pct(c.mean), _interval_text(c.interval),
             c.interval_kind or "-", per_seed,
             *(_pct(_mean(r.levels.get(lv, math.nan) for r in c.runs)) for lv in levels),
-            _pct(all_wrong), _pct(rescued) if c.rescues else "n/a",
-            "-" if replaced is None else f"{replaced:.2f}",
+            _pct(stats.all_wrong), _pct(stats.rescued) if c.rescues else "n/a",
+            _pct(stats.zero_gradient), "-" if stats.replaced is None else f"{stats.replaced:.2f}",
         ])
     table = tabulate(rows, headers=headers, tablefmt="pipe", disable_numparse=True)
     steps = sorted({s for c in cells for r in c.runs for s in r.curve})
@@ -259,11 +275,14 @@ def render_report(spec: GridSpec, cells: list[CellResult], base: BaseResult | No
         "L<k>: accuracy on problems with k operations at the last checkpoint (mean over seeds).",
         "all-wrong: share of prompt groups whose G rollouts were all wrong, mean over training "
         "steps and seeds; rescued: share of all-wrong groups in which at least one rollout was "
-        "replaced by a correct re-sampled one (n/a: the cell never re-samples); replaced: "
-        "rollouts replaced per step.",
+        "replaced by a correct re-sampled one (n/a: the cell never re-samples); zero-gradient: "
+        "share of groups still all wrong after re-sampling (all advantages zero, the prompt "
+        "teaches nothing); replaced: rollouts replaced per step.",
         f"Plots: `{spec.name}_accuracy.png` (mean over seeds, band min..max), "
         f"`{spec.name}_all_wrong.png` (trailing mean over {SMOOTH_STEPS} steps, band min..max "
-        f"over seeds), `{spec.name}_final.png` (mean and 95% interval, dots: seeds).",
+        f"over seeds; dashed: still all wrong after re-sampling), `{spec.name}_final.png` (mean "
+        f"and 95% interval, dots: seeds), `{spec.name}_levels.png` (final accuracy per number of "
+        "operations, mean over seeds; only for tasks with levels).",
     ]
     if missing:
         notes.append(f"Not finished ({len(missing)}): {', '.join(missing)}.")
@@ -279,14 +298,14 @@ def summary_json(spec: GridSpec, cells: list[CellResult], base: BaseResult | Non
     out: dict[str, Any] = {"grid": spec.name, "recipe": spec.recipe, "eval": asdict(spec.eval),
                            "base": asdict(base) if base else None, "cells": {}}
     for c in cells:
-        all_wrong, rescued, replaced = training_stats(c.runs)
+        stats = training_stats(c.runs)
         out["cells"][c.name] = {
             "overrides": c.spec.overrides, "seeds_planned": c.planned,
             "final_accuracy": c.mean, "interval": c.interval, "interval_kind": c.interval_kind,
             "per_seed": {str(r.seed): {"final": r.final, "curve": r.curve, "levels": r.levels}
                          for r in c.runs},
-            "all_wrong_ratio": all_wrong, "rescued_share": rescued if c.rescues else None,
-            "replaced_per_step": replaced,
+            "all_wrong_ratio": stats.all_wrong, "rescued_share": stats.rescued if c.rescues else None,
+            "zero_gradient_share": stats.zero_gradient, "replaced_per_step": stats.replaced,
         }
     return json.dumps(out, indent=2) + "\n"
 
@@ -302,6 +321,7 @@ def write_report(spec: GridSpec, jobs: list[Job]) -> Path:
     plot_accuracy(spec, cells, folder / f"{spec.name}_accuracy.png")
     plot_all_wrong(spec, cells, folder / f"{spec.name}_all_wrong.png")
     plot_final(spec, cells, base, folder / f"{spec.name}_final.png")
+    plot_levels(spec, cells, base, folder / f"{spec.name}_levels.png")
     return report
 
 
@@ -320,13 +340,14 @@ def _color(index: int) -> str:
     return f"C{index % 10}"
 
 
-def _band(ax, x: list[int], per_seed: list[list[float]], color: str, label: str) -> None:
+def _band(ax, x: list[int], per_seed: list[list[float]], color: str, label: str,
+          linestyle: str = "-", band: bool = True) -> None:
     """Mean line over seeds with a min..max band (no band for one seed)."""
     columns = list(zip(*per_seed, strict=True))
     mean = [_mean(col) for col in columns]
     ax.plot(x, [math.nan if m is None else PERCENT * m for m in mean], marker="o", markersize=3,
-            color=color, label=label)
-    if len(per_seed) > 1:
+            color=color, label=label, linestyle=linestyle)
+    if band and len(per_seed) > 1:
         lo = [PERCENT * min(v for v in col if math.isfinite(v)) if any(map(math.isfinite, col))
               else math.nan for col in columns]
         hi = [PERCENT * max(v for v in col if math.isfinite(v)) if any(map(math.isfinite, col))
@@ -377,19 +398,26 @@ def _smooth(values: list[float], window: int) -> list[float]:
 
 
 def plot_all_wrong(spec: GridSpec, cells: list[CellResult], path: Path) -> None:
-    """All-wrong group ratio vs step per cell (trailing mean), band min..max over seeds."""
+    """All-wrong group ratio vs step per cell (trailing mean), band min..max over seeds; dashed:
+    the share still all wrong after re-sampling (cells that re-sample)."""
     fig, ax = _figure()
     for i, c in enumerate(cells):
         runs = [r for r in c.runs if r.metrics]
         if not runs:
             continue
         steps = sorted({int(row["step"]) for r in runs for row in r.metrics})
-        per_seed = []
-        for r in runs:
-            by_step = {int(row["step"]): float(row.get("all_wrong_ratio", math.nan))
-                       for row in r.metrics}
-            per_seed.append(_smooth([by_step.get(s, math.nan) for s in steps], SMOOTH_STEPS))
-        _band(ax, steps, per_seed, _color(i), f"{c.name} ({_seeds(len(runs))})")
+
+        def curve(value, runs=runs, steps=steps) -> list[list[float]]:
+            by_seed = [{int(row["step"]): value(row) for row in r.metrics} for r in runs]
+            return [_smooth([b.get(s, math.nan) for s in steps], SMOOTH_STEPS) for b in by_seed]
+
+        _band(ax, steps, curve(lambda row: float(row.get("all_wrong_ratio", math.nan))), _color(i),
+              f"{c.name} ({_seeds(len(runs))})")
+        if c.rescues:
+            after = curve(lambda row: float(row.get("all_wrong_ratio", math.nan))
+                          * (1.0 - float(row.get("rescued_ratio", 0.0))))
+            _band(ax, steps, after, _color(i), f"{c.name}: after re-sampling", linestyle="--",
+                  band=False)
     _finish(ax, f"{spec.name}: all-wrong groups (trailing mean of {SMOOTH_STEPS} steps)",
             STEP_LABEL, "all-wrong groups (%)", any(c.runs for c in cells), top=PERCENT * 1.05)
     fig.tight_layout()
@@ -419,5 +447,29 @@ def plot_final(spec: GridSpec, cells: list[CellResult], base: BaseResult | None,
     ax.set_xlim(-0.5, max(1, len(shown)) - 0.5)
     _finish(ax, f"{spec.name}: final accuracy (mean, 95% interval; dots: seeds)", "cell",
             "accuracy (%)", base is not None, top=MIN_ACCURACY_TOP)
+    fig.tight_layout()
+    save_png(fig, path, FIG_DPI)
+
+
+def plot_levels(spec: GridSpec, cells: list[CellResult], base: BaseResult | None, path: Path) -> None:
+    """Final accuracy per arith level (operations), one bar per cell, mean over seeds; the base
+    model first. Nothing is written when no run has per-level numbers."""
+    series = [("base (step 0)", base.levels)] if base is not None and base.levels else []
+    for c in cells:
+        levels = sorted({lv for r in c.runs for lv in r.levels})
+        if levels:
+            series.append((c.name, {lv: _mean(r.levels.get(lv, math.nan) for r in c.runs) for lv in levels}))
+    levels = sorted({lv for _, by_level in series for lv in by_level})
+    if not levels:
+        return
+    fig, ax = _figure()
+    width = 0.8 / len(series)
+    for i, (name, by_level) in enumerate(series):
+        xs = [k + (i - (len(series) - 1) / 2) * width for k in range(len(levels))]
+        ys = [PERCENT * (by_level.get(lv) or 0.0) for lv in levels]
+        ax.bar(xs, ys, width, label=name, color="grey" if name.startswith("base") else _color(i - bool(base)))
+    ax.set_xticks(range(len(levels)), [str(lv) for lv in levels])
+    _finish(ax, f"{spec.name}: final accuracy per level (mean over seeds)", "operations",
+            "accuracy (%)", True, top=MIN_ACCURACY_TOP)
     fig.tight_layout()
     save_png(fig, path, FIG_DPI)

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from harness.errors import friendly
+from harness.errors import UserError, friendly
 
 app = typer.Typer(
     name="igpo",
@@ -44,12 +44,29 @@ def bench_decode(
     repeats: Annotated[int, typer.Option(help="Timed repetitions (the median is reported).")] = 3,
     out: Annotated[Path, typer.Option(help="Markdown file to write.")] = Path("results/bench/decode.md"),
     fast: Annotated[bool, typer.Option(help="Also measure KV caches and parallel rules against exact decoding.")] = True,
+    problems: Annotated[str, typer.Option(help="igpo_arith problems per fast length (256,512), comma-separated.")] = "300,30",
+    data_dir: Annotated[Path | None, typer.Option(help="Offline data folder: also decode a GSM8K subset in part 2.")] = None,
+    gsm8k: Annotated[int, typer.Option(help="GSM8K test problems per mode (with --data-dir).")] = 16,
 ) -> None:
-    """Decoder throughput (tokens/s, NFE, peak memory), and fast decoding against exact decoding."""
+    """Decoder throughput (tokens/s, NFE, peak memory), and fast decoding against exact decoding.
+
+    Part 1 times exact decoding (--model, else a random tiny model); part 2 runs every KV-cache mode
+    and parallel rule against exact decoding at gen_length 256 and 512 on --model (else the embedded
+    testbed): speed-up, identical tokens, igpo_arith accuracy (and GSM8K with --data-dir).
+    """
     from harness.bench.decode import DecodeBenchConfig, run
 
+    try:
+        counts = [int(v) for v in problems.split(",")]
+    except ValueError:
+        counts = []
+    if len(counts) != 2 or min(counts) < 1:
+        raise UserError(f"--problems needs two positive counts (gen_length 256 and 512), got {problems!r}")
+    if data_dir is not None and not (data_dir / "gsm8k" / "test.jsonl").is_file():
+        raise UserError(f"--data-dir {data_dir}: no gsm8k/test.jsonl there")
     run(DecodeBenchConfig(model=model, gen_length=gen_length, block_length=block_length, steps=steps,
-                          batch_size=batch_size, repeats=repeats, out=out, fast=fast))
+                          batch_size=batch_size, repeats=repeats, out=out, fast=fast, fast_problems=counts,
+                          data_dir=data_dir, gsm8k_problems=gsm8k))
 
 
 @bench_app.command("eval")
@@ -108,7 +125,7 @@ def eval_cmd(
     cfg_scale: Annotated[float | None, typer.Option(help="Classifier-free guidance scale.")] = None,
     factor: Annotated[float | None, typer.Option(help="Parallel decoding, factor rule: commit the n most confident while confidence > 1 - factor/(n+1).")] = None,
     cache: Annotated[str | None, typer.Option(help="KV cache between a block's steps: prefix or dual (default: exact decoding).")] = None,
-    leaderboard: Annotated[Path | None, typer.Option(help="Leaderboard markdown refreshed after the run.")] = Path("results/leaderboard.md"),
+    leaderboard: Annotated[Path | None, typer.Option(help="Leaderboard markdown refreshed after the run (default: results/leaderboard.md for the default --out, else <out>/leaderboard.md).")] = None,
     no_leaderboard: Annotated[bool, typer.Option("--no-leaderboard", help="Do not refresh the leaderboard file.")] = False,
     trust_remote_code: Annotated[bool, typer.Option(help="Allow a non-native model's own modeling code.")] = False,
     run: Annotated[Path | None, typer.Option("--run", help="A training run folder: evaluate its checkpoints (accuracy vs step).")] = None,
@@ -136,13 +153,20 @@ def eval_cmd(
     request = EvalRequest(
         model=model or "", tasks=task_list, protocol=protocol, adapter=adapter, limit=limit, seeds=seed_list,
         data_dir=data_dir, out=out, name=name, label=label, batch_size=batch_size, device=device, dtype=dtype,
-        decode_overrides=overrides, leaderboard=None if no_leaderboard else leaderboard,
+        decode_overrides=overrides, leaderboard=None if no_leaderboard else leaderboard or _leaderboard_for(out),
         trust_remote_code=trust_remote_code,
     )
     if run is not None:
         run_series(request, run, every)
     else:
         run_eval(request)
+
+
+def _leaderboard_for(out: Path) -> Path:
+    """The committed leaderboard reflects the default runs folder; other folders keep their own."""
+    from harness.evaluate import DEFAULT_LEADERBOARD, DEFAULT_OUT
+
+    return DEFAULT_LEADERBOARD if Path(out) == DEFAULT_OUT else Path(out) / "leaderboard.md"
 
 
 @app.command("leaderboard")

@@ -60,7 +60,7 @@ def test_quick_grid_writes_table_and_plots(quick):
         assert f"| {cell} " in text
         assert (root / "runs" / cell / "seed0" / DONE_FILE).is_file()
     assert "base (step 0)" in text and "L6 %" in text
-    for kind in ("accuracy", "all_wrong", "final"):
+    for kind in ("accuracy", "all_wrong", "final", "levels"):
         png = root / "results" / f"quick_{kind}.png"
         assert png.read_bytes()[:8] == PNG_SIGNATURE
     assert result.output.count("done in") == len(CELLS)
@@ -134,3 +134,41 @@ def test_t_interval_over_seeds():
     assert lo == pytest.approx(0.5 - 4.303 * 0.1 / 3**0.5, abs=1e-3)
     assert hi == pytest.approx(0.5 + 4.303 * 0.1 / 3**0.5, abs=1e-3)
     assert t_interval([0.0, 1.0]) == (0.0, 1.0)  # clipped to [0, 1]
+
+
+def test_training_stats_share_of_groups_left_without_gradient():
+    from harness.ablate_report import SeedRun, training_stats
+
+    rows = [  # step 1: 2 of 4 groups all wrong, one rescued; step 2: 1 of 4, none rescued
+        {"step": 1, "groups": 4.0, "all_wrong_ratio": 0.5, "rescued_ratio": 0.5, "replaced": 4.0},
+        {"step": 2, "groups": 4.0, "all_wrong_ratio": 0.25, "rescued_ratio": 0.0, "replaced": 0.0},
+    ]
+    run = SeedRun(seed=0, curve={0: 0.5}, final_interval=None, final_interval_kind="", levels={}, metrics=rows)
+    stats = training_stats([run])
+    assert stats.all_wrong == 0.375
+    assert stats.rescued == 1 / 3
+    assert stats.zero_gradient == 2 / 8
+    assert stats.replaced == 2.0
+
+
+@pytest.mark.parametrize("name", ["paper", "lambda", "quick"])
+def test_shipped_grids_resolve_to_valid_configs(name):
+    """Every shipped grid parses and every job's overrides build an RLConfig."""
+    from harness.ablate import grid_jobs, job_config, load_grid
+
+    spec = load_grid(name)
+    jobs = grid_jobs(spec)
+    assert jobs and len({(j.cell, j.seed) for j in jobs}) == len(jobs)
+    for job in jobs:
+        cfg = job_config(spec, job)
+        assert cfg.seed == job.seed
+
+
+def test_paper_grid_covers_the_committed_comparison():
+    from harness.ablate import load_grid
+
+    spec = load_grid("paper")
+    for cell in ("grpo", "igpo"):
+        assert len(spec.seeds_of(cell)) >= 3
+    for cell in ("sample_matched", "full_hints", "igpo_no_entropy_filter"):
+        assert len(spec.seeds_of(cell)) >= 2

@@ -134,3 +134,9 @@ def test_no_arguments_evaluates_the_embedded_model(tmp_path, monkeypatch):
     assert task["n_items"] == 12 and task["decoding"]["gen_length"] == 48
     assert "# Leaderboard" in result.output and (tmp_path / "results" / "leaderboard.md").is_file()
     assert task["accuracy"] > 0.3  # the shipped model solves a fair share of the easy levels
+    # another runs folder keeps its own leaderboard; the committed one is left alone
+    board = (tmp_path / "results" / "leaderboard.md").read_text()
+    other = igpo("eval", "--limit", 6, "--batch-size", 6, "--out", "elsewhere")
+    assert other.exit_code == 0, other.output
+    assert (tmp_path / "elsewhere" / "leaderboard.md").is_file()
+    assert (tmp_path / "results" / "leaderboard.md").read_text() == board

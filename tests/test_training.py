@@ -341,8 +341,20 @@ def test_shipped_recipes_parse():
         assert load_config(RLConfig, resolve_recipe(name)).model.path == "testbed"
     for name in ("sft_llada", "sft_tiny"):
         load_config(SFTConfig, resolve_recipe(name))
+    long = load_config(SFTConfig, resolve_recipe("sft_tiny_long"))
+    assert (long.model.path, long.data.max_completion_tokens, long.model.lora.enabled) == ("testbed", 256, False)
     with pytest.raises(ConfigError, match="bogus"):
         load_config(RLConfig, None, ["bogus=1"])
+
+
+def test_number_overrides_in_every_spelling():
+    """YAML 1.1 reads `5e-5` (no dot) as a string; a float field still takes it."""
+    from igpo.training.rl import RLConfig
+
+    for text, value in (("5e-5", 5e-5), ("1.5e-5", 1.5e-5), ("2E-4", 2e-4), ("0.001", 1e-3), ("3", 3.0)):
+        assert load_config(RLConfig, None, [f"optim.lr={text}"]).optim.lr == value
+    with pytest.raises(ConfigError, match="expected a number"):
+        load_config(RLConfig, None, ["optim.lr=fast"])
 
 
 def test_accelerate_two_processes_train(tmp_path):

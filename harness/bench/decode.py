@@ -3,11 +3,13 @@ measured against it on the same model and prompts.
 
 Part 1 (issue: decoder baseline): tokens/s, NFE and peak memory of exact decoding on a random
 tiny model at gen_length 256, block 32, steps 128.
-Part 2 (fast decoding): on the testbed model (random weights when it is not built) and arith
-prompts, every cache mode x parallel rule at gen_length 256 and 512 (block 32, gen_length / 2
-steps for exact decoding): tokens/s, NFE per token, peak memory, speed-up over exact measured
-pair by pair, share of tokens identical to exact, and arith accuracy. With a GPU, part 3 times
-the same modes on a randomly initialised LLaDA-8B-sized model in bf16.
+Part 2 (fast decoding): on --model (default: the embedded testbed; `make bench-fast` uses the
+testbed continued on 256-token canvases, which decodes well at that length) and igpo_arith
+prompts (plus a GSM8K subset with a data folder), every cache mode x parallel rule at gen_length
+256 and 512 (block 32, gen_length / 2 steps for exact decoding): tokens/s, NFE per token, peak
+memory, speed-up over exact measured pair by pair, share of tokens identical to exact, accuracy
+and the problems solved by only one of the two. With a GPU, part 3 times the same modes on a
+randomly initialised LLaDA-8B-sized model in bf16.
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ from harness.bench.common import machine_line, peak_memory, write_markdown
 BENCH_ARCH = dict(vocab_size=256, d_model=128, n_layers=4, n_heads=4, mlp_hidden=512)
 """Part 1's random tiny model."""
 PROMPT_LENGTH = 64
+PROMPT_VOCAB = 1000
+"""Part 1's random prompts draw ids below this (and below the vocabulary size)."""
 FAST_MODES: list[tuple[str, dict]] = [
     ("exact", {}),
     ("prefix cache", {"cache": "prefix"}),
@@ -48,8 +52,15 @@ class DecodeBenchConfig:
     fast: bool = True
     """Also run part 2 (fast decoding vs exact)."""
     fast_lengths: list[int] = field(default_factory=lambda: [256, 512])
-    fast_problems: int = 24
-    """arith problems (levels 1-6, stratified) decoded per mode."""
+    fast_problems: list[int] = field(default_factory=lambda: [300, 30])
+    """igpo_arith problems (levels 1-6, stratified) decoded per mode, one count per fast length;
+    300 is the whole task, so its accuracies are igpo_arith's."""
+    fast_batch_size: int = 100
+    """Prompts decoded together in part 2."""
+    data_dir: Path | None = None
+    """Offline data folder (layout of shared/data): adds a GSM8K subset to part 2."""
+    gsm8k_problems: int = 16
+    """GSM8K test problems decoded per mode when data_dir is given."""
     steps_per_token: float = 0.5
     """Exact decoding's steps = gen_length x this (the d1 convention: two tokens per step);
     the parallel rules use the same steps as their cap."""
@@ -82,7 +93,10 @@ def part_one(cfg: DecodeBenchConfig) -> str:
         name = "random tiny ({d_model}x{n_layers}, vocab {vocab_size})".format(**BENCH_ARCH)
     spec, device = model.token_spec, str(model.device)
     g = torch.Generator().manual_seed(cfg.seed)
-    prompts = torch.randint(4, min(spec.mask_id, 1000), (cfg.batch_size, PROMPT_LENGTH), generator=g).to(model.device)
+    high = min(model.config.vocab_size, PROMPT_VOCAB)
+    prompts = torch.randint(0, high, (cfg.batch_size, PROMPT_LENGTH), generator=g)
+    prompts[prompts == spec.mask_id] = (spec.mask_id + 1) % high  # a prompt never holds the mask token
+    prompts = prompts.to(model.device)
     kw = dict(gen_length=cfg.gen_length, block_length=cfg.block_length, steps=cfg.steps, mask_id=spec.mask_id)
     generate(model, prompts[:1], **{**kw, "gen_length": cfg.block_length, "steps": 1})  # warm-up
     runs = [_timed(lambda: generate(model, prompts, **kw), device) for _ in range(cfg.repeats)]
@@ -101,10 +115,13 @@ def part_one(cfg: DecodeBenchConfig) -> str:
     )
 
 
-def _testbed():
+def _fast_model(path: str | None):
+    """The model part 2 measures: `path`, else the embedded testbed (random weights if not built)."""
     from igpo.models import load_model, load_tokenizer
     from igpo.models.loading import EMBEDDED_MODELS
 
+    if path:
+        return load_model(path, device="cpu"), load_tokenizer(path), str(path)
     if (EMBEDDED_MODELS["testbed"] / "config.json").is_file():
         return load_model("testbed", device="cpu"), load_tokenizer("testbed"), "embedded testbed model"
     import tempfile
@@ -116,57 +133,111 @@ def _testbed():
     return load_model(folder, device="cpu"), load_tokenizer(folder), "untrained testbed-sized model (random weights)"
 
 
-def part_two(cfg: DecodeBenchConfig) -> str:
+@dataclass
+class ProblemSet:
+    """Prompts decoded by every mode, with the golds their accuracy is scored against."""
+
+    name: str
+    ids: object
+    mask: object
+    golds: list[str]
+
+
+def arith_problems(tok, spec, count: int) -> ProblemSet:
+    """`count` igpo_arith test problems, stratified over levels 1-6 (the task's own pool)."""
+    from igpo.arith import test_set
+    from igpo.testbed.measure import LEVELS, arith_prompts
+
+    problems = test_set(n_per_level=max(1, count // len(LEVELS)))
+    ids, mask = arith_prompts(tok, [p.question for p in problems], spec.pad_id or 0)
+    return ProblemSet(f"igpo_arith ({len(problems)} problems, levels 1-6)", ids, mask, [p.answer for p in problems])
+
+
+def gsm8k_problems(tok, spec, data_dir: Path, count: int) -> ProblemSet:
+    """The first `count` GSM8K test problems in the d1/IGPO prompt (chat template + prefill)."""
+    from igpo.data import load_gsm8k_file, render_prompt
+    from igpo.decoding.text import left_pad
+
+    path = Path(data_dir) / "gsm8k" / "test.jsonl"
+    if not path.is_file():
+        raise FileNotFoundError(f"GSM8K test file not found: {path}")
+    examples = load_gsm8k_file(path)[:count]
+    rows = [tok(render_prompt(tok, e.prompt), add_special_tokens=False)["input_ids"] for e in examples]
+    ids, mask = left_pad(rows, spec.pad_id or 0)
+    return ProblemSet(f"GSM8K test, first {len(examples)}", ids, mask, [e.answer for e in examples])
+
+
+def identical_share(comp, ref, eos_id: int | None) -> float:
+    """Share of `comp`'s tokens equal to `ref`'s, counted up to each row's first EOS in `ref`."""
     import torch
 
-    from igpo.arith import test_set
+    width = ref.shape[1]
+    if eos_id is None:
+        limit = torch.full((ref.shape[0],), width)
+    else:
+        is_eos = ref == eos_id
+        limit = torch.where(is_eos.any(dim=1), is_eos.float().argmax(dim=1) + 1, torch.full((ref.shape[0],), width))
+    valid = torch.arange(width)[None, :] < limit[:, None]
+    return int(((comp == ref) & valid).sum()) / int(valid.sum())
+
+
+def part_two(cfg: DecodeBenchConfig) -> tuple[str, dict]:
+    """Every mode of FAST_MODES against exact decoding, per length and problem set."""
+    import torch
+
     from igpo.decoding import generate
     from igpo.decoding.text import completion_texts, stop_ids
     from igpo.scoring import verify_answer
-    from igpo.testbed.measure import arith_prompts
 
-    model, tok, name = _testbed()
+    model, tok, name = _fast_model(cfg.model)
     spec = model.token_spec
-    per_level = max(1, cfg.fast_problems // 6)
-    problems = test_set(n_per_level=per_level)
-    ids, mask = arith_prompts(tok, [p.question for p in problems], spec.pad_id or 0)
     stops = stop_ids(spec)
-
     lines = [
         "## 2. Fast decoding against exact decoding\n",
-        f"Model: {name}; {len(problems)} arith test problems (levels 1-6) decoded as one batch; block 32; "
-        f"exact decoding uses steps = {cfg.steps_per_token} x gen_length, the parallel rules use that as "
-        "their cap; EOS early exit on for every mode (the testbed was trained on 48-token canvases, so "
-        "at 256/512 it leaves stray tokens after its EOS and early exit rarely fires). Speed-up = exact wall time / mode wall time, same "
-        "prompts, measured back to back. Identical tokens: share of completion tokens equal to exact "
-        "decoding's, up to each row's first EOS in the exact output.\n",
-        "| gen_length | mode | s | tokens/s | NFE/token | peak MiB | speed-up | identical tokens | arith accuracy |",
-        "|---|---|---|---|---|---|---|---|---|",
+        f"Model: {name}. Block 32; exact decoding uses steps = {cfg.steps_per_token} x gen_length, the "
+        "parallel rules use that as their cap; EOS early exit on for every mode; prompts decoded in batches "
+        f"of {cfg.fast_batch_size}. Speed-up = exact wall time / mode wall time, same prompts, measured back "
+        "to back. Identical tokens: share of completion tokens equal to exact decoding's, up to each row's "
+        "first EOS in the exact output. Accuracy: math-verify against the gold answer (the tasks' scoring); "
+        "the last column counts problems solved by the mode but not by exact decoding, and the reverse "
+        "(paired: accuracy differences made of a few discordant problems are noise).\n",
     ]
-    summary = {}
-    for length in cfg.fast_lengths:
-        base = None
-        for label, opts in FAST_MODES:
-            steps = max(length // 32, int(length * cfg.steps_per_token))
-            kw = dict(gen_length=length, block_length=32, steps=steps, mask_id=spec.mask_id, eos_id=spec.eos_id)
-            out, seconds, peak = _timed(lambda kw=kw, opts=opts: generate(model, ids, attention_mask=mask, **kw, **opts), "cpu")
-            comp = out.completions
-            if base is None:
-                base = (comp, seconds)
-            ref = base[0]
-            valid = torch.ones_like(ref, dtype=torch.bool)
-            first_eos = (ref == spec.eos_id).float().argmax(dim=1)
-            has = (ref == spec.eos_id).any(dim=1)
-            limit = torch.where(has, first_eos + 1, torch.full_like(first_eos, ref.shape[1]))
-            valid &= torch.arange(ref.shape[1])[None, :] < limit[:, None]
-            same = float(((comp == ref) & valid).sum() / valid.sum())
-            acc = sum(verify_answer(p.answer, a).correct for p, a in zip(problems, completion_texts(tok, comp, stops), strict=True)) / len(problems)
-            tokens = comp.numel()
-            speed = base[1] / seconds
-            summary[(length, label)] = (speed, acc, same)
-            lines.append(f"| {length} | {label} | {seconds:.2f} | {tokens / seconds:.0f} | {out.nfe / length:.3f} | "
-                         f"{peak / 2**20:.0f} | {speed:.2f}x | {100 * same:.1f}% | {100 * acc:.1f}% |")
-    lines.append("")
+    summary: dict = {}
+    for length, count in zip(cfg.fast_lengths, cfg.fast_problems, strict=True):
+        sets = [arith_problems(tok, spec, count)]
+        if cfg.data_dir is not None and cfg.gsm8k_problems > 0:
+            sets.append(gsm8k_problems(tok, spec, cfg.data_dir, cfg.gsm8k_problems))
+        for pset in sets:
+            lines += [f"### gen_length {length}: {pset.name}\n",
+                      "| mode | s | tokens/s | NFE/token | peak MiB | speed-up | identical tokens | accuracy | "
+                      "solved only by mode / only by exact |",
+                      "|---|---|---|---|---|---|---|---|---|"]
+            base = None
+            for label, opts in FAST_MODES:
+                steps = max(length // 32, int(length * cfg.steps_per_token))
+                kw = dict(gen_length=length, block_length=32, steps=steps, mask_id=spec.mask_id, eos_id=spec.eos_id)
+
+                def decode(kw=kw, opts=opts, pset=pset):
+                    outs = [generate(model, pset.ids[i:i + cfg.fast_batch_size],
+                                     attention_mask=pset.mask[i:i + cfg.fast_batch_size], **kw, **opts)
+                            for i in range(0, len(pset.golds), cfg.fast_batch_size)]
+                    return torch.cat([o.completions for o in outs]), sum(o.nfe for o in outs) / len(outs)
+
+                (comp, nfe), seconds, peak = _timed(decode, "cpu")
+                texts = completion_texts(tok, comp, stops)
+                right = [verify_answer(g, t).correct for g, t in zip(pset.golds, texts, strict=True)]
+                if base is None:
+                    base = (comp, seconds, right)
+                same = identical_share(comp, base[0], spec.eos_id)
+                acc = sum(right) / len(right)
+                gained = sum(r and not e for r, e in zip(right, base[2], strict=True))
+                lost = sum(e and not r for r, e in zip(right, base[2], strict=True))
+                speed = base[1] / seconds
+                summary[(pset.name.split(" ")[0], length, label)] = (speed, acc, same)
+                lines.append(f"| {label} | {seconds:.2f} | {comp.numel() / seconds:.0f} | {nfe / length:.3f} | "
+                             f"{peak / 2**20:.0f} | {speed:.2f}x | {100 * same:.1f}% | {100 * acc:.1f}% | "
+                             f"{gained} / {lost} |")
+            lines.append("")
     return "\n".join(lines) + "\n", summary
 
 
