@@ -25,6 +25,15 @@ def tiny_model(seed: int = 0, vocab: int = VOCAB, std: float = 0.3, **arch) -> t
     return model.eval()
 
 
+@pytest.fixture(autouse=True)
+def _seeded_global_rng():
+    """Tests that draw inputs from torch's global RNG see the same numbers whatever ran before."""
+    state = torch.random.get_rng_state()
+    torch.manual_seed(0)
+    yield
+    torch.random.set_rng_state(state)
+
+
 @pytest.fixture
 def model():
     return tiny_model()

@@ -325,7 +325,7 @@ def test_kv_cache_window_pass_equals_full_pass_on_unchanged_canvas(mode):
     assert (part - full[:, lo:hi]).abs().max() < 1e-5
 
 
-def test_caches_never_touch_prompt_or_committed_tokens_and_prefix_stays_close():
+def test_caches_never_touch_prompt_or_committed_tokens_and_equal_exact_with_one_step_per_block():
     model = tiny_model(seed=10)
     prompt = torch.randint(4, VOCAB - 1, (3, 6))
     kw = dict(gen_length=32, block_length=8, steps=16, mask_id=MASK_ID)
@@ -334,10 +334,13 @@ def test_caches_never_touch_prompt_or_committed_tokens_and_prefix_stays_close():
         out = generate(model, prompt, cache=mode, **kw)
         assert torch.equal(out.sequences[:, :6], prompt)
         assert (out.completions != MASK_ID).all() and out.nfe == exact.nfe
-    # The first block's first pass is a full pass in every mode: its commits agree with exact.
-    first = generate(model, prompt, cache="dual", gen_length=8, block_length=8, steps=8, mask_id=MASK_ID)
-    ref = generate(model, prompt, gen_length=8, block_length=8, steps=8, mask_id=MASK_ID)
-    assert (first.completions == ref.completions).float().mean() > 0.5
+    # Every block opens with a full pass in every mode, so with one step per block the caches are
+    # never read and the tokens equal exact decoding's. (How far they drift with more steps per
+    # block is a measurement, not a property: `igpo bench decode` reports the identical share.)
+    one_step = dict(gen_length=32, block_length=8, steps=4, mask_id=MASK_ID)
+    ref = generate(model, prompt, **one_step)
+    for mode in ("prefix", "dual"):
+        assert torch.equal(generate(model, prompt, cache=mode, **one_step).sequences, ref.sequences)
 
 
 def test_factor_rule_commits_leading_confident_run():
