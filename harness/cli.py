@@ -62,6 +62,8 @@ def bench_decode(
         counts = []
     if len(counts) != 2 or min(counts) < 1:
         raise UserError(f"--problems needs two positive counts (gen_length 256 and 512), got {problems!r}")
+    if gsm8k < 0:
+        raise UserError(f"--gsm8k must be >= 0, got {gsm8k}")
     if data_dir is not None and not (data_dir / "gsm8k" / "test.jsonl").is_file():
         raise UserError(f"--data-dir {data_dir}: no gsm8k/test.jsonl there")
     run(DecodeBenchConfig(model=model, gen_length=gen_length, block_length=block_length, steps=steps,

@@ -36,5 +36,7 @@ def test_bench_decode_rejects_bad_problem_counts_and_data_folder(tmp_path):
     runner = CliRunner()
     bad = runner.invoke(app, ["bench", "decode", "--problems", "300"])
     assert bad.exit_code == 2 and "--problems" in bad.output and "Traceback" not in bad.output
+    negative = runner.invoke(app, ["bench", "decode", "--gsm8k", "-1"])
+    assert negative.exit_code == 2 and "--gsm8k" in negative.output
     missing = runner.invoke(app, ["bench", "decode", "--data-dir", str(tmp_path)])
     assert missing.exit_code == 2 and "gsm8k/test.jsonl" in missing.output

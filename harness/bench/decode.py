@@ -1,7 +1,7 @@
 """Decoder benchmarks: the exact decoder's cost, and fast decoding (KV caches, parallel rules)
 measured against it on the same model and prompts.
 
-Part 1 (issue: decoder baseline): tokens/s, NFE and peak memory of exact decoding on a random
+Part 1 (decoder baseline): tokens/s, NFE and peak memory of exact decoding on --model, else a random
 tiny model at gen_length 256, block 32, steps 128.
 Part 2 (fast decoding): on --model (default: the embedded testbed; `make bench-fast` uses the
 testbed continued on 256-token canvases, which decodes well at that length) and igpo_arith
