@@ -200,6 +200,12 @@ class TrainingStats:
     """Rollouts replaced per step."""
 
 
+def still_wrong_ratio(row: dict[str, Any], missing: float = math.nan) -> float:
+    """One metrics row's share of groups still all wrong after re-sampling (no gradient);
+    `missing` when the row has no all-wrong ratio."""
+    return float(row.get("all_wrong_ratio", missing)) * (1.0 - float(row.get("rescued_ratio", 0.0)))
+
+
 def training_stats(runs: list[SeedRun]) -> TrainingStats:
     rows = [row for r in runs for row in r.metrics]
     if not rows:
@@ -207,11 +213,10 @@ def training_stats(runs: list[SeedRun]) -> TrainingStats:
     all_wrong = _mean(float(row.get("all_wrong_ratio", math.nan)) for row in rows)
     groups = sum(row.get("groups", 1.0) for row in rows)
     wrong_groups = sum(row.get("all_wrong_ratio", 0.0) * row.get("groups", 1.0) for row in rows)
-    rescued = sum(row.get("rescued_ratio", 0.0) * row.get("all_wrong_ratio", 0.0)
-                  * row.get("groups", 1.0) for row in rows)
+    still_wrong = sum(still_wrong_ratio(row, missing=0.0) * row.get("groups", 1.0) for row in rows)
     replaced = _mean(float(row.get("replaced", math.nan)) for row in rows)
-    return TrainingStats(all_wrong, rescued / wrong_groups if wrong_groups else None,
-                         (wrong_groups - rescued) / groups if groups else None, replaced)
+    return TrainingStats(all_wrong, (wrong_groups - still_wrong) / wrong_groups if wrong_groups else None,
+                         still_wrong / groups if groups else None, replaced)
 
 
 # ---------------------------------------------------------------------------- report
@@ -414,8 +419,7 @@ def plot_all_wrong(spec: GridSpec, cells: list[CellResult], path: Path) -> None:
         _band(ax, steps, curve(lambda row: float(row.get("all_wrong_ratio", math.nan))), _color(i),
               f"{c.name} ({_seeds(len(runs))})")
         if c.rescues:
-            after = curve(lambda row: float(row.get("all_wrong_ratio", math.nan))
-                          * (1.0 - float(row.get("rescued_ratio", 0.0))))
+            after = curve(still_wrong_ratio)
             _band(ax, steps, after, _color(i), f"{c.name}: after re-sampling", linestyle="--",
                   band=False)
     _finish(ax, f"{spec.name}: all-wrong groups (trailing mean of {SMOOTH_STEPS} steps)",

@@ -64,8 +64,11 @@ def bench_decode(
         raise UserError(f"--problems needs two positive counts (gen_length 256 and 512), got {problems!r}")
     if gsm8k < 0:
         raise UserError(f"--gsm8k must be >= 0, got {gsm8k}")
-    if data_dir is not None and not (data_dir / "gsm8k" / "test.jsonl").is_file():
-        raise UserError(f"--data-dir {data_dir}: no gsm8k/test.jsonl there")
+    if data_dir is not None:
+        from igpo.data import GSM8K_TEST
+
+        if not (data_dir / GSM8K_TEST).is_file():
+            raise UserError(f"--data-dir {data_dir}: no {GSM8K_TEST.as_posix()} there")
     run(DecodeBenchConfig(model=model, gen_length=gen_length, block_length=block_length, steps=steps,
                           batch_size=batch_size, repeats=repeats, out=out, fast=fast, fast_problems=counts,
                           data_dir=data_dir, gsm8k_problems=gsm8k))

@@ -45,6 +45,8 @@ DATA_DIR_ENV = "IGPO_DATA_DIR"
 
 GSM8K_TRAIN = Path("gsm8k") / "train.jsonl"
 """GSM8K train split inside the data folder."""
+GSM8K_TEST = Path("gsm8k") / "test.jsonl"
+"""GSM8K test split inside the data folder."""
 
 MATH_TRAIN = Path("math") / "train.jsonl"
 """Hendrycks MATH train split inside the data folder."""

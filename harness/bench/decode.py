@@ -155,10 +155,10 @@ def arith_problems(tok, spec, count: int) -> ProblemSet:
 
 def gsm8k_problems(tok, spec, data_dir: Path, count: int) -> ProblemSet:
     """The first `count` GSM8K test problems in the d1/IGPO prompt (chat template + prefill)."""
-    from igpo.data import load_gsm8k_file, render_prompt
+    from igpo.data import GSM8K_TEST, load_gsm8k_file, render_prompt
     from igpo.decoding.text import left_pad
 
-    path = Path(data_dir) / "gsm8k" / "test.jsonl"
+    path = Path(data_dir) / GSM8K_TEST
     if not path.is_file():
         raise FileNotFoundError(f"GSM8K test file not found: {path}")
     examples = load_gsm8k_file(path)[:count]
@@ -169,15 +169,9 @@ def gsm8k_problems(tok, spec, data_dir: Path, count: int) -> ProblemSet:
 
 def identical_share(comp, ref, eos_id: int | None) -> float:
     """Share of `comp`'s tokens equal to `ref`'s, counted up to each row's first EOS in `ref`."""
-    import torch
+    from igpo.training.loss import completion_mask
 
-    width = ref.shape[1]
-    if eos_id is None:
-        limit = torch.full((ref.shape[0],), width)
-    else:
-        is_eos = ref == eos_id
-        limit = torch.where(is_eos.any(dim=1), is_eos.float().argmax(dim=1) + 1, torch.full((ref.shape[0],), width))
-    valid = torch.arange(width)[None, :] < limit[:, None]
+    valid = completion_mask(ref, eos_id)
     return int(((comp == ref) & valid).sum()) / int(valid.sum())
 
 

@@ -115,10 +115,11 @@ def _read_jsonl(path: Path) -> list[dict[str, Any]]:
 
 def gsm8k_cases(data_dir: Path, rng: random.Random) -> list[tuple[str, str]]:
     """(gold, response): the reference reasoning, then a boxed answer; 30% wrong, 10% unboxed."""
+    from igpo.data import GSM8K_TEST
     from igpo.scoring import gsm8k_gold
 
     cases = []
-    for row in _read_jsonl(data_dir / "gsm8k" / "test.jsonl"):
+    for row in _read_jsonl(data_dir / GSM8K_TEST):
         gold = gsm8k_gold(row["answer"])
         reasoning = re.sub(r"<<[^>]*>>", "", row["answer"].rsplit("####", 1)[0]).strip()[:REASONING_CHARS]
         answer = gold
