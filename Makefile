@@ -27,9 +27,9 @@ lint: install
 bench: install
 	$(BIN)/igpo bench decode
 
-# Fast decoding measured where the model works at gen_length 256 (see igpo/recipes/sft_tiny_long.yaml).
+# Fast decoding measured where the model works at gen_length 256 and 512 (igpo/recipes/sft_tiny_long.yaml).
 bench-fast: testbed-long
-	$(BIN)/igpo bench decode --model runs/testbed-long/checkpoints/step-000400 --data-dir ../shared/data
+	$(BIN)/igpo bench decode --model runs/testbed-long/checkpoints/step-000800 --data-dir ../shared/data
 
 testbed-model: install
 	$(BIN)/python -m igpo.testbed.build

@@ -299,6 +299,32 @@ def test_sft_cli_trains_and_resumes(tmp_path):
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+def test_sft_canvas_lengths_pad_each_step_to_a_drawn_length(tmp_path):
+    from igpo.training.sft import SFTDataSettings, canvas_length
+
+    fixed = SFTDataSettings(max_completion_tokens=16)
+    assert {canvas_length(fixed, 0, step, 0) for step in range(20)} == {16}
+    mixed = SFTDataSettings(max_completion_tokens=16, canvas_lengths=[16, 24])
+    draws = [canvas_length(mixed, 0, step, 0) for step in range(40)]
+    assert set(draws) == {16, 24}  # both lengths occur, nothing else
+    assert draws == [canvas_length(mixed, 0, step, 0) for step in range(40)]  # seeded per step
+    assert draws != [canvas_length(mixed, 1, step, 0) for step in range(40)]
+
+    model = save_tiny_checkpoint(tmp_path / "m")
+    data = tmp_path / "sft.jsonl"
+    data.write_text("".join(json.dumps({"prompt": f"what is {i}", "completion": f"<answer> {i} </answer>"}) + "\n"
+                            for i in range(8)))
+    recipe = tmp_path / "sft.yaml"
+    recipe.write_text(f"model: {{path: {model}, lora: {{enabled: false}}}}\n"
+                      f"data: {{source: jsonl, path: {data}, max_completion_tokens: 16, canvas_lengths: [16, 24]}}\n"
+                      "optim: {lr: 1.0e-3, warmup_steps: 1}\nbatch_size: 4\nmax_steps: 3\nlog: {progress: false}\n")
+    ok = runner.invoke(app, ["sft", "--recipe", str(recipe), "--out", str(tmp_path / "ok")])
+    assert ok.exit_code == 0, ok.output
+    out = tmp_path / "short"
+    _one_line_failure(runner.invoke(app, ["sft", "--recipe", str(recipe), "--out", str(out),
+                                          "data.canvas_lengths=[8, 24]"]), "canvas_lengths", out)
+
+
 def _one_line_failure(result, needle, out: Path):
     assert result.exit_code != 0
     text = result.output.strip()

@@ -4,9 +4,10 @@ measured against it on the same model and prompts.
 Part 1 (decoder baseline): tokens/s, NFE and peak memory of exact decoding on --model, else a random
 tiny model at gen_length 256, block 32, steps 128.
 Part 2 (fast decoding): on --model (default: the embedded testbed; `make bench-fast` uses the
-testbed continued on 256-token canvases, which decodes well at that length) and igpo_arith
+testbed continued on 256- and 512-token canvases, which decodes well at both) and igpo_arith
 prompts (plus a GSM8K subset with a data folder), every cache mode x parallel rule at gen_length
-256 and 512 (block 32, gen_length / 2 steps for exact decoding): tokens/s, NFE per token, peak
+256 and 512 (block 32; exact decoding commits one token per step, as Fast-dLLM's baseline; the d1
+schedule, two per step, is one of the modes): tokens/s, NFE per token, peak
 memory, speed-up over exact measured pair by pair, share of tokens identical to exact, accuracy
 and the problems solved by only one of the two. With a GPU, part 3 times the same modes on a
 randomly initialised LLaDA-8B-sized model in bf16.
@@ -28,6 +29,7 @@ PROMPT_VOCAB = 1000
 """Part 1's random prompts draw ids below this (and below the vocabulary size)."""
 FAST_MODES: list[tuple[str, dict]] = [
     ("exact", {}),
+    ("2 tokens / step (d1 schedule)", {"steps_per_token": 0.5}),
     ("prefix cache", {"cache": "prefix"}),
     ("dual cache", {"cache": "dual"}),
     ("threshold 0.9", {"threshold": 0.9}),
@@ -36,6 +38,9 @@ FAST_MODES: list[tuple[str, dict]] = [
     ("dual + threshold 0.9", {"cache": "dual", "threshold": 0.9}),
     ("dual + factor 1.0", {"cache": "dual", "factor": 1.0}),
 ]
+"""Part 2's modes: decoder options, plus `steps_per_token` where a mode changes the step count.
+The d1 schedule (gen_length / 2 steps, the eval protocols' default) is itself a fixed parallel rule,
+two tokens per step, so it is measured against exact decoding like the others."""
 LLADA_8B = dict(vocab_size=126464, d_model=4096, n_layers=32, n_heads=32, mlp_hidden=12288, rope_theta=500000.0)
 
 
@@ -61,9 +66,9 @@ class DecodeBenchConfig:
     """Offline data folder (layout of shared/data): adds a GSM8K subset to part 2."""
     gsm8k_problems: int = 16
     """GSM8K test problems decoded per mode when data_dir is given."""
-    steps_per_token: float = 0.5
-    """Exact decoding's steps = gen_length x this (the d1 convention: two tokens per step);
-    the parallel rules use the same steps as their cap."""
+    steps_per_token: float = 1.0
+    """Exact decoding's steps = gen_length x this: one token per forward pass, Fast-dLLM's baseline
+    (steps = gen_length); the parallel rules use the same steps as their cap."""
 
 
 def _timed(fn, device: str):
@@ -179,6 +184,7 @@ def part_two(cfg: DecodeBenchConfig) -> tuple[str, dict]:
     """Every mode of FAST_MODES against exact decoding, per length and problem set."""
     import torch
 
+    from harness.check import mcnemar_exact_p
     from igpo.decoding import generate
     from igpo.decoding.text import completion_texts, stop_ids
     from igpo.scoring import verify_answer
@@ -188,13 +194,15 @@ def part_two(cfg: DecodeBenchConfig) -> tuple[str, dict]:
     stops = stop_ids(spec)
     lines = [
         "## 2. Fast decoding against exact decoding\n",
-        f"Model: {name}. Block 32; exact decoding uses steps = {cfg.steps_per_token} x gen_length, the "
-        "parallel rules use that as their cap; EOS early exit on for every mode; prompts decoded in batches "
+        f"Model: {name}. Block 32; exact decoding uses steps = {cfg.steps_per_token:g} x gen_length (one "
+        "token per forward pass when 1, Fast-dLLM's baseline), the parallel rules use that as their cap; the "
+        "d1 schedule row decodes two tokens per step (gen_length / 2 steps, the eval protocols' default); EOS early exit on for every mode; prompts decoded in batches "
         f"of {cfg.fast_batch_size}. Speed-up = exact wall time / mode wall time, same prompts, measured back "
         "to back. Identical tokens: share of completion tokens equal to exact decoding's, up to each row's "
         "first EOS in the exact output. Accuracy: math-verify against the gold answer (the tasks' scoring); "
-        "the last column counts problems solved by the mode but not by exact decoding, and the reverse "
-        "(paired: accuracy differences made of a few discordant problems are noise).\n",
+        "the last column counts problems solved by the mode but not by exact decoding, and the reverse, "
+        "with the exact McNemar p-value of that split (paired: a small p says the accuracy difference "
+        "is more than noise).\n",
     ]
     summary: dict = {}
     for length, count in zip(cfg.fast_lengths, cfg.fast_problems, strict=True):
@@ -204,11 +212,12 @@ def part_two(cfg: DecodeBenchConfig) -> tuple[str, dict]:
         for pset in sets:
             lines += [f"### gen_length {length}: {pset.name}\n",
                       "| mode | s | tokens/s | NFE/token | peak MiB | speed-up | identical tokens | accuracy | "
-                      "solved only by mode / only by exact |",
+                      "solved only by mode / only by exact (McNemar p) |",
                       "|---|---|---|---|---|---|---|---|---|"]
             base = None
-            for label, opts in FAST_MODES:
-                steps = max(length // 32, int(length * cfg.steps_per_token))
+            for label, mode in FAST_MODES:
+                opts = {k: v for k, v in mode.items() if k != "steps_per_token"}
+                steps = max(length // 32, int(length * mode.get("steps_per_token", cfg.steps_per_token)))
                 kw = dict(gen_length=length, block_length=32, steps=steps, mask_id=spec.mask_id, eos_id=spec.eos_id)
 
                 def decode(kw=kw, opts=opts, pset=pset):
@@ -230,7 +239,7 @@ def part_two(cfg: DecodeBenchConfig) -> tuple[str, dict]:
                 summary[(pset.name.split(" ")[0], length, label)] = (speed, acc, same)
                 lines.append(f"| {label} | {seconds:.2f} | {comp.numel() / seconds:.0f} | {nfe / length:.3f} | "
                              f"{peak / 2**20:.0f} | {speed:.2f}x | {100 * same:.1f}% | {100 * acc:.1f}% | "
-                             f"{gained} / {lost} |")
+                             f"{gained} / {lost} ({mcnemar_exact_p(lost, gained):.2f}) |")
             lines.append("")
     return "\n".join(lines) + "\n", summary
 
@@ -251,8 +260,10 @@ def part_three() -> str:
              "| gen_length | mode | tokens/s | speed-up | peak GiB |", "|---|---|---|---|---|"]
     for length in (256, 512):
         base = None
-        for label, opts in FAST_MODES:
-            kw = dict(gen_length=length, block_length=32, steps=length, mask_id=126336)
+        for label, mode in FAST_MODES:
+            opts = {k: v for k, v in mode.items() if k != "steps_per_token"}
+            kw = dict(gen_length=length, block_length=32, mask_id=126336,
+                      steps=int(length * mode.get("steps_per_token", 1.0)))
             _, seconds, peak = _timed(lambda kw=kw, opts=opts: generate(model, prompts, **kw, **opts), "cuda")
             base = base or seconds
             lines.append(f"| {length} | {label} | {length / seconds:.1f} | {base / seconds:.2f}x | {peak / 2**30:.1f} |")

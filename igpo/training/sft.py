@@ -48,6 +48,10 @@ class SFTDataSettings:
     """Length alignment budget: completions longer than this are dropped or truncated."""
     overlong: str = "drop"
     """drop | truncate: what to do with completions over the budget (the count is reported)."""
+    canvas_lengths: list[int] = field(default_factory=list)
+    """Completion canvases to EOS-pad to, one drawn per step (seeded); each >= max_completion_tokens.
+    Several lengths teach the model to fill every decode length it will meet with EOS; empty:
+    every batch is padded to max_completion_tokens."""
     max_prompt_tokens: int = 512
     arith: dict = field(default_factory=dict)
     """source arith: igpo.arith.ArithConfig fields (see igpo.data.DataConfig.arith)."""
@@ -113,6 +117,15 @@ def collate(pairs, spec, completion_length: int) -> SFTBatch:
     return SFTBatch(ids=ids, prompt_len=width, attention_mask=mask, completion_len=torch.tensor(lengths))
 
 
+def canvas_length(cfg: SFTDataSettings, seed: int, step: int, rank: int) -> int:
+    """This step's completion canvas: one of cfg.canvas_lengths, drawn from its own seeded stream
+    (so a run without them draws exactly what it did before they existed)."""
+    if not cfg.canvas_lengths:
+        return cfg.max_completion_tokens
+    pick = torch.randint(len(cfg.canvas_lengths), (1,), generator=step_generator(seed, step, rank, stream=2))
+    return cfg.canvas_lengths[int(pick)]
+
+
 def sft_loss(model, batch: SFTBatch, mask_id: int, generator: torch.Generator, shifted: bool = False) -> torch.Tensor:
     """LLaDA's masked-diffusion loss on the completion part of a batch."""
     ids = batch.ids
@@ -163,6 +176,10 @@ def train_sft(cfg: SFTConfig, out: Path, *, resume: bool = False, overwrite: boo
         raise TrainingError(f"data.overlong must be drop or truncate, got {cfg.data.overlong!r}")
     if not cfg.model.path:
         raise TrainingError("model.path is required")
+    short = [n for n in cfg.data.canvas_lengths if n < cfg.data.max_completion_tokens]
+    if short:
+        raise TrainingError(f"data.canvas_lengths {short} are shorter than "
+                            f"data.max_completion_tokens={cfg.data.max_completion_tokens}")
     pairs = load_pairs(cfg.data)
     if not pairs:
         raise TrainingError("no training examples")
@@ -206,7 +223,7 @@ def train_sft(cfg: SFTConfig, out: Path, *, resume: bool = False, overwrite: boo
             torch.manual_seed(step_seed(cfg.seed, step, rank, stream=1))
             begin = (step * per_step + accelerator.process_index * cfg.batch_size)
             rows = [encoded[order[(begin + i) % len(order)]] for i in range(cfg.batch_size)]
-            batch = collate(rows, spec, cfg.data.max_completion_tokens)
+            batch = collate(rows, spec, canvas_length(cfg.data, cfg.seed, step, rank))
             batch.ids = batch.ids.to(accelerator.device)
             loss = sft_loss(model, batch, spec.mask_id, generator, spec.shifted_logits)
             accelerator.backward(loss)
