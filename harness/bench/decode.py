@@ -41,6 +41,14 @@ FAST_MODES: list[tuple[str, dict]] = [
 """Part 2's modes: decoder options, plus `steps_per_token` where a mode changes the step count.
 The d1 schedule (gen_length / 2 steps, the eval protocols' default) is itself a fixed parallel rule,
 two tokens per step, so it is measured against exact decoding like the others."""
+
+
+def mode_options(mode: dict, length: int, steps_per_token: float) -> tuple[int, dict]:
+    """(steps, decoder options) of one FAST_MODES entry at `length` (block 32)."""
+    steps = max(length // 32, int(length * mode.get("steps_per_token", steps_per_token)))
+    return steps, {k: v for k, v in mode.items() if k != "steps_per_token"}
+
+
 LLADA_8B = dict(vocab_size=126464, d_model=4096, n_layers=32, n_heads=32, mlp_hidden=12288, rope_theta=500000.0)
 
 
@@ -216,8 +224,7 @@ def part_two(cfg: DecodeBenchConfig) -> tuple[str, dict]:
                       "|---|---|---|---|---|---|---|---|---|"]
             base = None
             for label, mode in FAST_MODES:
-                opts = {k: v for k, v in mode.items() if k != "steps_per_token"}
-                steps = max(length // 32, int(length * mode.get("steps_per_token", cfg.steps_per_token)))
+                steps, opts = mode_options(mode, length, cfg.steps_per_token)
                 kw = dict(gen_length=length, block_length=32, steps=steps, mask_id=spec.mask_id, eos_id=spec.eos_id)
 
                 def decode(kw=kw, opts=opts, pset=pset):
@@ -261,9 +268,8 @@ def part_three() -> str:
     for length in (256, 512):
         base = None
         for label, mode in FAST_MODES:
-            opts = {k: v for k, v in mode.items() if k != "steps_per_token"}
-            kw = dict(gen_length=length, block_length=32, mask_id=126336,
-                      steps=int(length * mode.get("steps_per_token", 1.0)))
+            steps, opts = mode_options(mode, length, 1.0)
+            kw = dict(gen_length=length, block_length=32, steps=steps, mask_id=126336)
             _, seconds, peak = _timed(lambda kw=kw, opts=opts: generate(model, prompts, **kw, **opts), "cuda")
             base = base or seconds
             lines.append(f"| {length} | {label} | {length / seconds:.1f} | {base / seconds:.2f}x | {peak / 2**30:.1f} |")
