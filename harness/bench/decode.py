@@ -27,6 +27,8 @@ BENCH_ARCH = dict(vocab_size=256, d_model=128, n_layers=4, n_heads=4, mlp_hidden
 PROMPT_LENGTH = 64
 PROMPT_VOCAB = 1000
 """Part 1's random prompts draw ids below this (and below the vocabulary size)."""
+FAST_BLOCK = 32
+"""Block length of parts 2 and 3 (the issue's and Fast-dLLM's setting)."""
 FAST_MODES: list[tuple[str, dict]] = [
     ("exact", {}),
     ("2 tokens / step (d1 schedule)", {"steps_per_token": 0.5}),
@@ -44,8 +46,8 @@ two tokens per step, so it is measured against exact decoding like the others.""
 
 
 def mode_options(mode: dict, length: int, steps_per_token: float) -> tuple[int, dict]:
-    """(steps, decoder options) of one FAST_MODES entry at `length` (block 32)."""
-    steps = max(length // 32, int(length * mode.get("steps_per_token", steps_per_token)))
+    """(steps, decoder options) of one FAST_MODES entry at `length`: at least one step per block."""
+    steps = max(length // FAST_BLOCK, int(length * mode.get("steps_per_token", steps_per_token)))
     return steps, {k: v for k, v in mode.items() if k != "steps_per_token"}
 
 
@@ -202,7 +204,7 @@ def part_two(cfg: DecodeBenchConfig) -> tuple[str, dict]:
     stops = stop_ids(spec)
     lines = [
         "## 2. Fast decoding against exact decoding\n",
-        f"Model: {name}. Block 32; exact decoding uses steps = {cfg.steps_per_token:g} x gen_length (one "
+        f"Model: {name}. Block {FAST_BLOCK}; exact decoding uses steps = {cfg.steps_per_token:g} x gen_length (one "
         "token per forward pass when 1, Fast-dLLM's baseline), the parallel rules use that as their cap; the "
         "d1 schedule row decodes two tokens per step (gen_length / 2 steps, the eval protocols' default); EOS early exit on for every mode; prompts decoded in batches "
         f"of {cfg.fast_batch_size}. Speed-up = exact wall time / mode wall time, same prompts, measured back "
@@ -225,7 +227,7 @@ def part_two(cfg: DecodeBenchConfig) -> tuple[str, dict]:
             base = None
             for label, mode in FAST_MODES:
                 steps, opts = mode_options(mode, length, cfg.steps_per_token)
-                kw = dict(gen_length=length, block_length=32, steps=steps, mask_id=spec.mask_id, eos_id=spec.eos_id)
+                kw = dict(gen_length=length, block_length=FAST_BLOCK, steps=steps, mask_id=spec.mask_id, eos_id=spec.eos_id)
 
                 def decode(kw=kw, opts=opts, pset=pset):
                     outs = [generate(model, pset.ids[i:i + cfg.fast_batch_size],
@@ -263,13 +265,13 @@ def part_three() -> str:
     model = model.to(device="cuda", dtype=torch.bfloat16).eval()
     prompts = torch.randint(0, 126000, (1, 128), device="cuda")
     lines = ["## 3. LLaDA-8B-sized model, random weights, bf16 (throughput only)\n",
-             f"{torch.cuda.get_device_name(0)}; batch 1, prompt 128, block 32, steps = gen_length.\n",
+             f"{torch.cuda.get_device_name(0)}; batch 1, prompt 128, block {FAST_BLOCK}, steps = gen_length.\n",
              "| gen_length | mode | tokens/s | speed-up | peak GiB |", "|---|---|---|---|---|"]
     for length in (256, 512):
         base = None
         for label, mode in FAST_MODES:
             steps, opts = mode_options(mode, length, 1.0)
-            kw = dict(gen_length=length, block_length=32, steps=steps, mask_id=126336)
+            kw = dict(gen_length=length, block_length=FAST_BLOCK, steps=steps, mask_id=model.token_spec.mask_id)
             _, seconds, peak = _timed(lambda kw=kw, opts=opts: generate(model, prompts, **kw, **opts), "cuda")
             base = base or seconds
             lines.append(f"| {length} | {label} | {length / seconds:.1f} | {base / seconds:.2f}x | {peak / 2**30:.1f} |")
