@@ -51,8 +51,9 @@ def bench_decode(
     """Decoder throughput (tokens/s, NFE, peak memory), and fast decoding against exact decoding.
 
     Part 1 times exact decoding (--model, else a random tiny model); part 2 runs every KV-cache mode
-    and parallel rule against exact decoding at gen_length 256 and 512 on --model (else the embedded
-    testbed): speed-up, identical tokens, igpo_arith accuracy (and GSM8K with --data-dir).
+    and parallel rule against exact decoding (one token per step; the d1 two-per-step schedule is a
+    mode) at gen_length 256 and 512 on --model (else the embedded testbed): speed-up, identical
+    tokens, igpo_arith accuracy with McNemar p (and GSM8K with --data-dir).
     """
     from harness.bench.decode import DecodeBenchConfig, run
 
