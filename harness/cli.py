@@ -52,8 +52,9 @@ def bench_decode(
 
     Part 1 times exact decoding (--model, else a random tiny model); part 2 runs every KV-cache mode
     and parallel rule against exact decoding (one token per step; the d1 two-per-step schedule is a
-    mode) at gen_length 256 and 512 on --model (else the embedded testbed): speed-up, identical
-    tokens, igpo_arith accuracy with McNemar p (and GSM8K with --data-dir).
+    mode; the dual cache also with a refresh every 2 and 4 passes) at gen_length 256 and 512 on
+    --model (else the embedded testbed): speed-up, identical tokens, igpo_arith accuracy with
+    McNemar p (and GSM8K with --data-dir).
     """
     from harness.bench.decode import DecodeBenchConfig, run
 
@@ -131,6 +132,7 @@ def eval_cmd(
     cfg_scale: Annotated[float | None, typer.Option(help="Classifier-free guidance scale.")] = None,
     factor: Annotated[float | None, typer.Option(help="Parallel decoding, factor rule: commit the n most confident while confidence > 1 - factor/(n+1).")] = None,
     cache: Annotated[str | None, typer.Option(help="KV cache between a block's steps: prefix or dual (default: exact decoding).")] = None,
+    cache_refresh: Annotated[int | None, typer.Option(help="With --cache: refill the cache with a full pass every K passes of a block (default: only at a block's start).")] = None,
     leaderboard: Annotated[Path | None, typer.Option(help="Leaderboard markdown refreshed after the run (default: results/leaderboard.md for the default --out, else <out>/leaderboard.md).")] = None,
     no_leaderboard: Annotated[bool, typer.Option("--no-leaderboard", help="Do not refresh the leaderboard file.")] = False,
     trust_remote_code: Annotated[bool, typer.Option(help="Allow a non-native model's own modeling code.")] = False,
@@ -150,7 +152,8 @@ def eval_cmd(
         tasks = tasks or ["arith"]
     overrides = {k: v for k, v in dict(gen_length=gen_length, block_length=block_length, steps=steps,
                                        temperature=temperature, remasking=remasking, threshold=threshold,
-                                       cfg_scale=cfg_scale, factor=factor, cache=cache).items() if v is not None}
+                                       cfg_scale=cfg_scale, factor=factor, cache=cache,
+                                       cache_refresh=cache_refresh).items() if v is not None}
     task_list = _split(tasks) or ["gsm8k", "math500", "amc"]
     try:
         seed_list = [int(s) for s in _split([seeds])] if seeds else None

@@ -274,6 +274,10 @@ def test_bad_arguments_name_the_argument(kwargs, name):
 
 def test_decode_config_round_trip():
     cfg = DecodeConfig(gen_length=64, block_length=16, steps=32, suppress_tokens=[2])
+    for bad, name in ((dict(threshold=0.0), "threshold"), (dict(cache="triple"), "cache"),
+                      (dict(cache_refresh=2), "cache_refresh"), (dict(steps=30), "steps")):
+        with pytest.raises(ValueError, match=name):  # rejected when the settings are made, before any model
+            cfg.replace(**bad)
     assert cfg.replace(temperature=0.5).temperature == 0.5
     with pytest.raises(ValueError, match="bogus"):
         cfg.replace(bogus=1)
@@ -368,3 +372,39 @@ def test_left_pad_and_completion_texts():
             return " ".join(map(str, tokens))
 
     assert completion_texts(Tok(), torch.tensor([[4, 5, 2, 6], [7, 7, 7, 7]]), stops) == ["4 5", "7 7 7 7"]
+
+
+def test_cache_refresh_sets_how_often_a_block_refills_the_cache():
+    """cache_refresh k: a full pass at passes 0, k, 2k, ... of each block; k = 1 is exact decoding."""
+    model = tiny_model(seed=11)
+    full_passes = []
+    forward = model.forward
+
+    def counting(input_ids, *args, window=None, **kwargs):
+        full_passes.append(window is None)
+        return forward(input_ids, *args, window=window, **kwargs)
+
+    model.forward = counting
+    prompt = torch.randint(4, VOCAB - 1, (2, 6))
+    kw = dict(gen_length=16, block_length=8, steps=16, mask_id=MASK_ID)  # 8 passes per block
+    exact = generate(model, prompt, **kw)
+    for mode in ("prefix", "dual"):
+        full_passes.clear()
+        assert torch.equal(generate(model, prompt, cache=mode, cache_refresh=1, **kw).sequences, exact.sequences)
+        assert all(full_passes) and len(full_passes) == 16
+        full_passes.clear()
+        generate(model, prompt, cache=mode, cache_refresh=3, **kw)
+        assert full_passes == [i % 3 == 0 for i in range(8)] * 2
+        full_passes.clear()
+        generate(model, prompt, cache=mode, **kw)
+        assert full_passes == [i == 0 for i in range(8)] * 2
+
+
+@pytest.mark.parametrize("bad", [0, -2, 1.5, True])
+def test_cache_refresh_must_be_a_positive_integer_with_a_cache(bad):
+    model = tiny_model()
+    kw = dict(gen_length=16, block_length=8, steps=8, mask_id=MASK_ID)
+    with pytest.raises(ValueError, match="cache_refresh"):
+        generate(model, torch.randint(4, 60, (1, 4)), cache="dual", cache_refresh=bad, **kw)
+    with pytest.raises(ValueError, match="cache_refresh needs a cache"):
+        generate(model, torch.randint(4, 60, (1, 4)), cache_refresh=2, **kw)

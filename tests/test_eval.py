@@ -96,7 +96,12 @@ def test_bad_inputs_fail_in_one_line(tiny_checkpoint, tmp_path, shared_data):
     _assert_clean_failure(igpo(*base, "--tasks", "gsm8k", "--protocol", "nope"), "unknown protocol", out)
     _assert_clean_failure(igpo(*base, "--tasks", "gsm8k", "--limit", 0), "--limit", out)
     _assert_clean_failure(igpo(*base, "--tasks", "gsm8k", "--limit", -3), "--limit", out)
+    _assert_clean_failure(igpo(*base, "--tasks", "gsm8k", "--threshold", 1.5), "threshold must lie in (0, 1]", out)
+    _assert_clean_failure(igpo(*base, "--tasks", "gsm8k", "--cache", "triple"), "unknown cache mode", out)
+    _assert_clean_failure(igpo(*base, "--tasks", "gsm8k", "--cache-refresh", 2), "cache_refresh needs a cache", out)
     bad = tmp_path / "bad.yaml"
+    bad.write_text("name: x\ndecoding: {gen_length: 32, cache: dual, cache_refresh: 0}\n")
+    _assert_clean_failure(igpo(*base, "--tasks", "gsm8k", "--protocol", bad), "cache_refresh must be a positive", out)
     bad.write_text("name: x\ndecoding: {gen_length: 32, bogus: 1}\n")
     _assert_clean_failure(igpo(*base, "--tasks", "gsm8k", "--protocol", bad), "bogus", out)
     bad.write_text("name: [unclosed\n")

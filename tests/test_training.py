@@ -452,3 +452,25 @@ def test_eval_checkpoint_series_marks_best_and_skips_done(tmp_path, shared_data)
     assert "best checkpoint: step" in first.output
     again = runner.invoke(app, args)
     assert again.exit_code == 0 and again.output.count("already evaluated") == 3
+
+
+def test_rl_rollouts_decode_with_the_recipe_cache_settings(tmp_path):
+    """decode.cache reaches the rollouts through the LoRA policy: window passes run, and with
+    cache_refresh=1 (a full pass every time) the rollouts equal exact decoding's."""
+    trainer, example = _trainer(tmp_path, "none")
+    prompt = trainer.encode_prompt(example.prompt)
+    widths = []
+    embed = next(m for name, m in trainer.model.named_modules() if name.split(".")[-1] == "embed")
+    hook = embed.register_forward_hook(lambda m, i, o: widths.append(o.shape[1]))
+    exact = trainer.sample(prompt, torch.Generator().manual_seed(3))
+    full = prompt.shape[-1] + trainer.cfg.decode.gen_length
+    assert set(widths) == {full}
+    for refresh, window_passes in ((1, False), (None, True)):
+        widths.clear()
+        trainer.cfg.decode = trainer.cfg.decode.replace(cache="dual", cache_refresh=refresh)
+        out = trainer.sample(prompt, torch.Generator().manual_seed(3))
+        assert (min(widths) < full) == window_passes
+        assert (out != trainer.spec.mask_id).all()
+        if refresh == 1:
+            assert torch.equal(out, exact)
+    hook.remove()

@@ -5,6 +5,43 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
+from igpo.decoding.schedule import REMASKING
+
+CACHE_MODES = (None, "prefix", "dual")
+"""KV caching modes of the decoder: exact decoding, prefix cache, dual cache."""
+
+
+def check_settings(
+    *, gen_length, block_length, steps, temperature, remasking, cfg_scale, threshold, factor, cache, cache_refresh,
+) -> None:
+    """Raise a ValueError naming the first bad decoding setting (the checks that need no model)."""
+    for name, value in (("gen_length", gen_length), ("block_length", block_length), ("steps", steps)):
+        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    if gen_length % block_length:
+        raise ValueError(f"block_length={block_length} does not divide gen_length={gen_length}")
+    if steps % (gen_length // block_length):
+        raise ValueError(f"steps={steps} is not a multiple of the number of blocks ({gen_length // block_length})")
+    if temperature < 0:
+        raise ValueError(f"temperature must be >= 0, got {temperature}")
+    if remasking not in REMASKING:
+        raise ValueError(f"unknown remasking {remasking!r} (use one of {', '.join(REMASKING)})")
+    if cfg_scale < 0:
+        raise ValueError(f"cfg_scale must be >= 0, got {cfg_scale}")
+    if threshold is not None and not 0 < threshold <= 1:
+        raise ValueError(f"threshold must lie in (0, 1], got {threshold}")
+    if factor is not None and factor <= 0:
+        raise ValueError(f"factor must be > 0, got {factor}")
+    if factor is not None and threshold is not None:
+        raise ValueError("threshold and factor are two parallel-decoding rules: set at most one")
+    if cache not in CACHE_MODES:
+        raise ValueError(f"unknown cache mode {cache!r} (use None, 'prefix' or 'dual')")
+    if cache_refresh is not None:
+        if isinstance(cache_refresh, bool) or not isinstance(cache_refresh, int) or cache_refresh <= 0:
+            raise ValueError(f"cache_refresh must be a positive integer, got {cache_refresh!r}")
+        if cache is None:
+            raise ValueError("cache_refresh needs a cache mode ('prefix' or 'dual')")
+
 
 @dataclass
 class DecodeConfig:
@@ -28,6 +65,9 @@ class DecodeConfig:
     """Fast-dLLM's factor rule: commit the n most confident while confidence > 1 - factor/(n+1)."""
     cache: str | None = None
     """KV caching between a block's steps: None (exact), "prefix" or "dual"."""
+    cache_refresh: int | None = None
+    """With a cache: refill it with a full pass every k passes of a block (None: only at a block's
+    first pass, Fast-dLLM's semantics). Trades speed for agreement with exact decoding."""
     suppress_tokens: tuple[int, ...] = ()
     """Token ids never proposed (LLaDA's `logits_eos_inf` is suppress_tokens=(eos,))."""
     early_exit: bool = True
@@ -35,6 +75,7 @@ class DecodeConfig:
 
     def __post_init__(self) -> None:
         self.suppress_tokens = tuple(int(t) for t in self.suppress_tokens or ())
+        check_settings(**{k: v for k, v in asdict(self).items() if k not in ("suppress_tokens", "early_exit")})
 
     def replace(self, **changes: Any) -> DecodeConfig:
         """A copy with the given fields changed; unknown names raise ValueError."""

@@ -11,8 +11,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from igpo.decoding.config import check_settings
 from igpo.decoding.schedule import (
-    REMASKING,
     Generators,
     candidate_confidence,
     factor_counts,
@@ -48,41 +48,18 @@ def vocab_size_of(model: nn.Module) -> int | None:
     return int(size) if size is not None else None
 
 
-def _validate_fast(model, threshold, factor, cache) -> None:
-    """Checks of the fast-decoding options (parallel rules and KV caches)."""
-    if factor is not None and factor <= 0:
-        raise ValueError(f"factor must be > 0, got {factor}")
-    if factor is not None and threshold is not None:
-        raise ValueError("threshold and factor are two parallel-decoding rules: set at most one")
-    if cache not in CACHE_MODES:
-        raise ValueError(f"unknown cache mode {cache!r} (use None, 'prefix' or 'dual')")
+def _validate_model(model, cache) -> None:
+    """The fast-decoding check that needs the model: KV caching needs a native one."""
     if cache is not None and not getattr(model, "supports_kv_cache", False):
         raise ValueError(f"cache={cache!r} needs a native model (llada, Dream, igpo_tiny) with KV caching")
 
 
-def _validate(
-    prompt_ids, attention_mask, gen_length, block_length, steps, temperature, remasking,
-    cfg_scale, mask_id, eos_id, hints, threshold, vocab,
-) -> None:
+def _validate(prompt_ids, attention_mask, gen_length, mask_id, eos_id, hints, vocab) -> None:
+    """Checks of the inputs (the settings are checked by check_settings)."""
     if prompt_ids.ndim != 2 or prompt_ids.dtype != torch.long:
         raise ValueError(f"prompt_ids must be a LongTensor [B, P], got {tuple(prompt_ids.shape)} {prompt_ids.dtype}")
     if attention_mask is not None and attention_mask.shape != prompt_ids.shape:
         raise ValueError(f"attention_mask shape {tuple(attention_mask.shape)} != prompt_ids shape {tuple(prompt_ids.shape)}")
-    for name, value in (("gen_length", gen_length), ("block_length", block_length), ("steps", steps)):
-        if not isinstance(value, int) or value <= 0:
-            raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    if gen_length % block_length:
-        raise ValueError(f"block_length={block_length} does not divide gen_length={gen_length}")
-    if steps % (gen_length // block_length):
-        raise ValueError(f"steps={steps} is not a multiple of the number of blocks ({gen_length // block_length})")
-    if temperature < 0:
-        raise ValueError(f"temperature must be >= 0, got {temperature}")
-    if remasking not in REMASKING:
-        raise ValueError(f"unknown remasking {remasking!r} (use one of {', '.join(REMASKING)})")
-    if cfg_scale < 0:
-        raise ValueError(f"cfg_scale must be >= 0, got {cfg_scale}")
-    if threshold is not None and not 0 < threshold <= 1:
-        raise ValueError(f"threshold must lie in (0, 1], got {threshold}")
     if vocab is not None:
         for name, value in (("mask_id", mask_id), ("eos_id", eos_id)):
             if value is not None and not 0 <= value < vocab:
@@ -112,6 +89,7 @@ def generate(
     threshold: float | None = None,
     factor: float | None = None,
     cache: str | None = None,
+    cache_refresh: int | None = None,
     suppress_tokens: list[int] | tuple[int, ...] | None = None,
     generator: Generators = None,
     shifted_logits: bool | None = None,
@@ -129,9 +107,11 @@ def generate(
     on its own generator, so a request decodes the same whatever batch it lands in.
     `shifted_logits` (default: the model's token_spec) shifts Dream-style logits.
     """
-    _validate(prompt_ids, attention_mask, gen_length, block_length, steps, temperature,
-              remasking, cfg_scale, mask_id, eos_id, hints, threshold, vocab_size_of(model))
-    _validate_fast(model, threshold, factor, cache)
+    check_settings(gen_length=gen_length, block_length=block_length, steps=steps, temperature=temperature,
+                   remasking=remasking, cfg_scale=cfg_scale, threshold=threshold, factor=factor, cache=cache,
+                   cache_refresh=cache_refresh)
+    _validate(prompt_ids, attention_mask, gen_length, mask_id, eos_id, hints, vocab_size_of(model))
+    _validate_model(model, cache)
     if shifted_logits is None:
         shifted_logits = bool(getattr(getattr(model, "token_spec", None), "shifted_logits", False))
     device = prompt_ids.device
@@ -163,7 +143,8 @@ def generate(
                 continue  # nothing to commit: skipping the pass leaves every token unchanged
             if not masked.any():
                 break
-            logits = block_logits(x, start, end, fresh=passes_in_block == 0)
+            fresh = passes_in_block % cache_refresh == 0 if cache_refresh else passes_in_block == 0
+            logits = block_logits(x, start, end, fresh=fresh)
             passes_in_block += 1
             nfe += 2 if cfg_scale > 0 else 1
             if suppress_tokens:  # like LLaDA's logits_eos_inf: gone from argmax and softmax
@@ -185,9 +166,6 @@ def generate(
             x[:, end:] = eos_id
             break
     return GenerateOutput(sequences=x, nfe=nfe, prompt_length=prompt_len)
-
-
-CACHE_MODES = (None, "prefix", "dual")
 
 
 class BlockLogits:
