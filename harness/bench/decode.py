@@ -7,9 +7,9 @@ Part 2 (fast decoding): on --model (default: the embedded testbed; `make bench-f
 testbed continued on 256- and 512-token canvases, which decodes well at both) and igpo_arith
 prompts (plus a GSM8K subset with a data folder), every cache mode x parallel rule at gen_length
 256 and 512 (block 32; exact decoding commits one token per step, as Fast-dLLM's baseline; the d1
-schedule, two per step, is one of the modes; so is the dual cache refreshed every k passes): tokens/s, NFE per token, peak
-memory, speed-up over exact measured pair by pair, share of tokens identical to exact, accuracy
-and the problems solved by only one of the two. With a GPU, part 3 times the same modes on a
+schedule, two per step, is one of the modes; so is the dual cache refreshed every k passes):
+tokens/s, NFE per token, peak memory, speed-up over exact measured pair by pair, share of tokens
+identical to exact, accuracy and the problems solved by only one of the two. With a GPU, part 3 times the same modes on a
 randomly initialised LLaDA-8B-sized model in bf16.
 """
 

@@ -174,6 +174,8 @@ class BlockLogits:
     prefix: at a block's first step one full pass fills the cache; later steps recompute the
     block and everything after it, reusing the cached keys/values before the block.
     dual: later steps recompute only the block (keys/values after it are reused too).
+    The caller marks which passes are full (`fresh`): a block's first, and with `cache_refresh`
+    every k-th.
     """
 
     def __init__(self, model, attn, prompt_len, cfg_scale, mask_id, shifted, cache_mode):
