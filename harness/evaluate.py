@@ -68,13 +68,24 @@ def plan(req: EvalRequest) -> Plan:
     if req.limit is not None and req.limit <= 0:
         raise ValueError(f"--limit must be a positive number of problems, got {req.limit}")
     protocol = load_protocol(req.protocol)
-    if req.decode_overrides:
-        protocol.decoding = protocol.decoding.replace(**req.decode_overrides)
     leaves: list[str] = []
     for name in resolve_tasks(req.tasks):
         for leaf in GROUPS.get(name, (name,)):
             if leaf not in leaves:
                 leaves.append(leaf)
+    per_variant = {"gen_length"} | ({"steps"} if protocol.steps_ratio else set())
+    if protocol.gen_lengths and per_variant & set(req.decode_overrides):
+        raise ValueError(
+            f"protocol {protocol.name!r} sets {' and '.join(sorted(per_variant))} per generation length "
+            f"({', '.join(map(str, protocol.gen_lengths))}): --{' / --'.join(sorted(per_variant & set(req.decode_overrides))).replace('_', '-')} "
+            "does not apply (use a protocol file)"
+        )
+    for _, variant in protocol.variants():
+        for leaf in leaves:  # every task's final settings, checked before any model loads
+            try:
+                protocol.for_task(leaf, variant, req.decode_overrides)
+            except ValueError as err:
+                raise ValueError(f"{leaf}: {err}") from None
     data_dir = data_dir_or_env(req.data_dir)
     if data_dir is not None:
         if not Path(data_dir).is_dir():
@@ -131,7 +142,7 @@ def run_eval(req: EvalRequest) -> Path:
         for seed_index, seed in enumerate(seeds):
             configs = []
             for leaf in p.leaves:
-                cfg, repeats = p.protocol.for_task(leaf, variant)
+                cfg, repeats = p.protocol.for_task(leaf, variant, req.decode_overrides)
                 if seed_index > 0 and is_deterministic(cfg):
                     continue  # greedy decoding gives the same tokens under every seed
                 key = leaf + suffix

@@ -46,11 +46,14 @@ class Protocol:
             out.append((f"@{length}", self.decoding.replace(gen_length=length, steps=steps)))
         return out
 
-    def for_task(self, task: str, base: DecodeConfig) -> tuple[DecodeConfig, int]:
-        """The decoding settings and repeats (samples per problem) of one task."""
+    def for_task(
+        self, task: str, base: DecodeConfig, overrides: dict[str, Any] | None = None
+    ) -> tuple[DecodeConfig, int]:
+        """The decoding settings and repeats (samples per problem) of one task. `overrides` (the
+        user's flags) win over the protocol's per-task settings."""
         extra = dict(self.tasks.get(task, {}))
         repeats = int(extra.pop("repeats", 1))
-        return base.replace(**extra), repeats
+        return base.replace(**{**extra, **(overrides or {})}), repeats
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "description": self.description, "source": self.source,

@@ -119,6 +119,23 @@ def test_bad_inputs_fail_in_one_line(tiny_checkpoint, tmp_path, shared_data):
     _assert_clean_failure(igpo("leaderboard", foreign), "not valid JSON")
 
 
+def test_flags_beat_the_protocols_task_settings_and_fast_protocol_records_its_options(tiny_checkpoint, tmp_path):
+    """igpo's protocol gives igpo_arith 24 steps; --steps 48 wins. igpo_fast decodes with the dual
+    cache (refresh 4) and threshold 0.9, and the result records them. d1 fixes steps per length."""
+    out = tmp_path / "out"
+    base = ["eval", "--model", tiny_checkpoint, "--tasks", "arith", "--limit", 4, "--no-leaderboard", "--out", out]
+    result = igpo(*base, "--steps", 48, "--name", "flags")
+    assert result.exit_code == 0, result.output
+    assert load_results(out / "flags")["tasks"]["igpo_arith"]["decoding"]["steps"] == 48
+    result = igpo(*base, "--protocol", "igpo_fast", "--name", "fast")
+    assert result.exit_code == 0, result.output
+    decoding = load_results(out / "fast")["tasks"]["igpo_arith"]["decoding"]
+    assert (decoding["cache"], decoding["cache_refresh"], decoding["threshold"], decoding["steps"]) == ("dual", 4, 0.9, 48)
+    _assert_clean_failure(igpo(*base, "--protocol", "d1", "--steps", 64, "--name", "d1"), "--steps does not apply",
+                          out / "d1")
+    _assert_clean_failure(igpo(*base, "--gen-length", 100, "--name", "bad"), "igpo_arith: block_length=16", out / "bad")
+
+
 def test_help_lists_command_groups():
     result = igpo("--help")
     for name in ("eval", "leaderboard", "bench", "lm-eval"):
