@@ -39,7 +39,6 @@ e.g. `igpo_gsm8k.decoding.steps: 256 != 128` (baseline != candidate), unless --a
 from __future__ import annotations
 
 import contextlib
-import copy
 import json
 import math
 import os
@@ -711,14 +710,14 @@ def decoding_overrides(protocol, baseline: dict[str, Any], keys: Sequence[str]) 
     """Decoding overrides that make the protocol reproduce the baseline's per-task settings."""
     wanted = {k: baseline["tasks"][k].get("decoding") or {} for k in keys}
 
-    def predicted(proto, key: str) -> dict[str, Any]:
+    def predicted(proto, key: str, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
         leaf, _, length = key.partition("@")
         variant = dict(proto.variants()).get(f"@{length}" if length else "")
         if variant is None:
             raise CheckError(
                 f"the baseline's task {key} is not a variant of protocol {proto.name!r}"
             )
-        return proto.for_task(leaf, variant)[0].to_dict()
+        return proto.for_task(leaf, variant, overrides)[0].to_dict()
 
     overrides: dict[str, Any] = {}
     for key, target in wanted.items():
@@ -730,14 +729,12 @@ def decoding_overrides(protocol, baseline: dict[str, Any], keys: Sequence[str]) 
                         f"decoding.{name} is {overrides[name]!r} and {value!r}"
                     )
                 overrides[name] = value
-    if overrides:
-        trial = copy.deepcopy(protocol)
-        trial.decoding = trial.decoding.replace(**overrides)
+    if overrides:  # what `igpo eval` will decode with these overrides (flags win per task)
         bad = [
-            f"{k}.decoding.{n}: {_shown(v)} != {_shown(predicted(trial, k).get(n))}"
+            f"{k}.decoding.{n}: {_shown(v)} != {_shown(predicted(protocol, k, overrides).get(n))}"
             for k, target in wanted.items()
             for n, v in target.items()
-            if predicted(trial, k).get(n) != v
+            if predicted(protocol, k, overrides).get(n) != v
         ]
         if bad:
             raise CheckError("the baseline's decoding cannot be reproduced: " + "; ".join(bad))

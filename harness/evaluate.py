@@ -74,11 +74,12 @@ def plan(req: EvalRequest) -> Plan:
             if leaf not in leaves:
                 leaves.append(leaf)
     per_variant = {"gen_length"} | ({"steps"} if protocol.steps_ratio else set())
-    if protocol.gen_lengths and per_variant & set(req.decode_overrides):
+    fixed = sorted(per_variant & set(req.decode_overrides)) if protocol.gen_lengths else []
+    if fixed:
+        flags = " / ".join("--" + name.replace("_", "-") for name in fixed)
         raise ValueError(
             f"protocol {protocol.name!r} sets {' and '.join(sorted(per_variant))} per generation length "
-            f"({', '.join(map(str, protocol.gen_lengths))}): --{' / --'.join(sorted(per_variant & set(req.decode_overrides))).replace('_', '-')} "
-            "does not apply (use a protocol file)"
+            f"({', '.join(map(str, protocol.gen_lengths))}): {flags} does not apply (use a protocol file)"
         )
     for _, variant in protocol.variants():
         for leaf in leaves:  # every task's final settings, checked before any model loads
@@ -182,7 +183,7 @@ def run_eval(req: EvalRequest) -> Path:
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "label": req.label or default_label(req),
         "model": model_record(req, lm),
-        "protocol": p.protocol.to_dict(),
+        "protocol": {**p.protocol.to_dict(), "overrides": dict(req.decode_overrides)},
         "tasks": tasks_table,
         "provenance": provenance(stats, wall, lm.world_size),
         "lm_eval": lm_eval_aggregates,

@@ -526,6 +526,20 @@ def test_candidate_model_is_evaluated_with_the_baseline_settings(tmp_path, monke
     assert (req.out, req.name, req.leaderboard) == (tmp_path / "check", "cand", None)
 
 
+def test_decoding_overrides_reproduce_a_flag_that_beat_a_task_setting():
+    """`igpo eval --steps 48` gives igpo_arith 48 steps although the protocol sets 24 for it;
+    the check finds that one override and the eval it plans decodes every task as the baseline."""
+    from harness.check import decoding_overrides
+    from harness.protocols import load_protocol
+
+    protocol = load_protocol("igpo")
+    flags = {"steps": 48}
+    baseline = {"tasks": {task: {"decoding": protocol.for_task(task, protocol.decoding, flags)[0].to_dict()}
+                          for task in ("igpo_arith", GSM)}}
+    assert baseline["tasks"]["igpo_arith"]["decoding"]["steps"] == 48
+    assert decoding_overrides(protocol, baseline, ["igpo_arith", GSM]) == flags
+
+
 # --------------------------------------------------------------------------- speed
 
 
