@@ -34,7 +34,7 @@ bench-fast: testbed-long
 testbed-model: install
 	$(BIN)/python -m igpo.testbed.build
 
-# The testbed continued on 256-token canvases (about 10 minutes on 2 cores); rerunning resumes.
+# The testbed continued on 256- and 512-token canvases for 800 steps (about 17 minutes on 2 cores); rerunning resumes.
 testbed-long: install
 	if ls -d runs/testbed-long/checkpoints/step-* >/dev/null 2>&1; \
 	then $(BIN)/igpo sft --recipe sft_tiny_long --out runs/testbed-long --resume; \

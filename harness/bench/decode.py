@@ -9,8 +9,8 @@ prompts (plus a GSM8K subset with a data folder), every cache mode x parallel ru
 256 and 512 (block 32; exact decoding commits one token per step, as Fast-dLLM's baseline; the d1
 schedule, two per step, is one of the modes; so is the dual cache refreshed every k passes):
 tokens/s, NFE per token, peak memory, speed-up over exact measured pair by pair, share of tokens
-identical to exact, accuracy and the problems solved by only one of the two. With a GPU, part 3 times the same modes on a
-randomly initialised LLaDA-8B-sized model in bf16.
+identical to exact, accuracy and the problems solved by only one of the two. With a GPU, part 3
+times the same modes on a randomly initialised LLaDA-8B-sized model in bf16.
 """
 
 from __future__ import annotations
@@ -208,10 +208,10 @@ def part_two(cfg: DecodeBenchConfig) -> tuple[str, dict]:
     stops = stop_ids(spec)
     lines = [
         "## 2. Fast decoding against exact decoding\n",
-        f"Model: {name}. Block {FAST_BLOCK}; exact decoding uses steps = {cfg.steps_per_token:g} x gen_length (one "
-        "token per forward pass when 1, Fast-dLLM's baseline), the parallel rules use that as their cap; the "
-        "d1 schedule row decodes two tokens per step (gen_length / 2 steps, the eval protocols' default); EOS early exit on for every mode; prompts decoded in batches "
-        f"of {cfg.fast_batch_size}. Speed-up = exact wall time / mode wall time, same prompts, measured back "
+        f"Model: {name}. Block {FAST_BLOCK}; exact decoding uses steps = {cfg.steps_per_token:g} x gen_length "
+        "(one token per forward pass when 1, Fast-dLLM's baseline), the parallel rules use that as their "
+        "cap; the d1 schedule row decodes two tokens per step (gen_length / 2 steps, the eval protocols' "
+        f"default); EOS early exit on for every mode; prompts decoded in batches of {cfg.fast_batch_size}. Speed-up = exact wall time / mode wall time, same prompts, measured back "
         "to back. Identical tokens: share of completion tokens equal to exact decoding's, up to each row's "
         "first EOS in the exact output. Accuracy: math-verify against the gold answer (the tasks' scoring); "
         "the last column counts problems solved by the mode but not by exact decoding, and the reverse, "

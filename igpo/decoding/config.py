@@ -16,8 +16,7 @@ def check_settings(
 ) -> None:
     """Raise a ValueError naming the first bad decoding setting (the checks that need no model)."""
     for name, value in (("gen_length", gen_length), ("block_length", block_length), ("steps", steps)):
-        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        _check_positive_int(name, value)
     if gen_length % block_length:
         raise ValueError(f"block_length={block_length} does not divide gen_length={gen_length}")
     if steps % (gen_length // block_length):
@@ -37,10 +36,14 @@ def check_settings(
     if cache not in CACHE_MODES:
         raise ValueError(f"unknown cache mode {cache!r} (use None, 'prefix' or 'dual')")
     if cache_refresh is not None:
-        if isinstance(cache_refresh, bool) or not isinstance(cache_refresh, int) or cache_refresh <= 0:
-            raise ValueError(f"cache_refresh must be a positive integer, got {cache_refresh!r}")
+        _check_positive_int("cache_refresh", cache_refresh)
         if cache is None:
             raise ValueError("cache_refresh needs a cache mode ('prefix' or 'dual')")
+
+
+def _check_positive_int(name: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
 
 
 @dataclass
