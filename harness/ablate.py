@@ -396,10 +396,40 @@ def validate(spec: GridSpec, jobs: list[Job], check_eval: bool) -> None:
             plan(req)
 
 
+def run_parallel(spec: GridSpec, jobs: list[Job], extra: list[str], workers: int) -> None:
+    """Run unfinished jobs `workers` at a time, each a `--only-index` subprocess with one torch
+    thread per core share (oversubscribed threads slow CPU training many times over)."""
+    import subprocess
+    import sys
+    from concurrent.futures import ThreadPoolExecutor
+
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    logs = spec.out_dir / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    todo = [j for j in jobs if not j.done_file.is_file()]
+    _say(f"{len(jobs) - len(todo)} of {len(jobs)} jobs finished; {len(todo)} to run, {workers} at a time "
+         f"(logs: {logs})")
+
+    def one(job: Job) -> int:
+        cmd = [sys.executable, "-m", "harness.cli", *_cli_args(spec, extra), "--only-index", str(job.index)]
+        with open(logs / f"{job.index:03d}-{job.cell}-seed{job.seed}.log", "w") as log:
+            code = subprocess.run(cmd, env=env, stdout=log, stderr=subprocess.STDOUT).returncode
+        _say(f"{job.index + 1}/{len(jobs)} {job.label}: " + ("done" if code == 0 else f"failed (exit {code})"))
+        return code
+
+    with ThreadPoolExecutor(workers) as pool:
+        failed = [j for j, code in zip(todo, pool.map(one, todo), strict=True) if code != 0]
+    if failed:
+        raise UserError(f"{len(failed)} job(s) failed, e.g. {failed[0].label}: see {logs}")
+
+
 def run_grid(spec: GridSpec, *, launcher: str = "local", extra: Iterable[str] = (),
-             only_index: int | None = None, aggregate_only: bool = False) -> Path:
+             only_index: int | None = None, aggregate_only: bool = False, workers: int = 1) -> Path:
     """Run (or, with slurm, script) the grid; returns the report or the sbatch file."""
     extra = list(extra)
+    if workers < 1:
+        raise UserError(f"--jobs must be >= 1, got {workers}")
     if launcher not in LAUNCHERS:
         raise UserError(f"--launcher must be one of {', '.join(LAUNCHERS)}, got {launcher!r}")
     jobs = grid_jobs(spec, extra)
@@ -419,6 +449,9 @@ def run_grid(spec: GridSpec, *, launcher: str = "local", extra: Iterable[str] = 
         return path
     chosen = jobs if only_index is None else [jobs[only_index]]
     started = time.perf_counter()
+    if workers > 1 and only_index is None:
+        run_parallel(spec, jobs, extra, workers)
+        chosen = []
     for job in chosen:
         run_job(spec, job, len(jobs))
     if only_index is not None:
@@ -473,7 +506,7 @@ def write_sbatch(spec: GridSpec, jobs: list[Job], extra: list[str]) -> Path:
 # ---------------------------------------------------------------------------- command
 def ablate(*, grid: str | None = None, quick: bool = False, launcher: str = "local",
            only_index: int | None = None, aggregate_only: bool = False, out: Path | None = None,
-           results: Path | None = None, overrides: list[str] | None = None) -> Path:
+           results: Path | None = None, overrides: list[str] | None = None, workers: int = 1) -> Path:
     """`igpo ablate`: pick the grid, apply folder options, run it (or script it, or report)."""
     if quick and grid is not None:
         raise UserError("--quick runs the shipped quick grid; it does not go with --grid")
@@ -490,4 +523,4 @@ def ablate(*, grid: str | None = None, quick: bool = False, launcher: str = "loc
     if launcher == "local" and not aggregate_only:
         _say(f"grid {spec.name}: {len(grid_jobs(spec))} jobs -> {spec.out_dir}")
     return run_grid(spec, launcher=launcher, extra=overrides or [], only_index=only_index,
-                    aggregate_only=aggregate_only)
+                    aggregate_only=aggregate_only, workers=workers)

@@ -327,7 +327,26 @@ def write_report(spec: GridSpec, jobs: list[Job]) -> Path:
     plot_all_wrong(spec, cells, folder / f"{spec.name}_all_wrong.png")
     plot_final(spec, cells, base, folder / f"{spec.name}_final.png")
     plot_levels(spec, cells, base, folder / f"{spec.name}_levels.png")
+    plot_training(spec, cells, folder / f"{spec.name}_training.png")
+    from harness.claims import render_claims, write_claims
+
+    claims = write_claims(spec, jobs)
+    if claims is not None:
+        from harness.claims import evaluate_claims
+
+        text = report.read_text() + "\n## Claims (paired per item, seeds pooled; claims.json)\n\n" + \
+            render_claims(evaluate_claims(spec, jobs))
+        atomic_write_text(report, text)
     return report
+
+
+def plot_training(spec: GridSpec, cells: list[CellResult], path: Path) -> None:
+    """Per-step training curves per cell (reward, accuracy, KL, clip ratio, entropy, all-wrong)."""
+    from harness.curves import plot_training_curves
+
+    lines = [(c.name, [r.metrics for r in c.runs if r.metrics]) for c in cells]
+    plot_training_curves([(name, runs) for name, runs in lines if runs], path,
+                         f"{spec.name}: training curves (mean over seeds)")
 
 
 # ---------------------------------------------------------------------------- plots
@@ -395,11 +414,9 @@ def plot_accuracy(spec: GridSpec, cells: list[CellResult], path: Path) -> None:
 
 
 def _smooth(values: list[float], window: int) -> list[float]:
-    out = []
-    for i in range(len(values)):
-        part = [v for v in values[max(0, i + 1 - window): i + 1] if math.isfinite(v)]
-        out.append(sum(part) / len(part) if part else math.nan)
-    return out
+    from harness.curves import trailing_mean
+
+    return trailing_mean(values, window)
 
 
 def plot_all_wrong(spec: GridSpec, cells: list[CellResult], path: Path) -> None:

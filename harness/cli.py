@@ -225,12 +225,13 @@ def ablate_cmd(
     aggregate_only: Annotated[bool, typer.Option("--aggregate-only", help="Only write the report from finished jobs.")] = False,
     out: Annotated[Path | None, typer.Option(help="Run folder (default runs/ablate/<grid>).")] = None,
     results: Annotated[Path | None, typer.Option(help="Report folder (default results/ablations).")] = None,
+    jobs: Annotated[int, typer.Option("--jobs", "-j", help="Local launcher: run N jobs at once (subprocesses, torch threads split between them).")] = 1,
 ) -> None:
     """Ablation grid (cells x seeds): train each from the same start, evaluate every checkpoint, report."""
     from harness.ablate import ablate
 
     ablate(grid=grid, quick=quick, launcher=launcher, only_index=only_index,
-           aggregate_only=aggregate_only, out=out, results=results, overrides=overrides)
+           aggregate_only=aggregate_only, out=out, results=results, overrides=overrides, workers=jobs)
 
 
 @app.command("check")

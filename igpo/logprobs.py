@@ -1,15 +1,41 @@
-"""Log-likelihood estimators for masked diffusion LMs.
+"""Log-likelihood estimators for masked diffusion LMs (evaluation and the RL trainer).
 
-`elbo_loglikelihood` is LLaDA's Monte-Carlo lower bound on log p(target | prefix): mask a random
-number l of the target tokens (l stratified over 1..T across the batch), score the masked tokens,
-weight by T / l, and average over samples.
+- `elbo_loglikelihood`: LLaDA's Monte-Carlo lower bound on log p(target | prefix) for lm-eval's
+  log-likelihood requests (1-D inputs, stratified masked counts).
+- RL estimators, selected by `logprob_estimator` (see ESTIMATORS); each returns an `Estimate`
+  usable for old, new and reference log-probs alike:
+  `mean_field` (diffu-GRPO, one pass), `trajectory` (the decoder's own probabilities, replayed),
+  `elbo` (a sequence-level ELBO: only its per-sequence sum is a log-probability bound).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from igpo.decoding.sampler import HINTED
+
+ESTIMATORS = ("mean_field", "trajectory", "elbo")
+"""Token level: mean_field, trajectory (per-token log-probs, token or sequence ratios and KL);
+sequence level: elbo (per-sequence only: sequence ratio and sequence KL)."""
+SEQUENCE_LEVEL = ("elbo",)
+
+
+@dataclass
+class Estimate:
+    """Log-probability terms of a batch of completions [B, T].
+
+    For token-level estimators `logp[b, t]` is log p(token t). For the sequence-level ELBO only
+    the masked sum over a row is meaningful (the row's ELBO); single entries are not
+    log-probabilities and must not enter a per-token ratio or KL.
+    """
+
+    logp: torch.Tensor
+    entropy: torch.Tensor | None = None
+    sequence_level: bool = False
 
 
 def _logits(model: nn.Module, x: torch.Tensor, shifted: bool) -> torch.Tensor:
@@ -68,13 +94,13 @@ def mean_field_logprobs(
     generator: torch.Generator | None = None,
     shifted_logits: bool = False,
     with_entropy: bool = False,
-) -> tuple[torch.Tensor, torch.Tensor | None]:
+) -> Estimate:
     """diffu-GRPO's one-step estimate of per-token log-probs of a completion, in one pass.
 
     The whole completion is masked and the prompt kept clean (or each prompt token masked with
     probability `p_mask_prompt`, as d1 does); the log-probability of each true completion token
-    at its position is read off. Returns (logp [B, T], entropy [B, T] or None); gradients flow
-    through logp when called under grad mode. `attention_mask` covers the prompt (padding).
+    at its position is read off, i.e. log p(token | prompt) with nothing else of the completion
+    seen. Gradients flow through logp under grad mode; `attention_mask` covers the prompt.
     """
     batch, plen = prompt_ids.shape
     tlen = completion_ids.shape[1]
@@ -88,51 +114,151 @@ def mean_field_logprobs(
     if attention_mask is not None:
         attn = torch.cat([attention_mask, torch.ones(batch, tlen, dtype=attention_mask.dtype,
                                                      device=attention_mask.device)], dim=1)
-    logits = model(x, attention_mask=attn).logits
-    if shifted_logits:
-        logits = logits[:, plen - 1: plen + tlen - 1] if plen > 0 else torch.cat([logits[:, :1], logits[:, : tlen - 1]], 1)
-    else:
-        logits = logits[:, plen:]
+    logits = _completion_logits(model(x, attention_mask=attn).logits, plen, tlen, shifted_logits)
     logp_all = torch.log_softmax(logits.float(), dim=-1)
     logp = logp_all.gather(-1, completion_ids[..., None]).squeeze(-1)
     entropy = None
     if with_entropy:
         with torch.no_grad():
             entropy = -(logp_all.exp() * logp_all).sum(-1)
-    return logp, entropy
+    return Estimate(logp=logp, entropy=entropy)
 
 
-ELBO_MIN_RATE = 1e-3
-"""Lower end of the masking rate t in the ELBO estimator (bounds the 1/t weight)."""
+
+def _completion_logits(logits: torch.Tensor, plen: int, tlen: int, shifted: bool) -> torch.Tensor:
+    """Logits [N, T, V] scoring the completion positions plen .. plen + T - 1."""
+    if not shifted:
+        return logits[:, plen: plen + tlen]
+    if plen > 0:
+        return logits[:, plen - 1: plen + tlen - 1]
+    return torch.cat([logits[:, :1], logits[:, : tlen - 1]], dim=1)
 
 
-def elbo_token_logprobs(
+def _extend_mask(attention_mask: torch.Tensor | None, rows: int, tlen: int) -> torch.Tensor | None:
+    if attention_mask is None:
+        return None
+    ones = torch.ones(attention_mask.shape[0], tlen, dtype=attention_mask.dtype, device=attention_mask.device)
+    full = torch.cat([attention_mask, ones], dim=1)
+    return full.repeat(rows // full.shape[0], 1)
+
+
+def trajectory_logprobs(
     model: nn.Module,
     prompt_ids: torch.Tensor,
     completion_ids: torch.Tensor,
+    commit_step: torch.Tensor,
+    *,
+    mask_id: int,
+    temperature: float = 1.0,
+    group_steps: int = 1,
+    suppress_tokens: tuple[int, ...] | list[int] = (),
+    attention_mask: torch.Tensor | None = None,
+    shifted_logits: bool = False,
+    with_entropy: bool = False,
+    max_rows: int = 256,
+) -> Estimate:
+    """log p of each completion token at the decoding pass that committed it (TraceRL's idea).
+
+    `commit_step` [B, T] comes from `generate(record_steps=True)`. The canvas before pass s holds
+    the prompt, the hints and every token committed at an earlier pass; the rest is masked. The
+    token is scored as the decoder sampled it: softmax(logits / temperature) (temperature 0 scores
+    at 1), the mask token and `suppress_tokens` excluded. So at `group_steps=1` the sum over a row
+    is the exact log-likelihood of the sampled tokens along the decoded trajectory (one pass per
+    decoding pass). `group_steps=k` scores the tokens of k consecutive passes with the canvas
+    before the first of them: k times fewer passes; tokens of later passes in a group see fewer
+    of their predecessors than the decoder did (an approximation, exact again at k=1).
+    Hint positions (HINTED) are scored with the first pass's canvas with every hint masked, i.e.
+    as the policy without hints would have proposed them first; early-exit EOS fill (UNDECODED)
+    gets log p = 0. Valid for exact decoding: KV-cached rollouts saw approximate logits.
+    Gradients flow under grad mode; canvases run `max_rows` at a time.
+    """
+    if group_steps < 1:
+        raise ValueError(f"group_steps must be >= 1, got {group_steps}")
+    batch, plen = prompt_ids.shape
+    tlen = completion_ids.shape[1]
+    device = completion_ids.device
+    commit_step = commit_step.to(device)
+    hinted = commit_step == HINTED
+    decoded = commit_step >= 0
+    # score_group[b, t]: which canvas scores the token (-1: hint canvas; -2: not scored)
+    score_group = torch.where(decoded, commit_step // group_steps, torch.full_like(commit_step, -2))
+    score_group = torch.where(hinted, torch.full_like(commit_step, -1), score_group)
+    groups = sorted(set(score_group.unique().tolist()) - {-2})
+    masked_canvas = torch.full_like(completion_ids, mask_id)
+    canvases, owners = [], []
+    for q in groups:
+        if q == -1:
+            visible = torch.zeros_like(hinted)
+        else:
+            visible = hinted | (decoded & (commit_step < q * group_steps))
+        canvases.append(torch.cat([prompt_ids, torch.where(visible, completion_ids, masked_canvas)], dim=1))
+        owners.append(q)
+    scale = temperature if temperature > 0 else 1.0
+    logp = torch.zeros(batch, tlen, device=device)
+    entropy = torch.zeros(batch, tlen, device=device) if with_entropy else None
+    per_chunk = max(1, max_rows // batch)
+    for lo in range(0, len(canvases), per_chunk):
+        chunk = torch.cat(canvases[lo: lo + per_chunk])
+        rows = chunk.shape[0]
+        logits = model(chunk, attention_mask=_extend_mask(attention_mask, rows, tlen)).logits
+        logits = _completion_logits(logits, plen, tlen, shifted_logits).float() / scale
+        logits[..., mask_id] = float("-inf")
+        if suppress_tokens:
+            logits[..., list(suppress_tokens)] = float("-inf")
+        for i, q in enumerate(owners[lo: lo + per_chunk]):
+            sel = score_group == q
+            if not sel.any():
+                continue
+            part = torch.log_softmax(logits[i * batch:(i + 1) * batch][sel], dim=-1)
+            token_logp = part.gather(-1, completion_ids[sel][:, None]).squeeze(-1)
+            logp = logp.index_put((sel,), token_logp)
+            if entropy is not None:
+                with torch.no_grad():
+                    probs = part.exp()
+                    ent = -(probs * part.masked_fill(probs == 0, 0.0)).sum(-1)
+                    entropy[sel] = ent
+    return Estimate(logp=logp, entropy=entropy)
+
+
+def sequence_elbo(
+    model: nn.Module,
+    prompt_ids: torch.Tensor,
+    completion_ids: torch.Tensor,
+    token_mask: torch.Tensor,
     *,
     mask_id: int,
     mc_num: int = 2,
     generator: torch.Generator | None = None,
     shifted_logits: bool = False,
-) -> torch.Tensor:
-    """Per-token Monte-Carlo ELBO terms [B, T]: mean over `mc_num` draws of 1[masked] log p / t.
+    attention_mask: torch.Tensor | None = None,
+) -> Estimate:
+    """LLaDA's ELBO of log p(completion tokens in `token_mask` | prompt, the other tokens), per row.
 
-    Their sum over a completion is LLaDA's ELBO estimate of its log-likelihood; an alternative to
-    the one-step mean-field estimate that sees partially masked canvases (costs mc_num passes).
-    Gradients flow when called under grad mode.
+    Each of `mc_num` draws masks l ~ U{1..n} of the row's n scored tokens (a uniform subset) and
+    adds (n / l) * sum of log p over the masked ones; the mean over draws is an unbiased estimate
+    of a lower bound on the log-likelihood. The same `generator` state gives the same masks, so
+    old, new and reference estimates share them. `logp` holds the terms whose row sum is the
+    ELBO (`sequence_level=True`).
     """
     if mc_num <= 0:
         raise ValueError(f"mc_num must be positive, got {mc_num}")
     batch, plen = prompt_ids.shape
     tlen = completion_ids.shape[1]
-    total = torch.zeros(batch, tlen, device=completion_ids.device)
+    device = completion_ids.device
+    token_mask = token_mask.to(device).bool()
+    n = token_mask.sum(1)
+    total = torch.zeros(batch, tlen, device=device)
     for _ in range(mc_num):
-        t = ELBO_MIN_RATE + (1 - ELBO_MIN_RATE) * torch.rand(batch, generator=generator)
-        masked = (torch.rand(batch, tlen, generator=generator) < t[:, None]).to(completion_ids.device)
+        noise = torch.rand(batch, tlen, generator=generator).to(device)
+        noise = noise.masked_fill(~token_mask, 2.0)  # unscored tokens are never picked
+        u = torch.rand(batch, generator=generator).to(device)
+        levels = (u * n.clamp(min=1)).long() + 1  # l ~ U{1..n}
+        rank = noise.argsort(dim=1).argsort(dim=1)
+        masked = (rank < levels[:, None]) & token_mask
         noisy = torch.where(masked, torch.full_like(completion_ids, mask_id), completion_ids)
-        logits = model(torch.cat([prompt_ids, noisy], dim=1)).logits
-        logits = logits[:, plen - 1: plen + tlen - 1] if shifted_logits else logits[:, plen:]
+        logits = model(torch.cat([prompt_ids, noisy], dim=1), attention_mask=_extend_mask(attention_mask, batch, tlen)).logits
+        logits = _completion_logits(logits, plen, tlen, shifted_logits)
         logp = torch.log_softmax(logits.float(), -1).gather(-1, completion_ids[..., None]).squeeze(-1)
-        total = total + logp * masked / t.to(logp.device)[:, None]
-    return total / mc_num
+        weight = (n.float() / levels.float())[:, None]
+        total = total + torch.where(masked, logp * weight, torch.zeros_like(logp))
+    return Estimate(logp=total / mc_num, sequence_level=True)

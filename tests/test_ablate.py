@@ -60,12 +60,21 @@ def test_quick_grid_writes_table_and_plots(quick):
         assert f"| {cell} " in text
         assert (root / "runs" / cell / "seed0" / DONE_FILE).is_file()
     assert "base (step 0)" in text and "L6 %" in text
-    for kind in ("accuracy", "all_wrong", "final", "levels"):
+    for kind in ("accuracy", "all_wrong", "final", "levels", "training"):
         png = root / "results" / f"quick_{kind}.png"
         assert png.read_bytes()[:8] == PNG_SIGNATURE
     assert result.output.count("done in") == len(CELLS)
     # the start model is evaluated once and shared by both series
     assert "step 0: already evaluated" in result.output
+    import json
+    import math
+
+    claims = json.loads((root / "results" / "claims.json").read_text())["claims"]
+    assert {c["name"] for c in claims} == {"grpo_above_base", "igpo_above_base", "igpo_vs_grpo"}
+    for c in claims:  # one seed per cell: the share claim needs two and is left out
+        assert math.isfinite(c["difference_points"]) and 0 <= c["p_value"] <= 1
+        assert c["verdict"] in ("reproduced", "not reproduced", "inconclusive")
+    assert "## Claims" in text
 
 
 def test_rerun_skips_finished_cells(quick):
@@ -172,3 +181,37 @@ def test_paper_grid_covers_the_committed_comparison():
         assert len(spec.seeds_of(cell)) >= 3
     for cell in ("sample_matched", "full_hints", "igpo_no_entropy_filter"):
         assert len(spec.seeds_of(cell)) >= 2
+
+
+def _fake_job(root, cell, seed, correct, index=0):
+    """A finished job folder whose final evaluation has the given per-item correctness."""
+    import json
+
+    from harness.ablate import Job
+
+    job = Job(index, cell, seed, [], root / cell / f"seed{seed}")
+    step = job.series / "step-000010"
+    step.mkdir(parents=True)
+    rows = [{"task": "igpo_arith", "doc_id": i, "correct": bool(c)} for i, c in enumerate(correct)]
+    (step / "samples.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (job.folder / DONE_FILE).write_text("{}")
+    return job
+
+
+def test_accuracy_claims_pool_seeds_per_item(tmp_path):
+    """Cell a right on every item, b on every second: +50 points, a tiny p, 'reproduced';
+    reversed: 'not reproduced'; a against itself: +0, 'inconclusive'."""
+    from harness.claims import ClaimSpec, accuracy_claim
+
+    n = 120
+    jobs = [_fake_job(tmp_path, "a", s, [1] * n) for s in (0, 1)]
+    jobs += [_fake_job(tmp_path, "b", s, [i % 2 for i in range(n)]) for s in (0, 1)]
+    jobs += [_fake_job(tmp_path, "c", 0, [1] * n)]
+    up = accuracy_claim(ClaimSpec("x", "a beats b", "a", "b"), jobs)
+    assert up.difference_points == 50.0 and up.p_value < 0.001 and up.verdict == "reproduced"
+    assert up.seeds == {"a": 2, "b": 2} and up.ci95_points[0] < 50 < up.ci95_points[1]
+    down = accuracy_claim(ClaimSpec("y", "b beats a", "b", "a"), jobs)
+    assert down.difference_points == -50.0 and down.verdict == "not reproduced"
+    same = accuracy_claim(ClaimSpec("z", "a beats c", "a", "c"), jobs)
+    assert same.difference_points == 0.0 and same.verdict == "inconclusive"
+    assert accuracy_claim(ClaimSpec("w", "a beats d", "a", "d"), jobs) is None  # no finished runs of d

@@ -408,3 +408,21 @@ def test_cache_refresh_must_be_a_positive_integer_with_a_cache(bad):
         generate(model, torch.randint(4, 60, (1, 4)), cache="dual", cache_refresh=bad, **kw)
     with pytest.raises(ValueError, match="cache_refresh needs a cache"):
         generate(model, torch.randint(4, 60, (1, 4)), cache_refresh=2, **kw)
+
+
+@pytest.mark.parametrize("name", ["temperature", "cfg_scale", "threshold", "factor"])
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf")])
+def test_non_finite_decoding_settings_are_refused(name, value):
+    from igpo.decoding import DecodeConfig
+
+    with pytest.raises(ValueError, match=f"{name} must be a finite number"):
+        DecodeConfig(gen_length=8, block_length=8, steps=4, **{name: value})
+
+
+@pytest.mark.parametrize("text", ["nan", ".nan", "inf", "-.inf", "Infinity"])
+def test_config_refuses_non_finite_numbers(text):
+    from igpo.config import ConfigError, load_config, resolve_recipe
+    from igpo.training.rl import RLConfig
+
+    with pytest.raises(ConfigError, match="finite"):
+        load_config(RLConfig, resolve_recipe("grpo_tiny"), [f"loss.beta={text}"])

@@ -101,6 +101,8 @@ def test_bad_loss_settings_raise():
         PolicyLossConfig(ratio_level="segment")
     with pytest.raises(ValueError, match="normalisation"):
         PolicyLossConfig(normalisation="mean")
+    with pytest.raises(ValueError, match="token-level ratios"):  # would be silently ignored
+        PolicyLossConfig(ratio_level="sequence", normalisation="constant")
 
 
 # ------------------------------------------------------------------ SFT loss weighting
@@ -167,9 +169,10 @@ def _grads_after_loss(trainer, group):
     from igpo.training.loss import policy_loss
 
     trainer.model.zero_grad(set_to_none=True)
-    old, entropy = trainer.logprobs(trainer.model, group, None, with_entropy=True)
+    first = trainer.logprobs(trainer.model, group, None, with_entropy=True)
+    old, entropy = first.logp, first.entropy
     mask, _ = trainer.loss_mask(group, entropy)
-    logp, _ = trainer.logprobs(trainer.model, group, None)
+    logp = trainer.logprobs(trainer.model, group, None).logp
     policy_loss(logp, old.detach(), group.advantages, mask, trainer.cfg.loss).loss.backward()
     return [p.grad for p in trainer.model.parameters() if p.requires_grad]
 
@@ -209,7 +212,7 @@ def test_hint_tokens_in_loss_are_entropy_filtered(tmp_path):
 
     trainer, example = _trainer(tmp_path, "hints")
     group = trainer.rollout_group(example, torch.Generator().manual_seed(0), StepTimer())
-    _, entropy = trainer.logprobs(trainer.model, group, None, with_entropy=True)
+    entropy = trainer.logprobs(trainer.model, group, None, with_entropy=True).entropy
     mask, kept = trainer.loss_mask(group, entropy)
     hinted = group.hint_mask & completion_mask(group.completions, trainer.spec.eos_id)
     assert kept == sum(max(1, round(0.2 * int(row.sum()))) for row in hinted if row.any())
@@ -417,10 +420,10 @@ def test_elbo_estimator_option_trains(tmp_path):
     assert json.loads((tmp_path / "o" / "metrics.jsonl").read_text().splitlines()[0])["loss_tokens"] > 0
 
 
-def test_elbo_token_terms_sum_to_exact_value_for_position_free_model():
-    """A model whose prediction ignores context: every masked token's term is log p / t, and its
-    expectation over masking is log p, so the summed terms converge to the exact log-likelihood."""
-    from igpo.logprobs import elbo_token_logprobs
+def test_sequence_elbo_equals_exact_value_for_position_free_model():
+    """A model whose prediction ignores context: every masked token's term is (n / l) log p, and
+    its expectation over masking is log p, so the row sum converges to the exact log-likelihood."""
+    from igpo.logprobs import sequence_elbo
     from igpo.models import DLLMOutput
 
     vocab = 6
@@ -431,8 +434,8 @@ def test_elbo_token_terms_sum_to_exact_value_for_position_free_model():
             return DLLMOutput(logits=logits)
 
     target = torch.tensor([[1, 2, 2, 3]])
-    est = elbo_token_logprobs(Constant(), torch.tensor([[0, 0]]), target, mask_id=5, mc_num=4000,
-                              generator=torch.Generator().manual_seed(0)).sum()
+    est = sequence_elbo(Constant(), torch.tensor([[0, 0]]), target, torch.ones_like(target, dtype=torch.bool),
+                        mask_id=5, mc_num=4000, generator=torch.Generator().manual_seed(0)).logp.sum()
     exact = torch.log_softmax(torch.tensor([0.0, 1.0, 2.0, 0.5, -1.0, 0.0]), -1)[target].sum()
     assert abs(float(est) - float(exact)) < 0.05 * abs(float(exact))
 
@@ -450,6 +453,8 @@ def test_eval_checkpoint_series_marks_best_and_skips_done(tmp_path, shared_data)
     assert sorted(p.name for p in series.glob("step-*")) == ["step-000000", "step-000002", "step-000004"]
     assert (series / "series.md").is_file() and (series / "series.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "best checkpoint: step" in first.output
+    assert (series / "training.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"  # the run's training curves
+    assert f"training curves: {series / 'training.png'}" in first.output
     again = runner.invoke(app, args)
     assert again.exit_code == 0 and again.output.count("already evaluated") == 3
 
@@ -462,15 +467,57 @@ def test_rl_rollouts_decode_with_the_recipe_cache_settings(tmp_path):
     widths = []
     embed = next(m for name, m in trainer.model.named_modules() if name.split(".")[-1] == "embed")
     hook = embed.register_forward_hook(lambda m, i, o: widths.append(o.shape[1]))
-    exact = trainer.sample(prompt, torch.Generator().manual_seed(3))
+    exact = trainer.sample(prompt, torch.Generator().manual_seed(3)).completions
     full = prompt.shape[-1] + trainer.cfg.decode.gen_length
     assert set(widths) == {full}
     for refresh, window_passes in ((1, False), (None, True)):
         widths.clear()
         trainer.cfg.decode = trainer.cfg.decode.replace(cache="dual", cache_refresh=refresh)
-        out = trainer.sample(prompt, torch.Generator().manual_seed(3))
+        out = trainer.sample(prompt, torch.Generator().manual_seed(3)).completions
         assert (min(widths) < full) == window_passes
         assert (out != trainer.spec.mask_id).all()
         if refresh == 1:
             assert torch.equal(out, exact)
     hook.remove()
+
+
+@pytest.mark.parametrize("mu", [1, 2])
+def test_trajectory_estimator_reruns_and_resumes_bit_for_bit(tmp_path, mu):
+    """The trajectory estimator through the CLI (on-policy mu=1 and clipped mu=2): a rerun from the
+    same seed and a 2+2 resume give the same weights as one 4-step run, bit for bit."""
+    model = save_tiny_checkpoint(tmp_path / "m")
+    recipe = _recipe(tmp_path, _write_data(tmp_path), model)
+    args = ["logprob_estimator=trajectory", "trajectory_group_steps=2", f"mu={mu}"]
+    for name in ("a", "b"):
+        result = runner.invoke(app, ["train", "--recipe", str(recipe), "--out", str(tmp_path / name), *args])
+        assert result.exit_code == 0, result.output
+    half = runner.invoke(app, ["train", "--recipe", str(recipe), "--out", str(tmp_path / "c"), *args, "max_steps=2"])
+    assert half.exit_code == 0, half.output
+    rest = runner.invoke(app, ["train", "--recipe", str(recipe), "--out", str(tmp_path / "c"), *args, "--resume"])
+    assert rest.exit_code == 0, rest.output
+    a, b, c = (_adapter(tmp_path / n / "checkpoints" / "step-000004") for n in "abc")
+    assert all(torch.equal(a[k], b[k]) and torch.equal(a[k], c[k]) for k in a)
+    start = _adapter(tmp_path / "a" / "checkpoints" / "step-000002")
+    assert any(not torch.equal(a[k], start[k]) for k in a)
+    rows = [json.loads(x) for x in (tmp_path / "a" / "metrics.jsonl").read_text().splitlines()]
+    assert all(r["loss_tokens"] > 0 and math.isfinite(r["entropy"]) for r in rows)
+
+
+def test_sequence_level_estimator_needs_sequence_ratio(tmp_path):
+    model = save_tiny_checkpoint(tmp_path / "m")
+    recipe = _recipe(tmp_path, _write_data(tmp_path), model)
+    result = runner.invoke(app, ["train", "--recipe", str(recipe), "--out", str(tmp_path / "o"),
+                                 "logprob_estimator=elbo", "loss.ratio_level=token"])
+    assert result.exit_code == 2 and "sequence-level" in result.output
+
+
+def test_seed_streams_are_bounded_and_never_collide():
+    from igpo.training.runtime import STREAMS, step_generator, step_seed
+
+    seeds = {step_seed(3, step, rank, stream) for step in range(500) for rank in range(8) for stream in range(STREAMS)}
+    assert len(seeds) == 500 * 8 * STREAMS
+    with pytest.raises(ValueError, match="seed stream"):
+        step_seed(3, 0, 0, STREAMS)
+    # groups of one step draw distinct estimator seeds from one stream, however many groups
+    base = torch.randint(0, 2**62, (16,), generator=step_generator(3, 5, 0, 3))
+    assert len(set(base.tolist())) == 16

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
@@ -21,6 +22,11 @@ def check_settings(
         raise ValueError(f"block_length={block_length} does not divide gen_length={gen_length}")
     if steps % (gen_length // block_length):
         raise ValueError(f"steps={steps} is not a multiple of the number of blocks ({gen_length // block_length})")
+    for name, value in (("temperature", temperature), ("cfg_scale", cfg_scale), ("threshold", threshold),
+                        ("factor", factor)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
+                                  or not math.isfinite(value)):
+            raise ValueError(f"{name} must be a finite number, got {value!r}")
     if temperature < 0:
         raise ValueError(f"temperature must be >= 0, got {temperature}")
     if remasking not in REMASKING:

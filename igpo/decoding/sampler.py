@@ -22,6 +22,11 @@ from igpo.decoding.schedule import (
     transfer_schedule,
 )
 
+HINTED = -1
+"""commit_step of a position fixed by a hint (visible from the first pass on)."""
+UNDECODED = -2
+"""commit_step of a position the early exit filled with EOS (masked in every pass)."""
+
 
 @dataclass
 class GenerateOutput:
@@ -32,6 +37,10 @@ class GenerateOutput:
     nfe: int
     """Network function evaluations made (a classifier-free-guidance step counts two)."""
     prompt_length: int
+    commit_step: torch.Tensor | None = None
+    """[B, gen_length] with `record_steps`: the pass (0, 1, ... over the whole decode) at which
+    each position was committed; HINTED for positions fixed by hints, UNDECODED for positions
+    filled with EOS by the early exit. The log-prob estimator `trajectory` replays it."""
 
     @property
     def completions(self) -> torch.Tensor:
@@ -93,6 +102,7 @@ def generate(
     suppress_tokens: list[int] | tuple[int, ...] | None = None,
     generator: Generators = None,
     shifted_logits: bool | None = None,
+    record_steps: bool = False,
 ) -> GenerateOutput:
     """Decode `gen_length` tokens after each prompt by iterative unmasking.
 
@@ -106,6 +116,7 @@ def generate(
     filled with EOS. `generator` may be a list, one per row: each row's samples then depend only
     on its own generator, so a request decodes the same whatever batch it lands in.
     `shifted_logits` (default: the model's token_spec) shifts Dream-style logits.
+    `record_steps` returns, per position, the pass that committed it (`commit_step`).
     """
     check_settings(gen_length=gen_length, block_length=block_length, steps=steps, temperature=temperature,
                    remasking=remasking, cfg_scale=cfg_scale, threshold=threshold, factor=factor, cache=cache,
@@ -131,7 +142,11 @@ def generate(
     block_logits = BlockLogits(model, attn, prompt_len, cfg_scale, mask_id, shifted_logits, cache)
     num_blocks = gen_length // block_length
     steps_per_block = steps // num_blocks
-    nfe = 0
+    nfe = passes = 0
+    commit_step = None
+    if record_steps:
+        commit_step = torch.full((batch, gen_length), UNDECODED, dtype=torch.long, device=device)
+        commit_step[fixed] = HINTED
     for block in range(num_blocks):
         start = prompt_len + block * block_length
         end = start + block_length
@@ -162,10 +177,14 @@ def generate(
                 k = schedule[:, step]
             commit = select_top(confidence, k) & masked
             x[:, start:end] = torch.where(commit, candidates, x[:, start:end])
+            if commit_step is not None:
+                window = commit_step[:, start - prompt_len:end - prompt_len]
+                window.masked_fill_(commit, passes)
+            passes += 1
         if eos_id is not None and block < num_blocks - 1 and _all_ended(x, prompt_len, end, eos_id, fixed):
             x[:, end:] = eos_id
             break
-    return GenerateOutput(sequences=x, nfe=nfe, prompt_length=prompt_len)
+    return GenerateOutput(sequences=x, nfe=nfe, prompt_length=prompt_len, commit_step=commit_step)
 
 
 class BlockLogits:

@@ -31,13 +31,17 @@ class PolicyLossConfig:
     beta: float = 0.01
     """Weight of the k3 KL penalty to the reference (base) model; 0 skips the reference pass."""
     normalisation: str = "sequence"
-    """sequence | token | constant (see NORMALISATIONS)."""
+    """sequence | token | constant (see NORMALISATIONS); with ratio_level=sequence only
+    `sequence` is possible (the sequence ratio is a per-rollout token mean)."""
 
     def __post_init__(self) -> None:
         if self.ratio_level not in RATIO_LEVELS:
             raise ValueError(f"ratio_level must be one of {RATIO_LEVELS}, got {self.ratio_level!r}")
         if self.normalisation not in NORMALISATIONS:
             raise ValueError(f"normalisation must be one of {NORMALISATIONS}, got {self.normalisation!r}")
+        if self.ratio_level == "sequence" and self.normalisation != "sequence":
+            raise ValueError(f"normalisation={self.normalisation!r} applies to token-level ratios; the sequence ratio "
+                             "averages each rollout's tokens by construction (use loss.ratio_level=token)")
         if self.epsilon_low < 0 or self.epsilon_high < 0 or self.beta < 0:
             raise ValueError("epsilon_low, epsilon_high and beta must be >= 0")
 
@@ -74,8 +78,14 @@ def policy_loss(
     mask: torch.Tensor,
     cfg: PolicyLossConfig,
     ref_logp: torch.Tensor | None = None,
+    *,
+    sequence_kl: bool = False,
 ) -> LossParts:
-    """Clipped surrogate (to minimise) + beta * KL, with the chosen ratio level and normalisation."""
+    """Clipped surrogate (to minimise) + beta * KL, with the chosen ratio level and normalisation.
+
+    `sequence_kl`: the inputs are sequence-level terms (an ELBO's per-row sum is the only
+    log-probability), so the KL is k3 of each row's length-normalised log-ratio, averaged over
+    rows, instead of a per-token k3."""
     m = mask.to(logp.dtype)
     adv = advantages.to(logp.dtype)
     lo, hi = 1 - cfg.epsilon_low, 1 + cfg.epsilon_high
@@ -94,7 +104,11 @@ def policy_loss(
         policy = -(surrogate * has_tokens).sum() / has_tokens.sum().clamp(min=1)
         clipped = ((ratio < lo) & (adv < 0)) | ((ratio > hi) & (adv > 0))
         clip_fraction = clipped.to(m.dtype).mean()
-    if ref_logp is not None and cfg.beta > 0:
+    if ref_logp is not None and cfg.beta > 0 and sequence_kl:
+        count = m.sum(1).clamp(min=1)
+        per_row = k3_kl(((logp * m).sum(1)) / count, ((ref_logp * m).sum(1)) / count)
+        kl = per_row[m.sum(1) > 0].mean() if (m.sum(1) > 0).any() else per_row.sum() * 0
+    elif ref_logp is not None and cfg.beta > 0:
         kl = reduce_tokens(k3_kl(logp, ref_logp), mask, cfg.normalisation)
     else:
         kl = torch.zeros((), dtype=logp.dtype, device=logp.device)

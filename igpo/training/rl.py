@@ -4,8 +4,9 @@ One training step, per prompt: sample G rollouts; score them; if all G are wrong
 re-sample G rollouts with hint chunks of the reference trace fixed in the canvas (or without
 hints: the sample-matched baseline) and replace up to floor(lambda * G) wrong rollouts with
 correct re-sampled ones; advantages = reward - group mean; then `mu` clipped policy-gradient
-updates on those rollouts with one-step mean-field log-probs, where of the hint tokens only the
-top-tau by entropy enter the loss. With `igpo.resample: none` this is plain GRPO (diffu-GRPO).
+updates on those rollouts with the chosen log-prob estimator (igpo.logprobs: mean_field,
+trajectory or a sequence-level elbo), where of the hint tokens only the top-tau by entropy enter
+the loss. With `igpo.resample: none` this is plain GRPO (diffu-GRPO).
 """
 
 from __future__ import annotations
@@ -22,7 +23,14 @@ from igpo.data import DataConfig, Example, load_examples, render_prompt
 from igpo.decoding import DecodeConfig, generate
 from igpo.decoding.text import completion_texts, stop_ids
 from igpo.hints import HintConfig, build_hint_batch, encode_trace
-from igpo.logprobs import elbo_token_logprobs, mean_field_logprobs
+from igpo.logprobs import (
+    ESTIMATORS,
+    SEQUENCE_LEVEL,
+    Estimate,
+    mean_field_logprobs,
+    sequence_elbo,
+    trajectory_logprobs,
+)
 from igpo.prompts import PREFILL
 from igpo.rewards import RewardConfig, score_rollouts
 from igpo.training.loss import (
@@ -50,6 +58,8 @@ from igpo.training.runtime import (
 from igpo.training.settings import CheckpointSettings, LogSettings, ModelSettings, OptimSettings
 
 RESAMPLE_MODES = ("hints", "plain", "none")
+ESTIMATOR_STREAM = 3
+"""step_seed stream whose generator draws one seed per prompt group for the estimator's masks."""
 SEED_RANGE = 2**62
 
 
@@ -106,8 +116,14 @@ class RLConfig:
     p_mask_prompt: float = 0.0
     """Mask each prompt token with this probability in the log-prob pass (d1); IGPO: 0."""
     logprob_estimator: str = "mean_field"
-    """mean_field: diffu-GRPO's one-pass estimate (released IGPO); elbo: LLaDA's Monte-Carlo
-    ELBO terms per token over `elbo_samples` random maskings (same maskings for old/new/ref)."""
+    """mean_field: diffu-GRPO's one-pass estimate log p(token | prompt) (released IGPO);
+    trajectory: log p of each token at the decoding pass that committed it, the canvases
+    replayed (the likelihood of the sampled trajectory; one pass per decoding pass, or per
+    `trajectory_group_steps`); elbo: LLaDA's sequence-level ELBO over `elbo_samples` random
+    maskings (same masks for old/new/reference), used only for sequence ratios and a sequence KL."""
+    trajectory_group_steps: int = 1
+    """trajectory: score k consecutive decoding passes with one canvas (k times fewer passes;
+    exact at 1)."""
     elbo_samples: int = 2
     """Forward passes per log-prob estimate when logprob_estimator is elbo."""
     seed: int = 3
@@ -126,9 +142,18 @@ class Group:
     advantages: torch.Tensor  # [G]
     rewards: torch.Tensor  # [G]
     hint_mask: torch.Tensor  # [G, T] bool: positions fixed by hints in replaced rollouts
+    commit_step: torch.Tensor  # [G, T]: the decoding pass that committed each token (HINTED: a hint)
     all_wrong: bool
     replaced: int
     correct: int
+
+
+@dataclass
+class Rollouts:
+    """G decoded completions [G, T] and the pass that committed each token (see generate)."""
+
+    completions: torch.Tensor
+    commit_step: torch.Tensor
 
 
 @dataclass
@@ -181,11 +206,11 @@ class Trainer:
         out = generate(
             policy, prompt.repeat(g, 1).to(device), mask_id=self.spec.mask_id,
             eos_id=self.spec.eos_id if self.cfg.decode.early_exit else None,
-            hints=None if hints is None else hints.to(device), generator=row_gens,
+            hints=None if hints is None else hints.to(device), generator=row_gens, record_steps=True,
             **self.cfg.decode.generate_kwargs(),
         )
         policy.train(was_training)
-        return out.completions.cpu()
+        return Rollouts(completions=out.completions.cpu(), commit_step=out.commit_step.cpu())
 
     def rollout_group(self, example: Example, generator: torch.Generator, timer: StepTimer) -> Group:
         """G rollouts for one prompt, with IGPO's rescue of all-wrong groups."""
@@ -193,7 +218,8 @@ class Trainer:
         g = cfg.num_generations
         prompt = self.encode_prompt(example.prompt)
         t0 = time.perf_counter()
-        completions = self.sample(prompt, generator)
+        first = self.sample(prompt, generator)
+        completions, commit_step = first.completions, first.commit_step
         timer.add("generation", time.perf_counter() - t0)
         t0 = time.perf_counter()
         scored = score_rollouts(self.decode_texts(completions), example.answer, cfg.rewards, prefix=PREFILL)
@@ -213,7 +239,8 @@ class Trainer:
                                           generator, answer_span=trace.answer_span)
             timer.add("hinting", time.perf_counter() - t0)
             t0 = time.perf_counter()
-            extra = self.sample(prompt, generator, hints=canvas)
+            resampled = self.sample(prompt, generator, hints=canvas)
+            extra, extra_steps = resampled.completions, resampled.commit_step
             timer.add("hinting", time.perf_counter() - t0)
             t0 = time.perf_counter()
             extra_scored = score_rollouts(self.decode_texts(extra), example.answer, cfg.rewards, prefix=PREFILL)
@@ -226,38 +253,43 @@ class Trainer:
                 for slot, choice in zip(slots, pick, strict=True):
                     src = good[choice]
                     completions[slot] = extra[src]
+                    commit_step[slot] = extra_steps[src]
                     rewards[slot] = extra_scored.total[src]
                     if canvas is not None:
                         hint_mask[slot] = canvas[src] != self.spec.mask_id
                 replaced = take
         return Group(prompt_ids=prompt.repeat(g, 1), completions=completions,
                      advantages=group_advantages(rewards, cfg.scale_rewards), rewards=rewards,
-                     hint_mask=hint_mask, all_wrong=all_wrong, replaced=replaced, correct=sum(correct))
+                     hint_mask=hint_mask, commit_step=commit_step, all_wrong=all_wrong, replaced=replaced, correct=sum(correct))
 
     # ------------------------------------------------------------------ updates
-    def logprobs(self, model, group: Group, generator: torch.Generator | None, with_entropy: bool = False):
+    def logprobs(self, model, group: Group, generator: torch.Generator | None, *, with_entropy: bool = False,
+                 token_mask: torch.Tensor | None = None) -> Estimate:
+        """The configured estimator on one group (the same call serves old, new and reference)."""
+        cfg = self.cfg
         device = self.accelerator.device if self.accelerator else group.prompt_ids.device
-        if self.cfg.logprob_estimator == "elbo" and not with_entropy:
-            logp = elbo_token_logprobs(
-                model, group.prompt_ids.to(device), group.completions.to(device), mask_id=self.spec.mask_id,
-                mc_num=self.cfg.elbo_samples, generator=generator, shifted_logits=self.spec.shifted_logits,
-            )
-            return logp, None
-        return mean_field_logprobs(
-            model, group.prompt_ids.to(device), group.completions.to(device), mask_id=self.spec.mask_id,
-            p_mask_prompt=self.cfg.p_mask_prompt, generator=generator,
-            shifted_logits=self.spec.shifted_logits, with_entropy=with_entropy,
-        )
+        prompts, completions = group.prompt_ids.to(device), group.completions.to(device)
+        common = dict(mask_id=self.spec.mask_id, shifted_logits=self.spec.shifted_logits)
+        if cfg.logprob_estimator == "trajectory":
+            return trajectory_logprobs(
+                model, prompts, completions, group.commit_step.to(device), temperature=cfg.decode.temperature,
+                group_steps=cfg.trajectory_group_steps, suppress_tokens=cfg.decode.suppress_tokens,
+                with_entropy=with_entropy, **common)
+        if cfg.logprob_estimator == "elbo" and token_mask is not None:
+            return sequence_elbo(model, prompts, completions, token_mask, mc_num=cfg.elbo_samples,
+                                 generator=generator, **common)
+        return mean_field_logprobs(model, prompts, completions, p_mask_prompt=cfg.p_mask_prompt,
+                                   generator=generator, with_entropy=with_entropy, **common)
 
-    def reference_logprobs(self, group: Group, generator) -> torch.Tensor | None:
+    def reference_logprobs(self, group: Group, generator, token_mask) -> torch.Tensor | None:
         if self.cfg.loss.beta <= 0:
             return None
         with torch.no_grad():
             if self.reference is not None:
-                return self.logprobs(self.reference, group, generator)[0]
+                return self.logprobs(self.reference, group, generator, token_mask=token_mask).logp
             policy = self.policy
             with policy.disable_adapter():
-                return self.logprobs(policy, group, generator)[0]
+                return self.logprobs(policy, group, generator, token_mask=token_mask).logp
 
     def loss_mask(self, group: Group, entropy: torch.Tensor) -> tuple[torch.Tensor, int]:
         """Completion tokens up to the first EOS; hint tokens only if they pass the entropy filter."""
@@ -266,43 +298,72 @@ class Trainer:
         kept_hints = entropy_filter(hints, entropy, self.cfg.igpo.entropy_top_fraction)
         return (base & ~hints) | kept_hints, int(kept_hints.sum())
 
+    def on_policy(self) -> bool:
+        """mu = 1 with a token-level estimator: the old log-probs are the update pass's own values
+        (detached, ratio 1), so no separate old pass is run."""
+        return self.cfg.mu == 1 and self.cfg.logprob_estimator not in SEQUENCE_LEVEL
+
+    def prepare(self, group: Group, gi: int, step: int, rank: int) -> Prepared:
+        """Entropy, loss mask, old and reference log-probs of one group (no gradients); on-policy
+        the first three come from the update pass itself (see `complete`)."""
+        cfg = self.cfg
+        needs_gen = cfg.p_mask_prompt > 0 or cfg.logprob_estimator == "elbo"
+        gen = None
+        if needs_gen:
+            seeds = torch.randint(0, SEED_RANGE, (gi + 1,), generator=step_generator(cfg.seed, step, rank, ESTIMATOR_STREAM))
+            gen = torch.Generator().manual_seed(int(seeds[gi]))
+        if self.on_policy():
+            ref = self.reference_logprobs(group, _clone(gen), None)
+            return Prepared(group=group, old=None, ref=ref, mask=None, entropy=None, hint_tokens=0, generator=gen)
+        policy = self.policy
+        with torch.no_grad():
+            was = policy.training
+            policy.eval()
+            first = self.logprobs(policy, group, _clone(gen), with_entropy=True)
+            mask, hint_tokens = self.loss_mask(group, first.entropy)
+            old = first.logp
+            if cfg.logprob_estimator in SEQUENCE_LEVEL:  # entropy came from the mean-field pass
+                old = self.logprobs(policy, group, _clone(gen), token_mask=mask).logp
+            policy.train(was)
+        ref = self.reference_logprobs(group, _clone(gen), mask)
+        return Prepared(group=group, old=old, ref=ref, mask=mask, entropy=first.entropy,
+                        hint_tokens=hint_tokens, generator=gen)
+
+    def current(self, item: Prepared) -> torch.Tensor:
+        """The policy's log-probs (with gradients) for one group; fills in an on-policy item."""
+        est = self.logprobs(self.model, item.group, _clone(item.generator), token_mask=item.mask,
+                            with_entropy=item.old is None)
+        if item.old is None:
+            item.mask, item.hint_tokens = self.loss_mask(item.group, est.entropy)
+            item.entropy, item.old = est.entropy, est.logp.detach()
+        return est.logp
+
     def update(self, groups: list[Group], step: int, timer: StepTimer) -> dict[str, float]:
         """mu optimiser steps on the step's rollouts; returns loss metrics."""
         cfg = self.cfg
         rank = self.accelerator.process_index if self.accelerator else 0
         t0 = time.perf_counter()
-        prepared = []
-        policy = self.policy
-        for gi, group in enumerate(groups):
-            needs_gen = cfg.p_mask_prompt > 0 or cfg.logprob_estimator == "elbo"
-            prompt_gen = step_generator(cfg.seed, step, rank, stream=3 + gi) if needs_gen else None
-            with torch.no_grad():
-                was = policy.training
-                policy.eval()
-                old, entropy = self.logprobs(policy, group, _clone(prompt_gen), with_entropy=True)
-                if cfg.logprob_estimator == "elbo":  # entropy from the mean-field pass, old from the ELBO
-                    old, _ = self.logprobs(policy, group, _clone(prompt_gen))
-                policy.train(was)
-            ref = self.reference_logprobs(group, _clone(prompt_gen))
-            mask, hint_tokens = self.loss_mask(group, entropy)
-            prepared.append((group, old, ref, mask, entropy, hint_tokens, prompt_gen))
+        prepared = [self.prepare(group, gi, step, rank) for gi, group in enumerate(groups)]
         timer.add("logprob", time.perf_counter() - t0)
         t0 = time.perf_counter()
         totals = {"loss": 0.0, "policy_loss": 0.0, "kl": 0.0, "clip_ratio": 0.0}
+        sequence_kl = cfg.logprob_estimator in SEQUENCE_LEVEL
+        share = 1.0 / (len(prepared) * cfg.mu)
         self.model.train()
         for _ in range(cfg.mu):
-            for group, old, ref, mask, _entropy, _h, prompt_gen in prepared:
-                logp, _ = self.logprobs(self.model, group, _clone(prompt_gen))
-                parts = policy_loss(logp, old, group.advantages.to(logp.device), mask, cfg.loss, ref)
+            for item in prepared:
+                logp = self.current(item)
+                parts = policy_loss(logp, item.old, item.group.advantages.to(logp.device), item.mask, cfg.loss,
+                                    item.ref, sequence_kl=sequence_kl)
                 scaled = parts.loss / len(prepared)
                 if self.accelerator:
                     self.accelerator.backward(scaled)
                 else:
                     scaled.backward()
-                totals["loss"] += float(parts.loss.detach()) / (len(prepared) * cfg.mu)
-                totals["policy_loss"] += float(parts.policy.detach()) / (len(prepared) * cfg.mu)
-                totals["kl"] += float(parts.kl.detach()) / (len(prepared) * cfg.mu)
-                totals["clip_ratio"] += float(parts.clip_fraction) / (len(prepared) * cfg.mu)
+                totals["loss"] += float(parts.loss.detach()) * share
+                totals["policy_loss"] += float(parts.policy.detach()) * share
+                totals["kl"] += float(parts.kl.detach()) * share
+                totals["clip_ratio"] += float(parts.clip_fraction) * share
             if self.optimizer is not None:
                 if cfg.optim.grad_clip:
                     params = [p for p in self.model.parameters() if p.requires_grad]
@@ -312,12 +373,27 @@ class Trainer:
                 self.scheduler.step()
                 self.optimizer.zero_grad(set_to_none=True)
         timer.add("backward", time.perf_counter() - t0)
-        loss_tokens = sum(int(m.sum()) for _, _, _, m, _, _, _ in prepared)
-        hint_tokens = sum(h for *_, h, _ in prepared)
-        entropy_mean = sum(float((e * m).sum()) for _, _, _, m, e, _, _ in prepared) / max(1, loss_tokens)
-        totals.update(hint_token_fraction=hint_tokens / max(1, loss_tokens), entropy=entropy_mean,
+        loss_tokens = sum(int(p.mask.sum()) for p in prepared)
+        hint_tokens = sum(p.hint_tokens for p in prepared)
+        entropy_sum = sum(float((p.entropy * p.mask).sum()) for p in prepared)
+        totals.update(hint_token_fraction=hint_tokens / max(1, loss_tokens), entropy=entropy_sum / max(1, loss_tokens),
                       loss_tokens=loss_tokens)
         return totals
+
+
+@dataclass
+class Prepared:
+    """One group ready for the policy updates: what the loss compares the new log-probs with."""
+
+    group: Group
+    old: torch.Tensor | None
+    """None until the on-policy update pass fills it (with mask, entropy and hint_tokens)."""
+    ref: torch.Tensor | None
+    mask: torch.Tensor | None
+    entropy: torch.Tensor | None
+    hint_tokens: int
+    generator: torch.Generator | None
+    """The group's estimator randomness (prompt masks, ELBO masks); cloned for every pass."""
 
 
 def source_instruction(source: str, override: str | None) -> str:
@@ -373,8 +449,16 @@ def train_rl(cfg: RLConfig, out: Path, *, resume: bool = False, overwrite: bool 
 
     if not cfg.model.path:
         raise TrainingError("model.path is required")
-    if cfg.logprob_estimator not in ("mean_field", "elbo"):
-        raise TrainingError(f"logprob_estimator must be mean_field or elbo, got {cfg.logprob_estimator!r}")
+    if cfg.logprob_estimator not in ESTIMATORS:
+        raise TrainingError(f"logprob_estimator must be one of {', '.join(ESTIMATORS)}, got {cfg.logprob_estimator!r}")
+    if cfg.logprob_estimator in SEQUENCE_LEVEL and cfg.loss.ratio_level != "sequence":
+        raise TrainingError(f"logprob_estimator={cfg.logprob_estimator} is a sequence-level estimate: "
+                            "it needs loss.ratio_level=sequence")
+    if cfg.logprob_estimator == "trajectory" and cfg.decode.cfg_scale > 0:
+        raise TrainingError("logprob_estimator=trajectory scores the unguided policy: it does not go with "
+                            "decode.cfg_scale > 0")
+    if cfg.trajectory_group_steps < 1 or cfg.elbo_samples < 1:
+        raise TrainingError("trajectory_group_steps and elbo_samples must be >= 1")
     if cfg.num_generations < 2 or cfg.mu < 1 or cfg.prompts_per_step < 1 or cfg.max_steps < 1:
         raise TrainingError("num_generations >= 2, mu >= 1, prompts_per_step >= 1 and max_steps >= 1 are required")
     examples = load_examples(cfg.data)

@@ -140,13 +140,22 @@ SEED_STRIDE = 1_000_003
 """Mixes (seed, step, rank) into one generator seed; a prime keeps streams apart."""
 
 
+STREAMS = 8
+"""Streams per (seed, step, rank): 0 rollouts and hints, 1 torch's global RNG (dropout), 2 SFT
+canvas lengths, 3 RL estimator masks (one seed per prompt group drawn from it), 7 adapter init."""
+
+
 def step_seed(seed: int, step: int, rank: int = 0, stream: int = 0) -> int:
     """The seed of one training step's randomness on one process.
 
     Deriving it from (seed, step, rank) instead of carrying generator state makes a resumed run
-    draw exactly what an uninterrupted one would, on any number of processes.
+    draw exactly what an uninterrupted one would, on any number of processes. `stream` must lie
+    in [0, STREAMS): a larger one would reuse another (step, rank)'s seed.
     """
-    return ((seed * SEED_STRIDE + step) * SEED_STRIDE + rank) * 8 + stream
+    if not 0 <= stream < STREAMS or not 0 <= rank < SEED_STRIDE or not 0 <= step < SEED_STRIDE:
+        raise ValueError(f"seed stream {stream}, step {step} or rank {rank} out of range "
+                         f"(streams 0..{STREAMS - 1}, steps and ranks below {SEED_STRIDE})")
+    return ((seed * SEED_STRIDE + step) * SEED_STRIDE + rank) * STREAMS + stream
 
 
 def step_generator(seed: int, step: int, rank: int = 0, stream: int = 0) -> torch.Generator:

@@ -1,0 +1,234 @@
+"""The paper's claims tested on a finished ablation grid: paired per-item statistics, one verdict each.
+
+Every accuracy claim compares two cells on the same held-out items at their final checkpoint.
+Seeds are pooled with the item as the cluster: d_i = mean over seeds of cell A's correctness on
+item i minus the same for cell B; the difference is mean(d), its 95% interval mean(d) +- 1.96
+clustered SE, its p-value the paired bootstrap of `harness.check` (null imposed, items
+resampled). Training-statistic claims (all-wrong groups) compare per-seed run means with Welch's
+t-test. Verdict: `reproduced` when p < ALPHA in the claimed direction, `not reproduced` when
+p < ALPHA against it, else `inconclusive`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from harness.ablate import STEP_DIR, GridSpec, Job
+from harness.results import SAMPLES_FILE, atomic_write_text
+from harness.stats import Z95, clustered_stderr
+
+ALPHA = 0.05
+CLAIMS_FILE = "claims.json"
+BASE = "base"
+"""Pseudo-cell name of the start model (step 0 of every series)."""
+
+
+@dataclass
+class ClaimSpec:
+    """One comparison: `better` is claimed above `worse` (or, for `lower_is_better`, below)."""
+
+    name: str
+    claim: str
+    better: str
+    worse: str
+    metric: str = "accuracy"
+    """accuracy (final held-out, paired per item) or zero_gradient_share (training, per seed)."""
+
+
+PAPER_CLAIMS = (
+    ClaimSpec("grpo_above_base", "GRPO (trajectory log-probs) improves the start model", "grpo", BASE),
+    ClaimSpec("igpo_above_base", "IGPO (trajectory log-probs) improves the start model", "igpo", BASE),
+    ClaimSpec("igpo_vs_grpo", "IGPO ends above GRPO (paper Table 1)", "igpo", "grpo"),
+    ClaimSpec("all_wrong_cut", "IGPO leaves fewer all-wrong (zero-gradient) groups than GRPO (paper Fig. 1b)",
+              "igpo", "grpo", metric="zero_gradient_share"),
+    ClaimSpec("partial_vs_full_hints", "partial hints (eta ~ U[0.2, 0.6]) beat full hints (eta = 1)",
+              "igpo", "full_hints"),
+    ClaimSpec("full_hints_vs_none", "full hints beat no hints (sample-matched re-sampling)",
+              "full_hints", "sample_matched"),
+    ClaimSpec("tau_0.2_vs_1.0", "the entropy filter tau 0.2 beats tau 1.0 (no filter; paper: 1.0 unstable)",
+              "igpo", "igpo_no_entropy_filter"),
+    ClaimSpec("trajectory_vs_mean_field_grpo", "GRPO: trajectory log-probs beat mean-field (this project's diagnosis)",
+              "grpo", "grpo_mean_field"),
+    ClaimSpec("trajectory_vs_mean_field_igpo", "IGPO: trajectory log-probs beat mean-field",
+              "igpo", "igpo_mean_field"),
+    ClaimSpec("lambda_0.5_vs_0.25", "lambda 0.5 (released) vs 0.25", "igpo", "lambda_0.25"),
+    ClaimSpec("lambda_0.5_vs_1.0", "lambda 0.5 (released) vs 1.0", "igpo", "lambda_1.0"),
+)
+
+
+@dataclass
+class ClaimResult:
+    name: str
+    claim: str
+    cells: list[str]
+    metric: str
+    seeds: dict[str, int]
+    value_points: dict[str, float]
+    difference_points: float
+    ci95_points: list[float]
+    p_value: float
+    test: str
+    verdict: str
+    by_level_points: dict[str, float] = field(default_factory=dict)
+    """accuracy claims: difference per level (number of operations), in points."""
+
+
+def _final_step(job: Job) -> Path | None:
+    steps = sorted(p for p in job.series.glob("step-*") if p.name[5:].isdigit() and (p / SAMPLES_FILE).is_file())
+    return steps[-1] if steps else None
+
+
+def _correct_by_item(folder: Path) -> dict[Any, float]:
+    out: dict[Any, float] = {}
+    counts: dict[Any, int] = {}
+    for line in (folder / SAMPLES_FILE).read_text().splitlines():
+        if line.strip():
+            row = json.loads(line)
+            doc = row["doc_id"]
+            out[doc] = out.get(doc, 0.0) + float(bool(row["correct"]))
+            counts[doc] = counts.get(doc, 0) + 1
+    return {d: v / counts[d] for d, v in out.items()}
+
+
+def _levels() -> dict[Any, int]:
+    from tasks.arith_utils import test_docs
+
+    return {i: int(doc["steps"]) for i, doc in enumerate(test_docs())}
+
+
+def cell_items(jobs: list[Job], cell: str) -> tuple[list[dict[Any, float]], int]:
+    """Per-seed item correctness at each finished job's final step (BASE: the start model)."""
+    if cell == BASE:
+        for job in jobs:
+            step0 = job.series / STEP_DIR.format(0)
+            if job.done_file.is_file() and (step0 / SAMPLES_FILE).is_file():
+                return [_correct_by_item(step0)], 1
+        return [], 0
+    runs = []
+    for job in jobs:
+        if job.cell == cell and job.done_file.is_file() and (final := _final_step(job)) is not None:
+            runs.append(_correct_by_item(final))
+    return runs, len(runs)
+
+
+def _verdict(diff: float, p: float, lower_is_better: bool = False) -> str:
+    if p >= ALPHA:
+        return "inconclusive"
+    good = diff < 0 if lower_is_better else diff > 0
+    return "reproduced" if good else "not reproduced"
+
+
+def paired_accuracy(a_runs: list[dict[Any, float]], b_runs: list[dict[Any, float]]) -> tuple[np.ndarray, list[Any]]:
+    """Per-item differences of seed-averaged correctness over the items both cells cover."""
+    from harness.check import CheckError
+
+    docs = sorted(set.intersection(*(set(r) for r in a_runs + b_runs)))
+    if not docs:
+        raise CheckError("the cells share no evaluated items")
+    a = np.array([[r[d] for d in docs] for r in a_runs]).mean(axis=0)
+    b = np.array([[r[d] for d in docs] for r in b_runs]).mean(axis=0)
+    return a - b, docs
+
+
+def accuracy_claim(spec: ClaimSpec, jobs: list[Job]) -> ClaimResult | None:
+    from harness.check import paired_bootstrap_p
+
+    a_runs, na = cell_items(jobs, spec.better)
+    b_runs, nb = cell_items(jobs, spec.worse)
+    if not na or not nb:
+        return None
+    d, docs = paired_accuracy(a_runs, b_runs)
+    diff = float(d.mean())
+    se = clustered_stderr(d.tolist())
+    p = paired_bootstrap_p(d)
+    levels = _levels()
+    by_level: dict[str, float] = {}
+    for level in sorted({levels[doc] for doc in docs if doc in levels}):
+        mask = np.array([levels.get(doc) == level for doc in docs])
+        by_level[str(level)] = round(100 * float(d[mask].mean()), 2)
+    values = {spec.better: 100 * float(np.mean([np.mean([r[x] for x in docs]) for r in a_runs])),
+              spec.worse: 100 * float(np.mean([np.mean([r[x] for x in docs]) for r in b_runs]))}
+    return ClaimResult(spec.name, spec.claim, [spec.better, spec.worse], spec.metric, {spec.better: na, spec.worse: nb},
+                       {k: round(v, 2) for k, v in values.items()}, round(100 * diff, 2),
+                       [round(100 * (diff - Z95 * se), 2), round(100 * (diff + Z95 * se), 2)], p,
+                       f"paired bootstrap over {len(docs)} items (seeds pooled per item)", _verdict(diff, p), by_level)
+
+
+def _zero_gradient_shares(jobs: list[Job], cell: str) -> list[float]:
+    from harness.ablate_report import _metrics_rows, still_wrong_ratio
+
+    shares = []
+    for job in jobs:
+        if job.cell == cell and job.done_file.is_file():
+            rows = _metrics_rows(job.folder)
+            values = [v for v in (still_wrong_ratio(r) for r in rows) if math.isfinite(v)]
+            if values:
+                shares.append(sum(values) / len(values))
+    return shares
+
+
+def share_claim(spec: ClaimSpec, jobs: list[Job]) -> ClaimResult | None:
+    from scipy import stats
+
+    a, b = _zero_gradient_shares(jobs, spec.better), _zero_gradient_shares(jobs, spec.worse)
+    if len(a) < 2 or len(b) < 2:
+        return None
+    diff = float(np.mean(a) - np.mean(b))
+    va, vb = np.var(a, ddof=1) / len(a), np.var(b, ddof=1) / len(b)
+    se = math.sqrt(va + vb)
+    dof = (va + vb) ** 2 / ((va**2 / (len(a) - 1)) + (vb**2 / (len(b) - 1))) if se > 0 else len(a) + len(b) - 2
+    p = float(stats.ttest_ind(a, b, equal_var=False).pvalue) if se > 0 else (0.0 if diff else 1.0)
+    half = float(stats.t.ppf(0.975, dof)) * se
+    return ClaimResult(spec.name, spec.claim, [spec.better, spec.worse], spec.metric, {spec.better: len(a), spec.worse: len(b)},
+                       {spec.better: round(100 * float(np.mean(a)), 2), spec.worse: round(100 * float(np.mean(b)), 2)},
+                       round(100 * diff, 2), [round(100 * (diff - half), 2), round(100 * (diff + half), 2)], p,
+                       "Welch t-test over seeds (per-run mean share of groups left all wrong)",
+                       _verdict(diff, p, lower_is_better=True))
+
+
+def evaluate_claims(spec: GridSpec, jobs: list[Job], claims=PAPER_CLAIMS) -> list[ClaimResult]:
+    """Every claim whose two cells have finished runs in this grid."""
+    out = []
+    for claim in claims:
+        if claim.better not in (*spec.cells, BASE) or claim.worse not in (*spec.cells, BASE):
+            continue
+        result = share_claim(claim, jobs) if claim.metric == "zero_gradient_share" else accuracy_claim(claim, jobs)
+        if result is not None:
+            out.append(result)
+    return out
+
+
+def render_claims(results: list[ClaimResult]) -> str:
+    """Markdown table of the verdicts (the README's table is this text)."""
+    from tabulate import tabulate
+
+    rows = []
+    for r in results:
+        a, b = r.cells
+        unit = "pts" if r.metric == "accuracy" else "pts of groups"
+        rows.append([r.claim, f"{a} ({r.seeds[a]}) vs {b} ({r.seeds[b]})",
+                     f"{r.value_points[a]:.1f} vs {r.value_points[b]:.1f}",
+                     f"{r.difference_points:+.1f} {unit} [{r.ci95_points[0]:+.1f}, {r.ci95_points[1]:+.1f}]",
+                     f"{r.p_value:.3g}", r.verdict])
+    return tabulate(rows, headers=["claim", "cells (seeds)", "value", "difference [95% CI]", "p", "verdict"],
+                    tablefmt="github") + "\n"
+
+
+def write_claims(spec: GridSpec, jobs: list[Job]) -> Path | None:
+    """claims.json (+ claims.md) next to the grid's report; None when no claim has its cells."""
+    results = evaluate_claims(spec, jobs)
+    if not results:
+        return None
+    folder = spec.results_dir
+    folder.mkdir(parents=True, exist_ok=True)
+    payload = {"grid": spec.name, "alpha": ALPHA, "claims": [asdict(r) for r in results]}
+    path = folder / CLAIMS_FILE
+    atomic_write_text(path, json.dumps(payload, indent=2) + "\n")
+    atomic_write_text(path.with_suffix(".md"), render_claims(results))
+    return path

@@ -1,0 +1,80 @@
+"""Training curves from metrics.jsonl rows: one panel per quantity that says whether RL works.
+
+Shared by the ablation report (a line per cell, mean over its seeds) and `igpo eval --run`
+(one run, with held-out accuracy per level at each evaluated checkpoint)."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+from igpo.atomic import save_png
+
+TRAINING_CURVES = (("reward", "training reward"), ("accuracy", "training accuracy"), ("kl", "KL to base"),
+                   ("clip_ratio", "clip ratio"), ("entropy", "entropy (loss tokens)"),
+                   ("all_wrong_ratio", "all-wrong groups"))
+"""metrics.jsonl keys drawn per step, with their panel titles."""
+SMOOTH_STEPS = 5
+"""Trailing-mean window over training steps."""
+PANEL_SIZE = (4.2, 3.2)
+FIG_DPI = 120
+
+
+def trailing_mean(values: list[float], window: int = SMOOTH_STEPS) -> list[float]:
+    out = []
+    for i in range(len(values)):
+        part = [v for v in values[max(0, i + 1 - window): i + 1] if math.isfinite(v)]
+        out.append(sum(part) / len(part) if part else math.nan)
+    return out
+
+
+def mean_curve(runs: list[list[dict[str, Any]]], key: str) -> tuple[list[int], list[float]]:
+    """Steps and the mean over runs of one metric (NaN where no run has it)."""
+    steps = sorted({int(row["step"]) for rows in runs for row in rows})
+    by_run = [{int(row["step"]): float(row.get(key, math.nan)) for row in rows} for rows in runs]
+    means = []
+    for st in steps:
+        vals = [b[st] for b in by_run if st in b and math.isfinite(b[st])]
+        means.append(sum(vals) / len(vals) if vals else math.nan)
+    return steps, means
+
+
+def plot_training_curves(lines: list[tuple[str, list[list[dict[str, Any]]]]], path: Path, title: str,
+                         levels: dict[str, dict[int, dict[int, float]]] | None = None) -> None:
+    """A grid of panels (TRAINING_CURVES, trailing mean); `levels` (label -> level -> step ->
+    accuracy) adds a panel of held-out accuracy per level at each checkpoint."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    panels = len(TRAINING_CURVES) + (1 if levels else 0)
+    cols = 3
+    rows = math.ceil(panels / cols)
+    fig = Figure(figsize=(PANEL_SIZE[0] * cols, PANEL_SIZE[1] * rows))
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(rows, cols, squeeze=False).ravel()
+    for ax, (key, name) in zip(axes, TRAINING_CURVES, strict=False):
+        for i, (label, runs) in enumerate(lines):
+            steps, means = mean_curve(runs, key)
+            ax.plot(steps, trailing_mean(means), color=f"C{i % 10}", label=label, linewidth=1)
+        ax.set_title(name, fontsize="small")
+        ax.set_xlabel("training step", fontsize="small")
+        ax.grid(True, alpha=0.18)
+    if lines:
+        axes[0].legend(fontsize="x-small")
+    if levels:
+        ax = axes[len(TRAINING_CURVES)]
+        for label, by_level in levels.items():
+            for j, (level, curve) in enumerate(sorted(by_level.items())):
+                steps = sorted(curve)
+                ax.plot(steps, [100 * curve[s] for s in steps], marker="o", markersize=3, color=f"C{j % 10}",
+                        label=f"{level} ops" if len(levels) == 1 else f"{label} {level} ops")
+        ax.set_title("held-out accuracy by level (%)", fontsize="small")
+        ax.set_xlabel("training step", fontsize="small")
+        ax.grid(True, alpha=0.18)
+        ax.legend(fontsize="x-small", ncol=2)
+    for ax in axes[panels:]:
+        ax.set_visible(False)
+    fig.suptitle(f"{title} (trailing mean over {SMOOTH_STEPS} steps)")
+    fig.tight_layout()
+    save_png(fig, path, FIG_DPI)
