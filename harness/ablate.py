@@ -407,6 +407,12 @@ def run_parallel(spec: GridSpec, jobs: list[Job], extra: list[str], workers: int
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
     logs = spec.out_dir / "logs"
     logs.mkdir(parents=True, exist_ok=True)
+    for job in jobs:  # a finished job must match the grid as it is now (as run_job checks)
+        if job.done_file.is_file():
+            done = json.loads(job.done_file.read_text())
+            if done.get("fingerprint") != fingerprint(spec, job_config(spec, job)):
+                raise UserError(f"{job.folder} finished under other settings than the grid gives now; "
+                                "delete that folder to rerun the job")
     todo = [j for j in jobs if not j.done_file.is_file()]
     _say(f"{len(jobs) - len(todo)} of {len(jobs)} jobs finished; {len(todo)} to run, {workers} at a time "
          f"(logs: {logs})")

@@ -163,8 +163,11 @@ def trajectory_logprobs(
     the prompt, the hints and every token committed at an earlier pass; the rest is masked. The
     token is scored as the decoder sampled it: softmax(logits / temperature) (temperature 0 scores
     at 1), the mask token and `suppress_tokens` excluded. So at `group_steps=1` the sum over a row
-    is the exact log-likelihood of the sampled tokens along the decoded trajectory (one pass per
-    decoding pass). `group_steps=k` scores the tokens of k consecutive passes with the canvas
+    is the exact log-probability with which the decoder sampled the tokens it committed, pass by
+    pass (one forward pass per decoding pass). Not modelled: which positions get committed (with
+    low-confidence remasking or a parallel rule that choice depends on the samples' own
+    probabilities), so this is the trajectory's token likelihood, not its full likelihood;
+    with `remasking="random"` and a fixed schedule the selection does not depend on the model. `group_steps=k` scores the tokens of k consecutive passes with the canvas
     before the first of them: k times fewer passes; tokens of later passes in a group see fewer
     of their predecessors than the decoder did (an approximation, exact again at k=1).
     Hint positions (HINTED) are scored with the first pass's canvas with every hint masked, i.e.

@@ -209,7 +209,7 @@ def test_accuracy_claims_pool_seeds_per_item(tmp_path):
     jobs += [_fake_job(tmp_path, "c", 0, [1] * n)]
     up = accuracy_claim(ClaimSpec("x", "a beats b", "a", "b"), jobs)
     assert up.difference_points == 50.0 and up.p_value < 0.001 and up.verdict == "reproduced"
-    assert up.seeds == {"a": 2, "b": 2} and up.ci95_points[0] < 50 < up.ci95_points[1]
+    assert up.seeds == {"a": 2, "b": 2} and up.ci95_points[0] < 50 < up.ci95_points[1] and up.p_items < 0.001
     down = accuracy_claim(ClaimSpec("y", "b beats a", "b", "a"), jobs)
     assert down.difference_points == -50.0 and down.verdict == "not reproduced"
     same = accuracy_claim(ClaimSpec("z", "a beats c", "a", "c"), jobs)

@@ -85,7 +85,13 @@ def policy_loss(
 
     `sequence_kl`: the inputs are sequence-level terms (an ELBO's per-row sum is the only
     log-probability), so the KL is k3 of each row's length-normalised log-ratio, averaged over
-    rows, instead of a per-token k3."""
+    rows, instead of a per-token k3. Tokens outside `mask` are zeroed first, so a -inf log-prob
+    there (a suppressed token, say) cannot turn the loss into NaN."""
+    keep = mask.bool()
+    logp = torch.where(keep, logp, torch.zeros_like(logp))
+    old_logp = torch.where(keep, old_logp, torch.zeros_like(old_logp))
+    if ref_logp is not None:
+        ref_logp = torch.where(keep, ref_logp, torch.zeros_like(ref_logp))
     m = mask.to(logp.dtype)
     adv = advantages.to(logp.dtype)
     lo, hi = 1 - cfg.epsilon_low, 1 + cfg.epsilon_high

@@ -454,11 +454,25 @@ def train_rl(cfg: RLConfig, out: Path, *, resume: bool = False, overwrite: bool 
     if cfg.logprob_estimator in SEQUENCE_LEVEL and cfg.loss.ratio_level != "sequence":
         raise TrainingError(f"logprob_estimator={cfg.logprob_estimator} is a sequence-level estimate: "
                             "it needs loss.ratio_level=sequence")
+    if cfg.p_mask_prompt > 0 and cfg.logprob_estimator != "mean_field":
+        raise TrainingError(f"p_mask_prompt masks the prompt of the mean-field pass; logprob_estimator="
+                            f"{cfg.logprob_estimator} does not use it (set p_mask_prompt=0)")
     if cfg.logprob_estimator == "trajectory" and cfg.decode.cfg_scale > 0:
         raise TrainingError("logprob_estimator=trajectory scores the unguided policy: it does not go with "
                             "decode.cfg_scale > 0")
+    if cfg.logprob_estimator == "trajectory" and (cfg.decode.cache or cfg.decode.threshold or cfg.decode.factor):
+        import logging
+
+        logging.getLogger(__name__).warning(
+            "logprob_estimator=trajectory scores full passes: with decode.cache the rollouts saw cached keys/values "
+            "(an approximation), and with a parallel rule the passes per block vary, so trajectory_group_steps > 1 "
+            "groups may straddle blocks")
     if cfg.trajectory_group_steps < 1 or cfg.elbo_samples < 1:
         raise TrainingError("trajectory_group_steps and elbo_samples must be >= 1")
+    steps_per_block = cfg.decode.steps // (cfg.decode.gen_length // cfg.decode.block_length)
+    if cfg.logprob_estimator == "trajectory" and steps_per_block % cfg.trajectory_group_steps:
+        raise TrainingError(f"trajectory_group_steps={cfg.trajectory_group_steps} must divide the decoding steps per "
+                            f"block ({steps_per_block}), so that no canvas group straddles two blocks")
     if cfg.num_generations < 2 or cfg.mu < 1 or cfg.prompts_per_step < 1 or cfg.max_steps < 1:
         raise TrainingError("num_generations >= 2, mu >= 1, prompts_per_step >= 1 and max_steps >= 1 are required")
     examples = load_examples(cfg.data)
