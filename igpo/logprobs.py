@@ -110,11 +110,8 @@ def mean_field_logprobs(
         drop = drop.to(prompt.device) < p_mask_prompt
         prompt = torch.where(drop, torch.full_like(prompt, mask_id), prompt)
     x = torch.cat([prompt, torch.full((batch, tlen), mask_id, dtype=torch.long, device=prompt.device)], dim=1)
-    attn = None
-    if attention_mask is not None:
-        attn = torch.cat([attention_mask, torch.ones(batch, tlen, dtype=attention_mask.dtype,
-                                                     device=attention_mask.device)], dim=1)
-    logits = _completion_logits(model(x, attention_mask=attn).logits, plen, tlen, shifted_logits)
+    logits = _completion_logits(model(x, attention_mask=_extend_mask(attention_mask, batch, tlen)).logits,
+                                plen, tlen, shifted_logits)
     logp_all = torch.log_softmax(logits.float(), dim=-1)
     logp = logp_all.gather(-1, completion_ids[..., None]).squeeze(-1)
     entropy = None

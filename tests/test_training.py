@@ -521,3 +521,18 @@ def test_seed_streams_are_bounded_and_never_collide():
     # groups of one step draw distinct estimator seeds from one stream, however many groups
     base = torch.randint(0, 2**62, (16,), generator=step_generator(3, 5, 0, 3))
     assert len(set(base.tolist())) == 16
+
+
+def test_resume_refuses_changed_settings_and_allows_more_steps(tmp_path):
+    """A resumed run keeps its own settings: an override that would only be recorded (the old lr
+    lives on in the optimiser state) is refused by name; more steps are applied and recorded."""
+    model = save_tiny_checkpoint(tmp_path / "m")
+    recipe = _recipe(tmp_path, _write_data(tmp_path), model)
+    out = tmp_path / "o"
+    assert runner.invoke(app, ["train", "--recipe", str(recipe), "--out", str(out), "max_steps=2"]).exit_code == 0
+    refused = runner.invoke(app, ["train", "--recipe", str(recipe), "--out", str(out), "--resume", "optim.lr=0.5"])
+    assert refused.exit_code == 2 and "optim.lr" in refused.output and "Traceback" not in refused.output
+    assert not (out / "checkpoints" / "step-000004").exists()
+    more = runner.invoke(app, ["train", "--recipe", str(recipe), "--out", str(out), "--resume", "max_steps=4"])
+    assert more.exit_code == 0, more.output
+    assert "max_steps: 4" in (out / "checkpoints" / "step-000004" / "config.yaml").read_text()

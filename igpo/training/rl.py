@@ -45,6 +45,7 @@ from igpo.training.runtime import (
     TrainingError,
     base_module,
     build_model,
+    check_resume_config,
     is_peft,
     latest_checkpoint,
     load_checkpoint,
@@ -479,6 +480,9 @@ def train_rl(cfg: RLConfig, out: Path, *, resume: bool = False, overwrite: bool 
     check_examples(cfg, examples)
     accelerator = Accelerator(cpu=not torch.cuda.is_available())
     main = accelerator.is_main_process
+    if resume:
+        prepare_output(out, resume=True, overwrite=overwrite)  # nothing to resume: one line, no model load
+        check_resume_config(out, cfg)
     model, tokenizer = build_model(cfg.model, device=accelerator.device, seed=cfg.seed)
     if main:
         prepare_output(out, resume=resume, overwrite=overwrite)

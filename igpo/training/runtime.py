@@ -47,6 +47,42 @@ def prepare_output(out: Path, *, resume: bool, overwrite: bool) -> None:
         shutil.rmtree(out)
 
 
+RESUME_MAY_CHANGE = ("max_steps", "checkpoint", "log")
+"""Top-level config keys a resumed run may change: they are applied and the next checkpoint
+records them. Any other difference from the checkpoint's config.yaml is refused."""
+
+
+def _flat(value: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(value, dict):
+        out: dict[str, Any] = {}
+        for key, inner in value.items():
+            out.update(_flat(inner, f"{prefix}{key}."))
+        return out
+    return {prefix[:-1]: value}
+
+
+def check_resume_config(out: Path, config: Any) -> None:
+    """Refuse to resume under settings other than the run's own (a resumed run that silently kept
+    its old learning rate while its next checkpoint recorded the new one would lie)."""
+    import yaml
+
+    last = latest_checkpoint(out)
+    if last is None or not (last / CONFIG_FILE).is_file():
+        return
+    try:
+        saved = _flat(yaml.safe_load((last / CONFIG_FILE).read_text()) or {})
+    except (OSError, yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise TrainingError(f"cannot read {last / CONFIG_FILE}: {exc}") from None
+    now = _flat(json.loads(json.dumps(to_dict(config))))
+    changed = sorted(k for k in set(saved) | set(now)
+                     if saved.get(k) != now.get(k) and k.split(".")[0] not in RESUME_MAY_CHANGE)
+    if changed:
+        shown = ", ".join(f"{k} ({saved.get(k)!r} -> {now.get(k)!r})" for k in changed[:5])
+        raise TrainingError(f"--resume continues {out} under its own settings, but these differ from "
+                            f"{last / CONFIG_FILE}: {shown}{' ...' if len(changed) > 5 else ''}; "
+                            "start a new run (--overwrite or another --out) to change them")
+
+
 INIT_STREAM = 7
 """Stream index of the seed used to initialise new adapter weights (see step_seed)."""
 

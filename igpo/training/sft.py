@@ -18,6 +18,7 @@ from igpo.training.runtime import (
     MetricsLog,
     TrainingError,
     build_model,
+    check_resume_config,
     latest_checkpoint,
     load_checkpoint,
     make_optimizer,
@@ -187,6 +188,8 @@ def train_sft(cfg: SFTConfig, out: Path, *, resume: bool = False, overwrite: boo
     main = accelerator.is_main_process
     if main:
         prepare_output(out, resume=resume, overwrite=overwrite)
+    if resume:
+        check_resume_config(out, cfg)
     accelerator.wait_for_everyone()
     model, tokenizer = build_model(cfg.model, device=accelerator.device, seed=cfg.seed)
     spec = model.token_spec
