@@ -536,3 +536,21 @@ def test_resume_refuses_changed_settings_and_allows_more_steps(tmp_path):
     more = runner.invoke(app, ["train", "--recipe", str(recipe), "--out", str(out), "--resume", "max_steps=4"])
     assert more.exit_code == 0, more.output
     assert "max_steps: 4" in (out / "checkpoints" / "step-000004" / "config.yaml").read_text()
+
+
+def test_resume_survives_crash_leftovers(tmp_path):
+    """A half-written step-N.tmp holding its marker and a torn last metrics line (a crash
+    mid-write) do not block --resume: the complete checkpoint is used, the torn line dropped."""
+    import shutil
+
+    model = save_tiny_checkpoint(tmp_path / "m")
+    recipe = _recipe(tmp_path, _write_data(tmp_path), model)
+    out = tmp_path / "o"
+    assert runner.invoke(app, ["train", "--recipe", str(recipe), "--out", str(out), "max_steps=2"]).exit_code == 0
+    shutil.copytree(out / "checkpoints" / "step-000002", out / "checkpoints" / "step-000003.tmp")
+    with open(out / "metrics.jsonl", "a") as f:
+        f.write('{"step": 3, "rew')
+    rest = runner.invoke(app, ["train", "--recipe", str(recipe), "--out", str(out), "--resume"])
+    assert rest.exit_code == 0, rest.output
+    steps = [json.loads(x)["step"] for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [1, 2, 3, 4]

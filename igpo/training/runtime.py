@@ -163,7 +163,8 @@ def checkpoint_dirs(out: Path) -> list[Path]:
     root = out / CHECKPOINT_DIR
     if not root.is_dir():
         return []
-    found = [p for p in root.iterdir() if p.name.startswith(CHECKPOINT_PREFIX) and (p / MARKER_FILE).is_file()]
+    found = [p for p in root.iterdir() if p.name.startswith(CHECKPOINT_PREFIX)
+             and p.name[len(CHECKPOINT_PREFIX):].isdigit() and (p / MARKER_FILE).is_file()]  # not step-N.tmp
     return sorted(found, key=lambda p: int(p.name[len(CHECKPOINT_PREFIX):]))
 
 
@@ -262,6 +263,20 @@ def _yaml(data: dict[str, Any]) -> str:
     return yaml.safe_dump(data, sort_keys=False)
 
 
+def _step_of(line: str, resume_step: int) -> bool:
+    """Whether a metrics line belongs to the steps kept on resume; a torn line (a crash
+    mid-write) is dropped with a warning instead of failing the resume."""
+    if not line.strip():
+        return False
+    try:
+        return int(json.loads(line)["step"]) <= resume_step
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError):
+        import logging
+
+        logging.getLogger(__name__).warning("metrics.jsonl: dropped a damaged line (%.40s...)", line)
+        return False
+
+
 class MetricsLog:
     """metrics.jsonl in the output folder (one line per step), plus TensorBoard / W&B if asked."""
 
@@ -273,7 +288,7 @@ class MetricsLog:
             return
         out.mkdir(parents=True, exist_ok=True)
         if resume_step and self.path.is_file():  # drop lines written after the checkpoint we resume
-            kept = [ln for ln in self.path.read_text().splitlines() if ln.strip() and json.loads(ln)["step"] <= resume_step]
+            kept = [ln for ln in self.path.read_text(errors="replace").splitlines() if _step_of(ln, resume_step)]
             atomic_write_bytes(self.path, ("\n".join(kept) + ("\n" if kept else "")).encode())
         elif self.path.exists():
             self.path.unlink()
