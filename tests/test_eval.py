@@ -99,6 +99,11 @@ def test_bad_inputs_fail_in_one_line(tiny_checkpoint, tmp_path, shared_data):
     _assert_clean_failure(igpo(*base, "--tasks", "gsm8k", "--threshold", 1.5), "threshold must lie in (0, 1]", out)
     _assert_clean_failure(igpo(*base, "--tasks", "gsm8k", "--cache", "triple"), "unknown cache mode", out)
     _assert_clean_failure(igpo(*base, "--tasks", "gsm8k", "--cache-refresh", 2), "cache_refresh needs a cache", out)
+    for value in ("nan", "inf"):
+        _assert_clean_failure(igpo(*base, "--tasks", "gsm8k", "--temperature", value), "temperature must be a finite", out)
+    for name in ("../../x", str(tmp_path / "abs"), "a/b", ".."):
+        _assert_clean_failure(igpo(*base, "--tasks", "gsm8k", "--name", name), "plain folder name", out)
+    assert not (tmp_path / "abs").exists() and not (tmp_path.parent / "x").exists()
     bad = tmp_path / "bad.yaml"
     bad.write_text("name: x\ndecoding: {gen_length: 32, cache: dual, cache_refresh: 0}\n")
     _assert_clean_failure(igpo(*base, "--tasks", "gsm8k", "--protocol", bad), "cache_refresh must be a positive", out)
