@@ -115,6 +115,17 @@ def test_bad_inputs_fail_in_one_line(tiny_checkpoint, tmp_path, shared_data):
     empty.mkdir()
     _assert_clean_failure(igpo("eval", "--model", tiny_checkpoint, "--data-dir", empty, "--tasks", "gsm8k",
                                "--out", out, *FAST), "missing data file", out)
+    damaged = tmp_path / "damaged"
+    (damaged / "gsm8k").mkdir(parents=True)
+    lines = (shared_data / "gsm8k" / "test.jsonl").read_text().splitlines()
+    for content, message in (("\n".join(lines[:5]) + "\n" + lines[5][:40], "test.jsonl:6: not valid JSON"),
+                             ("", "has no rows"), ("[1, 2]\n", "must be a JSON object")):
+        (damaged / "gsm8k" / "test.jsonl").write_text(content)
+        _assert_clean_failure(igpo("eval", "--model", tiny_checkpoint, "--data-dir", damaged, "--tasks", "gsm8k",
+                                   "--out", out, *FAST), message, out)
+    (damaged / "gsm8k" / "test.jsonl").write_bytes(b'{"question": "\xff\xfe"}\n')
+    _assert_clean_failure(igpo("eval", "--model", tiny_checkpoint, "--data-dir", damaged, "--tasks", "gsm8k",
+                               "--out", out, *FAST), "not UTF-8", out)
     _assert_clean_failure(igpo("eval", "--model", tmp_path / "no-model", "--data-dir", shared_data,
                                "--tasks", "gsm8k", "--out", out, *FAST), "not found", out)
     foreign = tmp_path / "foreign.json"
