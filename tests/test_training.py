@@ -554,3 +554,27 @@ def test_resume_survives_crash_leftovers(tmp_path):
     assert rest.exit_code == 0, rest.output
     steps = [json.loads(x)["step"] for x in (out / "metrics.jsonl").read_text().splitlines()]
     assert steps == [1, 2, 3, 4]
+
+
+@pytest.mark.parametrize("damage", ["random", "truncated", "empty"])
+def test_damaged_weights_and_optimizer_fail_in_one_line(tmp_path, damage):
+    import os as _os
+
+    def spoil(file):
+        data = file.read_bytes()
+        file.write_bytes({"random": _os.urandom(len(data)), "truncated": data[: len(data) // 2], "empty": b""}[damage])
+
+    model = save_tiny_checkpoint(tmp_path / "m")
+    recipe = _recipe(tmp_path, _write_data(tmp_path), model)
+    out = tmp_path / "o"
+    assert runner.invoke(app, ["train", "--recipe", str(recipe), "--out", str(out), "max_steps=2"]).exit_code == 0
+    spoil(out / "checkpoints" / "step-000002" / "optimizer.pt")
+    resumed = runner.invoke(app, ["train", "--recipe", str(recipe), "--out", str(out), "--resume"])
+    assert resumed.exit_code == 2 and "Traceback" not in resumed.output, resumed.output
+    assert "optimizer" in resumed.output or "step-000002" in resumed.output
+    spoil(model / "model.safetensors")
+    evaluated = runner.invoke(app, ["eval", "--model", str(model), "--tasks", "arith", "--limit", "2",
+                                    "--out", str(tmp_path / "ev"), "--no-leaderboard"])
+    assert evaluated.exit_code == 2 and "Traceback" not in evaluated.output, evaluated.output
+    assert "model.safetensors" in evaluated.output
+    assert not list((tmp_path / "ev").rglob("results.json"))

@@ -99,16 +99,24 @@ def _read_state_dict(path: Path, family: Family, device: torch.device) -> dict[s
 
     state: dict[str, torch.Tensor] = {}
     for file in _weight_files(path):
-        if file.suffix == ".bin":
-            raw = torch.load(file, map_location=device, weights_only=True)
-        else:
-            with safe_open(str(file), framework="pt", device=str(device)) as f:
-                raw = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open API)
+        try:
+            if file.suffix == ".bin":
+                raw = torch.load(file, map_location=device, weights_only=True)
+            else:
+                with safe_open(str(file), framework="pt", device=str(device)) as f:
+                    raw = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open API)
+        except Exception as err:  # safetensors / torch errors on a damaged file: the user's file, named
+            raise ModelLoadError(f"cannot read weights file {file}: {_first_line(err)}") from None
         for key, tensor in raw.items():
             if key.endswith("rotary_emb.inv_freq"):
                 continue  # recomputed from config, never a weight
             state[family.to_ours(key)] = tensor
     return state
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {text[0]}" if text else type(err).__name__
 
 
 def default_device() -> torch.device:

@@ -235,7 +235,19 @@ def save_checkpoint(
 
 
 def load_checkpoint(path: Path, model: nn.Module, optimizer, scheduler) -> int:
-    """Restore weights, optimiser and scheduler from a checkpoint; returns its step."""
+    """Restore weights, optimiser and scheduler from a checkpoint; returns its step. A damaged
+    file fails in one line naming it (TrainingError)."""
+    try:
+        return _load_checkpoint(path, model, optimizer, scheduler)
+    except TrainingError:
+        raise
+    except Exception as err:  # safetensors / torch / json errors on the checkpoint's files
+        text = str(err).strip().splitlines()
+        raise TrainingError(f"cannot resume from {path}: {type(err).__name__}: {text[0] if text else ''} "
+                            "(a damaged checkpoint: delete it to resume from the one before)") from None
+
+
+def _load_checkpoint(path: Path, model: nn.Module, optimizer, scheduler) -> int:
     unwrapped = getattr(model, "module", model)
     if is_peft(unwrapped):
         from peft import set_peft_model_state_dict
