@@ -343,7 +343,16 @@ def refresh_leaderboard(runs_root: Path, out: Path) -> None:
     """Rewrite the leaderboard markdown from every finished run under `runs_root`."""
     from harness.leaderboard import discover_runs, write_leaderboard
 
-    runs = discover_runs(runs_root)
+    from harness.results import ResultsError, load_results
+
+    runs = []
+    for run in discover_runs(runs_root):  # a stray or foreign results.json is skipped, not fatal
+        try:
+            load_results(run)
+        except ResultsError as err:
+            print(f"warning: leaderboard skips {err}", file=sys.stderr)
+            continue
+        runs.append(run)
     if runs:
         reference = Path("results/reference.yaml")
         write_leaderboard(runs, out, "markdown", reference if reference.is_file() else None)

@@ -178,3 +178,17 @@ def test_no_arguments_evaluates_the_embedded_model(tmp_path, monkeypatch):
     assert other.exit_code == 0, other.output
     assert (tmp_path / "elsewhere" / "leaderboard.md").is_file()
     assert (tmp_path / "results" / "leaderboard.md").read_text() == board
+
+
+def test_foreign_results_file_under_out_is_skipped_with_a_warning(tmp_path):
+    """A stray results.json that is not igpo's must not fail every later eval into that folder."""
+    out = tmp_path / "out"
+    (out / "stray").mkdir(parents=True)
+    (out / "stray" / "results.json").write_text(json.dumps({"results": {}}))
+    args = ["eval", "--model", "testbed", "--tasks", "arith", "--limit", "2", "--out", out,
+            "--leaderboard", tmp_path / "board.md"]
+    for _ in range(2):
+        result = igpo(*args)
+        assert result.exit_code == 0, result.output
+        assert "leaderboard skips" in result.output and "stray" in result.output
+    assert (tmp_path / "board.md").is_file()
