@@ -563,6 +563,23 @@ def _label(record: dict[str, Any], path: str) -> str:
     return str(record.get("label") or (record.get("model") or {}).get("name_or_path") or path)
 
 
+SAMPLES_TOLERANCE = 1e-9
+"""Largest |accuracy from samples - accuracy in results.json| taken as the same number."""
+
+
+def _check_samples_match(record: dict[str, Any], key: str, items: dict[Any, _Item], where: str) -> None:
+    """The samples must reproduce the run's own headline accuracy (an edited or swapped
+    samples.jsonl would otherwise be compared in silence)."""
+    stated = float(record["tasks"][key]["accuracy"])
+    from_samples = sum(i.total / i.count for i in items.values()) / len(items)
+    if abs(stated - from_samples) > SAMPLES_TOLERANCE:
+        raise ResultsError(
+            f"{Path(where).with_name(SAMPLES_FILE)}: its samples of {key} give accuracy "
+            f"{100 * from_samples:.2f}% but {Path(where).name} reports {100 * stated:.2f}% "
+            "(edited or mismatched files)"
+        )
+
+
 def compare_records(
     baseline: dict[str, Any],
     baseline_rows: Iterable[dict[str, Any]],
@@ -596,11 +613,12 @@ def compare_records(
     c_table = item_table(candidate_rows, set(keys), c_path)
     comparisons = []
     for key in keys:
-        for table, where in ((b_table, b_path), (c_table, c_path)):
+        for table, where, record in ((b_table, b_path, baseline), (c_table, c_path, candidate)):
             if not table[key]:
                 raise ResultsError(
                     f"{Path(where).with_name(SAMPLES_FILE)} has no samples of task {key}"
                 )
+            _check_samples_match(record, key, table[key], where)
         paired = pair_task(key, b_table[key], c_table[key], settings.allow_mismatch)
         comparisons.append(compare_task(paired, settings))
     return CheckReport(

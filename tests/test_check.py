@@ -435,7 +435,13 @@ def test_cli_errors_are_one_line_exit_2(tmp_path):
         {GSM: binary(50, 0.5)},
         task_changes={GSM: {"decoding": {**DECODING, "steps": 128}}},
     )
+    edited = write_run(tmp_path / "edited", {GSM: binary(50, 0.5)})
+    rows = [json.loads(x) for x in (edited / SAMPLES_FILE).read_text().splitlines()]
+    for row in rows[:10]:
+        row["correct"] = not row["correct"]  # samples no longer give the results' accuracy
+    (edited / SAMPLES_FILE).write_text("".join(json.dumps(r) + "\n" for r in rows))
     cases = {
+        "but results.json reports": (edited, good),
         "not valid JSON": (corrupt, good),
         "not an igpo results file": (foreign, good),
         "line 2 is not valid JSON": (bad_samples, good),
