@@ -156,9 +156,11 @@ def eval_cmd(
                                        cache_refresh=cache_refresh).items() if v is not None}
     task_list = _split(tasks) or ["gsm8k", "math500", "amc"]
     try:
-        seed_list = [int(s) for s in _split([seeds])] if seeds else None
+        seed_list = [int(s) for s in _split([seeds])] if seeds is not None else None
     except ValueError:
         raise UserError(f"--seeds must be comma-separated integers, got {seeds!r}") from None
+    if seed_list is not None and (not seed_list or min(seed_list) < 0):
+        raise UserError(f"--seeds must list at least one integer >= 0, got {seeds!r}")
     request = EvalRequest(
         model=model or "", tasks=task_list, protocol=protocol, adapter=adapter, limit=limit, seeds=seed_list,
         data_dir=data_dir, out=out, name=name, label=label, batch_size=batch_size, device=device, dtype=dtype,

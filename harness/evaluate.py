@@ -65,12 +65,27 @@ def slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", text.strip("/")).strip("_")[-80:] or "model"
 
 
+def torch_device_type(text: str) -> str:
+    import torch
+
+    return torch.device(text).type
+
+
 def plan(req: EvalRequest) -> Plan:
     """Check every input and decide what to run; raises a one-line error on bad input."""
     from tasks.registry import GROUPS, data_dir_or_env, local_data_file, resolve_tasks
 
     if req.limit is not None and req.limit <= 0:
         raise ValueError(f"--limit must be a positive number of problems, got {req.limit}")
+    if req.batch_size < 1:
+        raise ValueError(f"--batch-size must be >= 1, got {req.batch_size}")
+    if req.device:
+        try:
+            kind = torch_device_type(req.device)
+        except (RuntimeError, ValueError):
+            raise ValueError(f"unknown --device {req.device!r} (use cpu, cuda or cuda:N)") from None
+        if kind not in ("cpu", "cuda", "mps"):
+            raise ValueError(f"--device {req.device!r}: only cpu, cuda and mps devices are supported")
     protocol = load_protocol(req.protocol)
     leaves: list[str] = []
     for name in resolve_tasks(req.tasks):

@@ -98,11 +98,19 @@ def parse_protocol(raw: Any, *, source: str = "<dict>", file_hash: str = "") -> 
         tasks = raw.get("tasks") or {}
         if not isinstance(tasks, dict):
             raise ValueError("'tasks' must map task names to settings")
+        from tasks.registry import SPECS, TASKS
+
         for task, settings in tasks.items():
+            if task not in SPECS:  # a key no task reads would be silently ignored
+                hint = f" (write {TASKS[task]!r})" if task in TASKS and TASKS[task] in SPECS else ""
+                raise ValueError(f"'tasks' names unknown task {task!r}{hint}; known: {', '.join(sorted(SPECS))}")
             bad = sorted(set(settings or {}) - TASK_KEYS)
             if bad:
                 raise ValueError(f"task {task!r} has unknown setting(s) {', '.join(bad)}")
-        seeds = [int(s) for s in raw.get("seeds") or [0]]
+        seeds = raw.get("seeds", [0])
+        if not isinstance(seeds, list) or not seeds or any(isinstance(x, bool) or not isinstance(x, int) or x < 0
+                                                           for x in seeds):
+            raise ValueError(f"'seeds' must be a non-empty list of integers >= 0, got {seeds!r}")
         lengths = raw.get("gen_lengths")
         lengths = [int(x) for x in lengths] if lengths else None
         ratio = raw.get("steps_ratio")
