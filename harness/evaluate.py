@@ -357,7 +357,6 @@ def print_table(record: dict[str, Any]) -> None:
 def refresh_leaderboard(runs_root: Path, out: Path) -> None:
     """Rewrite the leaderboard markdown from every finished run under `runs_root`."""
     from harness.leaderboard import discover_runs, write_leaderboard
-
     from harness.results import ResultsError, load_results
 
     runs = []
