@@ -2,11 +2,14 @@
 
 Every lm-eval flag works; `--include_path` defaults to the installed igpo task folder, or, when
 $IGPO_DATA_DIR is set, to task copies that read that offline data folder.
-Also runnable as `python -m harness.lm_eval ...`.
+Also runnable as `python -m harness.lm_eval ...`. Bad input that lm-eval or the dllm model reports
+as ValueError / KeyError / FileNotFoundError (an unknown task, a missing model, a model_arg of the
+wrong type) ends in one `error:` line and exit code 2; IGPO_DEBUG=1 shows the traceback.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 
 
@@ -27,7 +30,15 @@ def main(argv: list[str] | None = None) -> None:
         data_dir = data_dir_or_env(None)
         args += ["--include_path", str(local_task_dir(data_dir) if data_dir else TASK_DIR)]
     sys.argv = ["lm-eval", *args]
-    cli_evaluate()
+    try:
+        cli_evaluate()
+    except (ValueError, KeyError, FileNotFoundError) as err:  # ModelLoadError is a ValueError
+        if os.environ.get("IGPO_DEBUG"):
+            raise
+        from harness.errors import EXIT_ERROR, one_line
+
+        print(f"error: {one_line(err)}", file=sys.stderr)
+        raise SystemExit(EXIT_ERROR) from None
 
 
 if __name__ == "__main__":

@@ -234,3 +234,17 @@ def test_wheel_ships_task_and_protocol_files(tmp_path):
     assert not any(n.startswith(("results/", "tests/", "runs/")) for n in names)
     entry = next(n for n in names if n.endswith("entry_points.txt"))
     assert "igpo = harness.cli:main" in zipfile.ZipFile(wheel).read(entry).decode()
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["--tasks", "igpo_nope", "--model_args", "pretrained=testbed"], "Tasks not found: igpo_nope"),
+    (["--tasks", "igpo_arith", "--model_args", "pretrained=/no/such/model"], "model path not found"),
+    (["--tasks", "igpo_arith", "--model_args", "pretrained=testbed,gen_length=abc"], "gen_length='abc'"),
+])
+def test_lm_eval_mistakes_end_in_one_error_line(args, needle):
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+    env.pop("IGPO_DEBUG", None)
+    proc = subprocess.run([sys.executable, "-m", "harness.lm_eval", "--model", "dllm", *args, "--limit", "1"],
+                          capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr and needle in proc.stderr.strip().splitlines()[-1]

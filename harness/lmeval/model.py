@@ -98,12 +98,17 @@ def parse_args(kwargs: dict[str, Any]) -> DLLMArgs:
     for key, value in kwargs.items():
         if key in ("max_batch_size",) or value is None:
             continue
-        if key in own and key != "decode":
-            values[key] = _coerce(value, own[key])
-        elif key in dec:
-            decode[key] = _coerce(value, dec[key])
-        else:
-            raise ValueError(f"unknown dllm model_arg {key!r}")
+        try:
+            if key in own and key != "decode":
+                values[key] = _coerce(value, own[key])
+            elif key in dec:
+                decode[key] = _coerce(value, dec[key])
+            else:
+                raise ValueError(f"unknown dllm model_arg {key!r}")
+        except ValueError as err:
+            if str(err).startswith("unknown dllm model_arg"):
+                raise
+            raise ValueError(f"dllm model_arg {key}={value!r}: {err}") from None
     if not values.get("pretrained"):
         raise ValueError("dllm needs model_args pretrained=PATH_OR_ID")
     if values.get("batch_size") in ("auto", None):
