@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import os
 import sys
 from collections.abc import Callable
 from typing import TypeVar
@@ -10,6 +11,8 @@ from typing import TypeVar
 F = TypeVar("F", bound=Callable)
 
 EXIT_ERROR = 2
+DEBUG_ENV = "IGPO_DEBUG"
+"""Set (to anything) to get the traceback of a user error instead of its one line."""
 
 
 class UserError(Exception):
@@ -44,6 +47,8 @@ def friendly(func: F) -> F:
             print("interrupted", file=sys.stderr)
             raise SystemExit(130) from None
         except user_errors() as err:
+            if os.environ.get(DEBUG_ENV):
+                raise
             print(f"error: {one_line(err)}", file=sys.stderr)
             raise SystemExit(EXIT_ERROR) from None
 

@@ -33,9 +33,10 @@ def main(argv: list[str] | None = None) -> None:
     try:
         cli_evaluate()
     except (ValueError, KeyError, FileNotFoundError) as err:  # ModelLoadError is a ValueError
-        if os.environ.get("IGPO_DEBUG"):
+        from harness.errors import DEBUG_ENV, EXIT_ERROR, one_line
+
+        if os.environ.get(DEBUG_ENV):
             raise
-        from harness.errors import EXIT_ERROR, one_line
 
         print(f"error: {one_line(err)}", file=sys.stderr)
         raise SystemExit(EXIT_ERROR) from None
