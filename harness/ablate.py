@@ -316,12 +316,12 @@ def _copy_dir(src: Path, dest: Path) -> None:
 def _check_resume(job: Job, cfg) -> None:
     """A half-finished job resumes only under the config it was started with."""
     from igpo.config import to_dict
-    from igpo.training.runtime import CONFIG_FILE, latest_checkpoint
+    from igpo.training.runtime import CONFIG_FILE, latest_checkpoint, normalised_config
 
     last = latest_checkpoint(job.folder)
     if last is None or not (last / CONFIG_FILE).is_file():
         return
-    saved = json.loads(json.dumps(yaml.safe_load((last / CONFIG_FILE).read_text())))
+    saved = normalised_config(type(cfg), yaml.safe_load((last / CONFIG_FILE).read_text()) or {})
     if saved != json.loads(json.dumps(to_dict(cfg))):
         raise UserError(f"{job.folder} was started with other settings than the grid gives now; "
                         "delete that folder to rerun the job")

@@ -805,7 +805,7 @@ def evaluate_candidate(
     out = options.out or DEFAULT_CHECK_OUT / "-".join(
         filter(
             None,
-            [slug(Path(model).name), slug(Path(adapter).name) if adapter else None, protocol.name],
+            [slug(Path(model).name), slug(Path(adapter).name) if adapter else None, slug(protocol.name)],
         )
     )
     data_dir = options.data_dir or (

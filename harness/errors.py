@@ -19,6 +19,11 @@ class UserError(Exception):
     """A problem with the user's input (paths, names, values); printed as one line."""
 
 
+def debugging() -> bool:
+    """IGPO_DEBUG set to anything but '', 0, false, no, off."""
+    return os.environ.get(DEBUG_ENV, "").strip().lower() not in ("", "0", "false", "no", "off")
+
+
 def user_errors() -> tuple[type[BaseException], ...]:
     """Exception types that mean bad input rather than a bug (imported lazily: torch is heavy)."""
     kinds: list[type[BaseException]] = [UserError, ValueError, FileNotFoundError, KeyError,
@@ -47,7 +52,7 @@ def friendly(func: F) -> F:
             print("interrupted", file=sys.stderr)
             raise SystemExit(130) from None
         except user_errors() as err:
-            if os.environ.get(DEBUG_ENV):
+            if debugging():
                 raise
             print(f"error: {one_line(err)}", file=sys.stderr)
             raise SystemExit(EXIT_ERROR) from None

@@ -57,8 +57,9 @@ class Plan:
     run_dir: Path
 
 
-RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
-"""What --name may be: one folder under --out (no separators, not '..')."""
+def is_plain_name(name: str) -> bool:
+    """Whether a run name is one folder under --out (no separators, not '.' / '..', no NUL)."""
+    return bool(name) and name not in (".", "..") and not any(c in name for c in "/\\\0")
 
 
 def slug(text: str) -> str:
@@ -124,10 +125,10 @@ def plan(req: EvalRequest) -> Plan:
         raise FileNotFoundError(f"adapter folder not found: {req.adapter}")
     model_part = slug(Path(req.model).name if Path(req.model).exists() else req.model)
     adapter_part = slug(Path(req.adapter).name) if req.adapter else None
-    if req.name is not None and not RUN_NAME.fullmatch(req.name):
-        raise ValueError(f"--name {req.name!r} must be a plain folder name (letters, digits, '.', '_', '-'; "
-                         "no path separators), so the run stays under --out")
-    name = req.name or "-".join(filter(None, [model_part, adapter_part, protocol.name]))
+    if req.name is not None and not is_plain_name(req.name):
+        raise ValueError(f"--name {req.name!r} must be a plain folder name (no path separators, not '.' or "
+                         "'..'), so the run stays under --out")
+    name = req.name or "-".join(filter(None, [model_part, adapter_part, slug(protocol.name)]))
     return Plan(protocol=protocol, leaves=leaves, data_dir=data_dir, run_dir=req.out / name)
 
 

@@ -9,7 +9,6 @@ wrong type) ends in one `error:` line and exit code 2; IGPO_DEBUG=1 shows the tr
 
 from __future__ import annotations
 
-import os
 import sys
 
 
@@ -23,23 +22,36 @@ def main(argv: list[str] | None = None) -> None:
     if args and args[0] == "--":
         args = args[1:]
     wants_help = any(a in ("-h", "--help") for a in args)
-    if args and not wants_help and "--include_path" not in args:
-        # With $IGPO_DATA_DIR set, the igpo tasks read that offline folder instead of the Hub.
-        from tasks.registry import data_dir_or_env, local_task_dir
-
-        data_dir = data_dir_or_env(None)
-        args += ["--include_path", str(local_task_dir(data_dir) if data_dir else TASK_DIR)]
-    sys.argv = ["lm-eval", *args]
     try:
+        if args and not wants_help and "--include_path" not in args:
+            # With $IGPO_DATA_DIR set, the igpo tasks read that offline folder instead of the Hub;
+            # only the requested ones need their data files there.
+            from tasks.registry import data_dir_or_env, local_task_dir
+
+            data_dir = data_dir_or_env(None)
+            folder = local_task_dir(data_dir, _requested_igpo_tasks(args)) if data_dir else TASK_DIR
+            args += ["--include_path", str(folder)]
+        sys.argv = ["lm-eval", *args]
         cli_evaluate()
     except (ValueError, KeyError, FileNotFoundError) as err:  # ModelLoadError is a ValueError
-        from harness.errors import DEBUG_ENV, EXIT_ERROR, one_line
+        from harness.errors import EXIT_ERROR, debugging, one_line
 
-        if os.environ.get(DEBUG_ENV):
+        if debugging():
             raise
 
         print(f"error: {one_line(err)}", file=sys.stderr)
         raise SystemExit(EXIT_ERROR) from None
+
+
+def _requested_igpo_tasks(args: list[str]) -> list[str] | None:
+    """The igpo tasks / groups named by --tasks (None: not given, so every one is written)."""
+    from tasks.registry import TASKS
+
+    for i, arg in enumerate(args):
+        value = arg.split("=", 1)[1] if arg.startswith("--tasks=") else args[i + 1] if arg == "--tasks" and i + 1 < len(args) else None
+        if value is not None:
+            return [TASKS[n] for n in (x.strip() for x in value.split(",")) if n in TASKS and n.startswith("igpo_")]
+    return None
 
 
 if __name__ == "__main__":

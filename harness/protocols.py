@@ -107,7 +107,8 @@ def parse_protocol(raw: Any, *, source: str = "<dict>", file_hash: str = "") -> 
             bad = sorted(set(settings or {}) - TASK_KEYS)
             if bad:
                 raise ValueError(f"task {task!r} has unknown setting(s) {', '.join(bad)}")
-        seeds = raw.get("seeds", [0])
+        seeds = raw.get("seeds")
+        seeds = [0] if seeds is None else seeds  # absent or left empty: seed 0
         if not isinstance(seeds, list) or not seeds or any(isinstance(x, bool) or not isinstance(x, int) or x < 0
                                                            for x in seeds):
             raise ValueError(f"'seeds' must be a non-empty list of integers >= 0, got {seeds!r}")

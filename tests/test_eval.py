@@ -201,3 +201,22 @@ def test_foreign_results_file_under_out_is_skipped_with_a_warning(tmp_path):
         assert result.exit_code == 0, result.output
         assert "leaderboard skips" in result.output and "stray" in result.output
     assert (tmp_path / "board.md").is_file()
+
+
+def test_small_input_rules():
+    from harness.errors import debugging
+    from harness.evaluate import is_plain_name
+    from harness.protocols import parse_protocol
+
+    assert all(is_plain_name(n) for n in ("llada+igpo", "_base", "run 1", "x" * 200, "ci-testbed"))
+    assert not any(is_plain_name(n) for n in ("", ".", "..", "a/b", "../x", "/abs", "a\\b"))
+    assert parse_protocol({"name": "x", "seeds": None}).seeds == [0]
+    import os
+
+    old = os.environ.get("IGPO_DEBUG")
+    try:
+        for value, expect in (("0", False), ("false", False), ("", False), ("1", True), ("yes", True)):
+            os.environ["IGPO_DEBUG"] = value
+            assert debugging() is expect
+    finally:
+        os.environ.pop("IGPO_DEBUG", None) if old is None else os.environ.__setitem__("IGPO_DEBUG", old)

@@ -578,3 +578,18 @@ def test_damaged_weights_and_optimizer_fail_in_one_line(tmp_path, damage):
     assert evaluated.exit_code == 2 and "Traceback" not in evaluated.output, evaluated.output
     assert "model.safetensors" in evaluated.output
     assert not list((tmp_path / "ev").rglob("results.json"))
+
+
+def test_resume_accepts_a_checkpoint_written_before_a_field_existed(tmp_path):
+    import yaml
+
+    model = save_tiny_checkpoint(tmp_path / "m")
+    recipe = _recipe(tmp_path, _write_data(tmp_path), model)
+    out = tmp_path / "o"
+    assert runner.invoke(app, ["train", "--recipe", str(recipe), "--out", str(out), "max_steps=2"]).exit_code == 0
+    saved = out / "checkpoints" / "step-000002" / "config.yaml"
+    data = yaml.safe_load(saved.read_text())
+    del data["trajectory_group_steps"], data["rewards"]  # as an older version wrote it
+    saved.write_text(yaml.safe_dump(data))
+    rest = runner.invoke(app, ["train", "--recipe", str(recipe), "--out", str(out), "--resume"])
+    assert rest.exit_code == 0, rest.output

@@ -101,17 +101,43 @@ def _read_state_dict(path: Path, family: Family, device: torch.device) -> dict[s
     for file in _weight_files(path):
         try:
             if file.suffix == ".bin":
-                raw = torch.load(file, map_location=device, weights_only=True)
+                raw = torch_load(file, map_location=device)
             else:
                 with safe_open(str(file), framework="pt", device=str(device)) as f:
                     raw = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open API)
-        except Exception as err:  # safetensors / torch errors on a damaged file: the user's file, named
-            raise ModelLoadError(f"cannot read weights file {file}: {_first_line(err)}") from None
+        except damaged_file_errors() as err:  # a damaged file of the user's, named (not OOM or bugs)
+            raise ModelLoadError(f"cannot read weights file {file} (damaged?): {_first_line(err)}") from None
         for key, tensor in raw.items():
             if key.endswith("rotary_emb.inv_freq"):
                 continue  # recomputed from config, never a weight
             state[family.to_ours(key)] = tensor
     return state
+
+
+class DamagedFileError(RuntimeError):
+    """torch.load's RuntimeError for a truncated or foreign archive, told apart from other ones."""
+
+
+def torch_load(file: Path, **kwargs: Any) -> Any:
+    """torch.load(weights_only=True); a damaged archive raises DamagedFileError."""
+    try:
+        return torch.load(file, weights_only=True, **kwargs)
+    except RuntimeError as err:
+        text = str(err)
+        if "PytorchStreamReader" in text or "zip archive" in text or "central directory" in text:
+            raise DamagedFileError(text) from None
+        raise
+
+
+def damaged_file_errors() -> tuple[type[BaseException], ...]:
+    """What reading a truncated, empty or foreign weights / state file raises (not OOM or bugs)."""
+    import pickle
+    import zipfile
+
+    from safetensors import SafetensorError
+
+    return (SafetensorError, pickle.UnpicklingError, EOFError, zipfile.BadZipFile, json.JSONDecodeError,
+            UnicodeDecodeError, KeyError, OSError, DamagedFileError)
 
 
 def _first_line(err: BaseException) -> str:

@@ -17,6 +17,7 @@ from torch import nn
 from igpo.atomic import atomic_write_bytes
 from igpo.config import to_dict
 from igpo.models import load_model, load_tokenizer
+from igpo.models.loading import damaged_file_errors, torch_load
 from igpo.training.settings import CheckpointSettings, LogSettings, ModelSettings, OptimSettings
 
 CHECKPOINT_DIR = "checkpoints"
@@ -61,6 +62,17 @@ def _flat(value: Any, prefix: str = "") -> dict[str, Any]:
     return {prefix[:-1]: value}
 
 
+def normalised_config(cls: type, raw: dict[str, Any]) -> dict[str, Any]:
+    """A saved config.yaml as today's config class reads it: keys added since take their
+    defaults, so a checkpoint written before a new field does not count as changed."""
+    from igpo.config import ConfigError, build
+
+    try:
+        return json.loads(json.dumps(to_dict(build(cls, raw))))
+    except ConfigError:  # a key removed since: compare what both still have
+        return json.loads(json.dumps(raw))
+
+
 def check_resume_config(out: Path, config: Any) -> None:
     """Refuse to resume under settings other than the run's own (a resumed run that silently kept
     its old learning rate while its next checkpoint recorded the new one would lie)."""
@@ -70,9 +82,10 @@ def check_resume_config(out: Path, config: Any) -> None:
     if last is None or not (last / CONFIG_FILE).is_file():
         return
     try:
-        saved = _flat(yaml.safe_load((last / CONFIG_FILE).read_text()) or {})
+        raw = yaml.safe_load((last / CONFIG_FILE).read_text()) or {}
     except (OSError, yaml.YAMLError, UnicodeDecodeError) as exc:
         raise TrainingError(f"cannot read {last / CONFIG_FILE}: {exc}") from None
+    saved = _flat(normalised_config(type(config), raw))
     now = _flat(json.loads(json.dumps(to_dict(config))))
     changed = sorted(k for k in set(saved) | set(now)
                      if saved.get(k) != now.get(k) and k.split(".")[0] not in RESUME_MAY_CHANGE)
@@ -239,12 +252,10 @@ def load_checkpoint(path: Path, model: nn.Module, optimizer, scheduler) -> int:
     file fails in one line naming it (TrainingError)."""
     try:
         return _load_checkpoint(path, model, optimizer, scheduler)
-    except TrainingError:
-        raise
-    except Exception as err:  # safetensors / torch / json errors on the checkpoint's files
+    except damaged_file_errors() as err:  # the checkpoint's files, not a bug or out of memory
         text = str(err).strip().splitlines()
-        raise TrainingError(f"cannot resume from {path}: {type(err).__name__}: {text[0] if text else ''} "
-                            "(a damaged checkpoint: delete it to resume from the one before)") from None
+        raise TrainingError(f"cannot read checkpoint {path} (damaged?): {type(err).__name__}: "
+                            f"{text[0] if text else ''}") from None
 
 
 def _load_checkpoint(path: Path, model: nn.Module, optimizer, scheduler) -> int:
@@ -263,7 +274,7 @@ def _load_checkpoint(path: Path, model: nn.Module, optimizer, scheduler) -> int:
         family = next(f for f in FAMILIES.values() if f.name == base.family)
         state = {family.to_ours(k): v for k, v in load_file(str(path / "model.safetensors")).items()}
         base.load_state_dict(state)
-    opt = torch.load(path / OPTIMIZER_FILE, weights_only=True)
+    opt = torch_load(path / OPTIMIZER_FILE, map_location="cpu")  # load_state_dict moves it to the params' device
     optimizer.load_state_dict(opt["optimizer"])
     scheduler.load_state_dict(opt["scheduler"])
     return int(json.loads((path / STATE_FILE).read_text())["step"])
