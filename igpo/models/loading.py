@@ -141,7 +141,9 @@ def damaged_file_errors() -> tuple[type[BaseException], ...]:
 
 
 def _first_line(err: BaseException) -> str:
-    text = str(err).strip().splitlines()
+    import re
+
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(err)).strip().splitlines()  # no terminal colour codes
     return f"{type(err).__name__}: {text[0]}" if text else type(err).__name__
 
 
