@@ -123,22 +123,30 @@ def unbox(text: str) -> str:
 # --------------------------------------------------------------------------- file reading
 
 
-def _rows(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    """``(line number, object)`` for each non-empty JSON-lines row; errors name file and line."""
+def jsonl_rows(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    """``(line number, object)`` for each non-empty JSON-lines row; errors (bad JSON, a line that
+    is not an object, bytes that are not UTF-8) name file and line."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such data file")
     with path.open(encoding="utf-8") as handle:
-        for lineno, line in enumerate(handle, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise ValueError(f"{path}:{lineno}: invalid JSON ({err.msg})") from None
-            if not isinstance(row, dict):
-                raise ValueError(f"{path}:{lineno}: expected a JSON object")
-            yield lineno, row
+        lineno = 0
+        try:
+            for lineno, line in enumerate(handle, 1):
+                if not line.strip():
+                    continue
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError as err:
+                    raise ValueError(f"{path}:{lineno}: invalid JSON ({err.msg})") from None
+                if not isinstance(row, dict):
+                    raise ValueError(f"{path}:{lineno}: expected a JSON object")
+                yield lineno, row
+        except UnicodeDecodeError as err:
+            raise ValueError(f"{path}:{lineno + 1}: not UTF-8 text ({err.reason})") from None
+
+
+_rows = jsonl_rows
 
 
 def _text(row: dict[str, Any], name: str, where: str) -> str:

@@ -15,7 +15,6 @@ from __future__ import annotations
 import atexit
 import hashlib
 import importlib
-import json
 import os
 import shutil
 import tempfile
@@ -129,22 +128,9 @@ def local_data_file(task_name: str, data_dir: Path | str) -> Path:
 def check_jsonl(path: Path) -> None:
     """Fail in one line naming file and line when a data file is empty, not UTF-8 or holds a line
     that is not a JSON object (a truncated download, say), before lm-eval's loader trips on it."""
-    rows = 0
-    try:
-        with open(path, encoding="utf-8") as f:
-            for number, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as err:
-                    raise ValueError(f"{path}:{number}: not valid JSON ({err.msg})") from None
-                if not isinstance(row, dict):
-                    raise ValueError(f"{path}:{number}: a data row must be a JSON object")
-                rows += 1
-    except UnicodeDecodeError as err:
-        raise ValueError(f"{path}: not UTF-8 text ({err.reason} at byte {err.start})") from None
-    if rows == 0:
+    from igpo.data import jsonl_rows
+
+    if sum(1 for _ in jsonl_rows(path)) == 0:  # reads every line
         raise ValueError(f"{path}: the data file has no rows")
 
 

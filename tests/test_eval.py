@@ -127,8 +127,8 @@ def test_bad_inputs_fail_in_one_line(tiny_checkpoint, tmp_path, shared_data):
     damaged = tmp_path / "damaged"
     (damaged / "gsm8k").mkdir(parents=True)
     lines = (shared_data / "gsm8k" / "test.jsonl").read_text().splitlines()
-    for content, message in (("\n".join(lines[:5]) + "\n" + lines[5][:40], "test.jsonl:6: not valid JSON"),
-                             ("", "has no rows"), ("[1, 2]\n", "must be a JSON object")):
+    for content, message in (("\n".join(lines[:5]) + "\n" + lines[5][:40], "test.jsonl:6: invalid JSON"),
+                             ("", "has no rows"), ("[1, 2]\n", "expected a JSON object")):
         (damaged / "gsm8k" / "test.jsonl").write_text(content)
         _assert_clean_failure(igpo("eval", "--model", tiny_checkpoint, "--data-dir", damaged, "--tasks", "gsm8k",
                                    "--out", out, *FAST), message, out)
