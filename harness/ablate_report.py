@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import math
-import re
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -40,7 +39,6 @@ T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2
         2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056,
         2.052, 2.048, 2.045, 2.042)
 """Student t 97.5% quantiles for 1..30 degrees of freedom (two-sided 95% intervals); beyond, Z95."""
-LEVEL_METRIC = re.compile(r"^acc_steps_(\d+)$")
 
 
 # ---------------------------------------------------------------------------- aggregation
@@ -108,13 +106,9 @@ def _record_numbers(record: dict[str, Any]) -> tuple[float, tuple[float, float] 
     if len(tasks) == 1:
         only = next(iter(tasks.values()))
         interval, kind = tuple(only["ci95"]), str(only.get("ci_kind", "?"))
-    levels: dict[int, float] = {}
-    for task in tasks.values():
-        for name, value in (task.get("metrics") or {}).items():
-            match = LEVEL_METRIC.match(name)
-            if match and isinstance(value, (int, float)) and math.isfinite(value):
-                levels.setdefault(int(match.group(1)), float(value))
-    return accuracy, interval, kind, levels
+    from harness.curves import record_levels
+
+    return accuracy, interval, kind, record_levels(record)
 
 
 def _series_records(series: Path) -> dict[int, dict[str, Any]]:
@@ -127,15 +121,6 @@ def _series_records(series: Path) -> dict[int, dict[str, Any]]:
     return out
 
 
-def _metrics_rows(folder: Path) -> list[dict[str, Any]]:
-    from igpo.training.runtime import METRICS_FILE
-
-    path = folder / METRICS_FILE
-    if not path.is_file():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
 def load_seed_run(job: Job) -> SeedRun | None:
     """A finished job's curve, final numbers and training metrics; None if not finished."""
     if not job.done_file.is_file():
@@ -145,7 +130,9 @@ def load_seed_run(job: Job) -> SeedRun | None:
         return None
     curve = {step: _record_numbers(rec)[0] for step, rec in records.items()}
     _, interval, kind, levels = _record_numbers(records[max(records)])
-    return SeedRun(job.seed, curve, interval, kind, levels, _metrics_rows(job.folder))
+    from harness.curves import metrics_rows
+
+    return SeedRun(job.seed, curve, interval, kind, levels, metrics_rows(job.folder))
 
 
 def collect(spec: GridSpec, jobs: list[Job]) -> tuple[list[CellResult], BaseResult | None]:
@@ -331,11 +318,9 @@ def write_report(spec: GridSpec, jobs: list[Job]) -> Path:
     from harness.claims import render_claims, write_claims
 
     claims = write_claims(spec, jobs)
-    if claims is not None:
-        from harness.claims import evaluate_claims
-
+    if claims:
         text = report.read_text() + "\n## Claims (paired per item, seeds pooled; claims.json)\n\n" + \
-            render_claims(evaluate_claims(spec, jobs))
+            render_claims(claims)
         atomic_write_text(report, text)
     return report
 

@@ -91,21 +91,23 @@ def _final_step(job: Job) -> Path | None:
 
 
 def _correct_by_item(folder: Path) -> dict[Any, float]:
-    out: dict[Any, float] = {}
-    counts: dict[Any, int] = {}
-    for line in (folder / SAMPLES_FILE).read_text().splitlines():
-        if line.strip():
-            row = json.loads(line)
-            doc = row["doc_id"]
-            out[doc] = out.get(doc, 0.0) + float(bool(row["correct"]))
-            counts[doc] = counts.get(doc, 0) + 1
-    return {d: v / counts[d] for d, v in out.items()}
+    """(task, doc_id) -> mean correctness over the item's samples, read and validated as
+    `igpo check` reads them."""
+    from harness.check import item_table
+    from harness.results import load_samples
+
+    rows = load_samples(folder)
+    tasks = {row.get("task") for row in rows if isinstance(row, dict)}
+    table = item_table(rows, tasks, str(folder / SAMPLES_FILE))
+    return {(task, doc): item.total / item.count for task, items in table.items() for doc, item in items.items()}
 
 
 def _levels() -> dict[Any, int]:
+    """(task, doc_id) -> number of operations of the arith task's items."""
     from tasks.arith_utils import test_docs
+    from tasks.registry import TASKS
 
-    return {i: int(doc["steps"]) for i, doc in enumerate(test_docs())}
+    return {(TASKS["arith"], i): int(doc["steps"]) for i, doc in enumerate(test_docs())}
 
 
 def cell_items(jobs: list[Job], cell: str) -> tuple[list[dict[Any, float]], int]:
@@ -185,12 +187,13 @@ def accuracy_claim(spec: ClaimSpec, jobs: list[Job], levels: dict[Any, int] | No
 
 
 def _zero_gradient_shares(jobs: list[Job], cell: str) -> list[float]:
-    from harness.ablate_report import _metrics_rows, still_wrong_ratio
+    from harness.ablate_report import still_wrong_ratio
+    from harness.curves import metrics_rows
 
     shares = []
     for job in jobs:
         if job.cell == cell and job.done_file.is_file():
-            rows = _metrics_rows(job.folder)
+            rows = metrics_rows(job.folder)
             values = [v for v in (still_wrong_ratio(r) for r in rows) if math.isfinite(v)]
             if values:
                 shares.append(sum(values) / len(values))
@@ -247,15 +250,16 @@ def render_claims(results: list[ClaimResult]) -> str:
                     tablefmt="github") + "\n"
 
 
-def write_claims(spec: GridSpec, jobs: list[Job]) -> Path | None:
-    """claims.json (+ claims.md) next to the grid's report; None when no claim has its cells."""
+def write_claims(spec: GridSpec, jobs: list[Job]) -> list[ClaimResult]:
+    """claims.json (+ claims.md) next to the grid's report; the results ([]: no claim has its
+    cells, nothing written)."""
     results = evaluate_claims(spec, jobs)
     if not results:
-        return None
+        return results
     folder = spec.results_dir
     folder.mkdir(parents=True, exist_ok=True)
     payload = {"grid": spec.name, "alpha": ALPHA, "claims": [asdict(r) for r in results]}
     path = folder / CLAIMS_FILE
     atomic_write_text(path, json.dumps(payload, indent=2) + "\n")
     atomic_write_text(path.with_suffix(".md"), render_claims(results))
-    return path
+    return results

@@ -5,11 +5,16 @@ Shared by the ablation report (a line per cell, mean over its seeds) and `igpo e
 
 from __future__ import annotations
 
+import json
 import math
+import re
 from pathlib import Path
 from typing import Any
 
 from igpo.atomic import save_png
+
+LEVEL_METRIC = re.compile(r"^acc_steps_(\d+)$")
+"""Per-level accuracy metrics of a task (arith: acc_steps_<number of operations>)."""
 
 TRAINING_CURVES = (("reward", "training reward"), ("accuracy", "training accuracy"), ("kl", "KL to base"),
                    ("clip_ratio", "clip ratio"), ("entropy", "entropy (loss tokens)"),
@@ -19,6 +24,36 @@ SMOOTH_STEPS = 5
 """Trailing-mean window over training steps."""
 PANEL_SIZE = (4.2, 3.2)
 FIG_DPI = 120
+
+
+def metrics_rows(folder: Path) -> list[dict[str, Any]]:
+    """A training run's metrics.jsonl rows ([] without one); a torn last line (a crash
+    mid-write) is left out, a damaged line elsewhere raises."""
+    from igpo.training.runtime import METRICS_FILE
+
+    path = Path(folder) / METRICS_FILE
+    if not path.is_file():
+        return []
+    lines = [line for line in path.read_text().splitlines() if line.strip()]
+    rows = []
+    for i, line in enumerate(lines):
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            if i < len(lines) - 1:
+                raise
+    return rows
+
+
+def record_levels(record: dict[str, Any]) -> dict[int, float]:
+    """Level -> accuracy from a results record's per-level metrics (first task that has it)."""
+    levels: dict[int, float] = {}
+    for task in record["tasks"].values():
+        for name, value in (task.get("metrics") or {}).items():
+            match = LEVEL_METRIC.match(name)
+            if match and isinstance(value, (int, float)) and math.isfinite(value):
+                levels.setdefault(int(match.group(1)), float(value))
+    return levels
 
 
 def trailing_mean(values: list[float], window: int = SMOOTH_STEPS) -> list[float]:

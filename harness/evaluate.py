@@ -417,28 +417,15 @@ def run_series(req: EvalRequest, train_dir: Path, every: int = 1, include_base: 
 
 def write_training_plot(train_dir: Path, points, out_root: Path) -> Path | None:
     """training.png: the run's per-step curves (metrics.jsonl) and held-out accuracy per level."""
-    import json
-    import re
+    from harness.curves import metrics_rows, plot_training_curves, record_levels
 
-    from harness.curves import plot_training_curves
-    from igpo.training.runtime import METRICS_FILE
-
-    metrics = train_dir / METRICS_FILE
-    if not metrics.is_file():
+    rows = metrics_rows(train_dir)
+    if not rows:
         return None
-    rows = []
-    for line in metrics.read_text().splitlines():
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue  # a torn last line of a crashed run
     levels: dict[int, dict[int, float]] = {}
     for step, record in points:
-        for task in record.get("tasks", {}).values():
-            for name, value in (task.get("metrics") or {}).items():
-                match = re.fullmatch(r"acc_steps_(\d+)", name)
-                if match and isinstance(value, (int, float)):
-                    levels.setdefault(int(match.group(1)), {})[step] = float(value)
+        for level, value in record_levels(record).items():
+            levels.setdefault(level, {})[step] = value
     path = out_root / "training.png"
     plot_training_curves([(train_dir.name, [rows])], path, f"{train_dir.name}",
                          {train_dir.name: levels} if levels else None)

@@ -38,7 +38,6 @@ def main(argv: list[str] | None = None) -> None:
 
         if debugging():
             raise
-
         print(f"error: {one_line(err)}", file=sys.stderr)
         raise SystemExit(EXIT_ERROR) from None
 
@@ -47,11 +46,16 @@ def _requested_igpo_tasks(args: list[str]) -> list[str] | None:
     """The igpo tasks / groups named by --tasks (None: not given, so every one is written)."""
     from tasks.registry import TASKS
 
+    value = None
     for i, arg in enumerate(args):
-        value = arg.split("=", 1)[1] if arg.startswith("--tasks=") else args[i + 1] if arg == "--tasks" and i + 1 < len(args) else None
-        if value is not None:
-            return [TASKS[n] for n in (x.strip() for x in value.split(",")) if n in TASKS and n.startswith("igpo_")]
-    return None
+        if arg.startswith("--tasks="):
+            value = arg.split("=", 1)[1]
+        elif arg == "--tasks" and i + 1 < len(args):
+            value = args[i + 1]
+    if value is None:
+        return None
+    names = (name.strip() for name in value.split(","))
+    return [TASKS[n] for n in names if n in TASKS and n.startswith("igpo_")]
 
 
 if __name__ == "__main__":

@@ -38,13 +38,6 @@ class Estimate:
     sequence_level: bool = False
 
 
-def _logits(model: nn.Module, x: torch.Tensor, shifted: bool) -> torch.Tensor:
-    logits = model(x).logits
-    if shifted:  # position i predicts i+1: realign so logits[:, j] scores token j
-        logits = torch.cat([logits[:, :1], logits[:, :-1]], dim=1)
-    return logits
-
-
 @torch.no_grad()
 def elbo_loglikelihood(
     model: nn.Module,
@@ -74,7 +67,7 @@ def elbo_loglikelihood(
         masked = order < levels[:, None]  # a uniformly random subset of size levels[i] per row
         x = seq.repeat(b, 1)
         x[:, plen:] = torch.where(masked.to(device), torch.full_like(x[:, plen:], mask_id), x[:, plen:])
-        logits = _logits(model, x, shifted_logits)[:, plen:]
+        logits = _completion_logits(model(x).logits, plen, tlen, shifted_logits)
         nll = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), seq[plen:].repeat(b), reduction="none")
         nll = nll.view(b, tlen) * masked.to(device)
         weight = (tlen / levels.to(device).float())[:, None]
@@ -121,9 +114,9 @@ def mean_field_logprobs(
     return Estimate(logp=logp, entropy=entropy)
 
 
-
 def _completion_logits(logits: torch.Tensor, plen: int, tlen: int, shifted: bool) -> torch.Tensor:
-    """Logits [N, T, V] scoring the completion positions plen .. plen + T - 1."""
+    """Logits [N, T, V] scoring the completion positions plen .. plen + T - 1 (shifted, Dream-style:
+    position i predicts token i + 1, and a first position reads its own logits)."""
     if not shifted:
         return logits[:, plen: plen + tlen]
     if plen > 0:
@@ -164,8 +157,8 @@ def trajectory_logprobs(
     pass (one forward pass per decoding pass). Not modelled: which positions get committed (with
     low-confidence remasking or a parallel rule that choice depends on the samples' own
     probabilities), so this is the trajectory's token likelihood, not its full likelihood;
-    with `remasking="random"` and a fixed schedule the selection does not depend on the model. `group_steps=k` scores the tokens of k consecutive passes with the canvas
-    before the first of them: k times fewer passes; tokens of later passes in a group see fewer
+    with `remasking="random"` and a fixed schedule the selection does not depend on the model.
+    `group_steps=k` scores the tokens of k consecutive passes with the canvas before the first of them: k times fewer passes; tokens of later passes in a group see fewer
     of their predecessors than the decoder did (an approximation, exact again at k=1).
     Hint positions (HINTED) are scored with the first pass's canvas with every hint masked, i.e.
     as the policy without hints would have proposed them first; early-exit EOS fill (UNDECODED)

@@ -306,7 +306,7 @@ class Trainer:
 
     def prepare(self, group: Group, gi: int, step: int, rank: int) -> Prepared:
         """Entropy, loss mask, old and reference log-probs of one group (no gradients); on-policy
-        the first three come from the update pass itself (see `complete`)."""
+        the first three come from the update pass itself (see `current`)."""
         cfg = self.cfg
         needs_gen = cfg.p_mask_prompt > 0 or cfg.logprob_estimator == "elbo"
         gen = None
