@@ -185,12 +185,12 @@ def _leaderboard_for(out: Path) -> Path:
 def leaderboard_cmd(
     runs: Annotated[list[Path], typer.Argument(help="Run folders or results.json files (folders are searched for runs).")],
     fmt: Annotated[str, typer.Option("--format", "-f", help="markdown, github, latex or csv.")] = "markdown",
-    reference: Annotated[Path | None, typer.Option(help="Reference numbers (YAML); default results/reference.yaml if present.")] = None,
+    reference: Annotated[Path | None, typer.Option(help="Reference numbers (YAML); default: the published rows shipped with igpo (harness/reference.yaml).")] = None,
     no_reference: Annotated[bool, typer.Option("--no-reference", help="Leave out published reference rows.")] = False,
     out: Annotated[Path | None, typer.Option(help="Also write the table to this file.")] = None,
 ) -> None:
     """One row per model/checkpoint, a column per task, 95% intervals, published rows marked."""
-    from harness.leaderboard import discover_runs, write_leaderboard
+    from harness.leaderboard import DEFAULT_REFERENCE, discover_runs, write_leaderboard
     from harness.results import RESULTS_FILE
 
     paths: list[Path] = []
@@ -202,8 +202,8 @@ def leaderboard_cmd(
             paths.extend(found)
         else:
             paths.append(r)
-    if reference is None and not no_reference and Path("results/reference.yaml").is_file():
-        reference = Path("results/reference.yaml")
+    if reference is None and not no_reference:
+        reference = DEFAULT_REFERENCE
     typer.echo(write_leaderboard(paths, out, fmt, None if no_reference else reference))
 
 

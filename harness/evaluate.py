@@ -187,13 +187,15 @@ def run_eval(req: EvalRequest) -> Path:
             if out is None:  # non-zero rank under data parallel
                 continue
             lm_eval_aggregates[f"seed{seed}{suffix}"] = out["results"]
+            records = request_records(lm.take_request_log())
             for c in configs:
                 key = c["task"] + suffix
                 metrics = {k.split(",")[0]: v for k, v in out["results"][c["task"]].items()
                            if "," in k and "_stderr" not in k and isinstance(v, (int, float))}
                 per_task[key]["per_seed"][str(seed)] = metrics
                 for s in out["samples"][c["task"]]:
-                    rows = sample_rows(key, s, seed, per_task[key]["repeats"])
+                    rows = sample_rows(key, s, seed, per_task[key]["repeats"],
+                                       records.get((c["task"], s["doc_id"]), []))
                     samples_out.extend(rows)
                     per_task[key]["items"][s["doc_id"]].extend(r["correct"] for r in rows)
     stats = gathered_stats(lm)
@@ -205,10 +207,11 @@ def run_eval(req: EvalRequest) -> Path:
         "run_name": p.run_dir.name,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "label": req.label or default_label(req),
+        "label_given": req.label is not None,
         "model": model_record(req, lm),
-        "protocol": {**p.protocol.to_dict(), "overrides": dict(req.decode_overrides)},
+        "protocol": {**p.protocol.to_dict(), "overrides": dict(req.decode_overrides), "seeds_run": list(seeds)},
         "tasks": tasks_table,
-        "provenance": provenance(stats, wall, lm.world_size),
+        "provenance": {**provenance(stats, wall, lm.world_size), "warnings": list(lm.warnings)},
         "lm_eval": lm_eval_aggregates,
     }
     path = write_results(p.run_dir, record, samples_out)
@@ -224,8 +227,9 @@ def print_leaderboard(run_dir: Path) -> None:
     """This run as a leaderboard row, beside the published rows that share its tasks."""
     from harness.leaderboard import write_leaderboard
 
-    reference = Path("results/reference.yaml")
-    print("\n" + write_leaderboard([run_dir], None, "markdown", reference if reference.is_file() else None))
+    from harness.leaderboard import DEFAULT_REFERENCE
+
+    print("\n" + write_leaderboard([run_dir], None, "markdown", DEFAULT_REFERENCE))
 
 
 def is_deterministic(cfg) -> bool:
@@ -243,8 +247,18 @@ def task_config(leaf: str, data_dir: Path | None, cfg, repeats: int) -> dict[str
     return {**base, "generation_kwargs": gen, "repeats": repeats}
 
 
-def sample_rows(key: str, sample: dict[str, Any], seed: int, repeats: int | None = None) -> list[dict[str, Any]]:
-    """One samples.jsonl row per response, re-scored so every row carries its own verdict.
+def request_records(log: list[dict[str, Any]]) -> dict[tuple[str, int], list[dict[str, Any]]]:
+    """The dllm request log grouped by (task, doc_id), repeats in order."""
+    out: dict[tuple[str, int], list[dict[str, Any]]] = defaultdict(list)
+    for rec in log:
+        out[(rec.get("task"), rec.get("doc_id"))].append(rec)
+    return out
+
+
+def sample_rows(key: str, sample: dict[str, Any], seed: int, repeats: int | None = None,
+                records: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
+    """One samples.jsonl row per response, re-scored so every row carries its own verdict, with
+    the settings it was decoded with, its token count and whether it hit the length (`records`).
 
     At most `repeats` rows: under data parallelism lm-eval pads a rank by re-sending its last
     request, whose extra responses (copies, see `padding_copies`) are not samples.
@@ -267,6 +281,11 @@ def sample_rows(key: str, sample: dict[str, Any], seed: int, repeats: int | None
             "correct": bool(score.correct), "strict_correct": bool(strict_correct(gold, response).correct),
             "timed_out": bool(score.timed_out),
         })
+        if records and repeat < len(records):
+            rec = records[repeat]
+            rows[-1].update(decoding=rec.get("decode"), tokens=rec.get("tokens"), hit_length=rec.get("hit_length"))
+            if rec.get("notes"):
+                rows[-1]["decoding_notes"] = rec["notes"]
     return rows
 
 
@@ -369,8 +388,9 @@ def refresh_leaderboard(runs_root: Path, out: Path) -> None:
             continue
         runs.append(run)
     if runs:
-        reference = Path("results/reference.yaml")
-        write_leaderboard(runs, out, "markdown", reference if reference.is_file() else None)
+        from harness.leaderboard import DEFAULT_REFERENCE
+
+        write_leaderboard(runs, out, "markdown", DEFAULT_REFERENCE)
 
 
 def run_series(req: EvalRequest, train_dir: Path, every: int = 1, include_base: bool = True) -> Path:

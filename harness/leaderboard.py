@@ -1,8 +1,13 @@
 """Leaderboard of eval runs beside published reference numbers, as markdown, LaTeX or CSV.
 
 One row per run (model + adapter/checkpoint, protocol), one column per task key; each cell is
-accuracy in percent with its 95% interval. Reference rows (results/reference.yaml) are
-published point values, marked "reported" and listed after the runs.
+accuracy in percent with its 95% interval. Reference rows (harness/reference.yaml, shipped with
+the package and linked as results/reference.yaml) are published point values, marked "reported"
+and listed after the runs.
+
+A run whose settings differ from its protocol's (decoding overrides, a --limit, fewer seeds)
+is labelled `<protocol>*` with a footnote listing the differences: it is never shown as
+comparable to the published rows of that protocol. `--label` (record `label_given`) names a row.
 
 Average: the mean of the row's own non-missing task columns. A row missing some columns gets
 a `*` after its average (it covers fewer tasks, so it is not comparable); complete rows sort
@@ -24,7 +29,10 @@ from tabulate import LATEX_ESCAPE_RULES, tabulate
 
 from harness.results import RESULTS_FILE, ResultsError, atomic_write_text, load_results
 
-DEFAULT_REFERENCE = Path("results/reference.yaml")
+DEFAULT_REFERENCE = Path(__file__).resolve().parent / "reference.yaml"
+"""The published numbers, shipped as package data (found from any working folder)."""
+DEVIATION_MARK = "*"
+"""Appended to the protocol name of a run whose settings differ from the protocol's."""
 DEFAULT_OUT = Path("results/leaderboard.md")
 
 TABLE_FORMATS: dict[str, str | None] = {
@@ -229,9 +237,40 @@ def protocol_name(record: dict[str, Any]) -> str:
     return str(protocol) if protocol else UNKNOWN
 
 
+def protocol_deviations(record: dict[str, Any]) -> list[str]:
+    """How a run's settings differ from its protocol's: overrides, a limit, fewer seeds."""
+    protocol = record.get("protocol") if isinstance(record.get("protocol"), dict) else {}
+    out = []
+    overrides = protocol.get("overrides") or {}
+    if overrides:
+        out.append("overrides " + ", ".join(f"{k}={v}" for k, v in sorted(overrides.items())))
+    limits = sorted({t.get("limit") for t in (record.get("tasks") or {}).values()
+                     if isinstance(t, dict) and t.get("limit") is not None}, key=str)
+    if limits:
+        out.append("limit " + ", ".join(str(v) for v in limits))
+    run, wanted = protocol.get("seeds_run"), protocol.get("seeds")
+    if isinstance(run, list) and isinstance(wanted, list) and sorted(run) != sorted(wanted):
+        out.append(f"seeds {', '.join(map(str, run))} (protocol: {', '.join(map(str, wanted))})")
+    return out
+
+
+def protocol_label(record: dict[str, Any]) -> str:
+    """The protocol column of a run: its name, with DEVIATION_MARK when it deviates."""
+    name = protocol_name(record)
+    return name + DEVIATION_MARK if name != UNKNOWN and protocol_deviations(record) else name
+
+
+def row_name(record: dict[str, Any]) -> str:
+    """The model column of a run: the user's --label, else model (+ adapter)."""
+    if record.get("label_given") and record.get("label"):
+        return str(record["label"])
+    return model_label(record)
+
+
 def shared_protocol(runs: list[dict[str, Any]]) -> str | None:
-    """The one known protocol all runs share; None when mixed, unknown or there are no runs."""
-    names = {protocol_name(r) for r in runs}
+    """The one known protocol all runs share (a deviating run's is `<name>*`, which no published
+    row has); None when mixed, unknown or there are no runs."""
+    names = {protocol_label(r) for r in runs}
     name = names.pop() if len(names) == 1 else None
     return None if name == UNKNOWN else name
 
@@ -269,8 +308,8 @@ def run_source(record: dict[str, Any]) -> str:
 
 def _run_row(record: dict[str, Any]) -> Row:
     return Row(
-        model=model_label(record),
-        protocol=protocol_name(record),
+        model=row_name(record),
+        protocol=protocol_label(record),
         result=MEASURED,
         source=run_source(record),
         cells=run_cells(record),
@@ -325,6 +364,13 @@ def interval_notes(cell_maps: Iterable[dict[str, Cell]], columns: list[str]) -> 
     return notes
 
 
+def deviation_notes(runs: list[dict[str, Any]]) -> list[str]:
+    """One footnote per deviating run: what differs from its protocol."""
+    return [f"{protocol_label(r)} ({run_source(r)}): differs from protocol {protocol_name(r)} "
+            f"({'; '.join(protocol_deviations(r))}), so it is not comparable to that protocol's published rows."
+            for r in runs if protocol_label(r).endswith(DEVIATION_MARK)]
+
+
 def _notes(rows: list[Row], columns: list[str]) -> list[str]:
     measured = any(r.result == MEASURED for r in rows)
     notes = [f"Cells: accuracy in percent{' [95% interval]' if measured else ''}."]
@@ -370,7 +416,7 @@ def build_leaderboard(
         key=lambda r: group_order[(r.protocol, r.source)],
     )
     rows = run_rows + ref_rows
-    return Leaderboard(columns=columns, rows=rows, notes=_notes(rows, columns))
+    return Leaderboard(columns=columns, rows=rows, notes=_notes(rows, columns) + deviation_notes(runs))
 
 
 # Rendering

@@ -2,14 +2,30 @@
 
 Every lm-eval flag works; `--include_path` defaults to the installed igpo task folder, or, when
 $IGPO_DATA_DIR is set, to task copies that read that offline data folder.
-Also runnable as `python -m harness.lm_eval ...`. Bad input that lm-eval or the dllm model reports
-as ValueError / KeyError / FileNotFoundError (an unknown task, a missing model, a model_arg of the
-wrong type) ends in one `error:` line and exit code 2; IGPO_DEBUG=1 shows the traceback.
+Also runnable as `python -m harness.lm_eval ...`. (`lm_eval --model dllm` cannot work on lm-eval
+0.4.x: it has no plugin entry point, so a model class registers only when its module is imported,
+which is what this wrapper does.)
+
+Two things are added for `--model dllm`:
+- `--use_cache PATH` becomes `PATH.dllm-<hash of model_args>`: lm-eval's cache key is the request
+  alone (prompt and generation_kwargs) and ignores model_args, where dllm's decoding settings
+  live, so a cache written with other settings would be served silently;
+- with `--output_path`, each request's decoding settings, token count and whether it hit the
+  length go to `<output_path>/dllm_requests.jsonl`, and the run's warnings are repeated at the end.
+Bad input that lm-eval or the dllm model reports as ValueError / KeyError / FileNotFoundError (an
+unknown task, a missing model, a model_arg of the wrong type) ends in one `error:` line and exit
+code 2; IGPO_DEBUG=1 shows the traceback.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import sys
+from pathlib import Path
+
+DLLM_MODELS = ("dllm", "igpo")
+REQUEST_LOG = "dllm_requests.jsonl"
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -31,8 +47,12 @@ def main(argv: list[str] | None = None) -> None:
             data_dir = data_dir_or_env(None)
             folder = local_task_dir(data_dir, _requested_igpo_tasks(args)) if data_dir else TASK_DIR
             args += ["--include_path", str(folder)]
+        if not wants_help and _flag(args, "--model") in DLLM_MODELS:
+            args = keyed_cache_path(args)
         sys.argv = ["lm-eval", *args]
         cli_evaluate()
+        if not wants_help:
+            write_request_logs(_flag(args, "--output_path"))
     except (ValueError, KeyError, FileNotFoundError) as err:  # ModelLoadError is a ValueError
         from harness.errors import EXIT_ERROR, debugging, one_line
 
@@ -42,16 +62,79 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(EXIT_ERROR) from None
 
 
+def _flag(args: list[str], name: str) -> str | None:
+    """The value of a flag (`--name V` or `--name=V`; the last one wins, as in argparse)."""
+    value = None
+    for i, arg in enumerate(args):
+        if arg.startswith(name + "="):
+            value = arg.split("=", 1)[1]
+        elif arg == name and i + 1 < len(args):
+            value = args[i + 1]
+    return value
+
+
+def settings_hash(model_args: str | None) -> str:
+    """A short hash of dllm's parsed model_args (aliases resolved, values typed, order ignored)."""
+    from dataclasses import asdict
+
+    from lm_eval.utils import simple_parse_args_string
+
+    from harness.lmeval.args import parse_args
+
+    parsed = asdict(parse_args(simple_parse_args_string(model_args or "")))
+    parsed["decode_given"] = sorted(parsed["decode_given"])
+    blob = json.dumps(parsed, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+def keyed_cache_path(args: list[str]) -> list[str]:
+    """`--use_cache PATH` -> `PATH.dllm-<settings hash>`, said on stderr (no --use_cache: unchanged)."""
+    path = _flag(args, "--use_cache")
+    if path is None:
+        return args
+    keyed = f"{path}.dllm-{settings_hash(_flag(args, '--model_args'))}"
+    out = []
+    skip = False
+    for i, arg in enumerate(args):
+        if skip:
+            skip = False
+            continue
+        if arg == "--use_cache" and i + 1 < len(args):
+            skip = True
+            continue
+        if arg.startswith("--use_cache="):
+            continue
+        out.append(arg)
+    print(f"[igpo lm-eval] --use_cache {path} -> {keyed} (keyed by dllm's model_args: lm-eval's own "
+          "cache key ignores them)", file=sys.stderr)
+    return [*out, "--use_cache", keyed]
+
+
+def write_request_logs(output_path: str | None) -> None:
+    """The dllm model's request records into `<output_path>/dllm_requests.jsonl` (rank N > 0:
+    `dllm_requests.rankN.jsonl`), and its warnings once more on stderr."""
+    from harness.lmeval import DiffusionLM
+    from igpo.atomic import atomic_write_text
+
+    for lm in [DiffusionLM.latest] if DiffusionLM.latest is not None else []:
+        if output_path and lm.request_log:
+            folder = Path(output_path)
+            folder = folder if folder.suffix != ".json" else folder.parent
+            name = REQUEST_LOG if lm.rank == 0 else REQUEST_LOG.replace(".jsonl", f".rank{lm.rank}.jsonl")
+            lines = [json.dumps(rec, ensure_ascii=False, default=str) for rec in lm.request_log]
+            atomic_write_text(folder / name, "\n".join(lines) + "\n")
+            if lm.rank == 0:
+                print(f"[igpo lm-eval] per-request decoding records: {folder / name}", file=sys.stderr)
+        if lm.rank == 0:
+            for text in lm.warnings:
+                print(f"warning: dllm: {text}", file=sys.stderr)
+
+
 def _requested_igpo_tasks(args: list[str]) -> list[str] | None:
     """The igpo tasks / groups named by --tasks (None: not given, so every one is written)."""
     from tasks.registry import TASKS
 
-    value = None
-    for i, arg in enumerate(args):
-        if arg.startswith("--tasks="):
-            value = arg.split("=", 1)[1]
-        elif arg == "--tasks" and i + 1 < len(args):
-            value = args[i + 1]
+    value = _flag(args, "--tasks")
     if value is None:
         return None
     names = (name.strip() for name in value.split(","))

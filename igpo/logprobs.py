@@ -49,8 +49,12 @@ def elbo_loglikelihood(
     batch_size: int = 32,
     generator: torch.Generator | None = None,
     shifted_logits: bool = False,
+    cfg_scale: float = 0.0,
 ) -> float:
-    """Monte-Carlo ELBO of log p(target | prefix) with `mc_num` masked samples (1-D inputs)."""
+    """Monte-Carlo ELBO of log p(target | prefix) with `mc_num` masked samples (1-D inputs).
+
+    `cfg_scale` > 0 applies classifier-free guidance as LLaDA's likelihood evaluation does: the
+    logits become u + (s + 1)(c - u), with u from the same sample with the prefix masked too."""
     if mc_num <= 0 or batch_size <= 0:
         raise ValueError(f"mc_num and batch_size must be positive, got {mc_num}, {batch_size}")
     device = prefix.device
@@ -67,7 +71,14 @@ def elbo_loglikelihood(
         masked = order < levels[:, None]  # a uniformly random subset of size levels[i] per row
         x = seq.repeat(b, 1)
         x[:, plen:] = torch.where(masked.to(device), torch.full_like(x[:, plen:], mask_id), x[:, plen:])
-        logits = _completion_logits(model(x).logits, plen, tlen, shifted_logits)
+        if cfg_scale > 0:
+            unconditional = x.clone()
+            unconditional[:, :plen] = mask_id
+            cond, unc = model(torch.cat([x, unconditional])).logits.chunk(2, dim=0)
+            full = unc + (cfg_scale + 1) * (cond - unc)
+        else:
+            full = model(x).logits
+        logits = _completion_logits(full, plen, tlen, shifted_logits)
         nll = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), seq[plen:].repeat(b), reduction="none")
         nll = nll.view(b, tlen) * masked.to(device)
         weight = (tlen / levels.to(device).float())[:, None]

@@ -207,3 +207,49 @@ def test_series_best_step_and_png(tmp_path: Path) -> None:
     assert sorted(p.name for p in md.parent.iterdir()) == ["series.md", "series.png"]
     with pytest.raises(ValueError, match="more than once"):
         write_series(points + points[:1], tmp_path / "dup")
+
+
+def _deviating_run(root: Path, name: str, **protocol) -> Path:
+    run = make_run(root, name, {"igpo_gsm8k": 0.5})
+    record = json.loads((run / "results.json").read_text())
+    record["protocol"].update(seeds=[0, 1, 2], **protocol)
+    record["tasks"]["igpo_gsm8k"]["limit"] = protocol.pop("limit", None)
+    (run / "results.json").write_text(json.dumps(record))
+    return run
+
+
+@pytest.mark.parametrize("protocol, needle", [
+    ({"overrides": {"gen_length": 64, "temperature": 1.0}}, "overrides gen_length=64, temperature=1.0"),
+    ({"limit": 5}, "limit 5"),
+    ({"seeds_run": [0]}, "seeds 0 (protocol: 0, 1, 2)"),
+])
+def test_runs_that_differ_from_their_protocol_are_marked(tmp_path: Path, protocol, needle) -> None:
+    """A run with overrides, a limit or fewer seeds is `igpo*`, footnoted, and never shown beside
+    the published igpo rows (which a plain igpo run gets)."""
+    from harness.leaderboard import DEFAULT_REFERENCE
+
+    odd = _deviating_run(tmp_path, "odd", **protocol)
+    text = write_leaderboard([odd], None, "markdown", DEFAULT_REFERENCE)
+    assert "| igpo*" in text and needle in text and REPORTED not in text
+    plain = _deviating_run(tmp_path, "plain", seeds_run=[0, 1, 2], overrides={})
+    assert REPORTED in write_leaderboard([plain], None, "markdown", DEFAULT_REFERENCE)
+
+
+def test_label_names_the_row(tmp_path: Path) -> None:
+    run = make_run(tmp_path, "r", {"igpo_gsm8k": 0.5})
+    record = json.loads((run / "results.json").read_text())
+    record.update(label="my ckpt", label_given=True)
+    (run / "results.json").write_text(json.dumps(record))
+    [row] = build_leaderboard([load_results(run)], None, None).rows
+    assert row.model == "my ckpt"
+
+
+def test_shipped_reference_is_found_from_any_folder(tmp_path: Path, monkeypatch, runs: list[Path]) -> None:
+    from typer.testing import CliRunner
+
+    from harness.cli import app
+
+    monkeypatch.chdir(tmp_path)  # no results/reference.yaml here
+    result = CliRunner().invoke(app, ["leaderboard", str(runs[0])])
+    assert result.exit_code == 0, result.output
+    assert REPORTED in result.output and "LLaDA-8B-Instruct" in result.output

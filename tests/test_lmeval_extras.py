@@ -229,7 +229,8 @@ def test_wheel_ships_task_and_protocol_files(tmp_path):
     names = set(zipfile.ZipFile(wheel).namelist())
     for required in ("tasks/igpo_gsm8k.yaml", "tasks/igpo_math500.yaml", "tasks/igpo_amc.yaml",
                      "tasks/_igpo_template.yaml", "tasks/utils.py", "tasks/registry.py",
-                     "harness/protocols/igpo.yaml", "harness/protocols/d1.yaml", "harness/protocols/igpo_fast.yaml"):
+                     "harness/protocols/igpo.yaml", "harness/protocols/d1.yaml", "harness/protocols/igpo_fast.yaml",
+                     "harness/reference.yaml"):
         assert required in names, f"{required} missing from {wheel.name}"
     assert not any(n.startswith(("results/", "tests/", "runs/")) for n in names)
     entry = next(n for n in names if n.endswith("entry_points.txt"))

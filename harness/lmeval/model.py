@@ -1,136 +1,90 @@
 """The lm-eval model `dllm`: diffusion decoding of any dLLM through `igpo.decoding.generate`.
 
-Use from lm-eval: `--model dllm --model_args pretrained=PATH,gen_length=256,steps=128`.
-A task's `generation_kwargs` may carry any decoding setting (gen_length, block_length, steps,
-temperature, remasking, cfg_scale, threshold, ...) and overrides the model_args for its requests.
+Use from lm-eval: `--model dllm --model_args pretrained=PATH,gen_length=256,steps=128`; LLaDA's
+argument names work too (`model_path=...,cfg=0.5,is_check_greedy=False,mc_num=128`).
+Where each decoding setting of a request comes from (task generation_kwargs, lm-eval's
+max_gen_toks / do_sample / temperature, model_args, defaults) is one rule, documented and
+applied in `harness.lmeval.settings`; every request's settings, token count and whether it hit
+the length are kept in `request_log`. Problems that would skew results silently (an igpo task
+without the chat template, a truncated prompt) are printed on stderr and kept in `warnings`.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import os
+import sys
 import time
 from collections import defaultdict
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, get_type_hints
+from typing import Any
 
 import torch
 from lm_eval.api.model import LM
 from lm_eval.api.registry import register_model
 from tqdm import tqdm
 
+from harness.lmeval.args import DLLMArgs, parse_args
+from harness.lmeval.cache import SEED_MODULUS, ResponseCache, request_key, seed_of
+from harness.lmeval.settings import RequestSettings, resolve
 from igpo.decoding import DecodeConfig, generate
-from igpo.decoding.text import completion_texts, left_pad, stop_ids
+from igpo.decoding.text import cut_at_stop, left_pad, stop_ids
 from igpo.logprobs import elbo_loglikelihood
 from igpo.models import load_model, load_tokenizer
 
-DECODE_KEYS = {f.name for f in fields(DecodeConfig)}
-LM_EVAL_GEN_KEYS = {"until", "max_gen_toks", "do_sample", "temperature"}
-SEED_MODULUS = 2**63 - 1
+__all__ = ["DLLMArgs", "DiffusionLM", "parse_args"]
 
 logger = logging.getLogger(__name__)
+TEMPLATE_PROBE = "\x00igpo-probe\x00"
+"""A user message whose rendering shows where the chat template puts the user's text."""
 
 
 @dataclass
-class DLLMArgs:
-    """model_args of `dllm` (lm-eval passes strings; they are coerced to these types)."""
+class _Item:
+    """One request to decode: where it goes, its prompt, how, and its cache key."""
 
-    pretrained: str = ""
-    """Model folder or Hub id."""
-    adapter: str | None = None
-    """PEFT (LoRA) adapter folder applied on top, merged for speed."""
-    tokenizer: str | None = None
-    """Tokenizer folder or id; default: the model's."""
-    dtype: str | None = None
-    """float32 | bfloat16 | float16; default bf16 on GPU, float32 on CPU."""
-    device: str | None = None
-    batch_size: int = 8
-    trust_remote_code: bool = False
-    seed: int = 0
-    """Base seed; each request samples from its own generator derived from it."""
-    mc_num: int = 128
-    """Monte-Carlo samples per loglikelihood request (LLaDA uses 128)."""
-    max_prompt_tokens: int = 4096
-    """Longer prompts keep their last tokens."""
-    cache_file: str | None = None
-    """JSONL of finished responses: a rerun reuses them (resumable evaluation)."""
-    mask_id: int | None = None
-    eos_id: int | None = None
-    eot_id: int | None = None
-    decode: DecodeConfig = field(default_factory=DecodeConfig)
+    index: int
+    context: str
+    settings: RequestSettings
+    key: str
+    task: str | None
+    doc_id: int | None
 
 
-def _coerce(value: Any, kind: Any) -> Any:
-    """Turn lm-eval's loosely typed model_args values into the declared type."""
-    if value is None or value == "None":
-        return None
-    text = str(value)
-    if kind in (bool, "bool") or kind == bool | None:
-        if isinstance(value, bool):
-            return value
-        if text.lower() in ("1", "true", "yes"):
-            return True
-        if text.lower() in ("0", "false", "no"):
-            return False
-        raise ValueError(f"expected a boolean, got {value!r}")
-    if kind in (int, int | None):
-        number = float(text)
-        if number != int(number):
-            raise ValueError(f"expected an integer, got {value!r}")
-        return int(number)
-    if kind in (float, float | None):
-        return float(text)
-    if kind == tuple[int, ...]:
-        if isinstance(value, (list, tuple)):
-            return tuple(int(v) for v in value)
-        return tuple(int(v) for v in text.replace(";", " ").replace("|", " ").split())
-    return value
+class _Responses(list):
+    """A request's `resps` that keeps its first `limit` responses only.
 
+    Under data parallelism lm-eval evens out the ranks by sending a rank's last request object
+    again and appends every response to that same object; bounding its list keeps those padding
+    copies out of samples and metrics (a document's responses appear once, timeouts count once).
+    """
 
-def parse_args(kwargs: dict[str, Any]) -> DLLMArgs:
-    """Typed DLLMArgs from model_args; unknown keys are rejected by name."""
-    own = get_type_hints(DLLMArgs)
-    dec = get_type_hints(DecodeConfig)
-    values, decode = {}, {}
-    for key, value in kwargs.items():
-        if key in ("max_batch_size",) or value is None:
-            continue
-        try:
-            if key in own and key != "decode":
-                values[key] = _coerce(value, own[key])
-            elif key in dec:
-                decode[key] = _coerce(value, dec[key])
-            else:
-                raise ValueError(f"unknown dllm model_arg {key!r}")
-        except ValueError as err:
-            if str(err).startswith("unknown dllm model_arg"):
-                raise
-            raise ValueError(f"dllm model_arg {key}={value!r}: {err}") from None
-    if not values.get("pretrained"):
-        raise ValueError("dllm needs model_args pretrained=PATH_OR_ID")
-    if values.get("batch_size") in ("auto", None):
-        values.pop("batch_size", None)
-    return DLLMArgs(**values, decode=DecodeConfig(**decode))
+    def __init__(self, items: list, limit: int) -> None:
+        super().__init__(items)
+        self.limit = limit
 
-
-def request_key(context: str, settings: dict[str, Any]) -> str:
-    """Stable identity of a request: its prompt and every setting that shapes the response."""
-    blob = json.dumps([context, settings], sort_keys=True, ensure_ascii=False)
-    return hashlib.sha256(blob.encode()).hexdigest()[:32]
+    def append(self, item: Any) -> None:
+        if len(self) < self.limit:
+            super().append(item)
 
 
 @register_model("dllm", "igpo")
 class DiffusionLM(LM):
     """lm-eval LM over `igpo.decoding.generate`; batched, resumable, data-parallel aware."""
 
+    latest: DiffusionLM | None = None
+    """The last dllm model built, so `igpo lm-eval` can write its request log after lm-eval returns
+    (lm-eval's CLI builds one model and does not hand it back)."""
+
     def __init__(self, model: torch.nn.Module | None = None, tokenizer: Any = None, **kwargs: Any) -> None:
         super().__init__()
-        if "batch_size" in kwargs and kwargs["batch_size"] in (None, "auto"):
-            kwargs.pop("batch_size")
         self.args = parse_args(kwargs if model is None else {"pretrained": "<in-memory>", **kwargs})
+        self.warnings: list[str] = []
+        self.request_log: list[dict[str, Any]] = []
+        if self.args.batch_size_requested:
+            self.warn(f"batch_size={self.args.batch_size_requested} is not supported by dllm; "
+                      f"decoding {self.args.batch_size} prompts at a time (set batch_size=N)")
         self.accelerator = None
         self._rank, self._world_size = 0, 1
         device = self.args.device
@@ -165,9 +119,45 @@ class DiffusionLM(LM):
                                                eot_id=self.args.eot_id)
         self.spec = spec
         self.stops = stop_ids(spec)
+        self.decode = self._model_decode()
         self.stats: dict[str, float] = defaultdict(float)
         self._forward_timer = ForwardTimer(self.model)
         self._cache = ResponseCache(Path(self.args.cache_file), self._rank) if self.args.cache_file else None
+        self._template_prefix: str | None = None
+        DiffusionLM.latest = self
+
+    def _model_decode(self) -> DecodeConfig:
+        """model_args' decoding settings, with LLaDA's EOS options turned into token ids."""
+        cfg = self.args.decode
+        eos_ids = [t for t in (self.spec.eos_id,) if t is not None]
+        if self.args.logits_eos_inf:
+            cfg = cfg.replace(suppress_tokens=tuple(dict.fromkeys([*cfg.suppress_tokens, *eos_ids])))
+        if self.args.confidence_eos_eot_inf:
+            cfg = cfg.replace(last_tokens=tuple(dict.fromkeys([*cfg.last_tokens, *sorted(self.stops)])))
+        return cfg
+
+    def warn(self, text: str) -> None:
+        """A loud warning: once on stderr (rank 0) and kept in `warnings` for the records."""
+        if text in self.warnings:
+            return
+        self.warnings.append(text)
+        if self._rank_zero():
+            print(f"warning: dllm: {text}", file=sys.stderr, flush=True)
+
+    def _rank_zero(self) -> bool:
+        return getattr(self, "_rank", 0) == 0
+
+    def current_seed(self) -> int:
+        """model_args' seed, else lm-eval's torch seed (`--seed`, or simple_evaluate's
+        torch_random_seed, which lm-eval sets before it builds the requests)."""
+        if self.args.seed is not None:
+            return self.args.seed
+        return int(torch.initial_seed()) % SEED_MODULUS
+
+    def take_request_log(self) -> list[dict[str, Any]]:
+        """The records of the requests answered since the last call (and forget them)."""
+        log, self.request_log = self.request_log, []
+        return log
 
     # ---------------------------------------------------------------- lm-eval plumbing
     @property
@@ -200,105 +190,196 @@ class DiffusionLM(LM):
         if self.accelerator:
             self.accelerator.wait_for_everyone()
 
+    # ---------------------------------------------------------------- prompts
+    def templated(self, context: str) -> bool:
+        """Whether a prompt went through the tokenizer's chat template (starts as its rendering does)."""
+        if self._template_prefix is None:
+            try:
+                probe = self.apply_chat_template([{"role": "user", "content": TEMPLATE_PROBE}])
+                self._template_prefix = probe.split(TEMPLATE_PROBE)[0] if TEMPLATE_PROBE in probe else ""
+            except Exception:  # no chat template (or one that cannot render a lone user turn)
+                self._template_prefix = ""
+        return bool(self._template_prefix) and context.startswith(self._template_prefix)
+
+    def _check_chat_template(self, requests: list[Any]) -> None:
+        tasks = sorted({str(r.task_name) for r in requests
+                        if str(getattr(r, "task_name", "") or "").startswith("igpo_") and not self.templated(r.args[0])})
+        if tasks:
+            self.warn(f"{', '.join(tasks)} ran without the chat template: the igpo tasks are zero-shot chat "
+                      "prompts and score near 0 on raw text (add --apply_chat_template)")
+
+    def encode_prompt(self, context: str) -> tuple[list[int], int]:
+        """Prompt token ids (the template carries its own special tokens) and how many leading
+        tokens `max_prompt_tokens` cut off."""
+        ids = self.tokenizer(context, add_special_tokens=False)["input_ids"]
+        cut = max(0, len(ids) - self.args.max_prompt_tokens)
+        return ids[cut:], cut
+
+    def encode_pair(self, context: str, continuation: str) -> tuple[list[int], list[int]]:
+        """Context and continuation ids as LLaDA's `_encode_pair`: trailing whitespace of the
+        context moves into the continuation, whose ids are those of the whole text past the
+        context's (so a merge across the boundary is not split)."""
+        spaces = len(context) - len(context.rstrip())
+        if spaces:
+            context, continuation = context[:-spaces], context[-spaces:] + continuation
+        special = not self.templated(context)
+        whole = self.tokenizer(context + continuation, add_special_tokens=special)["input_ids"]
+        head = self.tokenizer(context, add_special_tokens=special)["input_ids"]
+        return head, whole[len(head):]
+
+    def _bound_padding(self, requests: list[Any], padding: dict[int, int]) -> None:
+        for idx in padding:
+            req = requests[idx]
+            if not isinstance(req.resps, _Responses):
+                req.resps = _Responses(list(req.resps), max(1, int(getattr(req, "repeats", 1) or 1)))
+
     # ---------------------------------------------------------------- generation
-    def settings_for(self, gen_kwargs: dict[str, Any]) -> tuple[DecodeConfig, list[str]]:
-        """Decoding settings of one request: model_args, then the task's generation_kwargs."""
-        gen_kwargs = dict(gen_kwargs or {})
-        until = gen_kwargs.pop("until", None) or []
-        until = [until] if isinstance(until, str) else list(until)
-        changes = {k: gen_kwargs[k] for k in gen_kwargs if k in DECODE_KEYS}
-        if "temperature" not in changes and gen_kwargs.get("do_sample") is False:
-            changes["temperature"] = 0.0
-        hints = get_type_hints(DecodeConfig)
-        changes = {k: _coerce(v, hints[k]) for k, v in changes.items()}
-        return self.args.decode.replace(**changes), until
+    def settings_for(self, gen_kwargs: dict[str, Any] | None) -> RequestSettings:
+        """Decoding settings of one request (the rule of `harness.lmeval.settings`)."""
+        return resolve(gen_kwargs, self.decode, self.args.decode_given)
 
     def generate_until(self, requests, disable_tqdm: bool = False) -> list[str]:
-        """Decode every request; responses cut at EOS / end-of-turn and at the `until` strings."""
-        items = []
-        occurrences: dict[str, int] = defaultdict(int)
+        """Decode every request; responses cut at EOS / end-of-turn, at max_gen_toks tokens and at
+        the `until` strings. Each request's record goes to `request_log`."""
+        seed = self.current_seed()
         padding = padding_copies(requests)
+        self._bound_padding(requests, padding)
+        self._check_chat_template([r for i, r in enumerate(requests) if i not in padding])
+        items: list[_Item] = []
+        occurrences: dict[str, int] = defaultdict(int)
         for idx, req in enumerate(requests):
             if idx in padding:
                 continue
             context, gen_kwargs = req.args
-            cfg, until = self.settings_for(gen_kwargs)
-            key = request_key(context, {"decode": cfg.to_dict(), "until": until, "seed": self.args.seed})
-            key = f"{key}#{occurrences[key]}"  # repeats of one prompt are distinct samples
-            occurrences[key.split("#")[0]] += 1
-            items.append((idx, context, cfg, until, key))
+            settings = self.settings_for(gen_kwargs)
+            identity = {"decode": settings.decode.to_dict(), "until": settings.until, "seed": seed}
+            if settings.max_tokens is not None:
+                identity["max_tokens"] = settings.max_tokens
+            base = request_key(context, identity)
+            key = f"{base}#{occurrences[base]}"  # repeats of one prompt are distinct samples
+            occurrences[base] += 1
+            items.append(_Item(idx, context, settings, key, getattr(req, "task_name", None),
+                               getattr(req, "doc_id", None)))
         results: list[str | None] = [None] * len(requests)
+        info: dict[int, dict[str, Any]] = {}
         todo = []
-        for idx, context, cfg, until, key in items:
-            cached = self._cache.get(key) if self._cache else None
+        for item in items:
+            cached = self._cache.get(item.key) if self._cache else None
             if cached is not None:
-                results[idx] = cached
+                results[item.index] = cached["response"]
+                info[item.index] = {k: v for k, v in cached.items() if k != "response"}
                 self.stats["cached"] += 1
             else:
-                todo.append((idx, context, cfg, until, key))
-        groups: dict[str, list] = defaultdict(list)
+                todo.append(item)
+        groups: dict[str, list[_Item]] = defaultdict(list)
         for item in todo:
-            groups[json.dumps(item[2].to_dict(), sort_keys=True)].append(item)
+            groups[repr((sorted(item.settings.decode.to_dict().items()), item.settings.max_tokens))].append(item)
         bar = tqdm(total=len(items), initial=len(items) - len(todo), desc="dllm generate",
                    disable=disable_tqdm or self._rank != 0, unit="req")
         for group in groups.values():
-            group.sort(key=lambda it: -len(it[1]))
+            group.sort(key=lambda it: -len(it.context))
             for start in range(0, len(group), self.args.batch_size):
                 batch = group[start:start + self.args.batch_size]
-                texts = self._generate_batch([it[1] for it in batch], batch[0][2], [it[4] for it in batch])
-                for (idx, _context, _cfg, until, key), text in zip(batch, texts, strict=True):
-                    text = cut_at_stops(text, until)
-                    results[idx] = text
+                outputs = self._generate_batch(batch)
+                for item, (text, extra) in zip(batch, outputs, strict=True):
+                    text = cut_at_stops(text, item.settings.until)
+                    results[item.index], info[item.index] = text, extra
                     if self._cache:
-                        self._cache.put(key, text)
-                    self.cache_hook.add_partial("generate_until", requests[idx].args, text)
+                        self._cache.put(item.key, text, extra)
+                    self.cache_hook.add_partial("generate_until", requests[item.index].args, text)
                 bar.update(len(batch))
         bar.close()
+        truncated = [info[it.index].get("prompt_tokens_cut", 0) for it in items]
+        if any(truncated):
+            self.warn(f"{sum(1 for t in truncated if t)} prompt(s) longer than max_prompt_tokens="
+                      f"{self.args.max_prompt_tokens} lost their first tokens (up to {max(truncated)} cut); "
+                      "raise max_prompt_tokens")
+        for item in items:
+            self.request_log.append({
+                "task": item.task, "doc_id": item.doc_id, "seed": seed, **item.settings.record(),
+                **info[item.index],
+            })
         for idx, source in padding.items():
             results[idx] = results[source]
         return [r if r is not None else "" for r in results]
 
-    def _generate_batch(self, contexts: list[str], cfg: DecodeConfig, keys: list[str]) -> list[str]:
-        encoded = [self.tokenizer(c, add_special_tokens=False)["input_ids"][-self.args.max_prompt_tokens:]
-                   for c in contexts]
-        ids, mask = left_pad(encoded, self.spec.pad_id if self.spec.pad_id is not None else 0)
-        gens = [torch.Generator().manual_seed(seed_of(k)) for k in keys]
-        kwargs = cfg.generate_kwargs()
+    def _generate_batch(self, batch: list[_Item]) -> list[tuple[str, dict[str, Any]]]:
+        """Decode one batch sharing its settings; (text, what to record) per item."""
+        cfg, max_tokens = batch[0].settings.decode, batch[0].settings.max_tokens
+        encoded = [self.encode_prompt(it.context) for it in batch]
+        ids, mask = left_pad([e[0] for e in encoded], self.spec.pad_id if self.spec.pad_id is not None else 0)
+        gens = [torch.Generator().manual_seed(seed_of(it.key)) for it in batch]
         start = time.perf_counter()
         out = generate(
             self.model, ids.to(self._device), attention_mask=mask.to(self._device) if not bool(mask.all()) else None,
             mask_id=self.spec.mask_id, eos_id=self.spec.eos_id if cfg.early_exit else None,
-            generator=gens, **kwargs,
+            generator=gens, **cfg.generate_kwargs(),
         )
         self.stats["decode_seconds"] += time.perf_counter() - start
-        self.stats["requests"] += len(contexts)
-        self.stats["generated_tokens"] += len(contexts) * cfg.gen_length
-        self.stats["nfe"] += out.nfe * len(contexts)
-        return completion_texts(self.tokenizer, out.completions, self.stops)
+        self.stats["requests"] += len(batch)
+        self.stats["nfe"] += out.nfe * len(batch)
+        outputs = []
+        for row, (_ids, cut) in zip(out.completions.tolist(), encoded, strict=True):
+            tokens = cut_at_stop(row, self.stops)
+            hit = len(tokens) >= cfg.gen_length
+            if max_tokens is not None and len(tokens) > max_tokens:
+                tokens, hit = tokens[:max_tokens], True
+            self.stats["generated_tokens"] += len(tokens)
+            extra = {"tokens": len(tokens), "hit_length": hit}
+            if cut:
+                extra["prompt_tokens_cut"] = cut
+            outputs.append((self.tokenizer.decode(tokens, skip_special_tokens=True), extra))
+        return outputs
 
     # ---------------------------------------------------------------- likelihoods
     def loglikelihood(self, requests, disable_tqdm: bool = False) -> list[tuple[float, bool]]:
-        """LLaDA's Monte-Carlo ELBO of each continuation, and whether greedy decoding yields it."""
-        out = []
-        for req in tqdm(requests, desc="dllm loglikelihood", disable=disable_tqdm or self._rank != 0):
-            context, continuation = req.args
-            prefix = torch.tensor(self.tokenizer(context, add_special_tokens=False)["input_ids"], dtype=torch.long)
-            target = torch.tensor(self.tokenizer(continuation, add_special_tokens=False)["input_ids"], dtype=torch.long)
-            if target.numel() == 0:
-                out.append((0.0, True))
+        """LLaDA's Monte-Carlo ELBO of each continuation (with classifier-free guidance when
+        cfg_scale > 0), and whether greedy decoding yields it (False without is_check_greedy)."""
+        padding = padding_copies(requests)
+        self._bound_padding(requests, padding)
+        seed = self.current_seed()
+        cfg_scale = self.decode.cfg_scale
+        out: list[tuple[float, bool] | None] = [None] * len(requests)
+        cut_any = 0
+        for idx, req in enumerate(tqdm(requests, desc="dllm loglikelihood", disable=disable_tqdm or self._rank != 0)):
+            if idx in padding:
                 continue
-            g = torch.Generator().manual_seed(seed_of(request_key(context + continuation, {"seed": self.args.seed})))
+            context, continuation = req.args
+            head, tail = self.encode_pair(context, continuation)
+            if not tail:
+                out[idx] = (0.0, True)
+                continue
+            room = max(0, self.args.max_prompt_tokens - len(tail))
+            if len(head) > room:
+                cut_any = max(cut_any, len(head) - room)
+                head = head[len(head) - room:]
+            prefix = torch.tensor(head, dtype=torch.long, device=self._device)
+            target = torch.tensor(tail, dtype=torch.long, device=self._device)
+            g = torch.Generator().manual_seed(seed_of(request_key(context + continuation, {"seed": seed})))
             ll = elbo_loglikelihood(
-                self.model, prefix.to(self._device), target.to(self._device), mask_id=self.spec.mask_id,
-                mc_num=self.args.mc_num, batch_size=self.args.batch_size, generator=g,
-                shifted_logits=self.spec.shifted_logits,
+                self.model, prefix, target, mask_id=self.spec.mask_id, mc_num=self.args.mc_num,
+                batch_size=self.args.batch_size, generator=g, shifted_logits=self.spec.shifted_logits,
+                cfg_scale=cfg_scale,
             )
-            n = target.numel()
-            greedy = generate(self.model, prefix[None].to(self._device), gen_length=n, block_length=n,
-                              steps=n, mask_id=self.spec.mask_id)
-            out.append((ll, bool(torch.equal(greedy.completions[0].cpu(), target))))
-            self.cache_hook.add_partial("loglikelihood", req.args, out[-1])
-        return out
+            greedy = self._greedy_yields(prefix, target, cfg_scale) if self.args.is_check_greedy else False
+            out[idx] = (ll, greedy)
+            self.request_log.append({"task": getattr(req, "task_name", None), "doc_id": getattr(req, "doc_id", None),
+                                     "seed": seed, "cfg_scale": cfg_scale, "mc_num": self.args.mc_num,
+                                     "context_tokens": len(head), "continuation_tokens": len(tail)})
+            self.cache_hook.add_partial("loglikelihood", req.args, out[idx])
+        if cut_any:
+            self.warn(f"log-likelihood contexts longer than max_prompt_tokens={self.args.max_prompt_tokens} "
+                      f"lost their first tokens (up to {cut_any} cut)")
+        for idx, source in padding.items():
+            out[idx] = out[source]
+        return [o if o is not None else (0.0, False) for o in out]
+
+    def _greedy_yields(self, prefix: torch.Tensor, target: torch.Tensor, cfg_scale: float) -> bool:
+        """LLaDA's suffix check: one token per step, most confident first, and compare."""
+        n = target.numel()
+        greedy = generate(self.model, prefix[None], gen_length=n, block_length=n, steps=n,
+                          mask_id=self.spec.mask_id, cfg_scale=cfg_scale)
+        return bool(torch.equal(greedy.completions[0], target))
 
     def loglikelihood_rolling(self, requests, disable_tqdm: bool = False) -> list[float]:
         raise NotImplementedError(
@@ -327,11 +408,6 @@ def padding_copies(requests: list[Any]) -> dict[int, int]:
             copies.append(idx)
         count[id(req)] += 1
     return padding
-
-
-def seed_of(key: str) -> int:
-    """A 63-bit generator seed derived from a request key (repeats included)."""
-    return int(hashlib.sha256(key.encode()).hexdigest()[:16], 16) % SEED_MODULUS
 
 
 def cut_at_stops(text: str, until: list[str]) -> str:
@@ -379,32 +455,3 @@ class ForwardTimer:
         self.seconds += time.perf_counter() - self._start
 
 
-class ResponseCache:
-    """Append-only JSONL of finished responses, keyed by request; survives interruption.
-
-    Each data-parallel rank appends to its own file (`name.rankN.jsonl` beyond rank 0) and
-    every rank reads them all, so a rerun with any number of processes reuses every response.
-    """
-
-    def __init__(self, path: Path, rank: int = 0) -> None:
-        self.path = path if rank == 0 else path.with_name(f"{path.stem}.rank{rank}{path.suffix}")
-        self.items: dict[str, str] = {}
-        for file in sorted(path.parent.glob(f"{path.stem}*{path.suffix}")):
-            with open(file, encoding="utf-8") as f:
-                for line in f:
-                    try:
-                        rec = json.loads(line)
-                        self.items[rec["key"]] = rec["response"]
-                    except (json.JSONDecodeError, KeyError, TypeError):
-                        continue  # a line cut by an interruption: that request is redone
-
-    def get(self, key: str) -> str | None:
-        return self.items.get(key)
-
-    def put(self, key: str, response: str) -> None:
-        self.items[key] = response
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.path, "a", encoding="utf-8") as f:
-            f.write(json.dumps({"key": key, "response": response}, ensure_ascii=False) + "\n")
-            f.flush()
-            os.fsync(f.fileno())

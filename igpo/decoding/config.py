@@ -79,12 +79,18 @@ class DecodeConfig:
     first pass, Fast-dLLM's semantics). Trades speed for agreement with exact decoding."""
     suppress_tokens: tuple[int, ...] = ()
     """Token ids never proposed (LLaDA's `logits_eos_inf` is suppress_tokens=(eos,))."""
+    last_tokens: tuple[int, ...] = ()
+    """Token ids whose candidates are committed after every other candidate of their block
+    (LLaDA's `confidence_eos_eot_inf` is last_tokens=(eos, eot)): it keeps EOS from ending a
+    long answer early."""
     early_exit: bool = True
     """Stop after a block once every row has ended in EOS (tokens up to EOS are unchanged)."""
 
     def __post_init__(self) -> None:
         self.suppress_tokens = tuple(int(t) for t in self.suppress_tokens or ())
-        check_settings(**{k: v for k, v in asdict(self).items() if k not in ("suppress_tokens", "early_exit")})
+        self.last_tokens = tuple(int(t) for t in self.last_tokens or ())
+        check_settings(**{k: v for k, v in asdict(self).items()
+                          if k not in ("suppress_tokens", "last_tokens", "early_exit")})
 
     def replace(self, **changes: Any) -> DecodeConfig:
         """A copy with the given fields changed; unknown names raise ValueError."""
@@ -97,6 +103,7 @@ class DecodeConfig:
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
         out["suppress_tokens"] = list(self.suppress_tokens)
+        out["last_tokens"] = list(self.last_tokens)
         return out
 
     def generate_kwargs(self) -> dict[str, Any]:
@@ -104,4 +111,5 @@ class DecodeConfig:
         out = asdict(self)
         out.pop("early_exit")
         out["suppress_tokens"] = self.suppress_tokens or None
+        out["last_tokens"] = self.last_tokens or None
         return out

@@ -25,6 +25,9 @@ from igpo.decoding.schedule import (
 HINTED = -1
 """commit_step of a position fixed by a hint (visible from the first pass on)."""
 UNDECODED = -2
+LAST_OFFSET = 2.0
+"""Subtracted from the confidence of `last_tokens` candidates: confidences lie in [0, 1], so they
+rank below every other candidate but above positions that are not candidates (-inf)."""
 """commit_step of a position the early exit filled with EOS (masked in every pass)."""
 
 
@@ -100,6 +103,7 @@ def generate(
     cache: str | None = None,
     cache_refresh: int | None = None,
     suppress_tokens: list[int] | tuple[int, ...] | None = None,
+    last_tokens: list[int] | tuple[int, ...] | None = None,
     generator: Generators = None,
     shifted_logits: bool | None = None,
     record_steps: bool = False,
@@ -116,6 +120,7 @@ def generate(
     filled with EOS. `generator` may be a list, one per row: each row's samples then depend only
     on its own generator, so a request decodes the same whatever batch it lands in.
     `shifted_logits` (default: the model's token_spec) shifts Dream-style logits.
+    `last_tokens` candidates are committed only when no other candidate of the block is left.
     `record_steps` returns, per position, the pass that committed it (`commit_step`).
     """
     check_settings(gen_length=gen_length, block_length=block_length, steps=steps, temperature=temperature,
@@ -168,6 +173,9 @@ def generate(
             proposal[..., mask_id] = float("-inf")  # never propose the mask token itself
             candidates = sample_candidates(proposal, temperature, generator)
             confidence = candidate_confidence(logits, candidates, remasking, generator)
+            if last_tokens:  # like LLaDA's confidence_eos_eot_inf: below every other candidate
+                late = torch.isin(candidates, torch.tensor(list(last_tokens), device=device))
+                confidence = torch.where(late, confidence - LAST_OFFSET, confidence)
             confidence = torch.where(masked, confidence, torch.full_like(confidence, float("-inf")))
             if threshold is not None:
                 k = threshold_counts(confidence, threshold, masked, steps_per_block - step)

@@ -1,0 +1,65 @@
+"""Request identity for `dllm`: stable keys, per-request seeds and the resumable response cache."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+SEED_MODULUS = 2**63 - 1
+
+
+def request_key(context: str, settings: dict[str, Any]) -> str:
+    """Stable identity of a request: its prompt and every setting that shapes the response."""
+    blob = json.dumps([context, settings], sort_keys=True, ensure_ascii=False)
+    return hashlib.sha256(blob.encode()).hexdigest()[:32]
+
+
+def seed_of(key: str) -> int:
+    """A 63-bit generator seed derived from a request key (repeats included)."""
+    return int(hashlib.sha256(key.encode()).hexdigest()[:16], 16) % SEED_MODULUS
+
+
+class ResponseCache:
+    """Append-only JSONL of finished responses, keyed by request; survives interruption.
+
+    Each data-parallel rank appends to its own file (`name.rankN.jsonl` beyond rank 0) and
+    every rank reads them all, so a rerun with any number of processes reuses every response.
+    """
+
+    def __init__(self, path: Path, rank: int = 0) -> None:
+        self.path = path if rank == 0 else path.with_name(f"{path.stem}.rank{rank}{path.suffix}")
+        self.items: dict[str, dict[str, Any]] = {}
+        for file in sorted(path.parent.glob(f"{path.stem}*{path.suffix}")):
+            with open(file, encoding="utf-8") as f:
+                for line in f:
+                    try:
+                        rec = json.loads(line)
+                        self.items[rec["key"]] = {"response": str(rec["response"]), **(rec.get("info") or {})}
+                    except (json.JSONDecodeError, KeyError, TypeError, AttributeError):
+                        continue  # a line cut by an interruption: that request is redone
+        # A torn last line (no newline) would have the next record glued onto it and lost both.
+        self._torn = self.path.is_file() and self.path.stat().st_size > 0 and _last_byte(self.path) != b"\n"
+
+    def get(self, key: str) -> dict[str, Any] | None:
+        """{"response": text, ...what was recorded with it} or None."""
+        return self.items.get(key)
+
+    def put(self, key: str, response: str, info: dict[str, Any] | None = None) -> None:
+        self.items[key] = {"response": response, **(info or {})}
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path, "a", encoding="utf-8") as f:
+            if self._torn:
+                f.write("\n")
+                self._torn = False
+            f.write(json.dumps({"key": key, "response": response, "info": info or {}}, ensure_ascii=False) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+
+
+def _last_byte(path: Path) -> bytes:
+    with open(path, "rb") as f:
+        f.seek(-1, os.SEEK_END)
+        return f.read(1)

@@ -1,0 +1,139 @@
+"""Where each decoding setting of one `dllm` request comes from: the rule, applied per request.
+
+Highest first:
+1. diffusion keys in the request's generation_kwargs (any `DecodeConfig` field: gen_length,
+   block_length, steps, temperature, remasking, cfg_scale, threshold, ...), whether the task YAML
+   or lm-eval's `--gen_kwargs` put them there;
+2. lm-eval's own keys, with Hugging Face semantics: `do_sample: false` means greedy whatever the
+   temperature; `do_sample: true` without a temperature samples at the model_args temperature, or
+   1.0 when that is 0; `max_gen_toks` sets the length when no diffusion `gen_length` is given;
+   `until` lists stop strings;
+3. model_args (`--model_args gen_length=...`);
+4. `DecodeConfig`'s defaults.
+
+`max_gen_toks` becomes `gen_length` rounded up to a multiple of `block_length` (one block of
+max_gen_toks tokens when it is shorter than a block), `steps` scaled to keep the model_args
+tokens per step (unless `steps` is a diffusion key of the request), and responses cut to
+max_gen_toks tokens. Every request's record says where each setting came from and what changed.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+from harness.lmeval.args import coerce_decode
+from igpo.decoding import DecodeConfig
+
+DECODE_KEYS = frozenset(f.name for f in fields(DecodeConfig))
+LM_EVAL_KEYS = frozenset({"until", "max_gen_toks", "do_sample", "temperature"})
+HF_SAMPLING_TEMPERATURE = 1.0
+"""Hugging Face's default temperature when do_sample is true and none is given."""
+
+
+@dataclass
+class RequestSettings:
+    """How one request is decoded, and why."""
+
+    decode: DecodeConfig
+    until: list[str]
+    max_tokens: int | None = None
+    """Responses are cut to this many tokens (lm-eval's max_gen_toks); None: the whole canvas."""
+    sources: dict[str, str] = field(default_factory=dict)
+    """Decoding setting -> `request` | `lm-eval` | `model_args` | `default`."""
+    notes: list[str] = field(default_factory=list)
+    """What the rule changed, in words (max_gen_toks mapping, do_sample overriding temperature)."""
+
+    def record(self) -> dict[str, Any]:
+        return {"decode": self.decode.to_dict(), "until": list(self.until), "max_tokens": self.max_tokens,
+                "sources": dict(self.sources), "notes": list(self.notes)}
+
+
+def resolve(gen_kwargs: dict[str, Any] | None, model: DecodeConfig, given: frozenset[str]) -> RequestSettings:
+    """The decoding settings of one request (see the module docstring for the rule)."""
+    kwargs = dict(gen_kwargs or {})
+    until = kwargs.pop("until", None) or []
+    until = [until] if isinstance(until, str) else [str(u) for u in until]
+    unknown = sorted(set(kwargs) - DECODE_KEYS - LM_EVAL_KEYS)
+    if unknown:
+        raise ValueError(f"dllm: unknown generation setting(s) {', '.join(unknown)} (known: lm-eval's "
+                         f"{', '.join(sorted(LM_EVAL_KEYS))} and the decoding settings {', '.join(sorted(DECODE_KEYS))})")
+    request = {k: coerce_decode(k, v) for k, v in kwargs.items() if k in DECODE_KEYS}
+    notes: list[str] = []
+    values = model.to_dict()
+    sources = {k: ("model_args" if k in given else "default") for k in values}
+    for key, value in request.items():
+        values[key] = value
+        sources[key] = "request"
+    do_sample = _as_bool(kwargs["do_sample"]) if "do_sample" in kwargs else None
+    if do_sample is False and values["temperature"] != 0:
+        notes.append(f"do_sample=false: greedy decoding (temperature {values['temperature']} not used)")
+        values["temperature"], sources["temperature"] = 0.0, "lm-eval"
+    elif do_sample is True and values["temperature"] == 0:
+        if "temperature" in request:
+            raise ValueError("dllm: do_sample=true with temperature 0 (Hugging Face refuses it too); "
+                             "give a temperature > 0 or do_sample=false")
+        notes.append(f"do_sample=true without a temperature: sampling at {HF_SAMPLING_TEMPERATURE}")
+        values["temperature"], sources["temperature"] = HF_SAMPLING_TEMPERATURE, "lm-eval"
+    max_tokens = None
+    if kwargs.get("max_gen_toks") is not None:
+        max_tokens = _positive_int("max_gen_toks", kwargs["max_gen_toks"])
+        if "gen_length" in request:
+            if max_tokens < values["gen_length"]:
+                notes.append(f"max_gen_toks={max_tokens} cuts the response; gen_length={values['gen_length']} "
+                             "(a diffusion key of the request) sets the canvas")
+            else:
+                max_tokens = None
+        else:
+            _length_from_max_gen_toks(values, sources, request, model, max_tokens, notes)
+            if max_tokens >= values["gen_length"]:
+                max_tokens = None
+    return RequestSettings(decode=DecodeConfig(**values), until=until, max_tokens=max_tokens,
+                           sources=sources, notes=notes)
+
+
+def _length_from_max_gen_toks(values, sources, request, model: DecodeConfig, max_tokens: int, notes) -> None:
+    """gen_length (and block_length, steps) from lm-eval's max_gen_toks, in place."""
+    block = values["block_length"]
+    if max_tokens < block:
+        block = max_tokens
+        values["block_length"], sources["block_length"] = block, "lm-eval"
+    length = math.ceil(max_tokens / block) * block
+    blocks = length // block
+    changed = length != values["gen_length"]
+    values["gen_length"], sources["gen_length"] = length, "lm-eval"
+    if "steps" not in request and changed:
+        per_token = model.steps / model.gen_length
+        steps = max(blocks, math.ceil(length * per_token / blocks) * blocks)
+        values["steps"], sources["steps"] = steps, "lm-eval"
+    elif values["steps"] % blocks:
+        values["steps"] = math.ceil(values["steps"] / blocks) * blocks
+        sources["steps"] = "lm-eval"
+    text = f"max_gen_toks={max_tokens} -> gen_length {length}, block_length {block}, steps {values['steps']}"
+    if changed and "steps" not in request:
+        text += f" (model_args keep {model.gen_length / model.steps:g} tokens per step)"
+    if length != max_tokens:
+        text += f"; responses cut to {max_tokens} tokens"
+    notes.append(text)
+
+
+def _as_bool(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("true", "1", "yes"):
+        return True
+    if text in ("false", "0", "no"):
+        return False
+    raise ValueError(f"dllm: do_sample must be true or false, got {value!r}")
+
+
+def _positive_int(name: str, value: Any) -> int:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"dllm: {name} must be a positive integer, got {value!r}") from None
+    if not math.isfinite(number) or number != int(number) or number <= 0:
+        raise ValueError(f"dllm: {name} must be a positive integer, got {value!r}")
+    return int(number)

@@ -1,0 +1,216 @@
+"""The error contract, case by case: bad input ends in one `error:` line naming the culprit and
+exit code 2, with no traceback and nothing half-written; crash leftovers never block a resume.
+
+Each case runs the real CLI in-process (typer's runner), on the embedded testbed model or a tiny
+model folder built here. More cases live beside the features they guard (test_eval,
+test_training, test_check, test_lmeval_*); this file is the table a hostile user would try first.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from harness.cli import app
+
+REPO = Path(__file__).resolve().parents[1]
+runner = CliRunner()
+TIMEOUT_S = 300
+
+
+def igpo(*args, cwd: Path | None = None):
+    old = os.getcwd()
+    if cwd is not None:
+        os.chdir(cwd)
+    try:
+        return runner.invoke(app, [str(a) for a in args])
+    finally:
+        os.chdir(old)
+
+
+def assert_one_error(result, needle: str, folder: Path | None = None) -> None:
+    """Exit 2, one `error:` line containing `needle`, no traceback, nothing written under `folder`."""
+    text = (result.stderr if hasattr(result, "stderr") and result.stderr else result.output).strip()
+    assert result.exit_code == 2, (result.exit_code, result.output, repr(result.exception))
+    assert "Traceback" not in result.output, result.output
+    lines = [line for line in text.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error:"), text
+    assert needle.lower() in lines[0].lower(), lines[0]
+    if folder is not None and folder.exists():
+        assert not [p for p in folder.rglob("*") if p.is_file()], list(folder.rglob("*"))
+
+
+def _model_with_config(tmp_path: Path, **changes) -> Path:
+    from conftest import save_tiny_checkpoint
+
+    folder = save_tiny_checkpoint(tmp_path / "m")
+    cfg = json.loads((folder / "config.json").read_text())
+    cfg.update(changes)
+    (folder / "config.json").write_text(json.dumps(cfg))
+    return folder
+
+
+EVAL_CASES = [
+    (["--temperature", "nan"], "temperature"),
+    (["--temperature", "inf"], "temperature"),
+    (["--tasks", "gsm9k"], "unknown task"),
+    (["--name", "../../escape"], "name"),
+    (["--name", "/abs/run"], "name"),
+    (["--seeds", ",,,"], "seeds"),
+    (["--batch-size", "0"], "batch"),
+    (["--device", "tpu:7"], "device"),
+    (["--model", "/no/such/model"], "model path not found"),
+    (["--steps", "7"], "steps"),
+    (["--cfg-scale", "-1"], "cfg_scale"),
+    (["--threshold", "1.5"], "threshold"),
+]
+
+
+@pytest.mark.parametrize("extra, needle", EVAL_CASES, ids=[" ".join(c[0]) for c in EVAL_CASES])
+def test_eval_bad_flags(tmp_path, extra, needle):
+    out = tmp_path / "out"
+    args = ["eval", "--tasks", "arith", "--limit", "2", "--out", out, "--no-leaderboard"]
+    assert_one_error(igpo(*args, *extra), needle, out)
+
+
+@pytest.mark.parametrize("changes, needle", [
+    ({"n_layers": "four"}, "n_layers"),
+    ({"vocab_size": -3}, "vocab_size"),
+    ({"rms_norm_eps": "tiny"}, "rms_norm_eps"),
+])
+def test_model_config_of_the_wrong_type(tmp_path, changes, needle):
+    model = _model_with_config(tmp_path, **changes)
+    out = tmp_path / "out"
+    assert_one_error(igpo("eval", "--model", model, "--tasks", "arith", "--limit", "1", "--out", out,
+                          "--no-leaderboard"), needle, out)
+
+
+@pytest.mark.parametrize("damage", ["random", "empty", "truncated"])
+def test_damaged_weights(tmp_path, damage):
+    from conftest import save_tiny_checkpoint
+
+    model = save_tiny_checkpoint(tmp_path / "m")
+    weights = model / "model.safetensors"
+    data = weights.read_bytes()
+    weights.write_bytes({"random": os.urandom(len(data)), "empty": b"", "truncated": data[: len(data) // 2]}[damage])
+    out = tmp_path / "out"
+    assert_one_error(igpo("eval", "--model", model, "--tasks", "arith", "--limit", "1", "--out", out,
+                          "--no-leaderboard"), "model.safetensors", out)
+
+
+TRAIN_CASES = [
+    (["loss.beta=inf"], "beta"),
+    (["decode.temperature=nan"], "temperature"),
+    (["num_generations=0"], "num_generations"),
+    (["optim.lr=-1"], "lr"),
+    (["prompts_per_step=abc"], "prompts_per_step"),
+    (["no_such_key=1"], "no_such_key"),
+]
+
+
+@pytest.mark.parametrize("extra, needle", TRAIN_CASES, ids=[" ".join(c[0]) for c in TRAIN_CASES])
+def test_train_bad_overrides(tmp_path, extra, needle):
+    out = tmp_path / "run"
+    assert_one_error(igpo("train", "--recipe", "grpo_tiny", "--out", out, *extra), needle, out)
+
+
+def test_check_refuses_nan_and_keeps_outputs_together(tmp_path):
+    out = tmp_path / "runs"
+    ok = igpo("eval", "--tasks", "arith", "--limit", "4", "--out", out, "--name", "base", "--no-leaderboard")
+    assert ok.exit_code == 0, ok.output
+    run = out / "base"
+    assert_one_error(igpo("check", run, "--baseline", run, "--max-drop", "nan"), "max")
+    (tmp_path / "adir").mkdir()
+    summary = tmp_path / "summary.md"
+    assert_one_error(igpo("check", run, "--baseline", run, "--json", tmp_path / "adir", "--summary", summary),
+                     "--json")
+    assert not summary.exists()  # a failing --json leaves no --summary behind
+
+
+def test_lm_eval_bad_model_arg():
+    proc = subprocess.run([sys.executable, "-m", "harness.lm_eval", "--model", "dllm", "--tasks", "igpo_arith",
+                           "--model_args", "pretrained=testbed,gen_length=abc", "--limit", "1"], cwd=REPO,
+                          env=dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1"),
+                          capture_output=True, text=True, timeout=TIMEOUT_S)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "gen_length" in errors[0]
+
+
+def test_protocol_file_mistakes(tmp_path):
+    base = (REPO / "harness" / "protocols" / "igpo.yaml").read_text()
+    out = tmp_path / "out"
+    for text, needle in ((base.replace("seeds: [0, 1, 2]", "seeds: []"), "seeds"),
+                         (base.replace("igpo_arith:", "igpo_arihtm:"), "igpo_arihtm"),
+                         (base.replace("temperature: 0.0", "temperature: .nan", 1), "temperature")):
+        path = tmp_path / "p.yaml"
+        path.write_text(text)
+        assert_one_error(igpo("eval", "--tasks", "arith", "--limit", "1", "--protocol", path, "--out", out,
+                              "--no-leaderboard"), needle, out)
+
+
+# --------------------------------------------------------------------------- crash leftovers
+
+
+def test_torn_response_cache_line_is_not_glued_to_the_next(tmp_path):
+    from harness.lmeval.cache import ResponseCache
+
+    path = tmp_path / "responses.jsonl"
+    cache = ResponseCache(path)
+    cache.put("a", "first")
+    with open(path, "a", encoding="utf-8") as f:
+        f.write('{"key": "b", "respo')  # the process died mid-line
+    again = ResponseCache(path)
+    assert again.get("a")["response"] == "first" and again.get("b") is None
+    again.put("c", "third")
+    final = ResponseCache(path)
+    assert final.get("c")["response"] == "third" and final.get("a")["response"] == "first"
+
+
+def test_interrupted_eval_resumes_from_its_cache(tmp_path):
+    """A run killed after some responses (simulated: a responses.jsonl with a torn last line and no
+    results.json) finishes with the same samples as an uninterrupted run, decoding only the rest."""
+    out = tmp_path / "runs"
+    args = ["eval", "--tasks", "arith", "--limit", "6", "--out", out, "--no-leaderboard"]
+    full = igpo(*args, "--name", "full")
+    assert full.exit_code == 0, full.output
+    cut = out / "cut"
+    cut.mkdir(parents=True)
+    lines = (out / "full" / "responses.jsonl").read_text().splitlines()
+    (cut / "responses.jsonl").write_text("\n".join(lines[:3]) + "\n" + lines[3][: len(lines[3]) // 2])
+    again = igpo(*args, "--name", "cut")
+    assert again.exit_code == 0, again.output
+    record = json.loads((cut / "results.json").read_text())
+    assert record["provenance"]["requests_from_cache"] == 3 and record["provenance"]["requests_decoded"] == 3
+    same = [json.loads(x)["response"] for x in (out / "full" / "samples.jsonl").read_text().splitlines()]
+    assert [json.loads(x)["response"] for x in (cut / "samples.jsonl").read_text().splitlines()] == same
+
+
+def test_stray_results_file_under_out_is_skipped(tmp_path):
+    out = tmp_path / "runs"
+    (out / "junk").mkdir(parents=True)
+    (out / "junk" / "results.json").write_text('{"not": "a run"}')
+    result = igpo("eval", "--tasks", "arith", "--limit", "2", "--out", out, "--name", "ok")
+    assert result.exit_code == 0, result.output
+    assert (out / "ok" / "results.json").is_file() and "skips" in result.output
+
+
+def test_leftover_tmp_checkpoint_does_not_block_eval_run(tmp_path):
+    """`igpo eval --run` over a training folder holding a crash leftover `step-N.tmp`."""
+    from igpo.testbed import TESTBED_DIR
+
+    train = tmp_path / "train"
+    good = train / "checkpoints" / "step-000002"
+    shutil.copytree(TESTBED_DIR, good)
+    shutil.copytree(TESTBED_DIR, train / "checkpoints" / "step-000003.tmp")
+    result = igpo("eval", "--run", train, "--tasks", "arith", "--limit", "2", "--out", tmp_path / "ev",
+                  "--no-leaderboard")
+    assert result.exit_code == 0, result.output
+    assert "000003.tmp" not in result.output or "skip" in result.output.lower()
