@@ -62,6 +62,7 @@ from harness.results import (
     results_path,
 )
 from igpo.atomic import atomic_write_bytes, atomic_write_text
+from igpo.errors import InvalidSetting, MissingInput
 
 DEFAULT_ALPHA = 0.05
 DEFAULT_MAX_DROP_POINTS = 1.0
@@ -300,12 +301,12 @@ class CheckSettings:
     """Task keys or names to compare (empty: every task of the baseline)."""
 
     def validate(self) -> None:
-        if not 0 < self.alpha < 1:
-            raise ValueError(f"--alpha must be in (0, 1), got {self.alpha}")
-        if self.max_drop < 0:
-            raise ValueError(f"--max-drop must be >= 0 points, got {self.max_drop * POINTS}")
+        if not 0 < self.alpha < 1:  # also refuses nan
+            raise InvalidSetting(f"--alpha must be in (0, 1), got {self.alpha}")
+        if not math.isfinite(self.max_drop) or self.max_drop < 0:
+            raise InvalidSetting(f"--max-drop must be >= 0 points, got {self.max_drop * POINTS}")
         if self.resamples < 1:
-            raise ValueError(f"bootstrap resamples must be >= 1, got {self.resamples}")
+            raise InvalidSetting(f"bootstrap resamples must be >= 1, got {self.resamples}")
 
 
 @dataclass
@@ -402,7 +403,7 @@ def select_tasks(baseline: dict[str, Any], wanted: Sequence[str]) -> list[str]:
             in (k, k.split("@")[0], k.removeprefix("igpo_"), k.split("@")[0].removeprefix("igpo_"))
         ]
         if not hits:
-            raise ValueError(f"task {name!r} is not in the baseline (it has: {', '.join(keys)})")
+            raise InvalidSetting(f"task {name!r} is not in the baseline (it has: {', '.join(keys)})")
         chosen.extend(k for k in hits if k not in chosen)
     return chosen
 
@@ -884,7 +885,7 @@ def run_check(req: CheckRequest) -> int:
             "evaluate with `igpo eval` and pass that run folder as the candidate"
         )
     if not is_run(req.candidate) and not looks_like_model(req.candidate):
-        raise FileNotFoundError(f"candidate not found: {req.candidate} (neither a run nor a model)")
+        raise MissingInput(f"candidate not found: {req.candidate} (neither a run nor a model)")
     baseline = load_results(req.baseline)
     candidate_run: str | Path = req.candidate
     if not is_run(req.candidate):
@@ -922,10 +923,23 @@ def _allowing(settings: CheckSettings) -> CheckSettings:
 
 
 def emit(report: CheckReport, summary: Path | None, json_out: Path | None) -> None:
-    """Markdown to stdout (and --summary), JSON to --json."""
+    """Markdown to stdout (and --summary), JSON to --json: both destinations are checked before
+    either is written, so a bad --json never leaves a --summary behind (or the reverse)."""
     text = report.to_markdown()
+    data = json.dumps(report.to_json(), indent=2) + "\n"
+    targets = [(Path(p), content, flag) for p, content, flag in ((json_out, data, "--json"), (summary, text, "--summary"))
+               if p is not None]
+    for path, _content, flag in targets:
+        _check_writable(path, flag)
     sys.stdout.write(text)
-    if summary is not None:
-        atomic_write_text(Path(summary), text)
-    if json_out is not None:
-        atomic_write_text(Path(json_out), json.dumps(report.to_json(), indent=2) + "\n")
+    for path, content, _flag in targets:
+        atomic_write_text(path, content)
+
+
+def _check_writable(path: Path, flag: str) -> None:
+    """Refuse an output path that is a folder or lies under a file."""
+    if path.is_dir():
+        raise CheckError(f"{flag} {path} is a folder, not a file")
+    for parent in path.parents:
+        if parent.exists() and not parent.is_dir():
+            raise CheckError(f"{flag} {path}: {parent} is a file, not a folder")

@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from harness.errors import UserError, friendly
+from igpo.errors import MissingInput
 
 app = typer.Typer(
     name="igpo",
@@ -198,7 +199,7 @@ def leaderboard_cmd(
         if r.is_dir() and not (r / RESULTS_FILE).is_file():
             found = discover_runs(r)
             if not found:
-                raise FileNotFoundError(f"no runs (results.json) under {r}")
+                raise MissingInput(f"no runs (results.json) under {r}")
             paths.extend(found)
         else:
             paths.append(r)

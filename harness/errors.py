@@ -8,6 +8,8 @@ import sys
 from collections.abc import Callable
 from typing import TypeVar
 
+from igpo.errors import PATH_ERRORS, IgpoError
+
 F = TypeVar("F", bound=Callable)
 
 EXIT_ERROR = 2
@@ -15,8 +17,8 @@ DEBUG_ENV = "IGPO_DEBUG"
 """Set (to anything) to get the traceback of a user error instead of its one line."""
 
 
-class UserError(Exception):
-    """A problem with the user's input (paths, names, values); printed as one line."""
+UserError = IgpoError
+"""The harness's name for igpo's base of user errors (igpo/errors.py)."""
 
 
 def debugging() -> bool:
@@ -25,12 +27,9 @@ def debugging() -> bool:
 
 
 def user_errors() -> tuple[type[BaseException], ...]:
-    """Exception types that mean bad input rather than a bug (imported lazily: torch is heavy)."""
-    kinds: list[type[BaseException]] = [UserError, ValueError, FileNotFoundError, KeyError,
-                                        NotADirectoryError, IsADirectoryError, PermissionError]
-    if "igpo.models.loading" in sys.modules:
-        kinds.append(sys.modules["igpo.models.loading"].ModelLoadError)
-    return tuple(kinds)
+    """Exception types that mean bad input rather than a bug: igpo's own errors and the OS errors
+    of a path the user gave. Any other exception is a bug and keeps its traceback."""
+    return (IgpoError, *PATH_ERRORS)
 
 
 def one_line(err: BaseException) -> str:

@@ -19,6 +19,8 @@ from typing import Any
 from harness.protocols import Protocol, load_protocol
 from harness.results import TaskResult, write_results
 from harness.stats import accuracy_interval
+from igpo.errors import InvalidSetting, MissingInput
+from igpo.jsonfile import read_json_object
 
 HEADLINE_METRIC = "exact_match"
 CACHE_FILE = "responses.jsonl"
@@ -77,16 +79,16 @@ def plan(req: EvalRequest) -> Plan:
     from tasks.registry import GROUPS, data_dir_or_env, local_data_file, resolve_tasks
 
     if req.limit is not None and req.limit <= 0:
-        raise ValueError(f"--limit must be a positive number of problems, got {req.limit}")
+        raise InvalidSetting(f"--limit must be a positive number of problems, got {req.limit}")
     if req.batch_size < 1:
-        raise ValueError(f"--batch-size must be >= 1, got {req.batch_size}")
+        raise InvalidSetting(f"--batch-size must be >= 1, got {req.batch_size}")
     if req.device:
         try:
             kind = torch_device_type(req.device)
         except (RuntimeError, ValueError):
-            raise ValueError(f"unknown --device {req.device!r} (use cpu, cuda or cuda:N)") from None
+            raise InvalidSetting(f"unknown --device {req.device!r} (use cpu, cuda or cuda:N)") from None
         if kind not in ("cpu", "cuda", "mps"):
-            raise ValueError(f"--device {req.device!r}: only cpu, cuda and mps devices are supported")
+            raise InvalidSetting(f"--device {req.device!r}: only cpu, cuda and mps devices are supported")
     protocol = load_protocol(req.protocol)
     leaves: list[str] = []
     for name in resolve_tasks(req.tasks):
@@ -97,7 +99,7 @@ def plan(req: EvalRequest) -> Plan:
     fixed = sorted(per_variant & set(req.decode_overrides)) if protocol.gen_lengths else []
     if fixed:
         flags = " / ".join("--" + name.replace("_", "-") for name in fixed)
-        raise ValueError(
+        raise InvalidSetting(
             f"protocol {protocol.name!r} sets {' and '.join(sorted(per_variant))} per generation length "
             f"({', '.join(map(str, protocol.gen_lengths))}): {flags} does not apply (use a protocol file)"
         )
@@ -106,11 +108,11 @@ def plan(req: EvalRequest) -> Plan:
             try:
                 protocol.for_task(leaf, variant, req.decode_overrides)
             except ValueError as err:
-                raise ValueError(f"{leaf}: {err}") from None
+                raise InvalidSetting(f"{leaf}: {err}") from None
     data_dir = data_dir_or_env(req.data_dir)
     if data_dir is not None:
         if not Path(data_dir).is_dir():
-            raise FileNotFoundError(f"data folder not found: {data_dir}")
+            raise MissingInput(f"data folder not found: {data_dir}")
         for leaf in leaves:
             if not leaf_is_builtin(leaf):
                 local_data_file(leaf, data_dir)
@@ -118,15 +120,15 @@ def plan(req: EvalRequest) -> Plan:
 
     embedded = req.model in EMBEDDED_MODELS
     if not req.model:
-        raise ValueError("no model given")
+        raise InvalidSetting("no model given")
     if not embedded and not Path(req.model).exists() and (req.model.startswith((".", "/", "~")) or req.model.count("/") != 1):
-        raise FileNotFoundError(f"model path not found: {req.model}")
+        raise MissingInput(f"model path not found: {req.model}")
     if req.adapter and not Path(req.adapter).is_dir():
-        raise FileNotFoundError(f"adapter folder not found: {req.adapter}")
+        raise MissingInput(f"adapter folder not found: {req.adapter}")
     model_part = slug(Path(req.model).name if Path(req.model).exists() else req.model)
     adapter_part = slug(Path(req.adapter).name) if req.adapter else None
     if req.name is not None and not is_plain_name(req.name):
-        raise ValueError(f"--name {req.name!r} must be a plain folder name (no path separators, not '.' or "
+        raise InvalidSetting(f"--name {req.name!r} must be a plain folder name (no path separators, not '.' or "
                          "'..'), so the run stays under --out")
     name = req.name or "-".join(filter(None, [model_part, adapter_part, slug(protocol.name)]))
     return Plan(protocol=protocol, leaves=leaves, data_dir=data_dir, run_dir=req.out / name)
@@ -225,9 +227,7 @@ def run_eval(req: EvalRequest) -> Path:
 
 def print_leaderboard(run_dir: Path) -> None:
     """This run as a leaderboard row, beside the published rows that share its tasks."""
-    from harness.leaderboard import write_leaderboard
-
-    from harness.leaderboard import DEFAULT_REFERENCE
+    from harness.leaderboard import DEFAULT_REFERENCE, write_leaderboard
 
     print("\n" + write_leaderboard([run_dir], None, "markdown", DEFAULT_REFERENCE))
 
@@ -396,20 +396,19 @@ def refresh_leaderboard(runs_root: Path, out: Path) -> None:
 def run_series(req: EvalRequest, train_dir: Path, every: int = 1, include_base: bool = True) -> Path:
     """Evaluate a training run's checkpoints (every K-th, the last always, and the base model as
     step 0), skipping those already evaluated; write accuracy vs step as table + PNG."""
-    import json
 
     from harness.results import RESULTS_FILE, load_results
     from harness.series import write_series
     from igpo.training.runtime import MARKER_FILE, checkpoint_dirs
 
     if every < 1:
-        raise ValueError(f"--every must be >= 1, got {every}")
+        raise InvalidSetting(f"--every must be >= 1, got {every}")
     checkpoints = checkpoint_dirs(Path(train_dir))
     if not checkpoints:
-        raise FileNotFoundError(f"no checkpoints (checkpoints/step-N) under {train_dir}")
+        raise MissingInput(f"no checkpoints (checkpoints/step-N) under {train_dir}")
     chosen = [c for i, c in enumerate(checkpoints, 1) if i % every == 0 or c == checkpoints[-1]]
     out_root = req.out / f"series-{Path(train_dir).name}"
-    markers = [json.loads((c / MARKER_FILE).read_text()) for c in chosen]
+    markers = [read_json_object(c / MARKER_FILE, "step", "base_model") for c in chosen]
     jobs = [(0, markers[0]["base_model"], None)] if include_base else []
     for ckpt, marker in zip(chosen, markers, strict=True):
         if marker["kind"] == "adapter":

@@ -28,6 +28,7 @@ import yaml
 from tabulate import LATEX_ESCAPE_RULES, tabulate
 
 from harness.results import RESULTS_FILE, ResultsError, atomic_write_text, load_results
+from igpo.errors import BadFile, InvalidSetting, MissingInput
 
 DEFAULT_REFERENCE = Path(__file__).resolve().parent / "reference.yaml"
 """The published numbers, shipped as package data (found from any working folder)."""
@@ -156,19 +157,19 @@ def _reference_row(path: Path, n: int, raw: Any) -> ReferenceRow:
     """Validate one entry of the reference file's rows list."""
     where = f"{path}: row {n}"
     if not isinstance(raw, dict):
-        raise ValueError(f"{where} is not a mapping")
+        raise BadFile(f"{where} is not a mapping")
     unknown = sorted(set(raw) - REFERENCE_FIELDS)
     if unknown:
-        raise ValueError(f"{where} has unknown field(s) {', '.join(map(str, unknown))}")
+        raise BadFile(f"{where} has unknown field(s) {', '.join(map(str, unknown))}")
     for name in ("model", "protocol", "source"):
         if not isinstance(raw.get(name), str) or not raw[name].strip():
-            raise ValueError(f"{where} needs a non-empty string {name!r}")
+            raise BadFile(f"{where} needs a non-empty string {name!r}")
     acc = raw.get("accuracy")
     if not isinstance(acc, dict) or not acc:
-        raise ValueError(f"{where} ({raw['model']}) needs a non-empty 'accuracy' mapping")
+        raise BadFile(f"{where} ({raw['model']}) needs a non-empty 'accuracy' mapping")
     for key, value in acc.items():
         if not isinstance(key, str) or not _is_number(value) or not 0 <= value <= PERCENT:
-            raise ValueError(
+            raise InvalidSetting(
                 f"{where} ({raw['model']}): accuracy {key!r}: {value!r} is not a percentage"
             )
     return ReferenceRow(
@@ -183,24 +184,24 @@ def load_reference(path: str | Path) -> list[ReferenceRow]:
     """Read and validate reference.yaml (`rows:` list); ValueError names what is wrong."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"no reference file at {path}")
+        raise MissingInput(f"no reference file at {path}")
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as err:
         problem = getattr(err, "problem", None) or str(err).splitlines()[0]
         mark = getattr(err, "problem_mark", None)
         at = f" at line {mark.line + 1}" if mark is not None else ""
-        raise ValueError(f"{path} is not valid YAML ({problem}{at})") from None
+        raise BadFile(f"{path} is not valid YAML ({problem}{at})") from None
     except UnicodeDecodeError as err:
-        raise ValueError(f"{path} is not UTF-8 text ({err.reason})") from None
+        raise BadFile(f"{path} is not UTF-8 text ({err.reason})") from None
     if not isinstance(data, dict) or not isinstance(data.get("rows"), list):
-        raise ValueError(f"{path} needs a top-level 'rows:' list")
+        raise BadFile(f"{path} needs a top-level 'rows:' list")
     rows = [_reference_row(path, n, raw) for n, raw in enumerate(data["rows"], 1)]
     seen: set[tuple[str, str, str]] = set()
     for row in rows:
         ident = (row.model, row.protocol, row.source)
         if ident in seen:
-            raise ValueError(f"{path}: {row.model} ({row.protocol}, {row.source}) appears twice")
+            raise BadFile(f"{path}: {row.model} ({row.protocol}, {row.source}) appears twice")
         seen.add(ident)
     return rows
 
@@ -485,7 +486,7 @@ def _latex_escape(text: str) -> str:
 def render(lb: Leaderboard, fmt: str) -> str:
     """The leaderboard as markdown, github, latex or csv text."""
     if fmt not in TABLE_FORMATS:
-        raise ValueError(f"unknown format {fmt!r}; choose from {', '.join(TABLE_FORMATS)}")
+        raise InvalidSetting(f"unknown format {fmt!r}; choose from {', '.join(TABLE_FORMATS)}")
     if fmt == "csv":
         return _render_csv(lb)
     table = tabulate(
@@ -505,7 +506,7 @@ def discover_runs(root: str | Path) -> list[Path]:
     """Run folders (those holding a results.json) at or under `root`, sorted."""
     root = Path(root)
     if not root.exists():
-        raise FileNotFoundError(f"no such folder: {root}")
+        raise MissingInput(f"no such folder: {root}")
     if not root.is_dir():
         raise NotADirectoryError(f"not a folder: {root}")
     return sorted({p.parent for p in root.rglob(RESULTS_FILE) if p.is_file()})
@@ -525,11 +526,11 @@ def write_leaderboard(
     (all reference rows when the runs are mixed or there are none).
     """
     if fmt not in TABLE_FORMATS:
-        raise ValueError(f"unknown format {fmt!r}; choose from {', '.join(TABLE_FORMATS)}")
+        raise InvalidSetting(f"unknown format {fmt!r}; choose from {', '.join(TABLE_FORMATS)}")
     runs = [load_results(p) for p in run_paths]
     reference = load_reference(reference_path) if reference_path is not None else None
     if not runs and not reference:
-        raise ValueError("nothing to show: no runs and no reference rows")
+        raise InvalidSetting("nothing to show: no runs and no reference rows")
     chosen = protocol if protocol is not None else shared_protocol(runs)
     text = render(build_leaderboard(runs, reference, chosen), fmt)
     if out is not None:

@@ -14,13 +14,14 @@ from pathlib import Path
 from typing import Any
 
 from igpo.decoding.config import DecodeConfig
+from igpo.errors import InvalidSetting
 
 PROTOCOL_DIR = Path(__file__).resolve().parent / "protocols"
 TOP_KEYS = {"name", "description", "source", "seeds", "decoding", "gen_lengths", "steps_ratio", "tasks"}
 TASK_KEYS = {f.name for f in fields(DecodeConfig)} | {"repeats"}
 
 
-class ProtocolError(ValueError):
+class ProtocolError(InvalidSetting):
     """A protocol that does not exist or does not parse; the message names the problem."""
 
 
@@ -97,21 +98,21 @@ def parse_protocol(raw: Any, *, source: str = "<dict>", file_hash: str = "") -> 
         decoding = DecodeConfig().replace(**(raw.get("decoding") or {}))
         tasks = raw.get("tasks") or {}
         if not isinstance(tasks, dict):
-            raise ValueError("'tasks' must map task names to settings")
+            raise InvalidSetting("'tasks' must map task names to settings")
         from tasks.registry import SPECS, TASKS
 
         for task, settings in tasks.items():
             if task not in SPECS:  # a key no task reads would be silently ignored
                 hint = f" (write {TASKS[task]!r})" if task in TASKS and TASKS[task] in SPECS else ""
-                raise ValueError(f"'tasks' names unknown task {task!r}{hint}; known: {', '.join(sorted(SPECS))}")
+                raise InvalidSetting(f"'tasks' names unknown task {task!r}{hint}; known: {', '.join(sorted(SPECS))}")
             bad = sorted(set(settings or {}) - TASK_KEYS)
             if bad:
-                raise ValueError(f"task {task!r} has unknown setting(s) {', '.join(bad)}")
+                raise InvalidSetting(f"task {task!r} has unknown setting(s) {', '.join(bad)}")
         seeds = raw.get("seeds")
         seeds = [0] if seeds is None else seeds  # absent or left empty: seed 0
         if not isinstance(seeds, list) or not seeds or any(isinstance(x, bool) or not isinstance(x, int) or x < 0
                                                            for x in seeds):
-            raise ValueError(f"'seeds' must be a non-empty list of integers >= 0, got {seeds!r}")
+            raise InvalidSetting(f"'seeds' must be a non-empty list of integers >= 0, got {seeds!r}")
         lengths = raw.get("gen_lengths")
         lengths = [int(x) for x in lengths] if lengths else None
         ratio = raw.get("steps_ratio")
@@ -123,7 +124,7 @@ def parse_protocol(raw: Any, *, source: str = "<dict>", file_hash: str = "") -> 
         )
         for _, cfg in protocol.variants():
             if cfg.gen_length % cfg.block_length or cfg.steps % (cfg.gen_length // cfg.block_length):
-                raise ValueError(f"gen_length {cfg.gen_length}, block_length {cfg.block_length} and "
+                raise InvalidSetting(f"gen_length {cfg.gen_length}, block_length {cfg.block_length} and "
                                  f"steps {cfg.steps} do not divide evenly")
     except (TypeError, ValueError) as err:
         raise ProtocolError(f"malformed protocol {source}: {err}") from None

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from igpo.atomic import atomic_write_text
+from igpo.errors import BadFile
 
 FORMAT = "igpo-results"
 FORMAT_VERSION = 1
@@ -29,7 +30,7 @@ RESULTS_FILE = "results.json"
 SAMPLES_FILE = "samples.jsonl"
 
 
-class ResultsError(ValueError):
+class ResultsError(BadFile):
     """A results file that is missing, corrupt or not written by igpo."""
 
 

@@ -29,6 +29,7 @@ from harness.leaderboard import (
     task_label,
 )
 from igpo.atomic import atomic_write_text, save_png
+from igpo.errors import InvalidSetting
 
 SERIES_MD = "series.md"
 SERIES_PNG = "series.png"
@@ -57,11 +58,11 @@ class SeriesPoint:
 def _points(points: list[tuple[int, dict[str, Any]]]) -> tuple[list[str], list[SeriesPoint]]:
     """Task columns and validated points sorted by step."""
     if not points:
-        raise ValueError("a checkpoint series needs at least one point")
+        raise InvalidSetting("a checkpoint series needs at least one point")
     steps = [step for step, _ in points]
     dupes = sorted({s for s in steps if steps.count(s) > 1})
     if dupes:
-        raise ValueError(f"step(s) {', '.join(map(str, dupes))} appear more than once")
+        raise InvalidSetting(f"step(s) {', '.join(map(str, dupes))} appear more than once")
     cells_by_step = {int(step): run_cells(record) for step, record in points}
     columns = order_tasks(k for cells in cells_by_step.values() for k in cells)
     out = []

@@ -60,6 +60,8 @@ from functools import cache, lru_cache
 from itertools import islice
 from typing import Any
 
+from igpo.errors import InvalidSetting
+
 # --------------------------------------------------------------------------- constants
 
 DEFAULT_MAX_VALUE = 199
@@ -207,26 +209,26 @@ class ArithConfig:
 
     def __post_init__(self) -> None:
         if not 1 <= self.min_steps <= self.max_steps:
-            raise ValueError(
+            raise InvalidSetting(
                 f"need 1 <= min_steps <= max_steps, got {self.min_steps}, {self.max_steps}"
             )
         counts = self.max_steps - self.min_steps + 1
         if self.step_weights is not None:
             if len(self.step_weights) != counts:
-                raise ValueError(
+                raise InvalidSetting(
                     f"step_weights needs {counts} weights (steps {self.min_steps}.."
                     f"{self.max_steps}), got {len(self.step_weights)}"
                 )
             if any(w < 0 for w in self.step_weights) or sum(self.step_weights) <= 0:
-                raise ValueError(
+                raise InvalidSetting(
                     f"step_weights must be >= 0 with a positive sum: {self.step_weights}"
                 )
         if self.start_max < 1 or self.operand_max < 1:
-            raise ValueError("start_max and operand_max must be >= 1")
+            raise InvalidSetting("start_max and operand_max must be >= 1")
         if self.max_value < max(self.start_max, self.operand_max):
-            raise ValueError("max_value must be >= start_max and >= operand_max")
+            raise InvalidSetting("max_value must be >= start_max and >= operand_max")
         if not 0.0 <= self.distractor_prob <= 1.0:
-            raise ValueError(f"distractor_prob must be in [0, 1], got {self.distractor_prob}")
+            raise InvalidSetting(f"distractor_prob must be in [0, 1], got {self.distractor_prob}")
 
     @property
     def step_counts(self) -> list[int]:
@@ -400,7 +402,7 @@ def iter_problems(cfg: ArithConfig) -> Iterator[ArithProblem]:
 def generate_problems(cfg: ArithConfig, n: int) -> list[ArithProblem]:
     """The first ``n`` problems of :func:`iter_problems` (a longer list extends a shorter one)."""
     if n < 0:
-        raise ValueError(f"n must be >= 0, got {n}")
+        raise InvalidSetting(f"n must be >= 0, got {n}")
     return list(islice(iter_problems(cfg), n))
 
 
@@ -450,12 +452,12 @@ def test_set(
     if seed == TEST_SEED and (
         n_per_level > TEST_POOL_PER_LEVEL or any(not 1 <= lv <= TEST_MAX_LEVEL for lv in levels)
     ):
-        raise ValueError(
+        raise InvalidSetting(
             f"the reserved test pools hold {TEST_POOL_PER_LEVEL} problems for each level "
             f"1..{TEST_MAX_LEVEL}; got n_per_level={n_per_level}, levels={levels}"
         )
     if n_per_level < 0 or any(lv < 1 for lv in levels):
-        raise ValueError(f"need n_per_level >= 0 and levels >= 1, got {n_per_level}, {levels}")
+        raise InvalidSetting(f"need n_per_level >= 0 and levels >= 1, got {n_per_level}, {levels}")
     return [p for lv in levels for p in _level_pool(seed, lv, n_per_level)]
 
 

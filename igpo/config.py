@@ -15,10 +15,12 @@ from typing import Any, TypeVar
 
 import yaml
 
+from igpo.errors import InvalidSetting
+
 T = TypeVar("T")
 
 
-class ConfigError(ValueError):
+class ConfigError(InvalidSetting):
     """A recipe or override that does not fit the config; the message names the key."""
 
 
@@ -154,6 +156,8 @@ def read_yaml_mapping(path: Path, what: str) -> dict[str, Any]:
         loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as err:
         raise ConfigError(f"malformed {what} {path}: {str(err).splitlines()[0]}") from None
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{what} {path} is not UTF-8 text ({err.reason})") from None
     if loaded is not None and not isinstance(loaded, dict):
         raise ConfigError(f"malformed {what} {path}: expected a mapping at top level")
     return loaded or {}

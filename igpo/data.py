@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from igpo.errors import BadFile, InvalidSetting, MissingInput
 from igpo.prompts import D1_INSTRUCTION as PROMPT_INSTRUCTION
 from igpo.scoring import box_spans, format_gold_number, gsm8k_gold
 
@@ -128,7 +129,7 @@ def jsonl_rows(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
     is not an object, bytes that are not UTF-8) name file and line."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such data file")
+        raise MissingInput(f"{path}: no such data file")
     with path.open(encoding="utf-8") as handle:
         lineno = 0
         try:
@@ -138,12 +139,12 @@ def jsonl_rows(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
                 try:
                     row = json.loads(line)
                 except json.JSONDecodeError as err:
-                    raise ValueError(f"{path}:{lineno}: invalid JSON ({err.msg})") from None
+                    raise BadFile(f"{path}:{lineno}: invalid JSON ({err.msg})") from None
                 if not isinstance(row, dict):
-                    raise ValueError(f"{path}:{lineno}: expected a JSON object")
+                    raise BadFile(f"{path}:{lineno}: expected a JSON object")
                 yield lineno, row
         except UnicodeDecodeError as err:
-            raise ValueError(f"{path}:{lineno + 1}: not UTF-8 text ({err.reason})") from None
+            raise BadFile(f"{path}:{lineno + 1}: not UTF-8 text ({err.reason})") from None
 
 
 _rows = jsonl_rows
@@ -153,7 +154,7 @@ def _text(row: dict[str, Any], name: str, where: str) -> str:
     """A required field as text (numbers formatted like gold answers); ValueError if absent."""
     value = row.get(name)
     if value is None or isinstance(value, (dict, list, bool)):
-        raise ValueError(f"{where}: missing or non-text field {name!r}")
+        raise BadFile(f"{where}: missing or non-text field {name!r}")
     return value if isinstance(value, str) else format_gold_number(value)
 
 
@@ -169,7 +170,7 @@ def load_gsm8k_file(path: str | Path) -> list[Example]:
         try:
             gold = gsm8k_gold(solution)
         except ValueError as err:
-            raise ValueError(f"{where}: {err}") from None
+            raise InvalidSetting(f"{where}: {err}") from None
         steps = solution.rsplit(GSM8K_ANSWER_MARK, 1)[0]
         reasoning = _CALC_RE.sub("", steps).strip()
         examples.append(
@@ -241,20 +242,20 @@ def load_metamath(
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such data file")
+        raise MissingInput(f"{path}: no such data file")
     try:
         items = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as err:
-        raise ValueError(f"{path}:{err.lineno}: invalid JSON ({err.msg})") from None
+        raise BadFile(f"{path}:{err.lineno}: invalid JSON ({err.msg})") from None
     if not isinstance(items, list):
-        raise ValueError(f"{path}: expected a JSON list of objects")
+        raise BadFile(f"{path}: expected a JSON list of objects")
     wanted = set(types) if types else None
     seen: set[str] = set()
     examples, skipped = [], 0
     for index, item in enumerate(items):
         where = f"{path}: item {index}"
         if not isinstance(item, dict):
-            raise ValueError(f"{where}: expected a JSON object")
+            raise BadFile(f"{where}: expected a JSON object")
         query, response = _text(item, "query", where), _text(item, "response", where)
         kind = str(item.get("type", ""))
         if (wanted is not None and kind not in wanted) or query in seen:
@@ -284,7 +285,7 @@ def load_jsonl(path: str | Path) -> list[Example]:
         where = f"{path}:{lineno}"
         trace = row.get("trace")
         if trace is not None and not isinstance(trace, str):
-            raise ValueError(f"{where}: field 'trace' must be text")
+            raise BadFile(f"{where}: field 'trace' must be text")
         meta = {k: v for k, v in row.items() if k not in ("prompt", "answer", "trace", "id")}
         examples.append(
             Example(
@@ -340,17 +341,17 @@ class DataConfig:
 
     def __post_init__(self) -> None:
         if not self.source:
-            raise ValueError("source must name a data source")
+            raise InvalidSetting("source must name a data source")
         if self.limit is not None and self.limit < 1:
-            raise ValueError(f"limit must be >= 1 or None, got {self.limit}")
+            raise InvalidSetting(f"limit must be >= 1 or None, got {self.limit}")
         if self.max_trace_tokens is not None and self.max_trace_tokens < 1:
-            raise ValueError(f"max_trace_tokens must be >= 1 or None, got {self.max_trace_tokens}")
+            raise InvalidSetting(f"max_trace_tokens must be >= 1 or None, got {self.max_trace_tokens}")
 
     def resolved_data_dir(self) -> Path:
         """data_dir, else $IGPO_DATA_DIR; ValueError when neither is set."""
         folder = self.data_dir or os.environ.get(DATA_DIR_ENV)
         if not folder:
-            raise ValueError(f"data_dir is not set (give data_dir or set ${DATA_DIR_ENV})")
+            raise InvalidSetting(f"data_dir is not set (give data_dir or set ${DATA_DIR_ENV})")
         return Path(folder)
 
     def file(self, default: Path) -> Path:
@@ -365,7 +366,7 @@ SourceLoader = Callable[[DataConfig], list[Example]]
 def _jsonl_source(cfg: DataConfig) -> list[Example]:
     """The generic JSONL source (needs cfg.path)."""
     if not cfg.path:
-        raise ValueError("source 'jsonl' needs path")
+        raise InvalidSetting("source 'jsonl' needs path")
     return load_jsonl(cfg.path)
 
 
@@ -394,7 +395,7 @@ def _arith_source(cfg: DataConfig) -> list[Example]:
 def register_source(name: str, loader: SourceLoader, *, replace: bool = False) -> None:
     """Make ``loader`` available as ``DataConfig(source=name)``."""
     if name in SOURCES and not replace:
-        raise ValueError(f"data source {name!r} is already registered")
+        raise InvalidSetting(f"data source {name!r} is already registered")
     SOURCES[name] = loader
 
 
@@ -402,11 +403,11 @@ def load_examples(cfg: DataConfig, tokenizer: Any = None) -> list[Example]:
     """Examples of ``cfg.source``: length-filtered, shuffled with ``shuffle_seed``, then limited."""
     loader = SOURCES.get(cfg.source)
     if loader is None:
-        raise ValueError(f"unknown data source {cfg.source!r}; known: {', '.join(sorted(SOURCES))}")
+        raise InvalidSetting(f"unknown data source {cfg.source!r}; known: {', '.join(sorted(SOURCES))}")
     examples = loader(cfg)
     if cfg.max_trace_tokens is not None:
         if tokenizer is None:
-            raise ValueError("max_trace_tokens needs a tokenizer")
+            raise InvalidSetting("max_trace_tokens needs a tokenizer")
         traced = [ex for ex in examples if ex.trace is not None]
         texts = [ex.trace for ex in traced]
         encoded = tokenizer(texts, add_special_tokens=False)["input_ids"] if texts else []
@@ -430,7 +431,7 @@ def render_prompt(
     user turn). Tokenize the result with ``add_special_tokens=False`` (the template has the BOS).
     """
     if not getattr(tokenizer, "chat_template", None):
-        raise ValueError("tokenizer has no chat template")
+        raise InvalidSetting("tokenizer has no chat template")
     content = f"{system}\n\n{question.strip()}" if system else question.strip()
     text = tokenizer.apply_chat_template(
         [{"role": "user", "content": content}], tokenize=False, add_generation_prompt=True

@@ -32,6 +32,7 @@ from typing import Any
 
 import torch
 
+from igpo.errors import InvalidSetting
 from igpo.scoring import box_spans
 
 Span = tuple[int, int]
@@ -78,19 +79,19 @@ class HintConfig:
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.eta_low <= 1.0:
-            raise ValueError(f"eta_low must be in [0, 1], got {self.eta_low}")
+            raise InvalidSetting(f"eta_low must be in [0, 1], got {self.eta_low}")
         if not self.eta_low <= self.eta_high <= 1.0:
-            raise ValueError(f"eta_high must be in [eta_low, 1], got {self.eta_high}")
+            raise InvalidSetting(f"eta_high must be in [eta_low, 1], got {self.eta_high}")
         if self.min_chunk < 1:
-            raise ValueError(f"min_chunk must be >= 1, got {self.min_chunk}")
+            raise InvalidSetting(f"min_chunk must be >= 1, got {self.min_chunk}")
         if self.max_chunk < self.min_chunk:
-            raise ValueError(f"max_chunk must be >= min_chunk, got {self.max_chunk}")
+            raise InvalidSetting(f"max_chunk must be >= min_chunk, got {self.max_chunk}")
         if self.tail_free < 0:
-            raise ValueError(f"tail_free must be >= 0, got {self.tail_free}")
+            raise InvalidSetting(f"tail_free must be >= 0, got {self.tail_free}")
         if self.max_spread < 1.0:
-            raise ValueError(f"max_spread must be >= 1, got {self.max_spread}")
+            raise InvalidSetting(f"max_spread must be >= 1, got {self.max_spread}")
         if self.max_gap < 0:
-            raise ValueError(f"max_gap must be >= 0, got {self.max_gap}")
+            raise InvalidSetting(f"max_gap must be >= 0, got {self.max_gap}")
 
 
 # --------------------------------------------------------------------------- answer span
@@ -180,7 +181,7 @@ def encode_trace(
 def sample_etas(n: int, cfg: HintConfig, generator: torch.Generator) -> list[float]:
     """``n`` hint shares eta ~ U[eta_low, eta_high] (exactly eta_low when the bounds are equal)."""
     if n < 0:
-        raise ValueError(f"n must be >= 0, got {n}")
+        raise InvalidSetting(f"n must be >= 0, got {n}")
     if not cfg.enabled:
         return [0.0] * n
     draws = torch.rand(n, generator=generator, dtype=torch.float64).tolist()
@@ -271,14 +272,14 @@ def build_hint_canvas(
     it stay hidden when ``cfg.hide_answer``. ``canvas != mask_id`` is the hinted-position mask.
     """
     if gen_length < 1:
-        raise ValueError(f"gen_length must be >= 1, got {gen_length}")
+        raise InvalidSetting(f"gen_length must be >= 1, got {gen_length}")
     if not 0.0 <= eta <= 1.0:
-        raise ValueError(f"eta must be in [0, 1], got {eta}")
+        raise InvalidSetting(f"eta must be in [0, 1], got {eta}")
     canvas = torch.full((gen_length,), mask_id, dtype=torch.long)
     if not cfg.enabled:
         return canvas
     if mask_id in trace_ids:
-        raise ValueError("trace_ids contain mask_id; a hint cannot be the mask token")
+        raise InvalidSetting("trace_ids contain mask_id; a hint cannot be the mask token")
     effective = max(0, gen_length - cfg.tail_free)
     trace = [int(t) for t in trace_ids[:effective]]
     chunks = cut_chunks(len(trace), cfg.min_chunk, cfg.max_chunk, generator)
@@ -316,7 +317,7 @@ def build_hint_batch(
     if etas is None:
         etas = sample_etas(n, cfg, generator)
     if len(etas) != n:
-        raise ValueError(f"etas must hold n={n} values, got {len(etas)}")
+        raise InvalidSetting(f"etas must hold n={n} values, got {len(etas)}")
     if answer_span is None and answer_ids is not None:
         answer_span = find_answer_span(trace_ids, answer_ids)
     rows = [

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from igpo.decoding.sampler import HINTED
+from igpo.errors import InvalidSetting
 
 ESTIMATORS = ("mean_field", "trajectory", "elbo")
 """Token level: mean_field, trajectory (per-token log-probs, token or sequence ratios and KL);
@@ -56,7 +57,7 @@ def elbo_loglikelihood(
     `cfg_scale` > 0 applies classifier-free guidance as LLaDA's likelihood evaluation does: the
     logits become u + (s + 1)(c - u), with u from the same sample with the prefix masked too."""
     if mc_num <= 0 or batch_size <= 0:
-        raise ValueError(f"mc_num and batch_size must be positive, got {mc_num}, {batch_size}")
+        raise InvalidSetting(f"mc_num and batch_size must be positive, got {mc_num}, {batch_size}")
     device = prefix.device
     plen, tlen = prefix.numel(), target.numel()
     seq = torch.cat([prefix, target]).to(device)
@@ -177,7 +178,7 @@ def trajectory_logprobs(
     Gradients flow under grad mode; canvases run `max_rows` at a time.
     """
     if group_steps < 1:
-        raise ValueError(f"group_steps must be >= 1, got {group_steps}")
+        raise InvalidSetting(f"group_steps must be >= 1, got {group_steps}")
     batch, plen = prompt_ids.shape
     tlen = completion_ids.shape[1]
     device = completion_ids.device
@@ -245,7 +246,7 @@ def sequence_elbo(
     ELBO (`sequence_level=True`).
     """
     if mc_num <= 0:
-        raise ValueError(f"mc_num must be positive, got {mc_num}")
+        raise InvalidSetting(f"mc_num must be positive, got {mc_num}")
     batch, plen = prompt_ids.shape
     tlen = completion_ids.shape[1]
     device = completion_ids.device

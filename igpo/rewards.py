@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from numbers import Real
 from typing import Protocol
 
+from igpo.errors import InvalidSetting
 from igpo.scoring import DEFAULT_TIMEOUT_S, verify_answer
 
 CORRECT_WEIGHT = 3.0
@@ -70,9 +71,9 @@ class RewardConfig:
     def __post_init__(self) -> None:
         for name in ("correct_weight", "format_weight"):
             if not math.isfinite(getattr(self, name)):
-                raise ValueError(f"{name} must be finite, got {getattr(self, name)}")
+                raise InvalidSetting(f"{name} must be finite, got {getattr(self, name)}")
         if self.timeout_s <= 0:
-            raise ValueError(f"timeout_s must be positive, got {self.timeout_s}")
+            raise InvalidSetting(f"timeout_s must be positive, got {self.timeout_s}")
         self.extra = list(self.extra)
         for name in self.extra:
             _split_name(name)
@@ -124,7 +125,7 @@ def _split_name(name: str) -> tuple[str, str]:
     """``("module", "function")`` from ``"module:function"``, or ValueError."""
     module, sep, attr = name.partition(":")
     if not sep or not module.strip() or not attr.strip() or ":" in attr:
-        raise ValueError(f"reward function {name!r} must be written 'module:function'")
+        raise InvalidSetting(f"reward function {name!r} must be written 'module:function'")
     return module.strip(), attr.strip()
 
 
@@ -136,14 +137,14 @@ def load_reward_fns(names: Sequence[str]) -> dict[str, RewardFn]:
         try:
             module = importlib.import_module(module_name)
         except ImportError as err:
-            raise ValueError(
+            raise InvalidSetting(
                 f"reward function {name!r}: cannot import module {module_name!r} ({err})"
             ) from err
         fn = getattr(module, attr, None)
         if fn is None:
-            raise ValueError(f"reward function {name!r}: module {module_name!r} has no {attr!r}")
+            raise InvalidSetting(f"reward function {name!r}: module {module_name!r} has no {attr!r}")
         if not callable(fn):
-            raise ValueError(f"reward function {name!r}: {attr!r} is not callable")
+            raise InvalidSetting(f"reward function {name!r}: {attr!r} is not callable")
         loaded[name] = fn
     return loaded
 

@@ -30,6 +30,8 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Literal
 
+from igpo.errors import InvalidSetting
+
 logger = logging.getLogger(__name__)
 
 # --------------------------------------------------------------------------- constants
@@ -138,7 +140,7 @@ def extract_boxed(text: str, which: Literal["first", "last"] = "last") -> str | 
     Boxes nested inside a box are part of the outer content; unbalanced boxes are ignored.
     """
     if which not in ("first", "last"):
-        raise ValueError(f"which must be 'first' or 'last', got {which!r}")
+        raise InvalidSetting(f"which must be 'first' or 'last', got {which!r}")
     spans = box_spans(text)
     if not spans:
         return None
@@ -149,7 +151,7 @@ def extract_boxed(text: str, which: Literal["first", "last"] = "last") -> str | 
 def gsm8k_gold(answer_field: str) -> str:
     """The GSM8K gold number: the text after the last ``####``, commas removed."""
     if "####" not in answer_field:
-        raise ValueError("GSM8K answer field has no '####' marker")
+        raise InvalidSetting("GSM8K answer field has no '####' marker")
     return answer_field.rsplit("####", 1)[1].strip().replace(",", "")
 
 
@@ -466,7 +468,7 @@ def verify_answer(gold: str, response: str, *, timeout_s: float = DEFAULT_TIMEOU
     timeout the worker is replaced and the result is wrong with ``timed_out=True``.
     """
     if timeout_s <= 0:
-        raise ValueError(f"timeout_s must be positive, got {timeout_s}")
+        raise InvalidSetting(f"timeout_s must be positive, got {timeout_s}")
     _count("verify_calls")
     gold_value = _plain_number(gold)
     if gold_value is not None and (candidate := _fast_candidate(response)) is not None:

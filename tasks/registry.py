@@ -25,6 +25,8 @@ from typing import Any
 
 import yaml
 
+from igpo.errors import BadFile, InvalidSetting, MissingInput
+
 TASK_DIR: Path = Path(__file__).resolve().parent
 """Folder of the installed task YAMLs: pass it to ``TaskManager(include_path=...)``."""
 
@@ -94,7 +96,7 @@ def resolve_tasks(names: list[str]) -> list[str]:
     for raw in names:
         for name in filter(None, (part.strip() for part in raw.split(","))):
             if name not in TASKS:
-                raise ValueError(f"unknown task {name!r} (known: {', '.join(sorted(TASKS))})")
+                raise InvalidSetting(f"unknown task {name!r} (known: {', '.join(sorted(TASKS))})")
             if TASKS[name] not in resolved:
                 resolved.append(TASKS[name])
     return resolved
@@ -104,7 +106,7 @@ def _leaf(task_name: str) -> TaskSpec:
     """The spec of a leaf task, accepting short names."""
     full = TASKS.get(task_name, task_name)
     if full not in SPECS:
-        raise ValueError(f"unknown task {task_name!r} (known: {', '.join(sorted(TASKS))})")
+        raise InvalidSetting(f"unknown task {task_name!r} (known: {', '.join(sorted(TASKS))})")
     return SPECS[full]
 
 
@@ -120,7 +122,7 @@ def local_data_file(task_name: str, data_dir: Path | str) -> Path:
     """Absolute path of a task's JSON-lines file in ``data_dir``; FileNotFoundError if absent."""
     path = (Path(data_dir).expanduser() / _leaf(task_name).local_file).resolve()
     if not path.is_file():
-        raise FileNotFoundError(f"missing data file for {_leaf(task_name).name}: {path}")
+        raise MissingInput(f"missing data file for {_leaf(task_name).name}: {path}")
     check_jsonl(path)
     return path
 
@@ -131,7 +133,7 @@ def check_jsonl(path: Path) -> None:
     from igpo.data import jsonl_rows
 
     if sum(1 for _ in jsonl_rows(path)) == 0:  # reads every line
-        raise ValueError(f"{path}: the data file has no rows")
+        raise BadFile(f"{path}: the data file has no rows")
 
 
 # --------------------------------------------------------------------------- YAML configs
@@ -170,7 +172,7 @@ def task_config(task_name: str) -> dict[str, Any]:
     """The fully resolved lm-eval config of a task or group, as its YAML defines it."""
     full = TASKS.get(task_name, task_name)
     if full not in SPECS and full not in GROUPS:
-        raise ValueError(f"unknown task {task_name!r} (known: {', '.join(sorted(TASKS))})")
+        raise InvalidSetting(f"unknown task {task_name!r} (known: {', '.join(sorted(TASKS))})")
     return _load_yaml(TASK_DIR / f"{full}.yaml")
 
 
@@ -188,7 +190,7 @@ def task_overrides(
     """
     full = TASKS.get(task_name, task_name)
     if full in GROUPS:
-        raise ValueError(
+        raise InvalidSetting(
             f"{full!r} is a group; load it by name from local_task_dir(data_dir) instead"
         )
     cfg = task_config(full)

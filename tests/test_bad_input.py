@@ -205,11 +205,12 @@ def test_stray_results_file_under_out_is_skipped(tmp_path):
 def test_leftover_tmp_checkpoint_does_not_block_eval_run(tmp_path):
     """`igpo eval --run` over a training folder holding a crash leftover `step-N.tmp`."""
     from igpo.testbed import TESTBED_DIR
+    from igpo.training.runtime import MARKER_FILE
 
     train = tmp_path / "train"
-    good = train / "checkpoints" / "step-000002"
-    shutil.copytree(TESTBED_DIR, good)
-    shutil.copytree(TESTBED_DIR, train / "checkpoints" / "step-000003.tmp")
+    for name in ("step-000002", "step-000003.tmp"):  # the .tmp one holds its marker already
+        shutil.copytree(TESTBED_DIR, train / "checkpoints" / name)
+        (train / "checkpoints" / name / MARKER_FILE).write_text(json.dumps({"step": 2, "kind": "full", "base_model": str(TESTBED_DIR)}))
     result = igpo("eval", "--run", train, "--tasks", "arith", "--limit", "2", "--out", tmp_path / "ev",
                   "--no-leaderboard")
     assert result.exit_code == 0, result.output

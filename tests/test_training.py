@@ -580,6 +580,23 @@ def test_damaged_weights_and_optimizer_fail_in_one_line(tmp_path, damage):
     assert not list((tmp_path / "ev").rglob("results.json"))
 
 
+def test_resume_falls_back_to_the_previous_complete_checkpoint(tmp_path):
+    """The newest checkpoint damaged (its optimizer state cut in half): --resume says so, restarts
+    from the one before, and the run ends with every step logged once and step 4 rewritten."""
+    model = save_tiny_checkpoint(tmp_path / "m")
+    recipe = _recipe(tmp_path, _write_data(tmp_path), model)
+    out = tmp_path / "o"
+    assert runner.invoke(app, ["train", "--recipe", str(recipe), "--out", str(out), "max_steps=4"]).exit_code == 0
+    spoiled = out / "checkpoints" / "step-000004" / "optimizer.pt"
+    spoiled.write_bytes(spoiled.read_bytes()[:100])
+    rest = runner.invoke(app, ["train", "--recipe", str(recipe), "--out", str(out), "--resume"])
+    assert rest.exit_code == 0, rest.output
+    assert "step-000004" in rest.output and "resuming from" in rest.output and "step-000002" in rest.output
+    steps = [json.loads(x)["step"] for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [1, 2, 3, 4]
+    assert len(spoiled.read_bytes()) > 100
+
+
 def test_resume_accepts_a_checkpoint_written_before_a_field_existed(tmp_path):
     import yaml
 

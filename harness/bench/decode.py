@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from harness.bench.common import machine_line, peak_memory, write_markdown
+from igpo.errors import MissingInput
 
 BENCH_ARCH = dict(vocab_size=256, d_model=128, n_layers=4, n_heads=4, mlp_hidden=512)
 """Part 1's random tiny model."""
@@ -179,7 +180,7 @@ def gsm8k_problems(tok, spec, data_dir: Path, count: int) -> ProblemSet:
 
     path = Path(data_dir) / GSM8K_TEST
     if not path.is_file():
-        raise FileNotFoundError(f"GSM8K test file not found: {path}")
+        raise MissingInput(f"GSM8K test file not found: {path}")
     examples = load_gsm8k_file(path)[:count]
     rows = [tok(render_prompt(tok, e.prompt), add_special_tokens=False)["input_ids"] for e in examples]
     ids, mask = left_pad(rows, spec.pad_id or 0)

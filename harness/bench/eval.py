@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.bench.common import machine_line, write_markdown
+from igpo.errors import InvalidSetting, MissingInput
 
 DEFAULT_OUT = Path("results/bench/eval.md")
 DEFAULT_LIMIT = 50
@@ -205,10 +206,10 @@ def resolve_data_dir(data_dir: Path | None) -> Path:
 
     found = data_dir_or_env(data_dir) or (SIBLING_DATA if SIBLING_DATA.is_dir() else None)
     if found is None:
-        raise FileNotFoundError("no data folder: pass --data-dir or set $IGPO_DATA_DIR")
+        raise MissingInput("no data folder: pass --data-dir or set $IGPO_DATA_DIR")
     for part in ("gsm8k/test.jsonl", "math500/test.jsonl"):
         if not (found / part).is_file():
-            raise FileNotFoundError(f"missing data file: {found / part}")
+            raise MissingInput(f"missing data file: {found / part}")
     return found
 
 
@@ -272,7 +273,7 @@ def render(model_name: str, limit: int, batch_size: int, overhead: dict[str, flo
 def run(cfg: EvalBenchConfig) -> dict[str, Any]:
     """Measure, write the markdown table, return the numbers."""
     if cfg.limit <= 0:
-        raise ValueError(f"--limit must be a positive number of problems, got {cfg.limit}")
+        raise InvalidSetting(f"--limit must be a positive number of problems, got {cfg.limit}")
     data_dir = resolve_data_dir(cfg.data_dir)
     load_average = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="igpo_bench_model_") as tmp:

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, get_type_hints
 
 from igpo.decoding import DecodeConfig
+from igpo.errors import InvalidSetting
 
 ALIASES = {
     "model_path": "pretrained",
@@ -79,11 +80,11 @@ def _coerce(value: Any, kind: Any) -> Any:
             return True
         if text.lower() in ("0", "false", "no"):
             return False
-        raise ValueError(f"expected a boolean, got {value!r}")
+        raise InvalidSetting(f"expected a boolean, got {value!r}")
     if kind in (int, int | None):
         number = float(text)
         if number != int(number):
-            raise ValueError(f"expected an integer, got {value!r}")
+            raise InvalidSetting(f"expected an integer, got {value!r}")
         return int(number)
     if kind in (float, float | None):
         return float(text)
@@ -99,7 +100,7 @@ def coerce_decode(key: str, value: Any) -> Any:
     try:
         return _coerce(value, get_type_hints(DecodeConfig)[key])
     except ValueError as err:
-        raise ValueError(f"decoding setting {key}={value!r}: {err}") from None
+        raise InvalidSetting(f"decoding setting {key}={value!r}: {err}") from None
 
 
 def parse_args(kwargs: dict[str, Any]) -> DLLMArgs:
@@ -113,7 +114,7 @@ def parse_args(kwargs: dict[str, Any]) -> DLLMArgs:
         if key in IGNORED or value is None:
             continue
         if key in values or key in decode:
-            raise ValueError(f"dllm model_arg {key!r} given twice (as {raw_key!r} and under another name)")
+            raise InvalidSetting(f"dllm model_arg {key!r} given twice (as {raw_key!r} and under another name)")
         if key == "batch_size" and str(value).strip().lower().startswith("auto"):
             values["batch_size_requested"] = str(value)
             continue
@@ -125,12 +126,12 @@ def parse_args(kwargs: dict[str, Any]) -> DLLMArgs:
             else:
                 raise KeyError(key)
         except KeyError:
-            raise ValueError(f"unknown dllm model_arg {raw_key!r}") from None
+            raise InvalidSetting(f"unknown dllm model_arg {raw_key!r}") from None
         except ValueError as err:
-            raise ValueError(f"dllm model_arg {raw_key}={value!r}: {err}") from None
+            raise InvalidSetting(f"dllm model_arg {raw_key}={value!r}: {err}") from None
     if not values.get("pretrained"):
-        raise ValueError("dllm needs model_args pretrained=PATH_OR_ID (or LLaDA's model_path=)")
+        raise InvalidSetting("dllm needs model_args pretrained=PATH_OR_ID (or LLaDA's model_path=)")
     for name in ("batch_size", "mc_num", "max_prompt_tokens"):
         if name in values and values[name] <= 0:
-            raise ValueError(f"dllm model_arg {name} must be a positive integer, got {values[name]}")
+            raise InvalidSetting(f"dllm model_arg {name} must be a positive integer, got {values[name]}")
     return DLLMArgs(**values, decode=DecodeConfig(**decode), decode_given=frozenset(decode))

@@ -30,6 +30,7 @@ from harness.lmeval.cache import SEED_MODULUS, ResponseCache, request_key, seed_
 from harness.lmeval.settings import RequestSettings, resolve
 from igpo.decoding import DecodeConfig, generate
 from igpo.decoding.text import cut_at_stop, left_pad, stop_ids
+from igpo.errors import MissingInput
 from igpo.logprobs import elbo_loglikelihood
 from igpo.models import load_model, load_tokenizer
 
@@ -427,7 +428,7 @@ def apply_adapter(model: torch.nn.Module, adapter: str) -> torch.nn.Module:
 
     path = Path(adapter)
     if not (path / "adapter_config.json").is_file():
-        raise FileNotFoundError(f"no adapter_config.json in adapter folder {adapter}")
+        raise MissingInput(f"no adapter_config.json in adapter folder {adapter}")
     spec = model.token_spec
     merged = PeftModel.from_pretrained(model, str(path)).merge_and_unload()
     merged.token_spec = spec

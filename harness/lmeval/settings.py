@@ -25,6 +25,7 @@ from typing import Any
 
 from harness.lmeval.args import coerce_decode
 from igpo.decoding import DecodeConfig
+from igpo.errors import InvalidSetting
 
 DECODE_KEYS = frozenset(f.name for f in fields(DecodeConfig))
 LM_EVAL_KEYS = frozenset({"until", "max_gen_toks", "do_sample", "temperature"})
@@ -57,7 +58,7 @@ def resolve(gen_kwargs: dict[str, Any] | None, model: DecodeConfig, given: froze
     until = [until] if isinstance(until, str) else [str(u) for u in until]
     unknown = sorted(set(kwargs) - DECODE_KEYS - LM_EVAL_KEYS)
     if unknown:
-        raise ValueError(f"dllm: unknown generation setting(s) {', '.join(unknown)} (known: lm-eval's "
+        raise InvalidSetting(f"dllm: unknown generation setting(s) {', '.join(unknown)} (known: lm-eval's "
                          f"{', '.join(sorted(LM_EVAL_KEYS))} and the decoding settings {', '.join(sorted(DECODE_KEYS))})")
     request = {k: coerce_decode(k, v) for k, v in kwargs.items() if k in DECODE_KEYS}
     notes: list[str] = []
@@ -72,7 +73,7 @@ def resolve(gen_kwargs: dict[str, Any] | None, model: DecodeConfig, given: froze
         values["temperature"], sources["temperature"] = 0.0, "lm-eval"
     elif do_sample is True and values["temperature"] == 0:
         if "temperature" in request:
-            raise ValueError("dllm: do_sample=true with temperature 0 (Hugging Face refuses it too); "
+            raise InvalidSetting("dllm: do_sample=true with temperature 0 (Hugging Face refuses it too); "
                              "give a temperature > 0 or do_sample=false")
         notes.append(f"do_sample=true without a temperature: sampling at {HF_SAMPLING_TEMPERATURE}")
         values["temperature"], sources["temperature"] = HF_SAMPLING_TEMPERATURE, "lm-eval"
@@ -126,14 +127,14 @@ def _as_bool(value: Any) -> bool:
         return True
     if text in ("false", "0", "no"):
         return False
-    raise ValueError(f"dllm: do_sample must be true or false, got {value!r}")
+    raise InvalidSetting(f"dllm: do_sample must be true or false, got {value!r}")
 
 
 def _positive_int(name: str, value: Any) -> int:
     try:
         number = float(value)
     except (TypeError, ValueError):
-        raise ValueError(f"dllm: {name} must be a positive integer, got {value!r}") from None
+        raise InvalidSetting(f"dllm: {name} must be a positive integer, got {value!r}") from None
     if not math.isfinite(number) or number != int(number) or number <= 0:
-        raise ValueError(f"dllm: {name} must be a positive integer, got {value!r}")
+        raise InvalidSetting(f"dllm: {name} must be a positive integer, got {value!r}")
     return int(number)

@@ -7,6 +7,7 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 from igpo.decoding.schedule import REMASKING
+from igpo.errors import InvalidSetting
 
 CACHE_MODES = (None, "prefix", "dual")
 """KV caching modes of the decoder: exact decoding, prefix cache, dual cache."""
@@ -19,37 +20,37 @@ def check_settings(
     for name, value in (("gen_length", gen_length), ("block_length", block_length), ("steps", steps)):
         _check_positive_int(name, value)
     if gen_length % block_length:
-        raise ValueError(f"block_length={block_length} does not divide gen_length={gen_length}")
+        raise InvalidSetting(f"block_length={block_length} does not divide gen_length={gen_length}")
     if steps % (gen_length // block_length):
-        raise ValueError(f"steps={steps} is not a multiple of the number of blocks ({gen_length // block_length})")
+        raise InvalidSetting(f"steps={steps} is not a multiple of the number of blocks ({gen_length // block_length})")
     for name, value in (("temperature", temperature), ("cfg_scale", cfg_scale), ("threshold", threshold),
                         ("factor", factor)):
         if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
                                   or not math.isfinite(value)):
-            raise ValueError(f"{name} must be a finite number, got {value!r}")
+            raise InvalidSetting(f"{name} must be a finite number, got {value!r}")
     if temperature < 0:
-        raise ValueError(f"temperature must be >= 0, got {temperature}")
+        raise InvalidSetting(f"temperature must be >= 0, got {temperature}")
     if remasking not in REMASKING:
-        raise ValueError(f"unknown remasking {remasking!r} (use one of {', '.join(REMASKING)})")
+        raise InvalidSetting(f"unknown remasking {remasking!r} (use one of {', '.join(REMASKING)})")
     if cfg_scale < 0:
-        raise ValueError(f"cfg_scale must be >= 0, got {cfg_scale}")
+        raise InvalidSetting(f"cfg_scale must be >= 0, got {cfg_scale}")
     if threshold is not None and not 0 < threshold <= 1:
-        raise ValueError(f"threshold must lie in (0, 1], got {threshold}")
+        raise InvalidSetting(f"threshold must lie in (0, 1], got {threshold}")
     if factor is not None and factor <= 0:
-        raise ValueError(f"factor must be > 0, got {factor}")
+        raise InvalidSetting(f"factor must be > 0, got {factor}")
     if factor is not None and threshold is not None:
-        raise ValueError("threshold and factor are two parallel-decoding rules: set at most one")
+        raise InvalidSetting("threshold and factor are two parallel-decoding rules: set at most one")
     if cache not in CACHE_MODES:
-        raise ValueError(f"unknown cache mode {cache!r} (use None, 'prefix' or 'dual')")
+        raise InvalidSetting(f"unknown cache mode {cache!r} (use None, 'prefix' or 'dual')")
     if cache_refresh is not None:
         _check_positive_int("cache_refresh", cache_refresh)
         if cache is None:
-            raise ValueError("cache_refresh needs a cache mode ('prefix' or 'dual')")
+            raise InvalidSetting("cache_refresh needs a cache mode ('prefix' or 'dual')")
 
 
 def _check_positive_int(name: str, value: Any) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        raise InvalidSetting(f"{name} must be a positive integer, got {value!r}")
 
 
 @dataclass
@@ -97,7 +98,7 @@ class DecodeConfig:
         known = {f.name for f in fields(self)}
         unknown = sorted(set(changes) - known)
         if unknown:
-            raise ValueError(f"unknown decoding setting(s): {', '.join(unknown)}")
+            raise InvalidSetting(f"unknown decoding setting(s): {', '.join(unknown)}")
         return DecodeConfig(**{**asdict(self), **changes})
 
     def to_dict(self) -> dict[str, Any]:

@@ -21,6 +21,7 @@ from igpo.decoding.schedule import (
     threshold_counts,
     transfer_schedule,
 )
+from igpo.errors import InvalidSetting
 
 HINTED = -1
 """commit_step of a position fixed by a hint (visible from the first pass on)."""
@@ -63,24 +64,24 @@ def vocab_size_of(model: nn.Module) -> int | None:
 def _validate_model(model, cache) -> None:
     """The fast-decoding check that needs the model: KV caching needs a native one."""
     if cache is not None and not getattr(model, "supports_kv_cache", False):
-        raise ValueError(f"cache={cache!r} needs a native model (llada, Dream, igpo_tiny) with KV caching")
+        raise InvalidSetting(f"cache={cache!r} needs a native model (llada, Dream, igpo_tiny) with KV caching")
 
 
 def _validate(prompt_ids, attention_mask, gen_length, mask_id, eos_id, hints, vocab) -> None:
     """Checks of the inputs (the settings are checked by check_settings)."""
     if prompt_ids.ndim != 2 or prompt_ids.dtype != torch.long:
-        raise ValueError(f"prompt_ids must be a LongTensor [B, P], got {tuple(prompt_ids.shape)} {prompt_ids.dtype}")
+        raise InvalidSetting(f"prompt_ids must be a LongTensor [B, P], got {tuple(prompt_ids.shape)} {prompt_ids.dtype}")
     if attention_mask is not None and attention_mask.shape != prompt_ids.shape:
-        raise ValueError(f"attention_mask shape {tuple(attention_mask.shape)} != prompt_ids shape {tuple(prompt_ids.shape)}")
+        raise InvalidSetting(f"attention_mask shape {tuple(attention_mask.shape)} != prompt_ids shape {tuple(prompt_ids.shape)}")
     if vocab is not None:
         for name, value in (("mask_id", mask_id), ("eos_id", eos_id)):
             if value is not None and not 0 <= value < vocab:
-                raise ValueError(f"{name}={value} lies outside the vocabulary [0, {vocab})")
+                raise InvalidSetting(f"{name}={value} lies outside the vocabulary [0, {vocab})")
     if hints is not None:
         if hints.shape != (prompt_ids.shape[0], gen_length):
-            raise ValueError(f"hints must have shape [B, gen_length] = {(prompt_ids.shape[0], gen_length)}, got {tuple(hints.shape)}")
+            raise InvalidSetting(f"hints must have shape [B, gen_length] = {(prompt_ids.shape[0], gen_length)}, got {tuple(hints.shape)}")
         if vocab is not None and ((hints < 0) | (hints >= vocab)).any():
-            raise ValueError("hints hold token ids outside the vocabulary")
+            raise InvalidSetting("hints hold token ids outside the vocabulary")
 
 
 @torch.no_grad()

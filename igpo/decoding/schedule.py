@@ -6,6 +6,8 @@ from collections.abc import Sequence
 
 import torch
 
+from igpo.errors import InvalidSetting
+
 Generators = torch.Generator | Sequence[torch.Generator] | None
 """One generator for the batch, or one per row (then a row's samples ignore its batch-mates)."""
 
@@ -30,7 +32,7 @@ def uniform(shape: tuple[int, ...], dtype: torch.dtype, device: torch.device, ge
         gen_device = generator.device if generator is not None else device
         return torch.rand(shape, dtype=dtype, device=gen_device, generator=generator).to(device)
     if len(generator) != shape[0]:
-        raise ValueError(f"generator: got {len(generator)} generators for a batch of {shape[0]}")
+        raise InvalidSetting(f"generator: got {len(generator)} generators for a batch of {shape[0]}")
     rows = [torch.rand(shape[1:], dtype=dtype, device=g.device, generator=g) for g in generator]
     return torch.stack(rows).to(device)
 

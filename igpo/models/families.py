@@ -10,6 +10,7 @@ import re
 from dataclasses import dataclass, fields
 from typing import Any
 
+from igpo.errors import BadFile
 from igpo.models.transformer import ArchConfig
 
 
@@ -49,7 +50,7 @@ def _rename(key: str, rules: tuple[tuple[str, str], ...], forward: bool) -> str:
         if m:
             prefix = dst.replace("{i}", m.group("i")) if "i" in m.groupdict() else dst
             return prefix + key[m.end():]
-    raise KeyError(f"unexpected parameter name {key!r}")
+    raise BadFile(f"unexpected parameter name {key!r}")
 
 
 LLADA = Family(
@@ -124,7 +125,7 @@ def arch_from_config(family: Family, cfg: dict[str, Any]) -> ArchConfig:
         for key, (want, default) in _LLADA_REQUIRED.items():
             got = cfg.get(key, default)
             if got != want:
-                raise ValueError(f"unsupported LLaDA config: {key}={got!r} (native loader needs {want!r})")
+                raise BadFile(f"unsupported LLaDA config: {key}={got!r} (native loader needs {want!r})")
         qkv_bias = cfg.get("include_qkv_bias")
         return ArchConfig(
             vocab_size=int(cfg.get("embedding_size") or cfg["vocab_size"]),
@@ -142,11 +143,11 @@ def arch_from_config(family: Family, cfg: dict[str, Any]) -> ArchConfig:
         )
     if family is DREAM:
         if cfg.get("hidden_act", "silu") != "silu":
-            raise ValueError(f"unsupported Dream config: hidden_act={cfg['hidden_act']!r}")
+            raise BadFile(f"unsupported Dream config: hidden_act={cfg['hidden_act']!r}")
         if cfg.get("use_sliding_window"):
-            raise ValueError("unsupported Dream config: use_sliding_window=True")
+            raise BadFile("unsupported Dream config: use_sliding_window=True")
         if cfg.get("rope_scaling"):
-            raise ValueError(f"unsupported Dream config: rope_scaling={cfg['rope_scaling']!r}")
+            raise BadFile(f"unsupported Dream config: rope_scaling={cfg['rope_scaling']!r}")
         return ArchConfig(
             vocab_size=int(cfg["vocab_size"]),
             d_model=int(cfg["hidden_size"]),

@@ -17,6 +17,8 @@ import torch
 from torch import nn
 
 from igpo.atomic import FILE_MODE, atomic_write_bytes
+from igpo.errors import BadFile, InvalidSetting
+from igpo.jsonfile import read_json_object
 from igpo.models.families import FAMILIES, Family, arch_from_config, config_from_arch, family_of
 from igpo.models.transformer import ArchConfig, BidirectionalLM, DLLMOutput
 
@@ -26,7 +28,7 @@ LEGACY_WEIGHTS = "pytorch_model.bin"
 HUB_PATTERNS = ["*.json", "*.safetensors", "*.jinja", "*.txt", "*.model", "*.py"]
 
 
-class ModelLoadError(ValueError):
+class ModelLoadError(BadFile):
     """A model folder or id that cannot be loaded; the message names the problem in one line."""
 
 
@@ -81,11 +83,13 @@ def read_config(path: Path) -> dict[str, Any]:
         return json.loads(cfg_file.read_text(encoding="utf-8"))
     except json.JSONDecodeError as err:
         raise ModelLoadError(f"malformed config.json in {path}: {err.msg} (line {err.lineno})") from None
+    except UnicodeDecodeError as err:
+        raise ModelLoadError(f"config.json in {path} is not UTF-8 text ({err.reason})") from None
 
 
 def _weight_files(path: Path) -> list[Path]:
     if (path / WEIGHTS_INDEX).is_file():
-        index = json.loads((path / WEIGHTS_INDEX).read_text(encoding="utf-8"))
+        index = read_json_object(path / WEIGHTS_INDEX, "weight_map")
         return [path / name for name in sorted(set(index["weight_map"].values()))]
     if (path / WEIGHTS_FILE).is_file():
         return [path / WEIGHTS_FILE]
@@ -162,7 +166,7 @@ def parse_dtype(dtype: str | torch.dtype | None) -> torch.dtype | None:
     names = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16,
              "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}
     if dtype not in names:
-        raise ValueError(f"unknown dtype {dtype!r} (use one of {', '.join(names)})")
+        raise InvalidSetting(f"unknown dtype {dtype!r} (use one of {', '.join(names)})")
     return names[dtype]
 
 

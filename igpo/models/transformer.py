@@ -16,6 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from igpo.errors import InvalidSetting
+
 
 @dataclass
 class ArchConfig:
@@ -45,16 +47,16 @@ class ArchConfig:
         for name in ("vocab_size", "d_model", "n_layers", "n_heads", "n_kv_heads", "mlp_hidden"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+                raise InvalidSetting(f"{name} must be a positive integer, got {value!r}")
         for name in ("rope_theta", "rms_norm_eps"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
-                raise ValueError(f"{name} must be a positive finite number, got {value!r}")
+                raise InvalidSetting(f"{name} must be a positive finite number, got {value!r}")
         for name in ("qkv_bias", "tie_embeddings", "shifted_logits"):
             if not isinstance(getattr(self, name), bool):
-                raise ValueError(f"{name} must be true or false, got {getattr(self, name)!r}")
+                raise InvalidSetting(f"{name} must be true or false, got {getattr(self, name)!r}")
         if self.d_model % self.n_heads or self.n_heads % self.n_kv_heads:
-            raise ValueError(
+            raise InvalidSetting(
                 f"d_model={self.d_model}, n_heads={self.n_heads}, n_kv_heads={self.n_kv_heads}: "
                 "d_model must divide by n_heads and n_heads by n_kv_heads"
             )

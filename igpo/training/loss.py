@@ -10,6 +10,8 @@ from dataclasses import dataclass
 
 import torch
 
+from igpo.errors import InvalidSetting
+
 RATIO_LEVELS = ("token", "sequence")
 NORMALISATIONS = ("sequence", "token", "constant")
 """How per-token terms become one number:
@@ -36,14 +38,14 @@ class PolicyLossConfig:
 
     def __post_init__(self) -> None:
         if self.ratio_level not in RATIO_LEVELS:
-            raise ValueError(f"ratio_level must be one of {RATIO_LEVELS}, got {self.ratio_level!r}")
+            raise InvalidSetting(f"ratio_level must be one of {RATIO_LEVELS}, got {self.ratio_level!r}")
         if self.normalisation not in NORMALISATIONS:
-            raise ValueError(f"normalisation must be one of {NORMALISATIONS}, got {self.normalisation!r}")
+            raise InvalidSetting(f"normalisation must be one of {NORMALISATIONS}, got {self.normalisation!r}")
         if self.ratio_level == "sequence" and self.normalisation != "sequence":
-            raise ValueError(f"normalisation={self.normalisation!r} applies to token-level ratios; the sequence ratio "
+            raise InvalidSetting(f"normalisation={self.normalisation!r} applies to token-level ratios; the sequence ratio "
                              "averages each rollout's tokens by construction (use loss.ratio_level=token)")
         if self.epsilon_low < 0 or self.epsilon_high < 0 or self.beta < 0:
-            raise ValueError("epsilon_low, epsilon_high and beta must be >= 0")
+            raise InvalidSetting("epsilon_low, epsilon_high and beta must be >= 0")
 
 
 @dataclass

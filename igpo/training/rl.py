@@ -22,6 +22,7 @@ import torch
 from igpo.data import DataConfig, Example, load_examples, render_prompt
 from igpo.decoding import DecodeConfig, generate
 from igpo.decoding.text import completion_texts, stop_ids
+from igpo.errors import InvalidSetting
 from igpo.hints import HintConfig, build_hint_batch, encode_trace
 from igpo.logprobs import (
     ESTIMATORS,
@@ -47,11 +48,10 @@ from igpo.training.runtime import (
     build_model,
     check_resume_config,
     is_peft,
-    latest_checkpoint,
-    load_checkpoint,
     make_optimizer,
     make_scheduler,
     prepare_output,
+    resume_checkpoint,
     save_checkpoint,
     step_generator,
     step_seed,
@@ -79,11 +79,11 @@ class IGPOSettings:
 
     def __post_init__(self) -> None:
         if self.resample not in RESAMPLE_MODES:
-            raise ValueError(f"igpo.resample must be one of {RESAMPLE_MODES}, got {self.resample!r}")
+            raise InvalidSetting(f"igpo.resample must be one of {RESAMPLE_MODES}, got {self.resample!r}")
         if not 0 <= self.replace_ratio <= 1:
-            raise ValueError(f"igpo.replace_ratio must lie in [0, 1], got {self.replace_ratio}")
+            raise InvalidSetting(f"igpo.replace_ratio must lie in [0, 1], got {self.replace_ratio}")
         if not 0 <= self.entropy_top_fraction <= 1:
-            raise ValueError(f"igpo.entropy_top_fraction must lie in [0, 1], got {self.entropy_top_fraction}")
+            raise InvalidSetting(f"igpo.entropy_top_fraction must lie in [0, 1], got {self.entropy_top_fraction}")
 
 
 def _rollout_decode() -> DecodeConfig:
@@ -497,7 +497,7 @@ def train_rl(cfg: RLConfig, out: Path, *, resume: bool = False, overwrite: bool 
     rank, world = accelerator.process_index, accelerator.num_processes
     order = torch.randperm(len(examples), generator=torch.Generator().manual_seed(cfg.seed)).tolist()
     with torch.random.fork_rng(devices=[]):  # dropout's global RNG: forked, the caller's is untouched
-        start = load_checkpoint(latest_checkpoint(out), model, optimizer, scheduler) if resume else 0
+        start = resume_checkpoint(out, model, optimizer, scheduler) if resume else 0
         log = MetricsLog(out, cfg.log, cfg, resume_step=start, enabled=main)
         bar = tqdm(range(start, cfg.max_steps), initial=start, total=cfg.max_steps, desc="igpo train",
                    disable=not (main and cfg.log.progress))

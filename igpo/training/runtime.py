@@ -7,6 +7,7 @@ import json
 import math
 import os
 import shutil
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,8 @@ from torch import nn
 
 from igpo.atomic import atomic_write_bytes
 from igpo.config import to_dict
+from igpo.errors import InvalidSetting
+from igpo.jsonfile import read_json_object
 from igpo.models import load_model, load_tokenizer
 from igpo.models.loading import damaged_file_errors, torch_load
 from igpo.training.settings import CheckpointSettings, LogSettings, ModelSettings, OptimSettings
@@ -29,7 +32,7 @@ METRICS_FILE = "metrics.jsonl"
 CONFIG_FILE = "config.yaml"
 
 
-class TrainingError(ValueError):
+class TrainingError(InvalidSetting):
     """Bad training input (output folder, data, resume state); printed as one line by the CLI."""
 
 
@@ -203,7 +206,7 @@ def step_seed(seed: int, step: int, rank: int = 0, stream: int = 0) -> int:
     in [0, STREAMS): a larger one would reuse another (step, rank)'s seed.
     """
     if not 0 <= stream < STREAMS or not 0 <= rank < SEED_STRIDE or not 0 <= step < SEED_STRIDE:
-        raise ValueError(f"seed stream {stream}, step {step} or rank {rank} out of range "
+        raise InvalidSetting(f"seed stream {stream}, step {step} or rank {rank} out of range "
                          f"(streams 0..{STREAMS - 1}, steps and ranks below {SEED_STRIDE})")
     return ((seed * SEED_STRIDE + step) * SEED_STRIDE + rank) * STREAMS + stream
 
@@ -258,6 +261,27 @@ def load_checkpoint(path: Path, model: nn.Module, optimizer, scheduler) -> int:
                             f"{text[0] if text else ''}") from None
 
 
+def resume_checkpoint(out: Path, model: nn.Module, optimizer, scheduler) -> int:
+    """Restore the newest checkpoint that loads; a damaged one (a crash mid-save that left its
+    marker, a disk fault) is skipped with a message and the previous complete one is used. If
+    none loads, the newest one's error is raised."""
+    found = checkpoint_dirs(out)
+    first_error = None
+    for path in reversed(found):
+        try:
+            step = load_checkpoint(path, model, optimizer, scheduler)
+        except TrainingError as err:
+            first_error = first_error or err
+            print(f"warning: {err}; trying the previous checkpoint", file=sys.stderr)
+            continue
+        if path != found[-1]:
+            print(f"resuming from {path} (step {step}): newer checkpoints could not be read", file=sys.stderr)
+        return step
+    if first_error is not None:
+        raise first_error
+    raise TrainingError(f"nothing to resume: no checkpoints under {out / CHECKPOINT_DIR}")
+
+
 def _load_checkpoint(path: Path, model: nn.Module, optimizer, scheduler) -> int:
     unwrapped = getattr(model, "module", model)
     if is_peft(unwrapped):
@@ -277,7 +301,7 @@ def _load_checkpoint(path: Path, model: nn.Module, optimizer, scheduler) -> int:
     opt = torch_load(path / OPTIMIZER_FILE, map_location="cpu")  # load_state_dict moves it to the params' device
     optimizer.load_state_dict(opt["optimizer"])
     scheduler.load_state_dict(opt["scheduler"])
-    return int(json.loads((path / STATE_FILE).read_text())["step"])
+    return int(read_json_object(path / STATE_FILE, "step")["step"])
 
 
 def _yaml(data: dict[str, Any]) -> str:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from igpo.errors import InvalidSetting
+
 
 @dataclass
 class LoraSettings:
@@ -53,6 +55,14 @@ class OptimSettings:
     """Linear warm-up over this many optimiser steps."""
     schedule: str = "constant"
     """After warm-up: constant | cosine | linear decay to zero at the last step."""
+
+    def __post_init__(self) -> None:
+        if not self.lr > 0:
+            raise InvalidSetting(f"optim.lr must be > 0, got {self.lr}")
+        if self.weight_decay < 0 or self.grad_clip < 0 or self.warmup_steps < 0:
+            raise InvalidSetting("optim.weight_decay, optim.grad_clip and optim.warmup_steps must be >= 0")
+        if not all(0 <= b < 1 for b in self.betas):
+            raise InvalidSetting(f"optim.betas must lie in [0, 1), got {self.betas}")
 
 
 @dataclass

@@ -19,11 +19,10 @@ from igpo.training.runtime import (
     TrainingError,
     build_model,
     check_resume_config,
-    latest_checkpoint,
-    load_checkpoint,
     make_optimizer,
     make_scheduler,
     prepare_output,
+    resume_checkpoint,
     save_checkpoint,
     step_generator,
     step_seed,
@@ -210,7 +209,7 @@ def train_sft(cfg: SFTConfig, out: Path, *, resume: bool = False, overwrite: boo
     with torch.random.fork_rng(devices=[]):  # dropout's global RNG: forked, so the caller's is untouched
         start = 0
         if resume:
-            start = load_checkpoint(latest_checkpoint(out), model, optimizer, scheduler)
+            start = resume_checkpoint(out, model, optimizer, scheduler)
         log = MetricsLog(out, cfg.log, cfg, resume_step=start, enabled=main)
         order = torch.randperm(len(encoded), generator=torch.Generator().manual_seed(cfg.seed)).tolist()
         per_step = cfg.batch_size * accelerator.num_processes

@@ -1,0 +1,29 @@
+"""Reading one small JSON file (a config, marker or trainer state) that may be damaged: any
+failure becomes one BadFile / MissingInput line naming the file, never a foreign traceback."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from igpo.errors import BadFile, MissingInput
+
+
+def read_json_object(path: str | Path, *keys: str) -> dict[str, Any]:
+    """The JSON object in `path`; `keys` must be present (BadFile names the first missing one)."""
+    path = Path(path)
+    if not path.is_file():
+        raise MissingInput(f"{path}: no such file")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise BadFile(f"{path}: invalid JSON ({err.msg}, line {err.lineno})") from None
+    except UnicodeDecodeError as err:
+        raise BadFile(f"{path}: not UTF-8 text ({err.reason})") from None
+    if not isinstance(data, dict):
+        raise BadFile(f"{path}: expected a JSON object")
+    missing = [k for k in keys if k not in data]
+    if missing:
+        raise BadFile(f"{path}: missing field {missing[0]!r}")
+    return data
