@@ -23,6 +23,7 @@ test: install
 
 lint: install
 	$(BIN)/ruff check igpo harness tasks tests
+	$(BIN)/ruff format --check igpo harness tasks tests
 
 bench: install
 	$(BIN)/igpo bench decode

@@ -21,239 +21,46 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import re
 import shlex
 import shutil
 import tempfile
 import time
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from harness.errors import UserError
+from harness.grid import (  # noqa: F401  (re-exported: harness.ablate is the public entry)
+    BASE_DIR,
+    CELL_NAME,
+    DEFAULT_GRID,
+    DEFAULT_OUT_ROOT,
+    DEFAULT_RESULTS,
+    DONE_FILE,
+    GRID_DIR,
+    LAUNCHERS,
+    PREFIX,
+    QUICK_GRID,
+    SBATCH_FILE,
+    SERIES_PREFIX,
+    SLURM_LOGS,
+    STEP_DIR,
+    CellSpec,
+    EvalSettings,
+    GridSpec,
+    Job,
+    SlurmSettings,
+    _check_grid,
+    _parse_cells,
+    grid_jobs,
+    job_config,
+    load_grid,
+    resolve_grid,
+)
 from harness.results import RESULTS_FILE, atomic_write_text
-
-GRID_DIR = Path(__file__).resolve().parent / "grids"
-"""Shipped grids (package data: harness/grids/*.yaml)."""
-DEFAULT_GRID = "paper"
-QUICK_GRID = "quick"
-DEFAULT_OUT_ROOT = Path("runs/ablate")
-DEFAULT_RESULTS = Path("results/ablations")
-LAUNCHERS = ("local", "slurm")
-DONE_FILE = "DONE"
-BASE_DIR = "base"
-"""Under the grid's out folder: the start model's evaluation, shared by every series."""
-SERIES_PREFIX = "series-"
-"""run_series writes `<eval out>/series-<train folder name>`."""
-STEP_DIR = "step-{:06d}"
-"""run_series' folder name of one evaluated step; step 0 is the start model."""
-SBATCH_FILE = "sweep.sbatch"
-SLURM_LOGS = "slurm"
-"""Under the grid's out folder: one log per array task (created before submission)."""
-CELL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-PREFIX = "[igpo ablate]"
-
-
-# ---------------------------------------------------------------------------- grid spec
-@dataclass
-class CellSpec:
-    """One grid cell: how its training differs from the grid's base recipe."""
-
-    overrides: list[str] = field(default_factory=list)
-    """RLConfig `key=value` overrides, applied after the grid's own overrides."""
-    seeds: list[int] | None = None
-    """Training seeds of this cell; None: the grid's seeds."""
-    description: str = ""
-    """One line for the report."""
-
-
-@dataclass
-class EvalSettings:
-    """How every checkpoint is evaluated (the same for every cell, so curves compare)."""
-
-    tasks: list[str] = field(default_factory=lambda: ["arith"])
-    protocol: str = "igpo"
-    """Protocol name or YAML file; `igpo` decodes arith with gen 48, block 16, steps 24."""
-    limit: int | None = None
-    """First N problems of each task; None: all (arith: 300, 50 per level)."""
-    every: int = 1
-    """Evaluate every K-th checkpoint (the last always) plus the start model as step 0."""
-    batch_size: int = 8
-    device: str | None = None
-    dtype: str | None = None
-
-
-@dataclass
-class SlurmSettings:
-    """Resources of the sbatch array written by `--launcher slurm` (one task per job)."""
-
-    time: str = "04:00:00"
-    cpus_per_task: int = 8
-    gpus_per_task: int = 1
-    mem: str | None = "32G"
-    partition: str | None = None
-    account: str | None = None
-    extra: list[str] = field(default_factory=list)
-    """More `#SBATCH` options, e.g. `--qos=high`."""
-    setup: list[str] = field(default_factory=list)
-    """Shell lines run before the command, e.g. `source .venv/bin/activate`."""
-    command: str = "igpo"
-    """How the cluster nodes call this CLI."""
-
-
-@dataclass
-class GridSpec:
-    """An ablation grid: base recipe, cells, seeds, evaluation and where things go."""
-
-    name: str = ""
-    """Report and folder name; default: the YAML file's stem."""
-    description: str = ""
-    recipe: str = "igpo_tiny"
-    """Base RL recipe (shipped name or YAML path); every cell starts from its model.path."""
-    overrides: list[str] = field(default_factory=list)
-    """Overrides applied to every cell, before the cell's own."""
-    seeds: list[int] = field(default_factory=lambda: [0])
-    cells: dict[str, CellSpec] = field(default_factory=dict)
-    """Cell name -> spec; in YAML a cell is a list of overrides or a mapping (CellSpec keys)."""
-    eval: EvalSettings = field(default_factory=EvalSettings)
-    out: str | None = None
-    """Training and evaluation folder; default runs/ablate/<name>."""
-    results: str | None = None
-    """Report folder; default results/ablations."""
-    slurm: SlurmSettings = field(default_factory=SlurmSettings)
-    source: str = field(default="", init=False)
-    """The YAML file this grid came from (set by load_grid; the sbatch script calls it)."""
-
-    def seeds_of(self, cell: str) -> list[int]:
-        own = self.cells[cell].seeds
-        return list(own if own is not None else self.seeds)
-
-    @property
-    def out_dir(self) -> Path:
-        return Path(self.out) if self.out else DEFAULT_OUT_ROOT / self.name
-
-    @property
-    def results_dir(self) -> Path:
-        return Path(self.results) if self.results else DEFAULT_RESULTS
-
-
-def resolve_grid(name_or_path: str) -> Path:
-    """A grid file: an existing path, or the name of a shipped grid (harness/grids/<name>.yaml)."""
-    path = Path(name_or_path)
-    if path.is_file():
-        return path
-    shipped = GRID_DIR / (path.name if path.suffix else f"{path.name}.yaml")
-    if shipped.is_file():
-        return shipped
-    names = ", ".join(sorted(p.stem for p in GRID_DIR.glob("*.yaml")))
-    raise UserError(f"grid not found: {name_or_path} (shipped grids: {names})")
-
-
-def load_grid(name_or_path: str) -> GridSpec:
-    """Read and check a grid YAML; unknown keys and malformed cells raise one-line errors."""
-    from igpo.config import ConfigError, build, read_yaml_mapping
-
-    file = resolve_grid(name_or_path)
-    data = read_yaml_mapping(file, "grid")
-    raw_cells = data.pop("cells", None)
-    try:
-        spec = build(GridSpec, data)
-        spec.cells = _parse_cells(raw_cells)
-    except ConfigError as err:
-        raise UserError(f"grid {file}: {err}") from None
-    spec.name = spec.name or file.stem
-    spec.source = str(file.resolve())
-    _check_grid(spec, file)
-    return spec
-
-
-def _parse_cells(raw: Any) -> dict[str, CellSpec]:
-    """Cells from YAML: `name: [overrides]`, `name: null` or `name: {overrides, seeds, ...}`."""
-    from igpo.config import ConfigError, build
-
-    if not isinstance(raw, dict) or not raw:
-        raise ConfigError("cells: expected a non-empty mapping of cell name -> overrides")
-    cells = {}
-    for name, value in raw.items():
-        where = f"cells.{name}"
-        if value is None or isinstance(value, list):
-            value = {"overrides": value or []}
-        if not isinstance(value, dict):
-            raise ConfigError(f"{where}: expected a list of overrides or a mapping")
-        cells[str(name)] = build(CellSpec, value, where)
-    return cells
-
-
-def _check_grid(spec: GridSpec, file: Path) -> None:
-    problems = []
-    if not CELL_NAME.match(spec.name):
-        problems.append(f"name {spec.name!r} must be letters, digits, '_', '.' or '-'")
-    for name, cell in spec.cells.items():
-        if not CELL_NAME.match(name):
-            problems.append(f"cell name {name!r} must be letters, digits, '_', '.' or '-'")
-        bad = [o for o in cell.overrides if "=" not in o]
-        if bad:
-            problems.append(f"cells.{name}: override {bad[0]!r} is not key=value")
-    for where, seeds in [("seeds", spec.seeds)] + [(f"cells.{n}.seeds", c.seeds)
-                                                     for n, c in spec.cells.items()]:
-        if seeds is not None and (not seeds or len(set(seeds)) != len(seeds) or min(seeds) < 0):
-            problems.append(f"{where} must be distinct non-negative integers")
-    if not spec.eval.tasks:
-        problems.append("eval.tasks is empty")
-    if spec.eval.every < 1:
-        problems.append(f"eval.every must be >= 1, got {spec.eval.every}")
-    if spec.eval.limit is not None and spec.eval.limit < 1:
-        problems.append(f"eval.limit must be positive, got {spec.eval.limit}")
-    if problems:
-        raise UserError(f"grid {file}: {problems[0]}")
-
-
-# ---------------------------------------------------------------------------- jobs
-@dataclass
-class Job:
-    """One training run of the grid: a cell under one seed."""
-
-    index: int
-    """Position in the grid's job list (the slurm array index)."""
-    cell: str
-    seed: int
-    overrides: list[str]
-    """Every override applied to the base recipe, in order (seed last)."""
-    folder: Path
-
-    @property
-    def series(self) -> Path:
-        return self.folder / f"{SERIES_PREFIX}{self.folder.name}"
-
-    @property
-    def done_file(self) -> Path:
-        return self.folder / DONE_FILE
-
-    @property
-    def label(self) -> str:
-        return f"{self.cell} seed {self.seed}"
-
-
-def grid_jobs(spec: GridSpec, extra: Iterable[str] = ()) -> list[Job]:
-    """Every (cell, seed) in grid order; `extra` overrides (the CLI's) apply to every cell."""
-    jobs = []
-    for cell_name, cell in spec.cells.items():
-        for seed in spec.seeds_of(cell_name):
-            overrides = [*spec.overrides, *cell.overrides, *extra, f"seed={seed}"]
-            folder = spec.out_dir / cell_name / f"seed{seed}"
-            jobs.append(Job(len(jobs), cell_name, seed, overrides, folder))
-    return jobs
-
-
-def job_config(spec: GridSpec, job: Job):
-    """The RLConfig of one job: base recipe + grid + cell + extra overrides + seed."""
-    from igpo.config import load_config, resolve_recipe
-    from igpo.training.rl import RLConfig
-
-    return load_config(RLConfig, resolve_recipe(spec.recipe), job.overrides)
 
 
 def _digest(obj: Any) -> str:
@@ -286,9 +93,17 @@ def _eval_request(spec: GridSpec, out: Path):
     from harness.evaluate import EvalRequest
 
     ev = spec.eval
-    return EvalRequest(model="", tasks=list(ev.tasks), protocol=ev.protocol, limit=ev.limit,
-                       out=out,
-                       batch_size=ev.batch_size, device=ev.device, dtype=ev.dtype, leaderboard=None)
+    return EvalRequest(
+        model="",
+        tasks=list(ev.tasks),
+        protocol=ev.protocol,
+        limit=ev.limit,
+        out=out,
+        batch_size=ev.batch_size,
+        device=ev.device,
+        dtype=ev.dtype,
+        leaderboard=None,
+    )
 
 
 def _base_cache(spec: GridSpec, model_path: str) -> Path:
@@ -323,8 +138,9 @@ def _check_resume(job: Job, cfg) -> None:
         return
     saved = normalised_config(type(cfg), yaml.safe_load((last / CONFIG_FILE).read_text()) or {})
     if saved != json.loads(json.dumps(to_dict(cfg))):
-        raise UserError(f"{job.folder} was started with other settings than the grid gives now; "
-                        "delete that folder to rerun the job")
+        raise UserError(
+            f"{job.folder} was started with other settings than the grid gives now; delete that folder to rerun the job"
+        )
 
 
 def train_job(job: Job, cfg) -> None:
@@ -335,7 +151,7 @@ def train_job(job: Job, cfg) -> None:
     last = latest_checkpoint(job.folder)
     if last is not None:
         _check_resume(job, cfg)
-        if int(last.name[len(CHECKPOINT_PREFIX):]) >= cfg.max_steps:
+        if int(last.name[len(CHECKPOINT_PREFIX) :]) >= cfg.max_steps:
             return
         train_rl(cfg, job.folder, resume=True)
     else:  # nothing to keep: a fresh start (clears a run that died before its first checkpoint)
@@ -363,11 +179,12 @@ def run_job(spec: GridSpec, job: Job, count: int) -> JobOutcome:
     if job.done_file.is_file():
         done = json.loads(job.done_file.read_text())
         if done.get("fingerprint") != stamp:
-            raise UserError(f"{job.folder} finished under other settings than the grid gives now; "
-                            "delete that folder to rerun the job")
+            raise UserError(
+                f"{job.folder} finished under other settings than the grid gives now; "
+                "delete that folder to rerun the job"
+            )
         _say(f"{where}: skipped (finished)")
-        return JobOutcome(job, skipped=True, train_s=done.get("train_s", 0.0),
-                          eval_s=done.get("eval_s", 0.0))
+        return JobOutcome(job, skipped=True, train_s=done.get("train_s", 0.0), eval_s=done.get("eval_s", 0.0))
     _say(f"{where}: start ({' '.join(job.overrides)})")
     started = time.perf_counter()
     train_job(job, cfg)
@@ -375,12 +192,17 @@ def run_job(spec: GridSpec, job: Job, count: int) -> JobOutcome:
     evaluate_job(spec, job, cfg)
     finished = time.perf_counter()
     outcome = JobOutcome(job, skipped=False, train_s=trained - started, eval_s=finished - trained)
-    record = {"cell": job.cell, "seed": job.seed, "overrides": job.overrides, "fingerprint": stamp,
-              "train_s": round(outcome.train_s, 2), "eval_s": round(outcome.eval_s, 2),
-              "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    record = {
+        "cell": job.cell,
+        "seed": job.seed,
+        "overrides": job.overrides,
+        "fingerprint": stamp,
+        "train_s": round(outcome.train_s, 2),
+        "eval_s": round(outcome.eval_s, 2),
+        "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
+    }
     atomic_write_text(job.done_file, json.dumps(record, indent=2) + "\n")
-    _say(f"{where}: done in {finished - started:.1f}s "
-         f"(train {outcome.train_s:.1f}s, eval {outcome.eval_s:.1f}s)")
+    _say(f"{where}: done in {finished - started:.1f}s (train {outcome.train_s:.1f}s, eval {outcome.eval_s:.1f}s)")
     return outcome
 
 
@@ -411,11 +233,14 @@ def run_parallel(spec: GridSpec, jobs: list[Job], extra: list[str], workers: int
         if job.done_file.is_file():
             done = json.loads(job.done_file.read_text())
             if done.get("fingerprint") != fingerprint(spec, job_config(spec, job)):
-                raise UserError(f"{job.folder} finished under other settings than the grid gives now; "
-                                "delete that folder to rerun the job")
+                raise UserError(
+                    f"{job.folder} finished under other settings than the grid gives now; "
+                    "delete that folder to rerun the job"
+                )
     todo = [j for j in jobs if not j.done_file.is_file()]
-    _say(f"{len(jobs) - len(todo)} of {len(jobs)} jobs finished; {len(todo)} to run, {workers} at a time "
-         f"(logs: {logs})")
+    _say(
+        f"{len(jobs) - len(todo)} of {len(jobs)} jobs finished; {len(todo)} to run, {workers} at a time (logs: {logs})"
+    )
 
     def one(job: Job) -> int:
         cmd = [sys.executable, "-m", "harness.cli", *_cli_args(spec, extra), "--only-index", str(job.index)]
@@ -430,8 +255,15 @@ def run_parallel(spec: GridSpec, jobs: list[Job], extra: list[str], workers: int
         raise UserError(f"{len(failed)} job(s) failed, e.g. {failed[0].label}: see {logs}")
 
 
-def run_grid(spec: GridSpec, *, launcher: str = "local", extra: Iterable[str] = (),
-             only_index: int | None = None, aggregate_only: bool = False, workers: int = 1) -> Path:
+def run_grid(
+    spec: GridSpec,
+    *,
+    launcher: str = "local",
+    extra: Iterable[str] = (),
+    only_index: int | None = None,
+    aggregate_only: bool = False,
+    workers: int = 1,
+) -> Path:
     """Run (or, with slurm, script) the grid; returns the report or the sbatch file."""
     extra = list(extra)
     if workers < 1:
@@ -464,15 +296,22 @@ def run_grid(spec: GridSpec, *, launcher: str = "local", extra: Iterable[str] = 
         _say(f"job {only_index} finished; when all are, run: {aggregate_command(spec, extra)}")
         return chosen[0].done_file
     report = write_report(spec, jobs)
-    _say(f"grid {spec.name}: {len(jobs)} jobs in {time.perf_counter() - started:.1f}s; "
-         f"report: {report}")
+    _say(f"grid {spec.name}: {len(jobs)} jobs in {time.perf_counter() - started:.1f}s; report: {report}")
     return report
 
 
 # ---------------------------------------------------------------------------- slurm
 def _cli_args(spec: GridSpec, extra: list[str]) -> list[str]:
-    return ["ablate", "--grid", spec.source, "--out", str(spec.out_dir.resolve()),
-            "--results", str(spec.results_dir.resolve()), *extra]
+    return [
+        "ablate",
+        "--grid",
+        spec.source,
+        "--out",
+        str(spec.out_dir.resolve()),
+        "--results",
+        str(spec.results_dir.resolve()),
+        *extra,
+    ]
 
 
 def aggregate_command(spec: GridSpec, extra: list[str]) -> str:
@@ -483,22 +322,31 @@ def render_sbatch(spec: GridSpec, jobs: list[Job], extra: list[str]) -> str:
     """One sbatch array job: task i runs job i of the grid (`--only-index $SLURM_ARRAY_TASK_ID`)."""
     s = spec.slurm
     logs = spec.out_dir.resolve() / SLURM_LOGS
-    options = [f"--job-name=igpo-ablate-{spec.name}", f"--array=0-{len(jobs) - 1}",
-               f"--output={logs}/%A_%a.out", f"--time={s.time}",
-               f"--cpus-per-task={s.cpus_per_task}"]
+    options = [
+        f"--job-name=igpo-ablate-{spec.name}",
+        f"--array=0-{len(jobs) - 1}",
+        f"--output={logs}/%A_%a.out",
+        f"--time={s.time}",
+        f"--cpus-per-task={s.cpus_per_task}",
+    ]
     if s.gpus_per_task:
         options.append(f"--gpus-per-task={s.gpus_per_task}")
-    options += [f"--{k}={v}" for k, v in (("mem", s.mem), ("partition", s.partition),
-                                           ("account", s.account)) if v]
+    options += [f"--{k}={v}" for k, v in (("mem", s.mem), ("partition", s.partition), ("account", s.account)) if v]
     options += list(s.extra)
     command = shlex.join([s.command, *_cli_args(spec, extra)])
-    lines = ["#!/bin/bash", *(f"#SBATCH {o}" for o in options), "#",
-             f"# igpo ablate grid {spec.name!r}: {len(jobs)} jobs (array index: cell, seed)",
-             *(f"#   {j.index}: {j.cell} seed {j.seed}" for j in jobs),
-             f"# When every task has finished: {aggregate_command(spec, extra)}",
-             "set -euo pipefail",
-             f"cd {shlex.quote(str(Path.cwd()))}", *s.setup,
-             f'{command} --only-index "$SLURM_ARRAY_TASK_ID"', ""]
+    lines = [
+        "#!/bin/bash",
+        *(f"#SBATCH {o}" for o in options),
+        "#",
+        f"# igpo ablate grid {spec.name!r}: {len(jobs)} jobs (array index: cell, seed)",
+        *(f"#   {j.index}: {j.cell} seed {j.seed}" for j in jobs),
+        f"# When every task has finished: {aggregate_command(spec, extra)}",
+        "set -euo pipefail",
+        f"cd {shlex.quote(str(Path.cwd()))}",
+        *s.setup,
+        f'{command} --only-index "$SLURM_ARRAY_TASK_ID"',
+        "",
+    ]
     return "\n".join(lines)
 
 
@@ -510,9 +358,18 @@ def write_sbatch(spec: GridSpec, jobs: list[Job], extra: list[str]) -> Path:
 
 
 # ---------------------------------------------------------------------------- command
-def ablate(*, grid: str | None = None, quick: bool = False, launcher: str = "local",
-           only_index: int | None = None, aggregate_only: bool = False, out: Path | None = None,
-           results: Path | None = None, overrides: list[str] | None = None, workers: int = 1) -> Path:
+def ablate(
+    *,
+    grid: str | None = None,
+    quick: bool = False,
+    launcher: str = "local",
+    only_index: int | None = None,
+    aggregate_only: bool = False,
+    out: Path | None = None,
+    results: Path | None = None,
+    overrides: list[str] | None = None,
+    workers: int = 1,
+) -> Path:
     """`igpo ablate`: pick the grid, apply folder options, run it (or script it, or report)."""
     if quick and grid is not None:
         raise UserError("--quick runs the shipped quick grid; it does not go with --grid")
@@ -528,5 +385,11 @@ def ablate(*, grid: str | None = None, quick: bool = False, launcher: str = "loc
         spec.results = str(results)
     if launcher == "local" and not aggregate_only:
         _say(f"grid {spec.name}: {len(grid_jobs(spec))} jobs -> {spec.out_dir}")
-    return run_grid(spec, launcher=launcher, extra=overrides or [], only_index=only_index,
-                    aggregate_only=aggregate_only, workers=workers)
+    return run_grid(
+        spec,
+        launcher=launcher,
+        extra=overrides or [],
+        only_index=only_index,
+        aggregate_only=aggregate_only,
+        workers=workers,
+    )

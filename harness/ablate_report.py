@@ -5,6 +5,8 @@ interval over seeds (one seed: the evaluation's own interval over items), accura
 level, and training statistics from metrics.jsonl (all-wrong ratio, rescued share, rollouts
 replaced per step). Plots are drawn on Agg canvases of their own (pyplot's global state is left
 alone) and, like the tables, written through a temporary file and a rename.
+
+Size: the tables, plots and notes of one ablation report.
 """
 
 from __future__ import annotations
@@ -16,7 +18,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from harness.ablate import STEP_DIR, CellSpec, GridSpec, Job, job_config
+from harness.curves import still_wrong_ratio
+from harness.grid import STEP_DIR, CellSpec, GridSpec, Job, job_config
 from harness.results import RESULTS_FILE
 from harness.stats import Z95
 from igpo.atomic import atomic_write_text, save_png
@@ -35,9 +38,38 @@ SEED_DOT_ALPHA = 0.6
 STEP_LABEL = "training step"
 MIN_ACCURACY_TOP = 10.0
 """Accuracy axes reach at least this many percent (an all-zero curve still gets a scale)."""
-T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160,
-        2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056,
-        2.052, 2.048, 2.045, 2.042)
+T975 = (
+    12.706,
+    4.303,
+    3.182,
+    2.776,
+    2.571,
+    2.447,
+    2.365,
+    2.306,
+    2.262,
+    2.228,
+    2.201,
+    2.179,
+    2.160,
+    2.145,
+    2.131,
+    2.120,
+    2.110,
+    2.101,
+    2.093,
+    2.086,
+    2.080,
+    2.074,
+    2.069,
+    2.064,
+    2.060,
+    2.056,
+    2.052,
+    2.048,
+    2.045,
+    2.042,
+)
 """Student t 97.5% quantiles for 1..30 degrees of freedom (two-sided 95% intervals); beyond, Z95."""
 
 
@@ -97,8 +129,7 @@ def t_interval(values: list[float]) -> tuple[float, float]:
     return max(0.0, mean - half), min(1.0, mean + half)
 
 
-def _record_numbers(record: dict[str, Any]) -> tuple[float, tuple[float, float] | None, str,
-                                                        dict[int, float]]:
+def _record_numbers(record: dict[str, Any]) -> tuple[float, tuple[float, float] | None, str, dict[int, float]]:
     """(accuracy averaged over tasks, interval and its kind if one task, per-level accuracy)."""
     tasks = record["tasks"]
     accuracy = sum(float(t["accuracy"]) for t in tasks.values()) / len(tasks)
@@ -187,12 +218,6 @@ class TrainingStats:
     """Rollouts replaced per step."""
 
 
-def still_wrong_ratio(row: dict[str, Any], missing: float = math.nan) -> float:
-    """One metrics row's share of groups still all wrong after re-sampling (no gradient);
-    `missing` when the row has no all-wrong ratio."""
-    return float(row.get("all_wrong_ratio", missing)) * (1.0 - float(row.get("rescued_ratio", 0.0)))
-
-
 def training_stats(runs: list[SeedRun]) -> TrainingStats:
     rows = [row for r in runs for row in r.metrics]
     if not rows:
@@ -202,8 +227,12 @@ def training_stats(runs: list[SeedRun]) -> TrainingStats:
     wrong_groups = sum(row.get("all_wrong_ratio", 0.0) * row.get("groups", 1.0) for row in rows)
     still_wrong = sum(still_wrong_ratio(row, missing=0.0) * row.get("groups", 1.0) for row in rows)
     replaced = _mean(float(row.get("replaced", math.nan)) for row in rows)
-    return TrainingStats(all_wrong, (wrong_groups - still_wrong) / wrong_groups if wrong_groups else None,
-                         still_wrong / groups if groups else None, replaced)
+    return TrainingStats(
+        all_wrong,
+        (wrong_groups - still_wrong) / wrong_groups if wrong_groups else None,
+        still_wrong / groups if groups else None,
+        replaced,
+    )
 
 
 # ---------------------------------------------------------------------------- report
@@ -215,47 +244,85 @@ def _interval_text(interval: tuple[float, float] | None) -> str:
     return "-" if interval is None else f"[{_pct(interval[0])}, {_pct(interval[1])}]"
 
 
-def render_report(spec: GridSpec, cells: list[CellResult], base: BaseResult | None,
-                  jobs: list[Job]) -> str:
+def render_report(spec: GridSpec, cells: list[CellResult], base: BaseResult | None, jobs: list[Job]) -> str:
     """The markdown report: final numbers per cell, accuracy vs step, the grid itself."""
     from tabulate import tabulate
 
-    levels = sorted({lv for c in cells for r in c.runs for lv in r.levels}
-                    | set(base.levels if base else {}))
-    headers = ["cell", "seeds", "final acc %", "95% interval", "interval", "per seed",
-               *(f"L{lv} %" for lv in levels), "all-wrong %", "rescued %", "zero-gradient %",
-               "replaced / step"]
+    levels = sorted({lv for c in cells for r in c.runs for lv in r.levels} | set(base.levels if base else {}))
+    headers = [
+        "cell",
+        "seeds",
+        "final acc %",
+        "95% interval",
+        "interval",
+        "per seed",
+        *(f"L{lv} %" for lv in levels),
+        "all-wrong %",
+        "rescued %",
+        "zero-gradient %",
+        "replaced / step",
+    ]
     rows = []
     if base is not None:
-        rows.append(["base (step 0)", "-", _pct(base.accuracy), _interval_text(base.interval),
-                     f"{base.interval_kind} over items", "-",
-                     *(_pct(base.levels.get(lv)) for lv in levels), "-", "-", "-", "-"])
+        rows.append(
+            [
+                "base (step 0)",
+                "-",
+                _pct(base.accuracy),
+                _interval_text(base.interval),
+                f"{base.interval_kind} over items",
+                "-",
+                *(_pct(base.levels.get(lv)) for lv in levels),
+                "-",
+                "-",
+                "-",
+                "-",
+            ]
+        )
     for c in cells:
         stats = training_stats(c.runs)
         per_seed = ", ".join(f"{_pct(r.final)} (s{r.seed})" for r in c.runs) or "-"
-        rows.append([
-            c.name, f"{len(c.runs)}/{len(c.planned)}", _pct(c.mean), _interval_text(c.interval),
-            c.interval_kind or "-", per_seed,
-            *(_pct(_mean(r.levels.get(lv, math.nan) for r in c.runs)) for lv in levels),
-            _pct(stats.all_wrong), _pct(stats.rescued) if c.rescues else "n/a",
-            _pct(stats.zero_gradient), "-" if stats.replaced is None else f"{stats.replaced:.2f}",
-        ])
+        rows.append(
+            [
+                c.name,
+                f"{len(c.runs)}/{len(c.planned)}",
+                _pct(c.mean),
+                _interval_text(c.interval),
+                c.interval_kind or "-",
+                per_seed,
+                *(_pct(_mean(r.levels.get(lv, math.nan) for r in c.runs)) for lv in levels),
+                _pct(stats.all_wrong),
+                _pct(stats.rescued) if c.rescues else "n/a",
+                _pct(stats.zero_gradient),
+                "-" if stats.replaced is None else f"{stats.replaced:.2f}",
+            ]
+        )
     table = tabulate(rows, headers=headers, tablefmt="pipe", disable_numparse=True)
     steps = sorted({s for c in cells for r in c.runs for s in r.curve})
-    curve_rows = [[c.name, *(_pct(_mean(r.curve.get(s, math.nan) for r in c.runs)) for s in steps)]
-                  for c in cells if c.runs]
-    curves = tabulate(curve_rows, headers=["cell", *(f"step {s}" for s in steps)], tablefmt="pipe",
-                      disable_numparse=True) if curve_rows else "(no finished runs yet)"
-    grid_rows = [[name, ", ".join(f"`{o}`" for o in cell.overrides) or "(recipe as is)",
-                  ", ".join(map(str, spec.seeds_of(name))), cell.description]
-                 for name, cell in spec.cells.items()]
-    grid = tabulate(grid_rows, headers=["cell", "overrides", "seeds", "what"], tablefmt="pipe",
-                    disable_numparse=True)
+    curve_rows = [
+        [c.name, *(_pct(_mean(r.curve.get(s, math.nan) for r in c.runs)) for s in steps)] for c in cells if c.runs
+    ]
+    curves = (
+        tabulate(curve_rows, headers=["cell", *(f"step {s}" for s in steps)], tablefmt="pipe", disable_numparse=True)
+        if curve_rows
+        else "(no finished runs yet)"
+    )
+    grid_rows = [
+        [
+            name,
+            ", ".join(f"`{o}`" for o in cell.overrides) or "(recipe as is)",
+            ", ".join(map(str, spec.seeds_of(name))),
+            cell.description,
+        ]
+        for name, cell in spec.cells.items()
+    ]
+    grid = tabulate(grid_rows, headers=["cell", "overrides", "seeds", "what"], tablefmt="pipe", disable_numparse=True)
     missing = [j.label for j in jobs if not j.done_file.is_file()]
     ev = spec.eval
     notes = [
-        f"Recipe `{spec.recipe}`" + (f" with {', '.join(f'`{o}`' for o in spec.overrides)}"
-                                     if spec.overrides else "") + "; every cell starts from the "
+        f"Recipe `{spec.recipe}`"
+        + (f" with {', '.join(f'`{o}`' for o in spec.overrides)}" if spec.overrides else "")
+        + "; every cell starts from the "
         "recipe's model.path (the base row, step 0 of every curve).",
         f"Evaluation: tasks {', '.join(ev.tasks)}, protocol `{ev.protocol}`, "
         f"{'all problems' if ev.limit is None else f'first {ev.limit} problems'}, every "
@@ -281,23 +348,34 @@ def render_report(spec: GridSpec, cells: list[CellResult], base: BaseResult | No
     body = "".join(f"- {n}\n" for n in notes)
     about = f"{spec.description}\n\n" if spec.description else ""
     title = f"# Ablations: {spec.name}\n\n{about}"
-    return (f"{title}{table}\n\n## Accuracy vs step (%, mean over seeds)\n\n{curves}\n\n"
-            f"## Grid\n\n{grid}\n\nNotes:\n\n{body}")
+    return (
+        f"{title}{table}\n\n## Accuracy vs step (%, mean over seeds)\n\n{curves}\n\n"
+        f"## Grid\n\n{grid}\n\nNotes:\n\n{body}"
+    )
 
 
 def summary_json(spec: GridSpec, cells: list[CellResult], base: BaseResult | None) -> str:
     """The report's numbers, machine-readable."""
-    out: dict[str, Any] = {"grid": spec.name, "recipe": spec.recipe, "eval": asdict(spec.eval),
-                           "base": asdict(base) if base else None, "cells": {}}
+    out: dict[str, Any] = {
+        "grid": spec.name,
+        "recipe": spec.recipe,
+        "eval": asdict(spec.eval),
+        "base": asdict(base) if base else None,
+        "cells": {},
+    }
     for c in cells:
         stats = training_stats(c.runs)
         out["cells"][c.name] = {
-            "overrides": c.spec.overrides, "seeds_planned": c.planned,
-            "final_accuracy": c.mean, "interval": c.interval, "interval_kind": c.interval_kind,
-            "per_seed": {str(r.seed): {"final": r.final, "curve": r.curve, "levels": r.levels}
-                         for r in c.runs},
-            "all_wrong_ratio": stats.all_wrong, "rescued_share": stats.rescued if c.rescues else None,
-            "zero_gradient_share": stats.zero_gradient, "replaced_per_step": stats.replaced,
+            "overrides": c.spec.overrides,
+            "seeds_planned": c.planned,
+            "final_accuracy": c.mean,
+            "interval": c.interval,
+            "interval_kind": c.interval_kind,
+            "per_seed": {str(r.seed): {"final": r.final, "curve": r.curve, "levels": r.levels} for r in c.runs},
+            "all_wrong_ratio": stats.all_wrong,
+            "rescued_share": stats.rescued if c.rescues else None,
+            "zero_gradient_share": stats.zero_gradient,
+            "replaced_per_step": stats.replaced,
         }
     return json.dumps(out, indent=2) + "\n"
 
@@ -319,8 +397,9 @@ def write_report(spec: GridSpec, jobs: list[Job]) -> Path:
 
     claims = write_claims(spec, jobs)
     if claims:
-        text = report.read_text() + "\n## Claims (paired per item, seeds pooled; claims.json)\n\n" + \
-            render_claims(claims)
+        text = (
+            report.read_text() + "\n## Claims (paired per item, seeds pooled; claims.json)\n\n" + render_claims(claims)
+        )
         atomic_write_text(report, text)
     return report
 
@@ -330,8 +409,9 @@ def plot_training(spec: GridSpec, cells: list[CellResult], path: Path) -> None:
     from harness.curves import plot_training_curves
 
     lines = [(c.name, [r.metrics for r in c.runs if r.metrics]) for c in cells]
-    plot_training_curves([(name, runs) for name, runs in lines if runs], path,
-                         f"{spec.name}: training curves (mean over seeds)")
+    plot_training_curves(
+        [(name, runs) for name, runs in lines if runs], path, f"{spec.name}: training curves (mean over seeds)"
+    )
 
 
 # ---------------------------------------------------------------------------- plots
@@ -349,18 +429,30 @@ def _color(index: int) -> str:
     return f"C{index % 10}"
 
 
-def _band(ax, x: list[int], per_seed: list[list[float]], color: str, label: str,
-          linestyle: str = "-", band: bool = True) -> None:
+def _band(
+    ax, x: list[int], per_seed: list[list[float]], color: str, label: str, linestyle: str = "-", band: bool = True
+) -> None:
     """Mean line over seeds with a min..max band (no band for one seed)."""
     columns = list(zip(*per_seed, strict=True))
     mean = [_mean(col) for col in columns]
-    ax.plot(x, [math.nan if m is None else PERCENT * m for m in mean], marker="o", markersize=3,
-            color=color, label=label, linestyle=linestyle)
+    ax.plot(
+        x,
+        [math.nan if m is None else PERCENT * m for m in mean],
+        marker="o",
+        markersize=3,
+        color=color,
+        label=label,
+        linestyle=linestyle,
+    )
     if band and len(per_seed) > 1:
-        lo = [PERCENT * min(v for v in col if math.isfinite(v)) if any(map(math.isfinite, col))
-              else math.nan for col in columns]
-        hi = [PERCENT * max(v for v in col if math.isfinite(v)) if any(map(math.isfinite, col))
-              else math.nan for col in columns]
+        lo = [
+            PERCENT * min(v for v in col if math.isfinite(v)) if any(map(math.isfinite, col)) else math.nan
+            for col in columns
+        ]
+        hi = [
+            PERCENT * max(v for v in col if math.isfinite(v)) if any(map(math.isfinite, col)) else math.nan
+            for col in columns
+        ]
         ax.fill_between(x, lo, hi, color=color, alpha=BAND_ALPHA, linewidth=0)
 
 
@@ -392,8 +484,14 @@ def plot_accuracy(spec: GridSpec, cells: list[CellResult], path: Path) -> None:
         steps = sorted({s for r in c.runs for s in r.curve})
         per_seed = [[r.curve.get(s, math.nan) for s in steps] for r in c.runs]
         _band(ax, steps, per_seed, _color(i), f"{c.name} ({_seeds(len(c.runs))})")
-    _finish(ax, f"{spec.name}: accuracy vs step (mean over seeds, band min..max)",
-            STEP_LABEL, "accuracy (%)", any(c.runs for c in cells), top=MIN_ACCURACY_TOP)
+    _finish(
+        ax,
+        f"{spec.name}: accuracy vs step (mean over seeds, band min..max)",
+        STEP_LABEL,
+        "accuracy (%)",
+        any(c.runs for c in cells),
+        top=MIN_ACCURACY_TOP,
+    )
     fig.tight_layout()
     save_png(fig, path, FIG_DPI)
 
@@ -418,20 +516,29 @@ def plot_all_wrong(spec: GridSpec, cells: list[CellResult], path: Path) -> None:
             by_seed = [{int(row["step"]): value(row) for row in r.metrics} for r in runs]
             return [_smooth([b.get(s, math.nan) for s in steps], SMOOTH_STEPS) for b in by_seed]
 
-        _band(ax, steps, curve(lambda row: float(row.get("all_wrong_ratio", math.nan))), _color(i),
-              f"{c.name} ({_seeds(len(runs))})")
+        _band(
+            ax,
+            steps,
+            curve(lambda row: float(row.get("all_wrong_ratio", math.nan))),
+            _color(i),
+            f"{c.name} ({_seeds(len(runs))})",
+        )
         if c.rescues:
             after = curve(still_wrong_ratio)
-            _band(ax, steps, after, _color(i), f"{c.name}: after re-sampling", linestyle="--",
-                  band=False)
-    _finish(ax, f"{spec.name}: all-wrong groups (trailing mean of {SMOOTH_STEPS} steps)",
-            STEP_LABEL, "all-wrong groups (%)", any(c.runs for c in cells), top=PERCENT * 1.05)
+            _band(ax, steps, after, _color(i), f"{c.name}: after re-sampling", linestyle="--", band=False)
+    _finish(
+        ax,
+        f"{spec.name}: all-wrong groups (trailing mean of {SMOOTH_STEPS} steps)",
+        STEP_LABEL,
+        "all-wrong groups (%)",
+        any(c.runs for c in cells),
+        top=PERCENT * 1.05,
+    )
     fig.tight_layout()
     save_png(fig, path, FIG_DPI)
 
 
-def plot_final(spec: GridSpec, cells: list[CellResult], base: BaseResult | None,
-               path: Path) -> None:
+def plot_final(spec: GridSpec, cells: list[CellResult], base: BaseResult | None, path: Path) -> None:
     """Final accuracy per cell: mean with its 95% interval, each seed a dot, base dashed."""
     fig, ax = _figure()
     shown = [c for c in cells if c.mean is not None]
@@ -439,20 +546,32 @@ def plot_final(spec: GridSpec, cells: list[CellResult], base: BaseResult | None,
         color = _color(cells.index(c))
         mean = PERCENT * c.mean
         if c.interval is not None:
-            err = [[max(0.0, mean - PERCENT * c.interval[0])],
-                   [max(0.0, PERCENT * c.interval[1] - mean)]]
+            err = [[max(0.0, mean - PERCENT * c.interval[0])], [max(0.0, PERCENT * c.interval[1] - mean)]]
             ax.errorbar([x], [mean], yerr=err, fmt="o", color=color, capsize=6)
         else:
             ax.plot([x], [mean], "o", color=color)
-        ax.scatter([x + SEED_DOT_OFFSET] * len(c.runs), [PERCENT * r.final for r in c.runs],
-                   s=SEED_DOT_SIZE, color=color, alpha=SEED_DOT_ALPHA, zorder=3)
+        ax.scatter(
+            [x + SEED_DOT_OFFSET] * len(c.runs),
+            [PERCENT * r.final for r in c.runs],
+            s=SEED_DOT_SIZE,
+            color=color,
+            alpha=SEED_DOT_ALPHA,
+            zorder=3,
+        )
     if base is not None:
-        ax.axhline(PERCENT * base.accuracy, color="grey", linestyle="--",
-                   label=f"base (step 0): {_pct(base.accuracy)}%")
+        ax.axhline(
+            PERCENT * base.accuracy, color="grey", linestyle="--", label=f"base (step 0): {_pct(base.accuracy)}%"
+        )
     ax.set_xticks(range(len(shown)), [c.name for c in shown], rotation=30, ha="right")
     ax.set_xlim(-0.5, max(1, len(shown)) - 0.5)
-    _finish(ax, f"{spec.name}: final accuracy (mean, 95% interval; dots: seeds)", "cell",
-            "accuracy (%)", base is not None, top=MIN_ACCURACY_TOP)
+    _finish(
+        ax,
+        f"{spec.name}: final accuracy (mean, 95% interval; dots: seeds)",
+        "cell",
+        "accuracy (%)",
+        base is not None,
+        top=MIN_ACCURACY_TOP,
+    )
     fig.tight_layout()
     save_png(fig, path, FIG_DPI)
 
@@ -475,7 +594,13 @@ def plot_levels(spec: GridSpec, cells: list[CellResult], base: BaseResult | None
         ys = [PERCENT * (by_level.get(lv) or 0.0) for lv in levels]
         ax.bar(xs, ys, width, label=name, color="grey" if name.startswith("base") else _color(i - bool(base)))
     ax.set_xticks(range(len(levels)), [str(lv) for lv in levels])
-    _finish(ax, f"{spec.name}: final accuracy per level (mean over seeds)", "operations",
-            "accuracy (%)", True, top=MIN_ACCURACY_TOP)
+    _finish(
+        ax,
+        f"{spec.name}: final accuracy per level (mean over seeds)",
+        "operations",
+        "accuracy (%)",
+        True,
+        top=MIN_ACCURACY_TOP,
+    )
     fig.tight_layout()
     save_png(fig, path, FIG_DPI)

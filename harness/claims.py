@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from harness.ablate import STEP_DIR, GridSpec, Job
+from harness.grid import STEP_DIR, GridSpec, Job
 from harness.results import SAMPLES_FILE, atomic_write_text
 
 ALPHA = 0.05
@@ -49,18 +49,32 @@ PAPER_CLAIMS = (
     ClaimSpec("grpo_above_base", "GRPO (trajectory log-probs) improves the start model", "grpo", BASE),
     ClaimSpec("igpo_above_base", "IGPO (trajectory log-probs) improves the start model", "igpo", BASE),
     ClaimSpec("igpo_vs_grpo", "IGPO ends above GRPO (paper Table 1)", "igpo", "grpo"),
-    ClaimSpec("all_wrong_cut", "IGPO leaves fewer all-wrong (zero-gradient) groups than GRPO (paper Fig. 1b)",
-              "igpo", "grpo", metric="zero_gradient_share"),
-    ClaimSpec("partial_vs_full_hints", "partial hints (eta ~ U[0.2, 0.6]) beat full hints (eta = 1)",
-              "igpo", "full_hints"),
-    ClaimSpec("full_hints_vs_none", "full hints beat no hints (sample-matched re-sampling)",
-              "full_hints", "sample_matched"),
-    ClaimSpec("tau_0.2_vs_1.0", "the entropy filter tau 0.2 beats tau 1.0 (no filter; paper: 1.0 unstable)",
-              "igpo", "igpo_no_entropy_filter"),
-    ClaimSpec("trajectory_vs_mean_field_grpo", "GRPO: trajectory log-probs beat mean-field (this project's diagnosis)",
-              "grpo", "grpo_mean_field"),
-    ClaimSpec("trajectory_vs_mean_field_igpo", "IGPO: trajectory log-probs beat mean-field",
-              "igpo", "igpo_mean_field"),
+    ClaimSpec(
+        "all_wrong_cut",
+        "IGPO leaves fewer all-wrong (zero-gradient) groups than GRPO (paper Fig. 1b)",
+        "igpo",
+        "grpo",
+        metric="zero_gradient_share",
+    ),
+    ClaimSpec(
+        "partial_vs_full_hints", "partial hints (eta ~ U[0.2, 0.6]) beat full hints (eta = 1)", "igpo", "full_hints"
+    ),
+    ClaimSpec(
+        "full_hints_vs_none", "full hints beat no hints (sample-matched re-sampling)", "full_hints", "sample_matched"
+    ),
+    ClaimSpec(
+        "tau_0.2_vs_1.0",
+        "the entropy filter tau 0.2 beats tau 1.0 (no filter; paper: 1.0 unstable)",
+        "igpo",
+        "igpo_no_entropy_filter",
+    ),
+    ClaimSpec(
+        "trajectory_vs_mean_field_grpo",
+        "GRPO: trajectory log-probs beat mean-field (this project's diagnosis)",
+        "grpo",
+        "grpo_mean_field",
+    ),
+    ClaimSpec("trajectory_vs_mean_field_igpo", "IGPO: trajectory log-probs beat mean-field", "igpo", "igpo_mean_field"),
     ClaimSpec("lambda_0.5_vs_0.25", "lambda 0.5 (released) vs 0.25", "igpo", "lambda_0.25"),
     ClaimSpec("lambda_0.5_vs_1.0", "lambda 0.5 (released) vs 1.0", "igpo", "lambda_1.0"),
 )
@@ -136,8 +150,9 @@ def _matrix(runs: list[dict[Any, float]], docs: list[Any]) -> np.ndarray:
     return np.array([[r[d] for d in docs] for r in runs], dtype=float)
 
 
-def hierarchical_bootstrap(a: np.ndarray, b: np.ndarray, resamples: int = BOOTSTRAP_RESAMPLES,
-                           seed: int = BOOTSTRAP_SEED) -> tuple[list[float], float]:
+def hierarchical_bootstrap(
+    a: np.ndarray, b: np.ndarray, resamples: int = BOOTSTRAP_RESAMPLES, seed: int = BOOTSTRAP_SEED
+) -> tuple[list[float], float]:
     """95% interval and two-sided p of mean(a) - mean(b) for [seeds, items] correctness matrices
     paired by item: seeds resampled within each cell, then items (shared by both cells)."""
     rng = np.random.default_rng(seed)
@@ -153,7 +168,9 @@ def hierarchical_bootstrap(a: np.ndarray, b: np.ndarray, resamples: int = BOOTST
     return [float(np.percentile(draws, 2.5)), float(np.percentile(draws, 97.5))], p
 
 
-def paired_accuracy(a_runs: list[dict[Any, float]], b_runs: list[dict[Any, float]]) -> tuple[np.ndarray, np.ndarray, list[Any]]:
+def paired_accuracy(
+    a_runs: list[dict[Any, float]], b_runs: list[dict[Any, float]]
+) -> tuple[np.ndarray, np.ndarray, list[Any]]:
     """Correctness matrices [seeds, items] of both cells over the items they all cover."""
     from harness.check import CheckError
 
@@ -165,7 +182,7 @@ def paired_accuracy(a_runs: list[dict[Any, float]], b_runs: list[dict[Any, float
 
 def accuracy_claim(spec: ClaimSpec, jobs: list[Job], levels: dict[Any, int] | None = None) -> ClaimResult | None:
     """`levels` (doc_id -> level) adds the difference per level (the arith task's operations)."""
-    from harness.check import paired_bootstrap_p
+    from harness.check.stats import paired_bootstrap_p
 
     a_runs, na = cell_items(jobs, spec.better)
     b_runs, nb = cell_items(jobs, spec.worse)
@@ -180,15 +197,25 @@ def accuracy_claim(spec: ClaimSpec, jobs: list[Job], levels: dict[Any, int] | No
         mask = np.array([levels.get(doc) == level for doc in docs])
         by_level[str(level)] = round(100 * float(d[mask].mean()), 2)
     values = {spec.better: round(100 * float(a.mean()), 2), spec.worse: round(100 * float(b.mean()), 2)}
-    return ClaimResult(spec.name, spec.claim, [spec.better, spec.worse], spec.metric, {spec.better: na, spec.worse: nb},
-                       values, round(100 * diff, 2), [round(100 * x, 2) for x in interval], p,
-                       f"hierarchical bootstrap: {na} + {nb} seeds, {len(docs)} items paired",
-                       _verdict(diff, p), p_items=paired_bootstrap_p(d), by_level_points=by_level)
+    return ClaimResult(
+        spec.name,
+        spec.claim,
+        [spec.better, spec.worse],
+        spec.metric,
+        {spec.better: na, spec.worse: nb},
+        values,
+        round(100 * diff, 2),
+        [round(100 * x, 2) for x in interval],
+        p,
+        f"hierarchical bootstrap: {na} + {nb} seeds, {len(docs)} items paired",
+        _verdict(diff, p),
+        p_items=paired_bootstrap_p(d),
+        by_level_points=by_level,
+    )
 
 
 def _zero_gradient_shares(jobs: list[Job], cell: str) -> list[float]:
-    from harness.ablate_report import still_wrong_ratio
-    from harness.curves import metrics_rows
+    from harness.curves import metrics_rows, still_wrong_ratio
 
     shares = []
     for job in jobs:
@@ -212,11 +239,19 @@ def share_claim(spec: ClaimSpec, jobs: list[Job]) -> ClaimResult | None:
     dof = (va + vb) ** 2 / ((va**2 / (len(a) - 1)) + (vb**2 / (len(b) - 1))) if se > 0 else len(a) + len(b) - 2
     p = float(stats.ttest_ind(a, b, equal_var=False).pvalue)
     half = float(stats.t.ppf(0.975, dof)) * se
-    return ClaimResult(spec.name, spec.claim, [spec.better, spec.worse], spec.metric, {spec.better: len(a), spec.worse: len(b)},
-                       {spec.better: round(100 * float(np.mean(a)), 2), spec.worse: round(100 * float(np.mean(b)), 2)},
-                       round(100 * diff, 2), [round(100 * (diff - half), 2), round(100 * (diff + half), 2)], p,
-                       "Welch t-test over seeds (per-run mean share of groups left all wrong)",
-                       _verdict(diff, p, lower_is_better=True))
+    return ClaimResult(
+        spec.name,
+        spec.claim,
+        [spec.better, spec.worse],
+        spec.metric,
+        {spec.better: len(a), spec.worse: len(b)},
+        {spec.better: round(100 * float(np.mean(a)), 2), spec.worse: round(100 * float(np.mean(b)), 2)},
+        round(100 * diff, 2),
+        [round(100 * (diff - half), 2), round(100 * (diff + half), 2)],
+        p,
+        "Welch t-test over seeds (per-run mean share of groups left all wrong)",
+        _verdict(diff, p, lower_is_better=True),
+    )
 
 
 def evaluate_claims(spec: GridSpec, jobs: list[Job], claims=PAPER_CLAIMS) -> list[ClaimResult]:
@@ -226,8 +261,9 @@ def evaluate_claims(spec: GridSpec, jobs: list[Job], claims=PAPER_CLAIMS) -> lis
     for claim in claims:
         if claim.better not in (*spec.cells, BASE) or claim.worse not in (*spec.cells, BASE):
             continue
-        result = (share_claim(claim, jobs) if claim.metric == "zero_gradient_share"
-                  else accuracy_claim(claim, jobs, levels))
+        result = (
+            share_claim(claim, jobs) if claim.metric == "zero_gradient_share" else accuracy_claim(claim, jobs, levels)
+        )
         if result is not None:
             out.append(result)
     return out
@@ -241,13 +277,25 @@ def render_claims(results: list[ClaimResult]) -> str:
     for r in results:
         a, b = r.cells
         unit = "pts" if r.metric == "accuracy" else "pts of groups"
-        rows.append([r.claim, f"{a} ({r.seeds[a]}) vs {b} ({r.seeds[b]})",
-                     f"{r.value_points[a]:.1f} vs {r.value_points[b]:.1f}",
-                     f"{r.difference_points:+.1f} {unit} [{r.ci95_points[0]:+.1f}, {r.ci95_points[1]:+.1f}]",
-                     f"{r.p_value:.3g}", "-" if r.p_items is None else f"{r.p_items:.3g}", r.verdict])
-    return tabulate(rows, headers=["claim", "cells (seeds)", "value", "difference [95% CI]", "p", "p (items only)",
-                                   "verdict"],
-                    tablefmt="github") + "\n"
+        rows.append(
+            [
+                r.claim,
+                f"{a} ({r.seeds[a]}) vs {b} ({r.seeds[b]})",
+                f"{r.value_points[a]:.1f} vs {r.value_points[b]:.1f}",
+                f"{r.difference_points:+.1f} {unit} [{r.ci95_points[0]:+.1f}, {r.ci95_points[1]:+.1f}]",
+                f"{r.p_value:.3g}",
+                "-" if r.p_items is None else f"{r.p_items:.3g}",
+                r.verdict,
+            ]
+        )
+    return (
+        tabulate(
+            rows,
+            headers=["claim", "cells (seeds)", "value", "difference [95% CI]", "p", "p (items only)", "verdict"],
+            tablefmt="github",
+        )
+        + "\n"
+    )
 
 
 def write_claims(spec: GridSpec, jobs: list[Job]) -> list[ClaimResult]:

@@ -1,4 +1,7 @@
-"""The `igpo` command line. Heavy imports (torch, lm-eval) happen inside commands, never here."""
+"""The `igpo` command line. Heavy imports (torch, lm-eval) happen inside commands, never here.
+
+Size: every command's options are declared here, one typer option per line.
+"""
 
 from __future__ import annotations
 
@@ -18,8 +21,9 @@ app = typer.Typer(
     add_completion=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
-bench_app = typer.Typer(help="Speed and memory benchmarks; each writes a table under results/bench/.",
-                        no_args_is_help=True)
+bench_app = typer.Typer(
+    help="Speed and memory benchmarks; each writes a table under results/bench/.", no_args_is_help=True
+)
 app.add_typer(bench_app, name="bench")
 
 
@@ -44,9 +48,15 @@ def bench_decode(
     batch_size: Annotated[int, typer.Option(help="Prompts decoded together.")] = 8,
     repeats: Annotated[int, typer.Option(help="Timed repetitions (the median is reported).")] = 3,
     out: Annotated[Path, typer.Option(help="Markdown file to write.")] = Path("results/bench/decode.md"),
-    fast: Annotated[bool, typer.Option(help="Also measure KV caches and parallel rules against exact decoding.")] = True,
-    problems: Annotated[str, typer.Option(help="igpo_arith problems per fast length (256,512), comma-separated.")] = "300,30",
-    data_dir: Annotated[Path | None, typer.Option(help="Offline data folder: also decode a GSM8K subset in part 2.")] = None,
+    fast: Annotated[
+        bool, typer.Option(help="Also measure KV caches and parallel rules against exact decoding.")
+    ] = True,
+    problems: Annotated[
+        str, typer.Option(help="igpo_arith problems per fast length (256,512), comma-separated.")
+    ] = "300,30",
+    data_dir: Annotated[
+        Path | None, typer.Option(help="Offline data folder: also decode a GSM8K subset in part 2.")
+    ] = None,
     gsm8k: Annotated[int, typer.Option(help="GSM8K test problems per mode (with --data-dir).")] = 16,
 ) -> None:
     """Decoder throughput (tokens/s, NFE, peak memory), and fast decoding against exact decoding.
@@ -72,16 +82,30 @@ def bench_decode(
 
         if not (data_dir / GSM8K_TEST).is_file():
             raise UserError(f"--data-dir {data_dir}: no {GSM8K_TEST.as_posix()} there")
-    run(DecodeBenchConfig(model=model, gen_length=gen_length, block_length=block_length, steps=steps,
-                          batch_size=batch_size, repeats=repeats, out=out, fast=fast, fast_problems=counts,
-                          data_dir=data_dir, gsm8k_problems=gsm8k))
+    run(
+        DecodeBenchConfig(
+            model=model,
+            gen_length=gen_length,
+            block_length=block_length,
+            steps=steps,
+            batch_size=batch_size,
+            repeats=repeats,
+            out=out,
+            fast=fast,
+            fast_problems=counts,
+            data_dir=data_dir,
+            gsm8k_problems=gsm8k,
+        )
+    )
 
 
 @bench_app.command("eval")
 @friendly
 def bench_eval(
     model: Annotated[str | None, typer.Option(help="Model folder or Hub id; default: a random tiny model.")] = None,
-    data_dir: Annotated[Path | None, typer.Option(help="Offline data folder (default $IGPO_DATA_DIR, else ../shared/data).")] = None,
+    data_dir: Annotated[
+        Path | None, typer.Option(help="Offline data folder (default $IGPO_DATA_DIR, else ../shared/data).")
+    ] = None,
     limit: Annotated[int, typer.Option(help="GSM8K problems in the timed igpo eval run.")] = 50,
     out: Annotated[Path, typer.Option(help="Markdown file to write.")] = Path("results/bench/eval.md"),
 ) -> None:
@@ -94,7 +118,9 @@ def bench_eval(
 @bench_app.command("train")
 @friendly
 def bench_train(
-    model: Annotated[str | None, typer.Option(help="Model folder; default: the embedded testbed (or a random one of its size).")] = None,
+    model: Annotated[
+        str | None, typer.Option(help="Model folder; default: the embedded testbed (or a random one of its size).")
+    ] = None,
     steps: Annotated[int, typer.Option(help="Training steps per trainer (the first is dropped).")] = 4,
     out: Annotated[Path, typer.Option(help="Markdown file to write.")] = Path("results/bench/train.md"),
 ) -> None:
@@ -111,33 +137,66 @@ def _split(values: list[str] | None) -> list[str]:
 @app.command("eval")
 @friendly
 def eval_cmd(
-    model: Annotated[str | None, typer.Option("--model", "-m", help="Model folder or Hub id (default: the embedded testbed model).")] = None,
-    tasks: Annotated[list[str] | None, typer.Option("--tasks", "-t", help="Comma-separated: gsm8k, math500, amc, amc23, math (group), arith.")] = None,
+    model: Annotated[
+        str | None, typer.Option("--model", "-m", help="Model folder or Hub id (default: the embedded testbed model).")
+    ] = None,
+    tasks: Annotated[
+        list[str] | None,
+        typer.Option("--tasks", "-t", help="Comma-separated: gsm8k, math500, amc, amc23, math (group), arith."),
+    ] = None,
     protocol: Annotated[str, typer.Option(help="Protocol name (igpo, d1, ...) or a protocol YAML file.")] = "igpo",
     adapter: Annotated[str | None, typer.Option(help="LoRA adapter folder applied on top of the model.")] = None,
     limit: Annotated[int | None, typer.Option(help="Evaluate only the first N problems of each task.")] = None,
     seeds: Annotated[str | None, typer.Option(help="Comma-separated seeds (default: the protocol's).")] = None,
-    data_dir: Annotated[Path | None, typer.Option(help="Offline data folder (layout of shared/data); default $IGPO_DATA_DIR, else the Hub.")] = None,
+    data_dir: Annotated[
+        Path | None,
+        typer.Option(help="Offline data folder (layout of shared/data); default $IGPO_DATA_DIR, else the Hub."),
+    ] = None,
     out: Annotated[Path, typer.Option(help="Folder holding run folders.")] = Path("runs/eval"),
     name: Annotated[str | None, typer.Option(help="Run folder name (default: model-adapter-protocol).")] = None,
     label: Annotated[str | None, typer.Option(help="Row name in leaderboards.")] = None,
     batch_size: Annotated[int, typer.Option(help="Prompts decoded together.")] = 8,
     device: Annotated[str | None, typer.Option(help="cpu, cuda, cuda:1, ... (default: cuda if available).")] = None,
-    dtype: Annotated[str | None, typer.Option(help="float32, bfloat16 or float16 (default: bf16 on GPU, fp32 on CPU).")] = None,
+    dtype: Annotated[
+        str | None, typer.Option(help="float32, bfloat16 or float16 (default: bf16 on GPU, fp32 on CPU).")
+    ] = None,
     gen_length: Annotated[int | None, typer.Option(help="Override the protocol's generation length.")] = None,
     block_length: Annotated[int | None, typer.Option(help="Override the block length.")] = None,
     steps: Annotated[int | None, typer.Option(help="Override the number of denoising steps.")] = None,
     temperature: Annotated[float | None, typer.Option(help="Override the sampling temperature.")] = None,
     remasking: Annotated[str | None, typer.Option(help="low_confidence or random.")] = None,
-    threshold: Annotated[float | None, typer.Option(help="Confidence-aware parallel decoding threshold in (0, 1].")] = None,
+    threshold: Annotated[
+        float | None, typer.Option(help="Confidence-aware parallel decoding threshold in (0, 1].")
+    ] = None,
     cfg_scale: Annotated[float | None, typer.Option(help="Classifier-free guidance scale.")] = None,
-    factor: Annotated[float | None, typer.Option(help="Parallel decoding, factor rule: commit the n most confident while confidence > 1 - factor/(n+1).")] = None,
-    cache: Annotated[str | None, typer.Option(help="KV cache between a block's steps: prefix or dual (default: exact decoding).")] = None,
-    cache_refresh: Annotated[int | None, typer.Option(help="With --cache: refill the cache with a full pass every K passes of a block (default: only at a block's start).")] = None,
-    leaderboard: Annotated[Path | None, typer.Option(help="Leaderboard markdown refreshed after the run (default: results/leaderboard.md for the default --out, else <out>/leaderboard.md).")] = None,
-    no_leaderboard: Annotated[bool, typer.Option("--no-leaderboard", help="Do not refresh the leaderboard file.")] = False,
+    factor: Annotated[
+        float | None,
+        typer.Option(
+            help="Parallel decoding, factor rule: commit the n most confident while confidence > 1 - factor/(n+1)."
+        ),
+    ] = None,
+    cache: Annotated[
+        str | None, typer.Option(help="KV cache between a block's steps: prefix or dual (default: exact decoding).")
+    ] = None,
+    cache_refresh: Annotated[
+        int | None,
+        typer.Option(
+            help="With --cache: refill the cache with a full pass every K passes of a block (default: only at a block's start)."
+        ),
+    ] = None,
+    leaderboard: Annotated[
+        Path | None,
+        typer.Option(
+            help="Leaderboard markdown refreshed after the run (default: results/leaderboard.md for the default --out, else <out>/leaderboard.md)."
+        ),
+    ] = None,
+    no_leaderboard: Annotated[
+        bool, typer.Option("--no-leaderboard", help="Do not refresh the leaderboard file.")
+    ] = False,
     trust_remote_code: Annotated[bool, typer.Option(help="Allow a non-native model's own modeling code.")] = False,
-    run: Annotated[Path | None, typer.Option("--run", help="A training run folder: evaluate its checkpoints (accuracy vs step).")] = None,
+    run: Annotated[
+        Path | None, typer.Option("--run", help="A training run folder: evaluate its checkpoints (accuracy vs step).")
+    ] = None,
     every: Annotated[int, typer.Option(help="With --run: every K-th checkpoint (the last always).")] = 1,
 ) -> None:
     """Evaluate a dLLM on GSM8K / MATH500 / AMC with diffusion decoding inside lm-eval."""
@@ -151,10 +210,22 @@ def eval_cmd(
             raise UserError("no --model given and the embedded testbed model is not built (make testbed-model)")
         model = "testbed"
         tasks = tasks or ["arith"]
-    overrides = {k: v for k, v in dict(gen_length=gen_length, block_length=block_length, steps=steps,
-                                       temperature=temperature, remasking=remasking, threshold=threshold,
-                                       cfg_scale=cfg_scale, factor=factor, cache=cache,
-                                       cache_refresh=cache_refresh).items() if v is not None}
+    overrides = {
+        k: v
+        for k, v in dict(
+            gen_length=gen_length,
+            block_length=block_length,
+            steps=steps,
+            temperature=temperature,
+            remasking=remasking,
+            threshold=threshold,
+            cfg_scale=cfg_scale,
+            factor=factor,
+            cache=cache,
+            cache_refresh=cache_refresh,
+        ).items()
+        if v is not None
+    }
     task_list = _split(tasks) or ["gsm8k", "math500", "amc"]
     try:
         seed_list = [int(s) for s in _split([seeds])] if seeds is not None else None
@@ -163,9 +234,21 @@ def eval_cmd(
     if seed_list is not None and (not seed_list or min(seed_list) < 0):
         raise UserError(f"--seeds must list at least one integer >= 0, got {seeds!r}")
     request = EvalRequest(
-        model=model or "", tasks=task_list, protocol=protocol, adapter=adapter, limit=limit, seeds=seed_list,
-        data_dir=data_dir, out=out, name=name, label=label, batch_size=batch_size, device=device, dtype=dtype,
-        decode_overrides=overrides, leaderboard=None if no_leaderboard else leaderboard or _leaderboard_for(out),
+        model=model or "",
+        tasks=task_list,
+        protocol=protocol,
+        adapter=adapter,
+        limit=limit,
+        seeds=seed_list,
+        data_dir=data_dir,
+        out=out,
+        name=name,
+        label=label,
+        batch_size=batch_size,
+        device=device,
+        dtype=dtype,
+        decode_overrides=overrides,
+        leaderboard=None if no_leaderboard else leaderboard or _leaderboard_for(out),
         trust_remote_code=trust_remote_code,
     )
     if run is not None:
@@ -184,9 +267,16 @@ def _leaderboard_for(out: Path) -> Path:
 @app.command("leaderboard")
 @friendly
 def leaderboard_cmd(
-    runs: Annotated[list[Path], typer.Argument(help="Run folders or results.json files (folders are searched for runs).")],
+    runs: Annotated[
+        list[Path], typer.Argument(help="Run folders or results.json files (folders are searched for runs).")
+    ],
     fmt: Annotated[str, typer.Option("--format", "-f", help="markdown, github, latex or csv.")] = "markdown",
-    reference: Annotated[Path | None, typer.Option(help="Reference numbers (YAML); default: the published rows shipped with igpo (harness/reference.yaml).")] = None,
+    reference: Annotated[
+        Path | None,
+        typer.Option(
+            help="Reference numbers (YAML); default: the published rows shipped with igpo (harness/reference.yaml)."
+        ),
+    ] = None,
     no_reference: Annotated[bool, typer.Option("--no-reference", help="Leave out published reference rows.")] = False,
     out: Annotated[Path | None, typer.Option(help="Also write the table to this file.")] = None,
 ) -> None:
@@ -208,8 +298,9 @@ def leaderboard_cmd(
     typer.echo(write_leaderboard(paths, out, fmt, None if no_reference else reference))
 
 
-@app.command("lm-eval", context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
-             add_help_option=False)
+@app.command(
+    "lm-eval", context_settings={"allow_extra_args": True, "ignore_unknown_options": True}, add_help_option=False
+)
 def lm_eval_cmd(ctx: typer.Context) -> None:
     """lm-eval's own CLI with the dllm model and igpo tasks registered: igpo lm-eval -- ARGS."""
     from harness.lm_eval import main as lm_eval_main
@@ -220,40 +311,94 @@ def lm_eval_cmd(ctx: typer.Context) -> None:
 @app.command("ablate")
 @friendly
 def ablate_cmd(
-    overrides: Annotated[list[str] | None, typer.Argument(help="RLConfig overrides for every cell, e.g. model.path=DIR.")] = None,
-    grid: Annotated[str | None, typer.Option(help="Shipped grid name (paper, quick) or a grid YAML; default paper.")] = None,
+    overrides: Annotated[
+        list[str] | None, typer.Argument(help="RLConfig overrides for every cell, e.g. model.path=DIR.")
+    ] = None,
+    grid: Annotated[
+        str | None, typer.Option(help="Shipped grid name (paper, quick) or a grid YAML; default paper.")
+    ] = None,
     quick: Annotated[bool, typer.Option("--quick", help="The 2-cell, 1-seed, 2-step smoke grid.")] = False,
     launcher: Annotated[str, typer.Option(help="local: run here; slurm: write an sbatch array job.")] = "local",
     only_index: Annotated[int | None, typer.Option(help="Run only job N of the grid (a slurm array task).")] = None,
-    aggregate_only: Annotated[bool, typer.Option("--aggregate-only", help="Only write the report from finished jobs.")] = False,
+    aggregate_only: Annotated[
+        bool, typer.Option("--aggregate-only", help="Only write the report from finished jobs.")
+    ] = False,
     out: Annotated[Path | None, typer.Option(help="Run folder (default runs/ablate/<grid>).")] = None,
     results: Annotated[Path | None, typer.Option(help="Report folder (default results/ablations).")] = None,
-    jobs: Annotated[int, typer.Option("--jobs", "-j", help="Local launcher: run N jobs at once (subprocesses, torch threads split between them).")] = 1,
+    jobs: Annotated[
+        int,
+        typer.Option(
+            "--jobs", "-j", help="Local launcher: run N jobs at once (subprocesses, torch threads split between them)."
+        ),
+    ] = 1,
 ) -> None:
     """Ablation grid (cells x seeds): train each from the same start, evaluate every checkpoint, report."""
     from harness.ablate import ablate
 
-    ablate(grid=grid, quick=quick, launcher=launcher, only_index=only_index,
-           aggregate_only=aggregate_only, out=out, results=results, overrides=overrides, workers=jobs)
+    ablate(
+        grid=grid,
+        quick=quick,
+        launcher=launcher,
+        only_index=only_index,
+        aggregate_only=aggregate_only,
+        out=out,
+        results=results,
+        overrides=overrides,
+        workers=jobs,
+    )
 
 
 @app.command("check")
 @friendly
 def check_cmd(
-    candidate: Annotated[str, typer.Argument(help="A run folder (results.json), or a model folder / Hub id / adapter folder to evaluate with the baseline's settings.")],
+    candidate: Annotated[
+        str,
+        typer.Argument(
+            help="A run folder (results.json), or a model folder / Hub id / adapter folder to evaluate with the baseline's settings."
+        ),
+    ],
     baseline: Annotated[Path, typer.Option("--baseline", "-b", help="Baseline run folder (or its results.json).")],
-    tasks: Annotated[list[str] | None, typer.Option("--tasks", "-t", help="Compare only these tasks (comma-separated keys or names: gsm8k, igpo_gsm8k@256).")] = None,
-    max_drop: Annotated[float, typer.Option(help="Pass only if a drop larger than this many points is ruled out.")] = 1.0,
+    tasks: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--tasks", "-t", help="Compare only these tasks (comma-separated keys or names: gsm8k, igpo_gsm8k@256)."
+        ),
+    ] = None,
+    max_drop: Annotated[
+        float, typer.Option(help="Pass only if a drop larger than this many points is ruled out.")
+    ] = 1.0,
     alpha: Annotated[float, typer.Option(help="Significance level of the paired test (interval: 1 - alpha).")] = 0.05,
-    allow_mismatch: Annotated[bool, typer.Option("--allow-mismatch", help="Compare even if protocol, decoding, version, data or items differ.")] = False,
-    exact: Annotated[bool, typer.Option("--exact", help="Fail on any changed item, either direction (CI of decoding/scoring code).")] = False,
-    update_baseline: Annotated[bool, typer.Option("--update-baseline", help="Write the candidate run as the new baseline (deliberately; exit 0).")] = False,
-    summary: Annotated[Path | None, typer.Option(help="Also write the markdown report here (CI job summary, PR comment).")] = None,
+    allow_mismatch: Annotated[
+        bool,
+        typer.Option("--allow-mismatch", help="Compare even if protocol, decoding, version, data or items differ."),
+    ] = False,
+    exact: Annotated[
+        bool, typer.Option("--exact", help="Fail on any changed item, either direction (CI of decoding/scoring code).")
+    ] = False,
+    update_baseline: Annotated[
+        bool,
+        typer.Option("--update-baseline", help="Write the candidate run as the new baseline (deliberately; exit 0)."),
+    ] = False,
+    summary: Annotated[
+        Path | None, typer.Option(help="Also write the markdown report here (CI job summary, PR comment).")
+    ] = None,
     json_out: Annotated[Path | None, typer.Option("--json", help="Write the machine-readable report here.")] = None,
-    out: Annotated[Path | None, typer.Option(help="Run folder for an evaluated candidate (default runs/check/<name>).")] = None,
-    base_model: Annotated[str | None, typer.Option(help="Base model under an adapter candidate (default: the checkpoint's, else the baseline's).")] = None,
-    protocol: Annotated[str | None, typer.Option(help="The baseline's protocol YAML when it is not built in (its hash must match).")] = None,
-    data_dir: Annotated[Path | None, typer.Option(help="Offline data folder for an evaluated candidate (default: the baseline's, $IGPO_DATA_DIR, else the Hub).")] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="Run folder for an evaluated candidate (default runs/check/<name>).")
+    ] = None,
+    base_model: Annotated[
+        str | None,
+        typer.Option(help="Base model under an adapter candidate (default: the checkpoint's, else the baseline's)."),
+    ] = None,
+    protocol: Annotated[
+        str | None, typer.Option(help="The baseline's protocol YAML when it is not built in (its hash must match).")
+    ] = None,
+    data_dir: Annotated[
+        Path | None,
+        typer.Option(
+            help="Offline data folder for an evaluated candidate (default: the baseline's, $IGPO_DATA_DIR, else the Hub)."
+        ),
+    ] = None,
     batch_size: Annotated[int, typer.Option(help="Prompts decoded together when evaluating.")] = 8,
     device: Annotated[str | None, typer.Option(help="cpu, cuda, cuda:1, ... when evaluating.")] = None,
     dtype: Annotated[str | None, typer.Option(help="float32, bfloat16 or float16 when evaluating.")] = None,
@@ -262,15 +407,104 @@ def check_cmd(
     """Paired regression test of a candidate against a baseline run: exit 0 pass, 1 regression, 2 error."""
     from harness.check import POINTS, CandidateModel, CheckRequest, CheckSettings, run_check
 
-    settings = CheckSettings(alpha=alpha, max_drop=max_drop / POINTS, allow_mismatch=allow_mismatch,
-                             exact=exact, tasks=_split(tasks))
-    model = CandidateModel(out=out, base_model=base_model, protocol=protocol, data_dir=data_dir,
-                           batch_size=batch_size, device=device, dtype=dtype,
-                           trust_remote_code=trust_remote_code)
-    code = run_check(CheckRequest(candidate=candidate, baseline=baseline, settings=settings, model=model,
-                                  update_baseline=update_baseline, summary=summary, json_out=json_out))
+    settings = CheckSettings(
+        alpha=alpha, max_drop=max_drop / POINTS, allow_mismatch=allow_mismatch, exact=exact, tasks=_split(tasks)
+    )
+    model = CandidateModel(
+        out=out,
+        base_model=base_model,
+        protocol=protocol,
+        data_dir=data_dir,
+        batch_size=batch_size,
+        device=device,
+        dtype=dtype,
+        trust_remote_code=trust_remote_code,
+    )
+    code = run_check(
+        CheckRequest(
+            candidate=candidate,
+            baseline=baseline,
+            settings=settings,
+            model=model,
+            update_baseline=update_baseline,
+            summary=summary,
+            json_out=json_out,
+        )
+    )
     if code:
         raise typer.Exit(code)
+
+
+@app.command("rewrite-traces")
+@friendly
+def rewrite_traces_cmd(
+    input: Annotated[Path, typer.Argument(help="JSONL of questions, reference traces and gold answers.")],
+    out: Annotated[Path, typer.Option(help="Kept rewrites (JSONL; rejects, failures and summary go beside it).")],
+    base_url: Annotated[str, typer.Option(help="OpenAI-compatible endpoint, e.g. http://127.0.0.1:8000/v1.")],
+    model: Annotated[str, typer.Option(help="Model name the server serves.")],
+    api_key: Annotated[
+        str | None, typer.Option(help="API key (default $OPENAI_API_KEY; never written to any file).")
+    ] = None,
+    preset: Annotated[str | None, typer.Option(help="Field preset: openr1, metamathqa, gsm8k, math.")] = None,
+    question_field: Annotated[str | None, typer.Option(help="Field of the question (overrides the preset).")] = None,
+    trace_field: Annotated[str | None, typer.Option(help="Field of the reference trace.")] = None,
+    answer_field: Annotated[str | None, typer.Option(help="Field of the gold answer.")] = None,
+    prompt: Annotated[
+        Path | None,
+        typer.Option(help="Rewriting prompt with {question}, {trace}, {answer} (default: the shipped one)."),
+    ] = None,
+    tokenizer: Annotated[
+        str | None, typer.Option(help="Tokenizer that measures length (default: the embedded testbed's).")
+    ] = None,
+    max_tokens: Annotated[int | None, typer.Option(help="Reject rewrites longer than this many tokens.")] = None,
+    concurrency: Annotated[int, typer.Option(help="Requests in flight at once.")] = 8,
+    rpm: Annotated[float | None, typer.Option(help="At most this many requests started per minute.")] = None,
+    timeout: Annotated[float, typer.Option(help="Seconds per attempt.")] = 120.0,
+    max_attempts: Annotated[int, typer.Option(help="Attempts per request before it is recorded as failed.")] = 6,
+    temperature: Annotated[float, typer.Option(help="Sampling temperature of the rewriter.")] = 0.0,
+    limit: Annotated[int | None, typer.Option(help="Only the first N input rows.")] = None,
+    price_in: Annotated[float, typer.Option(help="Price per million prompt tokens (cost estimate).")] = 0.0,
+    price_out: Annotated[float, typer.Option(help="Price per million completion tokens.")] = 0.0,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the first requests; send nothing.")] = False,
+) -> None:
+    """Rewrite reasoning traces into concise d1/IGPO-format SFT data through any OpenAI-compatible API."""
+    import json
+    import os
+
+    from harness.rewrite.client import ClientSettings
+    from harness.rewrite.rows import resolve_fields
+    from harness.rewrite.run import RewriteJob, run
+    from harness.rewrite.run import dry_run as render_dry_run
+
+    fields = resolve_fields(preset, question_field, trace_field, answer_field)
+    key = api_key or os.environ.get("OPENAI_API_KEY") or "EMPTY"
+    client = ClientSettings(
+        base_url=base_url,
+        model=model,
+        api_key=key,
+        concurrency=concurrency,
+        requests_per_minute=rpm,
+        timeout_s=timeout,
+        max_attempts=max_attempts,
+        temperature=temperature,
+    )
+    job = RewriteJob(
+        input=input,
+        out=out,
+        fields=fields,
+        client=client,
+        prompt=prompt,
+        tokenizer=tokenizer,
+        max_tokens=max_tokens,
+        limit=limit,
+        price_in=price_in,
+        price_out=price_out,
+    )
+    if dry_run:
+        typer.echo(render_dry_run(job))
+        return
+    summary = run(job)
+    typer.echo(json.dumps(summary, indent=2))
 
 
 from harness import train_cli  # noqa: E402  (light: heavy imports happen inside the commands)

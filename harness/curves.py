@@ -16,9 +16,14 @@ from igpo.atomic import save_png
 LEVEL_METRIC = re.compile(r"^acc_steps_(\d+)$")
 """Per-level accuracy metrics of a task (arith: acc_steps_<number of operations>)."""
 
-TRAINING_CURVES = (("reward", "training reward"), ("accuracy", "training accuracy"), ("kl", "KL to base"),
-                   ("clip_ratio", "clip ratio"), ("entropy", "entropy (loss tokens)"),
-                   ("all_wrong_ratio", "all-wrong groups"))
+TRAINING_CURVES = (
+    ("reward", "training reward"),
+    ("accuracy", "training accuracy"),
+    ("kl", "KL to base"),
+    ("clip_ratio", "clip ratio"),
+    ("entropy", "entropy (loss tokens)"),
+    ("all_wrong_ratio", "all-wrong groups"),
+)
 """metrics.jsonl keys drawn per step, with their panel titles."""
 SMOOTH_STEPS = 5
 """Trailing-mean window over training steps."""
@@ -59,7 +64,7 @@ def record_levels(record: dict[str, Any]) -> dict[int, float]:
 def trailing_mean(values: list[float], window: int = SMOOTH_STEPS) -> list[float]:
     out = []
     for i in range(len(values)):
-        part = [v for v in values[max(0, i + 1 - window): i + 1] if math.isfinite(v)]
+        part = [v for v in values[max(0, i + 1 - window) : i + 1] if math.isfinite(v)]
         out.append(sum(part) / len(part) if part else math.nan)
     return out
 
@@ -75,8 +80,12 @@ def mean_curve(runs: list[list[dict[str, Any]]], key: str) -> tuple[list[int], l
     return steps, means
 
 
-def plot_training_curves(lines: list[tuple[str, list[list[dict[str, Any]]]]], path: Path, title: str,
-                         levels: dict[str, dict[int, dict[int, float]]] | None = None) -> None:
+def plot_training_curves(
+    lines: list[tuple[str, list[list[dict[str, Any]]]]],
+    path: Path,
+    title: str,
+    levels: dict[str, dict[int, dict[int, float]]] | None = None,
+) -> None:
     """A grid of panels (TRAINING_CURVES, trailing mean); `levels` (label -> level -> step ->
     accuracy) adds a panel of held-out accuracy per level at each checkpoint."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -102,8 +111,14 @@ def plot_training_curves(lines: list[tuple[str, list[list[dict[str, Any]]]]], pa
         for label, by_level in levels.items():
             for j, (level, curve) in enumerate(sorted(by_level.items())):
                 steps = sorted(curve)
-                ax.plot(steps, [100 * curve[s] for s in steps], marker="o", markersize=3, color=f"C{j % 10}",
-                        label=f"{level} ops" if len(levels) == 1 else f"{label} {level} ops")
+                ax.plot(
+                    steps,
+                    [100 * curve[s] for s in steps],
+                    marker="o",
+                    markersize=3,
+                    color=f"C{j % 10}",
+                    label=f"{level} ops" if len(levels) == 1 else f"{label} {level} ops",
+                )
         ax.set_title("held-out accuracy by level (%)", fontsize="small")
         ax.set_xlabel("training step", fontsize="small")
         ax.grid(True, alpha=0.18)
@@ -113,3 +128,9 @@ def plot_training_curves(lines: list[tuple[str, list[list[dict[str, Any]]]]], pa
     fig.suptitle(f"{title} (trailing mean over {SMOOTH_STEPS} steps)")
     fig.tight_layout()
     save_png(fig, path, FIG_DPI)
+
+
+def still_wrong_ratio(row: dict[str, Any], missing: float = math.nan) -> float:
+    """One metrics row's share of groups still all wrong after re-sampling (no gradient);
+    `missing` when the row has no all-wrong ratio."""
+    return float(row.get("all_wrong_ratio", missing)) * (1.0 - float(row.get("rescued_ratio", 0.0)))

@@ -2,6 +2,8 @@
 
 Validation happens before any model is loaded or file written; responses are cached as they
 finish, so rerunning an interrupted command reuses them; results are written atomically.
+
+Size: planning, running and recording one evaluation, and the checkpoint series built on it.
 """
 
 from __future__ import annotations
@@ -121,15 +123,21 @@ def plan(req: EvalRequest) -> Plan:
     embedded = req.model in EMBEDDED_MODELS
     if not req.model:
         raise InvalidSetting("no model given")
-    if not embedded and not Path(req.model).exists() and (req.model.startswith((".", "/", "~")) or req.model.count("/") != 1):
+    if (
+        not embedded
+        and not Path(req.model).exists()
+        and (req.model.startswith((".", "/", "~")) or req.model.count("/") != 1)
+    ):
         raise MissingInput(f"model path not found: {req.model}")
     if req.adapter and not Path(req.adapter).is_dir():
         raise MissingInput(f"adapter folder not found: {req.adapter}")
     model_part = slug(Path(req.model).name if Path(req.model).exists() else req.model)
     adapter_part = slug(Path(req.adapter).name) if req.adapter else None
     if req.name is not None and not is_plain_name(req.name):
-        raise InvalidSetting(f"--name {req.name!r} must be a plain folder name (no path separators, not '.' or "
-                         "'..'), so the run stays under --out")
+        raise InvalidSetting(
+            f"--name {req.name!r} must be a plain folder name (no path separators, not '.' or "
+            "'..'), so the run stays under --out"
+        )
     name = req.name or "-".join(filter(None, [model_part, adapter_part, slug(protocol.name)]))
     return Plan(protocol=protocol, leaves=leaves, data_dir=data_dir, run_dir=req.out / name)
 
@@ -154,8 +162,12 @@ def run_eval(req: EvalRequest) -> Path:
     logging.getLogger("lm_eval").setLevel(logging.WARNING)
     started = time.perf_counter()
     lm = DiffusionLM(
-        pretrained=req.model, adapter=req.adapter, batch_size=req.batch_size, device=req.device,
-        dtype=req.dtype, trust_remote_code=req.trust_remote_code,
+        pretrained=req.model,
+        adapter=req.adapter,
+        batch_size=req.batch_size,
+        device=req.device,
+        dtype=req.dtype,
+        trust_remote_code=req.trust_remote_code,
         cache_file=str(p.run_dir / CACHE_FILE),
     )
     lm.stats["load_seconds"] = time.perf_counter() - started
@@ -172,19 +184,38 @@ def run_eval(req: EvalRequest) -> Path:
                 if seed_index > 0 and is_deterministic(cfg):
                     continue  # greedy decoding gives the same tokens under every seed
                 key = leaf + suffix
-                per_task.setdefault(key, {"task": leaf, "decoding": cfg.to_dict(), "repeats": repeats,
-                                          "seeds": [], "items": defaultdict(list), "per_seed": {}})
+                per_task.setdefault(
+                    key,
+                    {
+                        "task": leaf,
+                        "decoding": cfg.to_dict(),
+                        "repeats": repeats,
+                        "seeds": [],
+                        "items": defaultdict(list),
+                        "per_seed": {},
+                    },
+                )
                 per_task[key]["seeds"].append(seed)
                 configs.append(task_config(leaf, p.data_dir, cfg, repeats))
             if not configs:
                 continue
-            print(f"[igpo eval] seed {seed}{' ' + suffix if suffix else ''}: "
-                  f"{', '.join(c['task'] for c in configs)}", file=sys.stderr)
+            print(
+                f"[igpo eval] seed {seed}{' ' + suffix if suffix else ''}: {', '.join(c['task'] for c in configs)}",
+                file=sys.stderr,
+            )
             lm.args.seed = seed
             out = simple_evaluate(
-                model=lm, tasks=configs, limit=req.limit, task_manager=manager, log_samples=True,
-                apply_chat_template=True, bootstrap_iters=0, random_seed=seed,
-                numpy_random_seed=seed, torch_random_seed=seed, fewshot_random_seed=seed,
+                model=lm,
+                tasks=configs,
+                limit=req.limit,
+                task_manager=manager,
+                log_samples=True,
+                apply_chat_template=True,
+                bootstrap_iters=0,
+                random_seed=seed,
+                numpy_random_seed=seed,
+                torch_random_seed=seed,
+                fewshot_random_seed=seed,
             )
             if out is None:  # non-zero rank under data parallel
                 continue
@@ -192,12 +223,16 @@ def run_eval(req: EvalRequest) -> Path:
             records = request_records(lm.take_request_log())
             for c in configs:
                 key = c["task"] + suffix
-                metrics = {k.split(",")[0]: v for k, v in out["results"][c["task"]].items()
-                           if "," in k and "_stderr" not in k and isinstance(v, (int, float))}
+                metrics = {
+                    k.split(",")[0]: v
+                    for k, v in out["results"][c["task"]].items()
+                    if "," in k and "_stderr" not in k and isinstance(v, (int, float))
+                }
                 per_task[key]["per_seed"][str(seed)] = metrics
                 for s in out["samples"][c["task"]]:
-                    rows = sample_rows(key, s, seed, per_task[key]["repeats"],
-                                       records.get((c["task"], s["doc_id"]), []))
+                    rows = sample_rows(
+                        key, s, seed, per_task[key]["repeats"], records.get((c["task"], s["doc_id"]), [])
+                    )
                     samples_out.extend(rows)
                     per_task[key]["items"][s["doc_id"]].extend(r["correct"] for r in rows)
     stats = gathered_stats(lm)
@@ -255,8 +290,9 @@ def request_records(log: list[dict[str, Any]]) -> dict[tuple[str, int], list[dic
     return out
 
 
-def sample_rows(key: str, sample: dict[str, Any], seed: int, repeats: int | None = None,
-                records: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
+def sample_rows(
+    key: str, sample: dict[str, Any], seed: int, repeats: int | None = None, records: list[dict[str, Any]] | None = None
+) -> list[dict[str, Any]]:
     """One samples.jsonl row per response, re-scored so every row carries its own verdict, with
     the settings it was decoded with, its token count and whether it hit the length (`records`).
 
@@ -275,12 +311,21 @@ def sample_rows(key: str, sample: dict[str, Any], seed: int, repeats: int | None
     rows = []
     for repeat, response in enumerate(responses):
         score = verify_answer(gold, response)
-        rows.append({
-            "task": key, "doc_id": sample["doc_id"], "seed": seed, "repeat": repeat, "prompt": prompt,
-            "response": response, "extracted": score.extracted, "gold": gold,
-            "correct": bool(score.correct), "strict_correct": bool(strict_correct(gold, response).correct),
-            "timed_out": bool(score.timed_out),
-        })
+        rows.append(
+            {
+                "task": key,
+                "doc_id": sample["doc_id"],
+                "seed": seed,
+                "repeat": repeat,
+                "prompt": prompt,
+                "response": response,
+                "extracted": score.extracted,
+                "gold": gold,
+                "correct": bool(score.correct),
+                "strict_correct": bool(strict_correct(gold, response).correct),
+                "timed_out": bool(score.timed_out),
+            }
+        )
         if records and repeat < len(records):
             rec = records[repeat]
             rows[-1].update(decoding=rec.get("decode"), tokens=rec.get("tokens"), hit_length=rec.get("hit_length"))
@@ -302,10 +347,21 @@ def summarise(key: str, info: dict[str, Any], req: EvalRequest, p: Plan) -> Task
     metrics["timeouts"] = sum(d.get("timeouts", 0.0) for d in seeds_metrics)
     version = (yaml_config(info["task"]).get("metadata") or {}).get("version")
     return TaskResult(
-        task=info["task"], metric=HEADLINE_METRIC, accuracy=acc, n_items=len(item_means),
-        samples_per_item=per_item, ci95=ci, ci_kind=kind, stderr=se, metrics=metrics,
-        per_seed=info["per_seed"], decoding=info["decoding"], repeats=info["repeats"],
-        seeds=info["seeds"], limit=req.limit, version=version,
+        task=info["task"],
+        metric=HEADLINE_METRIC,
+        accuracy=acc,
+        n_items=len(item_means),
+        samples_per_item=per_item,
+        ci95=ci,
+        ci_kind=kind,
+        stderr=se,
+        metrics=metrics,
+        per_seed=info["per_seed"],
+        decoding=info["decoding"],
+        repeats=info["repeats"],
+        seeds=info["seeds"],
+        limit=req.limit,
+        version=version,
         data={"source": dataset_source(info["task"], p.data_dir), "hash": data_hash(info["task"], p.data_dir)},
     )
 
@@ -318,9 +374,14 @@ def default_label(req: EvalRequest) -> str:
 def model_record(req: EvalRequest, lm) -> dict[str, Any]:
     from harness.provenance import folder_hash
 
-    return {"name_or_path": req.model, "hash": folder_hash(req.model), "adapter": req.adapter,
-            "adapter_hash": folder_hash(req.adapter), "family": getattr(lm.model, "family", None),
-            "token_spec": vars(lm.spec) if hasattr(lm.spec, "__dict__") else None}
+    return {
+        "name_or_path": req.model,
+        "hash": folder_hash(req.model),
+        "adapter": req.adapter,
+        "adapter_hash": folder_hash(req.adapter),
+        "family": getattr(lm.model, "family", None),
+        "token_spec": vars(lm.spec) if hasattr(lm.spec, "__dict__") else None,
+    }
 
 
 def gathered_stats(lm) -> dict[str, float]:
@@ -345,15 +406,19 @@ def provenance(st: dict[str, float], wall: float, world_size: int = 1) -> dict[s
 
     decode_s = st.get("decode_seconds", 0.0)
     return {
-        "versions": versions(), "git_commit": git_commit(), "command": " ".join(sys.argv),
+        "versions": versions(),
+        "git_commit": git_commit(),
+        "command": " ".join(sys.argv),
         "world_size": world_size,
-        "wall_time_s": round(wall, 3), "load_seconds": round(st.get("load_seconds", 0.0), 3),
+        "wall_time_s": round(wall, 3),
+        "load_seconds": round(st.get("load_seconds", 0.0), 3),
         "decode_seconds": round(decode_s, 3),
         "forward_seconds": round(st.get("forward_seconds", 0.0), 3),
         "generated_tokens": int(st.get("generated_tokens", 0)),
         "tokens_per_s": (st.get("generated_tokens", 0) / decode_s) if decode_s else None,
         "nfe_per_token": (st.get("nfe", 0) / st["generated_tokens"]) if st.get("generated_tokens") else None,
-        "requests_decoded": int(st.get("requests", 0)), "requests_from_cache": int(st.get("cached", 0)),
+        "requests_decoded": int(st.get("requests", 0)),
+        "requests_from_cache": int(st.get("cached", 0)),
     }
 
 
@@ -363,15 +428,32 @@ def print_table(record: dict[str, Any]) -> None:
     rows = []
     for key, t in record["tasks"].items():
         lo, hi = t["ci95"]
-        rows.append([key, f"{100 * t['accuracy']:.1f}", f"[{100 * lo:.1f}, {100 * hi:.1f}]", t["ci_kind"],
-                     t["n_items"], t["samples_per_item"], f"{100 * t['metrics'].get('strict_match', 0):.1f}",
-                     int(t["metrics"].get("timeouts", 0))])
-    print(tabulate(rows, headers=["task", "acc %", "95% CI", "CI", "items", "samples/item", "strict %", "timeouts"],
-                   tablefmt="github"))
+        rows.append(
+            [
+                key,
+                f"{100 * t['accuracy']:.1f}",
+                f"[{100 * lo:.1f}, {100 * hi:.1f}]",
+                t["ci_kind"],
+                t["n_items"],
+                t["samples_per_item"],
+                f"{100 * t['metrics'].get('strict_match', 0):.1f}",
+                int(t["metrics"].get("timeouts", 0)),
+            ]
+        )
+    print(
+        tabulate(
+            rows,
+            headers=["task", "acc %", "95% CI", "CI", "items", "samples/item", "strict %", "timeouts"],
+            tablefmt="github",
+        )
+    )
     prov = record["provenance"]
     tps = prov.get("tokens_per_s")
-    print(f"\nrun: {record['run_name']}  protocol: {record['protocol']['name']}  wall: {prov['wall_time_s']:.1f}s"
-          + (f"  tokens/s: {tps:.1f}" if tps else "") + f"  results: {record.get('_path', '')}")
+    print(
+        f"\nrun: {record['run_name']}  protocol: {record['protocol']['name']}  wall: {prov['wall_time_s']:.1f}s"
+        + (f"  tokens/s: {tps:.1f}" if tps else "")
+        + f"  results: {record.get('_path', '')}"
+    )
 
 
 def refresh_leaderboard(runs_root: Path, out: Path) -> None:
@@ -420,9 +502,19 @@ def run_series(req: EvalRequest, train_dir: Path, every: int = 1, include_base: 
         name = f"step-{step:06d}"
         if not (out_root / name / RESULTS_FILE).is_file():
             print(f"[igpo eval] checkpoint step {step}", file=sys.stderr)
-            run_eval(EvalRequest(**{**req.__dict__, "model": model, "adapter": adapter, "out": out_root,
-                                    "name": name, "leaderboard": None,
-                                    "label": f"{Path(train_dir).name} step {step}"}))
+            run_eval(
+                EvalRequest(
+                    **{
+                        **req.__dict__,
+                        "model": model,
+                        "adapter": adapter,
+                        "out": out_root,
+                        "name": name,
+                        "leaderboard": None,
+                        "label": f"{Path(train_dir).name} step {step}",
+                    }
+                )
+            )
         else:
             print(f"[igpo eval] step {step}: already evaluated", file=sys.stderr)
         points.append((step, load_results(out_root / name)))
@@ -446,6 +538,7 @@ def write_training_plot(train_dir: Path, points, out_root: Path) -> Path | None:
         for level, value in record_levels(record).items():
             levels.setdefault(level, {})[step] = value
     path = out_root / "training.png"
-    plot_training_curves([(train_dir.name, [rows])], path, f"{train_dir.name}",
-                         {train_dir.name: levels} if levels else None)
+    plot_training_curves(
+        [(train_dir.name, [rows])], path, f"{train_dir.name}", {train_dir.name: levels} if levels else None
+    )
     return path

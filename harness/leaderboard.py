@@ -12,6 +12,9 @@ comparable to the published rows of that protocol. `--label` (record `label_give
 Average: the mean of the row's own non-missing task columns. A row missing some columns gets
 a `*` after its average (it covers fewer tasks, so it is not comparable); complete rows sort
 before incomplete ones, each group by average, best first.
+
+Size: reference-file validation, rows and footnotes, and four renderers (markdown, github,
+LaTeX, CSV) of one table.
 """
 
 from __future__ import annotations
@@ -169,9 +172,7 @@ def _reference_row(path: Path, n: int, raw: Any) -> ReferenceRow:
         raise BadFile(f"{where} ({raw['model']}) needs a non-empty 'accuracy' mapping")
     for key, value in acc.items():
         if not isinstance(key, str) or not _is_number(value) or not 0 <= value <= PERCENT:
-            raise InvalidSetting(
-                f"{where} ({raw['model']}): accuracy {key!r}: {value!r} is not a percentage"
-            )
+            raise InvalidSetting(f"{where} ({raw['model']}): accuracy {key!r}: {value!r} is not a percentage")
     return ReferenceRow(
         model=raw["model"].strip(),
         protocol=raw["protocol"].strip(),
@@ -245,8 +246,14 @@ def protocol_deviations(record: dict[str, Any]) -> list[str]:
     overrides = protocol.get("overrides") or {}
     if overrides:
         out.append("overrides " + ", ".join(f"{k}={v}" for k, v in sorted(overrides.items())))
-    limits = sorted({t.get("limit") for t in (record.get("tasks") or {}).values()
-                     if isinstance(t, dict) and t.get("limit") is not None}, key=str)
+    limits = sorted(
+        {
+            t.get("limit")
+            for t in (record.get("tasks") or {}).values()
+            if isinstance(t, dict) and t.get("limit") is not None
+        },
+        key=str,
+    )
     if limits:
         out.append("limit " + ", ".join(str(v) for v in limits))
     run, wanted = protocol.get("seeds_run"), protocol.get("seeds")
@@ -357,8 +364,7 @@ def interval_notes(cell_maps: Iterable[dict[str, Cell]], columns: list[str]) -> 
     for kind in sorted(groups, key=lambda k: (known.index(k) if k in known else len(known), k)):
         per_col = groups[kind]
         cols = ", ".join(
-            task_label(k) if kind == WILSON else f"{task_label(k)} ({_samples_text(per_col[k])} "
-            "samples/item)"
+            task_label(k) if kind == WILSON else f"{task_label(k)} ({_samples_text(per_col[k])} samples/item)"
             for k in order_tasks(per_col)
         )
         notes.append(f"95% intervals: {CI_KIND_TEXT.get(kind, kind)} for {cols}.")
@@ -367,9 +373,12 @@ def interval_notes(cell_maps: Iterable[dict[str, Cell]], columns: list[str]) -> 
 
 def deviation_notes(runs: list[dict[str, Any]]) -> list[str]:
     """One footnote per deviating run: what differs from its protocol."""
-    return [f"{protocol_label(r)} ({run_source(r)}): differs from protocol {protocol_name(r)} "
-            f"({'; '.join(protocol_deviations(r))}), so it is not comparable to that protocol's published rows."
-            for r in runs if protocol_label(r).endswith(DEVIATION_MARK)]
+    return [
+        f"{protocol_label(r)} ({run_source(r)}): differs from protocol {protocol_name(r)} "
+        f"({'; '.join(protocol_deviations(r))}), so it is not comparable to that protocol's published rows."
+        for r in runs
+        if protocol_label(r).endswith(DEVIATION_MARK)
+    ]
 
 
 def _notes(rows: list[Row], columns: list[str]) -> list[str]:
@@ -383,10 +392,7 @@ def _notes(rows: list[Row], columns: list[str]) -> list[str]:
             "its average covers fewer tasks and is not comparable."
         )
     if any(r.result == REPORTED for r in rows):
-        notes.append(
-            f"{REPORTED}: published point values (no interval) from the paper and table in "
-            "the source column."
-        )
+        notes.append(f"{REPORTED}: published point values (no interval) from the paper and table in the source column.")
     return notes
 
 
@@ -429,7 +435,7 @@ def fmt_pct(value: float) -> str:
 
 
 def cell_text(cell: Cell | None) -> str:
-    """"81.5 [79.3, 83.5]" for a measured cell, "81.5" for a reported one, "-" if missing."""
+    """ "81.5 [79.3, 83.5]" for a measured cell, "81.5" for a reported one, "-" if missing."""
     if cell is None:
         return MISSING
     if cell.lo is None or cell.hi is None:
@@ -450,8 +456,7 @@ def _headers(lb: Leaderboard) -> list[str]:
 
 def _table_rows(lb: Leaderboard) -> list[list[str]]:
     return [
-        [r.model, r.protocol, r.result, *(cell_text(r.cells.get(c)) for c in lb.columns),
-         average_text(r), r.source]
+        [r.model, r.protocol, r.result, *(cell_text(r.cells.get(c)) for c in lb.columns), average_text(r), r.source]
         for r in lb.rows
     ]
 
@@ -472,9 +477,11 @@ def _render_csv(lb: Leaderboard) -> str:
         line = [r.model, r.protocol, r.result, r.source]
         for key in lb.columns:
             c = r.cells.get(key)
-            line += ["", "", "", ""] if c is None else [
-                _csv_number(c.accuracy), _csv_number(c.lo), _csv_number(c.hi), c.ci_kind or ""
-            ]
+            line += (
+                ["", "", "", ""]
+                if c is None
+                else [_csv_number(c.accuracy), _csv_number(c.lo), _csv_number(c.hi), c.ci_kind or ""]
+            )
         writer.writerow([*line, _csv_number(r.average), str(r.complete).lower()])
     return buf.getvalue()
 
@@ -489,9 +496,7 @@ def render(lb: Leaderboard, fmt: str) -> str:
         raise InvalidSetting(f"unknown format {fmt!r}; choose from {', '.join(TABLE_FORMATS)}")
     if fmt == "csv":
         return _render_csv(lb)
-    table = tabulate(
-        _table_rows(lb), headers=_headers(lb), tablefmt=TABLE_FORMATS[fmt], disable_numparse=True
-    )
+    table = tabulate(_table_rows(lb), headers=_headers(lb), tablefmt=TABLE_FORMATS[fmt], disable_numparse=True)
     if fmt == "latex":
         notes = "".join(f"{_latex_escape(n)}\\par\n" for n in lb.notes)
         return f"{table}\n\n{{\\footnotesize\n{notes}}}\n"

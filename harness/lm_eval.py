@@ -105,8 +105,11 @@ def keyed_cache_path(args: list[str]) -> list[str]:
         if arg.startswith("--use_cache="):
             continue
         out.append(arg)
-    print(f"[igpo lm-eval] --use_cache {path} -> {keyed} (keyed by dllm's model_args: lm-eval's own "
-          "cache key ignores them)", file=sys.stderr)
+    print(
+        f"[igpo lm-eval] --use_cache {path} -> {keyed} (keyed by dllm's model_args: lm-eval's own "
+        "cache key ignores them)",
+        file=sys.stderr,
+    )
     return [*out, "--use_cache", keyed]
 
 

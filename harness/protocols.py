@@ -57,9 +57,17 @@ class Protocol:
         return base.replace(**{**extra, **(overrides or {})}), repeats
 
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "description": self.description, "source": self.source,
-                "seeds": self.seeds, "decoding": self.decoding.to_dict(), "gen_lengths": self.gen_lengths,
-                "steps_ratio": self.steps_ratio, "tasks": self.tasks, "file_hash": self.file_hash}
+        return {
+            "name": self.name,
+            "description": self.description,
+            "source": self.source,
+            "seeds": self.seeds,
+            "decoding": self.decoding.to_dict(),
+            "gen_lengths": self.gen_lengths,
+            "steps_ratio": self.steps_ratio,
+            "tasks": self.tasks,
+            "file_hash": self.file_hash,
+        }
 
 
 def available() -> list[str]:
@@ -110,22 +118,32 @@ def parse_protocol(raw: Any, *, source: str = "<dict>", file_hash: str = "") -> 
                 raise InvalidSetting(f"task {task!r} has unknown setting(s) {', '.join(bad)}")
         seeds = raw.get("seeds")
         seeds = [0] if seeds is None else seeds  # absent or left empty: seed 0
-        if not isinstance(seeds, list) or not seeds or any(isinstance(x, bool) or not isinstance(x, int) or x < 0
-                                                           for x in seeds):
+        if (
+            not isinstance(seeds, list)
+            or not seeds
+            or any(isinstance(x, bool) or not isinstance(x, int) or x < 0 for x in seeds)
+        ):
             raise InvalidSetting(f"'seeds' must be a non-empty list of integers >= 0, got {seeds!r}")
         lengths = raw.get("gen_lengths")
         lengths = [int(x) for x in lengths] if lengths else None
         ratio = raw.get("steps_ratio")
         protocol = Protocol(
-            name=str(raw["name"]), description=str(raw.get("description", "")),
-            source=str(raw.get("source", "")), seeds=seeds, decoding=decoding, gen_lengths=lengths,
+            name=str(raw["name"]),
+            description=str(raw.get("description", "")),
+            source=str(raw.get("source", "")),
+            seeds=seeds,
+            decoding=decoding,
+            gen_lengths=lengths,
             steps_ratio=float(ratio) if ratio is not None else None,
-            tasks={k: dict(v or {}) for k, v in tasks.items()}, file_hash=file_hash,
+            tasks={k: dict(v or {}) for k, v in tasks.items()},
+            file_hash=file_hash,
         )
         for _, cfg in protocol.variants():
             if cfg.gen_length % cfg.block_length or cfg.steps % (cfg.gen_length // cfg.block_length):
-                raise InvalidSetting(f"gen_length {cfg.gen_length}, block_length {cfg.block_length} and "
-                                 f"steps {cfg.steps} do not divide evenly")
+                raise InvalidSetting(
+                    f"gen_length {cfg.gen_length}, block_length {cfg.block_length} and "
+                    f"steps {cfg.steps} do not divide evenly"
+                )
     except (TypeError, ValueError) as err:
         raise ProtocolError(f"malformed protocol {source}: {err}") from None
     return protocol

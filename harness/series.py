@@ -81,9 +81,7 @@ def best_point(series: list[SeriesPoint]) -> SeriesPoint:
     return max(scored, key=lambda p: (p.average or 0.0, -p.step))
 
 
-def render_series_md(
-    columns: list[str], series: list[SeriesPoint], best: SeriesPoint, title: str
-) -> str:
+def render_series_md(columns: list[str], series: list[SeriesPoint], best: SeriesPoint, title: str) -> str:
     """Markdown: step x task table (accuracy% [95% interval]) with the best step marked."""
     headers = ["step", *map(task_label, columns), "average"]
     rows = []
@@ -100,11 +98,12 @@ def render_series_md(
         "average: mean over the step's own tasks.",
     ]
     if any(not p.complete for p in series):
-        notes.append(f'A "{INCOMPLETE_MARK.strip()}" after the average marks a step lacking '
-                     "some tasks; it is not ranked against complete steps.")
+        notes.append(
+            f'A "{INCOMPLETE_MARK.strip()}" after the average marks a step lacking '
+            "some tasks; it is not ranked against complete steps."
+        )
     body = "".join(f"- {n}\n" for n in notes)
-    return (f"# {title}\n\nBest checkpoint: step {best.step} (average {best_avg}).\n\n"
-            f"{table}\n\nNotes:\n\n{body}")
+    return f"# {title}\n\nBest checkpoint: step {best.step} (average {best_avg}).\n\n{table}\n\nNotes:\n\n{body}"
 
 
 def _values(series: list[SeriesPoint], key: str, attr: str) -> list[float]:
@@ -117,9 +116,7 @@ def _values(series: list[SeriesPoint], key: str, attr: str) -> list[float]:
     return out
 
 
-def plot_series(
-    columns: list[str], series: list[SeriesPoint], best: SeriesPoint, title: str, path: Path
-) -> None:
+def plot_series(columns: list[str], series: list[SeriesPoint], best: SeriesPoint, title: str, path: Path) -> None:
     """Accuracy vs step: a line and 95% band per task, the average dashed, best step marked.
 
     Matplotlib is imported here (it is slow to import) and drawn on an Agg canvas directly,
@@ -133,17 +130,28 @@ def plot_series(
     ax = fig.add_subplot()
     steps = [p.step for p in series]
     for key in columns:
-        (line,) = ax.plot(steps, _values(series, key, "accuracy"), marker="o",
-                          label=task_label(key))
-        ax.fill_between(steps, _values(series, key, "lo"), _values(series, key, "hi"),
-                        color=line.get_color(), alpha=BAND_ALPHA, linewidth=0)
+        (line,) = ax.plot(steps, _values(series, key, "accuracy"), marker="o", label=task_label(key))
+        ax.fill_between(
+            steps,
+            _values(series, key, "lo"),
+            _values(series, key, "hi"),
+            color=line.get_color(),
+            alpha=BAND_ALPHA,
+            linewidth=0,
+        )
     averages = [p.average if p.complete and p.average is not None else math.nan for p in series]
-    ax.plot(steps, averages, color="black", linestyle="--", linewidth=AVERAGE_WIDTH,
-            label="average")
+    ax.plot(steps, averages, color="black", linestyle="--", linewidth=AVERAGE_WIDTH, label="average")
     if best.average is not None:
         ax.axvline(best.step, color="grey", linestyle=":")
-        ax.plot([best.step], [best.average], marker="*", color="black",
-                markersize=BEST_MARKER_SIZE, linestyle="none", label=f"best (step {best.step})")
+        ax.plot(
+            [best.step],
+            [best.average],
+            marker="*",
+            color="black",
+            markersize=BEST_MARKER_SIZE,
+            linestyle="none",
+            label=f"best (step {best.step})",
+        )
     ax.set_xlabel("training step")
     ax.set_ylabel("accuracy (%)")
     ax.set_title(title)

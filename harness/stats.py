@@ -30,7 +30,9 @@ def clustered_stderr(item_means: Sequence[float]) -> float:
     return math.sqrt(var / n)
 
 
-def accuracy_interval(item_means: Sequence[float], samples_per_item: int) -> tuple[float, tuple[float, float], float, str]:
+def accuracy_interval(
+    item_means: Sequence[float], samples_per_item: int
+) -> tuple[float, tuple[float, float], float, str]:
     """(accuracy, 95% interval, standard error, kind) for per-item mean correctness."""
     n = len(item_means)
     acc = sum(item_means) / n if n else 0.0

@@ -9,19 +9,24 @@ import typer
 
 from harness.errors import friendly
 
-RecipeOpt = Annotated[str, typer.Option("--recipe", "-r", help="Recipe YAML, or the name of a shipped one (igpo_tiny, grpo_llada, ...).")]
+RecipeOpt = Annotated[
+    str, typer.Option("--recipe", "-r", help="Recipe YAML, or the name of a shipped one (igpo_tiny, grpo_llada, ...).")
+]
 OutOpt = Annotated[Path | None, typer.Option(help="Output folder (default: runs/train/<recipe name>).")]
 ResumeOpt = Annotated[bool, typer.Option("--resume", help="Continue from the newest checkpoint in --out.")]
 OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Delete an existing --out first.")]
-OverridesArg = Annotated[list[str] | None, typer.Argument(help="Config overrides, e.g. max_steps=2 optim.lr=1e-5 igpo.resample=none.")]
+OverridesArg = Annotated[
+    list[str] | None, typer.Argument(help="Config overrides, e.g. max_steps=2 optim.lr=1e-5 igpo.resample=none.")
+]
 
 
 def _out(recipe: Path, out: Path | None) -> Path:
     return out if out is not None else Path("runs/train") / recipe.stem
 
 
-def _run(config_cls, trainer, recipe: str, out: Path | None, resume: bool, overwrite: bool,
-         overrides: list[str] | None) -> None:
+def _run(
+    config_cls, trainer, recipe: str, out: Path | None, resume: bool, overwrite: bool, overrides: list[str] | None
+) -> None:
     """Load a recipe with overrides into `config_cls` and hand it to `trainer`."""
     from igpo.config import load_config, resolve_recipe
 
@@ -32,8 +37,13 @@ def _run(config_cls, trainer, recipe: str, out: Path | None, resume: bool, overw
 
 
 @friendly
-def sft(recipe: RecipeOpt, out: OutOpt = None, resume: ResumeOpt = False, overwrite: OverwriteOpt = False,
-        overrides: OverridesArg = None) -> None:
+def sft(
+    recipe: RecipeOpt,
+    out: OutOpt = None,
+    resume: ResumeOpt = False,
+    overwrite: OverwriteOpt = False,
+    overrides: OverridesArg = None,
+) -> None:
     """Masked-diffusion SFT (LLaDA objective) with length-aligned filtering; LoRA or full weights."""
     from igpo.training.sft import SFTConfig, train_sft
 
@@ -41,8 +51,13 @@ def sft(recipe: RecipeOpt, out: OutOpt = None, resume: ResumeOpt = False, overwr
 
 
 @friendly
-def train(recipe: RecipeOpt, out: OutOpt = None, resume: ResumeOpt = False, overwrite: OverwriteOpt = False,
-          overrides: OverridesArg = None) -> None:
+def train(
+    recipe: RecipeOpt,
+    out: OutOpt = None,
+    resume: ResumeOpt = False,
+    overwrite: OverwriteOpt = False,
+    overrides: OverridesArg = None,
+) -> None:
     """GRPO / IGPO reinforcement learning with diffusion rollouts (igpo.resample: hints|plain|none)."""
     from igpo.training.rl import RLConfig, train_rl
 

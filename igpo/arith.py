@@ -48,6 +48,9 @@ to the question.
 Test data: :func:`test_set` draws from fixed pools seeded with :data:`TEST_SEED`; every problem
 of those pools is excluded from :func:`generate_problems`, whatever its seed, so training and
 test questions never coincide.
+
+Size: the generator, its vocabulary, the fixed test set and the templates share one grammar;
+most lines are sentence templates.
 """
 
 from __future__ import annotations
@@ -61,6 +64,7 @@ from itertools import islice
 from typing import Any
 
 from igpo.errors import InvalidSetting
+from igpo.prompts import ARITH_INSTRUCTION, PREFILL  # noqa: F401  (ARITH_INSTRUCTION re-exported)
 
 # --------------------------------------------------------------------------- constants
 
@@ -124,7 +128,7 @@ QUESTION_TEMPLATE = "How many {objs} does {name} have now ?"
 NAME_SUBJECT_PROB = 0.25
 """Chance that a step sentence names the main person instead of using the pronoun."""
 
-REASONING_OPEN, REASONING_CLOSE = "<reasoning>", "</reasoning>"
+REASONING_OPEN, REASONING_CLOSE = PREFILL, "</reasoning>"
 """Tags of the reasoning block; the assistant turn is prefilled with REASONING_OPEN."""
 
 ANSWER_OPEN, ANSWER_CLOSE = "<answer>", "</answer>"
@@ -148,14 +152,6 @@ TRACE_SYMBOLS: tuple[str, ...] = (
 )
 """Every non-number token of a trace except the sentence period (a question token too)."""
 
-ARITH_INSTRUCTION = ""
-"""Instruction put before the question in the user turn (d1's instruction in the real tasks).
-
-Empty on purpose: a constant prefix tells a model trained from scratch nothing and costs
-context, and d1's instruction would be all unknown tokens for the arith tokenizer. Prompts
-follow :func:`igpo.data.render_prompt`'s rule: ``instruction + "\\n\\n" + question`` when the
-instruction is non-empty, else the question alone.
-"""
 
 TEST_SEED = 1234
 """Seed of the fixed test pools (see :func:`test_set`); their questions never appear in
@@ -209,9 +205,7 @@ class ArithConfig:
 
     def __post_init__(self) -> None:
         if not 1 <= self.min_steps <= self.max_steps:
-            raise InvalidSetting(
-                f"need 1 <= min_steps <= max_steps, got {self.min_steps}, {self.max_steps}"
-            )
+            raise InvalidSetting(f"need 1 <= min_steps <= max_steps, got {self.min_steps}, {self.max_steps}")
         counts = self.max_steps - self.min_steps + 1
         if self.step_weights is not None:
             if len(self.step_weights) != counts:
@@ -220,9 +214,7 @@ class ArithConfig:
                     f"{self.max_steps}), got {len(self.step_weights)}"
                 )
             if any(w < 0 for w in self.step_weights) or sum(self.step_weights) <= 0:
-                raise InvalidSetting(
-                    f"step_weights must be >= 0 with a positive sum: {self.step_weights}"
-                )
+                raise InvalidSetting(f"step_weights must be >= 0 with a positive sum: {self.step_weights}")
         if self.start_max < 1 or self.operand_max < 1:
             raise InvalidSetting("start_max and operand_max must be >= 1")
         if self.max_value < max(self.start_max, self.operand_max):
@@ -297,10 +289,7 @@ def _step(rng: random.Random, value: int, cfg: ArithConfig) -> tuple[str, int]:
 def format_trace(equations: Iterable[tuple[int, str, int, int]], answer: int) -> str:
     """The d1/IGPO trace of ``(a, op, b, c)`` equations, one ``a op b = c .`` per step."""
     body = " ".join(f"{a} {op} {b} = {c} ." for a, op, b, c in equations)
-    return (
-        f"{REASONING_OPEN} {body} {REASONING_CLOSE} "
-        f"{ANSWER_OPEN} {BOX_OPEN}{answer}{BOX_CLOSE} {ANSWER_CLOSE}"
-    )
+    return f"{REASONING_OPEN} {body} {REASONING_CLOSE} {ANSWER_OPEN} {BOX_OPEN}{answer}{BOX_CLOSE} {ANSWER_CLOSE}"
 
 
 def parse_trace(trace: str) -> list[tuple[int, str, int, int]]:
@@ -308,9 +297,7 @@ def parse_trace(trace: str) -> list[tuple[int, str, int, int]]:
     return [(int(a), op, int(b), int(c)) for a, op, b, c in _EQUATION_RE.findall(trace)]
 
 
-def _distractor(
-    rng: random.Random, cfg: ArithConfig, name: str, others: list[str], obj: tuple[str, str]
-) -> str:
+def _distractor(rng: random.Random, cfg: ArithConfig, name: str, others: list[str], obj: tuple[str, str]) -> str:
     """One irrelevant sentence about ``name``'s age or other things, or about another person."""
     k = rng.randint(1, cfg.start_max)
     other_obj = rng.choice([o for o in OBJECTS if o != obj])
@@ -328,9 +315,7 @@ def make_problem(problem_seed: int, steps: int, cfg: ArithConfig, problem_id: st
     return _draw(problem_seed, steps, cfg, problem_id)[0]
 
 
-def _draw(
-    problem_seed: int, steps: int, cfg: ArithConfig, problem_id: str
-) -> tuple[ArithProblem, str]:
+def _draw(problem_seed: int, steps: int, cfg: ArithConfig, problem_id: str) -> tuple[ArithProblem, str]:
     """:func:`make_problem`, and the question the same draw has without a distractor."""
     rng = random.Random(problem_seed)
     extra = random.Random(problem_seed ^ DISTRACTOR_SALT)
@@ -354,9 +339,7 @@ def _draw(
         fields = {"other": rng.choice(others), "pron": obj_pron, "k": k, "obj": _noun(obj, k)}
         clean.append(template.format(subj=name if use_name else subj_pron, **fields))
         after_distractor = i == distractor_at  # name the person again after an aside
-        sentences.append(
-            template.format(subj=name if use_name or after_distractor else subj_pron, **fields)
-        )
+        sentences.append(template.format(subj=name if use_name or after_distractor else subj_pron, **fields))
         result = value + k if op == "+" else value - k
         equations.append((value, op, k, result))
         value = result
@@ -418,9 +401,7 @@ def _level_pool(seed: int, level: int, n: int) -> tuple[ArithProblem, ...]:
     for _ in range(n * MAX_REDRAWS):
         if len(pool) == n:
             break
-        problem = make_problem(
-            rng.getrandbits(PROBLEM_SEED_BITS), level, cfg, f"arith-test-L{level}-{len(pool)}"
-        )
+        problem = make_problem(rng.getrandbits(PROBLEM_SEED_BITS), level, cfg, f"arith-test-L{level}-{len(pool)}")
         pool.setdefault(problem.question, problem)
     if len(pool) < n:
         raise RuntimeError(f"could not draw {n} distinct problems of {level} steps")
@@ -431,15 +412,11 @@ def _level_pool(seed: int, level: int, n: int) -> tuple[ArithProblem, ...]:
 def reserved_test_questions() -> frozenset[str]:
     """Questions of the reserved test pools (TEST_SEED, levels 1..TEST_MAX_LEVEL)."""
     return frozenset(
-        p.question
-        for level in range(1, TEST_MAX_LEVEL + 1)
-        for p in _level_pool(TEST_SEED, level, TEST_POOL_PER_LEVEL)
+        p.question for level in range(1, TEST_MAX_LEVEL + 1) for p in _level_pool(TEST_SEED, level, TEST_POOL_PER_LEVEL)
     )
 
 
-def test_set(
-    n_per_level: int = 100, levels: Iterable[int] = range(1, 7), seed: int = TEST_SEED
-) -> list[ArithProblem]:
+def test_set(n_per_level: int = 100, levels: Iterable[int] = range(1, 7), seed: int = TEST_SEED) -> list[ArithProblem]:
     """A fixed test set stratified by number of operations: ``n_per_level`` of each level.
 
     Problems come level by level, each level's list a prefix of its pool (so a smaller set is
@@ -449,9 +426,7 @@ def test_set(
     levels <= TEST_MAX_LEVEL. Other seeds give sets with no such guarantee.
     """
     levels = list(levels)
-    if seed == TEST_SEED and (
-        n_per_level > TEST_POOL_PER_LEVEL or any(not 1 <= lv <= TEST_MAX_LEVEL for lv in levels)
-    ):
+    if seed == TEST_SEED and (n_per_level > TEST_POOL_PER_LEVEL or any(not 1 <= lv <= TEST_MAX_LEVEL for lv in levels)):
         raise InvalidSetting(
             f"the reserved test pools hold {TEST_POOL_PER_LEVEL} problems for each level "
             f"1..{TEST_MAX_LEVEL}; got n_per_level={n_per_level}, levels={levels}"

@@ -114,6 +114,7 @@ def build(cls: type[T], data: dict[str, Any], where: str = "") -> T:
 
 def to_dict(obj: Any) -> dict[str, Any]:
     """Plain dict (tuples as lists) for YAML/JSON."""
+
     def plain(v):
         if dataclasses.is_dataclass(v):
             return {f.name: plain(getattr(v, f.name)) for f in dataclasses.fields(v)}

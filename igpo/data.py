@@ -15,6 +15,9 @@ one the strict metric reads) and the hint canvas can hide it as "the answer".
 Sources are looked up in :data:`SOURCES` (name -> loader of a :class:`DataConfig`); other modules
 add theirs with :func:`register_source` (e.g. a synthetic ``arith`` source).
 Loader errors name the file and line (or list item) in one line.
+
+Size: the SFT / RL data sources in one registry (JSONL and JSON readers, GSM8K, MATH,
+arith, rewritten traces).
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from typing import Any
 
 from igpo.errors import BadFile, InvalidSetting, MissingInput
 from igpo.prompts import D1_INSTRUCTION as PROMPT_INSTRUCTION
+from igpo.prompts import PREFILL
 from igpo.scoring import box_spans, format_gold_number, gsm8k_gold
 
 logger = logging.getLogger(__name__)
@@ -38,7 +42,7 @@ logger = logging.getLogger(__name__)
 D1_SYSTEM_PROMPT: str = PROMPT_INSTRUCTION
 """d1's instruction (the evaluation tasks' text), put before the question in the user turn."""
 
-DEFAULT_PREFILL = "<reasoning>"
+DEFAULT_PREFILL = PREFILL
 """Text appended after the chat template's generation prompt (d1 protocol)."""
 
 DATA_DIR_ENV = "IGPO_DATA_DIR"
@@ -269,7 +273,10 @@ def load_metamath(
         trace = "<reasoning>\n" + reasoning if verbatim else format_trace(reasoning, gold)
         examples.append(
             Example(
-                prompt=query.strip(), answer=gold, trace=trace, id=f"metamath-{index}",
+                prompt=query.strip(),
+                answer=gold,
+                trace=trace,
+                id=f"metamath-{index}",
                 meta={"type": kind},
             )
         )
@@ -373,9 +380,7 @@ def _jsonl_source(cfg: DataConfig) -> list[Example]:
 SOURCES: dict[str, SourceLoader] = {
     "gsm8k": lambda cfg: load_gsm8k_file(cfg.file(GSM8K_TRAIN)),
     "math": lambda cfg: load_math_file(cfg.file(MATH_TRAIN)),
-    "metamath": lambda cfg: load_metamath(
-        cfg.file(METAMATH_FILE), cfg.metamath_types or None, cfg.metamath_verbatim
-    ),
+    "metamath": lambda cfg: load_metamath(cfg.file(METAMATH_FILE), cfg.metamath_types or None, cfg.metamath_verbatim),
     "jsonl": _jsonl_source,
     "arith": lambda cfg: _arith_source(cfg),
 }
@@ -388,8 +393,9 @@ def _arith_source(cfg: DataConfig) -> list[Example]:
     from igpo.config import build
 
     problems = generate_problems(build(ArithConfig, dict(cfg.arith), "data.arith"), cfg.arith_size)
-    return [Example(prompt=p.question, answer=p.answer, trace=p.trace, id=p.id, meta={"steps": p.steps})
-            for p in problems]
+    return [
+        Example(prompt=p.question, answer=p.answer, trace=p.trace, id=p.id, meta={"steps": p.steps}) for p in problems
+    ]
 
 
 def register_source(name: str, loader: SourceLoader, *, replace: bool = False) -> None:
@@ -411,8 +417,7 @@ def load_examples(cfg: DataConfig, tokenizer: Any = None) -> list[Example]:
         traced = [ex for ex in examples if ex.trace is not None]
         texts = [ex.trace for ex in traced]
         encoded = tokenizer(texts, add_special_tokens=False)["input_ids"] if texts else []
-        too_long = {id(ex) for ex, ids in zip(traced, encoded, strict=True)
-                    if len(ids) > cfg.max_trace_tokens}
+        too_long = {id(ex) for ex, ids in zip(traced, encoded, strict=True) if len(ids) > cfg.max_trace_tokens}
         examples = [ex for ex in examples if id(ex) not in too_long]
     if cfg.shuffle_seed is not None:
         random.Random(cfg.shuffle_seed).shuffle(examples)
@@ -422,9 +427,7 @@ def load_examples(cfg: DataConfig, tokenizer: Any = None) -> list[Example]:
 # --------------------------------------------------------------------------- prompt
 
 
-def render_prompt(
-    tokenizer: Any, question: str, system: str = D1_SYSTEM_PROMPT, prefill: str = DEFAULT_PREFILL
-) -> str:
+def render_prompt(tokenizer: Any, question: str, system: str = D1_SYSTEM_PROMPT, prefill: str = DEFAULT_PREFILL) -> str:
     """The model's prompt text: chat template of one user turn, generation prompt, then prefill.
 
     The user turn is ``system``, a blank line, then the question (d1 puts its instruction in the

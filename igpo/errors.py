@@ -24,6 +24,10 @@ class MissingInput(IgpoError, FileNotFoundError):
     """A file, folder, model or name the user pointed at that is not there."""
 
 
-PATH_ERRORS: tuple[type[BaseException], ...] = (FileNotFoundError, NotADirectoryError, IsADirectoryError,
-                                                PermissionError)
+PATH_ERRORS: tuple[type[BaseException], ...] = (
+    FileNotFoundError,
+    NotADirectoryError,
+    IsADirectoryError,
+    PermissionError,
+)
 """OS errors from opening a path the user gave: user errors too."""

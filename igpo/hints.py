@@ -33,6 +33,7 @@ from typing import Any
 import torch
 
 from igpo.errors import InvalidSetting
+from igpo.prompts import PREFILL
 from igpo.scoring import box_spans
 
 Span = tuple[int, int]
@@ -41,12 +42,11 @@ Span = tuple[int, int]
 ETA_EPS = 1e-9
 """Added before flooring ``eta * N`` so that e.g. ``0.3 * 10 = 2.9999...`` still gives 3."""
 
-DEFAULT_PREFILL = "<reasoning>"
+DEFAULT_PREFILL = PREFILL
 """Text the prompt pre-fills in the assistant turn; the trace is hinted after it."""
 
 ANSWER_MARKER = "The answer is"
 """MetaMathQA's final-answer phrase, used to find the answer in traces without ``\\boxed{}``."""
-
 
 
 @dataclass
@@ -148,9 +148,7 @@ class EncodedTrace:
     """Token span of the final answer inside ``ids`` (None when it could not be located)."""
 
 
-def encode_trace(
-    tokenizer: Any, trace: str, answer: str | None = None, prefill: str = DEFAULT_PREFILL
-) -> EncodedTrace:
+def encode_trace(tokenizer: Any, trace: str, answer: str | None = None, prefill: str = DEFAULT_PREFILL) -> EncodedTrace:
     """Tokenize a trace for hinting: drop the prompt's ``prefill`` and locate the answer tokens.
 
     The prompt already ends in ``prefill`` (e.g. ``<reasoning>``), so completion position 0 is
@@ -188,9 +186,7 @@ def sample_etas(n: int, cfg: HintConfig, generator: torch.Generator) -> list[flo
     return [cfg.eta_low + (cfg.eta_high - cfg.eta_low) * u for u in draws]
 
 
-def cut_chunks(
-    length: int, min_chunk: int, max_chunk: int, generator: torch.Generator
-) -> list[Span]:
+def cut_chunks(length: int, min_chunk: int, max_chunk: int, generator: torch.Generator) -> list[Span]:
     """Consecutive chunks of ``length`` tokens, lengths uniform in [min_chunk, max_chunk].
 
     A trailing piece shorter than ``min_chunk`` is dropped (released code), so the chunks may
@@ -233,9 +229,7 @@ def choose_chunks(
     return [chunks[i] for i in sorted(chosen)]
 
 
-def spread_positions(
-    revealed: Sequence[Span], trace_len: int, effective_len: int, cfg: HintConfig
-) -> list[Span]:
+def spread_positions(revealed: Sequence[Span], trace_len: int, effective_len: int, cfg: HintConfig) -> list[Span]:
     """Canvas spans of revealed chunks with gaps stretched as in the released code.
 
     factor = clip(effective_len / trace_len, 1, max_spread); the first chunk starts at
@@ -284,9 +278,7 @@ def build_hint_canvas(
     trace = [int(t) for t in trace_ids[:effective]]
     chunks = cut_chunks(len(trace), cfg.min_chunk, cfg.max_chunk, generator)
     revealed = choose_chunks(chunks, eta, cfg, generator, answer_span)
-    placed = (
-        spread_positions(revealed, len(trace_ids), effective, cfg) if cfg.spread else revealed
-    )
+    placed = spread_positions(revealed, len(trace_ids), effective, cfg) if cfg.spread else revealed
     for (start, _), (pos, stop) in zip(revealed, placed, strict=False):
         canvas[pos:stop] = torch.tensor(trace[start : start + stop - pos], dtype=torch.long)
     return canvas
@@ -320,10 +312,7 @@ def build_hint_batch(
         raise InvalidSetting(f"etas must hold n={n} values, got {len(etas)}")
     if answer_span is None and answer_ids is not None:
         answer_span = find_answer_span(trace_ids, answer_ids)
-    rows = [
-        build_hint_canvas(trace_ids, gen_length, cfg, mask_id, eta, generator, answer_span)
-        for eta in etas
-    ]
+    rows = [build_hint_canvas(trace_ids, gen_length, cfg, mask_id, eta, generator, answer_span) for eta in etas]
     if not rows:
         return torch.full((0, gen_length), mask_id, dtype=torch.long)
     return torch.stack(rows)

@@ -115,8 +115,9 @@ def mean_field_logprobs(
         drop = drop.to(prompt.device) < p_mask_prompt
         prompt = torch.where(drop, torch.full_like(prompt, mask_id), prompt)
     x = torch.cat([prompt, torch.full((batch, tlen), mask_id, dtype=torch.long, device=prompt.device)], dim=1)
-    logits = _completion_logits(model(x, attention_mask=_extend_mask(attention_mask, batch, tlen)).logits,
-                                plen, tlen, shifted_logits)
+    logits = _completion_logits(
+        model(x, attention_mask=_extend_mask(attention_mask, batch, tlen)).logits, plen, tlen, shifted_logits
+    )
     logp_all = torch.log_softmax(logits.float(), dim=-1)
     logp = logp_all.gather(-1, completion_ids[..., None]).squeeze(-1)
     entropy = None
@@ -130,9 +131,9 @@ def _completion_logits(logits: torch.Tensor, plen: int, tlen: int, shifted: bool
     """Logits [N, T, V] scoring the completion positions plen .. plen + T - 1 (shifted, Dream-style:
     position i predicts token i + 1, and a first position reads its own logits)."""
     if not shifted:
-        return logits[:, plen: plen + tlen]
+        return logits[:, plen : plen + tlen]
     if plen > 0:
-        return logits[:, plen - 1: plen + tlen - 1]
+        return logits[:, plen - 1 : plen + tlen - 1]
     return torch.cat([logits[:, :1], logits[:, : tlen - 1]], dim=1)
 
 
@@ -203,18 +204,18 @@ def trajectory_logprobs(
     entropy = torch.zeros(batch, tlen, device=device) if with_entropy else None
     per_chunk = max(1, max_rows // batch)
     for lo in range(0, len(canvases), per_chunk):
-        chunk = torch.cat(canvases[lo: lo + per_chunk])
+        chunk = torch.cat(canvases[lo : lo + per_chunk])
         rows = chunk.shape[0]
         logits = model(chunk, attention_mask=_extend_mask(attention_mask, rows, tlen)).logits
         logits = _completion_logits(logits, plen, tlen, shifted_logits).float() / scale
         logits[..., mask_id] = float("-inf")
         if suppress_tokens:
             logits[..., list(suppress_tokens)] = float("-inf")
-        for i, q in enumerate(owners[lo: lo + per_chunk]):
+        for i, q in enumerate(owners[lo : lo + per_chunk]):
             sel = score_group == q
             if not sel.any():
                 continue
-            part = torch.log_softmax(logits[i * batch:(i + 1) * batch][sel], dim=-1)
+            part = torch.log_softmax(logits[i * batch : (i + 1) * batch][sel], dim=-1)
             token_logp = part.gather(-1, completion_ids[sel][:, None]).squeeze(-1)
             logp = logp.index_put((sel,), token_logp)
             if entropy is not None:
@@ -261,7 +262,9 @@ def sequence_elbo(
         rank = noise.argsort(dim=1).argsort(dim=1)
         masked = (rank < levels[:, None]) & token_mask
         noisy = torch.where(masked, torch.full_like(completion_ids, mask_id), completion_ids)
-        logits = model(torch.cat([prompt_ids, noisy], dim=1), attention_mask=_extend_mask(attention_mask, batch, tlen)).logits
+        logits = model(
+            torch.cat([prompt_ids, noisy], dim=1), attention_mask=_extend_mask(attention_mask, batch, tlen)
+        ).logits
         logits = _completion_logits(logits, plen, tlen, shifted_logits)
         logp = torch.log_softmax(logits.float(), -1).gather(-1, completion_ids[..., None]).squeeze(-1)
         weight = (n.float() / levels.float())[:, None]

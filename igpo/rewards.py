@@ -28,6 +28,7 @@ from numbers import Real
 from typing import Protocol
 
 from igpo.errors import InvalidSetting
+from igpo.prompts import PREFILL
 from igpo.scoring import DEFAULT_TIMEOUT_S, verify_answer
 
 CORRECT_WEIGHT = 3.0
@@ -39,7 +40,7 @@ TAG_REWARD = 0.125
 BOXED_REWARD = 0.25
 """Format reward for a ``\\boxed{`` anywhere in the response."""
 
-FORMAT_TAGS: tuple[str, ...] = ("<reasoning>", "</reasoning>", "<answer>", "</answer>")
+FORMAT_TAGS: tuple[str, ...] = (PREFILL, "</reasoning>", "<answer>", "</answer>")
 """The tags of the d1/IGPO answer format."""
 
 BOXED_MARK = "\\boxed{"
@@ -137,9 +138,7 @@ def load_reward_fns(names: Sequence[str]) -> dict[str, RewardFn]:
         try:
             module = importlib.import_module(module_name)
         except ImportError as err:
-            raise InvalidSetting(
-                f"reward function {name!r}: cannot import module {module_name!r} ({err})"
-            ) from err
+            raise InvalidSetting(f"reward function {name!r}: cannot import module {module_name!r} ({err})") from err
         fn = getattr(module, attr, None)
         if fn is None:
             raise InvalidSetting(f"reward function {name!r}: module {module_name!r} has no {attr!r}")
@@ -149,9 +148,7 @@ def load_reward_fns(names: Sequence[str]) -> dict[str, RewardFn]:
     return loaded
 
 
-def score_rollouts(
-    responses: Sequence[str], gold: str, cfg: RewardConfig, *, prefix: str = ""
-) -> RewardBreakdown:
+def score_rollouts(responses: Sequence[str], gold: str, cfg: RewardConfig, *, prefix: str = "") -> RewardBreakdown:
     """Score one group of responses to the same prompt.
 
     ``prefix`` is text the prompt pre-filled in the assistant turn (e.g. ``<reasoning>``); it is

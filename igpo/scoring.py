@@ -10,6 +10,9 @@ Two metrics are offered:
   numerically or after a MATH-style string normalisation (:func:`normalize_math_answer`).
 
 This module must stay importable without torch, ``harness`` or ``tasks`` (RL code imports it).
+
+Size: answer extraction, math-verify in a time-bounded worker process and d1's strict
+match: the one definition of correctness shared by evaluation and RL rewards.
 """
 
 from __future__ import annotations
@@ -260,9 +263,7 @@ def strict_correct(gold: str, response: str) -> Score:
     gold_num, pred_num = _parse_number(gold_norm), _parse_number(pred_norm)
     if gold_num is not None and pred_num is not None:
         return Score(correct=gold_num == pred_num, extracted=boxed, timed_out=False)
-    return Score(
-        correct=bool(gold_norm) and gold_norm == pred_norm, extracted=boxed, timed_out=False
-    )
+    return Score(correct=bool(gold_norm) and gold_norm == pred_norm, extracted=boxed, timed_out=False)
 
 
 # --------------------------------------------------------------------------- math-verify worker
@@ -349,9 +350,7 @@ class _VerifyWorker:
 
     def _alive(self) -> bool:
         """Whether this process owns a running worker."""
-        return (
-            self._proc is not None and self._proc.poll() is None and self._owner_pid == os.getpid()
-        )
+        return self._proc is not None and self._proc.poll() is None and self._owner_pid == os.getpid()
 
     def _start(self) -> None:
         """Spawn the worker and wait until math-verify is imported."""
@@ -384,9 +383,7 @@ class _VerifyWorker:
             self._inbox.recv()
         except EOFError as err:
             self._stop()
-            raise RuntimeError(
-                "math-verify worker exited at start-up (is math-verify installed?)"
-            ) from err
+            raise RuntimeError("math-verify worker exited at start-up (is math-verify installed?)") from err
         _count("worker_starts")
 
     def _stop(self) -> None:

@@ -90,9 +90,7 @@ def process_results(doc: dict[str, Any], results: Sequence[Any]) -> dict[str, fl
     None at the other levels (so those means ignore it)."""
     metrics: dict[str, float | None] = dict(score_responses(str(doc["answer"]), results))
     for level in LEVELS:
-        metrics[LEVEL_METRIC.format(level)] = (
-            metrics["exact_match"] if int(doc["steps"]) == level else None
-        )
+        metrics[LEVEL_METRIC.format(level)] = metrics["exact_match"] if int(doc["steps"]) == level else None
     return metrics
 
 

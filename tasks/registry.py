@@ -64,9 +64,7 @@ SPECS: dict[str, TaskSpec] = {
             "math500/test.jsonl",
             500,
         ),
-        TaskSpec(
-            "igpo_amc", "amc", "AI-MO/aimo-validation-amc", None, "train", "amc/test.jsonl", 83
-        ),
+        TaskSpec("igpo_amc", "amc", "AI-MO/aimo-validation-amc", None, "train", "amc/test.jsonl", 83),
         TaskSpec("igpo_amc23", "amc23", "math-ai/amc23", None, "test", "amc23/test.jsonl", 40),
         TaskSpec("igpo_arith", "arith", "", None, "test", "", 300),
     )
@@ -190,9 +188,7 @@ def task_overrides(
     """
     full = TASKS.get(task_name, task_name)
     if full in GROUPS:
-        raise InvalidSetting(
-            f"{full!r} is a group; load it by name from local_task_dir(data_dir) instead"
-        )
+        raise InvalidSetting(f"{full!r} is a group; load it by name from local_task_dir(data_dir) instead")
     cfg = task_config(full)
     root = data_dir_or_env(data_dir)
     if root is not None and full not in GENERATED:
@@ -244,9 +240,7 @@ def local_task_dir(
     if dest is None and key in _LOCAL_DIRS and _LOCAL_DIRS[key].is_dir():
         return _LOCAL_DIRS[key]
     files = {
-        name: {}
-        if name in GENERATED
-        else _local_dataset_keys(name, task_config(name)["test_split"], root)
+        name: {} if name in GENERATED else _local_dataset_keys(name, task_config(name)["test_split"], root)
         for name in leaves
     }
     out = Path(dest) if dest is not None else Path(tempfile.mkdtemp(prefix="igpo_tasks_"))

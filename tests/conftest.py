@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from igpo.models import ArchConfig, TokenSpec, new_model
+from igpo.models import ArchConfig, TokenSpec, new_model, save_model
 
 VOCAB = 64
 MASK_ID = 63
@@ -47,8 +47,24 @@ def gen():
 SHARED_DATA = __import__("pathlib").Path(__file__).resolve().parents[2] / "shared" / "data"
 """The offline benchmark copies beside the checkout (as in CI)."""
 
-TINY_WORDS = ["<reasoning>", "</reasoning>", "<answer>", "</answer>", "\\boxed{", "}", "the", "is", "a",
-              "of", "and", "to", "how", "many", "what", *map(str, range(60))]
+TINY_WORDS = [
+    "<reasoning>",
+    "</reasoning>",
+    "<answer>",
+    "</answer>",
+    "\\boxed{",
+    "}",
+    "the",
+    "is",
+    "a",
+    "of",
+    "and",
+    "to",
+    "how",
+    "many",
+    "what",
+    *map(str, range(60)),
+]
 
 
 def save_tiny_checkpoint(folder, seed: int = 0):
@@ -56,10 +72,14 @@ def save_tiny_checkpoint(folder, seed: int = 0):
     from igpo.models.tokenizer import EOT, build_word_tokenizer
 
     tok = build_word_tokenizer(TINY_WORDS)
-    spec = TokenSpec(mask_id=tok.mask_token_id, eos_id=tok.eos_token_id,
-                     eot_id=tok.convert_tokens_to_ids(EOT), pad_id=tok.pad_token_id)
+    spec = TokenSpec(
+        mask_id=tok.mask_token_id,
+        eos_id=tok.eos_token_id,
+        eot_id=tok.convert_tokens_to_ids(EOT),
+        pad_id=tok.pad_token_id,
+    )
     arch = ArchConfig(vocab_size=len(tok), d_model=32, n_layers=2, n_heads=4, mlp_hidden=64)
-    new_model(arch, spec, seed=seed).save_pretrained(folder)
+    save_model(new_model(arch, spec, seed=seed), folder)
     tok.save_pretrained(folder)
     return folder
 

@@ -41,8 +41,7 @@ def start_model(tmp_path_factory):
 @pytest.fixture(scope="module")
 def quick(start_model, tmp_path_factory):
     root = tmp_path_factory.mktemp("ablate")
-    args = ["ablate", "--quick", "--out", root / "runs", "--results", root / "results",
-            f"model.path={start_model}"]
+    args = ["ablate", "--quick", "--out", root / "runs", "--results", root / "results", f"model.path={start_model}"]
     started = time.perf_counter()
     result = igpo(*args)
     elapsed = time.perf_counter() - started
@@ -113,8 +112,17 @@ def test_half_trained_job_resumes_from_its_checkpoint(quick):
 
 def test_slurm_launcher_writes_array_job(start_model, tmp_path):
     out = tmp_path / "runs"
-    result = igpo("ablate", "--quick", "--launcher", "slurm", "--out", out,
-                  "--results", tmp_path / "results", f"model.path={start_model}")
+    result = igpo(
+        "ablate",
+        "--quick",
+        "--launcher",
+        "slurm",
+        "--out",
+        out,
+        "--results",
+        tmp_path / "results",
+        f"model.path={start_model}",
+    )
     assert result.exit_code == 0, result.output
     script = (out / "sweep.sbatch").read_text()
     assert "#SBATCH --array=0-1" in script

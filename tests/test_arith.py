@@ -125,13 +125,7 @@ def test_distractors_present_and_harmless() -> None:
         middle = _sentences(q.question)[1:-1]
         assert len(middle) == q.steps + 1 and sum(map(_is_distractor, middle)) == 1
         assert q.question != p.question
-    kinds = {
-        p.pattern
-        for q in noisy
-        for s in _sentences(q.question)[1:-1]
-        for p in DISTRACTOR_RES
-        if p.match(s)
-    }
+    kinds = {p.pattern for q in noisy for s in _sentences(q.question)[1:-1] for p in DISTRACTOR_RES if p.match(s)}
     assert len(kinds) == len(DISTRACTOR_TEMPLATES)
 
 
@@ -254,9 +248,7 @@ def _fake_lm(tokenizer):
         def chat_template(self, chat_template: bool | str = False) -> str | None:
             return tokenizer.chat_template
 
-        def apply_chat_template(
-            self, chat_history: list[dict[str, str]], add_generation_prompt: bool = True
-        ) -> str:
+        def apply_chat_template(self, chat_history: list[dict[str, str]], add_generation_prompt: bool = True) -> str:
             prefill = not add_generation_prompt and chat_history[-1]["role"] == "assistant"
             return tokenizer.apply_chat_template(
                 chat_history,

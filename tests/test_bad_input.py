@@ -80,16 +80,22 @@ def test_eval_bad_flags(tmp_path, extra, needle):
     assert_one_error(igpo(*args, *extra), needle, out)
 
 
-@pytest.mark.parametrize("changes, needle", [
-    ({"n_layers": "four"}, "n_layers"),
-    ({"vocab_size": -3}, "vocab_size"),
-    ({"rms_norm_eps": "tiny"}, "rms_norm_eps"),
-])
+@pytest.mark.parametrize(
+    "changes, needle",
+    [
+        ({"n_layers": "four"}, "n_layers"),
+        ({"vocab_size": -3}, "vocab_size"),
+        ({"rms_norm_eps": "tiny"}, "rms_norm_eps"),
+    ],
+)
 def test_model_config_of_the_wrong_type(tmp_path, changes, needle):
     model = _model_with_config(tmp_path, **changes)
     out = tmp_path / "out"
-    assert_one_error(igpo("eval", "--model", model, "--tasks", "arith", "--limit", "1", "--out", out,
-                          "--no-leaderboard"), needle, out)
+    assert_one_error(
+        igpo("eval", "--model", model, "--tasks", "arith", "--limit", "1", "--out", out, "--no-leaderboard"),
+        needle,
+        out,
+    )
 
 
 @pytest.mark.parametrize("damage", ["random", "empty", "truncated"])
@@ -101,8 +107,11 @@ def test_damaged_weights(tmp_path, damage):
     data = weights.read_bytes()
     weights.write_bytes({"random": os.urandom(len(data)), "empty": b"", "truncated": data[: len(data) // 2]}[damage])
     out = tmp_path / "out"
-    assert_one_error(igpo("eval", "--model", model, "--tasks", "arith", "--limit", "1", "--out", out,
-                          "--no-leaderboard"), "model.safetensors", out)
+    assert_one_error(
+        igpo("eval", "--model", model, "--tasks", "arith", "--limit", "1", "--out", out, "--no-leaderboard"),
+        "model.safetensors",
+        out,
+    )
 
 
 TRAIN_CASES = [
@@ -112,6 +121,8 @@ TRAIN_CASES = [
     (["optim.lr=-1"], "lr"),
     (["prompts_per_step=abc"], "prompts_per_step"),
     (["no_such_key=1"], "no_such_key"),
+    (["num_generations=1000000000"], "num_generations"),
+    (["prompts_per_step=100000000"], "prompts_per_step"),
 ]
 
 
@@ -129,16 +140,31 @@ def test_check_refuses_nan_and_keeps_outputs_together(tmp_path):
     assert_one_error(igpo("check", run, "--baseline", run, "--max-drop", "nan"), "max")
     (tmp_path / "adir").mkdir()
     summary = tmp_path / "summary.md"
-    assert_one_error(igpo("check", run, "--baseline", run, "--json", tmp_path / "adir", "--summary", summary),
-                     "--json")
+    assert_one_error(igpo("check", run, "--baseline", run, "--json", tmp_path / "adir", "--summary", summary), "--json")
     assert not summary.exists()  # a failing --json leaves no --summary behind
 
 
 def test_lm_eval_bad_model_arg():
-    proc = subprocess.run([sys.executable, "-m", "harness.lm_eval", "--model", "dllm", "--tasks", "igpo_arith",
-                           "--model_args", "pretrained=testbed,gen_length=abc", "--limit", "1"], cwd=REPO,
-                          env=dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1"),
-                          capture_output=True, text=True, timeout=TIMEOUT_S)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "harness.lm_eval",
+            "--model",
+            "dllm",
+            "--tasks",
+            "igpo_arith",
+            "--model_args",
+            "pretrained=testbed,gen_length=abc",
+            "--limit",
+            "1",
+        ],
+        cwd=REPO,
+        env=dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1"),
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT_S,
+    )
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "gen_length" in errors[0]
@@ -147,13 +173,18 @@ def test_lm_eval_bad_model_arg():
 def test_protocol_file_mistakes(tmp_path):
     base = (REPO / "harness" / "protocols" / "igpo.yaml").read_text()
     out = tmp_path / "out"
-    for text, needle in ((base.replace("seeds: [0, 1, 2]", "seeds: []"), "seeds"),
-                         (base.replace("igpo_arith:", "igpo_arihtm:"), "igpo_arihtm"),
-                         (base.replace("temperature: 0.0", "temperature: .nan", 1), "temperature")):
+    for text, needle in (
+        (base.replace("seeds: [0, 1, 2]", "seeds: []"), "seeds"),
+        (base.replace("igpo_arith:", "igpo_arihtm:"), "igpo_arihtm"),
+        (base.replace("temperature: 0.0", "temperature: .nan", 1), "temperature"),
+    ):
         path = tmp_path / "p.yaml"
         path.write_text(text)
-        assert_one_error(igpo("eval", "--tasks", "arith", "--limit", "1", "--protocol", path, "--out", out,
-                              "--no-leaderboard"), needle, out)
+        assert_one_error(
+            igpo("eval", "--tasks", "arith", "--limit", "1", "--protocol", path, "--out", out, "--no-leaderboard"),
+            needle,
+            out,
+        )
 
 
 # --------------------------------------------------------------------------- crash leftovers
@@ -210,8 +241,11 @@ def test_leftover_tmp_checkpoint_does_not_block_eval_run(tmp_path):
     train = tmp_path / "train"
     for name in ("step-000002", "step-000003.tmp"):  # the .tmp one holds its marker already
         shutil.copytree(TESTBED_DIR, train / "checkpoints" / name)
-        (train / "checkpoints" / name / MARKER_FILE).write_text(json.dumps({"step": 2, "kind": "full", "base_model": str(TESTBED_DIR)}))
-    result = igpo("eval", "--run", train, "--tasks", "arith", "--limit", "2", "--out", tmp_path / "ev",
-                  "--no-leaderboard")
+        (train / "checkpoints" / name / MARKER_FILE).write_text(
+            json.dumps({"step": 2, "kind": "full", "base_model": str(TESTBED_DIR)})
+        )
+    result = igpo(
+        "eval", "--run", train, "--tasks", "arith", "--limit", "2", "--out", tmp_path / "ev", "--no-leaderboard"
+    )
     assert result.exit_code == 0, result.output
     assert "000003.tmp" not in result.output or "skip" in result.output.lower()

@@ -20,8 +20,14 @@ def test_identical_share_counts_up_to_the_first_eos_of_the_reference():
 
 
 def test_part_two_measures_every_mode_on_arith_and_gsm8k(tiny_checkpoint, shared_data):
-    cfg = DecodeBenchConfig(model=str(tiny_checkpoint), fast_lengths=[32], fast_problems=[6],
-                            fast_batch_size=4, data_dir=shared_data, gsm8k_problems=2)
+    cfg = DecodeBenchConfig(
+        model=str(tiny_checkpoint),
+        fast_lengths=[32],
+        fast_problems=[6],
+        fast_batch_size=4,
+        data_dir=shared_data,
+        gsm8k_problems=2,
+    )
     text, summary = part_two(cfg)
     assert "### gen_length 32: igpo_arith (6 problems" in text
     assert "### gen_length 32: GSM8K test, first 2" in text

@@ -148,9 +148,7 @@ def flip(correct: np.ndarray, right_to_wrong: int, wrong_to_right: int = 0) -> n
 
 def paired(baseline: np.ndarray, candidate: np.ndarray, key: str = GSM) -> PairedTask:
     """In-memory pairing of per-item means (for fast simulations)."""
-    return PairedTask(
-        key, list(range(len(baseline))), baseline.astype(float), candidate.astype(float), 1
-    )
+    return PairedTask(key, list(range(len(baseline))), baseline.astype(float), candidate.astype(float), 1)
 
 
 # --------------------------------------------------------------------------- verdicts
@@ -168,9 +166,7 @@ def test_identical_runs_pass(tmp_path):
     for t in report.tasks:
         assert t.diff == 0 and t.p_value == 1.0 and t.ci95 == (0.0, 0.0)
         assert 0 < t.min_detectable_drop < 1
-    assert by_task[GSM].min_detectable_drop == pytest.approx(
-        (1.959964 + 0.841621) ** 2 / 300, rel=1e-5
-    )
+    assert by_task[GSM].min_detectable_drop == pytest.approx((1.959964 + 0.841621) ** 2 / 300, rel=1e-5)
 
 
 @pytest.mark.parametrize("n", [100, 500, 2000])
@@ -202,9 +198,7 @@ def test_equal_flips_both_ways_do_not_flag(n, k, tmp_path):
     assert t.verdict != REGRESSION and report.exit_code == 0
 
 
-def simulate_detection(
-    n: int, p0: float, drop: float, wins_rate: float, seed: int
-) -> tuple[float, float]:
+def simulate_detection(n: int, p0: float, drop: float, wins_rate: float, seed: int) -> tuple[float, float]:
     """(empirical detection rate, predicted power) of random right->wrong / wrong->right flips:
     each right item flips with prob (drop + w)/p0 and each wrong item with prob w/(1 - p0)."""
     rng = np.random.default_rng(seed)
@@ -275,9 +269,7 @@ def test_avg_at_k_uses_clustered_standard_errors(tmp_path):
     assert t.se == pytest.approx(d.std(ddof=1) / math.sqrt(200))
     assert t.diff == pytest.approx(d.mean())
     assert t.verdict == REGRESSION and t.p_value < 0.01
-    assert t.min_detectable_drop == pytest.approx(
-        min_detectable_drop(200, float(np.mean(d * d)), 1 / 16)
-    )
+    assert t.min_detectable_drop == pytest.approx(min_detectable_drop(200, float(np.mean(d * d)), 1 / 16))
 
 
 def test_avg_at_k_no_change_and_balanced_change_do_not_flag(tmp_path):
@@ -427,9 +419,7 @@ def test_cli_errors_are_one_line_exit_2(tmp_path):
     foreign.mkdir()
     (foreign / RESULTS_FILE).write_text(json.dumps({"results": {"gsm8k": {"acc": 0.5}}}))
     bad_samples = write_run(tmp_path / "bad_samples", {GSM: binary(50, 0.5)})
-    (bad_samples / SAMPLES_FILE).write_text(
-        '{"task": "igpo_gsm8k", "doc_id": 0, "correct": true}\n{oops\n'
-    )
+    (bad_samples / SAMPLES_FILE).write_text('{"task": "igpo_gsm8k", "doc_id": 0, "correct": true}\n{oops\n')
     mismatch = write_run(
         tmp_path / "mismatch",
         {GSM: binary(50, 0.5)},
@@ -496,9 +486,7 @@ def test_candidate_model_is_evaluated_with_the_baseline_settings(tmp_path, monke
             "seeds": [0] if key == GSM else [0, 1, 2],
             "repeats": repeats,
         }
-    base_dir = write_run(
-        tmp_path / "base", {GSM: correct, AMC: np.tile(correct, (1, 48))}, task_changes=changes
-    )
+    base_dir = write_run(tmp_path / "base", {GSM: correct, AMC: np.tile(correct, (1, 48))}, task_changes=changes)
     record = json.loads((base_dir / RESULTS_FILE).read_text())
     record["protocol"] = protocol.to_dict()
     (base_dir / RESULTS_FILE).write_text(json.dumps(record))
@@ -540,8 +528,12 @@ def test_decoding_overrides_reproduce_a_flag_that_beat_a_task_setting():
 
     protocol = load_protocol("igpo")
     flags = {"steps": 48}
-    baseline = {"tasks": {task: {"decoding": protocol.for_task(task, protocol.decoding, flags)[0].to_dict()}
-                          for task in ("igpo_arith", GSM)}}
+    baseline = {
+        "tasks": {
+            task: {"decoding": protocol.for_task(task, protocol.decoding, flags)[0].to_dict()}
+            for task in ("igpo_arith", GSM)
+        }
+    }
     assert baseline["tasks"]["igpo_arith"]["decoding"]["steps"] == 48
     assert decoding_overrides(protocol, baseline, ["igpo_arith", GSM]) == flags
 
@@ -572,10 +564,7 @@ def test_comparison_of_2000_items_is_fast(tmp_path, capsys):
         timings[name + " incl. loading"] = time.perf_counter() - start
         assert report.tasks[0].n_items == 2000
     with capsys.disabled():
-        print(
-            "\n[check timing, 2,000 items] "
-            + ", ".join(f"{k}: {v:.3f}s" for k, v in timings.items())
-        )
+        print("\n[check timing, 2,000 items] " + ", ".join(f"{k}: {v:.3f}s" for k, v in timings.items()))
     assert timings["pass@1"] < TIME_BOUND_S and timings["avg@16"] < TIME_BOUND_S
 
 

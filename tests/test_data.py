@@ -64,11 +64,14 @@ def test_unbox():
 
 
 def test_jsonl_loader_and_missing_trace(tmp_path):
-    path = write_lines(tmp_path / "rl.jsonl", [
-        json.dumps({"prompt": "1+1?", "answer": 2, "trace": "<reasoning>\n1+1=2"}),
-        "",
-        json.dumps({"prompt": "2+2?", "answer": "4", "id": "q2", "level": 1}),
-    ])
+    path = write_lines(
+        tmp_path / "rl.jsonl",
+        [
+            json.dumps({"prompt": "1+1?", "answer": 2, "trace": "<reasoning>\n1+1=2"}),
+            "",
+            json.dumps({"prompt": "2+2?", "answer": "4", "id": "q2", "level": 1}),
+        ],
+    )
     first, second = load_jsonl(path)
     assert first == Example("1+1?", "2", "<reasoning>\n1+1=2", "rl-1", {})
     assert second.trace is None and second.id == "q2" and second.meta == {"level": 1}
@@ -76,8 +79,12 @@ def test_jsonl_loader_and_missing_trace(tmp_path):
 
 @pytest.mark.parametrize(
     ("line", "message"),
-    [("{not json", "invalid JSON"), ('["a list"]', "JSON object"), ('{"prompt": "x"}', "'answer'"),
-     ('{"prompt": "x", "answer": "1", "trace": 3}', "'trace'")],
+    [
+        ("{not json", "invalid JSON"),
+        ('["a list"]', "JSON object"),
+        ('{"prompt": "x"}', "'answer'"),
+        ('{"prompt": "x", "answer": "1", "trace": 3}', "'trace'"),
+    ],
 )
 def test_jsonl_malformed_line_names_file_and_line(tmp_path, line, message):
     path = write_lines(tmp_path / "bad.jsonl", [json.dumps({"prompt": "a", "answer": "1"}), line])
@@ -102,11 +109,9 @@ def test_sft_jsonl(tmp_path):
 
 
 METAMATH = [
-    {"query": "Q1", "type": "GSM_AnsAug",
-     "response": "She has 3 + 4 = 7.\n#### 7\nThe answer is: 7"},
+    {"query": "Q1", "type": "GSM_AnsAug", "response": "She has 3 + 4 = 7.\n#### 7\nThe answer is: 7"},
     {"query": "Q1", "type": "GSM_AnsAug", "response": "duplicate\nThe answer is: 8"},
-    {"query": "Q2", "type": "MATH_AnsAug",
-     "response": "So $x = \\boxed{\\frac{1}{2}}$.\nThe answer is: \\frac{1}{2}"},
+    {"query": "Q2", "type": "MATH_AnsAug", "response": "So $x = \\boxed{\\frac{1}{2}}$.\nThe answer is: \\frac{1}{2}"},
     {"query": "Q3", "type": "GSM_SV", "response": "x\nThe answer is: 3"},
 ]
 
@@ -116,9 +121,7 @@ def test_metamath(tmp_path):
     path.write_text(json.dumps(METAMATH))
     first, second = load_metamath(path, types=["GSM_AnsAug", "MATH_AnsAug"])
     assert (first.prompt, first.answer, first.meta) == ("Q1", "7", {"type": "GSM_AnsAug"})
-    assert first.trace == (
-        "<reasoning>\nShe has 3 + 4 = 7.\n</reasoning>\n<answer>\n\\boxed{7}\n</answer>"
-    )
+    assert first.trace == ("<reasoning>\nShe has 3 + 4 = 7.\n</reasoning>\n<answer>\n\\boxed{7}\n</answer>")
     assert second.answer == "\\frac{1}{2}" and second.trace.count("\\boxed") == 1
     assert len(load_metamath(path)) == 3  # all types, Q1 deduplicated
     verbatim = load_metamath(path, verbatim=True)[0]
@@ -157,11 +160,14 @@ def test_sources_registry_and_errors(tmp_path, monkeypatch):
 def test_max_trace_tokens_filter(tmp_path):
     from igpo.models.tokenizer import build_word_tokenizer
 
-    path = write_lines(tmp_path / "rl.jsonl", [
-        json.dumps({"prompt": "a", "answer": "1", "trace": "one two"}),
-        json.dumps({"prompt": "b", "answer": "2", "trace": "one two three four"}),
-        json.dumps({"prompt": "c", "answer": "3"}),
-    ])
+    path = write_lines(
+        tmp_path / "rl.jsonl",
+        [
+            json.dumps({"prompt": "a", "answer": "1", "trace": "one two"}),
+            json.dumps({"prompt": "b", "answer": "2", "trace": "one two three four"}),
+            json.dumps({"prompt": "c", "answer": "3"}),
+        ],
+    )
     tok = build_word_tokenizer(["one", "two", "three", "four"])
     cfg = DataConfig(source="jsonl", path=str(path), max_trace_tokens=3, shuffle_seed=None)
     assert [e.prompt for e in load_examples(cfg, tok)] == ["a", "c"]
@@ -176,16 +182,18 @@ def test_render_prompt_ends_with_prefill():
     text = render_prompt(tok, " how many? ")
     assert text.endswith("<|start_header_id|>assistant<|end_header_id|>\n\n<reasoning>")
     assert f"{D1_SYSTEM_PROMPT}\n\nhow many?<|eot_id|>" in text
-    assert render_prompt(tok, "q", system="", prefill="").endswith("\n\nq<|eot_id|>"
-                                                                "<|start_header_id|>assistant"
-                                                                "<|end_header_id|>\n\n")
+    assert render_prompt(tok, "q", system="", prefill="").endswith(
+        "\n\nq<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n"
+    )
     tok.chat_template = None
     with pytest.raises(ValueError, match="chat template"):
         render_prompt(tok, "q")
 
 
 def test_data_module_imports_no_harness_or_lm_eval():
-    code = ("import sys, igpo.data, igpo.rewards, igpo.hints; "
-            "bad = [m for m in sys.modules if m.split('.')[0] in ('harness', 'lm_eval')]; "
-            "assert not bad, bad")
+    code = (
+        "import sys, igpo.data, igpo.rewards, igpo.hints; "
+        "bad = [m for m in sys.modules if m.split('.')[0] in ('harness', 'lm_eval')]; "
+        "assert not bad, bad"
+    )
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -24,18 +24,39 @@ LIMIT = 5
 """Odd on purpose: rank 0 gets 3 documents, rank 1 gets 2 and is padded by lm-eval."""
 TIMEOUT_S = 300
 RUN_NAME = "tiny-dllm-igpo"
-EVAL_ARGS = ["--tasks", "gsm8k,amc", "--limit", str(LIMIT), "--gen-length", "32", "--block-length", "16",
-             "--steps", "8", "--seeds", "0", "--batch-size", "4", "--device", "cpu", "--no-leaderboard"]
+EVAL_ARGS = [
+    "--tasks",
+    "gsm8k,amc",
+    "--limit",
+    str(LIMIT),
+    "--gen-length",
+    "32",
+    "--block-length",
+    "16",
+    "--steps",
+    "8",
+    "--seeds",
+    "0",
+    "--batch-size",
+    "4",
+    "--device",
+    "cpu",
+    "--no-leaderboard",
+]
 """GSM8K is greedy; AMC samples at the protocol's T=0.1 with 16 repeats (per-request seeding)."""
 AMC_REPEATS = 16
 
 
 def _env() -> dict[str, str]:
     env = dict(os.environ)
-    env.update(HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", TRANSFORMERS_OFFLINE="1",
-               OMP_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false")
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(Path(__file__).resolve().parents[1]),
-                                                      env.get("PYTHONPATH")]))
+    env.update(
+        HF_HUB_OFFLINE="1",
+        HF_DATASETS_OFFLINE="1",
+        TRANSFORMERS_OFFLINE="1",
+        OMP_NUM_THREADS="1",
+        TOKENIZERS_PARALLELISM="false",
+    )
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(Path(__file__).resolve().parents[1]), env.get("PYTHONPATH")]))
     return env
 
 
@@ -71,9 +92,28 @@ def runs(tmp_path_factory):
     common = ["eval", "--model", str(model), "--data-dir", str(SHARED_DATA), *EVAL_ARGS]
     single, parallel = root / "single", root / "parallel"
     _run([sys.executable, "-m", "harness.cli", *common, "--out", str(single)], root)
-    _run([*_accelerate(), "--multi_gpu", "--num_processes", str(PROCESSES), "--num_machines", "1",
-          "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(_free_port()),
-          "-m", "harness.cli", *common, "--out", str(parallel)], root)
+    _run(
+        [
+            *_accelerate(),
+            "--multi_gpu",
+            "--num_processes",
+            str(PROCESSES),
+            "--num_machines",
+            "1",
+            "--mixed_precision",
+            "no",
+            "--dynamo_backend",
+            "no",
+            "--main_process_port",
+            str(_free_port()),
+            "-m",
+            "harness.cli",
+            *common,
+            "--out",
+            str(parallel),
+        ],
+        root,
+    )
     return single / RUN_NAME, parallel / RUN_NAME
 
 
@@ -107,7 +147,11 @@ def test_same_scores_as_one_process(runs):
     tasks = [json.loads((run / "results.json").read_text(encoding="utf-8"))["tasks"] for run in runs]
     for key in ("igpo_gsm8k", "igpo_amc"):
         a, b = tasks[0][key], tasks[1][key]
-        assert (a["accuracy"], a["n_items"], a["samples_per_item"]) == (b["accuracy"], b["n_items"], b["samples_per_item"])
+        assert (a["accuracy"], a["n_items"], a["samples_per_item"]) == (
+            b["accuracy"],
+            b["n_items"],
+            b["samples_per_item"],
+        )
         assert a["metrics"] == b["metrics"]
 
 
@@ -118,8 +162,9 @@ def test_padding_copies_reuse_earlier_responses():
     from harness.lmeval.model import padding_copies
 
     def request(idx: int, repeats: int) -> Instance:
-        return Instance(request_type="generate_until", doc={}, arguments=("q", {}), idx=idx,
-                        metadata=("t", idx, repeats))
+        return Instance(
+            request_type="generate_until", doc={}, arguments=("q", {}), idx=idx, metadata=("t", idx, repeats)
+        )
 
     single, sampled = request(0, 1), request(1, 3)
     requests = [single, *[sampled] * 3, *[sampled] * 6]  # two documents' worth of padding

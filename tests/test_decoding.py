@@ -97,8 +97,9 @@ def test_matches_reference_with_hints_and_cfg():
     hints[0, 2:6] = torch.tensor([10, 11, 12, 13])
     hints[1, 9:16] = 20
     for cfg_scale in (0.0, 1.5):
-        ours = generate(model, prompt, gen_length=16, block_length=8, steps=8, mask_id=MASK_ID,
-                        hints=hints, cfg_scale=cfg_scale)
+        ours = generate(
+            model, prompt, gen_length=16, block_length=8, steps=8, mask_id=MASK_ID, hints=hints, cfg_scale=cfg_scale
+        )
         ref = reference_generate(model, prompt, 16, 8, 8, MASK_ID, hints=hints, cfg_scale=cfg_scale)
         assert torch.equal(ours.sequences, ref)
 
@@ -109,8 +110,18 @@ def test_hints_never_overwritten_at_temperature(gen):
     hints = torch.full((4, 32), MASK_ID)
     fixed = torch.rand(4, 32, generator=gen) < 0.4
     hints[fixed] = torch.randint(4, VOCAB - 1, (int(fixed.sum()),), generator=gen)
-    out = generate(model, prompt, gen_length=32, block_length=8, steps=16, temperature=1.5,
-                   mask_id=MASK_ID, hints=hints, generator=gen, remasking="random")
+    out = generate(
+        model,
+        prompt,
+        gen_length=32,
+        block_length=8,
+        steps=16,
+        temperature=1.5,
+        mask_id=MASK_ID,
+        hints=hints,
+        generator=gen,
+        remasking="random",
+    )
     comp = out.completions
     assert torch.equal(comp[fixed], hints[fixed])
     assert (comp != MASK_ID).all()
@@ -140,8 +151,8 @@ def test_padding_invariance():
     batch = torch.zeros(len(prompts), width, dtype=torch.long)
     mask = torch.zeros(len(prompts), width, dtype=torch.long)
     for i, p in enumerate(prompts):
-        batch[i, width - len(p):] = p
-        mask[i, width - len(p):] = 1
+        batch[i, width - len(p) :] = p
+        mask[i, width - len(p) :] = 1
     out = generate(model, batch, attention_mask=mask, gen_length=16, block_length=8, steps=8, mask_id=MASK_ID)
     for i, p in enumerate(prompts):
         alone = generate(model, p[None], gen_length=16, block_length=8, steps=8, mask_id=MASK_ID)
@@ -246,8 +257,15 @@ def test_shifted_logits_read_from_previous_position():
     expected = [(j % 40) + 4 for j in range(4, 12)]
     assert out.completions[0].tolist() == expected
     # An empty prompt: position 0 has no predecessor and keeps its own logits (as Dream does).
-    empty = generate(Shifted(), torch.zeros(1, 0, dtype=torch.long), gen_length=8, block_length=8, steps=8,
-                     mask_id=MASK_ID, shifted_logits=True)
+    empty = generate(
+        Shifted(),
+        torch.zeros(1, 0, dtype=torch.long),
+        gen_length=8,
+        block_length=8,
+        steps=8,
+        mask_id=MASK_ID,
+        shifted_logits=True,
+    )
     assert empty.completions[0].tolist() == [5] + [j + 5 for j in range(7)]
 
 
@@ -274,8 +292,12 @@ def test_bad_arguments_name_the_argument(kwargs, name):
 
 def test_decode_config_round_trip():
     cfg = DecodeConfig(gen_length=64, block_length=16, steps=32, suppress_tokens=[2])
-    for bad, name in ((dict(threshold=0.0), "threshold"), (dict(cache="triple"), "cache"),
-                      (dict(cache_refresh=2), "cache_refresh"), (dict(steps=30), "steps")):
+    for bad, name in (
+        (dict(threshold=0.0), "threshold"),
+        (dict(cache="triple"), "cache"),
+        (dict(cache_refresh=2), "cache_refresh"),
+        (dict(steps=30), "steps"),
+    ):
         with pytest.raises(ValueError, match=name):  # rejected when the settings are made, before any model
             cfg.replace(**bad)
     assert cfg.replace(temperature=0.5).temperature == 0.5
@@ -294,7 +316,7 @@ def test_per_row_generators_make_rows_batch_independent():
     gens = [torch.Generator().manual_seed(100 + i) for i in range(3)]
     batch = generate(model, prompts, generator=gens, **kw)
     for i in (2, 0):
-        alone = generate(model, prompts[i:i + 1], generator=[torch.Generator().manual_seed(100 + i)], **kw)
+        alone = generate(model, prompts[i : i + 1], generator=[torch.Generator().manual_seed(100 + i)], **kw)
         assert torch.equal(alone.sequences[0], batch.sequences[i])
     with pytest.raises(ValueError, match="generator"):
         generate(model, prompts, generator=gens[:2], **kw)
@@ -305,8 +327,13 @@ def test_cache_off_and_rules_off_match_exact_and_bad_values_raise():
     prompt = torch.randint(4, VOCAB - 1, (2, 5))
     kw = dict(gen_length=16, block_length=8, steps=8, mask_id=MASK_ID)
     assert torch.equal(generate(model, prompt, cache=None, **kw).sequences, generate(model, prompt, **kw).sequences)
-    for bad, name in ((dict(cache="triple"), "cache"), (dict(factor=0.0), "factor"), (dict(factor=-1.0), "factor"),
-                      (dict(threshold=0.0), "threshold"), (dict(threshold=0.5, factor=1.0), "factor")):
+    for bad, name in (
+        (dict(cache="triple"), "cache"),
+        (dict(factor=0.0), "factor"),
+        (dict(factor=-1.0), "factor"),
+        (dict(threshold=0.0), "threshold"),
+        (dict(threshold=0.5, factor=1.0), "factor"),
+    ):
         with pytest.raises(ValueError, match=name):
             generate(model, prompt, **kw, **bad)
     with pytest.raises(ValueError, match="native"):

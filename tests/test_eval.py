@@ -27,8 +27,20 @@ def finished_run(tiny_checkpoint, tmp_path_factory):
     if not (SHARED_DATA / "gsm8k" / "test.jsonl").is_file():
         pytest.skip("shared/data is not beside this checkout")
     out = tmp_path_factory.mktemp("runs")
-    result = igpo("eval", "--model", tiny_checkpoint, "--tasks", "gsm8k,math500,amc", "--data-dir", SHARED_DATA,
-                  "--limit", 20, "--out", out, *FAST)
+    result = igpo(
+        "eval",
+        "--model",
+        tiny_checkpoint,
+        "--tasks",
+        "gsm8k,math500,amc",
+        "--data-dir",
+        SHARED_DATA,
+        "--limit",
+        20,
+        "--out",
+        out,
+        *FAST,
+    )
     assert result.exit_code == 0, result.output
     return out, out / "tiny-dllm-igpo", result
 
@@ -59,8 +71,20 @@ def test_rerun_reuses_finished_samples(finished_run, tiny_checkpoint):
 
     out, run, _ = finished_run
     before = load_samples(run)
-    result = igpo("eval", "--model", tiny_checkpoint, "--tasks", "gsm8k,math500,amc", "--data-dir", SHARED_DATA,
-                  "--limit", 20, "--out", out, *FAST)
+    result = igpo(
+        "eval",
+        "--model",
+        tiny_checkpoint,
+        "--tasks",
+        "gsm8k,math500,amc",
+        "--data-dir",
+        SHARED_DATA,
+        "--limit",
+        20,
+        "--out",
+        out,
+        *FAST,
+    )
     assert result.exit_code == 0, result.output
     prov = load_results(run)["provenance"]
     assert prov["requests_decoded"] == 0 and prov["requests_from_cache"] == len(before)
@@ -100,7 +124,9 @@ def test_bad_inputs_fail_in_one_line(tiny_checkpoint, tmp_path, shared_data):
     _assert_clean_failure(igpo(*base, "--tasks", "gsm8k", "--cache", "triple"), "unknown cache mode", out)
     _assert_clean_failure(igpo(*base, "--tasks", "gsm8k", "--cache-refresh", 2), "cache_refresh needs a cache", out)
     for value in ("nan", "inf"):
-        _assert_clean_failure(igpo(*base, "--tasks", "gsm8k", "--temperature", value), "temperature must be a finite", out)
+        _assert_clean_failure(
+            igpo(*base, "--tasks", "gsm8k", "--temperature", value), "temperature must be a finite", out
+        )
     for name in ("../../x", str(tmp_path / "abs"), "a/b", ".."):
         _assert_clean_failure(igpo(*base, "--tasks", "gsm8k", "--name", name), "plain folder name", out)
     assert not (tmp_path / "abs").exists() and not (tmp_path.parent / "x").exists()
@@ -122,21 +148,38 @@ def test_bad_inputs_fail_in_one_line(tiny_checkpoint, tmp_path, shared_data):
     _assert_clean_failure(igpo(*base, "--tasks", "gsm8k", "--protocol", bad), "malformed protocol", out)
     empty = tmp_path / "data"
     empty.mkdir()
-    _assert_clean_failure(igpo("eval", "--model", tiny_checkpoint, "--data-dir", empty, "--tasks", "gsm8k",
-                               "--out", out, *FAST), "missing data file", out)
+    _assert_clean_failure(
+        igpo("eval", "--model", tiny_checkpoint, "--data-dir", empty, "--tasks", "gsm8k", "--out", out, *FAST),
+        "missing data file",
+        out,
+    )
     damaged = tmp_path / "damaged"
     (damaged / "gsm8k").mkdir(parents=True)
     lines = (shared_data / "gsm8k" / "test.jsonl").read_text().splitlines()
-    for content, message in (("\n".join(lines[:5]) + "\n" + lines[5][:40], "test.jsonl:6: invalid JSON"),
-                             ("", "has no rows"), ("[1, 2]\n", "expected a JSON object")):
+    for content, message in (
+        ("\n".join(lines[:5]) + "\n" + lines[5][:40], "test.jsonl:6: invalid JSON"),
+        ("", "has no rows"),
+        ("[1, 2]\n", "expected a JSON object"),
+    ):
         (damaged / "gsm8k" / "test.jsonl").write_text(content)
-        _assert_clean_failure(igpo("eval", "--model", tiny_checkpoint, "--data-dir", damaged, "--tasks", "gsm8k",
-                                   "--out", out, *FAST), message, out)
+        _assert_clean_failure(
+            igpo("eval", "--model", tiny_checkpoint, "--data-dir", damaged, "--tasks", "gsm8k", "--out", out, *FAST),
+            message,
+            out,
+        )
     (damaged / "gsm8k" / "test.jsonl").write_bytes(b'{"question": "\xff\xfe"}\n')
-    _assert_clean_failure(igpo("eval", "--model", tiny_checkpoint, "--data-dir", damaged, "--tasks", "gsm8k",
-                               "--out", out, *FAST), "not UTF-8", out)
-    _assert_clean_failure(igpo("eval", "--model", tmp_path / "no-model", "--data-dir", shared_data,
-                               "--tasks", "gsm8k", "--out", out, *FAST), "not found", out)
+    _assert_clean_failure(
+        igpo("eval", "--model", tiny_checkpoint, "--data-dir", damaged, "--tasks", "gsm8k", "--out", out, *FAST),
+        "not UTF-8",
+        out,
+    )
+    _assert_clean_failure(
+        igpo(
+            "eval", "--model", tmp_path / "no-model", "--data-dir", shared_data, "--tasks", "gsm8k", "--out", out, *FAST
+        ),
+        "not found",
+        out,
+    )
     foreign = tmp_path / "foreign.json"
     foreign.write_text(json.dumps({"results": {}}))
     _assert_clean_failure(igpo("leaderboard", foreign), "not an igpo results file")
@@ -155,9 +198,15 @@ def test_flags_beat_the_protocols_task_settings_and_fast_protocol_records_its_op
     result = igpo(*base, "--protocol", "igpo_fast", "--name", "fast")
     assert result.exit_code == 0, result.output
     decoding = load_results(out / "fast")["tasks"]["igpo_arith"]["decoding"]
-    assert (decoding["cache"], decoding["cache_refresh"], decoding["threshold"], decoding["steps"]) == ("dual", 4, 0.9, 48)
-    _assert_clean_failure(igpo(*base, "--protocol", "d1", "--steps", 64, "--name", "d1"), "--steps does not apply",
-                          out / "d1")
+    assert (decoding["cache"], decoding["cache_refresh"], decoding["threshold"], decoding["steps"]) == (
+        "dual",
+        4,
+        0.9,
+        48,
+    )
+    _assert_clean_failure(
+        igpo(*base, "--protocol", "d1", "--steps", 64, "--name", "d1"), "--steps does not apply", out / "d1"
+    )
     _assert_clean_failure(igpo(*base, "--gen-length", 100, "--name", "bad"), "igpo_arith: block_length=16", out / "bad")
 
 
@@ -194,8 +243,19 @@ def test_foreign_results_file_under_out_is_skipped_with_a_warning(tmp_path):
     out = tmp_path / "out"
     (out / "stray").mkdir(parents=True)
     (out / "stray" / "results.json").write_text(json.dumps({"results": {}}))
-    args = ["eval", "--model", "testbed", "--tasks", "arith", "--limit", "2", "--out", out,
-            "--leaderboard", tmp_path / "board.md"]
+    args = [
+        "eval",
+        "--model",
+        "testbed",
+        "--tasks",
+        "arith",
+        "--limit",
+        "2",
+        "--out",
+        out,
+        "--leaderboard",
+        tmp_path / "board.md",
+    ]
     for _ in range(2):
         result = igpo(*args)
         assert result.exit_code == 0, result.output

@@ -47,9 +47,7 @@ def test_chunk_lengths_within_range_and_consecutive():
         assert 103 - chunks[-1][1] < 5  # only a piece shorter than min_chunk is dropped
 
 
-@pytest.mark.parametrize(
-    ("eta", "count"), [(0.0, 0), (0.2, 0), (0.25, 1), (0.5, 2), (0.6, 2), (1.0, 4)]
-)
+@pytest.mark.parametrize(("eta", "count"), [(0.0, 0), (0.2, 0), (0.25, 1), (0.5, 2), (0.6, 2), (1.0, 4)])
 def test_revealed_share_is_floor_eta_n(eta, count):
     cfg = HintConfig(hide_answer=False, **FIXED5)
     for seed in range(5):
@@ -154,8 +152,17 @@ def test_spread_canvas_places_chunk_tokens():
 
 @pytest.mark.parametrize(
     ("field", "value"),
-    [("eta_low", -0.1), ("eta_low", 1.5), ("eta_high", 0.1), ("eta_high", 1.2), ("min_chunk", 0),
-     ("max_chunk", 4), ("tail_free", -1), ("max_spread", 0.5), ("max_gap", -1)],
+    [
+        ("eta_low", -0.1),
+        ("eta_low", 1.5),
+        ("eta_high", 0.1),
+        ("eta_high", 1.2),
+        ("min_chunk", 0),
+        ("max_chunk", 4),
+        ("tail_free", -1),
+        ("max_spread", 0.5),
+        ("max_gap", -1),
+    ],
 )
 def test_bad_config_names_the_field(field, value):
     with pytest.raises(ValueError, match=field):

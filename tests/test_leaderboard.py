@@ -34,13 +34,21 @@ def task_result(key: str, accuracy: float, samples: int = 1) -> TaskResult:
     right = round(accuracy * N_ITEMS)
     items = [1.0] * right + [0.0] * (N_ITEMS - right)
     acc, ci, se, kind = accuracy_interval(items, samples)
-    return TaskResult(task=key.split("@")[0], metric="exact_match", accuracy=acc,
-                      n_items=N_ITEMS, samples_per_item=samples, ci95=ci, ci_kind=kind,
-                      stderr=se, seeds=[0], repeats=samples)
+    return TaskResult(
+        task=key.split("@")[0],
+        metric="exact_match",
+        accuracy=acc,
+        n_items=N_ITEMS,
+        samples_per_item=samples,
+        ci95=ci,
+        ci_kind=kind,
+        stderr=se,
+        seeds=[0],
+        repeats=samples,
+    )
 
 
-def make_run(root: Path, name: str, accs: dict[str, float], adapter: str | None = None,
-             protocol: str = "igpo") -> Path:
+def make_run(root: Path, name: str, accs: dict[str, float], adapter: str | None = None, protocol: str = "igpo") -> Path:
     """Write a run folder with one task per entry of `accs` (amc as avg@16)."""
     tasks = {k: task_result(k, a, AVG_K if "amc" in k else 1) for k, a in accs.items()}
     record = {
@@ -64,11 +72,26 @@ def runs(tmp_path: Path) -> list[Path]:
 
 
 def test_task_order() -> None:
-    keys = ["igpo_amc", "igpo_zeta", "igpo_gsm8k@512", "igpo_math500", "igpo_gsm8k@128",
-            "igpo_arith", "igpo_amc23", "igpo_gsm8k"]
-    assert order_tasks(keys) == ["igpo_gsm8k", "igpo_gsm8k@128", "igpo_gsm8k@512",
-                                 "igpo_math500", "igpo_amc", "igpo_amc23", "igpo_arith",
-                                 "igpo_zeta"]
+    keys = [
+        "igpo_amc",
+        "igpo_zeta",
+        "igpo_gsm8k@512",
+        "igpo_math500",
+        "igpo_gsm8k@128",
+        "igpo_arith",
+        "igpo_amc23",
+        "igpo_gsm8k",
+    ]
+    assert order_tasks(keys) == [
+        "igpo_gsm8k",
+        "igpo_gsm8k@128",
+        "igpo_gsm8k@512",
+        "igpo_math500",
+        "igpo_amc",
+        "igpo_amc23",
+        "igpo_arith",
+        "igpo_zeta",
+    ]
 
 
 def test_average_and_order(runs: list[Path]) -> None:
@@ -218,11 +241,14 @@ def _deviating_run(root: Path, name: str, **protocol) -> Path:
     return run
 
 
-@pytest.mark.parametrize("protocol, needle", [
-    ({"overrides": {"gen_length": 64, "temperature": 1.0}}, "overrides gen_length=64, temperature=1.0"),
-    ({"limit": 5}, "limit 5"),
-    ({"seeds_run": [0]}, "seeds 0 (protocol: 0, 1, 2)"),
-])
+@pytest.mark.parametrize(
+    "protocol, needle",
+    [
+        ({"overrides": {"gen_length": 64, "temperature": 1.0}}, "overrides gen_length=64, temperature=1.0"),
+        ({"limit": 5}, "limit 5"),
+        ({"seeds_run": [0]}, "seeds 0 (protocol: 0, 1, 2)"),
+    ],
+)
 def test_runs_that_differ_from_their_protocol_are_marked(tmp_path: Path, protocol, needle) -> None:
     """A run with overrides, a limit or fewer seeds is `igpo*`, footnoted, and never shown beside
     the published igpo rows (which a plain igpo run gets)."""

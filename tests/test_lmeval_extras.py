@@ -22,8 +22,19 @@ from harness.results import load_results, load_samples
 
 REPO = Path(__file__).resolve().parents[1]
 SUBPROCESS_TIMEOUT_S = 300
-FAST = ["--gen-length", "32", "--block-length", "16", "--steps", "8", "--seeds", "0", "--no-leaderboard",
-        "--device", "cpu"]
+FAST = [
+    "--gen-length",
+    "32",
+    "--block-length",
+    "16",
+    "--steps",
+    "8",
+    "--seeds",
+    "0",
+    "--no-leaderboard",
+    "--device",
+    "cpu",
+]
 PREFERRED_LOGIT = 6.0
 """Logit of the token the constant model prefers; every other token has logit 0."""
 CONTEXT = "how many is 3 and 4"
@@ -46,8 +57,14 @@ def _needs_data() -> None:
 
 
 def test_lm_eval_help_exits_zero():
-    proc = subprocess.run([sys.executable, "-m", "harness.lm_eval", "--help"], cwd=REPO, env=_env(),
-                          capture_output=True, text=True, timeout=SUBPROCESS_TIMEOUT_S)
+    proc = subprocess.run(
+        [sys.executable, "-m", "harness.lm_eval", "--help"],
+        cwd=REPO,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=SUBPROCESS_TIMEOUT_S,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "usage" in proc.stdout.lower()
 
@@ -58,12 +75,27 @@ def test_igpo_lm_eval_runs_dllm_on_local_data(tiny_checkpoint, tmp_path):
     from tasks.registry import local_task_dir
 
     include = local_task_dir(SHARED_DATA, ["gsm8k"], dest=tmp_path / "tasks")
-    args = ["--model", "dllm",
-            "--model_args", f"pretrained={tiny_checkpoint},gen_length=32,block_length=16,steps=8",
-            "--tasks", "igpo_gsm8k", "--limit", "2", "--include_path", str(include),
-            "--apply_chat_template"]  # no --device: lm-eval then passes cuda:0, even on CPU machines
-    proc = subprocess.run([sys.executable, "-m", "harness.cli", "lm-eval", "--", *args], cwd=tmp_path,
-                          env=_env(), capture_output=True, text=True, timeout=SUBPROCESS_TIMEOUT_S)
+    args = [
+        "--model",
+        "dllm",
+        "--model_args",
+        f"pretrained={tiny_checkpoint},gen_length=32,block_length=16,steps=8",
+        "--tasks",
+        "igpo_gsm8k",
+        "--limit",
+        "2",
+        "--include_path",
+        str(include),
+        "--apply_chat_template",
+    ]  # no --device: lm-eval then passes cuda:0, even on CPU machines
+    proc = subprocess.run(
+        [sys.executable, "-m", "harness.cli", "lm-eval", "--", *args],
+        cwd=tmp_path,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=SUBPROCESS_TIMEOUT_S,
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
     table = proc.stdout
     assert "igpo_gsm8k" in table and "exact_match" in table and "strict_match" in table
@@ -102,8 +134,10 @@ def _tokenizer():
 def _requests(*continuations: str, context: str = CONTEXT):
     from lm_eval.api.instance import Instance
 
-    return [Instance(request_type="loglikelihood", doc={}, arguments=(context, c), idx=i)
-            for i, c in enumerate(continuations)]
+    return [
+        Instance(request_type="loglikelihood", doc={}, arguments=(context, c), idx=i)
+        for i, c in enumerate(continuations)
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -175,8 +209,7 @@ def _make_adapter(model_dir: Path, out: Path) -> Path:
 
     model = load_model(str(model_dir), device="cpu")
     torch.manual_seed(ADAPTER_SEED)  # peft draws the non-zero LoRA init from the global RNG
-    peft_model = get_peft_model(model, LoraConfig(r=4, target_modules=["q_proj", "v_proj"],
-                                                  init_lora_weights=False))
+    peft_model = get_peft_model(model, LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
     # save_embedding_layers=False: peft's "auto" check calls config.from_pretrained, which the
     # native ArchConfig dataclass does not have (and no embedding is adapted here anyway).
     peft_model.save_pretrained(str(out), save_embedding_layers=False)
@@ -188,8 +221,20 @@ def test_eval_with_adapter_changes_responses(tmp_path):
     model = save_tiny_checkpoint(tmp_path / "tiny-dllm")
     adapter = _make_adapter(model, tmp_path / "lora")
     runner = CliRunner()
-    base = ["eval", "--model", str(model), "--tasks", "gsm8k", "--data-dir", str(SHARED_DATA), "--limit", "3",
-            "--out", str(tmp_path / "runs"), *FAST]
+    base = [
+        "eval",
+        "--model",
+        str(model),
+        "--tasks",
+        "gsm8k",
+        "--data-dir",
+        str(SHARED_DATA),
+        "--limit",
+        "3",
+        "--out",
+        str(tmp_path / "runs"),
+        *FAST,
+    ]
     plain = runner.invoke(app, base)
     adapted = runner.invoke(app, [*base, "--adapter", str(adapter)])
     assert plain.exit_code == 0, plain.output
@@ -217,35 +262,69 @@ def test_adapter_folder_without_config_is_refused(tmp_path):
 def test_wheel_ships_task_and_protocol_files(tmp_path):
     """Task YAMLs and protocols are package data: lm-eval finds them in an installed igpo."""
     src = tmp_path / "src"
-    shutil.copytree(REPO, src, ignore=shutil.ignore_patterns(
-        ".venv", ".git", "build", "dist", "*.egg-info", "__pycache__", ".pytest_cache", ".ruff_cache",
-        "runs", "results", "out"))
+    shutil.copytree(
+        REPO,
+        src,
+        ignore=shutil.ignore_patterns(
+            ".venv",
+            ".git",
+            "build",
+            "dist",
+            "*.egg-info",
+            "__pycache__",
+            ".pytest_cache",
+            ".ruff_cache",
+            "runs",
+            "results",
+            "out",
+        ),
+    )
     wheels = tmp_path / "wheels"
-    proc = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
-                           "-w", str(wheels), str(src)], env=_env(), capture_output=True, text=True,
-                          timeout=SUBPROCESS_TIMEOUT_S)
+    proc = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(wheels), str(src)],
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=SUBPROCESS_TIMEOUT_S,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     [wheel] = wheels.glob("igpo-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
-    for required in ("tasks/igpo_gsm8k.yaml", "tasks/igpo_math500.yaml", "tasks/igpo_amc.yaml",
-                     "tasks/_igpo_template.yaml", "tasks/utils.py", "tasks/registry.py",
-                     "harness/protocols/igpo.yaml", "harness/protocols/d1.yaml", "harness/protocols/igpo_fast.yaml",
-                     "harness/reference.yaml"):
+    for required in (
+        "tasks/igpo_gsm8k.yaml",
+        "tasks/igpo_math500.yaml",
+        "tasks/igpo_amc.yaml",
+        "tasks/_igpo_template.yaml",
+        "tasks/utils.py",
+        "tasks/registry.py",
+        "harness/protocols/igpo.yaml",
+        "harness/protocols/d1.yaml",
+        "harness/protocols/igpo_fast.yaml",
+        "harness/reference.yaml",
+    ):
         assert required in names, f"{required} missing from {wheel.name}"
     assert not any(n.startswith(("results/", "tests/", "runs/")) for n in names)
     entry = next(n for n in names if n.endswith("entry_points.txt"))
     assert "igpo = harness.cli:main" in zipfile.ZipFile(wheel).read(entry).decode()
 
 
-@pytest.mark.parametrize("args, needle", [
-    (["--tasks", "igpo_nope", "--model_args", "pretrained=testbed"], "Tasks not found: igpo_nope"),
-    (["--tasks", "igpo_arith", "--model_args", "pretrained=/no/such/model"], "model path not found"),
-    (["--tasks", "igpo_arith", "--model_args", "pretrained=testbed,gen_length=abc"], "gen_length='abc'"),
-])
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (["--tasks", "igpo_nope", "--model_args", "pretrained=testbed"], "Tasks not found: igpo_nope"),
+        (["--tasks", "igpo_arith", "--model_args", "pretrained=/no/such/model"], "model path not found"),
+        (["--tasks", "igpo_arith", "--model_args", "pretrained=testbed,gen_length=abc"], "gen_length='abc'"),
+    ],
+)
 def test_lm_eval_mistakes_end_in_one_error_line(args, needle):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
     env.pop("IGPO_DEBUG", None)
-    proc = subprocess.run([sys.executable, "-m", "harness.lm_eval", "--model", "dllm", *args, "--limit", "1"],
-                          capture_output=True, text=True, env=env, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-m", "harness.lm_eval", "--model", "dllm", *args, "--limit", "1"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert "Traceback" not in proc.stderr and needle in proc.stderr.strip().splitlines()[-1]

@@ -33,8 +33,7 @@ def _testbed() -> str:
 
 
 def _env() -> dict[str, str]:
-    env = dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", TRANSFORMERS_OFFLINE="1",
-               OMP_NUM_THREADS="1")
+    env = dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", TRANSFORMERS_OFFLINE="1", OMP_NUM_THREADS="1")
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
     return env
 
@@ -86,13 +85,16 @@ def test_do_sample_has_hugging_face_semantics():
         resolve({"do_sample": True, "temperature": 0.0}, MODEL, frozenset())
 
 
-@pytest.mark.parametrize("kwargs, needle", [
-    ({"top_p": 0.9}, "top_p"),
-    ({"max_gen_toks": 0}, "max_gen_toks"),
-    ({"max_gen_toks": "many"}, "max_gen_toks"),
-    ({"do_sample": "maybe"}, "do_sample"),
-    ({"steps": "x"}, "steps"),
-])
+@pytest.mark.parametrize(
+    "kwargs, needle",
+    [
+        ({"top_p": 0.9}, "top_p"),
+        ({"max_gen_toks": 0}, "max_gen_toks"),
+        ({"max_gen_toks": "many"}, "max_gen_toks"),
+        ({"do_sample": "maybe"}, "do_sample"),
+        ({"steps": "x"}, "steps"),
+    ],
+)
 def test_unusable_generation_settings_are_refused(kwargs, needle):
     with pytest.raises(ValueError, match=needle):
         resolve(kwargs, MODEL, frozenset())
@@ -143,8 +145,13 @@ def test_model_args_mistakes_are_named():
 def test_llada_eos_options_reach_the_decoder(tiny_checkpoint):
     from harness.lmeval import DiffusionLM
 
-    lm = DiffusionLM(pretrained=str(tiny_checkpoint), device="cpu", logits_eos_inf=True,
-                     confidence_eos_eot_inf=True, batch_size="auto")
+    lm = DiffusionLM(
+        pretrained=str(tiny_checkpoint),
+        device="cpu",
+        logits_eos_inf=True,
+        confidence_eos_eot_inf=True,
+        batch_size="auto",
+    )
     assert lm.decode.suppress_tokens == (lm.spec.eos_id,)
     assert set(lm.decode.last_tokens) == {lm.spec.eos_id, lm.spec.eot_id}
     assert any("batch_size=auto" in w for w in lm.warnings)
@@ -192,16 +199,22 @@ def _evaluate(model_args: str, limit: int, **kwargs):
     from harness.lmeval import DiffusionLM
     from tasks.registry import TASK_DIR
 
-    out = simple_evaluate(model="dllm", model_args=model_args, tasks=["igpo_arith"], limit=limit,
-                          task_manager=TaskManager(include_path=str(TASK_DIR), include_defaults=False),
-                          log_samples=True, bootstrap_iters=0, **kwargs)
+    out = simple_evaluate(
+        model="dllm",
+        model_args=model_args,
+        tasks=["igpo_arith"],
+        limit=limit,
+        task_manager=TaskManager(include_path=str(TASK_DIR), include_defaults=False),
+        log_samples=True,
+        bootstrap_iters=0,
+        **kwargs,
+    )
     responses = [s["filtered_resps"][0] for s in out["samples"]["igpo_arith"]]
     return out, responses, DiffusionLM.latest
 
 
 def test_max_gen_toks_reaches_the_decoder_through_lm_eval():
-    _, responses, lm = _evaluate(f"pretrained={_testbed()}", 4, gen_kwargs="max_gen_toks=16",
-                                 apply_chat_template=True)
+    _, responses, lm = _evaluate(f"pretrained={_testbed()}", 4, gen_kwargs="max_gen_toks=16", apply_chat_template=True)
     log = lm.request_log
     assert len(log) == 4 and all(r["tokens"] <= 16 for r in log)
     assert all(r["decode"]["gen_length"] == 16 and r["decode"]["steps"] == 8 for r in log)
@@ -214,8 +227,15 @@ def test_lm_eval_seed_reaches_sampling():
     sample = "do_sample=true,temperature=1.0"
 
     def run(seed: int):
-        _, responses, lm = _evaluate(f"pretrained={_testbed()}", 12, gen_kwargs=sample, apply_chat_template=True,
-                                     random_seed=seed, numpy_random_seed=seed, torch_random_seed=seed)
+        _, responses, lm = _evaluate(
+            f"pretrained={_testbed()}",
+            12,
+            gen_kwargs=sample,
+            apply_chat_template=True,
+            random_seed=seed,
+            numpy_random_seed=seed,
+            torch_random_seed=seed,
+        )
         assert {r["seed"] for r in lm.request_log} == {seed}
         return responses
 
@@ -239,8 +259,10 @@ def test_raw_text_igpo_task_and_truncated_prompts_warn():
 def _ll_requests(lm, pairs):
     from lm_eval.api.instance import Instance
 
-    return [Instance(request_type="loglikelihood", doc={}, arguments=p, idx=i, metadata=("t", i, 1))
-            for i, p in enumerate(pairs)]
+    return [
+        Instance(request_type="loglikelihood", doc={}, arguments=p, idx=i, metadata=("t", i, 1))
+        for i, p in enumerate(pairs)
+    ]
 
 
 def test_cfg_scale_and_greedy_check_reach_log_likelihoods(tiny_checkpoint):
@@ -265,7 +287,7 @@ def test_encode_pair_moves_trailing_whitespace_into_the_continuation(tiny_checkp
     head, tail = lm.encode_pair("how many is 3 and ", "4")
     whole = lm.tokenizer("how many is 3 and 4")["input_ids"]
     assert head == lm.tokenizer("how many is 3 and")["input_ids"]
-    assert head + tail == whole and tail == whole[len(head):]
+    assert head + tail == whole and tail == whole[len(head) :]
     assert lm.tokenizer.decode(tail).strip() == "4"
 
 
@@ -279,8 +301,16 @@ def test_padding_copies_never_reach_a_requests_responses(tiny_checkpoint):
     from harness.lmeval import DiffusionLM
 
     lm = DiffusionLM(pretrained=str(tiny_checkpoint), device="cpu", gen_length=8, block_length=8, steps=4)
-    reqs = [Instance(request_type="generate_until", doc={}, arguments=(f"what is {i}", {"until": []}), idx=0,
-                     metadata=("t", i, 1)) for i in range(2)]
+    reqs = [
+        Instance(
+            request_type="generate_until",
+            doc={},
+            arguments=(f"what is {i}", {"until": []}),
+            idx=0,
+            metadata=("t", i, 1),
+        )
+        for i in range(2)
+    ]
     cloned = [reqs[0], reqs[1], reqs[1], reqs[1]]  # two padding copies of the last request
     responses = lm.generate_until(cloned)
     for text, req in zip(responses, cloned, strict=True):  # lm-eval's own loop
@@ -308,15 +338,55 @@ def test_lm_eval_cli_matches_igpo_eval_response_for_response(tmp_path):
     """Acceptance: plain lm-eval (no decoding setting in model_args) decodes igpo_arith exactly as
     `igpo eval --tasks arith` does; the request log lands beside lm-eval's output."""
     limit = "20"
-    ev = subprocess.run([sys.executable, "-m", "harness.cli", "eval", "--tasks", "arith", "--limit", limit,
-                         "--out", str(tmp_path / "runs"), "--name", "ref", "--no-leaderboard"],
-                        cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=TIMEOUT_S)
+    ev = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "harness.cli",
+            "eval",
+            "--tasks",
+            "arith",
+            "--limit",
+            limit,
+            "--out",
+            str(tmp_path / "runs"),
+            "--name",
+            "ref",
+            "--no-leaderboard",
+        ],
+        cwd=tmp_path,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT_S,
+    )
     assert ev.returncode == 0, ev.stderr[-3000:]
-    lm = subprocess.run([sys.executable, "-m", "harness.cli", "lm-eval", "--", "--model", "dllm",
-                         "--model_args", f"pretrained={_testbed()}", "--tasks", "igpo_arith",
-                         "--apply_chat_template", "--limit", limit, "--log_samples",
-                         "--output_path", str(tmp_path / "lm")],
-                        cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=TIMEOUT_S)
+    lm = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "harness.cli",
+            "lm-eval",
+            "--",
+            "--model",
+            "dllm",
+            "--model_args",
+            f"pretrained={_testbed()}",
+            "--tasks",
+            "igpo_arith",
+            "--apply_chat_template",
+            "--limit",
+            limit,
+            "--log_samples",
+            "--output_path",
+            str(tmp_path / "lm"),
+        ],
+        cwd=tmp_path,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT_S,
+    )
     assert lm.returncode == 0, lm.stderr[-3000:]
     record = json.loads((tmp_path / "runs" / "ref" / "results.json").read_text())
     assert record["protocol"]["seeds_run"] == record["protocol"]["seeds"] and record["label_given"] is False
@@ -328,27 +398,59 @@ def test_lm_eval_cli_matches_igpo_eval_response_for_response(tmp_path):
     assert all(ours[k]["response"] == theirs[k] for k in ours)
     assert all(r["decoding"]["gen_length"] == 48 and r["tokens"] <= 48 for r in ours.values())
     log = [json.loads(line) for line in (tmp_path / "lm" / "dllm_requests.jsonl").open()]
-    assert {(r["decode"]["gen_length"], r["decode"]["block_length"], r["decode"]["steps"]) for r in log} == {(48, 16, 24)}
+    assert {(r["decode"]["gen_length"], r["decode"]["block_length"], r["decode"]["steps"]) for r in log} == {
+        (48, 16, 24)
+    }
 
 
 def test_llada_likelihood_command_line_runs_with_dllm(tmp_path):
     """A conditional-likelihood line of LLaDA's eval_llada_lm_eval.sh, model and task swapped for
     the testbed and a two-question multiple-choice task on local data."""
     data = tmp_path / "mc.jsonl"
-    data.write_text("\n".join(json.dumps(d) for d in (
-        {"q": "Ava has 6 apples . She finds 3 more apples . How many apples does Ava have now ?",
-         "choices": ["9", "4"], "label": 0},
-        {"q": "Leo has 8 books . He loses 2 books . How many books does Leo have now ?",
-         "choices": ["3", "6"], "label": 1})) + "\n")
+    data.write_text(
+        "\n".join(
+            json.dumps(d)
+            for d in (
+                {
+                    "q": "Ava has 6 apples . She finds 3 more apples . How many apples does Ava have now ?",
+                    "choices": ["9", "4"],
+                    "label": 0,
+                },
+                {
+                    "q": "Leo has 8 books . He loses 2 books . How many books does Leo have now ?",
+                    "choices": ["3", "6"],
+                    "label": 1,
+                },
+            )
+        )
+        + "\n"
+    )
     (tmp_path / "tasks").mkdir()
     (tmp_path / "tasks" / "tiny_mc.yaml").write_text(
         "task: tiny_mc\ndataset_path: json\ndataset_kwargs:\n  data_files:\n    test: " + str(data) + "\n"
         "test_split: test\noutput_type: multiple_choice\ndoc_to_text: '{{q}}'\ndoc_to_choice: '{{choices}}'\n"
-        "doc_to_target: label\nmetric_list:\n  - metric: acc\n")
-    line = ("--tasks tiny_mc --num_fewshot 0 --model dllm --batch_size 8 "
-            f"--model_args model_path='{_testbed()}',cfg=0.5,is_check_greedy=False,mc_num=128")
-    proc = subprocess.run([sys.executable, "-m", "harness.lm_eval", *shlex.split(line),
-                           "--include_path", str(tmp_path / "tasks"), "--device", "cpu"],
-                          cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=TIMEOUT_S)
+        "doc_to_target: label\nmetric_list:\n  - metric: acc\n"
+    )
+    line = (
+        "--tasks tiny_mc --num_fewshot 0 --model dllm --batch_size 8 "
+        f"--model_args model_path='{_testbed()}',cfg=0.5,is_check_greedy=False,mc_num=128"
+    )
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "harness.lm_eval",
+            *shlex.split(line),
+            "--include_path",
+            str(tmp_path / "tasks"),
+            "--device",
+            "cpu",
+        ],
+        cwd=tmp_path,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT_S,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "tiny_mc" in proc.stdout and "acc" in proc.stdout

@@ -58,12 +58,21 @@ def test_trajectory_equals_the_replayed_decoder_with_hints(temperature):
     hints[0, 2:5] = torch.tensor([7, 8, 9])
     hints[2, 10:12] = torch.tensor([11, 12])
     gens = [torch.Generator().manual_seed(i) for i in range(3)]
-    out = generate(rec, prompt, gen_length=16, block_length=8, steps=8, temperature=temperature, mask_id=MASK_ID,
-                   hints=hints, generator=gens, record_steps=True)
+    out = generate(
+        rec,
+        prompt,
+        gen_length=16,
+        block_length=8,
+        steps=8,
+        temperature=temperature,
+        mask_id=MASK_ID,
+        hints=hints,
+        generator=gens,
+        record_steps=True,
+    )
     exact, committed_at = _replayed_logprobs(rec, out.sequences, 5, temperature)
     assert torch.equal(torch.where(hints != MASK_ID, HINTED, committed_at), out.commit_step)
-    est = trajectory_logprobs(model, prompt, out.completions, out.commit_step, mask_id=MASK_ID,
-                              temperature=temperature)
+    est = trajectory_logprobs(model, prompt, out.completions, out.commit_step, mask_id=MASK_ID, temperature=temperature)
     decoded = out.commit_step >= 0
     torch.testing.assert_close(est.logp[decoded], exact[decoded], rtol=1e-5, atol=1e-5)
     # the trajectory's log-likelihood: the sum over every row's decoded tokens
@@ -80,8 +89,17 @@ def test_trajectory_group_steps_scores_with_the_groups_first_canvas():
     model = tiny_model(seed=4, std=0.1)
     rec = Recorder(model)
     prompt = torch.randint(4, 60, (2, 4))
-    out = generate(rec, prompt, gen_length=16, block_length=8, steps=8, temperature=1.0, mask_id=MASK_ID,
-                   generator=[torch.Generator().manual_seed(i) for i in range(2)], record_steps=True)
+    out = generate(
+        rec,
+        prompt,
+        gen_length=16,
+        block_length=8,
+        steps=8,
+        temperature=1.0,
+        mask_id=MASK_ID,
+        generator=[torch.Generator().manual_seed(i) for i in range(2)],
+        record_steps=True,
+    )
     grouped, _ = _replayed_logprobs(rec, out.sequences, 4, 1.0, group=2)
     est = trajectory_logprobs(model, prompt, out.completions, out.commit_step, mask_id=MASK_ID, group_steps=2)
     torch.testing.assert_close(est.logp, grouped, rtol=1e-5, atol=1e-5)
@@ -92,8 +110,17 @@ def test_trajectory_group_steps_scores_with_the_groups_first_canvas():
 def test_trajectory_carries_gradients_and_entropy():
     model = tiny_model(seed=5, std=0.1).train()
     prompt = torch.randint(4, 60, (2, 4))
-    out = generate(model, prompt, gen_length=8, block_length=8, steps=4, temperature=1.0, mask_id=MASK_ID,
-                   generator=torch.Generator().manual_seed(0), record_steps=True)
+    out = generate(
+        model,
+        prompt,
+        gen_length=8,
+        block_length=8,
+        steps=4,
+        temperature=1.0,
+        mask_id=MASK_ID,
+        generator=torch.Generator().manual_seed(0),
+        record_steps=True,
+    )
     est = trajectory_logprobs(model, prompt, out.completions, out.commit_step, mask_id=MASK_ID, with_entropy=True)
     est.logp.sum().backward()
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters())
@@ -104,7 +131,7 @@ def test_trajectory_carries_gradients_and_entropy():
 def _conditional(model, prompt, x, visible):
     """log p(x_i | prompt, x at `visible`) for every position i, one pass."""
     canvas = torch.where(visible, x, torch.full_like(x, MASK_ID_SMALL))
-    logits = model(torch.cat([prompt, canvas])[None]).logits[0, prompt.numel():].float()
+    logits = model(torch.cat([prompt, canvas])[None]).logits[0, prompt.numel() :].float()
     return torch.log_softmax(logits, -1).gather(-1, x[:, None]).squeeze(-1)
 
 
@@ -147,8 +174,15 @@ def test_sequence_elbo_bounds_the_enumerated_marginal_and_converges():
         assert math.isclose(exact_elbo, mean_over_orders, rel_tol=1e-5, abs_tol=1e-5)
         assert exact_elbo <= log_marginal + 1e-6
         assert log_marginal - exact_elbo < 0.1 * abs(log_marginal)  # and a close one on this model
-        mc = sequence_elbo(model, prompt[None], x[None], torch.ones(1, tlen, dtype=torch.bool),
-                           mask_id=MASK_ID_SMALL, mc_num=2000, generator=torch.Generator().manual_seed(1))
+        mc = sequence_elbo(
+            model,
+            prompt[None],
+            x[None],
+            torch.ones(1, tlen, dtype=torch.bool),
+            mask_id=MASK_ID_SMALL,
+            mc_num=2000,
+            generator=torch.Generator().manual_seed(1),
+        )
         assert abs(float(mc.logp.sum()) - exact_elbo) < 0.03 * abs(exact_elbo) + 0.02
         assert mc.sequence_level
     for values in itertools.product(real, repeat=tlen):  # the mixture is a (sub-)distribution
@@ -188,11 +222,16 @@ def test_bandit_grpo_raises_the_decoders_success_rate(tmp_path, estimator):
     from igpo.training.settings import LoraSettings, ModelSettings, OptimSettings
 
     folder = save_tiny_checkpoint(tmp_path / "m", seed=2)
-    cfg = RLConfig(model=ModelSettings(path=str(folder), lora=LoraSettings(enabled=False)),
-                   decode=DecodeConfig(gen_length=8, block_length=8, steps=4, temperature=1.0, early_exit=False),
-                   optim=OptimSettings(lr=3e-3, warmup_steps=0, weight_decay=0.0),
-                   num_generations=8, mu=1 if estimator != "elbo" else 2, logprob_estimator=estimator,
-                   elbo_samples=2, seed=0)
+    cfg = RLConfig(
+        model=ModelSettings(path=str(folder), lora=LoraSettings(enabled=False)),
+        decode=DecodeConfig(gen_length=8, block_length=8, steps=4, temperature=1.0, early_exit=False),
+        optim=OptimSettings(lr=3e-3, warmup_steps=0, weight_decay=0.0),
+        num_generations=8,
+        mu=1 if estimator != "elbo" else 2,
+        logprob_estimator=estimator,
+        elbo_samples=2,
+        seed=0,
+    )
     cfg.loss.beta = 0.0
     torch.manual_seed(0)
     model, tok = build_model(cfg.model, device="cpu")
@@ -212,10 +251,17 @@ def test_bandit_grpo_raises_the_decoders_success_rate(tmp_path, estimator):
     for step in range(30):
         rolls = trainer.sample(prompt, gen)
         rewards = (rolls.completions == target).any(1).float()
-        group = Group(prompt_ids=prompt.repeat(8, 1), completions=rolls.completions,
-                      advantages=group_advantages(rewards), rewards=rewards,
-                      hint_mask=torch.zeros_like(rolls.completions, dtype=torch.bool),
-                      commit_step=rolls.commit_step, all_wrong=False, replaced=0, correct=int(rewards.sum()))
+        group = Group(
+            prompt_ids=prompt.repeat(8, 1),
+            completions=rolls.completions,
+            advantages=group_advantages(rewards),
+            rewards=rewards,
+            hint_mask=torch.zeros_like(rolls.completions, dtype=torch.bool),
+            commit_step=rolls.commit_step,
+            all_wrong=False,
+            replaced=0,
+            correct=int(rewards.sum()),
+        )
         trainer.update([group], step, StepTimer())
     after = success(99)
     assert 0.05 < before < 0.8, before  # the chosen token is neither certain nor absent at the start

@@ -10,7 +10,7 @@ import torch
 from conftest import tiny_model
 from safetensors.torch import save_file
 
-from igpo.models import ModelLoadError, load_model, load_tokenizer
+from igpo.models import ModelLoadError, load_model, load_tokenizer, save_model
 from igpo.models.tokenizer import build_word_tokenizer
 
 torch.manual_seed(0)  # test-local: weight tensors below are drawn from explicit generators anyway
@@ -22,11 +22,30 @@ def _rand(g, *shape, scale=0.2):
 
 # ---------------------------------------------------------------- LLaDA, as published
 LLADA_CFG = dict(
-    model_type="llada", d_model=64, n_heads=4, n_kv_heads=2, n_layers=2, mlp_hidden_size=96,
-    mlp_ratio=4, vocab_size=300, embedding_size=320, rope_theta=500000.0, rms_norm_eps=1e-5,
-    weight_tying=False, block_type="llama", layer_norm_type="rms", activation_type="silu",
-    include_bias=False, rope=True, alibi=False, scale_logits=False, input_emb_norm=False,
-    attention_layer_norm=False, mask_token_id=310, eos_token_id=301, pad_token_id=301,
+    model_type="llada",
+    d_model=64,
+    n_heads=4,
+    n_kv_heads=2,
+    n_layers=2,
+    mlp_hidden_size=96,
+    mlp_ratio=4,
+    vocab_size=300,
+    embedding_size=320,
+    rope_theta=500000.0,
+    rms_norm_eps=1e-5,
+    weight_tying=False,
+    block_type="llama",
+    layer_norm_type="rms",
+    activation_type="silu",
+    include_bias=False,
+    rope=True,
+    alibi=False,
+    scale_logits=False,
+    input_emb_norm=False,
+    attention_layer_norm=False,
+    mask_token_id=310,
+    eos_token_id=301,
+    pad_token_id=301,
     architectures=["LLaDAModelLM"],
 )
 
@@ -36,16 +55,26 @@ def llada_checkpoint(folder, seed=0, cfg=LLADA_CFG):
     g = torch.Generator().manual_seed(seed)
     d, hd = cfg["d_model"], cfg["d_model"] // cfg["n_heads"]
     kv, ff, vocab = cfg["n_kv_heads"] * hd, cfg["mlp_hidden_size"], cfg["embedding_size"]
-    sd = {"model.transformer.wte.weight": _rand(g, vocab, d, scale=1.0),
-          "model.transformer.ln_f.weight": 1 + _rand(g, d),
-          "model.transformer.ff_out.weight": _rand(g, vocab, d)}
+    sd = {
+        "model.transformer.wte.weight": _rand(g, vocab, d, scale=1.0),
+        "model.transformer.ln_f.weight": 1 + _rand(g, d),
+        "model.transformer.ff_out.weight": _rand(g, vocab, d),
+    }
     for i in range(cfg["n_layers"]):
         p = f"model.transformer.blocks.{i}."
-        sd.update({p + "q_proj.weight": _rand(g, d, d), p + "k_proj.weight": _rand(g, kv, d),
-                   p + "v_proj.weight": _rand(g, kv, d), p + "attn_out.weight": _rand(g, d, d),
-                   p + "attn_norm.weight": 1 + _rand(g, d), p + "ff_norm.weight": 1 + _rand(g, d),
-                   p + "ff_proj.weight": _rand(g, ff, d), p + "up_proj.weight": _rand(g, ff, d),
-                   p + "ff_out.weight": _rand(g, d, ff)})
+        sd.update(
+            {
+                p + "q_proj.weight": _rand(g, d, d),
+                p + "k_proj.weight": _rand(g, kv, d),
+                p + "v_proj.weight": _rand(g, kv, d),
+                p + "attn_out.weight": _rand(g, d, d),
+                p + "attn_norm.weight": 1 + _rand(g, d),
+                p + "ff_norm.weight": 1 + _rand(g, d),
+                p + "ff_proj.weight": _rand(g, ff, d),
+                p + "up_proj.weight": _rand(g, ff, d),
+                p + "ff_out.weight": _rand(g, d, ff),
+            }
+        )
     folder.mkdir(parents=True, exist_ok=True)
     save_file(sd, str(folder / "model.safetensors"))
     (folder / "config.json").write_text(json.dumps(cfg))
@@ -62,7 +91,7 @@ def _rope(x, theta):
     inv = 1.0 / theta ** (torch.arange(0, hd, 2).float() / hd)
     freqs = torch.outer(torch.arange(length).float(), inv)
     cos, sin = freqs.cos(), freqs.sin()
-    x1, x2 = x[..., : hd // 2], x[..., hd // 2:]
+    x1, x2 = x[..., : hd // 2], x[..., hd // 2 :]
     return torch.cat([x1 * cos - x2 * sin, x2 * cos + x1 * sin], dim=-1)
 
 
@@ -97,12 +126,17 @@ def reference_forward(sd, names, ids, *, d, n_heads, n_kv, n_layers, theta, eps,
 
 
 LLADA_NAMES = dict(
-    embed="model.transformer.wte.weight", norm="model.transformer.ln_f.weight",
+    embed="model.transformer.wte.weight",
+    norm="model.transformer.ln_f.weight",
     head="model.transformer.ff_out.weight",
-    attn_norm="model.transformer.blocks.{i}.attn_norm.weight", q="model.transformer.blocks.{i}.q_proj",
-    k="model.transformer.blocks.{i}.k_proj", v="model.transformer.blocks.{i}.v_proj",
-    o="model.transformer.blocks.{i}.attn_out", ff_norm="model.transformer.blocks.{i}.ff_norm.weight",
-    gate="model.transformer.blocks.{i}.ff_proj", up="model.transformer.blocks.{i}.up_proj",
+    attn_norm="model.transformer.blocks.{i}.attn_norm.weight",
+    q="model.transformer.blocks.{i}.q_proj",
+    k="model.transformer.blocks.{i}.k_proj",
+    v="model.transformer.blocks.{i}.v_proj",
+    o="model.transformer.blocks.{i}.attn_out",
+    ff_norm="model.transformer.blocks.{i}.ff_norm.weight",
+    gate="model.transformer.blocks.{i}.ff_proj",
+    up="model.transformer.blocks.{i}.up_proj",
     down="model.transformer.blocks.{i}.ff_out",
 )
 
@@ -112,8 +146,9 @@ def test_llada_checkpoint_loads_and_matches_reference(tmp_path):
     model = load_model(tmp_path / "llada", dtype="float32", device="cpu")
     ids = torch.randint(0, 300, (2, 11), generator=torch.Generator().manual_seed(1))
     ours = model(ids).logits
-    ref = reference_forward(sd, LLADA_NAMES, ids, d=64, n_heads=4, n_kv=2, n_layers=2,
-                            theta=500000.0, eps=1e-5, bias=False)
+    ref = reference_forward(
+        sd, LLADA_NAMES, ids, d=64, n_heads=4, n_kv=2, n_layers=2, theta=500000.0, eps=1e-5, bias=False
+    )
     assert ours.shape == (2, 11, 320)
     assert (ours - ref).abs().max().item() <= 1e-4
     spec = model.token_spec
@@ -123,7 +158,7 @@ def test_llada_checkpoint_loads_and_matches_reference(tmp_path):
 def test_llada_round_trips_in_published_names(tmp_path):
     sd = llada_checkpoint(tmp_path / "a")
     model = load_model(tmp_path / "a", dtype="float32", device="cpu")
-    model.save_pretrained(tmp_path / "b")
+    save_model(model, tmp_path / "b")
     from safetensors import safe_open
 
     with safe_open(str(tmp_path / "b" / "model.safetensors"), "pt") as f:
@@ -160,17 +195,33 @@ def test_unsupported_llada_switch_is_refused(tmp_path):
 
 # ---------------------------------------------------------------- Dream (Qwen2 names, biases)
 DREAM_CFG = dict(
-    model_type="Dream", hidden_size=48, intermediate_size=80, num_hidden_layers=2,
-    num_attention_heads=4, num_key_value_heads=2, vocab_size=200, rope_theta=1000000.0,
-    rms_norm_eps=1e-6, tie_word_embeddings=False, mask_token_id=190, pad_token_id=180,
-    eos_token_id=180, architectures=["DreamModel"],
+    model_type="Dream",
+    hidden_size=48,
+    intermediate_size=80,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    vocab_size=200,
+    rope_theta=1000000.0,
+    rms_norm_eps=1e-6,
+    tie_word_embeddings=False,
+    mask_token_id=190,
+    pad_token_id=180,
+    eos_token_id=180,
+    architectures=["DreamModel"],
 )
 DREAM_NAMES = dict(
-    embed="model.embed_tokens.weight", norm="model.norm.weight", head="lm_head.weight",
-    attn_norm="model.layers.{i}.input_layernorm.weight", q="model.layers.{i}.self_attn.q_proj",
-    k="model.layers.{i}.self_attn.k_proj", v="model.layers.{i}.self_attn.v_proj",
-    o="model.layers.{i}.self_attn.o_proj", ff_norm="model.layers.{i}.post_attention_layernorm.weight",
-    gate="model.layers.{i}.mlp.gate_proj", up="model.layers.{i}.mlp.up_proj",
+    embed="model.embed_tokens.weight",
+    norm="model.norm.weight",
+    head="lm_head.weight",
+    attn_norm="model.layers.{i}.input_layernorm.weight",
+    q="model.layers.{i}.self_attn.q_proj",
+    k="model.layers.{i}.self_attn.k_proj",
+    v="model.layers.{i}.self_attn.v_proj",
+    o="model.layers.{i}.self_attn.o_proj",
+    ff_norm="model.layers.{i}.post_attention_layernorm.weight",
+    gate="model.layers.{i}.mlp.gate_proj",
+    up="model.layers.{i}.mlp.up_proj",
     down="model.layers.{i}.mlp.down_proj",
 )
 
@@ -178,25 +229,32 @@ DREAM_NAMES = dict(
 def test_dream_checkpoint_loads_and_matches_reference(tmp_path):
     g = torch.Generator().manual_seed(3)
     d, kv, ff, vocab = 48, 24, 80, 200
-    sd = {"model.embed_tokens.weight": _rand(g, vocab, d, scale=1.0), "model.norm.weight": 1 + _rand(g, d),
-          "lm_head.weight": _rand(g, vocab, d)}
+    sd = {
+        "model.embed_tokens.weight": _rand(g, vocab, d, scale=1.0),
+        "model.norm.weight": 1 + _rand(g, d),
+        "lm_head.weight": _rand(g, vocab, d),
+    }
     for i in range(2):
         p = f"model.layers.{i}."
         for name, rows in (("q", d), ("k", kv), ("v", kv)):
             sd[p + f"self_attn.{name}_proj.weight"] = _rand(g, rows, d)
             sd[p + f"self_attn.{name}_proj.bias"] = _rand(g, rows)
-        sd.update({p + "self_attn.o_proj.weight": _rand(g, d, d),
-                   p + "input_layernorm.weight": 1 + _rand(g, d),
-                   p + "post_attention_layernorm.weight": 1 + _rand(g, d),
-                   p + "mlp.gate_proj.weight": _rand(g, ff, d), p + "mlp.up_proj.weight": _rand(g, ff, d),
-                   p + "mlp.down_proj.weight": _rand(g, d, ff)})
+        sd.update(
+            {
+                p + "self_attn.o_proj.weight": _rand(g, d, d),
+                p + "input_layernorm.weight": 1 + _rand(g, d),
+                p + "post_attention_layernorm.weight": 1 + _rand(g, d),
+                p + "mlp.gate_proj.weight": _rand(g, ff, d),
+                p + "mlp.up_proj.weight": _rand(g, ff, d),
+                p + "mlp.down_proj.weight": _rand(g, d, ff),
+            }
+        )
     (tmp_path / "dream").mkdir()
     save_file(sd, str(tmp_path / "dream" / "model.safetensors"))
     (tmp_path / "dream" / "config.json").write_text(json.dumps(DREAM_CFG))
     model = load_model(tmp_path / "dream", dtype="float32", device="cpu")
     ids = torch.randint(0, vocab, (2, 9), generator=g)
-    ref = reference_forward(sd, DREAM_NAMES, ids, d=d, n_heads=4, n_kv=2, n_layers=2,
-                            theta=1e6, eps=1e-6, bias=True)
+    ref = reference_forward(sd, DREAM_NAMES, ids, d=d, n_heads=4, n_kv=2, n_layers=2, theta=1e6, eps=1e-6, bias=True)
     assert (model(ids).logits - ref).abs().max().item() <= 1e-4
     assert model.token_spec.shifted_logits and model.token_spec.mask_id == 190
 
@@ -204,7 +262,7 @@ def test_dream_checkpoint_loads_and_matches_reference(tmp_path):
 # ---------------------------------------------------------------- tiny model, padding, tokenizer
 def test_tiny_model_save_load_identical(tmp_path):
     model = tiny_model(seed=9)
-    model.save_pretrained(tmp_path / "tiny")
+    save_model(model, tmp_path / "tiny")
     again = load_model(tmp_path / "tiny", device="cpu")
     ids = torch.randint(0, 60, (3, 8))
     assert torch.equal(model(ids).logits, again(ids).logits)
@@ -223,14 +281,15 @@ def test_padding_mask_and_positions_do_not_leak():
 
 
 def test_token_overrides(tmp_path):
-    tiny_model().save_pretrained(tmp_path / "m")
+    save_model(tiny_model(), tmp_path / "m")
     model = load_model(tmp_path / "m", device="cpu", token_overrides={"eos_id": 7, "mask_id": None})
     assert model.token_spec.eos_id == 7 and model.token_spec.mask_id == 63
 
 
 def test_tokenizer_and_chat_template_round_trip(tmp_path):
-    tok = build_word_tokenizer(["what", "is", "+", "=", "?", "<reasoning>", "</reasoning>", "\\boxed{", "}",
-                                *map(str, range(20))])
+    tok = build_word_tokenizer(
+        ["what", "is", "+", "=", "?", "<reasoning>", "</reasoning>", "\\boxed{", "}", *map(str, range(20))]
+    )
     tok.save_pretrained(tmp_path / "tok")
     again = load_tokenizer(tmp_path / "tok")
     text = "<reasoning> 3 + 4 = 7 </reasoning> \\boxed{7}"
@@ -259,15 +318,15 @@ def test_missing_and_malformed_models_fail_in_one_line(tmp_path):
         load_model("no-such-org/no-such-model-xyz")
 
 
-REMOTE_CONFIG = '''
+REMOTE_CONFIG = """
 from transformers import PretrainedConfig
 class ToyConfig(PretrainedConfig):
     model_type = "toy_dllm"
     def __init__(self, vocab_size=32, hidden=8, mask_token_id=31, **kw):
         self.vocab_size, self.hidden, self.mask_token_id = vocab_size, hidden, mask_token_id
         super().__init__(**kw)
-'''
-REMOTE_MODEL = '''
+"""
+REMOTE_MODEL = """
 import torch
 from transformers import PreTrainedModel
 from transformers.modeling_outputs import MaskedLMOutput
@@ -281,7 +340,7 @@ class ToyModel(PreTrainedModel):
         self.post_init()
     def forward(self, input_ids, attention_mask=None, **kw):
         return MaskedLMOutput(logits=self.out(self.emb(input_ids)))
-'''
+"""
 
 
 def test_remote_code_only_when_asked(tmp_path):
@@ -289,10 +348,17 @@ def test_remote_code_only_when_asked(tmp_path):
     folder.mkdir()
     (folder / "configuration_toy.py").write_text(REMOTE_CONFIG)
     (folder / "modeling_toy.py").write_text(REMOTE_MODEL)
-    (folder / "config.json").write_text(json.dumps({
-        "model_type": "toy_dllm", "vocab_size": 32, "hidden": 8, "mask_token_id": 31,
-        "auto_map": {"AutoConfig": "configuration_toy.ToyConfig", "AutoModel": "modeling_toy.ToyModel"},
-    }))
+    (folder / "config.json").write_text(
+        json.dumps(
+            {
+                "model_type": "toy_dllm",
+                "vocab_size": 32,
+                "hidden": 8,
+                "mask_token_id": 31,
+                "auto_map": {"AutoConfig": "configuration_toy.ToyConfig", "AutoModel": "modeling_toy.ToyModel"},
+            }
+        )
+    )
     with pytest.raises(ModelLoadError, match="trust_remote_code"):
         load_model(folder, device="cpu")
     # Build and save weights through the remote classes themselves.
@@ -312,10 +378,17 @@ def test_remote_code_only_when_asked(tmp_path):
     finally:
         sys.path.remove(str(folder))
         sys.modules.pop("configuration_toy", None)
-    (folder / "config.json").write_text(json.dumps({
-        "model_type": "toy_dllm", "vocab_size": 32, "hidden": 8, "mask_token_id": 31,
-        "auto_map": {"AutoConfig": "configuration_toy.ToyConfig", "AutoModel": "modeling_toy.ToyModel"},
-    }))
+    (folder / "config.json").write_text(
+        json.dumps(
+            {
+                "model_type": "toy_dllm",
+                "vocab_size": 32,
+                "hidden": 8,
+                "mask_token_id": 31,
+                "auto_map": {"AutoConfig": "configuration_toy.ToyConfig", "AutoModel": "modeling_toy.ToyModel"},
+            }
+        )
+    )
     model = load_model(folder, device="cpu", trust_remote_code=True)
     out = model(torch.randint(0, 32, (2, 5)))
     assert out.logits.shape == (2, 5, 32) and model.token_spec.mask_id == 31
@@ -323,7 +396,7 @@ def test_remote_code_only_when_asked(tmp_path):
 
 def test_legacy_bin_loads_with_weights_only(tmp_path):
     model = tiny_model(seed=4)
-    model.save_pretrained(tmp_path / "m")
+    save_model(model, tmp_path / "m")
     from safetensors.torch import load_file
 
     state = load_file(str(tmp_path / "m" / "model.safetensors"))

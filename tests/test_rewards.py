@@ -9,7 +9,7 @@ from igpo.rewards import RewardConfig, format_reward, load_reward_fns, score_rol
 FULL = "<reasoning>\nadd them\n</reasoning>\n<answer>\n\\boxed{72}\n</answer>"
 SPACED = "<reasoning> add them </reasoning> <answer> \\boxed{ 72 } </answer>"
 
-PLUGIN = '''
+PLUGIN = """
 def bonus(response, gold):
     return 0.5 if "them" in response else 0.0
 
@@ -17,7 +17,7 @@ def text(response, gold):
     return "high"
 
 NOT_CALLABLE = 3
-'''
+"""
 
 
 @pytest.fixture

@@ -79,9 +79,7 @@ def test_gsm8k_gold() -> None:
         gsm8k_gold("no marker")
 
 
-@pytest.mark.parametrize(
-    ("value", "expected"), [(142.0, "142"), (-4.0, "-4"), (0.5, "0.5"), (7, "7"), (" 12 ", "12")]
-)
+@pytest.mark.parametrize(("value", "expected"), [(142.0, "142"), (-4.0, "-4"), (0.5, "0.5"), (7, "7"), (" 12 ", "12")])
 def test_format_gold_number(value: float | int | str, expected: str) -> None:
     assert format_gold_number(value) == expected
 

@@ -125,9 +125,7 @@ class _FakeLM:
                         out.append(repeat_answers[self.seen[context] % len(repeat_answers)])
                         self.seen[context] += 1
                     else:
-                        out.append(
-                            answers.get(task, {}).get(idx, WRONG if idx % 2 else NO_BOX_WRONG)
-                        )
+                        out.append(answers.get(task, {}).get(idx, WRONG if idx % 2 else NO_BOX_WRONG))
                 return out
 
             def loglikelihood(self, requests, disable_tqdm: bool = False):
@@ -218,9 +216,7 @@ def test_task_overrides_local(monkeypatch: pytest.MonkeyPatch) -> None:
     assert cfg["dataset_path"] == "json" and cfg["dataset_name"] is None
     assert cfg["dataset_kwargs"] == {"data_files": {"train": str(DATA_DIR / "amc" / "test.jsonl")}}
     monkeypatch.setenv(registry.DATA_DIR_ENV, str(DATA_DIR))
-    assert task_overrides("math500")["dataset_kwargs"]["data_files"]["test"].endswith(
-        "math500/test.jsonl"
-    )
+    assert task_overrides("math500")["dataset_kwargs"]["data_files"]["test"].endswith("math500/test.jsonl")
 
 
 @needs_data
@@ -278,9 +274,7 @@ def test_lm_eval_reports_the_correct_share() -> None:
 def test_lm_eval_multiple_choice_answers() -> None:
     lm = _FakeLM.build({"igpo_math500": MC_CORRECT})
     ids = [*MC_CORRECT, 0]
-    out = _evaluate(
-        lm, [task_overrides("math500", DATA_DIR)], TASK_DIR, samples={"igpo_math500": ids}
-    )
+    out = _evaluate(lm, [task_overrides("math500", DATA_DIR)], TASK_DIR, samples={"igpo_math500": ids})
     res = out["results"]["igpo_math500"]
     assert res["exact_match,none"] == pytest.approx(len(MC_CORRECT) / len(ids))
     assert res["strict_match,none"] == pytest.approx(len(MC_CORRECT) / len(ids))

@@ -120,8 +120,9 @@ def test_sft_loss_weights_masked_tokens_by_inverse_rate():
 
     spec = TokenSpec(mask_id=9, eos_id=1, eot_id=None, pad_id=0)
     ids = torch.tensor([[5, 6, 3, 4, 1, 1], [5, 6, 4, 4, 4, 1]])
-    batch = SFTBatch(ids=ids, prompt_len=2, attention_mask=torch.ones(2, 2, dtype=torch.long),
-                     completion_len=torch.tensor([3, 4]))
+    batch = SFTBatch(
+        ids=ids, prompt_len=2, attention_mask=torch.ones(2, 2, dtype=torch.long), completion_len=torch.tensor([3, 4])
+    )
     loss = sft_loss(Fixed(), batch, spec.mask_id, torch.Generator().manual_seed(0))
     # Redraw the same randomness to know t and the mask, then compute the loss by hand.
     g = torch.Generator().manual_seed(0)
@@ -154,7 +155,9 @@ def _trainer(tmp_path, resample: str, beta: float = 0.0):
         hints=HintConfig(eta_low=1.0, eta_high=1.0, min_chunk=1, max_chunk=1, tail_free=2, hide_answer=False),
         igpo=IGPOSettings(resample=resample, replace_ratio=0.5, entropy_top_fraction=0.2),
         optim=OptimSettings(lr=1e-3, warmup_steps=0),
-        num_generations=4, mu=1, instruction="",
+        num_generations=4,
+        mu=1,
+        instruction="",
     )
     cfg.loss.beta = beta
     model, tok = build_model(cfg.model, device="cpu")
@@ -276,25 +279,55 @@ def test_resume_two_plus_two_equals_four(tmp_path):
     assert any(not torch.equal(a[k], first[k]) for k in a)  # training did change the weights
     lines = [json.loads(x) for x in (tmp_path / "half" / "metrics.jsonl").read_text().splitlines()]
     assert [x["step"] for x in lines] == [1, 2, 3, 4]
-    for key in ("reward", "accuracy", "all_wrong_ratio", "rescued_ratio", "replaced", "hint_token_fraction",
-                "kl", "clip_ratio", "entropy", "tokens_per_s", "time_generation", "time_logprob", "time_backward"):
+    for key in (
+        "reward",
+        "accuracy",
+        "all_wrong_ratio",
+        "rescued_ratio",
+        "replaced",
+        "hint_token_fraction",
+        "kl",
+        "clip_ratio",
+        "entropy",
+        "tokens_per_s",
+        "time_generation",
+        "time_logprob",
+        "time_backward",
+    ):
         assert key in lines[0], key
 
 
 def test_sft_cli_trains_and_resumes(tmp_path):
     model = save_tiny_checkpoint(tmp_path / "m")
     data = tmp_path / "sft.jsonl"
-    data.write_text("".join(json.dumps({"prompt": f"what is {i}", "completion": f"<reasoning> {i} </reasoning> "
-                                        f"<answer> \\boxed{{{i}}} </answer>"}) + "\n" for i in range(8)))
+    data.write_text(
+        "".join(
+            json.dumps(
+                {
+                    "prompt": f"what is {i}",
+                    "completion": f"<reasoning> {i} </reasoning> <answer> \\boxed{{{i}}} </answer>",
+                }
+            )
+            + "\n"
+            for i in range(8)
+        )
+    )
     recipe = tmp_path / "sft.yaml"
-    recipe.write_text(f"model: {{path: {model}, lora: {{enabled: false}}}}\n"
-                      f"data: {{source: jsonl, path: {data}, max_completion_tokens: 16}}\n"
-                      "optim: {lr: 1.0e-3, warmup_steps: 1}\nbatch_size: 4\nmax_steps: 4\n"
-                      "checkpoint: {every: 2}\nlog: {progress: false}\n")
+    recipe.write_text(
+        f"model: {{path: {model}, lora: {{enabled: false}}}}\n"
+        f"data: {{source: jsonl, path: {data}, max_completion_tokens: 16}}\n"
+        "optim: {lr: 1.0e-3, warmup_steps: 1}\nbatch_size: 4\nmax_steps: 4\n"
+        "checkpoint: {every: 2}\nlog: {progress: false}\n"
+    )
     full = runner.invoke(app, ["sft", "--recipe", str(recipe), "--out", str(tmp_path / "full")])
     assert full.exit_code == 0, full.output
-    assert runner.invoke(app, ["sft", "--recipe", str(recipe), "--out", str(tmp_path / "half"), "max_steps=2"]).exit_code == 0
-    assert runner.invoke(app, ["sft", "--recipe", str(recipe), "--out", str(tmp_path / "half"), "--resume"]).exit_code == 0
+    assert (
+        runner.invoke(app, ["sft", "--recipe", str(recipe), "--out", str(tmp_path / "half"), "max_steps=2"]).exit_code
+        == 0
+    )
+    assert (
+        runner.invoke(app, ["sft", "--recipe", str(recipe), "--out", str(tmp_path / "half"), "--resume"]).exit_code == 0
+    )
     from safetensors.torch import load_file
 
     a = load_file(str(tmp_path / "full" / "checkpoints" / "step-000004" / "model.safetensors"))
@@ -315,17 +348,25 @@ def test_sft_canvas_lengths_pad_each_step_to_a_drawn_length(tmp_path):
 
     model = save_tiny_checkpoint(tmp_path / "m")
     data = tmp_path / "sft.jsonl"
-    data.write_text("".join(json.dumps({"prompt": f"what is {i}", "completion": f"<answer> {i} </answer>"}) + "\n"
-                            for i in range(8)))
+    data.write_text(
+        "".join(
+            json.dumps({"prompt": f"what is {i}", "completion": f"<answer> {i} </answer>"}) + "\n" for i in range(8)
+        )
+    )
     recipe = tmp_path / "sft.yaml"
-    recipe.write_text(f"model: {{path: {model}, lora: {{enabled: false}}}}\n"
-                      f"data: {{source: jsonl, path: {data}, max_completion_tokens: 16, canvas_lengths: [16, 24]}}\n"
-                      "optim: {lr: 1.0e-3, warmup_steps: 1}\nbatch_size: 4\nmax_steps: 3\nlog: {progress: false}\n")
+    recipe.write_text(
+        f"model: {{path: {model}, lora: {{enabled: false}}}}\n"
+        f"data: {{source: jsonl, path: {data}, max_completion_tokens: 16, canvas_lengths: [16, 24]}}\n"
+        "optim: {lr: 1.0e-3, warmup_steps: 1}\nbatch_size: 4\nmax_steps: 3\nlog: {progress: false}\n"
+    )
     ok = runner.invoke(app, ["sft", "--recipe", str(recipe), "--out", str(tmp_path / "ok")])
     assert ok.exit_code == 0, ok.output
     out = tmp_path / "short"
-    _one_line_failure(runner.invoke(app, ["sft", "--recipe", str(recipe), "--out", str(out),
-                                          "data.canvas_lengths=[8, 24]"]), "canvas_lengths", out)
+    _one_line_failure(
+        runner.invoke(app, ["sft", "--recipe", str(recipe), "--out", str(out), "data.canvas_lengths=[8, 24]"]),
+        "canvas_lengths",
+        out,
+    )
 
 
 def _one_line_failure(result, needle, out: Path):
@@ -343,16 +384,23 @@ def test_bad_training_input_fails_in_one_line(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text(recipe.read_text() + "learning_rate: 3\n")
     _one_line_failure(runner.invoke(app, ["train", "--recipe", str(bad), "--out", str(out)]), "learning_rate", out)
-    _one_line_failure(runner.invoke(app, ["train", "--recipe", str(recipe), "--out", str(out), "optim.lrr=1"]),
-                      "optim.lrr", out)
+    _one_line_failure(
+        runner.invoke(app, ["train", "--recipe", str(recipe), "--out", str(out), "optim.lrr=1"]), "optim.lrr", out
+    )
     notrace = tmp_path / "nt"
     notrace.mkdir()
     recipe2 = _recipe(notrace, _write_data(notrace, with_trace=False), model)
     _one_line_failure(runner.invoke(app, ["train", "--recipe", str(recipe2), "--out", str(out)]), "trace", out)
-    _one_line_failure(runner.invoke(app, ["train", "--recipe", str(recipe), "--out", str(out),
-                                          f"model.path={tmp_path / 'missing'}"]), "not found", out)
-    _one_line_failure(runner.invoke(app, ["train", "--recipe", str(tmp_path / "nope.yaml"), "--out", str(out)]),
-                      "recipe not found", out)
+    _one_line_failure(
+        runner.invoke(app, ["train", "--recipe", str(recipe), "--out", str(out), f"model.path={tmp_path / 'missing'}"]),
+        "not found",
+        out,
+    )
+    _one_line_failure(
+        runner.invoke(app, ["train", "--recipe", str(tmp_path / "nope.yaml"), "--out", str(out)]),
+        "recipe not found",
+        out,
+    )
 
 
 def test_shipped_recipes_parse():
@@ -362,9 +410,24 @@ def test_shipped_recipes_parse():
 
     llada = load_config(RLConfig, resolve_recipe("igpo_llada"))
     assert (llada.optim.lr, llada.mu, llada.loss.beta, llada.loss.ratio_level) == (5e-7, 4, 0.01, "sequence")
-    assert (llada.decode.gen_length, llada.decode.block_length, llada.decode.steps, llada.decode.temperature) == (256, 32, 128, 1.2)
-    assert (llada.model.lora.r, llada.model.lora.alpha, llada.igpo.replace_ratio, llada.igpo.entropy_top_fraction) == (128, 64, 0.5, 0.2)
-    assert (llada.hints.eta_low, llada.hints.eta_high, llada.hints.min_chunk, llada.hints.max_chunk) == (0.2, 0.6, 5, 10)
+    assert (llada.decode.gen_length, llada.decode.block_length, llada.decode.steps, llada.decode.temperature) == (
+        256,
+        32,
+        128,
+        1.2,
+    )
+    assert (llada.model.lora.r, llada.model.lora.alpha, llada.igpo.replace_ratio, llada.igpo.entropy_top_fraction) == (
+        128,
+        64,
+        0.5,
+        0.2,
+    )
+    assert (llada.hints.eta_low, llada.hints.eta_high, llada.hints.min_chunk, llada.hints.max_chunk) == (
+        0.2,
+        0.6,
+        5,
+        10,
+    )
     assert load_config(RLConfig, resolve_recipe("grpo_llada")).igpo.resample == "none"
     for name in ("igpo_tiny", "grpo_tiny"):
         assert load_config(RLConfig, resolve_recipe(name)).model.path == "testbed"
@@ -397,12 +460,36 @@ def test_accelerate_two_processes_train(tmp_path):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    cmd = [str(accelerate), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
-           "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(port),
-           "-m", "harness.cli", "train",
-           "--recipe", str(recipe), "--out", str(tmp_path / "dp"), "max_steps=2"]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1",
-           "CUDA_VISIBLE_DEVICES": ""}
+    cmd = [
+        str(accelerate),
+        "launch",
+        "--multi_gpu",
+        "--num_processes",
+        "2",
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        "--main_process_port",
+        str(port),
+        "-m",
+        "harness.cli",
+        "train",
+        "--recipe",
+        str(recipe),
+        "--out",
+        str(tmp_path / "dp"),
+        "max_steps=2",
+    ]
+    env = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+        "OMP_NUM_THREADS": "1",
+        "CUDA_VISIBLE_DEVICES": "",
+    }
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     lines = [json.loads(x) for x in (tmp_path / "dp" / "metrics.jsonl").read_text().splitlines()]
@@ -414,8 +501,19 @@ def test_accelerate_two_processes_train(tmp_path):
 def test_elbo_estimator_option_trains(tmp_path):
     model = save_tiny_checkpoint(tmp_path / "m")
     recipe = _recipe(tmp_path, _write_data(tmp_path), model)
-    result = runner.invoke(app, ["train", "--recipe", str(recipe), "--out", str(tmp_path / "o"), "max_steps=1",
-                                 "logprob_estimator=elbo", "elbo_samples=2"])
+    result = runner.invoke(
+        app,
+        [
+            "train",
+            "--recipe",
+            str(recipe),
+            "--out",
+            str(tmp_path / "o"),
+            "max_steps=1",
+            "logprob_estimator=elbo",
+            "elbo_samples=2",
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert json.loads((tmp_path / "o" / "metrics.jsonl").read_text().splitlines()[0])["loss_tokens"] > 0
 
@@ -434,8 +532,15 @@ def test_sequence_elbo_equals_exact_value_for_position_free_model():
             return DLLMOutput(logits=logits)
 
     target = torch.tensor([[1, 2, 2, 3]])
-    est = sequence_elbo(Constant(), torch.tensor([[0, 0]]), target, torch.ones_like(target, dtype=torch.bool),
-                        mask_id=5, mc_num=4000, generator=torch.Generator().manual_seed(0)).logp.sum()
+    est = sequence_elbo(
+        Constant(),
+        torch.tensor([[0, 0]]),
+        target,
+        torch.ones_like(target, dtype=torch.bool),
+        mask_id=5,
+        mc_num=4000,
+        generator=torch.Generator().manual_seed(0),
+    ).logp.sum()
     exact = torch.log_softmax(torch.tensor([0.0, 1.0, 2.0, 0.5, -1.0, 0.0]), -1)[target].sum()
     assert abs(float(est) - float(exact)) < 0.05 * abs(float(exact))
 
@@ -444,9 +549,28 @@ def test_eval_checkpoint_series_marks_best_and_skips_done(tmp_path, shared_data)
     model = save_tiny_checkpoint(tmp_path / "m")
     recipe = _recipe(tmp_path, _write_data(tmp_path), model)
     assert runner.invoke(app, ["train", "--recipe", str(recipe), "--out", str(tmp_path / "run")]).exit_code == 0
-    args = ["eval", "--run", str(tmp_path / "run"), "--tasks", "gsm8k", "--data-dir", str(shared_data),
-            "--limit", "3", "--gen-length", "16", "--block-length", "16", "--steps", "4", "--seeds", "0",
-            "--out", str(tmp_path / "ev"), "--no-leaderboard"]
+    args = [
+        "eval",
+        "--run",
+        str(tmp_path / "run"),
+        "--tasks",
+        "gsm8k",
+        "--data-dir",
+        str(shared_data),
+        "--limit",
+        "3",
+        "--gen-length",
+        "16",
+        "--block-length",
+        "16",
+        "--steps",
+        "4",
+        "--seeds",
+        "0",
+        "--out",
+        str(tmp_path / "ev"),
+        "--no-leaderboard",
+    ]
     first = runner.invoke(app, args)
     assert first.exit_code == 0, first.output
     series = tmp_path / "ev" / "series-run"
@@ -506,8 +630,18 @@ def test_trajectory_estimator_reruns_and_resumes_bit_for_bit(tmp_path, mu):
 def test_sequence_level_estimator_needs_sequence_ratio(tmp_path):
     model = save_tiny_checkpoint(tmp_path / "m")
     recipe = _recipe(tmp_path, _write_data(tmp_path), model)
-    result = runner.invoke(app, ["train", "--recipe", str(recipe), "--out", str(tmp_path / "o"),
-                                 "logprob_estimator=elbo", "loss.ratio_level=token"])
+    result = runner.invoke(
+        app,
+        [
+            "train",
+            "--recipe",
+            str(recipe),
+            "--out",
+            str(tmp_path / "o"),
+            "logprob_estimator=elbo",
+            "loss.ratio_level=token",
+        ],
+    )
     assert result.exit_code == 2 and "sequence-level" in result.output
 
 
@@ -573,8 +707,21 @@ def test_damaged_weights_and_optimizer_fail_in_one_line(tmp_path, damage):
     assert resumed.exit_code == 2 and "Traceback" not in resumed.output, resumed.output
     assert "optimizer" in resumed.output or "step-000002" in resumed.output
     spoil(model / "model.safetensors")
-    evaluated = runner.invoke(app, ["eval", "--model", str(model), "--tasks", "arith", "--limit", "2",
-                                    "--out", str(tmp_path / "ev"), "--no-leaderboard"])
+    evaluated = runner.invoke(
+        app,
+        [
+            "eval",
+            "--model",
+            str(model),
+            "--tasks",
+            "arith",
+            "--limit",
+            "2",
+            "--out",
+            str(tmp_path / "ev"),
+            "--no-leaderboard",
+        ],
+    )
     assert evaluated.exit_code == 2 and "Traceback" not in evaluated.output, evaluated.output
     assert "model.safetensors" in evaluated.output
     assert not list((tmp_path / "ev").rglob("results.json"))

@@ -108,8 +108,9 @@ def part_one(cfg: DecodeBenchConfig) -> str:
         model, name = load_model(cfg.model), cfg.model
     else:
         vocab = BENCH_ARCH["vocab_size"]
-        model = new_model(ArchConfig(**BENCH_ARCH), TokenSpec(mask_id=vocab - 1, eos_id=None, eot_id=None, pad_id=0),
-                          seed=cfg.seed)
+        model = new_model(
+            ArchConfig(**BENCH_ARCH), TokenSpec(mask_id=vocab - 1, eos_id=None, eot_id=None, pad_id=0), seed=cfg.seed
+        )
         name = "random tiny ({d_model}x{n_layers}, vocab {vocab_size})".format(**BENCH_ARCH)
     spec, device = model.token_spec, str(model.device)
     g = torch.Generator().manual_seed(cfg.seed)
@@ -199,7 +200,7 @@ def part_two(cfg: DecodeBenchConfig) -> tuple[str, dict]:
     """Every mode of FAST_MODES against exact decoding, per length and problem set."""
     import torch
 
-    from harness.check import mcnemar_exact_p
+    from harness.check.stats import mcnemar_exact_p
     from igpo.decoding import generate
     from igpo.decoding.text import completion_texts, stop_ids
     from igpo.scoring import verify_answer
@@ -227,19 +228,30 @@ def part_two(cfg: DecodeBenchConfig) -> tuple[str, dict]:
         if cfg.data_dir is not None and cfg.gsm8k_problems > 0:
             sets.append(gsm8k_problems(tok, spec, cfg.data_dir, cfg.gsm8k_problems))
         for pset in sets:
-            lines += [f"### gen_length {length}: {pset.name}\n",
-                      "| mode | s | tokens/s | NFE/token | peak MiB | speed-up | identical tokens | accuracy | "
-                      "solved only by mode / only by exact (McNemar p) |",
-                      "|---|---|---|---|---|---|---|---|---|"]
+            lines += [
+                f"### gen_length {length}: {pset.name}\n",
+                "| mode | s | tokens/s | NFE/token | peak MiB | speed-up | identical tokens | accuracy | "
+                "solved only by mode / only by exact (McNemar p) |",
+                "|---|---|---|---|---|---|---|---|---|",
+            ]
             base = None
             for label, mode in FAST_MODES:
                 steps, opts = mode_options(mode, length, cfg.steps_per_token)
-                kw = dict(gen_length=length, block_length=FAST_BLOCK, steps=steps, mask_id=spec.mask_id, eos_id=spec.eos_id)
+                kw = dict(
+                    gen_length=length, block_length=FAST_BLOCK, steps=steps, mask_id=spec.mask_id, eos_id=spec.eos_id
+                )
 
                 def decode(kw=kw, opts=opts, pset=pset):
-                    outs = [generate(model, pset.ids[i:i + cfg.fast_batch_size],
-                                     attention_mask=pset.mask[i:i + cfg.fast_batch_size], **kw, **opts)
-                            for i in range(0, len(pset.golds), cfg.fast_batch_size)]
+                    outs = [
+                        generate(
+                            model,
+                            pset.ids[i : i + cfg.fast_batch_size],
+                            attention_mask=pset.mask[i : i + cfg.fast_batch_size],
+                            **kw,
+                            **opts,
+                        )
+                        for i in range(0, len(pset.golds), cfg.fast_batch_size)
+                    ]
                     return torch.cat([o.completions for o in outs]), sum(o.nfe for o in outs) / len(outs)
 
                 (comp, nfe), seconds, peak = _timed(decode, "cpu")
@@ -253,9 +265,11 @@ def part_two(cfg: DecodeBenchConfig) -> tuple[str, dict]:
                 lost = sum(e and not r for r, e in zip(right, base[2], strict=True))
                 speed = base[1] / seconds
                 summary[(pset.name.split(" ")[0], length, label)] = (speed, acc, same)
-                lines.append(f"| {label} | {seconds:.2f} | {comp.numel() / seconds:.0f} | {nfe / length:.3f} | "
-                             f"{peak / 2**20:.0f} | {speed:.2f}x | {100 * same:.1f}% | {100 * acc:.1f}% | "
-                             f"{gained} / {lost} ({mcnemar_exact_p(lost, gained):.2f}) |")
+                lines.append(
+                    f"| {label} | {seconds:.2f} | {comp.numel() / seconds:.0f} | {nfe / length:.3f} | "
+                    f"{peak / 2**20:.0f} | {speed:.2f}x | {100 * same:.1f}% | {100 * acc:.1f}% | "
+                    f"{gained} / {lost} ({mcnemar_exact_p(lost, gained):.2f}) |"
+                )
             lines.append("")
     return "\n".join(lines) + "\n", summary
 
@@ -271,9 +285,12 @@ def part_three() -> str:
     model = new_model(ArchConfig(**LLADA_8B), TokenSpec(mask_id=126336, eos_id=None, eot_id=None, pad_id=0))
     model = model.to(device="cuda", dtype=torch.bfloat16).eval()
     prompts = torch.randint(0, 126000, (1, 128), device="cuda")
-    lines = ["## 3. LLaDA-8B-sized model, random weights, bf16 (throughput only)\n",
-             f"{torch.cuda.get_device_name(0)}; batch 1, prompt 128, block {FAST_BLOCK}, steps = gen_length.\n",
-             "| gen_length | mode | tokens/s | speed-up | peak GiB |", "|---|---|---|---|---|"]
+    lines = [
+        "## 3. LLaDA-8B-sized model, random weights, bf16 (throughput only)\n",
+        f"{torch.cuda.get_device_name(0)}; batch 1, prompt 128, block {FAST_BLOCK}, steps = gen_length.\n",
+        "| gen_length | mode | tokens/s | speed-up | peak GiB |",
+        "|---|---|---|---|---|",
+    ]
     for length in (256, 512):
         base = None
         for label, mode in FAST_MODES:
@@ -281,7 +298,9 @@ def part_three() -> str:
             kw = dict(gen_length=length, block_length=FAST_BLOCK, steps=steps, mask_id=model.token_spec.mask_id)
             _, seconds, peak = _timed(lambda kw=kw, opts=opts: generate(model, prompts, **kw, **opts), "cuda")
             base = base or seconds
-            lines.append(f"| {length} | {label} | {length / seconds:.1f} | {base / seconds:.2f}x | {peak / 2**30:.1f} |")
+            lines.append(
+                f"| {length} | {label} | {length / seconds:.1f} | {base / seconds:.2f}x | {peak / 2**30:.1f} |"
+            )
     return "\n".join(lines) + "\n"
 
 

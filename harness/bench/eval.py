@@ -34,9 +34,39 @@ DECODING = {"gen_length": 64, "block_length": 32, "steps": 32}
 """Short decoding, so the run is dominated by what the harness itself costs."""
 BENCH_ARCH = {"d_model": 64, "n_layers": 2, "n_heads": 4, "mlp_hidden": 128}
 """The random tiny model used when no --model is given."""
-BENCH_WORDS = ["<reasoning>", "</reasoning>", "<answer>", "</answer>", "\\boxed{", "}", "the", "is", "a",
-               "of", "and", "to", "how", "many", "much", "what", "she", "he", "each", "per", "total",
-               "$", ".", ",", "+", "-", "*", "/", "=", "?", *map(str, range(100))]
+BENCH_WORDS = [
+    "<reasoning>",
+    "</reasoning>",
+    "<answer>",
+    "</answer>",
+    "\\boxed{",
+    "}",
+    "the",
+    "is",
+    "a",
+    "of",
+    "and",
+    "to",
+    "how",
+    "many",
+    "much",
+    "what",
+    "she",
+    "he",
+    "each",
+    "per",
+    "total",
+    "$",
+    ".",
+    ",",
+    "+",
+    "-",
+    "*",
+    "/",
+    "=",
+    "?",
+    *map(str, range(100)),
+]
 
 WRONG_SHARE = 0.3
 """Share of GSM8K responses with a wrong number (and of MATH500 responses with another gold)."""
@@ -67,8 +97,12 @@ def build_tiny_model(folder: Path, seed: int = SEED) -> Path:
     from igpo.models.tokenizer import EOT, build_word_tokenizer
 
     tok = build_word_tokenizer(BENCH_WORDS)
-    spec = TokenSpec(mask_id=tok.mask_token_id, eos_id=tok.eos_token_id,
-                     eot_id=tok.convert_tokens_to_ids(EOT), pad_id=tok.pad_token_id)
+    spec = TokenSpec(
+        mask_id=tok.mask_token_id,
+        eos_id=tok.eos_token_id,
+        eot_id=tok.convert_tokens_to_ids(EOT),
+        pad_id=tok.pad_token_id,
+    )
     new_model(ArchConfig(vocab_size=len(tok), **BENCH_ARCH), spec, seed=seed).save_pretrained(folder)
     tok.save_pretrained(folder)
     return folder
@@ -77,10 +111,19 @@ def build_tiny_model(folder: Path, seed: int = SEED) -> Path:
 def _eval_once(model: str, data_dir: Path, limit: int, batch_size: int, out: Path) -> dict[str, Any]:
     from harness.evaluate import EvalRequest, run_eval
 
-    path = run_eval(EvalRequest(
-        model=model, tasks=["gsm8k"], limit=limit, seeds=[SEED], data_dir=data_dir, out=out,
-        batch_size=batch_size, decode_overrides=dict(DECODING), leaderboard=None,
-    ))
+    path = run_eval(
+        EvalRequest(
+            model=model,
+            tasks=["gsm8k"],
+            limit=limit,
+            seeds=[SEED],
+            data_dir=data_dir,
+            out=out,
+            batch_size=batch_size,
+            decode_overrides=dict(DECODING),
+            leaderboard=None,
+        )
+    )
     return json.loads(Path(path).read_text(encoding="utf-8"))
 
 
@@ -98,8 +141,13 @@ def measure_overhead(model: str, data_dir: Path, limit: int, batch_size: int) ->
     if not 0 < forward <= decode <= wall:
         raise RuntimeError(f"inconsistent timings: forward {forward}, decode {decode}, wall {wall}")
     return {
-        "samples": samples, "wall_s": wall, "load_s": load, "forward_s": forward, "decode_s": decode,
-        "sampler_s": decode - forward, "rest_s": wall - load - decode,
+        "samples": samples,
+        "wall_s": wall,
+        "load_s": load,
+        "forward_s": forward,
+        "decode_s": decode,
+        "sampler_s": decode - forward,
+        "rest_s": wall - load - decode,
         "overhead_ms": 1000 * (wall - forward) / samples,
         "overhead_no_load_ms": 1000 * (wall - load - forward) / samples,
         "forward_ms": 1000 * forward / samples,
@@ -126,8 +174,7 @@ def gsm8k_cases(data_dir: Path, rng: random.Random) -> list[tuple[str, str]]:
         answer = gold
         if rng.random() < WRONG_SHARE:
             answer = str(int(float(gold)) + rng.choice([-10, -2, -1, 1, 2, 10]))
-        final = (f"So the answer is {answer}." if rng.random() < UNBOXED_SHARE
-                 else f"\\boxed{{{answer}}}")
+        final = f"So the answer is {answer}." if rng.random() < UNBOXED_SHARE else f"\\boxed{{{answer}}}"
         cases.append((gold, f"<reasoning>\n{reasoning}\n</reasoning>\n<answer>\n{final}\n</answer>"))
     return cases
 
@@ -165,7 +212,9 @@ def time_scorer(scorer: Callable[[str, str], Any], cases: list[tuple[str, str]])
     scores = [scorer(gold, response) for gold, response in cases]
     seconds = time.perf_counter() - start
     return {
-        "samples": len(cases), "seconds": seconds, "per_s": len(cases) / seconds,
+        "samples": len(cases),
+        "seconds": seconds,
+        "per_s": len(cases) / seconds,
         "correct": sum(s.correct for s in scores) / len(cases),
         "timeouts": sum(s.timed_out for s in scores),
     }
@@ -213,8 +262,15 @@ def resolve_data_dir(data_dir: Path | None) -> Path:
     return found
 
 
-def render(model_name: str, limit: int, batch_size: int, overhead: dict[str, float],
-           scoring: list[dict[str, Any]], startup: float, load_average: float) -> str:
+def render(
+    model_name: str,
+    limit: int,
+    batch_size: int,
+    overhead: dict[str, float],
+    scoring: list[dict[str, Any]],
+    startup: float,
+    load_average: float,
+) -> str:
     import torch
 
     o = overhead
@@ -244,8 +300,10 @@ def render(model_name: str, limit: int, batch_size: int, overhead: dict[str, flo
     ]
     for r in scoring:
         share = "-" if r["metric"] != "verify_answer" else f"{100 * r['worker_share']:.0f}%"
-        lines.append(f"| {r['dataset']} | {r['metric']} | {r['samples']} | {r['seconds']:.3f} | {r['per_s']:.0f} "
-                     f"| {100 * r['correct']:.1f} | {share} | {r['timeouts']} |")
+        lines.append(
+            f"| {r['dataset']} | {r['metric']} | {r['samples']} | {r['seconds']:.3f} | {r['per_s']:.0f} "
+            f"| {100 * r['correct']:.1f} | {share} | {r['timeouts']} |"
+        )
     lines += [
         "",
         "How it is measured. Overhead: `run_eval` runs once untimed on "

@@ -34,8 +34,23 @@ ATTEMPT_TIMEOUT_S = 600
 
 
 def _eval_command(out: Path, name: str, limit: int) -> list[str]:
-    return [sys.executable, "-m", "harness.cli", "eval", "--tasks", "arith", "--limit", str(limit),
-            "--batch-size", "1", "--out", str(out), "--name", name, "--no-leaderboard"]
+    return [
+        sys.executable,
+        "-m",
+        "harness.cli",
+        "eval",
+        "--tasks",
+        "arith",
+        "--limit",
+        str(limit),
+        "--batch-size",
+        "1",
+        "--out",
+        str(out),
+        "--name",
+        name,
+        "--no-leaderboard",
+    ]
 
 
 def _env() -> dict[str, str]:
@@ -54,8 +69,9 @@ def _complete(path: Path) -> int:
 def _kill_after_progress(cmd: list[str], cache: Path, grow: int) -> int:
     """Start `cmd`, SIGKILL it once the cache holds `grow` more complete lines; lines at the kill."""
     start = _complete(cache)
-    proc = subprocess.Popen(cmd, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        cmd, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
     deadline = time.monotonic() + ATTEMPT_TIMEOUT_S
     while proc.poll() is None and _complete(cache) < start + grow and time.monotonic() < deadline:
         time.sleep(POLL_S)
@@ -75,8 +91,10 @@ def soak(limit: int, kills: int, max_progress: int, seed: int) -> dict:
             raise RuntimeError(f"reference run failed: {ref.stderr[-2000:]}")
         reference_s = time.perf_counter() - started
         cache = root / "soaked" / CACHE
-        at_kill = [_kill_after_progress(_eval_command(root, "soaked", limit), cache, rng.randint(1, max_progress))
-                   for _ in range(kills)]
+        at_kill = [
+            _kill_after_progress(_eval_command(root, "soaked", limit), cache, rng.randint(1, max_progress))
+            for _ in range(kills)
+        ]
         torn = sum(1 for line in _lines(cache) if line.strip() and not _parses(line))
         final = subprocess.run(_eval_command(root, "soaked", limit), env=_env(), capture_output=True, text=True)
         if final.returncode:
@@ -87,12 +105,19 @@ def soak(limit: int, kills: int, max_progress: int, seed: int) -> dict:
         theirs = [json.loads(x)["response"] for x in (root / "reference" / "samples.jsonl").read_text().splitlines()]
         prov = record["provenance"]
         return {
-            "limit": limit, "kills": kills, "seed": seed, "reference_seconds": round(reference_s, 1),
-            "cache_lines_at_each_kill": at_kill, "kills_during_decoding": sum(1 for n in at_kill if n < limit),
-            "torn_lines_left": torn, "duplicate_keys": len(keys) - len(set(keys)),
-            "finishing_run_decoded": prov["requests_decoded"], "finishing_run_from_cache": prov["requests_from_cache"],
+            "limit": limit,
+            "kills": kills,
+            "seed": seed,
+            "reference_seconds": round(reference_s, 1),
+            "cache_lines_at_each_kill": at_kill,
+            "kills_during_decoding": sum(1 for n in at_kill if n < limit),
+            "torn_lines_left": torn,
+            "duplicate_keys": len(keys) - len(set(keys)),
+            "finishing_run_decoded": prov["requests_decoded"],
+            "finishing_run_from_cache": prov["requests_from_cache"],
             "responses_lost": max(0, at_kill[-1] - prov["requests_from_cache"]) if at_kill else 0,
-            "samples_equal_reference": ours == theirs, "samples": len(ours),
+            "samples_equal_reference": ours == theirs,
+            "samples": len(ours),
         }
 
 
@@ -105,26 +130,30 @@ def _parses(line: str) -> bool:
 
 
 def report(r: dict) -> str:
-    verdict = "pass" if (r["samples_equal_reference"] and r["responses_lost"] == 0 and r["duplicate_keys"] == 0) else "FAIL"
-    return "\n".join([
-        "# Crash soak: igpo eval under SIGKILL",
-        "",
-        f"{machine_line()}. `python -m harness.bench.soak --limit {r['limit']} --kills {r['kills']} --seed {r['seed']}`.",
-        "",
-        "| measure | value |",
-        "|---|---|",
-        f"| problems (igpo_arith, batch size 1) | {r['limit']} |",
-        f"| SIGKILLs in a row | {r['kills']} (all during decoding: {r['kills_during_decoding']}) |",
-        f"| finished responses in the cache at each kill | {', '.join(map(str, r['cache_lines_at_each_kill']))} |",
-        f"| torn cache lines left by the kills | {r['torn_lines_left']} |",
-        f"| finished responses lost | {r['responses_lost']} |",
-        f"| finished responses decoded twice | {r['duplicate_keys']} |",
-        f"| requests redone (in flight at a kill, at most 1 per kill) | <= {r['kills_during_decoding']} |",
-        f"| finishing run: decoded / from cache | {r['finishing_run_decoded']} / {r['finishing_run_from_cache']} |",
-        f"| final samples equal the uninterrupted run's | {r['samples_equal_reference']} ({r['samples']} samples) |",
-        f"| verdict | {verdict} |",
-        "",
-    ])
+    verdict = (
+        "pass" if (r["samples_equal_reference"] and r["responses_lost"] == 0 and r["duplicate_keys"] == 0) else "FAIL"
+    )
+    return "\n".join(
+        [
+            "# Crash soak: igpo eval under SIGKILL",
+            "",
+            f"{machine_line()}. `python -m harness.bench.soak --limit {r['limit']} --kills {r['kills']} --seed {r['seed']}`.",
+            "",
+            "| measure | value |",
+            "|---|---|",
+            f"| problems (igpo_arith, batch size 1) | {r['limit']} |",
+            f"| SIGKILLs in a row | {r['kills']} (all during decoding: {r['kills_during_decoding']}) |",
+            f"| finished responses in the cache at each kill | {', '.join(map(str, r['cache_lines_at_each_kill']))} |",
+            f"| torn cache lines left by the kills | {r['torn_lines_left']} |",
+            f"| finished responses lost | {r['responses_lost']} |",
+            f"| finished responses decoded twice | {r['duplicate_keys']} |",
+            f"| requests redone (in flight at a kill, at most 1 per kill) | <= {r['kills_during_decoding']} |",
+            f"| finishing run: decoded / from cache | {r['finishing_run_decoded']} / {r['finishing_run_from_cache']} |",
+            f"| final samples equal the uninterrupted run's | {r['samples_equal_reference']} ({r['samples']} samples) |",
+            f"| verdict | {verdict} |",
+            "",
+        ]
+    )
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -42,8 +42,14 @@ def _run(kind: str, model: str, steps: int, out: Path) -> dict[str, float]:
     from igpo.config import load_config, resolve_recipe
     from igpo.training.rl import RLConfig, train_rl
 
-    overrides = [f"model.path={model}", f"max_steps={steps}", "checkpoint.every=0", "log.progress=false",
-                 "prompts_per_step=2", "mu=2"]
+    overrides = [
+        f"model.path={model}",
+        f"max_steps={steps}",
+        "checkpoint.every=0",
+        "log.progress=false",
+        "prompts_per_step=2",
+        "mu=2",
+    ]
     cfg = load_config(RLConfig, resolve_recipe(f"{kind}_tiny"), overrides)
     train_rl(cfg, out)
     rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
@@ -62,18 +68,27 @@ def run(cfg: TrainBenchConfig) -> dict[str, dict[str, float]]:
         model, name = _model_path(cfg, scratch)
         results = {kind: _run(kind, model, cfg.steps, scratch / kind) for kind in ("grpo", "igpo")}
     lines = [
-        "# RL step-time benchmark", "",
+        "# RL step-time benchmark",
+        "",
         f"Machine: {machine_line()}. Model: {name}. Recipes grpo_tiny / igpo_tiny (G=8, 2 prompts per",
         f"step, mu=2, 48-token rollouts), {cfg.steps} steps each, the first dropped; mean seconds per step.",
-        "Command: `igpo bench train`.", "",
+        "Command: `igpo bench train`.",
+        "",
         "| trainer | step | generation | hinting | scoring | log-prob | backward | all-wrong groups | replaced / step | rollout tokens/s |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for kind, r in results.items():
-        lines.append(f"| {kind.upper()} | {r['step']:.2f} | " + " | ".join(f"{r[p]:.2f}" for p in PARTS)
-                     + f" | {r['all_wrong_ratio']:.2f} | {r['replaced']:.1f} | {r['tokens_per_s']:.0f} |")
-    lines += ["", "hinting = building hint canvases plus the extra (inpainted) rollouts for all-wrong groups;",
-              "log-prob = old-policy and reference passes before the updates; backward = the mu updates.", ""]
+        lines.append(
+            f"| {kind.upper()} | {r['step']:.2f} | "
+            + " | ".join(f"{r[p]:.2f}" for p in PARTS)
+            + f" | {r['all_wrong_ratio']:.2f} | {r['replaced']:.1f} | {r['tokens_per_s']:.0f} |"
+        )
+    lines += [
+        "",
+        "hinting = building hint canvases plus the extra (inpainted) rollouts for all-wrong groups;",
+        "log-prob = old-policy and reference passes before the updates; backward = the mu updates.",
+        "",
+    ]
     text = "\n".join(lines)
     write_markdown(cfg.out, text)
     print(text)

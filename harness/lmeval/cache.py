@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +43,11 @@ class ResponseCache:
                         continue  # a line cut by an interruption: that request is redone
         # A torn last line (no newline) would have the next record glued onto it and lost both.
         self._torn = self.path.is_file() and self.path.stat().st_size > 0 and _last_byte(self.path) != b"\n"
+        if self._torn:
+            print(
+                f"warning: {self.path}: its last line was cut by an interruption; that response is decoded again",
+                file=sys.stderr,
+            )
 
     def get(self, key: str) -> dict[str, Any] | None:
         """{"response": text, ...what was recorded with it} or None."""

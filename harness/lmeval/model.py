@@ -7,6 +7,9 @@ max_gen_toks / do_sample / temperature, model_args, defaults) is one rule, docum
 applied in `harness.lmeval.settings`; every request's settings, token count and whether it hit
 the length are kept in `request_log`. Problems that would skew results silently (an igpo task
 without the chat template, a truncated prompt) are printed on stderr and kept in `warnings`.
+
+Size: lm-eval's LM interface is one class (generation, log-likelihood, data-parallel
+plumbing); the rule, arguments and cache live in their own modules.
 """
 
 from __future__ import annotations
@@ -84,8 +87,10 @@ class DiffusionLM(LM):
         self.warnings: list[str] = []
         self.request_log: list[dict[str, Any]] = []
         if self.args.batch_size_requested:
-            self.warn(f"batch_size={self.args.batch_size_requested} is not supported by dllm; "
-                      f"decoding {self.args.batch_size} prompts at a time (set batch_size=N)")
+            self.warn(
+                f"batch_size={self.args.batch_size_requested} is not supported by dllm; "
+                f"decoding {self.args.batch_size} prompts at a time (set batch_size=N)"
+            )
         self.accelerator = None
         self._rank, self._world_size = 0, 1
         device = self.args.device
@@ -107,17 +112,23 @@ class DiffusionLM(LM):
             # A CPU rank's device reads "cpu:<local rank>", which safetensors rejects.
             device = "cpu" if acc_device.type == "cpu" else str(acc_device)
         if model is None:
-            model = load_model(self.args.pretrained, dtype=self.args.dtype, device=device,
-                               trust_remote_code=self.args.trust_remote_code)
-            tokenizer = load_tokenizer(self.args.tokenizer or self.args.pretrained,
-                                       trust_remote_code=self.args.trust_remote_code)
+            model = load_model(
+                self.args.pretrained,
+                dtype=self.args.dtype,
+                device=device,
+                trust_remote_code=self.args.trust_remote_code,
+            )
+            tokenizer = load_tokenizer(
+                self.args.tokenizer or self.args.pretrained, trust_remote_code=self.args.trust_remote_code
+            )
             if self.args.adapter:
                 model = apply_adapter(model, self.args.adapter)
         self.model = model.eval()
         self.tokenizer = tokenizer
         self._device = self.model.device if hasattr(self.model, "device") else torch.device("cpu")
-        spec = model.token_spec.with_overrides(mask_id=self.args.mask_id, eos_id=self.args.eos_id,
-                                               eot_id=self.args.eot_id)
+        spec = model.token_spec.with_overrides(
+            mask_id=self.args.mask_id, eos_id=self.args.eos_id, eot_id=self.args.eot_id
+        )
         self.spec = spec
         self.stops = stop_ids(spec)
         self.decode = self._model_decode()
@@ -171,7 +182,9 @@ class DiffusionLM(LM):
     def apply_chat_template(self, chat_history: list[dict[str, str]], add_generation_prompt: bool = True) -> str:
         continue_final = not add_generation_prompt and chat_history and chat_history[-1]["role"] == "assistant"
         return self.tokenizer.apply_chat_template(
-            chat_history, tokenize=False, add_generation_prompt=add_generation_prompt,
+            chat_history,
+            tokenize=False,
+            add_generation_prompt=add_generation_prompt,
             continue_final_message=bool(continue_final),
         )
 
@@ -203,11 +216,18 @@ class DiffusionLM(LM):
         return bool(self._template_prefix) and context.startswith(self._template_prefix)
 
     def _check_chat_template(self, requests: list[Any]) -> None:
-        tasks = sorted({str(r.task_name) for r in requests
-                        if str(getattr(r, "task_name", "") or "").startswith("igpo_") and not self.templated(r.args[0])})
+        tasks = sorted(
+            {
+                str(r.task_name)
+                for r in requests
+                if str(getattr(r, "task_name", "") or "").startswith("igpo_") and not self.templated(r.args[0])
+            }
+        )
         if tasks:
-            self.warn(f"{', '.join(tasks)} ran without the chat template: the igpo tasks are zero-shot chat "
-                      "prompts and score near 0 on raw text (add --apply_chat_template)")
+            self.warn(
+                f"{', '.join(tasks)} ran without the chat template: the igpo tasks are zero-shot chat "
+                "prompts and score near 0 on raw text (add --apply_chat_template)"
+            )
 
     def encode_prompt(self, context: str) -> tuple[list[int], int]:
         """Prompt token ids (the template carries its own special tokens) and how many leading
@@ -226,7 +246,7 @@ class DiffusionLM(LM):
         special = not self.templated(context)
         whole = self.tokenizer(context + continuation, add_special_tokens=special)["input_ids"]
         head = self.tokenizer(context, add_special_tokens=special)["input_ids"]
-        return head, whole[len(head):]
+        return head, whole[len(head) :]
 
     def _bound_padding(self, requests: list[Any], padding: dict[int, int]) -> None:
         for idx in padding:
@@ -259,8 +279,9 @@ class DiffusionLM(LM):
             base = request_key(context, identity)
             key = f"{base}#{occurrences[base]}"  # repeats of one prompt are distinct samples
             occurrences[base] += 1
-            items.append(_Item(idx, context, settings, key, getattr(req, "task_name", None),
-                               getattr(req, "doc_id", None)))
+            items.append(
+                _Item(idx, context, settings, key, getattr(req, "task_name", None), getattr(req, "doc_id", None))
+            )
         results: list[str | None] = [None] * len(requests)
         info: dict[int, dict[str, Any]] = {}
         todo = []
@@ -275,12 +296,17 @@ class DiffusionLM(LM):
         groups: dict[str, list[_Item]] = defaultdict(list)
         for item in todo:
             groups[repr((sorted(item.settings.decode.to_dict().items()), item.settings.max_tokens))].append(item)
-        bar = tqdm(total=len(items), initial=len(items) - len(todo), desc="dllm generate",
-                   disable=disable_tqdm or self._rank != 0, unit="req")
+        bar = tqdm(
+            total=len(items),
+            initial=len(items) - len(todo),
+            desc="dllm generate",
+            disable=disable_tqdm or self._rank != 0,
+            unit="req",
+        )
         for group in groups.values():
             group.sort(key=lambda it: -len(it.context))
             for start in range(0, len(group), self.args.batch_size):
-                batch = group[start:start + self.args.batch_size]
+                batch = group[start : start + self.args.batch_size]
                 outputs = self._generate_batch(batch)
                 for item, (text, extra) in zip(batch, outputs, strict=True):
                     text = cut_at_stops(text, item.settings.until)
@@ -292,14 +318,21 @@ class DiffusionLM(LM):
         bar.close()
         truncated = [info[it.index].get("prompt_tokens_cut", 0) for it in items]
         if any(truncated):
-            self.warn(f"{sum(1 for t in truncated if t)} prompt(s) longer than max_prompt_tokens="
-                      f"{self.args.max_prompt_tokens} lost their first tokens (up to {max(truncated)} cut); "
-                      "raise max_prompt_tokens")
+            self.warn(
+                f"{sum(1 for t in truncated if t)} prompt(s) longer than max_prompt_tokens="
+                f"{self.args.max_prompt_tokens} lost their first tokens (up to {max(truncated)} cut); "
+                "raise max_prompt_tokens"
+            )
         for item in items:
-            self.request_log.append({
-                "task": item.task, "doc_id": item.doc_id, "seed": seed, **item.settings.record(),
-                **info[item.index],
-            })
+            self.request_log.append(
+                {
+                    "task": item.task,
+                    "doc_id": item.doc_id,
+                    "seed": seed,
+                    **item.settings.record(),
+                    **info[item.index],
+                }
+            )
         for idx, source in padding.items():
             results[idx] = results[source]
         return [r if r is not None else "" for r in results]
@@ -312,9 +345,13 @@ class DiffusionLM(LM):
         gens = [torch.Generator().manual_seed(seed_of(it.key)) for it in batch]
         start = time.perf_counter()
         out = generate(
-            self.model, ids.to(self._device), attention_mask=mask.to(self._device) if not bool(mask.all()) else None,
-            mask_id=self.spec.mask_id, eos_id=self.spec.eos_id if cfg.early_exit else None,
-            generator=gens, **cfg.generate_kwargs(),
+            self.model,
+            ids.to(self._device),
+            attention_mask=mask.to(self._device) if not bool(mask.all()) else None,
+            mask_id=self.spec.mask_id,
+            eos_id=self.spec.eos_id if cfg.early_exit else None,
+            generator=gens,
+            **cfg.generate_kwargs(),
         )
         self.stats["decode_seconds"] += time.perf_counter() - start
         self.stats["requests"] += len(batch)
@@ -353,24 +390,40 @@ class DiffusionLM(LM):
             room = max(0, self.args.max_prompt_tokens - len(tail))
             if len(head) > room:
                 cut_any = max(cut_any, len(head) - room)
-                head = head[len(head) - room:]
+                head = head[len(head) - room :]
             prefix = torch.tensor(head, dtype=torch.long, device=self._device)
             target = torch.tensor(tail, dtype=torch.long, device=self._device)
             g = torch.Generator().manual_seed(seed_of(request_key(context + continuation, {"seed": seed})))
             ll = elbo_loglikelihood(
-                self.model, prefix, target, mask_id=self.spec.mask_id, mc_num=self.args.mc_num,
-                batch_size=self.args.batch_size, generator=g, shifted_logits=self.spec.shifted_logits,
+                self.model,
+                prefix,
+                target,
+                mask_id=self.spec.mask_id,
+                mc_num=self.args.mc_num,
+                batch_size=self.args.batch_size,
+                generator=g,
+                shifted_logits=self.spec.shifted_logits,
                 cfg_scale=cfg_scale,
             )
             greedy = self._greedy_yields(prefix, target, cfg_scale) if self.args.is_check_greedy else False
             out[idx] = (ll, greedy)
-            self.request_log.append({"task": getattr(req, "task_name", None), "doc_id": getattr(req, "doc_id", None),
-                                     "seed": seed, "cfg_scale": cfg_scale, "mc_num": self.args.mc_num,
-                                     "context_tokens": len(head), "continuation_tokens": len(tail)})
+            self.request_log.append(
+                {
+                    "task": getattr(req, "task_name", None),
+                    "doc_id": getattr(req, "doc_id", None),
+                    "seed": seed,
+                    "cfg_scale": cfg_scale,
+                    "mc_num": self.args.mc_num,
+                    "context_tokens": len(head),
+                    "continuation_tokens": len(tail),
+                }
+            )
             self.cache_hook.add_partial("loglikelihood", req.args, out[idx])
         if cut_any:
-            self.warn(f"log-likelihood contexts longer than max_prompt_tokens={self.args.max_prompt_tokens} "
-                      f"lost their first tokens (up to {cut_any} cut)")
+            self.warn(
+                f"log-likelihood contexts longer than max_prompt_tokens={self.args.max_prompt_tokens} "
+                f"lost their first tokens (up to {cut_any} cut)"
+            )
         for idx, source in padding.items():
             out[idx] = out[source]
         return [o if o is not None else (0.0, False) for o in out]
@@ -378,8 +431,15 @@ class DiffusionLM(LM):
     def _greedy_yields(self, prefix: torch.Tensor, target: torch.Tensor, cfg_scale: float) -> bool:
         """LLaDA's suffix check: one token per step, most confident first, and compare."""
         n = target.numel()
-        greedy = generate(self.model, prefix[None], gen_length=n, block_length=n, steps=n,
-                          mask_id=self.spec.mask_id, cfg_scale=cfg_scale)
+        greedy = generate(
+            self.model,
+            prefix[None],
+            gen_length=n,
+            block_length=n,
+            steps=n,
+            mask_id=self.spec.mask_id,
+            cfg_scale=cfg_scale,
+        )
         return bool(torch.equal(greedy.completions[0], target))
 
     def loglikelihood_rolling(self, requests, disable_tqdm: bool = False) -> list[float]:
@@ -454,5 +514,3 @@ class ForwardTimer:
         if self._cuda:
             torch.cuda.synchronize()
         self.seconds += time.perf_counter() - self._start
-
-

@@ -47,8 +47,13 @@ class RequestSettings:
     """What the rule changed, in words (max_gen_toks mapping, do_sample overriding temperature)."""
 
     def record(self) -> dict[str, Any]:
-        return {"decode": self.decode.to_dict(), "until": list(self.until), "max_tokens": self.max_tokens,
-                "sources": dict(self.sources), "notes": list(self.notes)}
+        return {
+            "decode": self.decode.to_dict(),
+            "until": list(self.until),
+            "max_tokens": self.max_tokens,
+            "sources": dict(self.sources),
+            "notes": list(self.notes),
+        }
 
 
 def resolve(gen_kwargs: dict[str, Any] | None, model: DecodeConfig, given: frozenset[str]) -> RequestSettings:
@@ -58,8 +63,10 @@ def resolve(gen_kwargs: dict[str, Any] | None, model: DecodeConfig, given: froze
     until = [until] if isinstance(until, str) else [str(u) for u in until]
     unknown = sorted(set(kwargs) - DECODE_KEYS - LM_EVAL_KEYS)
     if unknown:
-        raise InvalidSetting(f"dllm: unknown generation setting(s) {', '.join(unknown)} (known: lm-eval's "
-                         f"{', '.join(sorted(LM_EVAL_KEYS))} and the decoding settings {', '.join(sorted(DECODE_KEYS))})")
+        raise InvalidSetting(
+            f"dllm: unknown generation setting(s) {', '.join(unknown)} (known: lm-eval's "
+            f"{', '.join(sorted(LM_EVAL_KEYS))} and the decoding settings {', '.join(sorted(DECODE_KEYS))})"
+        )
     request = {k: coerce_decode(k, v) for k, v in kwargs.items() if k in DECODE_KEYS}
     notes: list[str] = []
     values = model.to_dict()
@@ -73,8 +80,10 @@ def resolve(gen_kwargs: dict[str, Any] | None, model: DecodeConfig, given: froze
         values["temperature"], sources["temperature"] = 0.0, "lm-eval"
     elif do_sample is True and values["temperature"] == 0:
         if "temperature" in request:
-            raise InvalidSetting("dllm: do_sample=true with temperature 0 (Hugging Face refuses it too); "
-                             "give a temperature > 0 or do_sample=false")
+            raise InvalidSetting(
+                "dllm: do_sample=true with temperature 0 (Hugging Face refuses it too); "
+                "give a temperature > 0 or do_sample=false"
+            )
         notes.append(f"do_sample=true without a temperature: sampling at {HF_SAMPLING_TEMPERATURE}")
         values["temperature"], sources["temperature"] = HF_SAMPLING_TEMPERATURE, "lm-eval"
     max_tokens = None
@@ -82,16 +91,19 @@ def resolve(gen_kwargs: dict[str, Any] | None, model: DecodeConfig, given: froze
         max_tokens = _positive_int("max_gen_toks", kwargs["max_gen_toks"])
         if "gen_length" in request:
             if max_tokens < values["gen_length"]:
-                notes.append(f"max_gen_toks={max_tokens} cuts the response; gen_length={values['gen_length']} "
-                             "(a diffusion key of the request) sets the canvas")
+                notes.append(
+                    f"max_gen_toks={max_tokens} cuts the response; gen_length={values['gen_length']} "
+                    "(a diffusion key of the request) sets the canvas"
+                )
             else:
                 max_tokens = None
         else:
             _length_from_max_gen_toks(values, sources, request, model, max_tokens, notes)
             if max_tokens >= values["gen_length"]:
                 max_tokens = None
-    return RequestSettings(decode=DecodeConfig(**values), until=until, max_tokens=max_tokens,
-                           sources=sources, notes=notes)
+    return RequestSettings(
+        decode=DecodeConfig(**values), until=until, max_tokens=max_tokens, sources=sources, notes=notes
+    )
 
 
 def _length_from_max_gen_toks(values, sources, request, model: DecodeConfig, max_tokens: int, notes) -> None:

@@ -14,7 +14,17 @@ CACHE_MODES = (None, "prefix", "dual")
 
 
 def check_settings(
-    *, gen_length, block_length, steps, temperature, remasking, cfg_scale, threshold, factor, cache, cache_refresh,
+    *,
+    gen_length,
+    block_length,
+    steps,
+    temperature,
+    remasking,
+    cfg_scale,
+    threshold,
+    factor,
+    cache,
+    cache_refresh,
 ) -> None:
     """Raise a ValueError naming the first bad decoding setting (the checks that need no model)."""
     for name, value in (("gen_length", gen_length), ("block_length", block_length), ("steps", steps)):
@@ -23,10 +33,15 @@ def check_settings(
         raise InvalidSetting(f"block_length={block_length} does not divide gen_length={gen_length}")
     if steps % (gen_length // block_length):
         raise InvalidSetting(f"steps={steps} is not a multiple of the number of blocks ({gen_length // block_length})")
-    for name, value in (("temperature", temperature), ("cfg_scale", cfg_scale), ("threshold", threshold),
-                        ("factor", factor)):
-        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
-                                  or not math.isfinite(value)):
+    for name, value in (
+        ("temperature", temperature),
+        ("cfg_scale", cfg_scale),
+        ("threshold", threshold),
+        ("factor", factor),
+    ):
+        if value is not None and (
+            isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value)
+        ):
             raise InvalidSetting(f"{name} must be a finite number, got {value!r}")
     if temperature < 0:
         raise InvalidSetting(f"temperature must be >= 0, got {temperature}")
@@ -90,8 +105,9 @@ class DecodeConfig:
     def __post_init__(self) -> None:
         self.suppress_tokens = tuple(int(t) for t in self.suppress_tokens or ())
         self.last_tokens = tuple(int(t) for t in self.last_tokens or ())
-        check_settings(**{k: v for k, v in asdict(self).items()
-                          if k not in ("suppress_tokens", "last_tokens", "early_exit")})
+        check_settings(
+            **{k: v for k, v in asdict(self).items() if k not in ("suppress_tokens", "last_tokens", "early_exit")}
+        )
 
     def replace(self, **changes: Any) -> DecodeConfig:
         """A copy with the given fields changed; unknown names raise ValueError."""

@@ -48,7 +48,7 @@ class GenerateOutput:
 
     @property
     def completions(self) -> torch.Tensor:
-        return self.sequences[:, self.prompt_length:]
+        return self.sequences[:, self.prompt_length :]
 
 
 def vocab_size_of(model: nn.Module) -> int | None:
@@ -70,16 +70,22 @@ def _validate_model(model, cache) -> None:
 def _validate(prompt_ids, attention_mask, gen_length, mask_id, eos_id, hints, vocab) -> None:
     """Checks of the inputs (the settings are checked by check_settings)."""
     if prompt_ids.ndim != 2 or prompt_ids.dtype != torch.long:
-        raise InvalidSetting(f"prompt_ids must be a LongTensor [B, P], got {tuple(prompt_ids.shape)} {prompt_ids.dtype}")
+        raise InvalidSetting(
+            f"prompt_ids must be a LongTensor [B, P], got {tuple(prompt_ids.shape)} {prompt_ids.dtype}"
+        )
     if attention_mask is not None and attention_mask.shape != prompt_ids.shape:
-        raise InvalidSetting(f"attention_mask shape {tuple(attention_mask.shape)} != prompt_ids shape {tuple(prompt_ids.shape)}")
+        raise InvalidSetting(
+            f"attention_mask shape {tuple(attention_mask.shape)} != prompt_ids shape {tuple(prompt_ids.shape)}"
+        )
     if vocab is not None:
         for name, value in (("mask_id", mask_id), ("eos_id", eos_id)):
             if value is not None and not 0 <= value < vocab:
                 raise InvalidSetting(f"{name}={value} lies outside the vocabulary [0, {vocab})")
     if hints is not None:
         if hints.shape != (prompt_ids.shape[0], gen_length):
-            raise InvalidSetting(f"hints must have shape [B, gen_length] = {(prompt_ids.shape[0], gen_length)}, got {tuple(hints.shape)}")
+            raise InvalidSetting(
+                f"hints must have shape [B, gen_length] = {(prompt_ids.shape[0], gen_length)}, got {tuple(hints.shape)}"
+            )
         if vocab is not None and ((hints < 0) | (hints >= vocab)).any():
             raise InvalidSetting("hints hold token ids outside the vocabulary")
 
@@ -124,9 +130,18 @@ def generate(
     `last_tokens` candidates are committed only when no other candidate of the block is left.
     `record_steps` returns, per position, the pass that committed it (`commit_step`).
     """
-    check_settings(gen_length=gen_length, block_length=block_length, steps=steps, temperature=temperature,
-                   remasking=remasking, cfg_scale=cfg_scale, threshold=threshold, factor=factor, cache=cache,
-                   cache_refresh=cache_refresh)
+    check_settings(
+        gen_length=gen_length,
+        block_length=block_length,
+        steps=steps,
+        temperature=temperature,
+        remasking=remasking,
+        cfg_scale=cfg_scale,
+        threshold=threshold,
+        factor=factor,
+        cache=cache,
+        cache_refresh=cache_refresh,
+    )
     _validate(prompt_ids, attention_mask, gen_length, mask_id, eos_id, hints, vocab_size_of(model))
     _validate_model(model, cache)
     if shifted_logits is None:
@@ -187,7 +202,7 @@ def generate(
             commit = select_top(confidence, k) & masked
             x[:, start:end] = torch.where(commit, candidates, x[:, start:end])
             if commit_step is not None:
-                window = commit_step[:, start - prompt_len:end - prompt_len]
+                window = commit_step[:, start - prompt_len : end - prompt_len]
                 window.masked_fill_(commit, passes)
             passes += 1
         if eos_id is not None and block < num_blocks - 1 and _all_ended(x, prompt_len, end, eos_id, fixed):
@@ -241,15 +256,14 @@ class BlockLogits:
             offset = 0
         else:
             hi = inputs.shape[1] if self.mode == "prefix" else end
-            logits = self.model(inputs[:, lo:hi], attention_mask=self.attn, cache=self.cache,
-                                window=(lo, hi)).logits
+            logits = self.model(inputs[:, lo:hi], attention_mask=self.attn, cache=self.cache, window=(lo, hi)).logits
             logits = self.guided(logits)
             offset = lo
         if self.shifted:  # position i predicts token i+1 (position 0 keeps its own logits)
             if start == 0:
                 return torch.cat([logits[:, :1], logits[:, : end - 1]], dim=1)
-            return logits[:, start - 1 - offset: end - 1 - offset]
-        return logits[:, start - offset: end - offset]
+            return logits[:, start - 1 - offset : end - 1 - offset]
+        return logits[:, start - offset : end - offset]
 
 
 def _all_ended(x, prompt_len, end, eos_id, fixed) -> bool:
@@ -258,8 +272,10 @@ def _all_ended(x, prompt_len, end, eos_id, fixed) -> bool:
     done = x[:, prompt_len:end]
     is_eos = done == eos_id
     has_eos = is_eos.any(dim=1)
-    first = torch.where(has_eos, is_eos.float().argmax(dim=1), torch.full_like(has_eos, done.shape[1], dtype=torch.long))
+    first = torch.where(
+        has_eos, is_eos.float().argmax(dim=1), torch.full_like(has_eos, done.shape[1], dtype=torch.long)
+    )
     after_first = torch.arange(done.shape[1], device=x.device)[None, :] >= first[:, None]
     tail_ok = (is_eos | ~after_first).all(dim=1)
-    no_hints_ahead = ~fixed[:, end - prompt_len:].any(dim=1)
+    no_hints_ahead = ~fixed[:, end - prompt_len :].any(dim=1)
     return bool((has_eos & tail_ok & no_hints_ahead).all())

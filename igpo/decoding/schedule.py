@@ -76,9 +76,7 @@ def select_top(confidence: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
     return chosen
 
 
-def threshold_counts(
-    confidence: torch.Tensor, threshold: float, masked: torch.Tensor, steps_left: int
-) -> torch.Tensor:
+def threshold_counts(confidence: torch.Tensor, threshold: float, masked: torch.Tensor, steps_left: int) -> torch.Tensor:
     """Tokens to commit under confidence-aware parallel decoding (Fast-dLLM's threshold rule).
 
     Every candidate whose confidence reaches `threshold`, at least one, and at least the share
@@ -90,9 +88,7 @@ def threshold_counts(
     return torch.minimum(torch.maximum(torch.maximum(above, needed), torch.ones_like(above)), remaining)
 
 
-def factor_counts(
-    confidence: torch.Tensor, factor: float, masked: torch.Tensor, steps_left: int
-) -> torch.Tensor:
+def factor_counts(confidence: torch.Tensor, factor: float, masked: torch.Tensor, steps_left: int) -> torch.Tensor:
     """Tokens to commit under Fast-dLLM's factor rule: the largest n whose n-th most confident
     candidate still has confidence above 1 - factor / (n + 1); at least one, and at least the
     share that finishes the block within its remaining steps."""

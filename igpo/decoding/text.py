@@ -22,8 +22,7 @@ def cut_at_stop(tokens: Sequence[int], stops: frozenset[int]) -> list[int]:
 
 def completion_texts(tokenizer: Any, completions: torch.Tensor, stops: frozenset[int]) -> list[str]:
     """Text of each completion row up to its first stop token (special tokens dropped)."""
-    return [tokenizer.decode(cut_at_stop(row, stops), skip_special_tokens=True)
-            for row in completions.tolist()]
+    return [tokenizer.decode(cut_at_stop(row, stops), skip_special_tokens=True) for row in completions.tolist()]
 
 
 def left_pad(rows: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -34,6 +33,6 @@ def left_pad(rows: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, 
     mask = torch.zeros((len(rows), width), dtype=torch.long)
     for i, row in enumerate(rows):
         if row:
-            ids[i, width - len(row):] = torch.tensor(list(row), dtype=torch.long)
-            mask[i, width - len(row):] = 1
+            ids[i, width - len(row) :] = torch.tensor(list(row), dtype=torch.long)
+            mask[i, width - len(row) :] = 1
     return ids, mask

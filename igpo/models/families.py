@@ -49,7 +49,7 @@ def _rename(key: str, rules: tuple[tuple[str, str], ...], forward: bool) -> str:
         m = re.match(pattern, key)
         if m:
             prefix = dst.replace("{i}", m.group("i")) if "i" in m.groupdict() else dst
-            return prefix + key[m.end():]
+            return prefix + key[m.end() :]
     raise BadFile(f"unexpected parameter name {key!r}")
 
 

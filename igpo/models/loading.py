@@ -70,8 +70,7 @@ def resolve_path(name_or_path: str | os.PathLike) -> Path:
         return Path(snapshot_download(text, allow_patterns=HUB_PATTERNS))
     except Exception as err:  # network, auth, missing repo: all end in one clear line
         raise ModelLoadError(
-            f"model {text!r} is not a local folder and could not be fetched from the Hub "
-            f"({type(err).__name__})"
+            f"model {text!r} is not a local folder and could not be fetched from the Hub ({type(err).__name__})"
         ) from None
 
 
@@ -140,8 +139,17 @@ def damaged_file_errors() -> tuple[type[BaseException], ...]:
 
     from safetensors import SafetensorError
 
-    return (SafetensorError, pickle.UnpicklingError, EOFError, zipfile.BadZipFile, json.JSONDecodeError,
-            UnicodeDecodeError, KeyError, OSError, DamagedFileError)
+    return (
+        SafetensorError,
+        pickle.UnpicklingError,
+        EOFError,
+        zipfile.BadZipFile,
+        json.JSONDecodeError,
+        UnicodeDecodeError,
+        KeyError,
+        OSError,
+        DamagedFileError,
+    )
 
 
 def _first_line(err: BaseException) -> str:
@@ -163,8 +171,14 @@ def default_dtype(device: torch.device) -> torch.dtype:
 def parse_dtype(dtype: str | torch.dtype | None) -> torch.dtype | None:
     if dtype is None or isinstance(dtype, torch.dtype) or dtype == "auto":
         return None if dtype == "auto" else dtype
-    names = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16,
-             "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}
+    names = {
+        "float32": torch.float32,
+        "fp32": torch.float32,
+        "bfloat16": torch.bfloat16,
+        "bf16": torch.bfloat16,
+        "float16": torch.float16,
+        "fp16": torch.float16,
+    }
     if dtype not in names:
         raise InvalidSetting(f"unknown dtype {dtype!r} (use one of {', '.join(names)})")
     return names[dtype]

@@ -6,10 +6,8 @@ differences live in `igpo.models.families`. This module holds the math, readable
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -103,9 +101,7 @@ class RMSNorm(nn.Module):
         return self.weight * h.to(x.dtype)
 
 
-def rotary_tables(
-    position_ids: torch.Tensor, head_dim: int, theta: float
-) -> tuple[torch.Tensor, torch.Tensor]:
+def rotary_tables(position_ids: torch.Tensor, head_dim: int, theta: float) -> tuple[torch.Tensor, torch.Tensor]:
     """cos/sin tables [B, 1, L, head_dim] in float32 for the given integer positions."""
     inv_freq = 1.0 / (
         theta ** (torch.arange(0, head_dim, 2, device=position_ids.device, dtype=torch.float32) / head_dim)
@@ -264,7 +260,7 @@ class BidirectionalLM(nn.Module):
         if position_ids is None:
             position_ids = torch.arange(full, device=input_ids.device).expand(b, full)
         if window is not None:
-            position_ids = position_ids[:, window[0]: window[1]]
+            position_ids = position_ids[:, window[0] : window[1]]
         elif cache is not None:
             cache.keys.clear()
             cache.values.clear()
@@ -281,22 +277,3 @@ class BidirectionalLM(nn.Module):
         x = self.norm(x)
         head = self.embed.weight if self.lm_head is None else self.lm_head.weight
         return DLLMOutput(logits=F.linear(x, head))
-
-    # --- persistence (format per family) -----------------------------------------------------
-
-    def save_pretrained(self, path: str | Path) -> None:
-        """Write config.json and model.safetensors in this model's family format."""
-        from igpo.models.loading import save_model
-
-        save_model(self, path)
-
-    @classmethod
-    def from_pretrained(cls, path: str | Path, **kwargs) -> BidirectionalLM:
-        from igpo.models.loading import load_model
-
-        return load_model(path, **kwargs)
-
-
-def read_json(path: Path) -> dict[str, Any]:
-    with open(path, encoding="utf-8") as f:
-        return json.load(f)

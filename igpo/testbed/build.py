@@ -15,7 +15,7 @@ import tempfile
 from dataclasses import asdict
 from pathlib import Path
 
-from igpo.models import ArchConfig, TokenSpec, new_model
+from igpo.models import ArchConfig, TokenSpec, new_model, save_model
 from igpo.testbed import TESTBED_DIR
 from igpo.training.runtime import latest_checkpoint
 from igpo.training.settings import (
@@ -45,13 +45,26 @@ def sft_config(init_dir: Path, max_steps: int = MAX_STEPS):
 
     return SFTConfig(
         model=ModelSettings(path=str(init_dir), lora=LoraSettings(enabled=False)),
-        data=SFTDataSettings(source="arith", arith=dict(TRAIN_MIX), arith_size=POOL_SIZE,
-                             max_completion_tokens=COMPLETION_TOKENS, max_prompt_tokens=64),
-        optim=OptimSettings(lr=LEARNING_RATE, betas=(0.9, 0.95), weight_decay=0.01, grad_clip=1.0,
-                            warmup_steps=WARMUP_STEPS, schedule="cosine"),
+        data=SFTDataSettings(
+            source="arith",
+            arith=dict(TRAIN_MIX),
+            arith_size=POOL_SIZE,
+            max_completion_tokens=COMPLETION_TOKENS,
+            max_prompt_tokens=64,
+        ),
+        optim=OptimSettings(
+            lr=LEARNING_RATE,
+            betas=(0.9, 0.95),
+            weight_decay=0.01,
+            grad_clip=1.0,
+            warmup_steps=WARMUP_STEPS,
+            schedule="cosine",
+        ),
         checkpoint=CheckpointSettings(every=250, keep=2),
         log=LogSettings(progress=True),
-        batch_size=BATCH_SIZE, max_steps=max_steps, seed=SEED,
+        batch_size=BATCH_SIZE,
+        max_steps=max_steps,
+        seed=SEED,
     )
 
 
@@ -61,10 +74,14 @@ def init_model(folder: Path) -> None:
     from igpo.models.tokenizer import EOT
 
     tok = build_arith_tokenizer()
-    spec = TokenSpec(mask_id=tok.mask_token_id, eos_id=tok.eos_token_id,
-                     eot_id=tok.convert_tokens_to_ids(EOT), pad_id=tok.pad_token_id)
+    spec = TokenSpec(
+        mask_id=tok.mask_token_id,
+        eos_id=tok.eos_token_id,
+        eot_id=tok.convert_tokens_to_ids(EOT),
+        pad_id=tok.pad_token_id,
+    )
     model = new_model(ArchConfig(vocab_size=len(tok), **ARCH), spec, seed=SEED)
-    model.save_pretrained(folder)
+    save_model(model, folder)
     tok.save_pretrained(str(folder))
 
 
@@ -72,8 +89,14 @@ def export(checkpoint: Path, dest: Path, card: dict) -> None:
     """Copy weights + tokenizer of the final checkpoint into the package, atomically."""
     tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=".testbed-"))
     tmp.chmod(0o755)  # mkdtemp makes it private; the package ships it
-    for name in ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json",
-                 "chat_template.jinja", "special_tokens_map.json"):
+    for name in (
+        "config.json",
+        "model.safetensors",
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "chat_template.jinja",
+        "special_tokens_map.json",
+    ):
         if (checkpoint / name).is_file():
             shutil.copy2(checkpoint / name, tmp / name)
     (tmp / "card.json").write_text(json.dumps(card, indent=2) + "\n")
@@ -103,10 +126,18 @@ def main(argv: list[str] | None = None) -> None:
     from igpo.testbed.measure import measure
 
     args.dest.parent.mkdir(parents=True, exist_ok=True)
-    card = {"arch": ARCH, "train_mix": TRAIN_MIX, "pool_size": POOL_SIZE, "batch_size": BATCH_SIZE,
-            "max_steps": args.max_steps, "lr": LEARNING_RATE, "warmup_steps": WARMUP_STEPS,
-            "completion_tokens": COMPLETION_TOKENS, "seed": SEED,
-            "sft_config": asdict(cfg) if hasattr(cfg, "__dataclass_fields__") else None}
+    card = {
+        "arch": ARCH,
+        "train_mix": TRAIN_MIX,
+        "pool_size": POOL_SIZE,
+        "batch_size": BATCH_SIZE,
+        "max_steps": args.max_steps,
+        "lr": LEARNING_RATE,
+        "warmup_steps": WARMUP_STEPS,
+        "completion_tokens": COMPLETION_TOKENS,
+        "seed": SEED,
+        "sft_config": asdict(cfg) if hasattr(cfg, "__dataclass_fields__") else None,
+    }
     export(final, args.dest, card)
     card["measured"] = measure(args.dest)
     (args.dest / "card.json").write_text(json.dumps(card, indent=2, default=str) + "\n")

@@ -55,10 +55,17 @@ def diagnose(model_dir: str = str(TESTBED_DIR), n_per_level: int = 50) -> list[O
     problems = test_set(n_per_level)
     out: list[Outcome] = []
     for start in range(0, len(problems), BATCH):
-        chunk = problems[start:start + BATCH]
+        chunk = problems[start : start + BATCH]
         ids, mask = arith_prompts(tok, [p.question for p in chunk], spec.pad_id or 0)
-        dec = generate(model, ids, attention_mask=mask, mask_id=spec.mask_id, eos_id=spec.eos_id,
-                       record_steps=True, **TESTBED_DECODE.generate_kwargs())
+        dec = generate(
+            model,
+            ids,
+            attention_mask=mask,
+            mask_id=spec.mask_id,
+            eos_id=spec.eos_id,
+            record_steps=True,
+            **TESTBED_DECODE.generate_kwargs(),
+        )
         texts = completion_texts(tok, dec.completions, stop_ids(spec))
         for i, p in enumerate(chunk):
             tokens = tok.convert_ids_to_tokens(dec.completions[i].tolist())
@@ -79,8 +86,10 @@ def summary(outcomes: list[Outcome]) -> dict:
         "wrong": len(wrong),
         "wrong_with_answer_in_same_pass_as_result": sum(o.order == "same" for o in wrong),
         "wrong_with_right_trace": sum(o.trace_right for o in wrong),
-        "accuracy_by_level": {lv: sum(o.correct for o in outcomes if o.level == lv) / max(1, sum(o.level == lv for o in outcomes))
-                              for lv in sorted({o.level for o in outcomes})},
+        "accuracy_by_level": {
+            lv: sum(o.correct for o in outcomes if o.level == lv) / max(1, sum(o.level == lv for o in outcomes))
+            for lv in sorted({o.level for o in outcomes})
+        },
     }
 
 

@@ -42,8 +42,10 @@ class PolicyLossConfig:
         if self.normalisation not in NORMALISATIONS:
             raise InvalidSetting(f"normalisation must be one of {NORMALISATIONS}, got {self.normalisation!r}")
         if self.ratio_level == "sequence" and self.normalisation != "sequence":
-            raise InvalidSetting(f"normalisation={self.normalisation!r} applies to token-level ratios; the sequence ratio "
-                             "averages each rollout's tokens by construction (use loss.ratio_level=token)")
+            raise InvalidSetting(
+                f"normalisation={self.normalisation!r} applies to token-level ratios; the sequence ratio "
+                "averages each rollout's tokens by construction (use loss.ratio_level=token)"
+            )
         if self.epsilon_low < 0 or self.epsilon_high < 0 or self.beta < 0:
             raise InvalidSetting("epsilon_low, epsilon_high and beta must be >= 0")
 

@@ -7,6 +7,9 @@ correct re-sampled ones; advantages = reward - group mean; then `mu` clipped pol
 updates on those rollouts with the chosen log-prob estimator (igpo.logprobs: mean_field,
 trajectory or a sequence-level elbo), where of the hint tokens only the top-tau by entropy enter
 the loss. With `igpo.resample: none` this is plain GRPO (diffu-GRPO).
+
+Size: one trainer (config, rollouts with hints and re-sampling, the update); its parts share
+the Rollouts / Prepared records and one loop, and are read together against the paper.
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ from igpo.logprobs import (
     sequence_elbo,
     trajectory_logprobs,
 )
-from igpo.prompts import PREFILL
+from igpo.prompts import PREFILL, source_instruction
 from igpo.rewards import RewardConfig, score_rollouts
 from igpo.training.loss import (
     PolicyLossConfig,
@@ -61,6 +64,8 @@ from igpo.training.settings import CheckpointSettings, LogSettings, ModelSetting
 RESAMPLE_MODES = ("hints", "plain", "none")
 ESTIMATOR_STREAM = 3
 """step_seed stream whose generator draws one seed per prompt group for the estimator's masks."""
+MAX_GENERATIONS = 1024
+"""Most rollouts per prompt: one decoding batch each (published GRPO/IGPO runs use 8-16)."""
 SEED_RANGE = 2**62
 
 
@@ -106,7 +111,7 @@ class RLConfig:
     checkpoint: CheckpointSettings = field(default_factory=CheckpointSettings)
     log: LogSettings = field(default_factory=LogSettings)
     num_generations: int = 8
-    """G: rollouts per prompt."""
+    """G: rollouts per prompt (2..MAX_GENERATIONS; decoded as one batch)."""
     prompts_per_step: int = 1
     """Prompt groups per process per training step; one optimiser step covers all of them."""
     max_steps: int = 128
@@ -189,9 +194,10 @@ class Trainer:
 
     # ------------------------------------------------------------------ rollouts
     def encode_prompt(self, question: str) -> torch.Tensor:
-        text = render_prompt(self.tokenizer, question, system=source_instruction(self.cfg.data.source, self.cfg.instruction))
+        text = render_prompt(
+            self.tokenizer, question, system=source_instruction(self.cfg.data.source, self.cfg.instruction)
+        )
         return torch.tensor(self.tokenizer(text, add_special_tokens=False)["input_ids"], dtype=torch.long)
-
 
     def decode_texts(self, completions: torch.Tensor) -> list[str]:
         return completion_texts(self.tokenizer, completions, self.stops)
@@ -205,9 +211,13 @@ class Trainer:
         was_training = policy.training
         policy.eval()
         out = generate(
-            policy, prompt.repeat(g, 1).to(device), mask_id=self.spec.mask_id,
+            policy,
+            prompt.repeat(g, 1).to(device),
+            mask_id=self.spec.mask_id,
             eos_id=self.spec.eos_id if self.cfg.decode.early_exit else None,
-            hints=None if hints is None else hints.to(device), generator=row_gens, record_steps=True,
+            hints=None if hints is None else hints.to(device),
+            generator=row_gens,
+            record_steps=True,
             **self.cfg.decode.generate_kwargs(),
         )
         policy.train(was_training)
@@ -236,8 +246,15 @@ class Trainer:
             canvas = None
             if cfg.igpo.resample == "hints":
                 trace = encode_trace(self.tokenizer, example.trace or "", example.answer, prefill=PREFILL)
-                canvas = build_hint_batch(trace.ids, g, cfg.decode.gen_length, cfg.hints, self.spec.mask_id,
-                                          generator, answer_span=trace.answer_span)
+                canvas = build_hint_batch(
+                    trace.ids,
+                    g,
+                    cfg.decode.gen_length,
+                    cfg.hints,
+                    self.spec.mask_id,
+                    generator,
+                    answer_span=trace.answer_span,
+                )
             timer.add("hinting", time.perf_counter() - t0)
             t0 = time.perf_counter()
             resampled = self.sample(prompt, generator, hints=canvas)
@@ -259,13 +276,28 @@ class Trainer:
                     if canvas is not None:
                         hint_mask[slot] = canvas[src] != self.spec.mask_id
                 replaced = take
-        return Group(prompt_ids=prompt.repeat(g, 1), completions=completions,
-                     advantages=group_advantages(rewards, cfg.scale_rewards), rewards=rewards,
-                     hint_mask=hint_mask, commit_step=commit_step, all_wrong=all_wrong, replaced=replaced, correct=sum(correct))
+        return Group(
+            prompt_ids=prompt.repeat(g, 1),
+            completions=completions,
+            advantages=group_advantages(rewards, cfg.scale_rewards),
+            rewards=rewards,
+            hint_mask=hint_mask,
+            commit_step=commit_step,
+            all_wrong=all_wrong,
+            replaced=replaced,
+            correct=sum(correct),
+        )
 
     # ------------------------------------------------------------------ updates
-    def logprobs(self, model, group: Group, generator: torch.Generator | None, *, with_entropy: bool = False,
-                 token_mask: torch.Tensor | None = None) -> Estimate:
+    def logprobs(
+        self,
+        model,
+        group: Group,
+        generator: torch.Generator | None,
+        *,
+        with_entropy: bool = False,
+        token_mask: torch.Tensor | None = None,
+    ) -> Estimate:
         """The configured estimator on one group (the same call serves old, new and reference)."""
         cfg = self.cfg
         device = self.accelerator.device if self.accelerator else group.prompt_ids.device
@@ -273,14 +305,29 @@ class Trainer:
         common = dict(mask_id=self.spec.mask_id, shifted_logits=self.spec.shifted_logits)
         if cfg.logprob_estimator == "trajectory":
             return trajectory_logprobs(
-                model, prompts, completions, group.commit_step.to(device), temperature=cfg.decode.temperature,
-                group_steps=cfg.trajectory_group_steps, suppress_tokens=cfg.decode.suppress_tokens,
-                with_entropy=with_entropy, **common)
+                model,
+                prompts,
+                completions,
+                group.commit_step.to(device),
+                temperature=cfg.decode.temperature,
+                group_steps=cfg.trajectory_group_steps,
+                suppress_tokens=cfg.decode.suppress_tokens,
+                with_entropy=with_entropy,
+                **common,
+            )
         if cfg.logprob_estimator == "elbo" and token_mask is not None:
-            return sequence_elbo(model, prompts, completions, token_mask, mc_num=cfg.elbo_samples,
-                                 generator=generator, **common)
-        return mean_field_logprobs(model, prompts, completions, p_mask_prompt=cfg.p_mask_prompt,
-                                   generator=generator, with_entropy=with_entropy, **common)
+            return sequence_elbo(
+                model, prompts, completions, token_mask, mc_num=cfg.elbo_samples, generator=generator, **common
+            )
+        return mean_field_logprobs(
+            model,
+            prompts,
+            completions,
+            p_mask_prompt=cfg.p_mask_prompt,
+            generator=generator,
+            with_entropy=with_entropy,
+            **common,
+        )
 
     def reference_logprobs(self, group: Group, generator, token_mask) -> torch.Tensor | None:
         if self.cfg.loss.beta <= 0:
@@ -311,7 +358,9 @@ class Trainer:
         needs_gen = cfg.p_mask_prompt > 0 or cfg.logprob_estimator == "elbo"
         gen = None
         if needs_gen:
-            seeds = torch.randint(0, SEED_RANGE, (gi + 1,), generator=step_generator(cfg.seed, step, rank, ESTIMATOR_STREAM))
+            seeds = torch.randint(
+                0, SEED_RANGE, (gi + 1,), generator=step_generator(cfg.seed, step, rank, ESTIMATOR_STREAM)
+            )
             gen = torch.Generator().manual_seed(int(seeds[gi]))
         if self.on_policy():
             ref = self.reference_logprobs(group, _clone(gen), None)
@@ -327,13 +376,15 @@ class Trainer:
                 old = self.logprobs(policy, group, _clone(gen), token_mask=mask).logp
             policy.train(was)
         ref = self.reference_logprobs(group, _clone(gen), mask)
-        return Prepared(group=group, old=old, ref=ref, mask=mask, entropy=first.entropy,
-                        hint_tokens=hint_tokens, generator=gen)
+        return Prepared(
+            group=group, old=old, ref=ref, mask=mask, entropy=first.entropy, hint_tokens=hint_tokens, generator=gen
+        )
 
     def current(self, item: Prepared) -> torch.Tensor:
         """The policy's log-probs (with gradients) for one group; fills in an on-policy item."""
-        est = self.logprobs(self.model, item.group, _clone(item.generator), token_mask=item.mask,
-                            with_entropy=item.old is None)
+        est = self.logprobs(
+            self.model, item.group, _clone(item.generator), token_mask=item.mask, with_entropy=item.old is None
+        )
         if item.old is None:
             item.mask, item.hint_tokens = self.loss_mask(item.group, est.entropy)
             item.entropy, item.old = est.entropy, est.logp.detach()
@@ -354,8 +405,15 @@ class Trainer:
         for _ in range(cfg.mu):
             for item in prepared:
                 logp = self.current(item)
-                parts = policy_loss(logp, item.old, item.group.advantages.to(logp.device), item.mask, cfg.loss,
-                                    item.ref, sequence_kl=sequence_kl)
+                parts = policy_loss(
+                    logp,
+                    item.old,
+                    item.group.advantages.to(logp.device),
+                    item.mask,
+                    cfg.loss,
+                    item.ref,
+                    sequence_kl=sequence_kl,
+                )
                 scaled = parts.loss / len(prepared)
                 if self.accelerator:
                     self.accelerator.backward(scaled)
@@ -377,8 +435,11 @@ class Trainer:
         loss_tokens = sum(int(p.mask.sum()) for p in prepared)
         hint_tokens = sum(p.hint_tokens for p in prepared)
         entropy_sum = sum(float((p.entropy * p.mask).sum()) for p in prepared)
-        totals.update(hint_token_fraction=hint_tokens / max(1, loss_tokens), entropy=entropy_sum / max(1, loss_tokens),
-                      loss_tokens=loss_tokens)
+        totals.update(
+            hint_token_fraction=hint_tokens / max(1, loss_tokens),
+            entropy=entropy_sum / max(1, loss_tokens),
+            loss_tokens=loss_tokens,
+        )
         return totals
 
 
@@ -397,19 +458,6 @@ class Prepared:
     """The group's estimator randomness (prompt masks, ELBO masks); cloned for every pass."""
 
 
-def source_instruction(source: str, override: str | None) -> str:
-    """The prompt instruction for a data source (see RLConfig.instruction)."""
-    if override is not None:
-        return override
-    if source == "arith":
-        from igpo.arith import ARITH_INSTRUCTION
-
-        return ARITH_INSTRUCTION
-    from igpo.prompts import D1_INSTRUCTION
-
-    return D1_INSTRUCTION
-
-
 def _clone(gen: torch.Generator | None) -> torch.Generator | None:
     """A copy of a generator, so old / reference / new log-probs see the same prompt mask."""
     if gen is None:
@@ -425,8 +473,10 @@ def check_examples(cfg: RLConfig, examples: list[Example]) -> None:
     if cfg.igpo.resample == "hints" and cfg.hints.enabled:
         for ex in examples:
             if not (ex.trace or "").strip():
-                raise TrainingError(f"example {ex.id!r} has no reference trace, which hints need "
-                                    "(set igpo.resample=none or plain, or give traces)")
+                raise TrainingError(
+                    f"example {ex.id!r} has no reference trace, which hints need "
+                    "(set igpo.resample=none or plain, or give traces)"
+                )
 
 
 def group_metrics(groups: list[Group], g: int) -> dict[str, float]:
@@ -453,31 +503,49 @@ def train_rl(cfg: RLConfig, out: Path, *, resume: bool = False, overwrite: bool 
     if cfg.logprob_estimator not in ESTIMATORS:
         raise TrainingError(f"logprob_estimator must be one of {', '.join(ESTIMATORS)}, got {cfg.logprob_estimator!r}")
     if cfg.logprob_estimator in SEQUENCE_LEVEL and cfg.loss.ratio_level != "sequence":
-        raise TrainingError(f"logprob_estimator={cfg.logprob_estimator} is a sequence-level estimate: "
-                            "it needs loss.ratio_level=sequence")
+        raise TrainingError(
+            f"logprob_estimator={cfg.logprob_estimator} is a sequence-level estimate: "
+            "it needs loss.ratio_level=sequence"
+        )
     if cfg.p_mask_prompt > 0 and cfg.logprob_estimator != "mean_field":
-        raise TrainingError(f"p_mask_prompt masks the prompt of the mean-field pass; logprob_estimator="
-                            f"{cfg.logprob_estimator} does not use it (set p_mask_prompt=0)")
+        raise TrainingError(
+            f"p_mask_prompt masks the prompt of the mean-field pass; logprob_estimator="
+            f"{cfg.logprob_estimator} does not use it (set p_mask_prompt=0)"
+        )
     if cfg.logprob_estimator == "trajectory" and cfg.decode.cfg_scale > 0:
-        raise TrainingError("logprob_estimator=trajectory scores the unguided policy: it does not go with "
-                            "decode.cfg_scale > 0")
+        raise TrainingError(
+            "logprob_estimator=trajectory scores the unguided policy: it does not go with decode.cfg_scale > 0"
+        )
     if cfg.logprob_estimator == "trajectory" and (cfg.decode.cache or cfg.decode.threshold or cfg.decode.factor):
         import logging
 
         logging.getLogger(__name__).warning(
             "logprob_estimator=trajectory scores full passes: with decode.cache the rollouts saw cached keys/values "
             "(an approximation), and with a parallel rule the passes per block vary, so trajectory_group_steps > 1 "
-            "groups may straddle blocks")
+            "groups may straddle blocks"
+        )
     if cfg.trajectory_group_steps < 1 or cfg.elbo_samples < 1:
         raise TrainingError("trajectory_group_steps and elbo_samples must be >= 1")
     steps_per_block = cfg.decode.steps // (cfg.decode.gen_length // cfg.decode.block_length)
     if cfg.logprob_estimator == "trajectory" and steps_per_block % cfg.trajectory_group_steps:
-        raise TrainingError(f"trajectory_group_steps={cfg.trajectory_group_steps} must divide the decoding steps per "
-                            f"block ({steps_per_block}), so that no canvas group straddles two blocks")
+        raise TrainingError(
+            f"trajectory_group_steps={cfg.trajectory_group_steps} must divide the decoding steps per "
+            f"block ({steps_per_block}), so that no canvas group straddles two blocks"
+        )
     if cfg.num_generations < 2 or cfg.mu < 1 or cfg.prompts_per_step < 1 or cfg.max_steps < 1:
         raise TrainingError("num_generations >= 2, mu >= 1, prompts_per_step >= 1 and max_steps >= 1 are required")
+    if cfg.num_generations > MAX_GENERATIONS:
+        raise TrainingError(
+            f"num_generations={cfg.num_generations} is above {MAX_GENERATIONS} rollouts per prompt "
+            "(one decoding batch each); use prompts_per_step for more rollouts per step"
+        )
     examples = load_examples(cfg.data)
     check_examples(cfg, examples)
+    if cfg.prompts_per_step > len(examples):
+        raise TrainingError(
+            f"prompts_per_step={cfg.prompts_per_step} is more than the {len(examples)} training "
+            "problems: every step would repeat prompts"
+        )
     accelerator = Accelerator(cpu=not torch.cuda.is_available())
     main = accelerator.is_main_process
     if resume:
@@ -499,16 +567,23 @@ def train_rl(cfg: RLConfig, out: Path, *, resume: bool = False, overwrite: bool 
     with torch.random.fork_rng(devices=[]):  # dropout's global RNG: forked, the caller's is untouched
         start = resume_checkpoint(out, model, optimizer, scheduler) if resume else 0
         log = MetricsLog(out, cfg.log, cfg, resume_step=start, enabled=main)
-        bar = tqdm(range(start, cfg.max_steps), initial=start, total=cfg.max_steps, desc="igpo train",
-                   disable=not (main and cfg.log.progress))
+        bar = tqdm(
+            range(start, cfg.max_steps),
+            initial=start,
+            total=cfg.max_steps,
+            desc="igpo train",
+            disable=not (main and cfg.log.progress),
+        )
         for step in bar:
             started = time.perf_counter()
             generator = step_generator(cfg.seed, step, rank)
             torch.manual_seed(step_seed(cfg.seed, step, rank, stream=1))
             timer = StepTimer()
             first = (step * world + rank) * cfg.prompts_per_step
-            groups = [trainer.rollout_group(examples[order[(first + j) % len(order)]], generator, timer)
-                      for j in range(cfg.prompts_per_step)]
+            groups = [
+                trainer.rollout_group(examples[order[(first + j) % len(order)]], generator, timer)
+                for j in range(cfg.prompts_per_step)
+            ]
             losses = trainer.update(groups, step, timer)
             metrics = {**group_metrics(groups, cfg.num_generations), **losses}
             metrics = _reduce(accelerator, metrics)
@@ -522,8 +597,9 @@ def train_rl(cfg: RLConfig, out: Path, *, resume: bool = False, overwrite: bool 
             bar.set_postfix(reward=f"{metrics['reward']:.2f}", all_wrong=f"{metrics['all_wrong_ratio']:.2f}")
             done = step + 1
             if main and cfg.checkpoint.due(done, cfg.max_steps):
-                save_checkpoint(out, done, model, tokenizer, optimizer, scheduler, cfg, metrics,
-                                cfg.checkpoint, cfg.model.path)
+                save_checkpoint(
+                    out, done, model, tokenizer, optimizer, scheduler, cfg, metrics, cfg.checkpoint, cfg.model.path
+                )
             accelerator.wait_for_everyone()
         log.close()
     return out
@@ -540,5 +616,3 @@ def _reduce(accelerator, metrics: dict[str, Any]) -> dict[str, Any]:
     for k, v in zip(keys, summed.tolist(), strict=True):
         out[k] = v if k in ("replaced", "groups", "loss_tokens") else v / accelerator.num_processes
     return out
-
-

@@ -1,5 +1,9 @@
 """Training plumbing shared by SFT and RL: model + LoRA, optimiser, schedule, output folder,
-checkpoints that resume exactly, and the metrics log."""
+checkpoints that resume exactly, and the metrics log.
+
+Size: what both trainers share (output folders, checkpoint save / resume / fallback, seed
+streams, the metrics log).
+"""
 
 from __future__ import annotations
 
@@ -19,7 +23,7 @@ from igpo.atomic import atomic_write_bytes
 from igpo.config import to_dict
 from igpo.errors import InvalidSetting
 from igpo.jsonfile import read_json_object
-from igpo.models import load_model, load_tokenizer
+from igpo.models import load_model, load_tokenizer, save_model
 from igpo.models.loading import damaged_file_errors, torch_load
 from igpo.training.settings import CheckpointSettings, LogSettings, ModelSettings, OptimSettings
 
@@ -90,13 +94,16 @@ def check_resume_config(out: Path, config: Any) -> None:
         raise TrainingError(f"cannot read {last / CONFIG_FILE}: {exc}") from None
     saved = _flat(normalised_config(type(config), raw))
     now = _flat(json.loads(json.dumps(to_dict(config))))
-    changed = sorted(k for k in set(saved) | set(now)
-                     if saved.get(k) != now.get(k) and k.split(".")[0] not in RESUME_MAY_CHANGE)
+    changed = sorted(
+        k for k in set(saved) | set(now) if saved.get(k) != now.get(k) and k.split(".")[0] not in RESUME_MAY_CHANGE
+    )
     if changed:
         shown = ", ".join(f"{k} ({saved.get(k)!r} -> {now.get(k)!r})" for k in changed[:5])
-        raise TrainingError(f"--resume continues {out} under its own settings, but these differ from "
-                            f"{last / CONFIG_FILE}: {shown}{' ...' if len(changed) > 5 else ''}; "
-                            "start a new run (--overwrite or another --out) to change them")
+        raise TrainingError(
+            f"--resume continues {out} under its own settings, but these differ from "
+            f"{last / CONFIG_FILE}: {shown}{' ...' if len(changed) > 5 else ''}; "
+            "start a new run (--overwrite or another --out) to change them"
+        )
 
 
 INIT_STREAM = 7
@@ -127,10 +134,16 @@ def build_model(settings: ModelSettings, device: torch.device | str | None = Non
 
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(step_seed(seed, 0, 0, INIT_STREAM))
-            model = get_peft_model(model, LoraConfig(
-                r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
-                target_modules=list(lora.target_modules), bias="none",
-            ))
+            model = get_peft_model(
+                model,
+                LoraConfig(
+                    r=lora.r,
+                    lora_alpha=lora.alpha,
+                    lora_dropout=lora.dropout,
+                    target_modules=list(lora.target_modules),
+                    bias="none",
+                ),
+            )
     else:
         for p in model.parameters():
             p.requires_grad_(True)
@@ -179,9 +192,14 @@ def checkpoint_dirs(out: Path) -> list[Path]:
     root = out / CHECKPOINT_DIR
     if not root.is_dir():
         return []
-    found = [p for p in root.iterdir() if p.name.startswith(CHECKPOINT_PREFIX)
-             and p.name[len(CHECKPOINT_PREFIX):].isdigit() and (p / MARKER_FILE).is_file()]  # not step-N.tmp
-    return sorted(found, key=lambda p: int(p.name[len(CHECKPOINT_PREFIX):]))
+    found = [
+        p
+        for p in root.iterdir()
+        if p.name.startswith(CHECKPOINT_PREFIX)
+        and p.name[len(CHECKPOINT_PREFIX) :].isdigit()
+        and (p / MARKER_FILE).is_file()
+    ]  # not step-N.tmp
+    return sorted(found, key=lambda p: int(p.name[len(CHECKPOINT_PREFIX) :]))
 
 
 def latest_checkpoint(out: Path) -> Path | None:
@@ -206,8 +224,10 @@ def step_seed(seed: int, step: int, rank: int = 0, stream: int = 0) -> int:
     in [0, STREAMS): a larger one would reuse another (step, rank)'s seed.
     """
     if not 0 <= stream < STREAMS or not 0 <= rank < SEED_STRIDE or not 0 <= step < SEED_STRIDE:
-        raise InvalidSetting(f"seed stream {stream}, step {step} or rank {rank} out of range "
-                         f"(streams 0..{STREAMS - 1}, steps and ranks below {SEED_STRIDE})")
+        raise InvalidSetting(
+            f"seed stream {stream}, step {step} or rank {rank} out of range "
+            f"(streams 0..{STREAMS - 1}, steps and ranks below {SEED_STRIDE})"
+        )
     return ((seed * SEED_STRIDE + step) * SEED_STRIDE + rank) * STREAMS + stream
 
 
@@ -216,8 +236,16 @@ def step_generator(seed: int, step: int, rank: int = 0, stream: int = 0) -> torc
 
 
 def save_checkpoint(
-    out: Path, step: int, model: nn.Module, tokenizer: Any, optimizer, scheduler,
-    config: Any, metrics: dict[str, Any], settings: CheckpointSettings, base_model: str,
+    out: Path,
+    step: int,
+    model: nn.Module,
+    tokenizer: Any,
+    optimizer,
+    scheduler,
+    config: Any,
+    metrics: dict[str, Any],
+    settings: CheckpointSettings,
+    base_model: str,
 ) -> Path:
     """Write checkpoints/step-N atomically: weights (adapter or full, safetensors), tokenizer,
     optimiser + scheduler, config and last metrics; prune old ones if asked. Randomness needs
@@ -232,20 +260,24 @@ def save_checkpoint(
         unwrapped.save_pretrained(str(tmp), save_embedding_layers=False)
         kind = "adapter"
     else:
-        base_module(unwrapped).save_pretrained(tmp)
+        save_model(base_module(unwrapped), tmp)
         kind = "full"
     if tokenizer is not None:
         tokenizer.save_pretrained(str(tmp))
     torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}, tmp / OPTIMIZER_FILE)
     (tmp / STATE_FILE).write_text(json.dumps({"step": step, "metrics": metrics}, indent=2) + "\n")
     (tmp / CONFIG_FILE).write_text(_yaml(to_dict(config)))
-    (tmp / MARKER_FILE).write_text(json.dumps({"step": step, "kind": kind, "base_model": base_model,
-                                               "created": time.strftime("%Y-%m-%dT%H:%M:%S")}) + "\n")
+    (tmp / MARKER_FILE).write_text(
+        json.dumps(
+            {"step": step, "kind": kind, "base_model": base_model, "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
+        )
+        + "\n"
+    )
     if final.exists():
         shutil.rmtree(final)
     os.replace(tmp, final)
     if settings.keep:
-        for old in checkpoint_dirs(out)[:-settings.keep]:
+        for old in checkpoint_dirs(out)[: -settings.keep]:
             shutil.rmtree(old)
     return final
 
@@ -257,8 +289,9 @@ def load_checkpoint(path: Path, model: nn.Module, optimizer, scheduler) -> int:
         return _load_checkpoint(path, model, optimizer, scheduler)
     except damaged_file_errors() as err:  # the checkpoint's files, not a bug or out of memory
         text = str(err).strip().splitlines()
-        raise TrainingError(f"cannot read checkpoint {path} (damaged?): {type(err).__name__}: "
-                            f"{text[0] if text else ''}") from None
+        raise TrainingError(
+            f"cannot read checkpoint {path} (damaged?): {type(err).__name__}: {text[0] if text else ''}"
+        ) from None
 
 
 def resume_checkpoint(out: Path, model: nn.Module, optimizer, scheduler) -> int:

@@ -67,7 +67,9 @@ class SFTConfig:
 
     model: ModelSettings = field(default_factory=ModelSettings)
     data: SFTDataSettings = field(default_factory=SFTDataSettings)
-    optim: OptimSettings = field(default_factory=lambda: OptimSettings(lr=1e-5, warmup_steps=20, grad_clip=1.0, weight_decay=0.0))
+    optim: OptimSettings = field(
+        default_factory=lambda: OptimSettings(lr=1e-5, warmup_steps=20, grad_clip=1.0, weight_decay=0.0)
+    )
     checkpoint: CheckpointSettings = field(default_factory=CheckpointSettings)
     log: LogSettings = field(default_factory=LogSettings)
     batch_size: int = 8
@@ -91,7 +93,7 @@ def encode_pairs(pairs, tokenizer, spec, cfg: SFTDataSettings) -> tuple[list[tup
     """Token pairs after length alignment; returns (pairs, number dropped or truncated)."""
     out, changed = [], 0
     for prompt, completion in pairs:
-        p = tokenizer(prompt, add_special_tokens=False)["input_ids"][-cfg.max_prompt_tokens:]
+        p = tokenizer(prompt, add_special_tokens=False)["input_ids"][-cfg.max_prompt_tokens :]
         c = tokenizer(completion, add_special_tokens=False)["input_ids"]
         if len(c) + 1 > cfg.max_completion_tokens:
             changed += 1
@@ -110,9 +112,9 @@ def collate(pairs, spec, completion_length: int) -> SFTBatch:
     lengths = []
     for row, (p, c) in enumerate(pairs):
         ids[row, : width - len(p)] = pad
-        ids[row, width - len(p): width] = torch.tensor(p)
-        mask[row, width - len(p):] = 1
-        ids[row, width: width + len(c)] = torch.tensor(c)
+        ids[row, width - len(p) : width] = torch.tensor(p)
+        mask[row, width - len(p) :] = 1
+        ids[row, width : width + len(c)] = torch.tensor(c)
         lengths.append(len(c))
     return SFTBatch(ids=ids, prompt_len=width, attention_mask=mask, completion_len=torch.tensor(lengths))
 
@@ -138,7 +140,7 @@ def sft_loss(model, batch: SFTBatch, mask_id: int, generator: torch.Generator, s
     noisy[:, plen:] = torch.where(masked, torch.full_like(ids[:, plen:], mask_id), ids[:, plen:])
     attn = torch.cat([batch.attention_mask, torch.ones(b, total - plen, dtype=torch.long)], 1).to(ids.device)
     logits = model(noisy, attention_mask=attn).logits
-    logits = logits[:, plen - 1: total - 1] if shifted else logits[:, plen:]
+    logits = logits[:, plen - 1 : total - 1] if shifted else logits[:, plen:]
     ce = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), ids[:, plen:].reshape(-1), reduction="none")
     ce = ce.view(b, -1) * masked / t.to(ids.device)[:, None]
     length = torch.full((b,), total - plen, device=ids.device, dtype=torch.float)
@@ -153,8 +155,16 @@ def load_pairs(cfg: SFTDataSettings) -> list[tuple[str, str]]:
         if not cfg.path:
             raise TrainingError("data.path is required for data.source=jsonl")
         return [(r.prompt, strip_prefill(r.completion)) for r in data.load_sft_jsonl(cfg.path)][: cfg.limit]
-    examples = data.load_examples(data.DataConfig(source=cfg.source, path=cfg.path, data_dir=cfg.data_dir,
-                                                  limit=cfg.limit, arith=cfg.arith, arith_size=cfg.arith_size))
+    examples = data.load_examples(
+        data.DataConfig(
+            source=cfg.source,
+            path=cfg.path,
+            data_dir=cfg.data_dir,
+            limit=cfg.limit,
+            arith=cfg.arith,
+            arith_size=cfg.arith_size,
+        )
+    )
     return [(e.prompt, strip_prefill(e.trace or "")) for e in examples]
 
 
@@ -163,7 +173,7 @@ def strip_prefill(completion: str) -> str:
     from igpo.prompts import PREFILL
 
     text = completion.lstrip()
-    return text[len(PREFILL):].lstrip("\n") if text.startswith(PREFILL) else completion
+    return text[len(PREFILL) :].lstrip("\n") if text.startswith(PREFILL) else completion
 
 
 def train_sft(cfg: SFTConfig, out: Path, *, resume: bool = False, overwrite: bool = False) -> Path:
@@ -178,8 +188,9 @@ def train_sft(cfg: SFTConfig, out: Path, *, resume: bool = False, overwrite: boo
         raise TrainingError("model.path is required")
     short = [n for n in cfg.data.canvas_lengths if n < cfg.data.max_completion_tokens]
     if short:
-        raise TrainingError(f"data.canvas_lengths {short} are shorter than "
-                            f"data.max_completion_tokens={cfg.data.max_completion_tokens}")
+        raise TrainingError(
+            f"data.canvas_lengths {short} are shorter than data.max_completion_tokens={cfg.data.max_completion_tokens}"
+        )
     pairs = load_pairs(cfg.data)
     if not pairs:
         raise TrainingError("no training examples")
@@ -192,7 +203,7 @@ def train_sft(cfg: SFTConfig, out: Path, *, resume: bool = False, overwrite: boo
     accelerator.wait_for_everyone()
     model, tokenizer = build_model(cfg.model, device=accelerator.device, seed=cfg.seed)
     spec = model.token_spec
-    from igpo.training.rl import source_instruction
+    from igpo.prompts import source_instruction
 
     system = source_instruction(cfg.data.source, cfg.data.instruction)
     prompts = [render_prompt(tokenizer, q, system=system) for q, _ in pairs]
@@ -216,33 +227,44 @@ def train_sft(cfg: SFTConfig, out: Path, *, resume: bool = False, overwrite: boo
         model.train()
         from tqdm import tqdm
 
-        bar = tqdm(range(start, cfg.max_steps), initial=start, total=cfg.max_steps, desc="igpo sft",
-                   disable=not (main and cfg.log.progress))
+        bar = tqdm(
+            range(start, cfg.max_steps),
+            initial=start,
+            total=cfg.max_steps,
+            desc="igpo sft",
+            disable=not (main and cfg.log.progress),
+        )
         last: dict = {}
         for step in bar:
             t0 = time.perf_counter()
             generator = step_generator(cfg.seed, step, rank)
             torch.manual_seed(step_seed(cfg.seed, step, rank, stream=1))
-            begin = (step * per_step + accelerator.process_index * cfg.batch_size)
+            begin = step * per_step + accelerator.process_index * cfg.batch_size
             rows = [encoded[order[(begin + i) % len(order)]] for i in range(cfg.batch_size)]
             batch = collate(rows, spec, canvas_length(cfg.data, cfg.seed, step, rank))
             batch.ids = batch.ids.to(accelerator.device)
             loss = sft_loss(model, batch, spec.mask_id, generator, spec.shifted_logits)
             accelerator.backward(loss)
-            grad_norm = accelerator.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip) if cfg.optim.grad_clip else None
+            grad_norm = (
+                accelerator.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip) if cfg.optim.grad_clip else None
+            )
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
             loss_value = float(accelerator.reduce(loss.detach(), reduction="mean"))
-            last = {"loss": loss_value, "lr": scheduler.get_last_lr()[0],
-                    "grad_norm": float(grad_norm) if grad_norm is not None else None,
-                    "step_time": time.perf_counter() - t0}
+            last = {
+                "loss": loss_value,
+                "lr": scheduler.get_last_lr()[0],
+                "grad_norm": float(grad_norm) if grad_norm is not None else None,
+                "step_time": time.perf_counter() - t0,
+            }
             log.log(step + 1, last)
             bar.set_postfix(loss=f"{loss_value:.3f}")
             done = step + 1
             if main and cfg.checkpoint.due(done, cfg.max_steps):
-                save_checkpoint(out, done, model, tokenizer, optimizer, scheduler, cfg, last,
-                                cfg.checkpoint, cfg.model.path)
+                save_checkpoint(
+                    out, done, model, tokenizer, optimizer, scheduler, cfg, last, cfg.checkpoint, cfg.model.path
+                )
             accelerator.wait_for_everyone()
         log.close()
     return out

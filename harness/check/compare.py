@@ -1,0 +1,193 @@
+"""One task of a candidate against the baseline: settings, comparability checks and the verdict."""
+
+from __future__ import annotations
+
+import json
+import math
+import zlib
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from harness.check.common import (
+    _NORMAL,
+    BOOTSTRAP,
+    BOOTSTRAP_RESAMPLES,
+    BOOTSTRAP_SEED,
+    DEFAULT_ALPHA,
+    DEFAULT_MAX_DROP_POINTS,
+    FLOAT_SLACK,
+    HASH_SHOWN,
+    INCONCLUSIVE,
+    MCNEMAR,
+    PASS,
+    POINTS,
+    REGRESSION,
+    TARGET_POWER,
+    TASK_FIELDS,
+)
+from harness.check.pairing import (
+    PairedTask,
+)
+from harness.check.stats import (
+    mcnemar_exact_p,
+    min_detectable_drop,
+    paired_bootstrap_p,
+)
+from igpo.errors import InvalidSetting
+
+# --------------------------------------------------------------------------- comparison
+
+
+@dataclass
+class CheckSettings:
+    """How the comparison decides (fractions, not points)."""
+
+    alpha: float = DEFAULT_ALPHA
+    max_drop: float = DEFAULT_MAX_DROP_POINTS / POINTS
+    power: float = TARGET_POWER
+    resamples: int = BOOTSTRAP_RESAMPLES
+    seed: int = BOOTSTRAP_SEED
+    allow_mismatch: bool = False
+    exact: bool = False
+    """Any item whose score moved, in either direction, is a regression: for the CI of decoding
+    and scoring code, where results must not change until the baseline is regenerated."""
+    tasks: list[str] = field(default_factory=list)
+    """Task keys or names to compare (empty: every task of the baseline)."""
+
+    def validate(self) -> None:
+        if not 0 < self.alpha < 1:  # also refuses nan
+            raise InvalidSetting(f"--alpha must be in (0, 1), got {self.alpha}")
+        if not math.isfinite(self.max_drop) or self.max_drop < 0:
+            raise InvalidSetting(f"--max-drop must be >= 0 points, got {self.max_drop * POINTS}")
+        if self.resamples < 1:
+            raise InvalidSetting(f"bootstrap resamples must be >= 1, got {self.resamples}")
+
+
+@dataclass
+class TaskComparison:
+    """One task's paired comparison (accuracies and differences as fractions)."""
+
+    task: str
+    n_items: int
+    samples_per_item: int
+    test: str
+    baseline_accuracy: float
+    candidate_accuracy: float
+    diff: float
+    se: float
+    naive_se: float | None
+    ci95: tuple[float, float]
+    """The (1 - alpha) interval of the difference (95% at the default alpha)."""
+    p_value: float
+    min_detectable_drop: float
+    losses: int
+    """Items whose score went down (right -> wrong for one sample per item)."""
+    wins: int
+    verdict: str
+    improved: bool = False
+    """Significant difference in the candidate's favour."""
+    notes: list[str] = field(default_factory=list)
+
+
+def compare_task(paired: PairedTask, settings: CheckSettings) -> TaskComparison:
+    """The paired test, interval, MDD and verdict of one task (see the module docstring)."""
+    d = paired.candidate - paired.baseline
+    n = len(d)
+    diff = float(d.mean())
+    se = float(d.std(ddof=1) / math.sqrt(n)) if n > 1 else 0.0
+    losses, wins = int(np.count_nonzero(d < 0)), int(np.count_nonzero(d > 0))
+    if paired.samples_per_item == 1:
+        test, p = MCNEMAR, mcnemar_exact_p(losses, wins)
+    else:
+        test = BOOTSTRAP
+        p = paired_bootstrap_p(d, settings.resamples, [settings.seed, zlib.crc32(paired.key.encode())])
+    naive = None
+    if paired.sample_diffs is not None and len(paired.sample_diffs) > 1:
+        naive = float(paired.sample_diffs.std(ddof=1) / math.sqrt(len(paired.sample_diffs)))
+    half = _NORMAL.inv_cdf(1 - settings.alpha / 2) * se
+    ci = (diff - half, diff + half)
+    mdd = min_detectable_drop(n, float(np.mean(d * d)), 1.0 / paired.samples_per_item, settings.alpha, settings.power)
+    significant = p < settings.alpha
+    notes = list(paired.notes)
+    if settings.exact and (losses or wins):
+        verdict = REGRESSION
+        notes.append(f"exact mode: {losses + wins} item(s) changed ({losses} down, {wins} up)")
+    elif significant and diff < 0:
+        verdict = REGRESSION
+    elif ci[0] >= -settings.max_drop - FLOAT_SLACK:
+        verdict = PASS
+    else:
+        verdict = INCONCLUSIVE
+    return TaskComparison(
+        task=paired.key,
+        n_items=n,
+        samples_per_item=paired.samples_per_item,
+        test=test,
+        baseline_accuracy=float(paired.baseline.mean()),
+        candidate_accuracy=float(paired.candidate.mean()),
+        diff=diff,
+        se=se,
+        naive_se=naive,
+        ci95=ci,
+        p_value=p,
+        min_detectable_drop=mdd,
+        losses=losses,
+        wins=wins,
+        verdict=verdict,
+        improved=significant and diff > 0,
+        notes=notes,
+    )
+
+
+def select_tasks(baseline: dict[str, Any], wanted: Sequence[str]) -> list[str]:
+    """Baseline task keys to compare: all, or those matching names like gsm8k / igpo_gsm8k@256."""
+    keys = list(baseline["tasks"])
+    if not wanted:
+        return keys
+    chosen: list[str] = []
+    for name in wanted:
+        hits = [
+            k
+            for k in keys
+            if name in (k, k.split("@")[0], k.removeprefix("igpo_"), k.split("@")[0].removeprefix("igpo_"))
+        ]
+        if not hits:
+            raise InvalidSetting(f"task {name!r} is not in the baseline (it has: {', '.join(keys)})")
+        chosen.extend(k for k in hits if k not in chosen)
+    return chosen
+
+
+def _shown(value: Any) -> str:
+    text = value if isinstance(value, str) else json.dumps(value)
+    return text if len(text) <= HASH_SHOWN else text[:HASH_SHOWN] + "..."
+
+
+def mismatches(baseline: dict[str, Any], candidate: dict[str, Any], keys: Iterable[str]) -> list[str]:
+    """`field: baseline != candidate` for every compared setting that differs."""
+    out = []
+    for name in ("name", "file_hash"):
+        b, c = (
+            (baseline.get("protocol") or {}).get(name),
+            (candidate.get("protocol") or {}).get(name),
+        )
+        if b != c:
+            out.append(f"protocol.{name}: {_shown(b)} != {_shown(c)}")
+    for key in keys:
+        b_task, c_task = baseline["tasks"][key], candidate["tasks"].get(key)
+        if c_task is None:
+            continue
+        b_dec, c_dec = b_task.get("decoding") or {}, c_task.get("decoding") or {}
+        fields_ = [(f"decoding.{k}", b_dec.get(k), c_dec.get(k)) for k in sorted(set(b_dec) | set(c_dec))]
+        fields_ += [(k, b_task.get(k), c_task.get(k)) for k in TASK_FIELDS]
+        fields_.append(
+            (
+                "data.hash",
+                (b_task.get("data") or {}).get("hash"),
+                (c_task.get("data") or {}).get("hash"),
+            )
+        )
+        out.extend(f"{key}.{name}: {_shown(b)} != {_shown(c)}" for name, b, c in fields_ if b != c)
+    return out

@@ -1,0 +1,222 @@
+"""The check report (markdown and JSON) and the comparison of two loaded run records."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from harness.check.common import (
+    CHECK_FORMAT,
+    EXIT_PASS,
+    EXIT_REGRESSION,
+    INCONCLUSIVE,
+    PASS,
+    POINTS,
+    REGRESSION,
+    CheckError,
+)
+from harness.check.compare import (
+    CheckSettings,
+    TaskComparison,
+    compare_task,
+    mismatches,
+    select_tasks,
+)
+from harness.check.pairing import (
+    _Item,
+    item_table,
+    pair_task,
+)
+from harness.results import (
+    SAMPLES_FILE,
+    ResultsError,
+    load_results,
+    load_samples,
+)
+
+
+@dataclass
+class CheckReport:
+    """Everything `igpo check` found; rendered as markdown and JSON."""
+
+    baseline: str
+    candidate: str
+    baseline_label: str
+    candidate_label: str
+    settings: CheckSettings
+    tasks: list[TaskComparison]
+    mismatches: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def verdict(self) -> str:
+        verdicts = {t.verdict for t in self.tasks}
+        return REGRESSION if REGRESSION in verdicts else INCONCLUSIVE if INCONCLUSIVE in verdicts else PASS
+
+    @property
+    def exit_code(self) -> int:
+        return EXIT_REGRESSION if self.verdict == REGRESSION else EXIT_PASS
+
+    def to_json(self) -> dict[str, Any]:
+        s = self.settings
+        return {
+            "format": CHECK_FORMAT,
+            "verdict": self.verdict,
+            "exit_code": self.exit_code,
+            "baseline": self.baseline,
+            "candidate": self.candidate,
+            "baseline_label": self.baseline_label,
+            "candidate_label": self.candidate_label,
+            "alpha": s.alpha,
+            "max_drop": s.max_drop,
+            "power": s.power,
+            "bootstrap_resamples": s.resamples,
+            "bootstrap_seed": s.seed,
+            "allow_mismatch": s.allow_mismatch,
+            "mismatches": self.mismatches,
+            "notes": self.notes,
+            "tasks": [asdict(t) for t in self.tasks],
+        }
+
+    def to_markdown(self) -> str:
+        s = self.settings
+        level = f"{100 * (1 - s.alpha):g}%"
+        lines = [
+            f"## igpo check: {self.verdict}",
+            "",
+            f"baseline `{self.baseline_label}` vs candidate `{self.candidate_label}` "
+            f"(alpha {s.alpha:g}, max drop {s.max_drop * POINTS:g} pp, power {s.power:.0%})",
+            "",
+            f"| task | items | baseline % | candidate % | diff (pp) [{level} CI] | SE (pp) | p "
+            f"| min detectable drop (pp) | verdict |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---|",
+        ]
+        for t in self.tasks:
+            items = f"{t.n_items}" + (f" x {t.samples_per_item}" if t.samples_per_item > 1 else "")
+            verdict = t.verdict + (" (improved)" if t.improved else "")
+            cells = [
+                t.task,
+                items,
+                f"{t.baseline_accuracy * POINTS:.1f}",
+                f"{t.candidate_accuracy * POINTS:.1f}",
+                f"{t.diff * POINTS:+.2f} [{t.ci95[0] * POINTS:+.2f}, {t.ci95[1] * POINTS:+.2f}]",
+                f"{t.se * POINTS:.2f}",
+                _p_text(t.p_value),
+                _mdd_text(t.min_detectable_drop),
+                verdict,
+            ]
+            lines.append("| " + " | ".join(cells) + " |")
+        lines += ["", f"**Overall: {self.verdict}** - {self.overall_reason()}", ""]
+        lines.append(
+            f"Tests: one sample per item -> exact McNemar; avg@k -> paired cluster bootstrap "
+            f"({s.resamples:,} resamples, items as clusters). Pass = no significant drop and "
+            f"the interval's lower end >= -{s.max_drop * POINTS:g} pp."
+        )
+        for note in self.notes + [f"{t.task}: {n}" for t in self.tasks for n in t.notes]:
+            lines.append(f"- note: {note}")
+        for m in self.mismatches:
+            lines.append(f"- mismatch (allowed): {m}")
+        return "\n".join(lines) + "\n"
+
+    def overall_reason(self) -> str:
+        bad = [t for t in self.tasks if t.verdict == REGRESSION]
+        if bad:
+            return "regressed: " + "; ".join(
+                f"{t.task} {t.diff * POINTS:+.2f} pp (p {_p_text(t.p_value)})" for t in bad
+            )
+        unsure = [t for t in self.tasks if t.verdict == INCONCLUSIVE]
+        limit = f"-{self.settings.max_drop * POINTS:g} pp"
+        if unsure:
+            return f"no significant drop, but a drop beyond {limit} is not ruled out for " + ", ".join(
+                f"{t.task} (lower end {t.ci95[0] * POINTS:+.2f} pp)" for t in unsure
+            )
+        count = len(self.tasks)
+        return f"no significant drop; every interval's lower end is >= {limit} ({count} task(s))"
+
+
+def _mdd_text(mdd: float) -> str:
+    """Points, or >100 when no possible drop would be detected at this size."""
+    return f"{mdd * POINTS:.2f}" if mdd < 1 else f">{POINTS:g}"
+
+
+def _p_text(p: float) -> str:
+    return "<0.0001" if p < 1e-4 else f"{p:.4f}" if p < 0.01 else f"{p:.3f}"
+
+
+def _label(record: dict[str, Any], path: str) -> str:
+    return str(record.get("label") or (record.get("model") or {}).get("name_or_path") or path)
+
+
+SAMPLES_TOLERANCE = 1e-9
+"""Largest |accuracy from samples - accuracy in results.json| taken as the same number."""
+
+
+def _check_samples_match(record: dict[str, Any], key: str, items: dict[Any, _Item], where: str) -> None:
+    """The samples must reproduce the run's own headline accuracy (an edited or swapped
+    samples.jsonl would otherwise be compared in silence)."""
+    stated = float(record["tasks"][key]["accuracy"])
+    from_samples = sum(i.total / i.count for i in items.values()) / len(items)
+    if abs(stated - from_samples) > SAMPLES_TOLERANCE:
+        raise ResultsError(
+            f"{Path(where).with_name(SAMPLES_FILE)}: its samples of {key} give accuracy "
+            f"{100 * from_samples:.2f}% but {Path(where).name} reports {100 * stated:.2f}% "
+            "(edited or mismatched files)"
+        )
+
+
+def compare_records(
+    baseline: dict[str, Any],
+    baseline_rows: Iterable[dict[str, Any]],
+    candidate: dict[str, Any],
+    candidate_rows: Iterable[dict[str, Any]],
+    settings: CheckSettings,
+) -> CheckReport:
+    """Compare two loaded runs (records + sample rows); raises CheckError when not comparable."""
+    settings.validate()
+    keys = select_tasks(baseline, settings.tasks)
+    notes: list[str] = []
+    missing = [k for k in keys if k not in candidate["tasks"]]
+    if missing:
+        if not settings.allow_mismatch:
+            raise CheckError(
+                f"the candidate lacks task(s) {', '.join(missing)} (use --allow-mismatch to compare the others)"
+            )
+        notes.append(f"not in the candidate, skipped: {', '.join(missing)}")
+        keys = [k for k in keys if k not in missing]
+    if not keys:
+        raise CheckError("no task in common between the runs")
+    extra = [k for k in candidate["tasks"] if k not in baseline["tasks"]]
+    if extra:
+        notes.append(f"candidate tasks not in the baseline, ignored: {', '.join(extra)}")
+    diffs = mismatches(baseline, candidate, keys)
+    if diffs and not settings.allow_mismatch:
+        raise CheckError("runs are not comparable: " + "; ".join(diffs) + " (use --allow-mismatch)")
+    b_path, c_path = baseline.get("_path", "baseline"), candidate.get("_path", "candidate")
+    b_table = item_table(baseline_rows, set(keys), b_path)
+    c_table = item_table(candidate_rows, set(keys), c_path)
+    comparisons = []
+    for key in keys:
+        for table, where, record in ((b_table, b_path, baseline), (c_table, c_path, candidate)):
+            if not table[key]:
+                raise ResultsError(f"{Path(where).with_name(SAMPLES_FILE)} has no samples of task {key}")
+            _check_samples_match(record, key, table[key], where)
+        paired = pair_task(key, b_table[key], c_table[key], settings.allow_mismatch)
+        comparisons.append(compare_task(paired, settings))
+    return CheckReport(
+        baseline=b_path,
+        candidate=c_path,
+        baseline_label=_label(baseline, b_path),
+        candidate_label=_label(candidate, c_path),
+        settings=settings,
+        tasks=comparisons,
+        mismatches=diffs,
+        notes=notes,
+    )
+
+
+def compare_runs(baseline: str | Path, candidate: str | Path, settings: CheckSettings) -> CheckReport:
+    """Load two run folders (or results.json paths) and compare them."""
+    b_record, c_record = load_results(baseline), load_results(candidate)
+    return compare_records(b_record, load_samples(baseline), c_record, load_samples(candidate), settings)

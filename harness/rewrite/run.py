@@ -1,0 +1,269 @@
+"""The rewrite job: every input row ends kept (OUT), rejected with a reason (OUT.rejects.jsonl)
+or failed (OUT.failures.jsonl), exactly once, across any number of interrupted reruns.
+
+Each finished row is appended to its file as one line, flushed and fsynced, so a kill loses at
+most the requests in flight; a rerun reads the three files, skips the ids already there and
+repairs a torn last line. Kept rows are what `igpo sft data.source=jsonl data.path=OUT` reads:
+`{"id", "prompt", "answer", "trace", "source_line", "tokens"}`. The closing summary (kept,
+rejected by reason, failed, tokens, cost, wall time) goes to stdout and OUT.summary.json.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import random
+import sys
+import time
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from harness.rewrite.checks import REJECT_REASONS, check
+from harness.rewrite.client import ClientSettings, KeyRefused, RateLimiter, complete, make_client
+from harness.rewrite.rows import Preset, Source, load_prompt, read_sources, render
+from igpo.atomic import atomic_write_text
+from igpo.errors import InvalidSetting, MissingInput
+
+PER_MILLION = 1_000_000
+
+
+@dataclass
+class RewriteJob:
+    """One `igpo rewrite-traces` run."""
+
+    input: Path
+    out: Path
+    fields: Preset
+    client: ClientSettings
+    prompt: Path | None = None
+    tokenizer: str | None = None
+    """Tokenizer that counts a rewrite's length (default: the embedded testbed's)."""
+    max_tokens: int | None = None
+    """Longest rewrite kept, in tokens of `tokenizer` (None: no cap)."""
+    limit: int | None = None
+    price_in: float = 0.0
+    """Price per million prompt tokens (for the cost estimate)."""
+    price_out: float = 0.0
+    seed: int = 0
+    """Seed of the backoff jitter."""
+    progress: bool = True
+
+    def files(self) -> dict[str, Path]:
+        stem = self.out.with_suffix("")
+        return {
+            "kept": self.out,
+            "rejects": Path(f"{stem}.rejects.jsonl"),
+            "failures": Path(f"{stem}.failures.jsonl"),
+            "summary": Path(f"{stem}.summary.json"),
+        }
+
+
+class RowWriter:
+    """Appends one JSON line per finished row, durably; repairs a torn last line first."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torn = path.is_file() and path.stat().st_size > 0 and not path.read_bytes().endswith(b"\n")
+        self.handle = open(path, "a", encoding="utf-8")  # noqa: SIM115  (kept open for the job)
+        if torn:
+            self.handle.write("\n")
+
+    def write(self, record: dict[str, Any]) -> None:
+        self.handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+        self.handle.flush()
+        os.fsync(self.handle.fileno())
+
+    def close(self) -> None:
+        self.handle.close()
+
+
+def done_ids(paths: list[Path]) -> set[str]:
+    """Ids already finished in any of the files (a torn line is not finished)."""
+    done: set[str] = set()
+    for path in paths:
+        if not path.is_file():
+            continue
+        for line in path.read_text(encoding="utf-8").splitlines():
+            try:
+                done.add(str(json.loads(line)["id"]))
+            except (json.JSONDecodeError, KeyError, TypeError):
+                continue
+    return done
+
+
+def dry_run(job: RewriteJob, count: int = 3) -> str:
+    """The first `count` requests as they would be sent (nothing is sent)."""
+    template = load_prompt(job.prompt)
+    shown = []
+    for source in read_sources(job.input, job.fields, template, limit=count):
+        body = {"model": job.client.model, "messages": render(template, source), "temperature": job.client.temperature}
+        shown.append(f"# row {source.line} (id {source.id})\n{json.dumps(body, indent=2, ensure_ascii=False)}")
+    return "\n\n".join(shown)
+
+
+def preflight(cfg: ClientSettings) -> None:
+    """Fail before any rewrite request when the server is unreachable or refuses the key."""
+    import httpx
+
+    url = cfg.base_url.rstrip("/") + "/models"
+    try:
+        resp = httpx.get(url, headers={"Authorization": f"Bearer {cfg.api_key}"}, timeout=min(cfg.timeout_s, 10.0))
+    except httpx.HTTPError as err:
+        raise MissingInput(f"cannot reach {cfg.base_url} ({type(err).__name__})") from None
+    if resp.status_code in (401, 403):
+        raise InvalidSetting(f"{cfg.base_url} refused the API key (HTTP {resp.status_code})")
+
+
+def run(job: RewriteJob) -> dict[str, Any]:
+    """Rewrite every row not yet finished; returns the summary (also written next to OUT)."""
+    from igpo.models import load_tokenizer
+    from igpo.testbed import TESTBED_DIR
+
+    if not job.input.is_file():
+        raise MissingInput(f"input file not found: {job.input}")
+    if job.max_tokens is not None and job.max_tokens < 1:
+        raise InvalidSetting(f"--max-tokens must be >= 1, got {job.max_tokens}")
+    template = load_prompt(job.prompt)
+    sources = list(read_sources(job.input, job.fields, template, job.limit))  # bad rows fail before any request
+    files = job.files()
+    done = done_ids([files["kept"], files["rejects"], files["failures"]])
+    todo = [s for s in sources if s.id not in done]
+    tokenizer = load_tokenizer(job.tokenizer or str(TESTBED_DIR))
+    if todo:
+        preflight(job.client)
+    started = time.perf_counter()
+    counts = asyncio.run(_run_all(job, template, todo, tokenizer, files))
+    wall = time.perf_counter() - started
+    finished = done_ids([files["kept"], files["rejects"], files["failures"]])
+    summary = {
+        "input_rows": len(sources),
+        "already_done": len(sources) - len(todo),
+        "this_run": len(todo),
+        "kept": _count_lines(files["kept"]),
+        "rejected": _reasons(files["rejects"]),
+        "failed": _count_lines(files["failures"]),
+        "missing": len({s.id for s in sources} - finished),
+        "prompt_tokens": counts["prompt_tokens"],
+        "completion_tokens": counts["completion_tokens"],
+        "cost_estimate": round(
+            counts["prompt_tokens"] * job.price_in / PER_MILLION
+            + counts["completion_tokens"] * job.price_out / PER_MILLION,
+            6,
+        ),
+        "attempts": counts["attempts"],
+        "wall_seconds": round(wall, 2),
+        "model": job.client.model,
+        "base_url": job.client.base_url,
+    }
+    atomic_write_text(files["summary"], json.dumps(summary, indent=2) + "\n")
+    return summary
+
+
+async def _run_all(job: RewriteJob, template: str, todo: list[Source], tokenizer, files) -> Counter:
+    from tqdm import tqdm
+
+    counts: Counter = Counter()
+    if not todo:
+        return counts
+    writers = {name: RowWriter(files[name]) for name in ("kept", "rejects", "failures")}
+    client = make_client(job.client)
+    limiter = RateLimiter(job.client.requests_per_minute)
+    rng = random.Random(job.seed)
+    queue: asyncio.Queue[Source] = asyncio.Queue()
+    for source in todo:
+        queue.put_nowait(source)
+    bar = tqdm(total=len(todo), desc="rewrite", unit="row", disable=not job.progress, file=sys.stderr)
+
+    async def worker() -> None:
+        while True:
+            try:
+                source = queue.get_nowait()
+            except asyncio.QueueEmpty:
+                return
+            reply = await complete(client, render(template, source), job.client, limiter, rng)
+            counts["prompt_tokens"] += reply.prompt_tokens
+            counts["completion_tokens"] += reply.completion_tokens
+            counts["attempts"] += reply.attempts
+            _record(source, reply, tokenizer, job.max_tokens, writers, counts)
+            bar.update(1)
+            cost = (counts["prompt_tokens"] * job.price_in + counts["completion_tokens"] * job.price_out) / PER_MILLION
+            bar.set_postfix(
+                kept=counts["kept"],
+                rejected=counts["rejected"],
+                failed=counts["failed"],
+                tok_in=counts["prompt_tokens"],
+                tok_out=counts["completion_tokens"],
+                cost=f"{cost:.4f}",
+            )
+
+    try:
+        await asyncio.gather(*(worker() for _ in range(job.client.concurrency)))
+    except KeyRefused as err:
+        raise InvalidSetting(str(err)) from None
+    finally:
+        bar.close()
+        for w in writers.values():
+            w.close()
+        await client.close()
+    return counts
+
+
+def _record(source: Source, reply, tokenizer, max_tokens, writers, counts: Counter) -> None:
+    if reply.text is None:
+        writers["failures"].write(
+            {
+                "id": source.id,
+                "source_line": source.line,
+                "attempts": reply.attempts,
+                "error": reply.error,
+                "errors": reply.errors,
+            }
+        )
+        counts["failed"] += 1
+        return
+    verdict = check(reply.text, source.answer, tokenizer, max_tokens)
+    if verdict.kept:
+        writers["kept"].write(
+            {
+                "id": source.id,
+                "prompt": source.question,
+                "answer": source.answer,
+                "trace": reply.text.strip(),
+                "source_line": source.line,
+                "tokens": verdict.tokens,
+            }
+        )
+        counts["kept"] += 1
+    else:
+        writers["rejects"].write(
+            {
+                "id": source.id,
+                "source_line": source.line,
+                "reason": verdict.reason,
+                "tokens": verdict.tokens,
+                "response": reply.text,
+            }
+        )
+        counts["rejected"] += 1
+
+
+def _count_lines(path: Path) -> int:
+    return len(done_ids([path]))
+
+
+def _reasons(path: Path) -> dict[str, int]:
+    found: Counter = Counter()
+    seen: set[str] = set()
+    if path.is_file():
+        for line in path.read_text(encoding="utf-8").splitlines():
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if rec.get("id") not in seen:
+                seen.add(rec.get("id"))
+                found[rec.get("reason", "?")] += 1
+    return {r: found.get(r, 0) for r in REJECT_REASONS}

@@ -1,0 +1,115 @@
+"""The shape rules of ARCHITECTURE.md, checked: imports flow one way with no cycles (lazy
+imports inside functions included), and a module over MAX_LINES says why at its top."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+PACKAGES = ("igpo", "harness", "tasks")
+MAX_LINES = 400
+SIZE_NOTE = "Size:"
+"""How a longer module's docstring starts the sentence that gives its reason."""
+
+
+def _modules() -> dict[str, Path]:
+    out = {}
+    for pkg in PACKAGES:
+        for path in (REPO / pkg).rglob("*.py"):
+            name = ".".join(path.relative_to(REPO).with_suffix("").parts)
+            out[name.removesuffix(".__init__")] = path
+    return out
+
+
+def _imports(name: str, path: Path, modules: dict[str, Path]) -> set[str]:
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.add(node.module)
+            found.update(f"{node.module}.{alias.name}" for alias in node.names)
+    edges = set()
+    for target in found:
+        while target and target not in modules:
+            target = target.rpartition(".")[0]
+        if target and target != name and not name.startswith(target + "."):  # a package's own __init__
+            edges.add(target)
+    return edges
+
+
+def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Strongly connected components with more than one module (Tarjan)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    found: list[list[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on_stack.add(v)
+        for w in graph[v]:
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            comp = []
+            while True:
+                w = stack.pop()
+                on_stack.discard(w)
+                comp.append(w)
+                if w == v:
+                    break
+            if len(comp) > 1:
+                found.append(sorted(comp))
+
+    for v in graph:
+        if v not in index:
+            visit(v)
+    return found
+
+
+def test_no_import_cycles_and_igpo_never_imports_harness():
+    modules = _modules()
+    graph = {name: _imports(name, path, modules) for name, path in modules.items()}
+    assert _cycles(graph) == []
+    upward = {(a, b) for a, deps in graph.items() if a.startswith("igpo") for b in deps if b.startswith("harness")}
+    assert upward == set()
+
+
+def test_cycle_finder_finds_a_cycle():
+    assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+
+
+def test_long_modules_say_why():
+    long = []
+    for name, path in _modules().items():
+        text = path.read_text(encoding="utf-8")
+        doc = ast.get_docstring(ast.parse(text)) or ""
+        if len(text.splitlines()) > MAX_LINES and SIZE_NOTE not in doc:
+            long.append(name)
+    assert long == []
+
+
+NOT_CLI = {"suppress_tokens", "last_tokens", "early_exit"}
+"""DecodeConfig fields with no `igpo eval` flag (token ids belong in protocols and model_args)."""
+
+
+def test_eval_flags_match_decode_config_fields():
+    """The hand-written decoding flags of `igpo eval` cannot drift from DecodeConfig."""
+    from dataclasses import fields
+
+    import typer.main
+
+    from harness.cli import app
+    from igpo.decoding import DecodeConfig
+
+    command = typer.main.get_command(app).commands["eval"]
+    flags = {opt.lstrip("-").replace("-", "_") for p in command.params for opt in p.opts if opt.startswith("--")}
+    decode = {f.name for f in fields(DecodeConfig)} - NOT_CLI
+    assert decode <= flags, sorted(decode - flags)

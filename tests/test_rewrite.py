@@ -1,0 +1,209 @@
+"""`igpo rewrite-traces` against a real local HTTP server speaking the OpenAI API (loopback only):
+correct rewrites, rejects by reason, injected faults with retries, a kill and a resume, bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from harness.cli import app
+from harness.rewrite.checks import check, format_ok
+from harness.rewrite.fake_server import FakeRewriter
+from harness.rewrite.rows import PRESETS, Source, load_prompt, read_sources, render, resolve_fields, row_id
+
+REPO = Path(__file__).resolve().parents[1]
+runner = CliRunner()
+KEY = "sk-test-secret-1234"
+BEHAVIOURS = ["", "", "", "#wrong", "#format", "#long", "#429", "#500", "#stall", "#drop", "#badjson", "#always500"]
+EXPECTED = {
+    "": "kept",
+    "#429": "kept",
+    "#500": "kept",
+    "#stall": "kept",
+    "#drop": "kept",
+    "#badjson": "kept",
+    "#wrong": "wrong_answer",
+    "#format": "format",
+    "#long": "too_long",
+    "#always500": "failed",
+}
+
+
+def _rows(path: Path, n: int) -> Path:
+    with open(path, "w", encoding="utf-8") as f:
+        for i in range(n):
+            tag = BEHAVIOURS[i % len(BEHAVIOURS)]
+            a, b = 3 + i % 7, 2 + i % 5
+            f.write(
+                json.dumps(
+                    {
+                        "question": f"Q{i} {tag} Ava has {a} apples and finds {b} more .",
+                        "answer": f"She has {a} apples. Then {a} + {b} = {a + b}. Done.\n#### {a + b}",
+                    }
+                )
+                + "\n"
+            )
+    return path
+
+
+def _args(data: Path, out: Path, url: str, *extra: str) -> list[str]:
+    return [
+        "rewrite-traces",
+        str(data),
+        "--out",
+        str(out),
+        "--base-url",
+        url,
+        "--model",
+        "fake",
+        "--preset",
+        "gsm8k",
+        "--api-key",
+        KEY,
+        "--max-tokens",
+        "120",
+        "--timeout",
+        "1",
+        "--max-attempts",
+        "3",
+        *extra,
+    ]
+
+
+def _ids(path: Path) -> list[str]:
+    return [json.loads(x)["id"] for x in path.read_text().splitlines()] if path.is_file() else []
+
+
+# --------------------------------------------------------------------------- units
+
+
+def test_prompt_rows_ids_and_presets(tmp_path):
+    template = load_prompt(None)
+    data = _rows(tmp_path / "in.jsonl", 2)
+    [first, _] = list(read_sources(data, PRESETS["gsm8k"], template))
+    assert first.answer == "5" and "####" not in first.trace and first.trace.startswith("She has 3")
+    [msg] = render(template, first)
+    assert first.question in msg["content"] and "Final answer: 5" in msg["content"] and "{trace}" not in msg["content"]
+    row = json.loads(data.read_text().splitlines()[0])
+    assert row_id(row, template) == first.id and row_id(row, template + " ") != first.id
+    fields = resolve_fields("gsm8k", "prompt", None, None)
+    assert fields.question == "prompt" and fields.trace == "answer"
+    with pytest.raises(ValueError, match="unknown preset"):
+        resolve_fields("nope", None, None, None)
+
+
+def test_checks_keep_and_reject():
+    from igpo.models import load_tokenizer
+    from igpo.testbed import TESTBED_DIR
+
+    tok = load_tokenizer(str(TESTBED_DIR))
+    good = "<reasoning> 6 + 9 = 15 . </reasoning> <answer> \\boxed{15} </answer>"
+    assert format_ok(good) and check(good, "15", tok, 40).kept
+    assert check(good, "16", tok, 40).reason == "wrong_answer"
+    assert check(good.replace("</reasoning>", ""), "15", tok, 40).reason == "format"
+    assert check(good, "15", tok, 5).reason == "too_long"
+    assert check("  ", "15", tok, 5).reason == "empty"
+    assert not format_ok("<answer> \\boxed{1} </answer> <reasoning> x </reasoning>")
+
+
+# --------------------------------------------------------------------------- against the server
+
+
+def test_faults_end_kept_rejected_or_failed_exactly_once(tmp_path):
+    data, out = _rows(tmp_path / "in.jsonl", 60), tmp_path / "out" / "rw.jsonl"
+    with FakeRewriter(api_key=KEY) as server:
+        result = runner.invoke(app, _args(data, out, server.base_url, "--concurrency", "8"))
+    assert result.exit_code == 0, result.output
+    sources = list(read_sources(data, PRESETS["gsm8k"], load_prompt(None)))
+    by_id = {s.id: s for s in sources}
+    outcome = {}
+    for name, path in (
+        ("kept", out),
+        ("rejects", tmp_path / "out" / "rw.rejects.jsonl"),
+        ("failures", tmp_path / "out" / "rw.failures.jsonl"),
+    ):
+        for line in path.read_text().splitlines():
+            rec = json.loads(line)
+            assert rec["id"] not in outcome, "a row finished twice"
+            outcome[rec["id"]] = "kept" if name == "kept" else rec.get("reason", "failed")
+    assert set(outcome) == set(by_id)  # none lost
+    for sid, got in outcome.items():
+        tag = next((t for t in EXPECTED if t and t in by_id[sid].question), "")
+        assert got == EXPECTED[tag], (by_id[sid].question, got)
+    summary = json.loads((tmp_path / "out" / "rw.summary.json").read_text())
+    assert summary["kept"] == 40 and summary["failed"] == 5 and summary["missing"] == 0
+    assert summary["rejected"] == {"empty": 0, "format": 5, "wrong_answer": 5, "too_long": 5}
+    kept = [json.loads(x) for x in out.read_text().splitlines()]
+    assert all(r["trace"].startswith("<reasoning>") and r["prompt"] and r["answer"] for r in kept)
+    for path in (tmp_path / "out").iterdir():
+        assert KEY not in path.read_text(), path
+
+
+def test_kill_mid_run_and_resume_match_an_uninterrupted_run(tmp_path):
+    data = _rows(tmp_path / "in.jsonl", 80)
+    env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1")
+    with FakeRewriter(latency_s=0.05) as server:
+        whole = tmp_path / "whole" / "rw.jsonl"
+        assert runner.invoke(app, _args(data, whole, server.base_url, "--concurrency", "4")).exit_code == 0
+        cut = tmp_path / "cut" / "rw.jsonl"
+        cmd = [sys.executable, "-m", "harness.cli", *_args(data, cut, server.base_url, "--concurrency", "4")]
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 120
+        while len(_ids(cut)) < 15 and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        assert 0 < len(_ids(cut)) < 80 * 40 / 60
+        again = runner.invoke(app, _args(data, cut, server.base_url, "--concurrency", "4"))
+        assert again.exit_code == 0, again.output
+    for suffix in ("rw.jsonl", "rw.rejects.jsonl", "rw.failures.jsonl"):
+        a = sorted((tmp_path / "whole" / suffix).read_text().splitlines())
+        b = sorted((tmp_path / "cut" / suffix).read_text().splitlines())
+        if suffix == "rw.failures.jsonl":  # attempt counts may differ for a request cut by the kill
+            a, b = sorted(json.loads(x)["id"] for x in a), sorted(json.loads(x)["id"] for x in b)
+        assert a == b, suffix
+
+
+def test_dry_run_sends_nothing(tmp_path):
+    data = _rows(tmp_path / "in.jsonl", 5)
+    with FakeRewriter() as server:
+        result = runner.invoke(app, [*_args(data, tmp_path / "o.jsonl", server.base_url), "--dry-run"])
+        assert server.requests == 0
+    assert result.exit_code == 0 and result.output.count("# row") == 3 and "Final answer: 5" in result.output
+    assert not (tmp_path / "o.jsonl").exists()
+
+
+@pytest.mark.parametrize(
+    "case, needle",
+    [
+        ("missing_field", "missing field 'answer'"),
+        ("unknown_preset", "unknown preset"),
+        ("unreachable", "cannot reach"),
+        ("bad_key", "refused the API key"),
+    ],
+)
+def test_bad_input_fails_before_any_request(tmp_path, case, needle):
+    data = _rows(tmp_path / "in.jsonl", 3)
+    if case == "missing_field":
+        data.write_text(json.dumps({"question": "q"}) + "\n")
+    with FakeRewriter(api_key=KEY) as server:
+        url = "http://127.0.0.1:9/v1" if case == "unreachable" else server.base_url
+        args = _args(data, tmp_path / "o.jsonl", url)
+        if case == "unknown_preset":
+            args[args.index("gsm8k")] = "nope"
+        if case == "bad_key":
+            args[args.index(KEY)] = "wrong-key"
+        result = runner.invoke(app, args)
+        assert server.requests == 0
+    assert result.exit_code == 2, result.output
+    lines = [x for x in result.output.strip().splitlines() if x.startswith("error:")]
+    assert len(lines) == 1 and needle in lines[0], result.output
+    assert not (tmp_path / "o.jsonl").exists()
