@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 from harness.cli import app
 from harness.rewrite.checks import check, format_ok
 from harness.rewrite.fake_server import FakeRewriter
-from harness.rewrite.rows import PRESETS, Source, load_prompt, read_sources, render, resolve_fields, row_id
+from harness.rewrite.rows import PRESETS, load_prompt, read_sources, render, resolve_fields, row_id
 
 REPO = Path(__file__).resolve().parents[1]
 runner = CliRunner()
