@@ -438,7 +438,9 @@ def check_cmd(
 @app.command("rewrite-traces")
 @friendly
 def rewrite_traces_cmd(
-    input: Annotated[Path, typer.Argument(help="JSONL of questions, reference traces and gold answers.")],
+    input: Annotated[
+        Path, typer.Argument(help="JSONL of questions, reference traces and gold answers (or a Hub dataset id).")
+    ],
     out: Annotated[Path, typer.Option(help="Kept rewrites (JSONL; rejects, failures and summary go beside it).")],
     base_url: Annotated[str, typer.Option(help="OpenAI-compatible endpoint, e.g. http://127.0.0.1:8000/v1.")],
     model: Annotated[str, typer.Option(help="Model name the server serves.")],
@@ -466,8 +468,12 @@ def rewrite_traces_cmd(
     price_in: Annotated[float, typer.Option(help="Price per million prompt tokens (cost estimate).")] = 0.0,
     price_out: Annotated[float, typer.Option(help="Price per million completion tokens.")] = 0.0,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the first requests; send nothing.")] = False,
+    split: Annotated[str, typer.Option(help="Split of a Hub dataset given as INPUT.")] = "train",
 ) -> None:
-    """Rewrite reasoning traces into concise d1/IGPO-format SFT data through any OpenAI-compatible API."""
+    """Rewrite reasoning traces into concise d1/IGPO-format SFT data through any OpenAI-compatible API.
+
+    Kept rows go to OUT, rejects (with reason) to OUT.rejects.jsonl, failed requests to
+    OUT.failures.jsonl, the counts to OUT.summary.json; a rerun skips finished rows."""
     import json
     import os
 
@@ -499,6 +505,7 @@ def rewrite_traces_cmd(
         limit=limit,
         price_in=price_in,
         price_out=price_out,
+        split=split,
     )
     if dry_run:
         typer.echo(render_dry_run(job))

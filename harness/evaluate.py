@@ -23,6 +23,7 @@ from harness.results import TaskResult, write_results
 from harness.stats import accuracy_interval
 from igpo.errors import InvalidSetting, MissingInput
 from igpo.jsonfile import read_json_object
+from igpo.scoring import shared_verdicts
 
 HEADLINE_METRIC = "exact_match"
 CACHE_FILE = "responses.jsonl"
@@ -151,7 +152,13 @@ def leaf_is_builtin(task: str) -> bool:
 
 
 def run_eval(req: EvalRequest) -> Path:
-    """Evaluate, write results.json + samples.jsonl into the run folder, return its path."""
+    """Evaluate, write results.json + samples.jsonl into the run folder, return its path. Each
+    response is scored once: lm-eval's metrics and the samples rows read the same verdict."""
+    with shared_verdicts():
+        return _run_eval(req)
+
+
+def _run_eval(req: EvalRequest) -> Path:
     p = plan(req)
     from lm_eval import simple_evaluate
     from lm_eval.tasks import TaskManager

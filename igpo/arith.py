@@ -292,6 +292,20 @@ def format_trace(equations: Iterable[tuple[int, str, int, int]], answer: int) ->
     return f"{REASONING_OPEN} {body} {REASONING_CLOSE} {ANSWER_OPEN} {BOX_OPEN}{answer}{BOX_CLOSE} {ANSWER_CLOSE}"
 
 
+INVERSE = {"+": "-", "-": "+"}
+
+
+def verbose_trace(trace: str) -> str:
+    """A wordy version of a trace, as a long-winded model writes it: after each step a redundant
+    self-check (the inverse operation) and a restated result, e.g. ``13 + 5 = 18 . 18 - 5 = 13 .
+    18 = 18 .``; 16 tokens per operation instead of 6, so 3 or more operations overflow the
+    testbed's 48-token canvas (the SFT-data rewriting stage turns it back into `trace`)."""
+    equations = parse_trace(trace)
+    steps = " ".join(f"{a} {op} {b} = {c} . {c} {INVERSE[op]} {b} = {a} . {c} = {c} ." for a, op, b, c in equations)
+    answer = equations[-1][3] if equations else ""
+    return f"{REASONING_OPEN} {steps} {REASONING_CLOSE} {ANSWER_OPEN} {BOX_OPEN}{answer}{BOX_CLOSE} {ANSWER_CLOSE}"
+
+
 def parse_trace(trace: str) -> list[tuple[int, str, int, int]]:
     """The ``(a, op, b, c)`` equations of a trace (or of a model's completion), in order."""
     return [(int(a), op, int(b), int(c)) for a, op, b, c in _EQUATION_RE.findall(trace)]

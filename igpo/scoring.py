@@ -18,6 +18,7 @@ match: the one definition of correctness shared by evaluation and RL rewards.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import logging
 import os
 import re
@@ -456,7 +457,41 @@ def _fast_candidate(response: str) -> str | None:
     return None
 
 
+_VERDICTS: dict[tuple[str, str, float], Score] | None = None
+"""Set inside `shared_verdicts()`: each (gold, response) verified once there."""
+
+
+@contextlib.contextmanager
+def shared_verdicts():
+    """Within this block each (gold, response) pair is verified once and its Score reused: an
+    evaluation scores a response in lm-eval's metrics and again for its samples row; with this,
+    both read the one verdict (and a hanging response waits out its time bound once)."""
+    global _VERDICTS
+    outer = _VERDICTS
+    _VERDICTS = {} if outer is None else outer
+    try:
+        yield
+    finally:
+        _VERDICTS = outer
+
+
 def verify_answer(gold: str, response: str, *, timeout_s: float = DEFAULT_TIMEOUT_S) -> Score:
+    """`_verify` once per (gold, response) inside `shared_verdicts()`, else every call."""
+    if _VERDICTS is None:
+        return _verify(gold, response, timeout_s)
+    key = (gold, response, timeout_s)
+    with _STATS_LOCK:
+        hit = _VERDICTS.get(key)
+    if hit is not None:
+        _count("shared_verdicts")
+        return hit
+    score = _verify(gold, response, timeout_s)
+    with _STATS_LOCK:
+        _VERDICTS[key] = score
+    return score
+
+
+def _verify(gold: str, response: str, timeout_s: float) -> Score:
     """math-verify correctness of ``response`` against ``gold``, bounded by ``timeout_s``.
 
     Fast path: if the gold and the response's lone ``\\boxed{}`` (or the whole response) are

@@ -207,3 +207,53 @@ def test_bad_input_fails_before_any_request(tmp_path, case, needle):
     lines = [x for x in result.output.strip().splitlines() if x.startswith("error:")]
     assert len(lines) == 1 and needle in lines[0], result.output
     assert not (tmp_path / "o.jsonl").exists()
+
+
+def test_sft_reads_the_rewrites(tmp_path):
+    """Kept rows are SFT data as they stand: `igpo sft data.source=jsonl data.path=OUT`."""
+    from igpo.arith import test_set
+
+    data = tmp_path / "arith.jsonl"
+    data.write_text(
+        "".join(json.dumps({"question": p.question, "trace": p.trace, "answer": p.answer}) + "\n" for p in test_set(4))
+    )
+    out = tmp_path / "rw.jsonl"
+    with FakeRewriter() as server:
+        args = [
+            "rewrite-traces",
+            str(data),
+            "--out",
+            str(out),
+            "--base-url",
+            server.base_url,
+            "--model",
+            "fake",
+            "--question-field",
+            "question",
+            "--trace-field",
+            "trace",
+            "--answer-field",
+            "answer",
+            "--max-tokens",
+            "48",
+        ]
+        done = runner.invoke(app, args)
+    assert done.exit_code == 0, done.output
+    assert json.loads((tmp_path / "rw.summary.json").read_text())["kept"] == 24
+    sft = runner.invoke(
+        app,
+        [
+            "sft",
+            "--recipe",
+            "sft_tiny",
+            "--out",
+            str(tmp_path / "sft"),
+            "data.source=jsonl",
+            f"data.path={out}",
+            "max_steps=2",
+            "checkpoint.every=2",
+            "log.progress=false",
+        ],
+    )
+    assert sft.exit_code == 0, sft.output
+    assert (tmp_path / "sft" / "checkpoints" / "step-000002").is_dir()

@@ -238,3 +238,19 @@ def test_strict_correct(gold: str, response: str, correct: bool) -> None:
 )
 def test_normalize_math_answer(raw: str, expected: str) -> None:
     assert normalize_math_answer(raw) == expected
+
+
+def test_shared_verdicts_score_each_response_once() -> None:
+    """Inside shared_verdicts() a repeated (gold, response) reuses its Score: evaluation scores
+    every response once for lm-eval's metrics and its samples row alike."""
+    from igpo.scoring import shared_verdicts
+
+    response = "so \\boxed{x+1}"
+    outside = [verify_answer("x + 1", response) for _ in range(2)]
+    before = scoring_stats()
+    with shared_verdicts():
+        inside = [verify_answer("x + 1", response) for _ in range(3)]
+    after = scoring_stats()
+    assert inside == outside[:1] * 3 and inside[0].correct
+    assert after.get("worker_calls", 0) - before.get("worker_calls", 0) == 1
+    assert after.get("shared_verdicts", 0) - before.get("shared_verdicts", 0) == 2

@@ -30,10 +30,30 @@ STALL_S = 3.0
 RETRY_AFTER_S = "0.05"
 
 
+_EQ = re.compile(r"^(-?\d+) ([+-]) (-?\d+) = (-?\d+) \.$")
+_SAME = re.compile(r"^(-?\d+) = (-?\d+) \.$")
+_UNDO = {"+": "-", "-": "+"}
+
+
 def concise(solution: str) -> str:
-    """The equation-bearing steps of a solution, one line of text (the arith traces' style)."""
+    """The equation-bearing steps of a solution, one line of text (the arith traces' style), minus
+    redundant self-checks: a restated value (`18 = 18 .`) and a step that undoes the one before it
+    when the restatement of that one's result follows (`13 + 5 = 18 . 18 - 5 = 13 . 18 = 18 .`)."""
+    solution = solution.split("</reasoning>")[0].replace("<reasoning>", "")
     steps = [s.strip() for s in re.split(r"(?<=\.)\s+|\n", solution) if "=" in s]
-    return " ".join(steps) if steps else solution.strip()
+    kept: list[str] = []
+    last = None  # the last kept equation
+    for i, step in enumerate(steps):
+        same = _SAME.match(step)
+        if same and same.group(1) == same.group(2):
+            continue
+        eq = _EQ.match(step)
+        after = _SAME.match(steps[i + 1]) if i + 1 < len(steps) else None
+        if eq and last and after and after.group(1) == last.group(4) and eq.group(4) == last.group(1):
+            continue  # undoes the previous step and is followed by its restated result: a check
+        kept.append(step)
+        last = eq or last
+    return " ".join(kept) if kept else solution.strip()
 
 
 def _section(prompt: str, name: str, following: str | None) -> str:

@@ -4,7 +4,8 @@ or failed (OUT.failures.jsonl), exactly once, across any number of interrupted r
 Each finished row is appended to its file as one line, flushed and fsynced, so a kill loses at
 most the requests in flight; a rerun reads the three files, skips the ids already there and
 repairs a torn last line. Kept rows are what `igpo sft data.source=jsonl data.path=OUT` reads:
-`{"id", "prompt", "answer", "trace", "source_line", "tokens"}`. The closing summary (kept,
+`{"id", "prompt", "completion", "answer", "trace", "source_line", "tokens"}` (`completion` for SFT,
+`trace` for RL hints: the same text). The closing summary (kept,
 rejected by reason, failed, tokens, cost, wall time) goes to stdout and OUT.summary.json.
 """
 
@@ -50,6 +51,8 @@ class RewriteJob:
     seed: int = 0
     """Seed of the backoff jitter."""
     progress: bool = True
+    split: str = "train"
+    """Split of a Hub dataset given as INPUT."""
 
     def files(self) -> dict[str, Path]:
         stem = self.out.with_suffix("")
@@ -58,6 +61,7 @@ class RewriteJob:
             "rejects": Path(f"{stem}.rejects.jsonl"),
             "failures": Path(f"{stem}.failures.jsonl"),
             "summary": Path(f"{stem}.summary.json"),
+            "source": Path(f"{stem}.source.jsonl"),
         }
 
 
@@ -94,6 +98,25 @@ def done_ids(paths: list[Path]) -> set[str]:
     return done
 
 
+def hub_input(dataset_id: str, split: str, dest: Path) -> Path:
+    """A Hub dataset (`owner/name`) written once to `dest` as JSONL, so row ids and resumes work
+    as for a local file; a local path that does not exist is an error."""
+    if dest.is_file():
+        return dest
+    if dataset_id.count("/") != 1 or Path(dataset_id).parent.exists():
+        raise MissingInput(f"input file not found: {dataset_id}")
+    try:
+        from datasets import load_dataset
+
+        rows = load_dataset(dataset_id, split=split)
+    except Exception as err:  # offline, unknown id, no such split: the Hub's many error types
+        raise MissingInput(
+            f"input {dataset_id!r} is neither a file nor a loadable Hub dataset ({type(err).__name__})"
+        ) from None
+    atomic_write_text(dest, "".join(json.dumps(dict(r), ensure_ascii=False, default=str) + "\n" for r in rows))
+    return dest
+
+
 def dry_run(job: RewriteJob, count: int = 3) -> str:
     """The first `count` requests as they would be sent (nothing is sent)."""
     template = load_prompt(job.prompt)
@@ -123,7 +146,7 @@ def run(job: RewriteJob) -> dict[str, Any]:
     from igpo.testbed import TESTBED_DIR
 
     if not job.input.is_file():
-        raise MissingInput(f"input file not found: {job.input}")
+        job.input = hub_input(str(job.input), job.split, job.files()["source"])
     if job.max_tokens is not None and job.max_tokens < 1:
         raise InvalidSetting(f"--max-tokens must be >= 1, got {job.max_tokens}")
     template = load_prompt(job.prompt)
@@ -232,6 +255,7 @@ def _record(source: Source, reply, tokenizer, max_tokens, writers, counts: Count
                 "prompt": source.question,
                 "answer": source.answer,
                 "trace": reply.text.strip(),
+                "completion": reply.text.strip(),
                 "source_line": source.line,
                 "tokens": verdict.tokens,
             }
