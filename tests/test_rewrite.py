@@ -257,3 +257,29 @@ def test_sft_reads_the_rewrites(tmp_path):
     )
     assert sft.exit_code == 0, sft.output
     assert (tmp_path / "sft" / "checkpoints" / "step-000002").is_dir()
+
+
+def test_backoff_honours_retry_after_and_rate_limit_spaces_starts():
+    import asyncio
+    import random
+
+    from harness.rewrite.client import ClientSettings, RateLimiter, delay_for
+
+    cfg = ClientSettings(base_url="http://x/v1", model="m", backoff_s=1.0, max_backoff_s=8.0)
+    rng = random.Random(0)
+    assert delay_for(3, cfg, rng, retry_after=2.5) == 2.5
+    assert delay_for(3, cfg, rng, retry_after=100.0) == 8.0  # capped
+    delays = [delay_for(a, cfg, rng) for a in (1, 2, 3, 4, 5, 6) for _ in range(50)]
+    assert all(0 <= d <= 8.0 for d in delays) and max(delays[:50]) <= 1.0 < max(delays[150:])
+
+    async def starts(n: int) -> list[float]:
+        limiter, out = RateLimiter(600.0), []  # 600 per minute: one start per 0.1 s
+        for _ in range(n):
+            await limiter.wait()
+            out.append(time.monotonic())
+        return out
+
+    t = asyncio.run(starts(4))
+    assert all(b - a >= 0.09 for a, b in zip(t, t[1:]))
+    with pytest.raises(ValueError, match="concurrency"):
+        ClientSettings(base_url="http://x/v1", model="m", concurrency=0)
