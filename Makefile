@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 TORCH_PIN ?= torch==2.13.0
 
-.PHONY: install eval test lint bench bench-fast testbed-model testbed-long ablate clean
+.PHONY: install eval test lint bench gpu-check bench-fast testbed-model testbed-long ablate clean
 
 $(BIN)/igpo: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -27,6 +27,10 @@ lint: install
 
 bench: install
 	$(BIN)/igpo bench decode
+
+# The GPU check (one H100/H200, no network, about 5 minutes): writes results/bench/gpu.md.
+gpu-check: install
+	$(BIN)/igpo bench gpu
 
 # Fast decoding measured where the model works at gen_length 256 and 512 (igpo/recipes/sft_tiny_long.yaml).
 bench-fast: testbed-long

@@ -130,6 +130,26 @@ def bench_train(
     run(TrainBenchConfig(model=model, steps=steps, out=out))
 
 
+@bench_app.command("gpu")
+@friendly
+def bench_gpu(
+    shape: Annotated[str, typer.Option(help="llada8b (the GPU check) or tiny (seconds on a CPU).")] = "llada8b",
+    out: Annotated[Path, typer.Option(help="Markdown file to write.")] = Path("results/bench/gpu.md"),
+) -> None:
+    """LLaDA-8B-shaped random model in bf16: decoding tokens/s (exact vs dual cache) and one LoRA RL step."""
+    from harness.bench.gpu import SHAPES, GPUBenchConfig, run
+    from igpo.errors import InvalidSetting
+
+    if shape not in SHAPES:
+        raise InvalidSetting(f"unknown --shape {shape!r} (known: {', '.join(SHAPES)})")
+    cfg = GPUBenchConfig(shape=shape, out=out)
+    if shape == "tiny":
+        cfg = GPUBenchConfig(
+            shape=shape, out=out, gen_lengths=(64,), batches=(1, 2), rl_generations=2, rl_gen_length=64, lora_r=4
+        )
+    typer.echo(run(cfg))
+
+
 def _split(values: list[str] | None) -> list[str]:
     return [v.strip() for raw in values or [] for v in raw.split(",") if v.strip()]
 

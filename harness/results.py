@@ -23,6 +23,7 @@ from typing import Any
 
 from igpo.atomic import atomic_write_text
 from igpo.errors import BadFile
+from igpo.jsonfile import finite
 
 FORMAT = "igpo-results"
 FORMAT_VERSION = 1
@@ -66,12 +67,13 @@ class TaskResult:
 
 
 def write_results(run_dir: Path, record: dict[str, Any], samples: list[dict[str, Any]]) -> Path:
-    """Write samples.jsonl then results.json (results last: its presence means a finished run)."""
+    """Write samples.jsonl then results.json (results last: its presence means a finished run);
+    a NaN or infinite value (lm-eval's mean of an empty level under --limit) is written as null."""
     record = {"format": FORMAT, "format_version": FORMAT_VERSION, **record}
     record["tasks"] = {k: asdict(v) if isinstance(v, TaskResult) else v for k, v in record["tasks"].items()}
-    lines = "".join(json.dumps(s, ensure_ascii=False) + "\n" for s in samples)
+    lines = "".join(json.dumps(finite(s), ensure_ascii=False, allow_nan=False) + "\n" for s in samples)
     atomic_write_text(run_dir / SAMPLES_FILE, lines)
-    atomic_write_text(run_dir / RESULTS_FILE, json.dumps(record, indent=2, sort_keys=False) + "\n")
+    atomic_write_text(run_dir / RESULTS_FILE, json.dumps(finite(record), indent=2, allow_nan=False) + "\n")
     return run_dir / RESULTS_FILE
 
 

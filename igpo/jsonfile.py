@@ -27,3 +27,17 @@ def read_json_object(path: str | Path, *keys: str) -> dict[str, Any]:
     if missing:
         raise BadFile(f"{path}: missing field {missing[0]!r}")
     return data
+
+
+def finite(obj: Any) -> Any:
+    """`obj` with every NaN / infinite float replaced by None, so the JSON written is standard
+    (no `NaN` / `Infinity` tokens): a value that cannot be measured is null, not a number."""
+    import math
+
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [finite(v) for v in obj]
+    return obj

@@ -113,3 +113,17 @@ def test_eval_flags_match_decode_config_fields():
     flags = {opt.lstrip("-").replace("-", "_") for p in command.params for opt in p.opts if opt.startswith("--")}
     decode = {f.name for f in fields(DecodeConfig)} - NOT_CLI
     assert decode <= flags, sorted(decode - flags)
+
+
+def test_gpu_check_runs_on_cpu_at_a_tiny_shape(tmp_path):
+    """`igpo bench gpu --shape tiny`: the GPU check's code path (build, decode both ways, one LoRA
+    step with trajectory log-probs and gradient checkpointing), so it cannot rot unseen."""
+    from typer.testing import CliRunner
+
+    from harness.cli import app
+
+    out = tmp_path / "gpu.md"
+    result = CliRunner().invoke(app, ["bench", "gpu", "--shape", "tiny", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    text = out.read_text()
+    assert "| 64 | 2 |" in text and "CPU (no GPU)" in text and "log-prob + backward" in text

@@ -454,3 +454,50 @@ def test_llada_likelihood_command_line_runs_with_dllm(tmp_path):
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "tiny_mc" in proc.stdout and "acc" in proc.stdout
+
+
+def test_llada_generation_command_line_runs_with_dllm(tmp_path):
+    """A conditional-generation line of LLaDA's eval_llada_lm_eval.sh (gen_length=1024, steps=1024,
+    block_length=1024), model swapped for the testbed and gsm8k for a local generate_until task
+    that, like lm-eval's gsm8k, gives no max_gen_toks: model_args' 1024 tokens are what decodes."""
+    data = tmp_path / "gen.jsonl"
+    data.write_text(
+        json.dumps({"q": "Ava has 6 apples . She finds 3 more apples . How many apples does Ava have now ?", "a": "9"})
+        + "\n"
+    )
+    (tmp_path / "tasks").mkdir()
+    (tmp_path / "tasks" / "tiny_gen.yaml").write_text(
+        "task: tiny_gen\ndataset_path: json\ndataset_kwargs:\n  data_files:\n    test: " + str(data) + "\n"
+        "test_split: test\noutput_type: generate_until\ndoc_to_text: '{{q}}'\ndoc_to_target: a\n"
+        "generation_kwargs:\n  until: ['Question:']\n  do_sample: false\n  temperature: 0.0\n"
+        "metric_list:\n  - metric: exact_match\n"
+    )
+    line = f"--tasks tiny_gen --model dllm --model_args model_path='{_testbed()}',gen_length=1024,steps=1024,block_length=1024"
+    out = tmp_path / "lm"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "harness.lm_eval",
+            *shlex.split(line),
+            "--include_path",
+            str(tmp_path / "tasks"),
+            "--device",
+            "cpu",
+            "--output_path",
+            str(out),
+        ],
+        cwd=tmp_path,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT_S,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    [record] = [json.loads(x) for x in (out / "dllm_requests.jsonl").open()]
+    assert (record["decode"]["gen_length"], record["decode"]["steps"], record["decode"]["block_length"]) == (
+        1024,
+        1024,
+        1024,
+    )
+    assert record["sources"]["gen_length"] == "model_args"

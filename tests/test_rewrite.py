@@ -280,6 +280,6 @@ def test_backoff_honours_retry_after_and_rate_limit_spaces_starts():
         return out
 
     t = asyncio.run(starts(4))
-    assert all(b - a >= 0.09 for a, b in zip(t, t[1:]))
+    assert all(b - a >= 0.09 for a, b in zip(t, t[1:], strict=False))
     with pytest.raises(ValueError, match="concurrency"):
         ClientSettings(base_url="http://x/v1", model="m", concurrency=0)

@@ -22,7 +22,7 @@ from torch import nn
 from igpo.atomic import atomic_write_bytes
 from igpo.config import to_dict
 from igpo.errors import InvalidSetting
-from igpo.jsonfile import read_json_object
+from igpo.jsonfile import finite, read_json_object
 from igpo.models import load_model, load_tokenizer, save_model
 from igpo.models.loading import damaged_file_errors, torch_load
 from igpo.training.settings import CheckpointSettings, LogSettings, ModelSettings, OptimSettings
@@ -390,7 +390,7 @@ class MetricsLog:
             return
         record = {"step": step, **metrics}
         with open(self.path, "a", encoding="utf-8") as f:
-            f.write(json.dumps(record) + "\n")
+            f.write(json.dumps(finite(record), allow_nan=False) + "\n")
         numeric = {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
         if self._tb is not None:
             for k, v in numeric.items():
