@@ -415,8 +415,10 @@ class Trainer:
                     sequence_kl=sequence_kl,
                 )
                 if not torch.isfinite(parts.loss.detach()):
-                    raise TrainingError(f"the loss became {float(parts.loss)} at step {step}: training diverged "
-                                        "(lower optim.lr or loss.beta); nothing of this step was saved")
+                    raise TrainingError(
+                        f"the loss became {float(parts.loss)} at step {step}: training diverged "
+                        "(lower optim.lr or loss.beta); nothing of this step was saved"
+                    )
                 scaled = parts.loss / len(prepared)
                 if self.accelerator:
                     self.accelerator.backward(scaled)
