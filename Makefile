@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 TORCH_PIN ?= torch==2.13.0
 
-.PHONY: install eval test lint bench gpu-check bench-fast testbed-model testbed-long ablate clean
+.PHONY: install eval test test-fast lint bench gpu-check bench-fast testbed-model testbed-long ablate clean
 
 $(BIN)/igpo: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -20,6 +20,10 @@ eval: install
 
 test: install
 	$(BIN)/python -m pytest -q tests
+
+# The suite without the tests marked slow (end-to-end CLI runs); CI runs everything (`make test`).
+test-fast: install
+	$(BIN)/python -m pytest -q -m "not slow" tests
 
 lint: install
 	$(BIN)/ruff check igpo harness tasks tests

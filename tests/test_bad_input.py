@@ -132,6 +132,12 @@ def test_train_bad_overrides(tmp_path, extra, needle):
     assert_one_error(igpo("train", "--recipe", "grpo_tiny", "--out", out, *extra), needle, out)
 
 
+@pytest.mark.parametrize("extra, needle", [(["batch_size=0"], "batch_size"), (["max_steps=0"], "max_steps")])
+def test_sft_bad_overrides(tmp_path, extra, needle):
+    out = tmp_path / "run"
+    assert_one_error(igpo("sft", "--recipe", "sft_tiny", "--out", out, *extra), needle, out)
+
+
 def test_check_refuses_nan_and_keeps_outputs_together(tmp_path):
     out = tmp_path / "runs"
     ok = igpo("eval", "--tasks", "arith", "--limit", "4", "--out", out, "--name", "base", "--no-leaderboard")

@@ -334,6 +334,7 @@ def test_use_cache_is_keyed_by_dllm_settings():
     assert keyed_cache_path(["--model", "dllm"]) == ["--model", "dllm"]
 
 
+@pytest.mark.slow
 def test_lm_eval_cli_matches_igpo_eval_response_for_response(tmp_path):
     """Acceptance: plain lm-eval (no decoding setting in model_args) decodes igpo_arith exactly as
     `igpo eval --tasks arith` does; the request log lands beside lm-eval's output."""
@@ -403,6 +404,7 @@ def test_lm_eval_cli_matches_igpo_eval_response_for_response(tmp_path):
     }
 
 
+@pytest.mark.slow
 def test_llada_likelihood_command_line_runs_with_dllm(tmp_path):
     """A conditional-likelihood line of LLaDA's eval_llada_lm_eval.sh, model and task swapped for
     the testbed and a two-question multiple-choice task on local data."""
@@ -456,6 +458,7 @@ def test_llada_likelihood_command_line_runs_with_dllm(tmp_path):
     assert "tiny_mc" in proc.stdout and "acc" in proc.stdout
 
 
+@pytest.mark.slow
 def test_llada_generation_command_line_runs_with_dllm(tmp_path):
     """A conditional-generation line of LLaDA's eval_llada_lm_eval.sh (gen_length=1024, steps=1024,
     block_length=1024), model swapped for the testbed and gsm8k for a local generate_until task

@@ -147,6 +147,7 @@ def test_faults_end_kept_rejected_or_failed_exactly_once(tmp_path):
         assert KEY not in path.read_text(), path
 
 
+@pytest.mark.slow
 def test_kill_mid_run_and_resume_match_an_uninterrupted_run(tmp_path):
     data = _rows(tmp_path / "in.jsonl", 80)
     env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1")

@@ -186,6 +186,8 @@ def train_sft(cfg: SFTConfig, out: Path, *, resume: bool = False, overwrite: boo
         raise TrainingError(f"data.overlong must be drop or truncate, got {cfg.data.overlong!r}")
     if not cfg.model.path:
         raise TrainingError("model.path is required")
+    if cfg.batch_size < 1 or cfg.max_steps < 1 or cfg.data.max_completion_tokens < 1:
+        raise TrainingError("batch_size, max_steps and data.max_completion_tokens must be >= 1")
     short = [n for n in cfg.data.canvas_lengths if n < cfg.data.max_completion_tokens]
     if short:
         raise TrainingError(
