@@ -404,56 +404,60 @@ def test_lm_eval_cli_matches_igpo_eval_response_for_response(tmp_path):
     }
 
 
+def _local_task(folder: Path, name: str, rows: list[dict], body: str) -> Path:
+    """A task folder holding one lm-eval task `name` over `rows` (a local JSON-lines file)."""
+    data = folder / f"{name}.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    tasks = folder / "tasks"
+    tasks.mkdir(exist_ok=True)
+    header = f"task: {name}\ndataset_path: json\ndataset_kwargs:\n  data_files:\n    test: {data}\ntest_split: test\n"
+    (tasks / f"{name}.yaml").write_text(header + body)
+    return tasks
+
+
+def _llada_line(line: str, tasks: Path, cwd: Path, *extra: str) -> subprocess.CompletedProcess:
+    """One LLaDA eval_llada_lm_eval.sh argument string through `python -m harness.lm_eval`."""
+    cmd = [
+        sys.executable,
+        "-m",
+        "harness.lm_eval",
+        *shlex.split(line),
+        "--include_path",
+        str(tasks),
+        "--device",
+        "cpu",
+        *extra,
+    ]
+    return subprocess.run(cmd, cwd=cwd, env=_env(), capture_output=True, text=True, timeout=TIMEOUT_S)
+
+
+QUESTION = "Ava has 6 apples . She finds 3 more apples . How many apples does Ava have now ?"
+
+
 @pytest.mark.slow
 def test_llada_likelihood_command_line_runs_with_dllm(tmp_path):
     """A conditional-likelihood line of LLaDA's eval_llada_lm_eval.sh, model and task swapped for
     the testbed and a two-question multiple-choice task on local data."""
-    data = tmp_path / "mc.jsonl"
-    data.write_text(
-        "\n".join(
-            json.dumps(d)
-            for d in (
-                {
-                    "q": "Ava has 6 apples . She finds 3 more apples . How many apples does Ava have now ?",
-                    "choices": ["9", "4"],
-                    "label": 0,
-                },
-                {
-                    "q": "Leo has 8 books . He loses 2 books . How many books does Leo have now ?",
-                    "choices": ["3", "6"],
-                    "label": 1,
-                },
-            )
-        )
-        + "\n"
-    )
-    (tmp_path / "tasks").mkdir()
-    (tmp_path / "tasks" / "tiny_mc.yaml").write_text(
-        "task: tiny_mc\ndataset_path: json\ndataset_kwargs:\n  data_files:\n    test: " + str(data) + "\n"
-        "test_split: test\noutput_type: multiple_choice\ndoc_to_text: '{{q}}'\ndoc_to_choice: '{{choices}}'\n"
-        "doc_to_target: label\nmetric_list:\n  - metric: acc\n"
+    rows = [
+        {"q": QUESTION, "choices": ["9", "4"], "label": 0},
+        {
+            "q": "Leo has 8 books . He loses 2 books . How many books does Leo have now ?",
+            "choices": ["3", "6"],
+            "label": 1,
+        },
+    ]
+    tasks = _local_task(
+        tmp_path,
+        "tiny_mc",
+        rows,
+        "output_type: multiple_choice\ndoc_to_text: '{{q}}'\n"
+        "doc_to_choice: '{{choices}}'\ndoc_to_target: label\nmetric_list:\n  - metric: acc\n",
     )
     line = (
         "--tasks tiny_mc --num_fewshot 0 --model dllm --batch_size 8 "
         f"--model_args model_path='{_testbed()}',cfg=0.5,is_check_greedy=False,mc_num=128"
     )
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "harness.lm_eval",
-            *shlex.split(line),
-            "--include_path",
-            str(tmp_path / "tasks"),
-            "--device",
-            "cpu",
-        ],
-        cwd=tmp_path,
-        env=_env(),
-        capture_output=True,
-        text=True,
-        timeout=TIMEOUT_S,
-    )
+    proc = _llada_line(line, tasks, tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "tiny_mc" in proc.stdout and "acc" in proc.stdout
 
@@ -463,39 +467,17 @@ def test_llada_generation_command_line_runs_with_dllm(tmp_path):
     """A conditional-generation line of LLaDA's eval_llada_lm_eval.sh (gen_length=1024, steps=1024,
     block_length=1024), model swapped for the testbed and gsm8k for a local generate_until task
     that, like lm-eval's gsm8k, gives no max_gen_toks: model_args' 1024 tokens are what decodes."""
-    data = tmp_path / "gen.jsonl"
-    data.write_text(
-        json.dumps({"q": "Ava has 6 apples . She finds 3 more apples . How many apples does Ava have now ?", "a": "9"})
-        + "\n"
-    )
-    (tmp_path / "tasks").mkdir()
-    (tmp_path / "tasks" / "tiny_gen.yaml").write_text(
-        "task: tiny_gen\ndataset_path: json\ndataset_kwargs:\n  data_files:\n    test: " + str(data) + "\n"
-        "test_split: test\noutput_type: generate_until\ndoc_to_text: '{{q}}'\ndoc_to_target: a\n"
+    tasks = _local_task(
+        tmp_path,
+        "tiny_gen",
+        [{"q": QUESTION, "a": "9"}],
+        "output_type: generate_until\ndoc_to_text: '{{q}}'\ndoc_to_target: a\n"
         "generation_kwargs:\n  until: ['Question:']\n  do_sample: false\n  temperature: 0.0\n"
-        "metric_list:\n  - metric: exact_match\n"
+        "metric_list:\n  - metric: exact_match\n",
     )
     line = f"--tasks tiny_gen --model dllm --model_args model_path='{_testbed()}',gen_length=1024,steps=1024,block_length=1024"
     out = tmp_path / "lm"
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "harness.lm_eval",
-            *shlex.split(line),
-            "--include_path",
-            str(tmp_path / "tasks"),
-            "--device",
-            "cpu",
-            "--output_path",
-            str(out),
-        ],
-        cwd=tmp_path,
-        env=_env(),
-        capture_output=True,
-        text=True,
-        timeout=TIMEOUT_S,
-    )
+    proc = _llada_line(line, tasks, tmp_path, "--output_path", str(out))
     assert proc.returncode == 0, proc.stderr[-3000:]
     [record] = [json.loads(x) for x in (out / "dllm_requests.jsonl").open()]
     assert (record["decode"]["gen_length"], record["decode"]["steps"], record["decode"]["block_length"]) == (

@@ -16,13 +16,13 @@ from typer.testing import CliRunner
 
 from harness.cli import app
 from harness.rewrite.checks import check, format_ok
-from harness.rewrite.fake_server import FakeRewriter
+from harness.rewrite.fake_server import MIXED_BEHAVIOURS, FakeRewriter, write_rows
 from harness.rewrite.rows import PRESETS, load_prompt, read_sources, render, resolve_fields, row_id
 
 REPO = Path(__file__).resolve().parents[1]
 runner = CliRunner()
 KEY = "sk-test-secret-1234"
-BEHAVIOURS = ["", "", "", "#wrong", "#format", "#long", "#429", "#500", "#stall", "#drop", "#badjson", "#always500"]
+BEHAVIOURS = MIXED_BEHAVIOURS
 EXPECTED = {
     "": "kept",
     "#429": "kept",
@@ -38,20 +38,7 @@ EXPECTED = {
 
 
 def _rows(path: Path, n: int) -> Path:
-    with open(path, "w", encoding="utf-8") as f:
-        for i in range(n):
-            tag = BEHAVIOURS[i % len(BEHAVIOURS)]
-            a, b = 3 + i % 7, 2 + i % 5
-            f.write(
-                json.dumps(
-                    {
-                        "question": f"Q{i} {tag} Ava has {a} apples and finds {b} more .",
-                        "answer": f"She has {a} apples. Then {a} + {b} = {a + b}. Done.\n#### {a + b}",
-                    }
-                )
-                + "\n"
-            )
-    return path
+    return write_rows(path, n, BEHAVIOURS)
 
 
 def _args(data: Path, out: Path, url: str, *extra: str) -> list[str]:

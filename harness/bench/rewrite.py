@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 from harness.bench.common import machine_line, write_markdown
@@ -23,23 +24,12 @@ DEFAULT_OUT = Path("results/bench/rewrite.md")
 ROWS = 500
 LATENCY_S = 0.2
 CONCURRENCY = 16
-MIXED = ["", "", "", "#wrong", "#format", "#long", "#429", "#500", "#stall", "#drop", "#badjson", "#always500"]
 
 
-def _data(path: Path, tags: list[str]) -> Path:
-    with open(path, "w", encoding="utf-8") as f:
-        for i in range(ROWS):
-            a, b = 3 + i % 7, 2 + i % 5
-            f.write(
-                json.dumps(
-                    {
-                        "question": f"Q{i} {tags[i % len(tags)]} Ava has {a} apples and finds {b} more .",
-                        "answer": f"Then {a} + {b} = {a + b}.\n#### {a + b}",
-                    }
-                )
-                + "\n"
-            )
-    return path
+def _data(path: Path, tags: Sequence[str]) -> Path:
+    from harness.rewrite.fake_server import write_rows
+
+    return write_rows(path, ROWS, tags)
 
 
 def _job(data: Path, out: Path, url: str, timeout: float):
@@ -110,7 +100,7 @@ def _same_rows(a: Path, b: Path) -> bool:
 
 
 def main() -> None:
-    from harness.rewrite.fake_server import FakeRewriter
+    from harness.rewrite.fake_server import MIXED_BEHAVIOURS, FakeRewriter
     from harness.rewrite.run import run
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -121,7 +111,9 @@ def main() -> None:
             clean_s = time.perf_counter() - started
         with FakeRewriter() as server:
             started = time.perf_counter()
-            mixed = run(_job(_data(root / "mixed.jsonl", MIXED), root / "mixed" / "out.jsonl", server.base_url, 0.5))
+            mixed = run(
+                _job(_data(root / "mixed.jsonl", MIXED_BEHAVIOURS), root / "mixed" / "out.jsonl", server.base_url, 0.5)
+            )
             mixed_s = time.perf_counter() - started
         with FakeRewriter() as server:
             at_kill = _killed_then_rerun(root / "mixed.jsonl", root / "killed" / "out.jsonl", server.base_url, 150)

@@ -20,7 +20,9 @@ import socket
 import threading
 import time
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from aiohttp import web
 
@@ -178,6 +180,36 @@ class FakeRewriter:
                 },
             }
         )
+
+
+MIXED_BEHAVIOURS = (
+    "",
+    "",
+    "",
+    "#wrong",
+    "#format",
+    "#long",
+    "#429",
+    "#500",
+    "#stall",
+    "#drop",
+    "#badjson",
+    "#always500",
+)
+"""One of each fault and reject, and kept rows, in the proportions the tests and benchmark use."""
+
+
+def write_rows(path: Path, n: int, behaviours: Sequence[str] = MIXED_BEHAVIOURS) -> Path:
+    """`n` GSM8K-style rows (`question`, `answer` with `####`) cycling through `behaviours`' markers."""
+    with open(path, "w", encoding="utf-8") as f:
+        for i in range(n):
+            a, b = 3 + i % 7, 2 + i % 5
+            row = {
+                "question": f"Q{i} {behaviours[i % len(behaviours)]} Ava has {a} apples and finds {b} more .",
+                "answer": f"She has {a} apples. Then {a} + {b} = {a + b}. Done.\n#### {a + b}",
+            }
+            f.write(json.dumps(row) + "\n")
+    return path
 
 
 def _free_port() -> int:
