@@ -587,3 +587,16 @@ def test_exact_mode_fails_on_any_changed_item(tmp_path):
     assert report.verdict == REGRESSION and report.exit_code == 1
     assert any("exact mode" in note for note in report.tasks[0].notes)
     assert compare_runs(base, up, CheckSettings()).verdict == PASS  # statistically nothing happened
+
+
+def test_a_decoding_setting_missing_from_an_older_record_counts_as_its_default():
+    """A baseline written before `last_tokens` existed stays comparable (the CI gate's case),
+    while a real difference in that setting is still named."""
+    from harness.check.compare import with_defaults
+    from igpo.decoding import DecodeConfig
+
+    new = DecodeConfig(gen_length=48, block_length=16, steps=24).to_dict()
+    old = {k: v for k, v in new.items() if k != "last_tokens"}
+    assert with_defaults(old) == with_defaults(new) == new
+    assert with_defaults({**old, "last_tokens": [2]}) != new
+    assert with_defaults(None) == {}

@@ -179,7 +179,7 @@ def mismatches(baseline: dict[str, Any], candidate: dict[str, Any], keys: Iterab
         b_task, c_task = baseline["tasks"][key], candidate["tasks"].get(key)
         if c_task is None:
             continue
-        b_dec, c_dec = b_task.get("decoding") or {}, c_task.get("decoding") or {}
+        b_dec, c_dec = with_defaults(b_task.get("decoding")), with_defaults(c_task.get("decoding"))
         fields_ = [(f"decoding.{k}", b_dec.get(k), c_dec.get(k)) for k in sorted(set(b_dec) | set(c_dec))]
         fields_ += [(k, b_task.get(k), c_task.get(k)) for k in TASK_FIELDS]
         fields_.append(
@@ -191,3 +191,12 @@ def mismatches(baseline: dict[str, Any], candidate: dict[str, Any], keys: Iterab
         )
         out.extend(f"{key}.{name}: {_shown(b)} != {_shown(c)}" for name, b, c in fields_ if b != c)
     return out
+
+
+def with_defaults(decoding: dict[str, Any] | None) -> dict[str, Any]:
+    """A run's decoding settings with each setting its record lacks at the decoder's default: a
+    record written before a setting existed decoded as that default does (e.g. `last_tokens`)."""
+    from igpo.decoding import DecodeConfig
+
+    decoding = dict(decoding or {})
+    return {**{k: v for k, v in DecodeConfig().to_dict().items() if k not in decoding}, **decoding} if decoding else {}
