@@ -33,7 +33,8 @@ FIG_DPI = 120
 
 def metrics_rows(folder: Path) -> list[dict[str, Any]]:
     """A training run's metrics.jsonl rows ([] without one); a torn last line (a crash
-    mid-write) is left out, a damaged line elsewhere raises."""
+    mid-write) is left out, a damaged line elsewhere raises. A value the trainer could not
+    measure is written as null (no NaN in JSON files) and read back here as NaN."""
     from igpo.training.runtime import METRICS_FILE
 
     path = Path(folder) / METRICS_FILE
@@ -43,7 +44,7 @@ def metrics_rows(folder: Path) -> list[dict[str, Any]]:
     rows = []
     for i, line in enumerate(lines):
         try:
-            rows.append(json.loads(line))
+            rows.append({k: math.nan if v is None else v for k, v in json.loads(line).items()})
         except json.JSONDecodeError:
             if i < len(lines) - 1:
                 raise

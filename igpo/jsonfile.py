@@ -41,3 +41,31 @@ def finite(obj: Any) -> Any:
     if isinstance(obj, (list, tuple)):
         return [finite(v) for v in obj]
     return obj
+
+
+class JsonlAppender:
+    """Appends one JSON object per line to a file, flushed and fsynced, so a crash loses at most
+    the record being written. A torn last line left by an earlier crash is closed with a newline
+    before the first append (`torn` says there was one), so the next record never glues onto it."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.torn = self.path.is_file() and self.path.stat().st_size > 0 and _last_byte(self.path) != b"\n"
+
+    def append(self, record: dict[str, Any]) -> None:
+        import os
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path, "a", encoding="utf-8") as f:
+            if self.torn:
+                f.write("\n")
+                self.torn = False
+            f.write(json.dumps(record, ensure_ascii=False) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+
+
+def _last_byte(path: Path) -> bytes:
+    with open(path, "rb") as f:
+        f.seek(-1, 2)
+        return f.read(1)

@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 
 from harness.cli import app
 from harness.rewrite.checks import check, format_ok
-from harness.rewrite.fake_server import MIXED_BEHAVIOURS, FakeRewriter, write_rows
+from harness.rewrite.fake_server import MIXED_BEHAVIOURS, FakeRewriter, cli_args, write_rows
 from harness.rewrite.rows import PRESETS, load_prompt, read_sources, render, resolve_fields, row_id
 
 REPO = Path(__file__).resolve().parents[1]
@@ -42,27 +42,7 @@ def _rows(path: Path, n: int) -> Path:
 
 
 def _args(data: Path, out: Path, url: str, *extra: str) -> list[str]:
-    return [
-        "rewrite-traces",
-        str(data),
-        "--out",
-        str(out),
-        "--base-url",
-        url,
-        "--model",
-        "fake",
-        "--preset",
-        "gsm8k",
-        "--api-key",
-        KEY,
-        "--max-tokens",
-        "120",
-        "--timeout",
-        "1",
-        "--max-attempts",
-        "3",
-        *extra,
-    ]
+    return [*cli_args(data, out, url, timeout_s=1), "--api-key", KEY, *extra]
 
 
 def _ids(path: Path) -> list[str]:

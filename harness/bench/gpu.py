@@ -19,13 +19,14 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness.bench.common import machine_line, write_markdown
+from harness.bench.common import machine_line, peak_memory, write_markdown
 
 SHAPES = {
     "llada8b": dict(vocab_size=126464, d_model=4096, n_layers=32, n_heads=32, mlp_hidden=12288),
     "tiny": dict(vocab_size=512, d_model=64, n_layers=2, n_heads=4, mlp_hidden=128),
 }
 PROMPT_TOKENS = 128
+GIB = 2**30
 MASK_OFFSET = 1
 """The mask id is the last vocabulary entry; prompts draw tokens below it."""
 
@@ -47,19 +48,6 @@ def _sync(device) -> None:
 
     if device.type == "cuda":
         torch.cuda.synchronize()
-
-
-def _peak_reset(device) -> None:
-    import torch
-
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats()
-
-
-def _peak_gib(device) -> float | None:
-    import torch
-
-    return torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else None
 
 
 def build(shape: str, device):
@@ -95,10 +83,8 @@ def decode_rows(model, cfg: GPUBenchConfig, device) -> list[list[str]]:
             prompt = torch.randint(1, mask_id - 2, (batch, PROMPT_TOKENS), generator=g, device=device)
             line = [str(gen_length), str(batch)]
             for cache in (None, "dual"):
-                _peak_reset(device)
-                _sync(device)
-                started = time.perf_counter()
-                with torch.no_grad():
+                with peak_memory(device.type) as peak, torch.no_grad():
+                    started = time.perf_counter()
                     generate(
                         model,
                         prompt,
@@ -108,21 +94,17 @@ def decode_rows(model, cfg: GPUBenchConfig, device) -> list[list[str]]:
                         mask_id=mask_id,
                         cache=cache,
                     )
-                _sync(device)
-                seconds = time.perf_counter() - started
-                peak = _peak_gib(device)
-                line += [f"{batch * gen_length / seconds:.1f}", "-" if peak is None else f"{peak:.1f}"]
+                    _sync(device)
+                    seconds = time.perf_counter() - started
+                line += [f"{batch * gen_length / seconds:.1f}", f"{peak.bytes / GIB:.1f}"]
             rows.append(line)
     return rows
 
 
-def rl_step(model, cfg: GPUBenchConfig, device) -> dict[str, float | None]:
+def rl_step(model, cfg: GPUBenchConfig, device) -> dict[str, float]:
     """One LoRA step: rollouts, trajectory log-probs (4 passes per canvas), backward, AdamW."""
     import torch
     from peft import LoraConfig, get_peft_model
-
-    from igpo.decoding import generate
-    from igpo.logprobs import trajectory_logprobs
 
     spec = model.token_spec
     policy = get_peft_model(
@@ -138,8 +120,18 @@ def rl_step(model, cfg: GPUBenchConfig, device) -> dict[str, float | None]:
         cfg.rl_generations, 1
     )
     decode = dict(gen_length=cfg.rl_gen_length, block_length=32, steps=cfg.rl_gen_length // 2, temperature=1.0)
-    _peak_reset(device)
-    _sync(device)
+    with peak_memory(device.type) as peak:
+        times = _timed_step(policy, optimizer, prompt, decode, cfg, device, g)
+    return {**times, "peak_gib": peak.bytes / GIB}
+
+
+def _timed_step(policy, optimizer, prompt, decode, cfg: GPUBenchConfig, device, g) -> dict[str, float]:
+    import torch
+
+    from igpo.decoding import generate
+    from igpo.logprobs import trajectory_logprobs
+
+    spec = policy.token_spec
     t0 = time.perf_counter()
     policy.eval()
     with torch.no_grad():
@@ -159,13 +151,7 @@ def rl_step(model, cfg: GPUBenchConfig, device) -> dict[str, float | None]:
     optimizer.zero_grad(set_to_none=True)
     _sync(device)
     t3 = time.perf_counter()
-    return {
-        "generation": t1 - t0,
-        "logprob_backward": t2 - t1,
-        "optimizer": t3 - t2,
-        "step": t3 - t0,
-        "peak_gib": _peak_gib(device),
-    }
+    return {"generation": t1 - t0, "logprob_backward": t2 - t1, "optimizer": t3 - t2, "step": t3 - t0}
 
 
 def run(cfg: GPUBenchConfig) -> str:
@@ -178,11 +164,15 @@ def run(cfg: GPUBenchConfig) -> str:
     params = sum(p.numel() for p in model.parameters())
     decoding = decode_rows(model, cfg, device)
     step = rl_step(model, cfg, device)
-    peak = "-" if step["peak_gib"] is None else f"{step['peak_gib']:.1f}"
+    peak = f"{step['peak_gib']:.1f}"
+    weights = sum(p.numel() * p.element_size() for p in model.parameters()) / GIB
     lines = [
         "# GPU check: LLaDA-8B-shaped native model, random weights",
         "",
         f"{machine_line()}; device: {name}. `igpo bench gpu --shape {cfg.shape}`; {params / 1e9:.2f}B parameters.",
+        "",
+        f"Weights: {weights:.1f} GiB. Peak memory below is above what was in use when each measurement began "
+        "(harness.bench.common.peak_memory: CUDA allocator on GPU, resident set on CPU).",
         "",
         "Decoding, prompt 128 tokens, block 32, 2 tokens per pass (tokens/s, peak GiB):",
         "",

@@ -51,29 +51,15 @@ def _killed_then_rerun(data: Path, out: Path, url: str, kill_after: int) -> int:
     import subprocess
     import sys
 
-    from harness.rewrite.run import done_ids, run
+    from harness.rewrite.fake_server import cli_args
+    from harness.rewrite.run import OUTPUTS, done_ids, run
 
-    files = [out, out.with_suffix(".rejects.jsonl"), out.with_suffix(".failures.jsonl")]
+    files = [path for name, path in _job(data, out, url, 0.5).files().items() if name in OUTPUTS]
     cmd = [
         sys.executable,
         "-m",
         "harness.cli",
-        "rewrite-traces",
-        str(data),
-        "--out",
-        str(out),
-        "--base-url",
-        url,
-        "--model",
-        "fake",
-        "--preset",
-        "gsm8k",
-        "--max-tokens",
-        "120",
-        "--timeout",
-        "0.5",
-        "--max-attempts",
-        "3",
+        *cli_args(data, out, url, timeout_s=0.5),
         "--concurrency",
         str(CONCURRENCY),
     ]

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import sys
 from pathlib import Path
 from typing import Any
+
+from igpo.jsonfile import JsonlAppender
 
 SEED_MODULUS = 2**63 - 1
 
@@ -41,9 +42,8 @@ class ResponseCache:
                         self.items[rec["key"]] = {"response": str(rec["response"]), **(rec.get("info") or {})}
                     except (json.JSONDecodeError, KeyError, TypeError, AttributeError):
                         continue  # a line cut by an interruption: that request is redone
-        # A torn last line (no newline) would have the next record glued onto it and lost both.
-        self._torn = self.path.is_file() and self.path.stat().st_size > 0 and _last_byte(self.path) != b"\n"
-        if self._torn:
+        self._writer = JsonlAppender(self.path)
+        if self._writer.torn:
             print(
                 f"warning: {self.path}: its last line was cut by an interruption; that response is decoded again",
                 file=sys.stderr,
@@ -55,17 +55,4 @@ class ResponseCache:
 
     def put(self, key: str, response: str, info: dict[str, Any] | None = None) -> None:
         self.items[key] = {"response": response, **(info or {})}
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.path, "a", encoding="utf-8") as f:
-            if self._torn:
-                f.write("\n")
-                self._torn = False
-            f.write(json.dumps({"key": key, "response": response, "info": info or {}}, ensure_ascii=False) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
-
-
-def _last_byte(path: Path) -> bytes:
-    with open(path, "rb") as f:
-        f.seek(-1, os.SEEK_END)
-        return f.read(1)
+        self._writer.append({"key": key, "response": response, "info": info or {}})

@@ -212,6 +212,29 @@ def write_rows(path: Path, n: int, behaviours: Sequence[str] = MIXED_BEHAVIOURS)
     return path
 
 
+def cli_args(data: Path, out: Path, base_url: str, *, timeout_s: float, max_attempts: int = 3) -> list[str]:
+    """`igpo rewrite-traces` arguments for `write_rows` data against this server (GSM8K preset,
+    120-token cap): what the tests and the benchmark run."""
+    return [
+        "rewrite-traces",
+        str(data),
+        "--out",
+        str(out),
+        "--base-url",
+        base_url,
+        "--model",
+        "fake",
+        "--preset",
+        "gsm8k",
+        "--max-tokens",
+        "120",
+        "--timeout",
+        f"{timeout_s:g}",
+        "--max-attempts",
+        str(max_attempts),
+    ]
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -1,9 +1,9 @@
 """The rewrite job: every input row ends kept (OUT), rejected with a reason (OUT.rejects.jsonl)
 or failed (OUT.failures.jsonl), exactly once, across any number of interrupted reruns.
 
-Each finished row is appended to its file as one line, flushed and fsynced, so a kill loses at
-most the requests in flight; a rerun reads the three files, skips the ids already there and
-repairs a torn last line. Kept rows are what `igpo sft data.source=jsonl data.path=OUT` reads:
+Each finished row is appended to its file as one line, flushed and fsynced (igpo.jsonfile's
+JsonlAppender), so a kill loses at most the requests in flight; a rerun reads the three files,
+skips the ids already there and repairs a torn last line. Kept rows are what `igpo sft data.source=jsonl data.path=OUT` reads:
 `{"id", "prompt", "completion", "answer", "trace", "source_line", "tokens"}` (`completion` for SFT,
 `trace` for RL hints: the same text). The closing summary (kept,
 rejected by reason, failed, tokens, cost, wall time) goes to stdout and OUT.summary.json.
@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import random
 import sys
 import time
@@ -27,6 +26,7 @@ from harness.rewrite.client import ClientSettings, KeyRefused, RateLimiter, comp
 from harness.rewrite.rows import Preset, Source, load_prompt, read_sources, render
 from igpo.atomic import atomic_write_text
 from igpo.errors import InvalidSetting, MissingInput
+from igpo.jsonfile import JsonlAppender
 
 PER_MILLION = 1_000_000
 
@@ -65,37 +65,27 @@ class RewriteJob:
         }
 
 
-class RowWriter:
-    """Appends one JSON line per finished row, durably; repairs a torn last line first."""
+OUTPUTS = ("kept", "rejects", "failures")
+"""The files a finished row lands in (one of them, once)."""
 
-    def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        torn = path.is_file() and path.stat().st_size > 0 and not path.read_bytes().endswith(b"\n")
-        self.handle = open(path, "a", encoding="utf-8")  # noqa: SIM115  (kept open for the job)
-        if torn:
-            self.handle.write("\n")
 
-    def write(self, record: dict[str, Any]) -> None:
-        self.handle.write(json.dumps(record, ensure_ascii=False) + "\n")
-        self.handle.flush()
-        os.fsync(self.handle.fileno())
-
-    def close(self) -> None:
-        self.handle.close()
+def finished_rows(path: Path) -> dict[str, dict[str, Any]]:
+    """The finished rows of one output file by id (the first record of an id; a torn line is not
+    finished)."""
+    rows: dict[str, dict[str, Any]] = {}
+    if path.is_file():
+        for line in path.read_text(encoding="utf-8").splitlines():
+            try:
+                rec = json.loads(line)
+                rows.setdefault(str(rec["id"]), rec)
+            except (json.JSONDecodeError, KeyError, TypeError):
+                continue
+    return rows
 
 
 def done_ids(paths: list[Path]) -> set[str]:
-    """Ids already finished in any of the files (a torn line is not finished)."""
-    done: set[str] = set()
-    for path in paths:
-        if not path.is_file():
-            continue
-        for line in path.read_text(encoding="utf-8").splitlines():
-            try:
-                done.add(str(json.loads(line)["id"]))
-            except (json.JSONDecodeError, KeyError, TypeError):
-                continue
-    return done
+    """Ids already finished in any of the files."""
+    return {row_id for path in paths for row_id in finished_rows(path)}
 
 
 def hub_input(dataset_id: str, split: str, dest: Path) -> Path:
@@ -152,7 +142,7 @@ def run(job: RewriteJob) -> dict[str, Any]:
     template = load_prompt(job.prompt)
     sources = list(read_sources(job.input, job.fields, template, job.limit))  # bad rows fail before any request
     files = job.files()
-    done = done_ids([files["kept"], files["rejects"], files["failures"]])
+    done = done_ids([files[name] for name in OUTPUTS])
     todo = [s for s in sources if s.id not in done]
     tokenizer = load_tokenizer(job.tokenizer or str(TESTBED_DIR))
     if todo:
@@ -160,15 +150,16 @@ def run(job: RewriteJob) -> dict[str, Any]:
     started = time.perf_counter()
     counts = asyncio.run(_run_all(job, template, todo, tokenizer, files))
     wall = time.perf_counter() - started
-    finished = done_ids([files["kept"], files["rejects"], files["failures"]])
+    after = {name: finished_rows(files[name]) for name in OUTPUTS}
+    reasons = Counter(row.get("reason") for row in after["rejects"].values())
     summary = {
         "input_rows": len(sources),
         "already_done": len(sources) - len(todo),
         "this_run": len(todo),
-        "kept": _count_lines(files["kept"]),
-        "rejected": _reasons(files["rejects"]),
-        "failed": _count_lines(files["failures"]),
-        "missing": len({s.id for s in sources} - finished),
+        "kept": len(after["kept"]),
+        "rejected": {r: reasons.get(r, 0) for r in REJECT_REASONS},
+        "failed": len(after["failures"]),
+        "missing": len({s.id for s in sources} - set().union(*after.values())),
         "prompt_tokens": counts["prompt_tokens"],
         "completion_tokens": counts["completion_tokens"],
         "cost_estimate": round(
@@ -191,7 +182,7 @@ async def _run_all(job: RewriteJob, template: str, todo: list[Source], tokenizer
     counts: Counter = Counter()
     if not todo:
         return counts
-    writers = {name: RowWriter(files[name]) for name in ("kept", "rejects", "failures")}
+    writers = {name: JsonlAppender(files[name]) for name in OUTPUTS}
     client = make_client(job.client)
     limiter = RateLimiter(job.client.requests_per_minute)
     rng = random.Random(job.seed)
@@ -228,15 +219,13 @@ async def _run_all(job: RewriteJob, template: str, todo: list[Source], tokenizer
         raise InvalidSetting(str(err)) from None
     finally:
         bar.close()
-        for w in writers.values():
-            w.close()
         await client.close()
     return counts
 
 
 def _record(source: Source, reply, tokenizer, max_tokens, writers, counts: Counter) -> None:
     if reply.text is None:
-        writers["failures"].write(
+        writers["failures"].append(
             {
                 "id": source.id,
                 "source_line": source.line,
@@ -249,7 +238,7 @@ def _record(source: Source, reply, tokenizer, max_tokens, writers, counts: Count
         return
     verdict = check(reply.text, source.answer, tokenizer, max_tokens)
     if verdict.kept:
-        writers["kept"].write(
+        writers["kept"].append(
             {
                 "id": source.id,
                 "prompt": source.question,
@@ -262,7 +251,7 @@ def _record(source: Source, reply, tokenizer, max_tokens, writers, counts: Count
         )
         counts["kept"] += 1
     else:
-        writers["rejects"].write(
+        writers["rejects"].append(
             {
                 "id": source.id,
                 "source_line": source.line,
@@ -272,22 +261,3 @@ def _record(source: Source, reply, tokenizer, max_tokens, writers, counts: Count
             }
         )
         counts["rejected"] += 1
-
-
-def _count_lines(path: Path) -> int:
-    return len(done_ids([path]))
-
-
-def _reasons(path: Path) -> dict[str, int]:
-    found: Counter = Counter()
-    seen: set[str] = set()
-    if path.is_file():
-        for line in path.read_text(encoding="utf-8").splitlines():
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            if rec.get("id") not in seen:
-                seen.add(rec.get("id"))
-                found[rec.get("reason", "?")] += 1
-    return {r: found.get(r, 0) for r in REJECT_REASONS}
