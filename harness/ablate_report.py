@@ -20,8 +20,9 @@ from typing import Any
 
 from harness.curves import still_wrong_ratio
 from harness.grid import STEP_DIR, CellSpec, GridSpec, Job, job_config
+from harness.records import RunRecord
 from harness.results import RESULTS_FILE
-from harness.stats import Z95
+from harness.stats import t_interval
 from igpo.atomic import atomic_write_text, save_png
 
 PERCENT = 100.0
@@ -38,39 +39,6 @@ SEED_DOT_ALPHA = 0.6
 STEP_LABEL = "training step"
 MIN_ACCURACY_TOP = 10.0
 """Accuracy axes reach at least this many percent (an all-zero curve still gets a scale)."""
-T975 = (
-    12.706,
-    4.303,
-    3.182,
-    2.776,
-    2.571,
-    2.447,
-    2.365,
-    2.306,
-    2.262,
-    2.228,
-    2.201,
-    2.179,
-    2.160,
-    2.145,
-    2.131,
-    2.120,
-    2.110,
-    2.101,
-    2.093,
-    2.086,
-    2.080,
-    2.074,
-    2.069,
-    2.064,
-    2.060,
-    2.056,
-    2.052,
-    2.048,
-    2.045,
-    2.042,
-)
-"""Student t 97.5% quantiles for 1..30 degrees of freedom (two-sided 95% intervals); beyond, Z95."""
 
 
 # ---------------------------------------------------------------------------- aggregation
@@ -119,30 +87,16 @@ class BaseResult:
     levels: dict[int, float]
 
 
-def t_interval(values: list[float]) -> tuple[float, float]:
-    """Two-sided 95% Student-t interval of the mean of `values` (two or more), clipped to [0, 1]."""
-    n = len(values)
-    mean = sum(values) / n
-    sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
-    t = T975[n - 2] if n - 1 <= len(T975) else Z95
-    half = t * sd / math.sqrt(n)
-    return max(0.0, mean - half), min(1.0, mean + half)
-
-
-def _record_numbers(record: dict[str, Any]) -> tuple[float, tuple[float, float] | None, str, dict[int, float]]:
+def _record_numbers(record: RunRecord) -> tuple[float, tuple[float, float] | None, str, dict[int, float]]:
     """(accuracy averaged over tasks, interval and its kind if one task, per-level accuracy)."""
-    tasks = record["tasks"]
-    accuracy = sum(float(t["accuracy"]) for t in tasks.values()) / len(tasks)
     interval, kind = None, "-"
-    if len(tasks) == 1:
-        only = next(iter(tasks.values()))
-        interval, kind = tuple(only["ci95"]), str(only.get("ci_kind", "?"))
-    from harness.curves import record_levels
-
-    return accuracy, interval, kind, record_levels(record)
+    if len(record.tasks) == 1:
+        only = next(iter(record.tasks.values()))
+        interval, kind = only.ci95, only.ci_kind
+    return record.mean_accuracy(), interval, kind, record.level_accuracy()
 
 
-def _series_records(series: Path) -> dict[int, dict[str, Any]]:
+def _series_records(series: Path) -> dict[int, RunRecord]:
     from harness.results import load_results
 
     out = {}

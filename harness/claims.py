@@ -111,8 +111,7 @@ def _correct_by_item(folder: Path) -> dict[Any, float]:
     from harness.results import load_samples
 
     rows = load_samples(folder)
-    tasks = {row.get("task") for row in rows if isinstance(row, dict)}
-    table = item_table(rows, tasks, str(folder / SAMPLES_FILE))
+    table = item_table(rows, {row.task for row in rows})
     return {(task, doc): item.total / item.count for task, items in table.items() for doc, item in items.items()}
 
 

@@ -7,14 +7,10 @@ from __future__ import annotations
 
 import json
 import math
-import re
 from pathlib import Path
 from typing import Any
 
 from igpo.atomic import save_png
-
-LEVEL_METRIC = re.compile(r"^acc_steps_(\d+)$")
-"""Per-level accuracy metrics of a task (arith: acc_steps_<number of operations>)."""
 
 TRAINING_CURVES = (
     ("reward", "training reward"),
@@ -49,17 +45,6 @@ def metrics_rows(folder: Path) -> list[dict[str, Any]]:
             if i < len(lines) - 1:
                 raise
     return rows
-
-
-def record_levels(record: dict[str, Any]) -> dict[int, float]:
-    """Level -> accuracy from a results record's per-level metrics (first task that has it)."""
-    levels: dict[int, float] = {}
-    for task in record["tasks"].values():
-        for name, value in (task.get("metrics") or {}).items():
-            match = LEVEL_METRIC.match(name)
-            if match and isinstance(value, (int, float)) and math.isfinite(value):
-                levels.setdefault(int(match.group(1)), float(value))
-    return levels
 
 
 def trailing_mean(values: list[float], window: int = SMOOTH_STEPS) -> list[float]:

@@ -13,13 +13,14 @@ import re
 import sys
 import time
 from collections import defaultdict
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from harness.protocols import Protocol, load_protocol
-from harness.results import TaskResult, write_results
+from harness.records import ModelInfo, ProtocolInfo, RunRecord, TaskResult
+from harness.results import write_results
 from harness.stats import accuracy_interval
 from igpo.errors import InvalidSetting, MissingInput
 from igpo.jsonfile import read_json_object
@@ -246,20 +247,26 @@ def _run_eval(req: EvalRequest) -> Path:
     if lm.rank != 0:
         return p.run_dir
     wall = time.perf_counter() - started
-    tasks_table = {key: asdict(summarise(key, info, req, p)) for key, info in per_task.items()}
-    record = {
-        "run_name": p.run_dir.name,
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "label": req.label or default_label(req),
-        "label_given": req.label is not None,
-        "model": model_record(req, lm),
-        "protocol": {**p.protocol.to_dict(), "overrides": dict(req.decode_overrides), "seeds_run": list(seeds)},
-        "tasks": tasks_table,
-        "provenance": {**provenance(stats, wall, lm.world_size), "warnings": list(lm.warnings)},
-        "lm_eval": lm_eval_aggregates,
-    }
+    protocol = p.protocol.to_dict()
+    record = RunRecord(
+        tasks={key: summarise(key, info, req, p) for key, info in per_task.items()},
+        model=model_record(req, lm),
+        protocol=ProtocolInfo(
+            name=protocol.pop("name"),
+            file_hash=protocol.pop("file_hash", None),
+            seeds=list(protocol.pop("seeds", [])),
+            seeds_run=list(seeds),
+            overrides=dict(req.decode_overrides),
+            settings=protocol,
+        ),
+        run_name=p.run_dir.name,
+        created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        label=req.label or default_label(req),
+        label_given=req.label is not None,
+        provenance={**provenance(stats, wall, lm.world_size), "warnings": list(lm.warnings)},
+        lm_eval=lm_eval_aggregates,
+    )
     path = write_results(p.run_dir, record, samples_out)
-    record["_path"] = str(path)
     print_table(record)
     print_leaderboard(p.run_dir)
     if req.leaderboard is not None:
@@ -378,17 +385,17 @@ def default_label(req: EvalRequest) -> str:
     return base + (f" + {Path(req.adapter).name}" if req.adapter else "")
 
 
-def model_record(req: EvalRequest, lm) -> dict[str, Any]:
+def model_record(req: EvalRequest, lm) -> ModelInfo:
     from harness.provenance import folder_hash
 
-    return {
-        "name_or_path": req.model,
-        "hash": folder_hash(req.model),
-        "adapter": req.adapter,
-        "adapter_hash": folder_hash(req.adapter),
-        "family": getattr(lm.model, "family", None),
-        "token_spec": vars(lm.spec) if hasattr(lm.spec, "__dict__") else None,
-    }
+    return ModelInfo(
+        name_or_path=req.model,
+        hash=folder_hash(req.model),
+        adapter=req.adapter,
+        adapter_hash=folder_hash(req.adapter),
+        family=getattr(lm.model, "family", None),
+        token_spec=vars(lm.spec) if hasattr(lm.spec, "__dict__") else None,
+    )
 
 
 def gathered_stats(lm) -> dict[str, float]:
@@ -429,22 +436,22 @@ def provenance(st: dict[str, float], wall: float, world_size: int = 1) -> dict[s
     }
 
 
-def print_table(record: dict[str, Any]) -> None:
+def print_table(record: RunRecord) -> None:
     from tabulate import tabulate
 
     rows = []
-    for key, t in record["tasks"].items():
-        lo, hi = t["ci95"]
+    for key, t in record.tasks.items():
+        lo, hi = t.ci95
         rows.append(
             [
                 key,
-                f"{100 * t['accuracy']:.1f}",
+                f"{100 * t.accuracy:.1f}",
                 f"[{100 * lo:.1f}, {100 * hi:.1f}]",
-                t["ci_kind"],
-                t["n_items"],
-                t["samples_per_item"],
-                f"{100 * t['metrics'].get('strict_match', 0):.1f}",
-                int(t["metrics"].get("timeouts", 0)),
+                t.ci_kind,
+                t.n_items,
+                t.samples_per_item,
+                f"{100 * (t.metrics.get('strict_match') or 0):.1f}",
+                int(t.metrics.get("timeouts") or 0),
             ]
         )
     print(
@@ -454,12 +461,12 @@ def print_table(record: dict[str, Any]) -> None:
             tablefmt="github",
         )
     )
-    prov = record["provenance"]
+    prov = record.provenance
     tps = prov.get("tokens_per_s")
     print(
-        f"\nrun: {record['run_name']}  protocol: {record['protocol']['name']}  wall: {prov['wall_time_s']:.1f}s"
+        f"\nrun: {record.run_name}  protocol: {record.protocol.name}  wall: {prov['wall_time_s']:.1f}s"
         + (f"  tokens/s: {tps:.1f}" if tps else "")
-        + f"  results: {record.get('_path', '')}"
+        + f"  results: {record.where}"
     )
 
 
@@ -535,14 +542,14 @@ def run_series(req: EvalRequest, train_dir: Path, every: int = 1, include_base: 
 
 def write_training_plot(train_dir: Path, points, out_root: Path) -> Path | None:
     """training.png: the run's per-step curves (metrics.jsonl) and held-out accuracy per level."""
-    from harness.curves import metrics_rows, plot_training_curves, record_levels
+    from harness.curves import metrics_rows, plot_training_curves
 
     rows = metrics_rows(train_dir)
     if not rows:
         return None
     levels: dict[int, dict[int, float]] = {}
     for step, record in points:
-        for level, value in record_levels(record).items():
+        for level, value in record.level_accuracy().items():
             levels.setdefault(level, {})[step] = value
     path = out_root / "training.png"
     plot_training_curves(

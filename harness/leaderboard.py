@@ -30,7 +30,8 @@ from typing import Any
 import yaml
 from tabulate import LATEX_ESCAPE_RULES, tabulate
 
-from harness.results import RESULTS_FILE, ResultsError, atomic_write_text, load_results
+from harness.records import UNKNOWN, RunRecord
+from harness.results import RESULTS_FILE, atomic_write_text, load_results
 from igpo.errors import BadFile, InvalidSetting, MissingInput
 
 DEFAULT_REFERENCE = Path(__file__).resolve().parent / "reference.yaml"
@@ -62,7 +63,6 @@ MEASURED = "measured"
 REPORTED = "reported"
 MISSING = "-"
 INCOMPLETE_MARK = " *"
-UNKNOWN = "?"
 
 WILSON = "wilson"
 CLUSTER = "cluster"
@@ -221,61 +221,32 @@ def _short_name(name_or_path: str) -> str:
     return last
 
 
-def model_label(record: dict[str, Any], with_adapter: bool = True) -> str:
+def model_label(record: RunRecord, with_adapter: bool = True) -> str:
     """Model name plus (unless with_adapter is False) the adapter/checkpoint label of a run."""
-    model = record.get("model")
-    if not isinstance(model, dict):
-        return UNKNOWN
-    name = _short_name(str(model.get("name_or_path") or UNKNOWN))
-    adapter = model.get("adapter")
+    name = _short_name(str(record.model.name_or_path or UNKNOWN))
+    adapter = record.model.adapter
     return f"{name} + {_short_name(str(adapter))}" if adapter and with_adapter else name
 
 
-def protocol_name(record: dict[str, Any]) -> str:
+def protocol_name(record: RunRecord) -> str:
     """The protocol name of a run record ("?" if it has none)."""
-    protocol = record.get("protocol")
-    if isinstance(protocol, dict):
-        protocol = protocol.get("name")
-    return str(protocol) if protocol else UNKNOWN
+    return str(record.protocol.name) if record.protocol.name else UNKNOWN
 
 
-def protocol_deviations(record: dict[str, Any]) -> list[str]:
-    """How a run's settings differ from its protocol's: overrides, a limit, fewer seeds."""
-    protocol = record.get("protocol") if isinstance(record.get("protocol"), dict) else {}
-    out = []
-    overrides = protocol.get("overrides") or {}
-    if overrides:
-        out.append("overrides " + ", ".join(f"{k}={v}" for k, v in sorted(overrides.items())))
-    limits = sorted(
-        {
-            t.get("limit")
-            for t in (record.get("tasks") or {}).values()
-            if isinstance(t, dict) and t.get("limit") is not None
-        },
-        key=str,
-    )
-    if limits:
-        out.append("limit " + ", ".join(str(v) for v in limits))
-    run, wanted = protocol.get("seeds_run"), protocol.get("seeds")
-    if isinstance(run, list) and isinstance(wanted, list) and sorted(run) != sorted(wanted):
-        out.append(f"seeds {', '.join(map(str, run))} (protocol: {', '.join(map(str, wanted))})")
-    return out
-
-
-def protocol_label(record: dict[str, Any]) -> str:
+def protocol_label(record: RunRecord) -> str:
     """The protocol column of a run: its name, with DEVIATION_MARK when it deviates."""
     name = protocol_name(record)
-    return name + DEVIATION_MARK if name != UNKNOWN and protocol_deviations(record) else name
+    return name + DEVIATION_MARK if name != UNKNOWN and record.deviations() else name
 
 
-def row_name(record: dict[str, Any]) -> str:
+def row_name(record: RunRecord) -> str:
     """The model column of a run: the user's --label, else model (+ adapter)."""
-    if record.get("label_given") and record.get("label"):
-        return str(record["label"])
+    if record.label_given and record.label:
+        return str(record.label)
     return model_label(record)
 
 
-def shared_protocol(runs: list[dict[str, Any]]) -> str | None:
+def shared_protocol(runs: list[RunRecord]) -> str | None:
     """The one known protocol all runs share (a deviating run's is `<name>*`, which no published
     row has); None when mixed, unknown or there are no runs."""
     names = {protocol_label(r) for r in runs}
@@ -283,43 +254,20 @@ def shared_protocol(runs: list[dict[str, Any]]) -> str | None:
     return None if name == UNKNOWN else name
 
 
-def _interval(where: str, task: dict[str, Any]) -> tuple[float, float]:
-    ci = task.get("ci95")
-    if not (isinstance(ci, (list, tuple)) and len(ci) == 2 and all(map(_is_number, ci))):
-        raise ResultsError(f"{where}: ci95 {ci!r} is not a [lo, hi] pair")
-    return float(ci[0]), float(ci[1])
-
-
-def run_cells(record: dict[str, Any]) -> dict[str, Cell]:
+def run_cells(record: RunRecord) -> dict[str, Cell]:
     """Per-task cells (percent, with interval) of a loaded run record."""
-    path = record.get("_path", "results")
-    cells = {}
-    for key, task in record["tasks"].items():
-        where = f"{path}: task {key!r}"
-        acc = task.get("accuracy")
-        if not _is_number(acc) or not 0 <= acc <= 1:
-            raise ResultsError(f"{where}: accuracy {acc!r} is not a fraction in [0, 1]")
-        lo, hi = _interval(where, task)
-        spi = task.get("samples_per_item")
-        samples = int(spi) if _is_number(spi) else None
-        kind = task.get("ci_kind") or (WILSON if samples in (None, 1) else CLUSTER)
-        cells[key] = Cell(acc * PERCENT, lo * PERCENT, hi * PERCENT, str(kind), samples)
-    return cells
+    return {
+        key: Cell(t.accuracy * PERCENT, t.ci95[0] * PERCENT, t.ci95[1] * PERCENT, t.ci_kind, t.samples_per_item)
+        for key, t in record.tasks.items()
+    }
 
 
-def run_source(record: dict[str, Any]) -> str:
-    """What identifies a run in the source column: its run name, else its folder."""
-    if record.get("run_name"):
-        return str(record["run_name"])
-    return Path(record.get("_path", UNKNOWN)).parent.name or UNKNOWN
-
-
-def _run_row(record: dict[str, Any]) -> Row:
+def _run_row(record: RunRecord) -> Row:
     return Row(
         model=row_name(record),
         protocol=protocol_label(record),
         result=MEASURED,
-        source=run_source(record),
+        source=record.source,
         cells=run_cells(record),
     )
 
@@ -371,11 +319,11 @@ def interval_notes(cell_maps: Iterable[dict[str, Cell]], columns: list[str]) -> 
     return notes
 
 
-def deviation_notes(runs: list[dict[str, Any]]) -> list[str]:
+def deviation_notes(runs: list[RunRecord]) -> list[str]:
     """One footnote per deviating run: what differs from its protocol."""
     return [
-        f"{protocol_label(r)} ({run_source(r)}): differs from protocol {protocol_name(r)} "
-        f"({'; '.join(protocol_deviations(r))}), so it is not comparable to that protocol's published rows."
+        f"{protocol_label(r)} ({r.source}): differs from protocol {protocol_name(r)} "
+        f"({'; '.join(r.deviations())}), so it is not comparable to that protocol's published rows."
         for r in runs
         if protocol_label(r).endswith(DEVIATION_MARK)
     ]
@@ -397,7 +345,7 @@ def _notes(rows: list[Row], columns: list[str]) -> list[str]:
 
 
 def build_leaderboard(
-    runs: list[dict[str, Any]],
+    runs: list[RunRecord],
     reference: list[ReferenceRow] | None,
     protocol: str | None,
 ) -> Leaderboard:

@@ -5,10 +5,10 @@ A run folder holds:
 - `samples.jsonl`: one line per (task, doc, seed, repeat) with prompt, response, extracted
   answer, gold and correctness.
 
-results.json
-    format, format_version, run_name, created (ISO time)
-    model: {name_or_path, hash, adapter, adapter_hash, family}
-    protocol: {name, file_hash, description, source}
+results.json (harness.records.RunRecord)
+    format, format_version, run_name, created (ISO time), label, label_given
+    model: {name_or_path, hash, adapter, adapter_hash, family, token_spec}
+    protocol: {name, file_hash, seeds, seeds_run, overrides, description, source, decoding, ...}
     tasks: {<task key, e.g. "igpo_gsm8k" or "igpo_gsm8k@256">: TaskResult as dict}
     provenance: {versions, git_commit, command, wall_time_s, tokens_per_s, nfe_per_token, ...}
     lm_eval: {<seed>: lm-eval's aggregate "results" dict for that seed}
@@ -17,64 +17,43 @@ results.json
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from harness.records import FORMAT, FORMAT_VERSION, ResultsError, RunRecord, Sample, TaskResult
 from igpo.atomic import atomic_write_text
-from igpo.errors import BadFile
 from igpo.jsonfile import finite
 
-FORMAT = "igpo-results"
-FORMAT_VERSION = 1
+__all__ = [
+    "FORMAT",
+    "FORMAT_VERSION",
+    "RESULTS_FILE",
+    "SAMPLES_FILE",
+    "ResultsError",
+    "RunRecord",
+    "Sample",
+    "TaskResult",
+    "atomic_write_text",
+    "load_results",
+    "load_samples",
+    "results_path",
+    "write_results",
+]
+
 RESULTS_FILE = "results.json"
 SAMPLES_FILE = "samples.jsonl"
 
 
-class ResultsError(BadFile):
-    """A results file that is missing, corrupt or not written by igpo."""
-
-
-@dataclass
-class TaskResult:
-    """One task's outcome under one protocol, over all seeds and repeats."""
-
-    task: str
-    """lm-eval task name (without the @length suffix)."""
-    metric: str
-    """Headline metric, e.g. exact_match (math-verify)."""
-    accuracy: float
-    """Mean correctness over items (each item averaged over its seeds x repeats first)."""
-    n_items: int
-    samples_per_item: int
-    """Seeds x repeats: 1 for pass@1 with one seed, 16 for avg@16, ..."""
-    ci95: tuple[float, float]
-    ci_kind: str
-    """How the interval was computed: "wilson" (one sample per item) or "cluster" (normal
-    approximation with item-clustered standard error)."""
-    stderr: float
-    metrics: dict[str, float] = field(default_factory=dict)
-    """Every aggregated metric (exact_match, strict_match, timeouts, ...)."""
-    per_seed: dict[str, dict[str, float]] = field(default_factory=dict)
-    decoding: dict[str, Any] = field(default_factory=dict)
-    """Every decoding setting actually used."""
-    repeats: int = 1
-    seeds: list[int] = field(default_factory=list)
-    limit: int | None = None
-    version: Any = None
-    data: dict[str, Any] = field(default_factory=dict)
-    """{source: "hub"|"local", id or path, hash}."""
-
-
-def write_results(run_dir: Path, record: dict[str, Any], samples: list[dict[str, Any]]) -> Path:
+def write_results(run_dir: Path, record: RunRecord, samples: list[dict[str, Any]]) -> Path:
     """Write samples.jsonl then results.json (results last: its presence means a finished run);
-    a NaN or infinite value (lm-eval's mean of an empty level under --limit) is written as null."""
-    record = {"format": FORMAT, "format_version": FORMAT_VERSION, **record}
-    record["tasks"] = {k: asdict(v) if isinstance(v, TaskResult) else v for k, v in record["tasks"].items()}
+    a NaN or infinite value (lm-eval's mean of an empty level under --limit) is written as null.
+    Sets `record.path`."""
     lines = "".join(json.dumps(finite(s), ensure_ascii=False, allow_nan=False) + "\n" for s in samples)
     atomic_write_text(run_dir / SAMPLES_FILE, lines)
-    atomic_write_text(run_dir / RESULTS_FILE, json.dumps(finite(record), indent=2, allow_nan=False) + "\n")
-    return run_dir / RESULTS_FILE
+    path = run_dir / RESULTS_FILE
+    atomic_write_text(path, json.dumps(finite(record.to_dict()), indent=2, allow_nan=False) + "\n")
+    record.path = path
+    return path
 
 
 def results_path(path: str | Path) -> Path:
@@ -83,34 +62,20 @@ def results_path(path: str | Path) -> Path:
     return p / RESULTS_FILE if p.is_dir() else p
 
 
-def load_results(path: str | Path) -> dict[str, Any]:
+def load_results(path: str | Path) -> RunRecord:
     """Read and validate a results.json (or run folder); ResultsError names what is wrong."""
     file = results_path(path)
     if not file.is_file():
         raise ResultsError(f"no results file at {file}")
     try:
-        record = json.loads(file.read_text(encoding="utf-8"))
+        raw = json.loads(file.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise ResultsError(f"{file} is not valid JSON ({err})") from None
-    if not isinstance(record, dict) or record.get("format") != FORMAT:
-        raise ResultsError(f"{file} is not an igpo results file (no format: {FORMAT!r})")
-    if record.get("format_version") != FORMAT_VERSION:
-        raise ResultsError(f"{file} has format_version {record.get('format_version')!r}; expected {FORMAT_VERSION}")
-    tasks = record.get("tasks")
-    if not isinstance(tasks, dict):
-        raise ResultsError(f"{file} has no tasks table")
-    for key, task in tasks.items():
-        if not isinstance(task, dict):
-            raise ResultsError(f"{file}: task {key!r} is not a table")
-        missing = [f for f in ("task", "accuracy", "n_items", "ci95") if f not in task]
-        if missing:
-            raise ResultsError(f"{file}: task {key!r} lacks {', '.join(missing)}")
-    record["_path"] = str(file)
-    return record
+    return RunRecord.parse(raw, file)
 
 
-def load_samples(path: str | Path) -> list[dict[str, Any]]:
-    """Per-sample records of a run (folder or results.json path)."""
+def load_samples(path: str | Path) -> list[Sample]:
+    """Per-sample records of a run (folder or results.json path), each validated."""
     file = results_path(path).with_name(SAMPLES_FILE)
     if not file.is_file():
         raise ResultsError(f"no samples file at {file}")
@@ -119,7 +84,8 @@ def load_samples(path: str | Path) -> list[dict[str, Any]]:
         for n, line in enumerate(f, 1):
             if line.strip():
                 try:
-                    out.append(json.loads(line))
+                    raw = json.loads(line)
                 except json.JSONDecodeError:
                     raise ResultsError(f"{file}: line {n} is not valid JSON") from None
+                out.append(Sample.parse(raw, f"{file}: line {n}"))
     return out

@@ -11,7 +11,6 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from tabulate import tabulate
 
@@ -28,6 +27,7 @@ from harness.leaderboard import (
     run_cells,
     task_label,
 )
+from harness.records import RunRecord
 from igpo.atomic import atomic_write_text, save_png
 from igpo.errors import InvalidSetting
 
@@ -55,7 +55,7 @@ class SeriesPoint:
     complete: bool
 
 
-def _points(points: list[tuple[int, dict[str, Any]]]) -> tuple[list[str], list[SeriesPoint]]:
+def _points(points: list[tuple[int, RunRecord]]) -> tuple[list[str], list[SeriesPoint]]:
     """Task columns and validated points sorted by step."""
     if not points:
         raise InvalidSetting("a checkpoint series needs at least one point")
@@ -161,7 +161,7 @@ def plot_series(columns: list[str], series: list[SeriesPoint], best: SeriesPoint
     save_png(fig, path, FIG_DPI)
 
 
-def write_series(points: list[tuple[int, dict[str, Any]]], out_dir: Path) -> tuple[Path, Path, int]:
+def write_series(points: list[tuple[int, RunRecord]], out_dir: Path) -> tuple[Path, Path, int]:
     """Write series.md and series.png for (step, results record) points; return paths, best step."""
     columns, series = _points(points)
     best = best_point(series)

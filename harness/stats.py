@@ -1,4 +1,5 @@
-"""Accuracy intervals for eval results: Wilson for one sample per item, clustered otherwise."""
+"""Accuracy intervals for eval results: Wilson for one sample per item, clustered otherwise;
+Student-t intervals over seeds."""
 
 from __future__ import annotations
 
@@ -43,3 +44,14 @@ def accuracy_interval(
     if se == 0.0:  # every item identical (all 0 or all 1): the normal interval collapses
         return acc, wilson_interval(acc * n, n), se, "wilson-items"
     return acc, (max(0.0, acc - Z95 * se), min(1.0, acc + Z95 * se)), se, "cluster"
+
+
+def t_interval(values: Sequence[float], level: float = 0.95) -> tuple[float, float]:
+    """Two-sided Student-t interval of the mean of `values` (two or more), clipped to [0, 1]."""
+    from scipy import stats
+
+    n = len(values)
+    mean = sum(values) / n
+    sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
+    half = float(stats.t.ppf(0.5 + level / 2, n - 1)) * sd / math.sqrt(n)
+    return max(0.0, mean - half), min(1.0, mean + half)

@@ -13,7 +13,7 @@ import pytest
 from typer.testing import CliRunner
 
 from harness.ablate import DONE_FILE
-from harness.ablate_report import t_interval
+from harness.stats import t_interval
 from harness.cli import app
 
 runner = CliRunner()

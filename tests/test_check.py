@@ -34,6 +34,7 @@ from harness.check import (
     predicted_power,
 )
 from harness.cli import app
+from harness.records import ModelInfo, ProtocolInfo, RunRecord
 from harness.results import (
     RESULTS_FILE,
     SAMPLES_FILE,
@@ -118,14 +119,13 @@ def write_run(
     for key, correct in tasks.items():
         table[key] = task_result(key, correct, **(task_changes or {}).get(key, {}))
         rows += task_rows(key, correct, [0])
-    record = {
-        "run_name": folder.name,
-        "label": folder.name,
-        "model": {"name_or_path": "base-model"},
-        "protocol": {"name": protocol, "file_hash": f"sha256:{protocol}", "seeds": [0]},
-        "tasks": table,
-        "provenance": {},
-    }
+    record = RunRecord(
+        tasks=table,
+        model=ModelInfo(name_or_path="base-model"),
+        protocol=ProtocolInfo(name=protocol, file_hash=f"sha256:{protocol}", seeds=[0]),
+        run_name=folder.name,
+        label=folder.name,
+    )
     write_results(folder, record, rows)
     return folder
 
@@ -463,7 +463,7 @@ def test_update_baseline_writes_the_candidate(tmp_path):
     replaced = cli(older, "--baseline", target, "--update-baseline")  # an improvement, deliberately
     assert replaced.exit_code == 0, replaced.output
     assert "wrote baseline" in replaced.stdout and "igpo check" in replaced.stdout
-    assert load_results(target)["run_name"] == "base" and len(load_samples(target)) == 300
+    assert load_results(target).run_name == "base" and len(load_samples(target)) == 300
     assert not list(target.glob("*.tmp"))
     assert (target / RESULTS_FILE).stat().st_mode & 0o777 == 0o644
 
@@ -528,13 +528,15 @@ def test_decoding_overrides_reproduce_a_flag_that_beat_a_task_setting():
 
     protocol = load_protocol("igpo")
     flags = {"steps": 48}
-    baseline = {
-        "tasks": {
-            task: {"decoding": protocol.for_task(task, protocol.decoding, flags)[0].to_dict()}
+    baseline = RunRecord(
+        tasks={
+            task: task_result(
+                task, binary(4, 0.5), decoding=protocol.for_task(task, protocol.decoding, flags)[0].to_dict()
+            )
             for task in ("igpo_arith", GSM)
         }
-    }
-    assert baseline["tasks"]["igpo_arith"]["decoding"]["steps"] == 48
+    )
+    assert baseline.tasks["igpo_arith"].decoding["steps"] == 48
     assert decoding_overrides(protocol, baseline, ["igpo_arith", GSM]) == flags
 
 

@@ -48,21 +48,21 @@ def finished_run(tiny_checkpoint, tmp_path_factory):
 def test_eval_writes_results_and_samples(finished_run):
     _, run, result = finished_run
     record = load_results(run)
-    assert set(record["tasks"]) == {"igpo_gsm8k", "igpo_math500", "igpo_amc"}
-    gsm = record["tasks"]["igpo_gsm8k"]
-    assert gsm["n_items"] == 20 and gsm["samples_per_item"] == 1 and gsm["ci_kind"].startswith("wilson")
-    amc = record["tasks"]["igpo_amc"]
-    assert amc["repeats"] == 16 and amc["decoding"]["temperature"] == 0.1 and amc["samples_per_item"] == 16
-    assert gsm["decoding"]["gen_length"] == 32 and gsm["decoding"]["steps"] == 8
-    assert gsm["data"]["hash"].startswith("sha256:") and "gsm8k/test.jsonl" in gsm["data"]["source"]
-    prov = record["provenance"]
+    assert set(record.tasks) == {"igpo_gsm8k", "igpo_math500", "igpo_amc"}
+    gsm = record.tasks["igpo_gsm8k"]
+    assert gsm.n_items == 20 and gsm.samples_per_item == 1 and gsm.ci_kind.startswith("wilson")
+    amc = record.tasks["igpo_amc"]
+    assert amc.repeats == 16 and amc.decoding["temperature"] == 0.1 and amc.samples_per_item == 16
+    assert gsm.decoding["gen_length"] == 32 and gsm.decoding["steps"] == 8
+    assert gsm.data["hash"].startswith("sha256:") and "gsm8k/test.jsonl" in gsm.data["source"]
+    prov = record.provenance
     assert prov["versions"]["torch"] and prov["tokens_per_s"] > 0 and prov["nfe_per_token"] > 0
-    assert record["model"]["hash"].startswith("sha256:") and record["protocol"]["name"] == "igpo"
+    assert record.model.hash.startswith("sha256:") and record.protocol.name == "igpo"
     samples = load_samples(run)
     assert len(samples) == 20 + 20 + 20 * 16
     row = samples[0]
-    assert {"prompt", "response", "extracted", "gold", "correct"} <= set(row)
-    assert "<reasoning>" in row["prompt"]  # d1 format, assistant turn prefilled
+    assert row.response and row.gold is not None and isinstance(row.correct, bool)
+    assert "<reasoning>" in row.prompt  # d1 format, assistant turn prefilled
     assert "igpo_gsm8k" in result.output and "95% CI" in result.output
 
 
@@ -86,9 +86,9 @@ def test_rerun_reuses_finished_samples(finished_run, tiny_checkpoint):
         *FAST,
     )
     assert result.exit_code == 0, result.output
-    prov = load_results(run)["provenance"]
+    prov = load_results(run).provenance
     assert prov["requests_decoded"] == 0 and prov["requests_from_cache"] == len(before)
-    assert [s["response"] for s in load_samples(run)] == [s["response"] for s in before]
+    assert [s.response for s in load_samples(run)] == [s.response for s in before]
 
 
 @pytest.mark.parametrize("fmt", ["markdown", "github", "latex", "csv"])
@@ -194,10 +194,10 @@ def test_flags_beat_the_protocols_task_settings_and_fast_protocol_records_its_op
     base = ["eval", "--model", tiny_checkpoint, "--tasks", "arith", "--limit", 4, "--no-leaderboard", "--out", out]
     result = igpo(*base, "--steps", 48, "--name", "flags")
     assert result.exit_code == 0, result.output
-    assert load_results(out / "flags")["tasks"]["igpo_arith"]["decoding"]["steps"] == 48
+    assert load_results(out / "flags").tasks["igpo_arith"].decoding["steps"] == 48
     result = igpo(*base, "--protocol", "igpo_fast", "--name", "fast")
     assert result.exit_code == 0, result.output
-    decoding = load_results(out / "fast")["tasks"]["igpo_arith"]["decoding"]
+    decoding = load_results(out / "fast").tasks["igpo_arith"].decoding
     assert (decoding["cache"], decoding["cache_refresh"], decoding["threshold"], decoding["steps"]) == (
         "dual",
         4,
@@ -226,10 +226,10 @@ def test_no_arguments_evaluates_the_embedded_model(tmp_path, monkeypatch):
     result = igpo("eval", "--limit", 12, "--batch-size", 12)
     assert result.exit_code == 0, result.output
     record = load_results(tmp_path / "runs" / "eval" / "testbed-igpo")
-    task = record["tasks"]["igpo_arith"]
-    assert task["n_items"] == 12 and task["decoding"]["gen_length"] == 48
+    task = record.tasks["igpo_arith"]
+    assert task.n_items == 12 and task.decoding["gen_length"] == 48
     assert "# Leaderboard" in result.output and (tmp_path / "results" / "leaderboard.md").is_file()
-    assert task["accuracy"] > 0.3  # the shipped model solves a fair share of the easy levels
+    assert task.accuracy > 0.3  # the shipped model solves a fair share of the easy levels
     # another runs folder keeps its own leaderboard; the committed one is left alone
     board = (tmp_path / "results" / "leaderboard.md").read_text()
     other = igpo("eval", "--limit", 6, "--batch-size", 6, "--out", "elsewhere")

@@ -18,6 +18,7 @@ from harness.leaderboard import (
     render,
     write_leaderboard,
 )
+from harness.records import ModelInfo, ProtocolInfo, RunRecord
 from harness.results import ResultsError, TaskResult, load_results, write_results
 from harness.series import write_series
 from harness.stats import accuracy_interval
@@ -51,12 +52,12 @@ def task_result(key: str, accuracy: float, samples: int = 1) -> TaskResult:
 def make_run(root: Path, name: str, accs: dict[str, float], adapter: str | None = None, protocol: str = "igpo") -> Path:
     """Write a run folder with one task per entry of `accs` (amc as avg@16)."""
     tasks = {k: task_result(k, a, AVG_K if "amc" in k else 1) for k, a in accs.items()}
-    record = {
-        "run_name": name,
-        "model": {"name_or_path": "GSAI-ML/LLaDA-8B-Instruct", "adapter": adapter},
-        "protocol": {"name": protocol},
-        "tasks": tasks,
-    }
+    record = RunRecord(
+        tasks=tasks,
+        model=ModelInfo(name_or_path="GSAI-ML/LLaDA-8B-Instruct", adapter=adapter),
+        protocol=ProtocolInfo(name=protocol),
+        run_name=name,
+    )
     run_dir = root / name
     write_results(run_dir, record, [])
     return run_dir
@@ -118,7 +119,7 @@ def test_every_format_renders(runs: list[Path], fmt: str) -> None:
 
 def test_intervals_match_records(runs: list[Path]) -> None:
     record = load_results(runs[0])
-    lo, hi = record["tasks"]["igpo_gsm8k"]["ci95"]
+    lo, hi = record.tasks["igpo_gsm8k"].ci95
     text = write_leaderboard(runs, None, "markdown", None)
     assert f"80.0 [{lo * 100:.1f}, {hi * 100:.1f}]" in text
 

@@ -241,11 +241,11 @@ def test_eval_with_adapter_changes_responses(tmp_path):
     assert adapted.exit_code == 0, adapted.output
     plain_run, adapted_run = tmp_path / "runs" / "tiny-dllm-igpo", tmp_path / "runs" / "tiny-dllm-lora-igpo"
     record = load_results(adapted_run)
-    assert record["model"]["adapter"] == str(adapter)
-    assert record["model"]["adapter_hash"].startswith("sha256:")
-    assert load_results(plain_run)["model"]["adapter"] is None
-    before = [s["response"] for s in load_samples(plain_run)]
-    after = [s["response"] for s in load_samples(adapted_run)]
+    assert record.model.adapter == str(adapter)
+    assert record.model.adapter_hash.startswith("sha256:")
+    assert load_results(plain_run).model.adapter is None
+    before = [s.response for s in load_samples(plain_run)]
+    after = [s.response for s in load_samples(adapted_run)]
     assert len(before) == len(after) == 3 and before != after
 
 

@@ -93,7 +93,6 @@ from harness.check.compare import (  # noqa: F401
 )
 from harness.check.pairing import (  # noqa: F401
     PairedTask,
-    _hashable,
     _Item,
     _sample_diffs,
     item_table,

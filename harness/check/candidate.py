@@ -21,6 +21,7 @@ from harness.check.compare import (
     _shown,
 )
 from harness.errors import UserError
+from harness.records import UNKNOWN, RunRecord
 from harness.results import (
     RESULTS_FILE,
     SAMPLES_FILE,
@@ -67,7 +68,7 @@ def looks_like_model(candidate: str) -> bool:
     return candidate.count("/") <= 1 and not candidate.startswith((".", "/", "~"))
 
 
-def model_and_adapter(candidate: str, baseline: dict[str, Any], base_model: str | None) -> tuple[str, str | None]:
+def model_and_adapter(candidate: str, baseline: RunRecord, base_model: str | None) -> tuple[str, str | None]:
     """(model, adapter) for a candidate folder or Hub id; adapters sit on a base model."""
     path = Path(candidate)
     marker = path / CHECKPOINT_MARKER
@@ -77,39 +78,39 @@ def model_and_adapter(candidate: str, baseline: dict[str, Any], base_model: str 
             return base_model or str(info["base_model"]), candidate
         return candidate, None
     if (path / ADAPTER_CONFIG).is_file():
-        base = base_model or (baseline.get("model") or {}).get("name_or_path")
+        base = base_model or (baseline.model.name_or_path if baseline.model.name_or_path != UNKNOWN else None)
         if not base:
             raise UserError(f"{candidate} is an adapter and the baseline names no model: pass --base-model")
         return str(base), candidate
     return candidate, None
 
 
-def baseline_protocol(baseline: dict[str, Any], allow_mismatch: bool, path: str | None = None):
+def baseline_protocol(baseline: RunRecord, allow_mismatch: bool, path: str | None = None):
     """(protocol, reference) of the baseline: the given YAML, else the built-in of that name;
     its file hash must equal the baseline's (a changed protocol file is a mismatch)."""
     from harness.protocols import ProtocolError, load_protocol
 
-    info = baseline.get("protocol") or {}
-    ref = path or info.get("name")
+    info = baseline.protocol
+    ref = path or info.name
     if not ref:
-        raise ResultsError(f"{baseline.get('_path', 'the baseline')} names no protocol")
+        raise ResultsError(f"{baseline.path or 'the baseline'} names no protocol")
     try:
         protocol = load_protocol(ref)
     except ProtocolError as err:
         raise CheckError(
-            f"the baseline's protocol {info.get('name')!r} is not available here ({err}); pass its YAML with --protocol"
+            f"the baseline's protocol {info.name!r} is not available here ({err}); pass its YAML with --protocol"
         ) from None
-    if protocol.file_hash != info.get("file_hash") and not allow_mismatch:
+    if protocol.file_hash != info.file_hash and not allow_mismatch:
         raise CheckError(
             f"protocol {ref!r} differs from the baseline's: protocol.file_hash: "
-            f"{_shown(info.get('file_hash'))} != {_shown(protocol.file_hash)} (use --allow-mismatch)"
+            f"{_shown(info.file_hash)} != {_shown(protocol.file_hash)} (use --allow-mismatch)"
         )
     return protocol, ref
 
 
-def decoding_overrides(protocol, baseline: dict[str, Any], keys: Sequence[str]) -> dict[str, Any]:
+def decoding_overrides(protocol, baseline: RunRecord, keys: Sequence[str]) -> dict[str, Any]:
     """Decoding overrides that make the protocol reproduce the baseline's per-task settings."""
-    wanted = {k: baseline["tasks"][k].get("decoding") or {} for k in keys}
+    wanted = {k: baseline.tasks[k].decoding for k in keys}
 
     def predicted(proto, key: str, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
         leaf, _, length = key.partition("@")
@@ -140,15 +141,15 @@ def decoding_overrides(protocol, baseline: dict[str, Any], keys: Sequence[str]) 
     return overrides
 
 
-def baseline_data_dir(baseline: dict[str, Any], keys: Sequence[str]) -> Path | None:
+def baseline_data_dir(baseline: RunRecord, keys: Sequence[str]) -> Path | None:
     """The data folder the baseline read (from its local:<path> sources), if it exists here."""
     from tasks.registry import SPECS
 
     roots = set()
     for key in keys:
-        task = baseline["tasks"][key]
-        source = str((task.get("data") or {}).get("source") or "")
-        spec = SPECS.get(task.get("task", ""))
+        task = baseline.tasks[key]
+        source = str(task.data.get("source") or "")
+        spec = SPECS.get(task.task)
         rel = getattr(spec, "local_file", None)
         if source.startswith("local:") and rel:
             path = Path(source.removeprefix("local:"))
@@ -161,7 +162,7 @@ def baseline_data_dir(baseline: dict[str, Any], keys: Sequence[str]) -> Path | N
 
 def evaluate_candidate(
     candidate: str,
-    baseline: dict[str, Any],
+    baseline: RunRecord,
     keys: Sequence[str],
     options: CandidateModel,
     allow_mismatch: bool,
@@ -171,17 +172,17 @@ def evaluate_candidate(
 
     protocol, ref = baseline_protocol(baseline, allow_mismatch, options.protocol)
     overrides = decoding_overrides(protocol, baseline, keys)
-    tasks = baseline["tasks"]
+    tasks = baseline.tasks
     seeds: list[int] = []
     for key in keys:
-        seeds.extend(s for s in tasks[key].get("seeds") or [] if s not in seeds)
-    limits = {tasks[k].get("limit") for k in keys}
+        seeds.extend(s for s in tasks[key].seeds if s not in seeds)
+    limits = {tasks[k].limit for k in keys}
     if len(limits) > 1:
         raise CheckError(
             f"the baseline's tasks use different limits ({sorted(map(str, limits))}); "
             "check them separately with --tasks"
         )
-    leaves = list(dict.fromkeys(tasks[k].get("task") or k.split("@")[0] for k in keys))
+    leaves = list(dict.fromkeys(tasks[k].task or k.split("@")[0] for k in keys))
     model, adapter = model_and_adapter(candidate, baseline, options.base_model)
     out = options.out or DEFAULT_CHECK_OUT / "-".join(
         filter(

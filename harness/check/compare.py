@@ -36,6 +36,7 @@ from harness.check.stats import (
     min_detectable_drop,
     paired_bootstrap_p,
 )
+from harness.records import RunRecord
 from igpo.errors import InvalidSetting
 
 # --------------------------------------------------------------------------- comparison
@@ -142,9 +143,9 @@ def compare_task(paired: PairedTask, settings: CheckSettings) -> TaskComparison:
     )
 
 
-def select_tasks(baseline: dict[str, Any], wanted: Sequence[str]) -> list[str]:
+def select_tasks(baseline: RunRecord, wanted: Sequence[str]) -> list[str]:
     """Baseline task keys to compare: all, or those matching names like gsm8k / igpo_gsm8k@256."""
-    keys = list(baseline["tasks"])
+    keys = list(baseline.tasks)
     if not wanted:
         return keys
     chosen: list[str] = []
@@ -165,30 +166,21 @@ def _shown(value: Any) -> str:
     return text if len(text) <= HASH_SHOWN else text[:HASH_SHOWN] + "..."
 
 
-def mismatches(baseline: dict[str, Any], candidate: dict[str, Any], keys: Iterable[str]) -> list[str]:
+def mismatches(baseline: RunRecord, candidate: RunRecord, keys: Iterable[str]) -> list[str]:
     """`field: baseline != candidate` for every compared setting that differs."""
     out = []
     for name in ("name", "file_hash"):
-        b, c = (
-            (baseline.get("protocol") or {}).get(name),
-            (candidate.get("protocol") or {}).get(name),
-        )
+        b, c = getattr(baseline.protocol, name), getattr(candidate.protocol, name)
         if b != c:
             out.append(f"protocol.{name}: {_shown(b)} != {_shown(c)}")
     for key in keys:
-        b_task, c_task = baseline["tasks"][key], candidate["tasks"].get(key)
+        b_task, c_task = baseline.tasks[key], candidate.tasks.get(key)
         if c_task is None:
             continue
-        b_dec, c_dec = with_defaults(b_task.get("decoding")), with_defaults(c_task.get("decoding"))
+        b_dec, c_dec = with_defaults(b_task.decoding), with_defaults(c_task.decoding)
         fields_ = [(f"decoding.{k}", b_dec.get(k), c_dec.get(k)) for k in sorted(set(b_dec) | set(c_dec))]
-        fields_ += [(k, b_task.get(k), c_task.get(k)) for k in TASK_FIELDS]
-        fields_.append(
-            (
-                "data.hash",
-                (b_task.get("data") or {}).get("hash"),
-                (c_task.get("data") or {}).get("hash"),
-            )
-        )
+        fields_ += [(k, getattr(b_task, k), getattr(c_task, k)) for k in TASK_FIELDS]
+        fields_.append(("data.hash", b_task.data.get("hash"), c_task.data.get("hash")))
         out.extend(f"{key}.{name}: {_shown(b)} != {_shown(c)}" for name, b, c in fields_ if b != c)
     return out
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -12,9 +11,7 @@ import numpy as np
 from harness.check.common import (
     CheckError,
 )
-from harness.results import (
-    ResultsError,
-)
+from harness.records import Sample
 
 # --------------------------------------------------------------------------- pairing
 
@@ -42,28 +39,17 @@ class _Item:
     by_sample: dict[tuple[Any, Any], float] = field(default_factory=dict)
 
 
-def item_table(rows: Iterable[dict[str, Any]], keys: set[str], where: str) -> dict[str, dict[Any, _Item]]:
-    """(task key -> doc_id -> item) for the wanted task keys; malformed rows raise ResultsError."""
+def item_table(rows: Iterable[Sample], keys: set[str]) -> dict[str, dict[Any, _Item]]:
+    """(task key -> doc_id -> item) for the wanted task keys (rows validated by load_samples)."""
     table: dict[str, dict[Any, _Item]] = {k: {} for k in keys}
-    for n, row in enumerate(rows, 1):
-        if not isinstance(row, dict):
-            raise ResultsError(f"{where}: sample {n} is not a JSON object")
-        key = row.get("task")
-        if key not in table:
+    for row in rows:
+        if row.task not in table:
             continue
-        try:
-            doc, correct = row["doc_id"], float(row["correct"])
-        except (KeyError, TypeError, ValueError):
-            raise ResultsError(f"{where}: sample {n} lacks a doc_id or a boolean 'correct'") from None
-        item = table[key].setdefault(_hashable(doc), _Item())
-        item.total += correct
+        item = table[row.task].setdefault(row.item, _Item())
+        item.total += float(row.correct)
         item.count += 1
-        item.by_sample[(row.get("seed"), row.get("repeat"))] = correct
+        item.by_sample[(row.seed, row.repeat)] = float(row.correct)
     return table
-
-
-def _hashable(value: Any) -> Any:
-    return json.dumps(value, sort_keys=True) if isinstance(value, (list, dict)) else value
 
 
 def pair_task(key: str, base: dict[Any, _Item], cand: dict[Any, _Item], allow_missing: bool) -> PairedTask:

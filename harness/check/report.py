@@ -29,6 +29,7 @@ from harness.check.pairing import (
     item_table,
     pair_task,
 )
+from harness.records import RunRecord, Sample
 from harness.results import (
     SAMPLES_FILE,
     ResultsError,
@@ -145,18 +146,18 @@ def _p_text(p: float) -> str:
     return "<0.0001" if p < 1e-4 else f"{p:.4f}" if p < 0.01 else f"{p:.3f}"
 
 
-def _label(record: dict[str, Any], path: str) -> str:
-    return str(record.get("label") or (record.get("model") or {}).get("name_or_path") or path)
+def _label(record: RunRecord, path: str) -> str:
+    return str(record.label or record.model.name_or_path or path)
 
 
 SAMPLES_TOLERANCE = 1e-9
 """Largest |accuracy from samples - accuracy in results.json| taken as the same number."""
 
 
-def _check_samples_match(record: dict[str, Any], key: str, items: dict[Any, _Item], where: str) -> None:
+def _check_samples_match(record: RunRecord, key: str, items: dict[Any, _Item], where: str) -> None:
     """The samples must reproduce the run's own headline accuracy (an edited or swapped
     samples.jsonl would otherwise be compared in silence)."""
-    stated = float(record["tasks"][key]["accuracy"])
+    stated = record.tasks[key].accuracy
     from_samples = sum(i.total / i.count for i in items.values()) / len(items)
     if abs(stated - from_samples) > SAMPLES_TOLERANCE:
         raise ResultsError(
@@ -167,17 +168,17 @@ def _check_samples_match(record: dict[str, Any], key: str, items: dict[Any, _Ite
 
 
 def compare_records(
-    baseline: dict[str, Any],
-    baseline_rows: Iterable[dict[str, Any]],
-    candidate: dict[str, Any],
-    candidate_rows: Iterable[dict[str, Any]],
+    baseline: RunRecord,
+    baseline_rows: Iterable[Sample],
+    candidate: RunRecord,
+    candidate_rows: Iterable[Sample],
     settings: CheckSettings,
 ) -> CheckReport:
     """Compare two loaded runs (records + sample rows); raises CheckError when not comparable."""
     settings.validate()
     keys = select_tasks(baseline, settings.tasks)
     notes: list[str] = []
-    missing = [k for k in keys if k not in candidate["tasks"]]
+    missing = [k for k in keys if k not in candidate.tasks]
     if missing:
         if not settings.allow_mismatch:
             raise CheckError(
@@ -187,15 +188,16 @@ def compare_records(
         keys = [k for k in keys if k not in missing]
     if not keys:
         raise CheckError("no task in common between the runs")
-    extra = [k for k in candidate["tasks"] if k not in baseline["tasks"]]
+    extra = [k for k in candidate.tasks if k not in baseline.tasks]
     if extra:
         notes.append(f"candidate tasks not in the baseline, ignored: {', '.join(extra)}")
     diffs = mismatches(baseline, candidate, keys)
     if diffs and not settings.allow_mismatch:
         raise CheckError("runs are not comparable: " + "; ".join(diffs) + " (use --allow-mismatch)")
-    b_path, c_path = baseline.get("_path", "baseline"), candidate.get("_path", "candidate")
-    b_table = item_table(baseline_rows, set(keys), b_path)
-    c_table = item_table(candidate_rows, set(keys), c_path)
+    b_path = str(baseline.path) if baseline.path else "baseline"
+    c_path = str(candidate.path) if candidate.path else "candidate"
+    b_table = item_table(baseline_rows, set(keys))
+    c_table = item_table(candidate_rows, set(keys))
     comparisons = []
     for key in keys:
         for table, where, record in ((b_table, b_path, baseline), (c_table, c_path, candidate)):

@@ -1,0 +1,301 @@
+"""Typed run records: what `igpo eval` writes (results.json, samples.jsonl), parsed and
+validated once, here.
+
+Check, leaderboards, ablation reports, series and the regression gate read attributes of a
+RunRecord and of Samples; nothing outside this module walks the JSON. Records written before
+a field existed (label, seeds_run, overrides) read with that field's default.
+
+A samples.jsonl line, for example (the first item of the committed testbed baseline):
+
+    {"task": "igpo_arith", "doc_id": 0, "seed": 0, "repeat": 0, "prompt": "...",
+     "response": "18 + 8 = 26 . </reasoning> <answer> \\boxed{ 26 } </answer>",
+     "extracted": " 26 ", "gold": "26", "correct": true, "strict_correct": true, "timed_out": false}
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from igpo.errors import BadFile
+
+LEVEL_METRIC = re.compile(r"^acc_steps_(\d+)$")
+"""Per-level accuracy metrics of a task (arith: acc_steps_<number of operations>)."""
+FORMAT = "igpo-results"
+FORMAT_VERSION = 1
+UNKNOWN = "?"
+
+
+class ResultsError(BadFile):
+    """A results file that is missing, corrupt or not written by igpo."""
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+@dataclass
+class TaskResult:
+    """One task's outcome under one protocol, over all seeds and repeats."""
+
+    task: str
+    """lm-eval task name (without the @length suffix)."""
+    metric: str
+    """Headline metric, e.g. exact_match (math-verify)."""
+    accuracy: float
+    """Mean correctness over items (each item averaged over its seeds x repeats first)."""
+    n_items: int
+    samples_per_item: int
+    """Seeds x repeats: 1 for pass@1 with one seed, 16 for avg@16, ..."""
+    ci95: tuple[float, float]
+    ci_kind: str
+    """How the interval was computed: "wilson" (one sample per item) or "cluster" (normal
+    approximation with item-clustered standard error)."""
+    stderr: float
+    metrics: dict[str, float] = field(default_factory=dict)
+    """Every aggregated metric (exact_match, strict_match, timeouts, ...)."""
+    per_seed: dict[str, dict[str, float]] = field(default_factory=dict)
+    decoding: dict[str, Any] = field(default_factory=dict)
+    """Every decoding setting actually used."""
+    repeats: int = 1
+    seeds: list[int] = field(default_factory=list)
+    limit: int | None = None
+    version: Any = None
+    data: dict[str, Any] = field(default_factory=dict)
+    """{source: "hub"|"local", id or path, hash}."""
+
+    @classmethod
+    def parse(cls, raw: Any, where: str) -> TaskResult:
+        """Validate one entry of results.json's tasks table."""
+        if not isinstance(raw, dict):
+            raise ResultsError(f"{where} is not a table")
+        missing = [f for f in ("task", "accuracy", "n_items", "ci95") if f not in raw]
+        if missing:
+            raise ResultsError(f"{where} lacks {', '.join(missing)}")
+        acc, ci = raw["accuracy"], raw["ci95"]
+        if not _number(acc) or not 0 <= acc <= 1:
+            raise ResultsError(f"{where}: accuracy {acc!r} is not a fraction in [0, 1]")
+        if not (isinstance(ci, (list, tuple)) and len(ci) == 2 and all(map(_number, ci))):
+            raise ResultsError(f"{where}: ci95 {ci!r} is not a [lo, hi] pair")
+        spi = raw.get("samples_per_item")
+        samples = int(spi) if _number(spi) else 1
+        known = {f: raw[f] for f in cls.__dataclass_fields__ if f in raw}
+        return cls(
+            **{
+                **known,
+                "accuracy": float(acc),
+                "ci95": (float(ci[0]), float(ci[1])),
+                "metric": str(raw.get("metric") or "exact_match"),
+                "samples_per_item": samples,
+                "ci_kind": str(raw.get("ci_kind") or ("wilson" if samples == 1 else "cluster")),
+                "stderr": float(raw["stderr"]) if _number(raw.get("stderr")) else math.nan,
+                "metrics": dict(raw.get("metrics") or {}),
+                "per_seed": dict(raw.get("per_seed") or {}),
+                "decoding": dict(raw.get("decoding") or {}),
+                "seeds": list(raw.get("seeds") or []),
+                "data": dict(raw.get("data") or {}),
+            }
+        )
+
+    def level_accuracy(self) -> dict[int, float]:
+        """Level -> accuracy from per-level metrics (arith: acc_steps_<operations>)."""
+        out = {}
+        for name, value in self.metrics.items():
+            match = LEVEL_METRIC.match(name)
+            if match and _number(value):
+                out[int(match.group(1))] = float(value)
+        return out
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """The evaluated model: path or Hub id, content hashes, optional adapter."""
+
+    name_or_path: str = UNKNOWN
+    hash: str | None = None
+    adapter: str | None = None
+    adapter_hash: str | None = None
+    family: str | None = None
+    token_spec: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class ProtocolInfo:
+    """The protocol a run used, and how the run departed from it."""
+
+    name: str | None = None
+    file_hash: str | None = None
+    seeds: list[int] = field(default_factory=list)
+    """The seeds the protocol asks for."""
+    seeds_run: list[int] | None = None
+    """The seeds the run used (None in records written before it was recorded)."""
+    overrides: dict[str, Any] = field(default_factory=dict)
+    """Decoding settings the command line overrode."""
+    settings: dict[str, Any] = field(default_factory=dict)
+    """The whole protocol table as written (description, source, decoding, tasks, ...)."""
+
+    def deviations(self, tasks: dict[str, TaskResult]) -> list[str]:
+        """How a run departs from this protocol: overrides, a limit, fewer seeds."""
+        out = []
+        if self.overrides:
+            out.append("overrides " + ", ".join(f"{k}={v}" for k, v in sorted(self.overrides.items())))
+        limits = sorted({t.limit for t in tasks.values() if t.limit is not None}, key=str)
+        if limits:
+            out.append("limit " + ", ".join(str(v) for v in limits))
+        if self.seeds_run is not None and self.seeds and sorted(self.seeds_run) != sorted(self.seeds):
+            out.append(f"seeds {', '.join(map(str, self.seeds_run))} (protocol: {', '.join(map(str, self.seeds))})")
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            **self.settings,
+            "name": self.name,
+            "file_hash": self.file_hash,
+            "seeds": list(self.seeds),
+            "overrides": dict(self.overrides),
+            **({"seeds_run": list(self.seeds_run)} if self.seeds_run is not None else {}),
+        }
+
+
+@dataclass
+class RunRecord:
+    """One finished `igpo eval` run (results.json)."""
+
+    tasks: dict[str, TaskResult]
+    """Task key ("igpo_gsm8k", or "igpo_gsm8k@256" for a length variant) -> result."""
+    model: ModelInfo = field(default_factory=ModelInfo)
+    protocol: ProtocolInfo = field(default_factory=ProtocolInfo)
+    run_name: str | None = None
+    created: str | None = None
+    label: str | None = None
+    label_given: bool = False
+    """Whether the user named the row (--label) rather than accepting the default."""
+    provenance: dict[str, Any] = field(default_factory=dict)
+    """Versions, git commit, command, wall time, token throughput, warnings."""
+    lm_eval: dict[str, Any] = field(default_factory=dict)
+    """lm-eval's own aggregate results per seed, kept verbatim."""
+    path: Path | None = None
+    """The results.json it was read from (None before it is written)."""
+
+    @property
+    def where(self) -> str:
+        return str(self.path) if self.path is not None else "results"
+
+    @property
+    def source(self) -> str:
+        """What identifies the run in a table: its run name, else its folder."""
+        if self.run_name:
+            return self.run_name
+        return (self.path.parent.name if self.path is not None else "") or UNKNOWN
+
+    def mean_accuracy(self) -> float:
+        """Accuracy averaged over the run's tasks."""
+        return sum(t.accuracy for t in self.tasks.values()) / len(self.tasks)
+
+    def level_accuracy(self) -> dict[int, float]:
+        """Level -> accuracy of the first task that reports levels (empty when none does)."""
+        for task in self.tasks.values():
+            if levels := task.level_accuracy():
+                return levels
+        return {}
+
+    def deviations(self) -> list[str]:
+        return self.protocol.deviations(self.tasks)
+
+    @classmethod
+    def parse(cls, raw: Any, file: Path) -> RunRecord:
+        """Validate a results.json's content; ResultsError names the file and the problem."""
+        if not isinstance(raw, dict) or raw.get("format") != FORMAT:
+            raise ResultsError(f"{file} is not an igpo results file (no format: {FORMAT!r})")
+        if raw.get("format_version") != FORMAT_VERSION:
+            raise ResultsError(f"{file} has format_version {raw.get('format_version')!r}; expected {FORMAT_VERSION}")
+        tasks = raw.get("tasks")
+        if not isinstance(tasks, dict):
+            raise ResultsError(f"{file} has no tasks table")
+        if not tasks:
+            raise ResultsError(f"{file} has an empty tasks table")
+        model = raw.get("model") if isinstance(raw.get("model"), dict) else {}
+        protocol = raw.get("protocol")
+        if isinstance(protocol, str):  # a bare protocol name
+            protocol = {"name": protocol}
+        protocol = protocol if isinstance(protocol, dict) else {}
+        seeds_run = protocol.get("seeds_run")
+        return cls(
+            tasks={str(k): TaskResult.parse(v, f"{file}: task {k!r}") for k, v in tasks.items()},
+            model=ModelInfo(
+                **{f: model.get(f) for f in ModelInfo.__dataclass_fields__ if model.get(f) is not None},
+            ),
+            protocol=ProtocolInfo(
+                name=protocol.get("name"),
+                file_hash=protocol.get("file_hash"),
+                seeds=list(protocol.get("seeds") or []),
+                seeds_run=list(seeds_run) if isinstance(seeds_run, list) else None,
+                overrides=dict(protocol.get("overrides") or {}),
+                settings={
+                    k: v
+                    for k, v in protocol.items()
+                    if k not in ("name", "file_hash", "seeds", "seeds_run", "overrides")
+                },
+            ),
+            run_name=raw.get("run_name"),
+            created=raw.get("created"),
+            label=raw.get("label"),
+            label_given=bool(raw.get("label_given")),
+            provenance=dict(raw.get("provenance") or {}),
+            lm_eval=dict(raw.get("lm_eval") or {}),
+            path=file,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """The results.json content (without the path it was read from)."""
+        return {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "run_name": self.run_name,
+            "created": self.created,
+            "label": self.label,
+            "label_given": self.label_given,
+            "model": asdict(self.model),
+            "protocol": self.protocol.to_dict(),
+            "tasks": {k: {**asdict(v), "ci95": list(v.ci95)} for k, v in self.tasks.items()},
+            "provenance": self.provenance,
+            "lm_eval": self.lm_eval,
+        }
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One scored response: (task key, doc, seed, repeat) and its verdict."""
+
+    task: str
+    doc_id: Any
+    correct: bool
+    seed: int | None = None
+    repeat: int | None = None
+    prompt: str = ""
+    response: str = ""
+    extracted: Any = None
+    gold: Any = None
+    strict_correct: bool | None = None
+    timed_out: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+    """Everything else the row holds (decoding, tokens, hit_length, notes, ...)."""
+
+    @property
+    def item(self) -> Any:
+        """The doc id as a dict key (lists and dicts serialised)."""
+        import json
+
+        return json.dumps(self.doc_id, sort_keys=True) if isinstance(self.doc_id, (list, dict)) else self.doc_id
+
+    @classmethod
+    def parse(cls, raw: Any, where: str) -> Sample:
+        if not isinstance(raw, dict):
+            raise ResultsError(f"{where} is not a JSON object")
+        if not isinstance(raw.get("task"), str) or "doc_id" not in raw or not isinstance(raw.get("correct"), bool):
+            raise ResultsError(f"{where} lacks a task, a doc_id or a boolean 'correct'")
+        named = {f: raw[f] for f in cls.__dataclass_fields__ if f in raw and f != "extra"}
+        return cls(**named, extra={k: v for k, v in raw.items() if k not in cls.__dataclass_fields__})
