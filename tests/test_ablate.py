@@ -13,8 +13,8 @@ import pytest
 from typer.testing import CliRunner
 
 from harness.ablate import DONE_FILE
-from harness.stats import t_interval
 from harness.cli import app
+from harness.stats import t_interval
 
 runner = CliRunner()
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"

@@ -106,12 +106,11 @@ def rl_step(model, cfg: GPUBenchConfig, device) -> dict[str, float]:
     import torch
     from peft import LoraConfig, get_peft_model
 
-    spec = model.token_spec
     policy = get_peft_model(
         model,
         LoraConfig(r=cfg.lora_r, lora_alpha=64, target_modules=["q_proj", "v_proj", "o_proj", "up_proj", "down_proj"]),
     )
-    policy.token_spec = spec
+    spec = policy.token_spec
     base = policy.get_base_model()
     base.gradient_checkpointing = True
     optimizer = torch.optim.AdamW([p for p in policy.parameters() if p.requires_grad], lr=1e-6)

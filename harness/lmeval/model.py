@@ -489,10 +489,7 @@ def apply_adapter(model: torch.nn.Module, adapter: str) -> torch.nn.Module:
     path = Path(adapter)
     if not (path / "adapter_config.json").is_file():
         raise MissingInput(f"no adapter_config.json in adapter folder {adapter}")
-    spec = model.token_spec
-    merged = PeftModel.from_pretrained(model, str(path)).merge_and_unload()
-    merged.token_spec = spec
-    return merged
+    return PeftModel.from_pretrained(model, str(path)).merge_and_unload()  # the same module, token_spec kept
 
 
 class ForwardTimer:

@@ -35,8 +35,10 @@ from igpo.logprobs import (
     sequence_elbo,
     trajectory_logprobs,
 )
+from igpo.models import TokenSpec
 from igpo.prompts import PREFILL, source_instruction
 from igpo.rewards import RewardConfig, score_rollouts
+from igpo.training.loop import open_session, run_steps
 from igpo.training.loss import (
     PolicyLossConfig,
     completion_mask,
@@ -45,19 +47,10 @@ from igpo.training.loss import (
     policy_loss,
 )
 from igpo.training.runtime import (
-    MetricsLog,
     TrainingError,
     base_module,
-    build_model,
-    check_resume_config,
     is_peft,
-    make_optimizer,
-    make_scheduler,
-    prepare_output,
-    resume_checkpoint,
-    save_checkpoint,
     step_generator,
-    step_seed,
 )
 from igpo.training.settings import CheckpointSettings, LogSettings, ModelSettings, OptimSettings
 
@@ -173,14 +166,24 @@ class StepTimer:
 class Trainer:
     """Holds the model, optimiser and settings; `rollout_group` and `update` are one step's two halves."""
 
-    def __init__(self, cfg: RLConfig, model, tokenizer, accelerator, optimizer=None, scheduler=None):
+    def __init__(
+        self,
+        cfg: RLConfig,
+        model,
+        tokenizer,
+        accelerator,
+        optimizer=None,
+        scheduler=None,
+        spec: TokenSpec | None = None,
+    ):
+        """`spec`: the model's special tokens (default: the loaded model's own `token_spec`)."""
         self.cfg = cfg
         self.model = model
         self.tokenizer = tokenizer
         self.accelerator = accelerator
         self.optimizer = optimizer
         self.scheduler = scheduler
-        self.spec = base_module(model).token_spec if base_module(model).token_spec else model.token_spec
+        self.spec = spec if spec is not None else base_module(model).token_spec
         self.stops = stop_ids(self.spec)
         self.reference = None
         if cfg.loss.beta > 0 and not is_peft(model):
@@ -500,8 +503,6 @@ def group_metrics(groups: list[Group], g: int) -> dict[str, float]:
 
 def train_rl(cfg: RLConfig, out: Path, *, resume: bool = False, overwrite: bool = False) -> Path:
     """Run GRPO / IGPO; checkpoints under out/checkpoints, one metrics line per step."""
-    from accelerate import Accelerator
-    from tqdm import tqdm
 
     if not cfg.model.path:
         raise TrainingError("model.path is required")
@@ -551,63 +552,41 @@ def train_rl(cfg: RLConfig, out: Path, *, resume: bool = False, overwrite: bool 
             f"prompts_per_step={cfg.prompts_per_step} is more than the {len(examples)} training "
             "problems: every step would repeat prompts"
         )
-    accelerator = Accelerator(cpu=not torch.cuda.is_available())
-    main = accelerator.is_main_process
-    if resume:
-        prepare_output(out, resume=True, overwrite=overwrite)  # nothing to resume: one line, no model load
-        check_resume_config(out, cfg)
-    model, tokenizer = build_model(cfg.model, device=accelerator.device, seed=cfg.seed)
-    if main:
-        prepare_output(out, resume=resume, overwrite=overwrite)
-    accelerator.wait_for_everyone()
-    optimizer = make_optimizer(model, cfg.optim)
-    scheduler = make_scheduler(optimizer, cfg.optim, cfg.max_steps * cfg.mu)
-    spec = model.token_spec
-    model, optimizer = accelerator.prepare(model, optimizer)
-    base_module(model).token_spec = spec
-    trainer = Trainer(cfg, model, tokenizer, accelerator, optimizer, scheduler)
-    trainer.spec = spec
-    rank, world = accelerator.process_index, accelerator.num_processes
+    session = open_session(cfg, out, resume=resume, overwrite=overwrite, optimizer_steps=cfg.max_steps * cfg.mu)
+    trainer = Trainer(
+        cfg,
+        session.model,
+        session.tokenizer,
+        session.accelerator,
+        session.optimizer,
+        session.scheduler,
+        spec=session.spec,
+    )
     order = torch.randperm(len(examples), generator=torch.Generator().manual_seed(cfg.seed)).tolist()
-    with torch.random.fork_rng(devices=[]):  # dropout's global RNG: forked, the caller's is untouched
-        start = resume_checkpoint(out, model, optimizer, scheduler) if resume else 0
-        log = MetricsLog(out, cfg.log, cfg, resume_step=start, enabled=main)
-        bar = tqdm(
-            range(start, cfg.max_steps),
-            initial=start,
-            total=cfg.max_steps,
-            desc="igpo train",
-            disable=not (main and cfg.log.progress),
-        )
-        for step in bar:
-            started = time.perf_counter()
-            generator = step_generator(cfg.seed, step, rank)
-            torch.manual_seed(step_seed(cfg.seed, step, rank, stream=1))
-            timer = StepTimer()
-            first = (step * world + rank) * cfg.prompts_per_step
-            groups = [
-                trainer.rollout_group(examples[order[(first + j) % len(order)]], generator, timer)
-                for j in range(cfg.prompts_per_step)
-            ]
-            losses = trainer.update(groups, step, timer)
-            metrics = {**group_metrics(groups, cfg.num_generations), **losses}
-            metrics = _reduce(accelerator, metrics)
-            gen_tokens = sum(gr.completions.numel() for gr in groups) * world
-            generation_s = timer.parts.get("generation", 0.0) + timer.parts.get("hinting", 0.0)
-            metrics.update({f"time_{k}": v for k, v in timer.parts.items()})
-            metrics["tokens_per_s"] = gen_tokens / generation_s if generation_s else 0.0
-            metrics["step_time"] = time.perf_counter() - started
-            metrics["lr"] = scheduler.get_last_lr()[0]
-            log.log(step + 1, metrics)
-            bar.set_postfix(reward=f"{metrics['reward']:.2f}", all_wrong=f"{metrics['all_wrong_ratio']:.2f}")
-            done = step + 1
-            if main and cfg.checkpoint.due(done, cfg.max_steps):
-                save_checkpoint(
-                    out, done, model, tokenizer, optimizer, scheduler, cfg, metrics, cfg.checkpoint, cfg.model.path
-                )
-            accelerator.wait_for_everyone()
-        log.close()
-    return out
+
+    def step_fn(step: int, generator: torch.Generator) -> dict[str, Any]:
+        timer = StepTimer()
+        first = (step * session.world + session.rank) * cfg.prompts_per_step
+        groups = [
+            trainer.rollout_group(examples[order[(first + j) % len(order)]], generator, timer)
+            for j in range(cfg.prompts_per_step)
+        ]
+        losses = trainer.update(groups, step, timer)
+        metrics = _reduce(session.accelerator, {**group_metrics(groups, cfg.num_generations), **losses})
+        gen_tokens = sum(gr.completions.numel() for gr in groups) * session.world
+        generation_s = timer.parts.get("generation", 0.0) + timer.parts.get("hinting", 0.0)
+        metrics.update({f"time_{k}": v for k, v in timer.parts.items()})
+        metrics["tokens_per_s"] = gen_tokens / generation_s if generation_s else 0.0
+        return metrics
+
+    return run_steps(
+        session,
+        cfg,
+        step_fn,
+        resume=resume,
+        desc="igpo train",
+        postfix=lambda m: {"reward": f"{m['reward']:.2f}", "all_wrong": f"{m['all_wrong_ratio']:.2f}"},
+    )
 
 
 def _reduce(accelerator, metrics: dict[str, Any]) -> dict[str, Any]:

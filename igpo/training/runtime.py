@@ -121,7 +121,6 @@ def build_model(settings: ModelSettings, device: torch.device | str | None = Non
             raise TrainingError("model.gradient_checkpointing needs a native model (llada, Dream, igpo_tiny)")
         model.gradient_checkpointing = True
     tokenizer = load_tokenizer(settings.tokenizer or settings.path)
-    spec = model.token_spec
     lora = settings.lora
     if settings.adapter:
         from peft import PeftModel
@@ -147,8 +146,7 @@ def build_model(settings: ModelSettings, device: torch.device | str | None = Non
     else:
         for p in model.parameters():
             p.requires_grad_(True)
-    model.token_spec = spec
-    return model, tokenizer
+    return model, tokenizer  # peft wrappers forward attribute reads, `token_spec` included
 
 
 def base_module(model: nn.Module) -> nn.Module:

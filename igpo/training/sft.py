@@ -7,26 +7,17 @@ divided by the completion length; the prompt is never masked.
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 
-from igpo.training.runtime import (
-    MetricsLog,
-    TrainingError,
-    build_model,
-    check_resume_config,
-    make_optimizer,
-    make_scheduler,
-    prepare_output,
-    resume_checkpoint,
-    save_checkpoint,
-    step_generator,
-    step_seed,
-)
+from igpo.data import render_prompt
+from igpo.prompts import source_instruction
+from igpo.training.loop import open_session, run_steps
+from igpo.training.runtime import TrainingError, step_generator
 from igpo.training.settings import CheckpointSettings, LogSettings, ModelSettings, OptimSettings
 
 MIN_MASK_RATE = 1e-3
@@ -178,10 +169,6 @@ def strip_prefill(completion: str) -> str:
 
 def train_sft(cfg: SFTConfig, out: Path, *, resume: bool = False, overwrite: bool = False) -> Path:
     """Run SFT; checkpoints under out/checkpoints, metrics in out/metrics.jsonl."""
-    from accelerate import Accelerator
-
-    from igpo.data import render_prompt
-
     if cfg.data.overlong not in ("drop", "truncate"):
         raise TrainingError(f"data.overlong must be drop or truncate, got {cfg.data.overlong!r}")
     if not cfg.model.path:
@@ -196,77 +183,39 @@ def train_sft(cfg: SFTConfig, out: Path, *, resume: bool = False, overwrite: boo
     pairs = load_pairs(cfg.data)
     if not pairs:
         raise TrainingError("no training examples")
-    accelerator = Accelerator(cpu=not torch.cuda.is_available())
-    main = accelerator.is_main_process
-    if main:
-        prepare_output(out, resume=resume, overwrite=overwrite)
-    if resume:
-        check_resume_config(out, cfg)
-    accelerator.wait_for_everyone()
-    model, tokenizer = build_model(cfg.model, device=accelerator.device, seed=cfg.seed)
-    spec = model.token_spec
-    from igpo.prompts import source_instruction
-
+    session = open_session(cfg, out, resume=resume, overwrite=overwrite)
+    spec, accelerator = session.spec, session.accelerator
     system = source_instruction(cfg.data.source, cfg.data.instruction)
-    prompts = [render_prompt(tokenizer, q, system=system) for q, _ in pairs]
-    encoded, changed = encode_pairs(zip(prompts, [c for _, c in pairs], strict=True), tokenizer, spec, cfg.data)
+    prompts = [render_prompt(session.tokenizer, q, system=system) for q, _ in pairs]
+    encoded, changed = encode_pairs(zip(prompts, [c for _, c in pairs], strict=True), session.tokenizer, spec, cfg.data)
     if not encoded:
         raise TrainingError(f"every example is longer than data.max_completion_tokens={cfg.data.max_completion_tokens}")
-    if main:
+    if session.main:
         verb = "dropped" if cfg.data.overlong == "drop" else "truncated"
         print(f"[igpo sft] {len(encoded)} examples; {changed} {verb} over {cfg.data.max_completion_tokens} tokens")
-    optimizer = make_optimizer(model, cfg.optim)
-    scheduler = make_scheduler(optimizer, cfg.optim, cfg.max_steps)
-    model, optimizer = accelerator.prepare(model, optimizer)
-    rank = accelerator.process_index
-    with torch.random.fork_rng(devices=[]):  # dropout's global RNG: forked, so the caller's is untouched
-        start = 0
-        if resume:
-            start = resume_checkpoint(out, model, optimizer, scheduler)
-        log = MetricsLog(out, cfg.log, cfg, resume_step=start, enabled=main)
-        order = torch.randperm(len(encoded), generator=torch.Generator().manual_seed(cfg.seed)).tolist()
-        per_step = cfg.batch_size * accelerator.num_processes
-        model.train()
-        from tqdm import tqdm
+    order = torch.randperm(len(encoded), generator=torch.Generator().manual_seed(cfg.seed)).tolist()
+    per_step = cfg.batch_size * session.world
+    model, optimizer, scheduler = session.model, session.optimizer, session.scheduler
+    model.train()
 
-        bar = tqdm(
-            range(start, cfg.max_steps),
-            initial=start,
-            total=cfg.max_steps,
-            desc="igpo sft",
-            disable=not (main and cfg.log.progress),
+    def step_fn(step: int, generator: torch.Generator) -> dict[str, Any]:
+        begin = step * per_step + session.rank * cfg.batch_size
+        rows = [encoded[order[(begin + i) % len(order)]] for i in range(cfg.batch_size)]
+        batch = collate(rows, spec, canvas_length(cfg.data, cfg.seed, step, session.rank))
+        batch.ids = batch.ids.to(accelerator.device)
+        loss = sft_loss(model, batch, spec.mask_id, generator, spec.shifted_logits)
+        accelerator.backward(loss)
+        grad_norm = (
+            accelerator.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip) if cfg.optim.grad_clip else None
         )
-        last: dict = {}
-        for step in bar:
-            t0 = time.perf_counter()
-            generator = step_generator(cfg.seed, step, rank)
-            torch.manual_seed(step_seed(cfg.seed, step, rank, stream=1))
-            begin = step * per_step + accelerator.process_index * cfg.batch_size
-            rows = [encoded[order[(begin + i) % len(order)]] for i in range(cfg.batch_size)]
-            batch = collate(rows, spec, canvas_length(cfg.data, cfg.seed, step, rank))
-            batch.ids = batch.ids.to(accelerator.device)
-            loss = sft_loss(model, batch, spec.mask_id, generator, spec.shifted_logits)
-            accelerator.backward(loss)
-            grad_norm = (
-                accelerator.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip) if cfg.optim.grad_clip else None
-            )
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            loss_value = float(accelerator.reduce(loss.detach(), reduction="mean"))
-            last = {
-                "loss": loss_value,
-                "lr": scheduler.get_last_lr()[0],
-                "grad_norm": float(grad_norm) if grad_norm is not None else None,
-                "step_time": time.perf_counter() - t0,
-            }
-            log.log(step + 1, last)
-            bar.set_postfix(loss=f"{loss_value:.3f}")
-            done = step + 1
-            if main and cfg.checkpoint.due(done, cfg.max_steps):
-                save_checkpoint(
-                    out, done, model, tokenizer, optimizer, scheduler, cfg, last, cfg.checkpoint, cfg.model.path
-                )
-            accelerator.wait_for_everyone()
-        log.close()
-    return out
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        return {
+            "loss": float(accelerator.reduce(loss.detach(), reduction="mean")),
+            "grad_norm": float(grad_norm) if grad_norm is not None else None,
+        }
+
+    return run_steps(
+        session, cfg, step_fn, resume=resume, desc="igpo sft", postfix=lambda m: {"loss": f"{m['loss']:.3f}"}
+    )

@@ -1,0 +1,145 @@
+"""The training skeleton SFT and RL share: output folder, accelerate, model and optimiser, the
+forked RNG, the step loop with progress bar, metrics log and checkpoint cadence.
+
+A trainer opens a `Session` (which loads the model), builds what its steps need from it, then
+hands `run_steps` one function: `step(step, generator) -> metrics`. Every step's randomness
+comes from (seed, step, rank) (runtime.step_generator), so a resumed run draws exactly what an
+uninterrupted one would.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+from torch import nn
+
+from igpo.models import TokenSpec
+from igpo.training.runtime import (
+    MetricsLog,
+    build_model,
+    check_resume_config,
+    make_optimizer,
+    make_scheduler,
+    prepare_output,
+    resume_checkpoint,
+    save_checkpoint,
+    step_generator,
+    step_seed,
+)
+from igpo.training.settings import CheckpointSettings, LogSettings, ModelSettings, OptimSettings
+
+DROPOUT_STREAM = 1
+"""runtime.step_seed stream of torch's global RNG (dropout) within a step."""
+
+
+class TrainConfig(Protocol):
+    """What the loop reads of a trainer's config (SFTConfig and RLConfig have it all)."""
+
+    model: ModelSettings
+    optim: OptimSettings
+    checkpoint: CheckpointSettings
+    log: LogSettings
+    max_steps: int
+    seed: int
+
+
+@dataclass
+class Session:
+    """One training run's process-level state, ready for steps."""
+
+    accelerator: Any
+    model: nn.Module
+    """Wrapped by accelerate (use runtime.base_module for the bare model)."""
+    tokenizer: Any
+    spec: TokenSpec
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    out: Path
+
+    @property
+    def rank(self) -> int:
+        return self.accelerator.process_index
+
+    @property
+    def world(self) -> int:
+        return self.accelerator.num_processes
+
+    @property
+    def main(self) -> bool:
+        return self.accelerator.is_main_process
+
+
+def open_session(
+    cfg: TrainConfig, out: Path, *, resume: bool, overwrite: bool, optimizer_steps: int | None = None
+) -> Session:
+    """Check the output folder (a resume's config first, before any model load), load the
+    model, create the output folder, build optimiser and scheduler (`optimizer_steps` updates,
+    default max_steps) and hand both to accelerate."""
+    from accelerate import Accelerator
+
+    accelerator = Accelerator(cpu=not torch.cuda.is_available())
+    if resume:
+        prepare_output(out, resume=True, overwrite=overwrite)  # nothing to resume: one line, no model load
+        check_resume_config(out, cfg)
+    model, tokenizer = build_model(cfg.model, device=accelerator.device, seed=cfg.seed)
+    if accelerator.is_main_process:
+        prepare_output(out, resume=resume, overwrite=overwrite)
+    accelerator.wait_for_everyone()
+    spec = model.token_spec
+    optimizer = make_optimizer(model, cfg.optim)
+    scheduler = make_scheduler(optimizer, cfg.optim, optimizer_steps or cfg.max_steps)
+    model, optimizer = accelerator.prepare(model, optimizer)
+    return Session(accelerator, model, tokenizer, spec, optimizer, scheduler, out)
+
+
+StepFn = Callable[[int, torch.Generator], dict[str, Any]]
+"""One training step: (0-based step, the step's generator) -> its metrics."""
+
+
+def run_steps(
+    session: Session,
+    cfg: TrainConfig,
+    step_fn: StepFn,
+    *,
+    resume: bool,
+    desc: str,
+    postfix: Callable[[dict[str, Any]], dict[str, str]],
+) -> Path:
+    """Steps from the newest checkpoint (or 0) to cfg.max_steps: seed the step, run it, add
+    step_time and lr, log, checkpoint when due. Returns the output folder."""
+    from tqdm import tqdm
+
+    s = session
+    with torch.random.fork_rng(devices=[]):  # dropout's global RNG: forked, the caller's is untouched
+        start = resume_checkpoint(s.out, s.model, s.optimizer, s.scheduler) if resume else 0
+        log = MetricsLog(s.out, cfg.log, cfg, resume_step=start, enabled=s.main)
+        bar = tqdm(
+            range(start, cfg.max_steps),
+            initial=start,
+            total=cfg.max_steps,
+            desc=desc,
+            disable=not (s.main and cfg.log.progress),
+        )
+        for step in bar:
+            started = time.perf_counter()
+            generator = step_generator(cfg.seed, step, s.rank)
+            torch.manual_seed(step_seed(cfg.seed, step, s.rank, stream=DROPOUT_STREAM))
+            metrics = step_fn(step, generator)
+            metrics["step_time"] = time.perf_counter() - started
+            metrics["lr"] = s.scheduler.get_last_lr()[0]
+            log.log(step + 1, metrics)
+            bar.set_postfix(**postfix(metrics))
+            done = step + 1
+            if s.main and cfg.checkpoint.due(done, cfg.max_steps):
+                save_checkpoint(
+                    s.out, done, s.model, s.tokenizer, s.optimizer, s.scheduler, cfg, metrics, cfg.checkpoint,
+                    cfg.model.path,
+                )  # fmt: skip
+            s.accelerator.wait_for_everyone()
+        log.close()
+    return s.out
