@@ -218,6 +218,7 @@ def eval_cmd(
         Path | None, typer.Option("--run", help="A training run folder: evaluate its checkpoints (accuracy vs step).")
     ] = None,
     every: Annotated[int, typer.Option(help="With --run: every K-th checkpoint (the last always).")] = 1,
+    html: Annotated[Path | None, typer.Option(help="Also write the run's HTML report (igpo report) here.")] = None,
 ) -> None:
     """Evaluate a dLLM on GSM8K / MATH500 / AMC with diffusion decoding inside lm-eval."""
     from harness.errors import UserError
@@ -272,9 +273,22 @@ def eval_cmd(
         trust_remote_code=trust_remote_code,
     )
     if run is not None:
-        run_series(request, run, every)
+        made = [run_series(request, run, every), run]
     else:
-        run_eval(request)
+        path = run_eval(request)
+        made = [path if path.is_dir() else path.parent]
+    _report_hint(made, html)
+
+
+def _report_hint(paths: list[Path], html: Path | None, baseline: Path | None = None, err: bool = False) -> None:
+    """Write the HTML report of what a command made (--html), or say how to."""
+    if html is not None:
+        from harness.report import write_report
+
+        typer.echo(f"report: {write_report(paths, html, baseline=baseline)}", err=err)
+        return
+    args = " ".join(str(p) for p in paths) + (f" --baseline {baseline}" if baseline else "")
+    typer.echo(f"HTML report: igpo report {args} --out report.html", err=err)
 
 
 def _leaderboard_for(out: Path) -> Path:
@@ -318,6 +332,29 @@ def leaderboard_cmd(
     typer.echo(write_leaderboard(paths, out, fmt, None if no_reference else reference))
 
 
+@app.command("report")
+@friendly
+def report_cmd(
+    paths: Annotated[
+        list[Path],
+        typer.Argument(
+            help="Run folders (or folders of runs), training folders, `igpo eval --run` series folders, ablation results folders."
+        ),
+    ],
+    out: Annotated[Path, typer.Option("--out", "-o", help="HTML file to write.")] = Path("report.html"),
+    baseline: Annotated[
+        Path | None, typer.Option("--baseline", "-b", help="Run to compare every other run against (flipped items).")
+    ] = None,
+    title: Annotated[str | None, typer.Option(help="Page title.")] = None,
+) -> None:
+    """One self-contained HTML page (works offline from disk): leaderboard, runs, sample browser,
+    baseline comparison with flipped items, checkpoint series, training curves, ablations."""
+    from harness.report import write_report
+
+    path = write_report(paths, out, baseline=baseline, title=title)
+    typer.echo(f"report: {path} ({path.stat().st_size / 1e6:.2f} MB)")
+
+
 @app.command(
     "lm-eval", context_settings={"allow_extra_args": True, "ignore_unknown_options": True}, add_help_option=False
 )
@@ -351,11 +388,12 @@ def ablate_cmd(
             "--jobs", "-j", help="Local launcher: run N jobs at once (subprocesses, torch threads split between them)."
         ),
     ] = 1,
+    html: Annotated[Path | None, typer.Option(help="Also write the grid's HTML report (igpo report) here.")] = None,
 ) -> None:
     """Ablation grid (cells x seeds): train each from the same start, evaluate every checkpoint, report."""
     from harness.ablate import ablate
 
-    ablate(
+    made = ablate(
         grid=grid,
         quick=quick,
         launcher=launcher,
@@ -366,6 +404,8 @@ def ablate_cmd(
         overrides=overrides,
         workers=jobs,
     )
+    if made.suffix == ".md":  # the grid's report (not a slurm script or one job's marker)
+        _report_hint([made.parent], html)
 
 
 @app.command("check")
@@ -423,6 +463,9 @@ def check_cmd(
     device: Annotated[str | None, typer.Option(help="cpu, cuda, cuda:1, ... when evaluating.")] = None,
     dtype: Annotated[str | None, typer.Option(help="float32, bfloat16 or float16 when evaluating.")] = None,
     trust_remote_code: Annotated[bool, typer.Option(help="Allow a non-native model's own modeling code.")] = False,
+    html: Annotated[
+        Path | None, typer.Option(help="Also write the HTML report: the comparison and its flipped items.")
+    ] = None,
 ) -> None:
     """Paired regression test of a candidate against a baseline run: exit 0 pass, 1 regression, 2 error."""
     from harness.check import POINTS, CandidateModel, CheckRequest, CheckSettings, run_check
@@ -449,6 +492,7 @@ def check_cmd(
             update_baseline=update_baseline,
             summary=summary,
             json_out=json_out,
+            html=html,
         )
     )
     if code:

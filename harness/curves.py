@@ -68,12 +68,13 @@ def mean_curve(runs: list[list[dict[str, Any]]], key: str) -> tuple[list[int], l
 
 def plot_training_curves(
     lines: list[tuple[str, list[list[dict[str, Any]]]]],
-    path: Path,
+    path: Path | None,
     title: str,
     levels: dict[str, dict[int, dict[int, float]]] | None = None,
-) -> None:
+) -> str | None:
     """A grid of panels (TRAINING_CURVES, trailing mean); `levels` (label -> level -> step ->
-    accuracy) adds a panel of held-out accuracy per level at each checkpoint."""
+    accuracy) adds a panel of held-out accuracy per level at each checkpoint. PNG to `path`, or
+    SVG text returned when `path` is None."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -113,7 +114,20 @@ def plot_training_curves(
         ax.set_visible(False)
     fig.suptitle(f"{title} (trailing mean over {SMOOTH_STEPS} steps)")
     fig.tight_layout()
-    save_png(fig, path, FIG_DPI)
+    return render_figure(fig, path, FIG_DPI)
+
+
+def render_figure(fig, path: Path | None, dpi: int) -> str | None:
+    """Write a figure as PNG to `path` (atomically), or return it as SVG text when path is None
+    (for the self-contained HTML report)."""
+    if path is not None:
+        save_png(fig, path, dpi)
+        return None
+    import io
+
+    buffer = io.StringIO()
+    fig.savefig(buffer, format="svg")
+    return buffer.getvalue()
 
 
 def still_wrong_ratio(row: dict[str, Any], missing: float = math.nan) -> float:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from tabulate import tabulate
 
+from harness.curves import render_figure
 from harness.leaderboard import (
     INCOMPLETE_MARK,
     MISSING,
@@ -28,7 +29,7 @@ from harness.leaderboard import (
     task_label,
 )
 from harness.records import RunRecord
-from igpo.atomic import atomic_write_text, save_png
+from igpo.atomic import atomic_write_text
 from igpo.errors import InvalidSetting
 
 SERIES_MD = "series.md"
@@ -116,8 +117,11 @@ def _values(series: list[SeriesPoint], key: str, attr: str) -> list[float]:
     return out
 
 
-def plot_series(columns: list[str], series: list[SeriesPoint], best: SeriesPoint, title: str, path: Path) -> None:
-    """Accuracy vs step: a line and 95% band per task, the average dashed, best step marked.
+def plot_series(
+    columns: list[str], series: list[SeriesPoint], best: SeriesPoint, title: str, path: Path | None
+) -> str | None:
+    """Accuracy vs step: a line and 95% band per task, the average dashed, best step marked
+    (PNG to `path`, or SVG text returned when `path` is None).
 
     Matplotlib is imported here (it is slow to import) and drawn on an Agg canvas directly,
     leaving pyplot's global backend alone.
@@ -158,7 +162,7 @@ def plot_series(columns: list[str], series: list[SeriesPoint], best: SeriesPoint
     ax.grid(True, alpha=BAND_ALPHA)
     ax.legend(loc="upper left", bbox_to_anchor=LEGEND_ANCHOR, fontsize="small")
     fig.tight_layout()
-    save_png(fig, path, FIG_DPI)
+    return render_figure(fig, path, FIG_DPI)
 
 
 def write_series(points: list[tuple[int, RunRecord]], out_dir: Path) -> tuple[Path, Path, int]:

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from harness.bench.common import machine_line, peak_memory, write_markdown
+from harness.markdown import table
 
 SHAPES = {
     "llada8b": dict(vocab_size=126464, d_model=4096, n_layers=32, n_heads=32, mlp_hidden=12288),
@@ -175,16 +176,15 @@ def run(cfg: GPUBenchConfig) -> str:
         "",
         "Decoding, prompt 128 tokens, block 32, 2 tokens per pass (tokens/s, peak GiB):",
         "",
-        "| gen tokens | batch | exact tok/s | exact peak | dual cache tok/s | dual cache peak |",
-        "|---|---|---|---|---|---|",
-        *("| " + " | ".join(r) + " |" for r in decoding),
+        table(["gen tokens", "batch", "exact tok/s", "exact peak", "dual cache tok/s", "dual cache peak"], decoding),
         "",
         f"One LoRA r {cfg.lora_r} RL step, G {cfg.rl_generations} x {cfg.rl_gen_length} tokens, trajectory log-probs "
         "(4 passes per canvas), gradient checkpointing:",
         "",
-        "| generation s | log-prob + backward s | optimiser s | step s | peak GiB |",
-        "|---|---|---|---|---|",
-        f"| {step['generation']:.2f} | {step['logprob_backward']:.2f} | {step['optimizer']:.2f} | {step['step']:.2f} | {peak} |",
+        table(
+            ["generation s", "log-prob + backward s", "optimiser s", "step s", "peak GiB"],
+            [[f"{step[k]:.2f}" for k in ("generation", "logprob_backward", "optimizer", "step")] + [peak]],
+        ),
         "",
         f"Wall time {time.perf_counter() - started:.0f} s.",
         "",

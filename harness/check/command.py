@@ -50,6 +50,8 @@ class CheckRequest:
     update_baseline: bool = False
     summary: Path | None = None
     json_out: Path | None = None
+    html: Path | None = None
+    """Also write the HTML report (igpo report) of the comparison."""
 
 
 def run_check(req: CheckRequest) -> int:
@@ -80,7 +82,19 @@ def run_check(req: CheckRequest) -> int:
         return _replace_baseline(req, candidate_run)
     report = compare_runs(req.baseline, candidate_run, req.settings)
     emit(report, req.summary, req.json_out)
+    _html(req, Path(candidate_run))
     return report.exit_code
+
+
+def _html(req: CheckRequest, candidate_run: Path) -> None:
+    """--html: the report with the flipped items; otherwise the command that makes it (stderr:
+    stdout carries only the markdown)."""
+    if req.html is None:
+        print(f"HTML report: igpo report {candidate_run} --baseline {req.baseline} --out report.html", file=sys.stderr)
+        return
+    from harness.report import write_report
+
+    print(f"report: {write_report([candidate_run], req.html, baseline=Path(req.baseline))}", file=sys.stderr)
 
 
 def _replace_baseline(req: CheckRequest, candidate_run: str | Path) -> int:

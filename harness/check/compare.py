@@ -30,6 +30,7 @@ from harness.check.common import (
 )
 from harness.check.pairing import (
     PairedTask,
+    flipped,
 )
 from harness.check.stats import (
     mcnemar_exact_p,
@@ -99,7 +100,8 @@ def compare_task(paired: PairedTask, settings: CheckSettings) -> TaskComparison:
     n = len(d)
     diff = float(d.mean())
     se = float(d.std(ddof=1) / math.sqrt(n)) if n > 1 else 0.0
-    losses, wins = int(np.count_nonzero(d < 0)), int(np.count_nonzero(d > 0))
+    down, up = flipped(paired)
+    losses, wins = len(down), len(up)
     if paired.samples_per_item == 1:
         test, p = MCNEMAR, mcnemar_exact_p(losses, wins)
     else:

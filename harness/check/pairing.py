@@ -84,3 +84,12 @@ def _sample_diffs(b_items: list[_Item], c_items: list[_Item]) -> np.ndarray | No
             return None
         diffs.extend(ci.by_sample[s] - v for s, v in bi.by_sample.items())
     return np.asarray(diffs, dtype=float)
+
+
+def flipped(paired: PairedTask) -> tuple[list[Any], list[Any]]:
+    """(doc ids whose score went down, doc ids whose score went up) from baseline to candidate:
+    the items `igpo check` counts as losses and wins."""
+    d = paired.candidate - paired.baseline
+    return [doc for doc, x in zip(paired.doc_ids, d, strict=True) if x < 0], [
+        doc for doc, x in zip(paired.doc_ids, d, strict=True) if x > 0
+    ]

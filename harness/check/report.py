@@ -29,6 +29,7 @@ from harness.check.pairing import (
     item_table,
     pair_task,
 )
+from harness.markdown import table
 from harness.records import RunRecord, Sample
 from harness.results import (
     SAMPLES_FILE,
@@ -90,10 +91,8 @@ class CheckReport:
             f"baseline `{self.baseline_label}` vs candidate `{self.candidate_label}` "
             f"(alpha {s.alpha:g}, max drop {s.max_drop * POINTS:g} pp, power {s.power:.0%})",
             "",
-            f"| task | items | baseline % | candidate % | diff (pp) [{level} CI] | SE (pp) | p "
-            f"| min detectable drop (pp) | verdict |",
-            "|---|---:|---:|---:|---:|---:|---:|---:|---|",
         ]
+        rows = []
         for t in self.tasks:
             items = f"{t.n_items}" + (f" x {t.samples_per_item}" if t.samples_per_item > 1 else "")
             verdict = t.verdict + (" (improved)" if t.improved else "")
@@ -108,7 +107,10 @@ class CheckReport:
                 _mdd_text(t.min_detectable_drop),
                 verdict,
             ]
-            lines.append("| " + " | ".join(cells) + " |")
+            rows.append(cells)
+        headers = ["task", "items", "baseline %", "candidate %", f"diff (pp) [{level} CI]", "SE (pp)", "p"]
+        headers += ["min detectable drop (pp)", "verdict"]
+        lines.append(table(headers, rows, ["left", *["right"] * 7, "left"]))
         lines += ["", f"**Overall: {self.verdict}** - {self.overall_reason()}", ""]
         lines.append(
             f"Tests: one sample per item -> exact McNemar; avg@k -> paired cluster bootstrap "
@@ -200,10 +202,10 @@ def compare_records(
     c_table = item_table(candidate_rows, set(keys))
     comparisons = []
     for key in keys:
-        for table, where, record in ((b_table, b_path, baseline), (c_table, c_path, candidate)):
-            if not table[key]:
+        for items, where, record in ((b_table, b_path, baseline), (c_table, c_path, candidate)):
+            if not items[key]:
                 raise ResultsError(f"{Path(where).with_name(SAMPLES_FILE)} has no samples of task {key}")
-            _check_samples_match(record, key, table[key], where)
+            _check_samples_match(record, key, items[key], where)
         paired = pair_task(key, b_table[key], c_table[key], settings.allow_mismatch)
         comparisons.append(compare_task(paired, settings))
     return CheckReport(
