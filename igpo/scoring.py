@@ -20,6 +20,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import logging
+import math
 import os
 import re
 import signal
@@ -457,6 +458,69 @@ def _fast_candidate(response: str) -> str | None:
     return None
 
 
+_PRESENTATION_RE = re.compile(r"\s+|\\left|\\right|\\[!,;:]")
+NUMERIC_REL_TOL = 1e-4
+"""Two numeric answers further apart than this (relative) are different without math-verify."""
+
+
+def _presentational(text: str) -> str:
+    """An answer without whitespace, $ delimiters, sizing and spacing commands, \\dfrac/\\tfrac."""
+    text = text.strip()
+    if match := _DOLLAR_WRAP_RE.match(text):
+        text = match.group(1)
+    return re.sub(r"\\[dt]frac", r"\\frac", _PRESENTATION_RE.sub("", text))
+
+
+def _fast_verdict(gold: str, candidate: str, boxed: bool) -> bool | None:
+    """The verdict without math-verify where it is certain, else None: equal or unequal plain
+    numbers (exact; unequal integers); and for a boxed answer, the same LaTeX up to
+    presentation (right), two numeric expressions with different values (wrong;
+    igpo.latexnum), a number against a tuple, set or expression in a variable (wrong)."""
+    gold_value = _plain_number(gold)
+    if gold_value is not None and (pred_value := _plain_number(candidate)) is not None:
+        if pred_value == gold_value or pred_value.denominator == gold_value.denominator == 1:
+            return pred_value == gold_value
+    if not boxed:  # a short unboxed response: only math-verify reads free text
+        return None
+    same = _presentational(gold)
+    if same and same == _presentational(candidate):
+        return True
+    from igpo import latexnum
+
+    g, c = _fix_fracs(same), _fix_fracs(_presentational(candidate))
+    a, b = latexnum.value(g), latexnum.value(c)
+    if a is not None and b is not None:
+        return True if a == b else False if not math.isclose(a, b, rel_tol=NUMERIC_REL_TOL) else None
+    if (a is None) != (b is None):  # a number against something that can never equal one
+        other, plain = (gold, _plain_number(gold)) if a is None else (candidate, _plain_number(candidate))
+        if plain is None and _never_a_number(other):
+            return False
+    return None
+
+
+_COMMAND_RE = re.compile(r"\\[A-Za-z]+")
+_VARIABLE_RE = re.compile(r"[A-DF-HJ-Za-df-hj-z]")
+"""A letter other than e and i (Euler's number, the imaginary unit), outside commands."""
+
+
+_COMPLEX_RE = re.compile(r"[-+]?\s*\d+(?:\.\d+)?\s*[-+]\s*(\d+(?:\.\d+)?)?\s*i")
+"""a + bi with literal parts: never real when b is not zero."""
+
+
+def _never_a_number(text: str) -> bool:
+    """A tuple, interval, set, union or matrix, a non-real a + bi, or an expression in a variable
+    (a letter other than e and i): math-verify never
+    equates such an answer with a number. Units and words (\\text, \\mbox, ...) and equations
+    are not decided here."""
+    if re.search(r"\\(?:text|mbox|mathrm|textbf|operatorname)|=|_|\\circ|%", text):
+        return False
+    if "," in text or "\\cup" in text or "\\begin{" in text:
+        return True
+    if (match := _COMPLEX_RE.fullmatch(text.strip())) is not None:
+        return match.group(1) is None or float(match.group(1)) != 0
+    return bool(_VARIABLE_RE.search(_COMMAND_RE.sub(" ", text)))  # on the raw text: "\\cot x" keeps its x
+
+
 _VERDICTS: dict[tuple[str, str, float], Score] | None = None
 """Set inside `shared_verdicts()`: each (gold, response) verified once there."""
 
@@ -502,18 +566,17 @@ def _verify(gold: str, response: str, timeout_s: float) -> Score:
     if timeout_s <= 0:
         raise InvalidSetting(f"timeout_s must be positive, got {timeout_s}")
     _count("verify_calls")
-    gold_value = _plain_number(gold)
-    if gold_value is not None and (candidate := _fast_candidate(response)) is not None:
-        pred_value = _plain_number(candidate)
-        if pred_value is not None and (
-            pred_value == gold_value or (pred_value.denominator == gold_value.denominator == 1)
-        ):
-            _count("fast_path")
-            return Score(correct=pred_value == gold_value, extracted=candidate, timed_out=False)
+    candidate = _fast_candidate(response)
+    spans = box_spans(response)
+    if candidate is not None and (fast := _fast_verdict(gold, candidate, boxed=len(spans) == 1)) is not None:
+        _count("fast_path")
+        return Score(correct=fast, extracted=candidate, timed_out=False)
     _count("worker_calls")
     started = time.perf_counter()
+    # math-verify takes a lone box's content first; sending just the box halves its parsing
+    sent = f"\\boxed{{{response[spans[0][1] : spans[0][2]]}}}" if len(spans) == 1 else response
     correct, extracted, timed_out = _WORKER.run(
-        _gold_for_math_verify(gold), response.replace("\\fbox", "\\boxed"), timeout_s
+        _gold_for_math_verify(gold), sent.replace("\\fbox", "\\boxed"), timeout_s
     )
     if timed_out:
         _count("timeouts")

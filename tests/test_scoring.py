@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import subprocess
 import sys
 import threading
@@ -245,7 +246,7 @@ def test_shared_verdicts_score_each_response_once() -> None:
     every response once for lm-eval's metrics and its samples row alike."""
     from igpo.scoring import shared_verdicts
 
-    response = "so \\boxed{x+1}"
+    response = "so \\boxed{1+x}"  # needs math-verify (the same text would be decided in-process)
     outside = [verify_answer("x + 1", response) for _ in range(2)]
     before = scoring_stats()
     with shared_verdicts():
@@ -254,3 +255,49 @@ def test_shared_verdicts_score_each_response_once() -> None:
     assert inside == outside[:1] * 3 and inside[0].correct
     assert after.get("worker_calls", 0) - before.get("worker_calls", 0) == 1
     assert after.get("shared_verdicts", 0) - before.get("shared_verdicts", 0) == 2
+
+
+FAST_CASES = [
+    ("\\frac{7}{2}", "\\dfrac{7}{2}", True),
+    ("\\left( 3, \\frac{\\pi}{2} \\right)", "(3,\\frac{\\pi}{2})", True),
+    ("2\\sqrt{5}", "\\sqrt{20}", True),  # the same value, written differently
+    ("\\frac{14}{3}", "\\frac{13}{3}", False),
+    ("2\\sqrt{5}", "3\\sqrt{2}", False),
+    ("\\frac65", "\\frac{3}{2}", False),
+    ("1,-2", "15", False),
+    ("(-2,1)", "83", False),
+    ("2k+2", "41", False),
+    ("3", "\\cot x", False),
+    ("6 - 5i", "8", False),
+    ("\\begin{pmatrix} -7 \\\\ 16 \\\\ 5 \\end{pmatrix}", "4", False),
+    ("28800", "5.4 \\text{ cents}", None),  # units: math-verify decides
+    ("145^\\circ", "2", None),  # degrees: math-verify decides
+    ("y = 2x + 3", "\\frac{13}{18}", None),  # equations: math-verify decides
+]
+
+
+@pytest.mark.parametrize(("gold", "answer", "expected"), FAST_CASES)
+def test_in_process_verdicts_agree_with_math_verify(gold: str, answer: str, expected: bool | None) -> None:
+    """Every verdict decided without math-verify is the one math-verify gives, and the cases
+    outside the rules still go to it."""
+    from igpo.scoring import _fast_verdict, _gold_for_math_verify, _parse_and_verify
+
+    fast = _fast_verdict(gold, answer, boxed=True)
+    assert fast == expected
+    if fast is not None:
+        assert _parse_and_verify(_gold_for_math_verify(gold), f"\\boxed{{{answer}}}")[0] == fast
+
+
+def test_unboxed_text_is_never_decided_by_the_boxed_rules() -> None:
+    from igpo.scoring import _fast_verdict
+
+    assert _fast_verdict("64", "The answer is $64$.", boxed=False) is None
+
+
+def test_latex_number_values() -> None:
+    from igpo.latexnum import value
+
+    assert value("\\frac{7}{2}") == 3.5 and value("-\\dfrac{\\pi}{3}") == pytest.approx(-math.pi / 3)
+    assert value("2\\sqrt{5}") == pytest.approx(2 * 5**0.5) and value("3^{4}") == 81
+    assert value("2 3") is None and value("x+1") is None and value("(1,2)") is None and value("10^{999}") is None
+    assert value("\\frac{1}{0}") is None and value("\\sqrt{-4}") is None
