@@ -93,7 +93,7 @@ class EvalBenchConfig:
 
 def build_tiny_model(folder: Path, seed: int = SEED) -> Path:
     """A random tiny dLLM with a word-level tokenizer and chat template, saved to `folder`."""
-    from igpo.models import ArchConfig, TokenSpec, new_model
+    from igpo.models import ArchConfig, TokenSpec, new_model, save_model
     from igpo.models.tokenizer import EOT, build_word_tokenizer
 
     tok = build_word_tokenizer(BENCH_WORDS)
@@ -103,7 +103,7 @@ def build_tiny_model(folder: Path, seed: int = SEED) -> Path:
         eot_id=tok.convert_tokens_to_ids(EOT),
         pad_id=tok.pad_token_id,
     )
-    new_model(ArchConfig(vocab_size=len(tok), **BENCH_ARCH), spec, seed=seed).save_pretrained(folder)
+    save_model(new_model(ArchConfig(vocab_size=len(tok), **BENCH_ARCH), spec, seed=seed), folder)
     tok.save_pretrained(folder)
     return folder
 
