@@ -492,7 +492,7 @@ def check_cmd(
             update_baseline=update_baseline,
             summary=summary,
             json_out=json_out,
-            html=html,
+            on_compared=lambda run: _report_hint([run], html, baseline=baseline, err=True),
         )
     )
     if code:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import sys
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -50,8 +51,9 @@ class CheckRequest:
     update_baseline: bool = False
     summary: Path | None = None
     json_out: Path | None = None
-    html: Path | None = None
-    """Also write the HTML report (igpo report) of the comparison."""
+    on_compared: Callable[[Path], None] | None = None
+    """Called with the candidate's run folder after the comparison (the CLI's --html writes the
+    report there; harness.report imports this package, never the reverse)."""
 
 
 def run_check(req: CheckRequest) -> int:
@@ -82,19 +84,9 @@ def run_check(req: CheckRequest) -> int:
         return _replace_baseline(req, candidate_run)
     report = compare_runs(req.baseline, candidate_run, req.settings)
     emit(report, req.summary, req.json_out)
-    _html(req, Path(candidate_run))
+    if req.on_compared is not None:
+        req.on_compared(Path(candidate_run))
     return report.exit_code
-
-
-def _html(req: CheckRequest, candidate_run: Path) -> None:
-    """--html: the report with the flipped items; otherwise the command that makes it (stderr:
-    stdout carries only the markdown)."""
-    if req.html is None:
-        print(f"HTML report: igpo report {candidate_run} --baseline {req.baseline} --out report.html", file=sys.stderr)
-        return
-    from harness.report import write_report
-
-    print(f"report: {write_report([candidate_run], req.html, baseline=Path(req.baseline))}", file=sys.stderr)
 
 
 def _replace_baseline(req: CheckRequest, candidate_run: str | Path) -> int:
