@@ -19,6 +19,8 @@ TRAINING_CURVES = (
     ("clip_ratio", "clip ratio"),
     ("entropy", "entropy (loss tokens)"),
     ("all_wrong_ratio", "all-wrong groups"),
+    ("rescued_ratio", "all-wrong groups rescued by hints"),
+    ("hint_token_fraction", "hint tokens in the loss (share)"),
 )
 """metrics.jsonl keys drawn per step, with their panel titles."""
 SMOOTH_STEPS = 5
