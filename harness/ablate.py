@@ -42,7 +42,6 @@ from harness.grid import (  # noqa: F401  (re-exported: harness.ablate is the pu
     DONE_FILE,
     GRID_DIR,
     LAUNCHERS,
-    PREFIX,
     QUICK_GRID,
     SBATCH_FILE,
     SERIES_PREFIX,
@@ -61,6 +60,7 @@ from harness.grid import (  # noqa: F401  (re-exported: harness.ablate is the pu
     resolve_grid,
 )
 from harness.results import RESULTS_FILE, atomic_write_text
+from igpo.progress import say
 
 
 def _digest(obj: Any) -> str:
@@ -86,7 +86,7 @@ class JobOutcome:
 
 
 def _say(message: str) -> None:
-    print(f"{PREFIX} {message}", flush=True)
+    say("ablate", message)
 
 
 def _eval_request(spec: GridSpec, out: Path):

@@ -24,6 +24,7 @@ from harness.results import write_results
 from harness.stats import accuracy_interval
 from igpo.errors import InvalidSetting, MissingInput
 from igpo.jsonfile import read_json_object
+from igpo.progress import say
 from igpo.scoring import shared_verdicts
 
 HEADLINE_METRIC = "exact_match"
@@ -207,10 +208,7 @@ def _run_eval(req: EvalRequest) -> Path:
                 configs.append(task_config(leaf, p.data_dir, cfg, repeats))
             if not configs:
                 continue
-            print(
-                f"[igpo eval] seed {seed}{' ' + suffix if suffix else ''}: {', '.join(c['task'] for c in configs)}",
-                file=sys.stderr,
-            )
+            say("eval", f"seed {seed}{' ' + suffix if suffix else ''}: {', '.join(c['task'] for c in configs)}")
             lm.args.seed = seed
             out = simple_evaluate(
                 model=lm,
@@ -515,7 +513,7 @@ def run_series(req: EvalRequest, train_dir: Path, every: int = 1, include_base: 
     for step, model, adapter in jobs:
         name = f"step-{step:06d}"
         if not (out_root / name / RESULTS_FILE).is_file():
-            print(f"[igpo eval] checkpoint step {step}", file=sys.stderr)
+            say("eval", f"checkpoint step {step}")
             run_eval(
                 EvalRequest(
                     **{
@@ -530,7 +528,7 @@ def run_series(req: EvalRequest, train_dir: Path, every: int = 1, include_base: 
                 )
             )
         else:
-            print(f"[igpo eval] step {step}: already evaluated", file=sys.stderr)
+            say("eval", f"step {step}: already evaluated")
         points.append((step, load_results(out_root / name)))
     table, plot, best = write_series(points, out_root)
     print(f"best checkpoint: step {best}\nseries: {table}\nplot: {plot}")

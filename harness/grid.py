@@ -32,7 +32,6 @@ SBATCH_FILE = "sweep.sbatch"
 SLURM_LOGS = "slurm"
 """Under the grid's out folder: one log per array task (created before submission)."""
 CELL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-PREFIX = "[igpo ablate]"
 
 
 # ---------------------------------------------------------------------------- grid spec

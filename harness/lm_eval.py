@@ -24,6 +24,8 @@ import json
 import sys
 from pathlib import Path
 
+from igpo.progress import say
+
 DLLM_MODELS = ("dllm", "igpo")
 REQUEST_LOG = "dllm_requests.jsonl"
 
@@ -105,11 +107,7 @@ def keyed_cache_path(args: list[str]) -> list[str]:
         if arg.startswith("--use_cache="):
             continue
         out.append(arg)
-    print(
-        f"[igpo lm-eval] --use_cache {path} -> {keyed} (keyed by dllm's model_args: lm-eval's own "
-        "cache key ignores them)",
-        file=sys.stderr,
-    )
+    say("lm-eval", f"--use_cache {path} -> {keyed} (keyed by dllm's model_args: lm-eval's own cache key ignores them)")
     return [*out, "--use_cache", keyed]
 
 
@@ -127,7 +125,7 @@ def write_request_logs(output_path: str | None) -> None:
             lines = [json.dumps(rec, ensure_ascii=False, default=str) for rec in lm.request_log]
             atomic_write_text(folder / name, "\n".join(lines) + "\n")
             if lm.rank == 0:
-                print(f"[igpo lm-eval] per-request decoding records: {folder / name}", file=sys.stderr)
+                say("lm-eval", f"per-request decoding records: {folder / name}")
         if lm.rank == 0:
             for text in lm.warnings:
                 print(f"warning: dllm: {text}", file=sys.stderr)

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from harness.bench.common import machine_line, peak_memory, write_markdown
+from harness.markdown import table
 from igpo.errors import MissingInput
 
 BENCH_ARCH = dict(vocab_size=256, d_model=128, n_layers=4, n_heads=4, mlp_hidden=512)
@@ -128,10 +129,16 @@ def part_one(cfg: DecodeBenchConfig) -> str:
     return (
         "## 1. Exact decoding\n\n"
         f"Prompt length {PROMPT_LENGTH}; median of {cfg.repeats} runs; `igpo bench decode` (also `make bench`).\n\n"
-        "| model | batch | gen_length | block | steps | s / batch | tokens/s | NFE | NFE/token | peak memory (MiB) |\n"
-        "|---|---|---|---|---|---|---|---|---|---|\n"
-        f"| {name} | {cfg.batch_size} | {cfg.gen_length} | {cfg.block_length} | {cfg.steps} | {wall:.2f} | "
-        f"{tokens / wall:.1f} | {nfe} | {nfe / cfg.gen_length:.2f} | {peak:.1f} ({'cuda' if device.startswith('cuda') else 'rss'}) |\n\n"
+        + table(
+            ["model", "batch", "gen_length", "block", "steps", "s / batch", "tokens/s", "NFE", "NFE/token"]
+            + ["peak memory (MiB)"],
+            [
+                [name, cfg.batch_size, cfg.gen_length, cfg.block_length, cfg.steps, f"{wall:.2f}"]
+                + [f"{tokens / wall:.1f}", nfe, f"{nfe / cfg.gen_length:.2f}"]
+                + [f"{peak:.1f} ({'cuda' if device.startswith('cuda') else 'rss'})"]
+            ],
+        )
+        + "\n\n"
         "NFE counts forward passes of the batch; tokens/s counts completion tokens of all rows.\n"
     )
 
@@ -228,12 +235,8 @@ def part_two(cfg: DecodeBenchConfig) -> tuple[str, dict]:
         if cfg.data_dir is not None and cfg.gsm8k_problems > 0:
             sets.append(gsm8k_problems(tok, spec, cfg.data_dir, cfg.gsm8k_problems))
         for pset in sets:
-            lines += [
-                f"### gen_length {length}: {pset.name}\n",
-                "| mode | s | tokens/s | NFE/token | peak MiB | speed-up | identical tokens | accuracy | "
-                "solved only by mode / only by exact (McNemar p) |",
-                "|---|---|---|---|---|---|---|---|---|",
-            ]
+            lines.append(f"### gen_length {length}: {pset.name}\n")
+            rows = []
             base = None
             for label, mode in FAST_MODES:
                 steps, opts = mode_options(mode, length, cfg.steps_per_token)
@@ -265,12 +268,13 @@ def part_two(cfg: DecodeBenchConfig) -> tuple[str, dict]:
                 lost = sum(e and not r for r, e in zip(right, base[2], strict=True))
                 speed = base[1] / seconds
                 summary[(pset.name.split(" ")[0], length, label)] = (speed, acc, same)
-                lines.append(
-                    f"| {label} | {seconds:.2f} | {comp.numel() / seconds:.0f} | {nfe / length:.3f} | "
-                    f"{peak / 2**20:.0f} | {speed:.2f}x | {100 * same:.1f}% | {100 * acc:.1f}% | "
-                    f"{gained} / {lost} ({mcnemar_exact_p(lost, gained):.2f}) |"
+                rows.append(
+                    [label, f"{seconds:.2f}", f"{comp.numel() / seconds:.0f}", f"{nfe / length:.3f}"]
+                    + [f"{peak / 2**20:.0f}", f"{speed:.2f}x", f"{100 * same:.1f}%", f"{100 * acc:.1f}%"]
+                    + [f"{gained} / {lost} ({mcnemar_exact_p(lost, gained):.2f})"]
                 )
-            lines.append("")
+            headers = ["mode", "s", "tokens/s", "NFE/token", "peak MiB", "speed-up", "identical tokens", "accuracy"]
+            lines += [table([*headers, "solved only by mode / only by exact (McNemar p)"], rows), ""]
     return "\n".join(lines) + "\n", summary
 
 
@@ -288,9 +292,8 @@ def part_three() -> str:
     lines = [
         "## 3. LLaDA-8B-sized model, random weights, bf16 (throughput only)\n",
         f"{torch.cuda.get_device_name(0)}; batch 1, prompt 128, block {FAST_BLOCK}, steps = gen_length.\n",
-        "| gen_length | mode | tokens/s | speed-up | peak GiB |",
-        "|---|---|---|---|---|",
     ]
+    rows = []
     for length in (256, 512):
         base = None
         for label, mode in FAST_MODES:
@@ -298,9 +301,8 @@ def part_three() -> str:
             kw = dict(gen_length=length, block_length=FAST_BLOCK, steps=steps, mask_id=model.token_spec.mask_id)
             _, seconds, peak = _timed(lambda kw=kw, opts=opts: generate(model, prompts, **kw, **opts), "cuda")
             base = base or seconds
-            lines.append(
-                f"| {length} | {label} | {length / seconds:.1f} | {base / seconds:.2f}x | {peak / 2**30:.1f} |"
-            )
+            rows.append([length, label, f"{length / seconds:.1f}", f"{base / seconds:.2f}x", f"{peak / 2**30:.1f}"])
+    lines.append(table(["gen_length", "mode", "tokens/s", "speed-up", "peak GiB"], rows))
     return "\n".join(lines) + "\n"
 
 

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.bench.common import machine_line, write_markdown
+from harness.markdown import table
 from igpo.errors import InvalidSetting, MissingInput
 
 DEFAULT_OUT = Path("results/bench/eval.md")
@@ -287,23 +288,29 @@ def render(
         f"Model: {model_name}; decoding gen_length {DECODING['gen_length']}, block "
         f"{DECODING['block_length']}, steps {DECODING['steps']}; batch {batch_size}; default device and dtype.",
         "",
-        "| samples | wall s | model load s | forward s | sampler s | rest s | overhead ms/sample "
-        "| overhead excl. load ms/sample | forward ms/sample |",
-        "|---|---|---|---|---|---|---|---|---|",
-        f"| {o['samples']} | {o['wall_s']:.2f} | {o['load_s']:.2f} | {o['forward_s']:.2f} | {o['sampler_s']:.2f} "
-        f"| {o['rest_s']:.2f} | {o['overhead_ms']:.1f} | {o['overhead_no_load_ms']:.1f} | {o['forward_ms']:.1f} |",
+        table(
+            ["samples", "wall s", "model load s", "forward s", "sampler s", "rest s", "overhead ms/sample"]
+            + ["overhead excl. load ms/sample", "forward ms/sample"],
+            [
+                [o["samples"]]
+                + [f"{o[k]:.2f}" for k in ("wall_s", "load_s", "forward_s", "sampler_s", "rest_s")]
+                + [f"{o[k]:.1f}" for k in ("overhead_ms", "overhead_no_load_ms", "forward_ms")]
+            ],
+        ),
         "",
         "## Scoring throughput",
         "",
-        "| dataset | metric | samples | seconds | samples/s | correct % | math-verify worker share | timeouts |",
-        "|---|---|---|---|---|---|---|---|",
+        table(
+            ["dataset", "metric", "samples", "seconds", "samples/s", "correct %", "math-verify worker share"]
+            + ["timeouts"],
+            [
+                [r["dataset"], r["metric"], r["samples"], f"{r['seconds']:.3f}", f"{r['per_s']:.0f}"]
+                + [f"{100 * r['correct']:.1f}"]
+                + ["-" if r["metric"] != "verify_answer" else f"{100 * r['worker_share']:.0f}%", r["timeouts"]]
+                for r in scoring
+            ],
+        ),
     ]
-    for r in scoring:
-        share = "-" if r["metric"] != "verify_answer" else f"{100 * r['worker_share']:.0f}%"
-        lines.append(
-            f"| {r['dataset']} | {r['metric']} | {r['samples']} | {r['seconds']:.3f} | {r['per_s']:.0f} "
-            f"| {100 * r['correct']:.1f} | {share} | {r['timeouts']} |"
-        )
     lines += [
         "",
         "How it is measured. Overhead: `run_eval` runs once untimed on "

@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from harness.bench.common import machine_line, write_markdown
+from harness.markdown import table
 
 DEFAULT_OUT = Path("results/bench/rewrite.md")
 ROWS = 500
@@ -110,18 +111,17 @@ def main() -> None:
         "",
         f"{machine_line()}. `python -m harness.bench.rewrite`.",
         "",
-        "| run | rows | kept | rejected (format / wrong / too long) | failed | missing | wall s |",
-        "|---|---|---|---|---|---|---|",
     ]
+    runs = []
     for name, r, secs in (
         ("clean, 0.2 s per answer, concurrency 16", clean, clean_s),
         ("mixed faults (5/12 fail once, 1/12 always), concurrency 16", mixed, mixed_s),
     ):
         rej = r["rejected"]
-        lines.append(
-            f"| {name} | {r['input_rows']} | {r['kept']} | {rej['format']} / {rej['wrong_answer']} / "
-            f"{rej['too_long']} | {r['failed']} | {r['missing']} | {secs:.1f} |"
-        )
+        rejected = f"{rej['format']} / {rej['wrong_answer']} / {rej['too_long']}"
+        runs.append([name, r["input_rows"], r["kept"], rejected, r["failed"], r["missing"], f"{secs:.1f}"])
+    headers = ["run", "rows", "kept", "rejected (format / wrong / too long)", "failed", "missing", "wall s"]
+    lines.append(table(headers, runs))
     lines += [
         "",
         f"Ideal wall time of the clean run: {ideal:.2f} s ({ROWS} x {LATENCY_S} s / {CONCURRENCY}); "

@@ -22,6 +22,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from harness.markdown import table
+
 DEFAULT_OUT = Path("results/testbed/sft_data.md")
 CANVAS = 48
 TRAIN_SEED = 2
@@ -115,11 +117,14 @@ def main() -> None:
         f"Rewriting: {summary['input_rows']} rows -> {summary['kept']} kept, rejected {summary['rejected']}, "
         f"{summary['failed']} failed.",
         "",
-        "| SFT data | examples used | accuracy % | L1 | L2 | L3 | L4 | L5 | L6 |",
-        "|---|---|---|---|---|---|---|---|---|",
+        table(
+            ["SFT data", "examples used", "accuracy %", *(f"L{lv}" for lv in range(1, 7))],
+            [
+                [name, kept, f"{acc:.1f}", *(f"{levels[lv]:.0f}" for lv in range(1, 7))]
+                for name, kept, acc, levels in rows
+            ],
+        ),
     ]
-    for name, kept, acc, levels in rows:
-        lines.append(f"| {name} | {kept} | {acc:.1f} | " + " | ".join(f"{levels[lv]:.0f}" for lv in range(1, 7)) + " |")
     lines += ["", f"Wall time {time.perf_counter() - started:.0f} s on 2 CPU cores.", ""]
     text = "\n".join(lines)
     print(text)

@@ -26,6 +26,7 @@ import time
 from pathlib import Path
 
 from harness.bench.common import machine_line, write_markdown
+from harness.markdown import table
 
 DEFAULT_OUT = Path("results/bench/soak.md")
 CACHE = "responses.jsonl"
@@ -139,18 +140,30 @@ def report(r: dict) -> str:
             "",
             f"{machine_line()}. `python -m harness.bench.soak --limit {r['limit']} --kills {r['kills']} --seed {r['seed']}`.",
             "",
-            "| measure | value |",
-            "|---|---|",
-            f"| problems (igpo_arith, batch size 1) | {r['limit']} |",
-            f"| SIGKILLs in a row | {r['kills']} (all during decoding: {r['kills_during_decoding']}) |",
-            f"| finished responses in the cache at each kill | {', '.join(map(str, r['cache_lines_at_each_kill']))} |",
-            f"| torn cache lines left by the kills | {r['torn_lines_left']} |",
-            f"| finished responses lost | {r['responses_lost']} |",
-            f"| finished responses decoded twice | {r['duplicate_keys']} |",
-            f"| requests redone (in flight at a kill, at most 1 per kill) | <= {r['kills_during_decoding']} |",
-            f"| finishing run: decoded / from cache | {r['finishing_run_decoded']} / {r['finishing_run_from_cache']} |",
-            f"| final samples equal the uninterrupted run's | {r['samples_equal_reference']} ({r['samples']} samples) |",
-            f"| verdict | {verdict} |",
+            table(
+                ["measure", "value"],
+                [
+                    ["problems (igpo_arith, batch size 1)", r["limit"]],
+                    ["SIGKILLs in a row", f"{r['kills']} (all during decoding: {r['kills_during_decoding']})"],
+                    [
+                        "finished responses in the cache at each kill",
+                        ", ".join(map(str, r["cache_lines_at_each_kill"])),
+                    ],
+                    ["torn cache lines left by the kills", r["torn_lines_left"]],
+                    ["finished responses lost", r["responses_lost"]],
+                    ["finished responses decoded twice", r["duplicate_keys"]],
+                    ["requests redone (in flight at a kill, at most 1 per kill)", f"<= {r['kills_during_decoding']}"],
+                    [
+                        "finishing run: decoded / from cache",
+                        f"{r['finishing_run_decoded']} / {r['finishing_run_from_cache']}",
+                    ],
+                    [
+                        "final samples equal the uninterrupted run's",
+                        f"{r['samples_equal_reference']} ({r['samples']} samples)",
+                    ],
+                    ["verdict", verdict],
+                ],
+            ),
             "",
         ]
     )

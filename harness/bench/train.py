@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from harness.bench.common import machine_line, write_markdown
+from harness.markdown import table
 
 PARTS = ("generation", "hinting", "scoring", "logprob", "backward")
 
@@ -74,15 +75,16 @@ def run(cfg: TrainBenchConfig) -> dict[str, dict[str, float]]:
         f"step, mu=2, 48-token rollouts), {cfg.steps} steps each, the first dropped; mean seconds per step.",
         "Command: `igpo bench train`.",
         "",
-        "| trainer | step | generation | hinting | scoring | log-prob | backward | all-wrong groups | replaced / step | rollout tokens/s |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        table(
+            ["trainer", "step", "generation", "hinting", "scoring", "log-prob", "backward"]
+            + ["all-wrong groups", "replaced / step", "rollout tokens/s"],
+            [
+                [kind.upper(), f"{r['step']:.2f}", *(f"{r[p]:.2f}" for p in PARTS)]
+                + [f"{r['all_wrong_ratio']:.2f}", f"{r['replaced']:.1f}", f"{r['tokens_per_s']:.0f}"]
+                for kind, r in results.items()
+            ],
+        ),
     ]
-    for kind, r in results.items():
-        lines.append(
-            f"| {kind.upper()} | {r['step']:.2f} | "
-            + " | ".join(f"{r[p]:.2f}" for p in PARTS)
-            + f" | {r['all_wrong_ratio']:.2f} | {r['replaced']:.1f} | {r['tokens_per_s']:.0f} |"
-        )
     lines += [
         "",
         "hinting = building hint canvases plus the extra (inpainted) rollouts for all-wrong groups;",

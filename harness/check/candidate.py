@@ -31,6 +31,7 @@ from harness.results import (
     results_path,
 )
 from igpo.atomic import atomic_write_bytes
+from igpo.progress import say
 
 # --------------------------------------------------------------------------- candidate model
 
@@ -208,10 +209,7 @@ def evaluate_candidate(
         leaderboard=None,
         trust_remote_code=options.trust_remote_code,
     )
-    print(
-        f"[igpo check] evaluating {candidate} with the baseline's settings into {out}",
-        file=sys.stderr,
-    )
+    say("check", f"evaluating {candidate} with the baseline's settings into {out}")
     with contextlib.redirect_stdout(sys.stderr):  # stdout carries only the check's markdown
         return run_eval(request).parent
 

@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from igpo.data import render_prompt
+from igpo.progress import say
 from igpo.prompts import source_instruction
 from igpo.training.loop import open_session, run_steps
 from igpo.training.runtime import TrainingError, step_generator
@@ -192,7 +193,7 @@ def train_sft(cfg: SFTConfig, out: Path, *, resume: bool = False, overwrite: boo
         raise TrainingError(f"every example is longer than data.max_completion_tokens={cfg.data.max_completion_tokens}")
     if session.main:
         verb = "dropped" if cfg.data.overlong == "drop" else "truncated"
-        print(f"[igpo sft] {len(encoded)} examples; {changed} {verb} over {cfg.data.max_completion_tokens} tokens")
+        say("sft", f"{len(encoded)} examples; {changed} {verb} over {cfg.data.max_completion_tokens} tokens")
     order = torch.randperm(len(encoded), generator=torch.Generator().manual_seed(cfg.seed)).tolist()
     per_step = cfg.batch_size * session.world
     model, optimizer, scheduler = session.model, session.optimizer, session.scheduler
