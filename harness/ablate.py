@@ -10,8 +10,8 @@ start model (the recipe's model.path). For every (cell, seed) job:
 
 The start model is evaluated once and copied into every series (`<out>/base/`). A job without
 DONE resumes: training continues from its newest checkpoint, evaluation reuses finished steps.
-The report (harness/ablate_report.py) goes to `<results>/<grid>.md` (+ .json) and three PNGs
-(accuracy vs step, all-wrong ratio vs step, final accuracy per cell). `--launcher slurm` writes
+The report (harness/ablate_report.py) goes to `<results>/<grid>.md` (+ .json) and its PNG plots
+(accuracy vs step, all-wrong ratio vs step, final accuracy per cell, per level, training curves). `--launcher slurm` writes
 one sbatch array job instead (one array task per job, `--only-index`); `--aggregate-only` then
 writes the report.
 """

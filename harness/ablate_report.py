@@ -335,7 +335,8 @@ def summary_json(spec: GridSpec, cells: list[CellResult], base: BaseResult | Non
 
 
 def write_report(spec: GridSpec, jobs: list[Job]) -> Path:
-    """Write <results>/<grid>.md, .json and the three PNGs from whatever jobs have finished."""
+    """Write <results>/<grid>.md, .json, the claims and the plots (accuracy, all-wrong, final, levels,
+    training PNGs) from whatever jobs have finished."""
     cells, base = collect(spec, jobs)
     folder = spec.results_dir
     folder.mkdir(parents=True, exist_ok=True)
