@@ -447,9 +447,9 @@ def shutdown_worker() -> None:
 # --------------------------------------------------------------------------- verify_answer
 
 
-def _fast_candidate(response: str) -> str | None:
-    """The lone boxed answer, or the whole response if short; None when ambiguous."""
-    spans = box_spans(response)
+def _fast_candidate(response: str, spans: list[tuple[int, int, int]]) -> str | None:
+    """The lone boxed answer, or the whole response if short; None when ambiguous (`spans`:
+    the response's box_spans)."""
     if len(spans) == 1:
         _, start, end = spans[0]
         return response[start:end]
@@ -476,42 +476,40 @@ def _fast_verdict(gold: str, candidate: str, boxed: bool) -> bool | None:
     numbers (exact; unequal integers); and for a boxed answer, the same LaTeX up to
     presentation (right), two numeric expressions with different values (wrong;
     igpo.latexnum), a number against a tuple, set or expression in a variable (wrong)."""
-    gold_value = _plain_number(gold)
-    if gold_value is not None and (pred_value := _plain_number(candidate)) is not None:
-        if pred_value == gold_value or pred_value.denominator == gold_value.denominator == 1:
-            return pred_value == gold_value
+    gold_plain, pred_plain = _plain_number(gold), _plain_number(candidate)
+    if gold_plain is not None and pred_plain is not None:
+        if pred_plain == gold_plain or pred_plain.denominator == gold_plain.denominator == 1:
+            return pred_plain == gold_plain
     if not boxed:  # a short unboxed response: only math-verify reads free text
         return None
-    same = _presentational(gold)
-    if same and same == _presentational(candidate):
+    gold_text, pred_text = _presentational(gold), _presentational(candidate)
+    if gold_text and gold_text == pred_text:
         return True
     from igpo import latexnum
 
-    g, c = _fix_fracs(same), _fix_fracs(_presentational(candidate))
-    a, b = latexnum.value(g), latexnum.value(c)
-    if a is not None and b is not None:
-        return True if a == b else False if not math.isclose(a, b, rel_tol=NUMERIC_REL_TOL) else None
-    if (a is None) != (b is None):  # a number against something that can never equal one
-        other, plain = (gold, _plain_number(gold)) if a is None else (candidate, _plain_number(candidate))
-        if plain is None and _never_a_number(other):
-            return False
+    gold_value, pred_value = latexnum.value(_fix_fracs(gold_text)), latexnum.value(_fix_fracs(pred_text))
+    if gold_value is not None and pred_value is not None:
+        if gold_value == pred_value:
+            return True
+        return False if not math.isclose(gold_value, pred_value, rel_tol=NUMERIC_REL_TOL) else None
+    if gold_value is None and pred_value is not None and gold_plain is None:
+        return False if _never_a_number(gold) else None  # a number against something that never is one
+    if pred_value is None and gold_value is not None and pred_plain is None:
+        return False if _never_a_number(candidate) else None
     return None
 
 
 _COMMAND_RE = re.compile(r"\\[A-Za-z]+")
 _VARIABLE_RE = re.compile(r"[A-DF-HJ-Za-df-hj-z]")
 """A letter other than e and i (Euler's number, the imaginary unit), outside commands."""
-
-
 _COMPLEX_RE = re.compile(r"[-+]?\s*\d+(?:\.\d+)?\s*[-+]\s*(\d+(?:\.\d+)?)?\s*i")
 """a + bi with literal parts: never real when b is not zero."""
 
 
 def _never_a_number(text: str) -> bool:
     """A tuple, interval, set, union or matrix, a non-real a + bi, or an expression in a variable
-    (a letter other than e and i): math-verify never
-    equates such an answer with a number. Units and words (\\text, \\mbox, ...) and equations
-    are not decided here."""
+    (a letter other than e and i): math-verify never equates such an answer with a number.
+    Units and words (\\text, \\mbox, ...), degrees, subscripts and equations are not decided here."""
     if re.search(r"\\(?:text|mbox|mathrm|textbf|operatorname)|=|_|\\circ|%", text):
         return False
     if "," in text or "\\cup" in text or "\\begin{" in text:
@@ -566,8 +564,8 @@ def _verify(gold: str, response: str, timeout_s: float) -> Score:
     if timeout_s <= 0:
         raise InvalidSetting(f"timeout_s must be positive, got {timeout_s}")
     _count("verify_calls")
-    candidate = _fast_candidate(response)
     spans = box_spans(response)
+    candidate = _fast_candidate(response, spans)
     if candidate is not None and (fast := _fast_verdict(gold, candidate, boxed=len(spans) == 1)) is not None:
         _count("fast_path")
         return Score(correct=fast, extracted=candidate, timed_out=False)
