@@ -92,6 +92,10 @@ class TaskComparison:
     improved: bool = False
     """Significant difference in the candidate's favour."""
     notes: list[str] = field(default_factory=list)
+    broke: list[Any] = field(default_factory=list)
+    """Doc ids of the losses (the report's flipped items; in --json too)."""
+    fixed: list[Any] = field(default_factory=list)
+    """Doc ids of the wins."""
 
 
 def compare_task(paired: PairedTask, settings: CheckSettings) -> TaskComparison:
@@ -142,6 +146,8 @@ def compare_task(paired: PairedTask, settings: CheckSettings) -> TaskComparison:
         verdict=verdict,
         improved=significant and diff > 0,
         notes=notes,
+        broke=down,
+        fixed=up,
     )
 
 

@@ -238,20 +238,16 @@ def comparison_data(
     its first sample in each run by index into the payload's samples (`offsets`: where each
     run's samples start there)."""
     from harness.check import CheckSettings, compare_records
-    from harness.check.pairing import flipped, item_table, pair_task
 
-    settings = CheckSettings(allow_mismatch=True)
-    report = compare_records(base, base_rows, cand, cand_rows, settings)
-    keys = [t.task for t in report.tasks]
-    b_table, c_table = item_table(base_rows, set(keys)), item_table(cand_rows, set(keys))
+    report = compare_records(base, base_rows, cand, cand_rows, CheckSettings(allow_mismatch=True))
     first: dict[tuple[int, str, Any], int] = {}
     for run, rows in ((0, base_rows), (1, cand_rows)):
         for n, s in enumerate(rows):
             first.setdefault((run, s.task, s.item), n)
     items = []
-    for key in keys:
-        down, up = flipped(pair_task(key, b_table[key], c_table[key], True))
-        for direction, docs in (("broke", down), ("fixed", up)):
+    for t in report.tasks:
+        key = t.task
+        for direction, docs in (("broke", t.broke), ("fixed", t.fixed)):
             for doc in docs:
                 bi, ci = first[(0, key, doc)], first[(1, key, doc)]
                 b, c = base_rows[bi], cand_rows[ci]
