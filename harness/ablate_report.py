@@ -96,21 +96,13 @@ def _record_numbers(record: RunRecord) -> tuple[float, tuple[float, float] | Non
     return record.mean_accuracy(), interval, kind, record.level_accuracy()
 
 
-def _series_records(series: Path) -> dict[int, RunRecord]:
-    from harness.results import load_results
-
-    out = {}
-    for folder in sorted(series.glob("step-*")):
-        if (folder / RESULTS_FILE).is_file() and folder.name[5:].isdigit():
-            out[int(folder.name[5:])] = load_results(folder)
-    return out
-
-
 def load_seed_run(job: Job) -> SeedRun | None:
     """A finished job's curve, final numbers and training metrics; None if not finished."""
     if not job.done_file.is_file():
         return None
-    records = _series_records(job.series)
+    from harness.series import series_records
+
+    records = series_records(job.series)
     if not records:
         return None
     curve = {step: _record_numbers(rec)[0] for step, rec in records.items()}

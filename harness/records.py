@@ -14,6 +14,7 @@ A samples.jsonl line, for example (the first item of the committed testbed basel
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from dataclasses import asdict, dataclass, field
@@ -287,8 +288,6 @@ class Sample:
     @property
     def item(self) -> Any:
         """The doc id as a dict key (lists and dicts serialised)."""
-        import json
-
         return json.dumps(self.doc_id, sort_keys=True) if isinstance(self.doc_id, (list, dict)) else self.doc_id
 
     @classmethod

@@ -165,12 +165,37 @@ def plot_series(
     return render_figure(fig, path, FIG_DPI)
 
 
+def series_records(folder: Path) -> dict[int, RunRecord]:
+    """Step -> run record of the finished `step-N` run folders under `folder` (an `igpo eval
+    --run` series or an ablation job's)."""
+    from harness.results import RESULTS_FILE, load_results
+
+    out = {}
+    for step_dir in sorted(Path(folder).glob("step-*")):
+        if step_dir.name[5:].isdigit() and (step_dir / RESULTS_FILE).is_file():
+            out[int(step_dir.name[5:])] = load_results(step_dir)
+    return out
+
+
+def _title(points: list[tuple[int, RunRecord]]) -> str:
+    first = min(points, key=lambda point: point[0])[1]
+    return f"Checkpoint series: {model_label(first, with_adapter=False)} ({protocol_name(first)})"
+
+
+def series_svg(points: list[tuple[int, RunRecord]]) -> tuple[str, int]:
+    """(the accuracy-vs-step plot as SVG text, best step): write_series' figure, for the report."""
+    columns, series = _points(points)
+    best = best_point(series)
+    svg = plot_series(columns, series, best, _title(points), None)
+    assert svg is not None
+    return svg, best.step
+
+
 def write_series(points: list[tuple[int, RunRecord]], out_dir: Path) -> tuple[Path, Path, int]:
     """Write series.md and series.png for (step, results record) points; return paths, best step."""
     columns, series = _points(points)
     best = best_point(series)
-    first = min(points, key=lambda point: point[0])[1]
-    title = f"Checkpoint series: {model_label(first, with_adapter=False)} ({protocol_name(first)})"
+    title = _title(points)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     md_path, png_path = out_dir / SERIES_MD, out_dir / SERIES_PNG

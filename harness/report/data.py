@@ -288,25 +288,18 @@ def comparison_data(
 
 def series_figure(folder: Path) -> dict[str, Any]:
     """Accuracy vs checkpoint (an `igpo eval --run` folder) as inline SVG."""
-    from harness.leaderboard import model_label
-    from harness.results import load_results
-    from harness.series import _points, best_point, plot_series
+    from harness.series import series_records, series_svg
 
-    points = []
-    for step_dir in sorted(folder.glob("step-*")):
-        if step_dir.name[5:].isdigit() and (step_dir / "results.json").is_file():
-            points.append((int(step_dir.name[5:]), load_results(step_dir)))
-    columns, series = _points(points)
-    best = best_point(series)
-    title = f"Checkpoint series: {model_label(points[0][1], with_adapter=False)}"
+    points = sorted(series_records(folder).items())
+    svg, best = series_svg(points)
     levels: dict[str, dict[str, float]] = {}
     for step, record in points:
         for level, value in record.level_accuracy().items():
             levels.setdefault(str(level), {})[str(step)] = value
     return {
         "kind": "series",
-        "title": f"{folder.name}: accuracy vs step (best step {best.step})",
-        "svg": plot_series(columns, series, best, title, None),
+        "title": f"{folder.name}: accuracy vs step (best step {best})",
+        "svg": svg,
         "levels": levels,
     }
 
