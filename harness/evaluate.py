@@ -245,17 +245,11 @@ def _run_eval(req: EvalRequest) -> Path:
     if lm.rank != 0:
         return p.run_dir
     wall = time.perf_counter() - started
-    protocol = p.protocol.to_dict()
     record = RunRecord(
         tasks={key: summarise(key, info, req, p) for key, info in per_task.items()},
         model=model_record(req, lm),
-        protocol=ProtocolInfo(
-            name=protocol.pop("name"),
-            file_hash=protocol.pop("file_hash", None),
-            seeds=list(protocol.pop("seeds", [])),
-            seeds_run=list(seeds),
-            overrides=dict(req.decode_overrides),
-            settings=protocol,
+        protocol=ProtocolInfo.parse(
+            {**p.protocol.to_dict(), "overrides": dict(req.decode_overrides), "seeds_run": list(seeds)}
         ),
         run_name=p.run_dir.name,
         created=datetime.now(timezone.utc).isoformat(timespec="seconds"),

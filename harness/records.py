@@ -123,6 +123,10 @@ class ModelInfo:
     token_spec: dict[str, Any] | None = None
 
 
+PROTOCOL_FIELDS = ("name", "file_hash", "seeds", "seeds_run", "overrides")
+"""The protocol table's entries ProtocolInfo has fields for; the rest is kept as `settings`."""
+
+
 @dataclass(frozen=True)
 class ProtocolInfo:
     """The protocol a run used, and how the run departed from it."""
@@ -149,6 +153,19 @@ class ProtocolInfo:
         if self.seeds_run is not None and self.seeds and sorted(self.seeds_run) != sorted(self.seeds):
             out.append(f"seeds {', '.join(map(str, self.seeds_run))} (protocol: {', '.join(map(str, self.seeds))})")
         return out
+
+    @classmethod
+    def parse(cls, raw: dict[str, Any]) -> ProtocolInfo:
+        """From a results.json protocol table (or Protocol.to_dict() plus seeds_run / overrides)."""
+        seeds_run = raw.get("seeds_run")
+        return cls(
+            name=raw.get("name"),
+            file_hash=raw.get("file_hash"),
+            seeds=list(raw.get("seeds") or []),
+            seeds_run=list(seeds_run) if isinstance(seeds_run, list) else None,
+            overrides=dict(raw.get("overrides") or {}),
+            settings={k: v for k, v in raw.items() if k not in PROTOCOL_FIELDS},
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -223,24 +240,12 @@ class RunRecord:
         if isinstance(protocol, str):  # a bare protocol name
             protocol = {"name": protocol}
         protocol = protocol if isinstance(protocol, dict) else {}
-        seeds_run = protocol.get("seeds_run")
         return cls(
             tasks={str(k): TaskResult.parse(v, f"{file}: task {k!r}") for k, v in tasks.items()},
             model=ModelInfo(
                 **{f: model.get(f) for f in ModelInfo.__dataclass_fields__ if model.get(f) is not None},
             ),
-            protocol=ProtocolInfo(
-                name=protocol.get("name"),
-                file_hash=protocol.get("file_hash"),
-                seeds=list(protocol.get("seeds") or []),
-                seeds_run=list(seeds_run) if isinstance(seeds_run, list) else None,
-                overrides=dict(protocol.get("overrides") or {}),
-                settings={
-                    k: v
-                    for k, v in protocol.items()
-                    if k not in ("name", "file_hash", "seeds", "seeds_run", "overrides")
-                },
-            ),
+            protocol=ProtocolInfo.parse(protocol),
             run_name=raw.get("run_name"),
             created=raw.get("created"),
             label=raw.get("label"),
