@@ -214,11 +214,12 @@ class RunRecord:
         return sum(t.accuracy for t in self.tasks.values()) / len(self.tasks)
 
     def level_accuracy(self) -> dict[int, float]:
-        """Level -> accuracy of the first task that reports levels (empty when none does)."""
+        """Level -> accuracy, each level from the first task that reports it (empty when none does)."""
+        levels: dict[int, float] = {}
         for task in self.tasks.values():
-            if levels := task.level_accuracy():
-                return levels
-        return {}
+            for level, value in task.level_accuracy().items():
+                levels.setdefault(level, value)
+        return levels
 
     def deviations(self) -> list[str]:
         return self.protocol.deviations(self.tasks)
