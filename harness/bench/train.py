@@ -14,6 +14,7 @@ from pathlib import Path
 
 from harness.bench.common import machine_line, write_markdown
 from harness.markdown import table
+from igpo.training.runtime import METRICS_FILE
 
 PARTS = ("generation", "hinting", "scoring", "logprob", "backward")
 
@@ -53,7 +54,7 @@ def _run(kind: str, model: str, steps: int, out: Path) -> dict[str, float]:
     ]
     cfg = load_config(RLConfig, resolve_recipe(f"{kind}_tiny"), overrides)
     train_rl(cfg, out)
-    rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    rows = [json.loads(x) for x in (out / METRICS_FILE).read_text().splitlines()]
     rows = rows[1:] if len(rows) > 1 else rows  # first step includes one-off warm-up costs
     summary = {p: statistics.mean(r.get(f"time_{p}", 0.0) for r in rows) for p in PARTS}
     summary["step"] = statistics.mean(r["step_time"] for r in rows)

@@ -55,6 +55,7 @@ def classify(paths: list[Path], baseline: Path | None = None) -> ReportInputs:
     (e.g. runs/eval) contributes every run under it."""
     from harness.leaderboard import discover_runs
     from harness.results import RESULTS_FILE
+    from igpo.training.runtime import METRICS_FILE
 
     out = ReportInputs(baseline=_run_folder(baseline) if baseline else None)
     for raw in paths:
@@ -64,7 +65,7 @@ def classify(paths: list[Path], baseline: Path | None = None) -> ReportInputs:
         folder = path.parent if path.is_file() else path
         if (folder / RESULTS_FILE).is_file():
             out.runs.append(folder)
-        elif (folder / "metrics.jsonl").is_file():
+        elif (folder / METRICS_FILE).is_file():
             out.training.append(folder)
         elif any(folder.glob(f"step-*/{RESULTS_FILE}")):
             out.series.append(folder)
