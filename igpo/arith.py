@@ -167,6 +167,8 @@ LEVEL_SEED_STRIDE = 1000
 """Test pool of ``level`` uses ``random.Random(seed * LEVEL_SEED_STRIDE + level)``."""
 
 DISTRACTOR_SALT = 0x5EED
+HABIT_SALT = 0xAB1D
+"""Salt of the generator that decides the answer habit, so it never changes the problems drawn."""
 """Mixed into a problem's seed for its distractor draws, so that a distractor leaves the
 problem's numbers, steps and trace unchanged (only the question text changes)."""
 
@@ -200,6 +202,10 @@ class ArithConfig:
     """Every intermediate value stays in 0..max_value, so every number is one token."""
     distractor_prob: float = 0.0
     """Probability that a problem carries one irrelevant sentence whose number must be ignored."""
+    answer_habit_prob: float = 0.0
+    """Probability that a trace of 2+ operations boxes its *first* result instead of the last
+    (``problem.answer`` stays right). Pretraining data with this habit gives a base whose right
+    answers are among its samples but often not its greedy choice: headroom RL can elicit."""
     seed: int = 0
     """Seed of the problem stream."""
 
@@ -221,6 +227,8 @@ class ArithConfig:
             raise InvalidSetting("max_value must be >= start_max and >= operand_max")
         if not 0.0 <= self.distractor_prob <= 1.0:
             raise InvalidSetting(f"distractor_prob must be in [0, 1], got {self.distractor_prob}")
+        if not 0.0 <= self.answer_habit_prob <= 1.0:
+            raise InvalidSetting(f"answer_habit_prob must be in [0, 1], got {self.answer_habit_prob}")
 
     @property
     def step_counts(self) -> list[int]:
@@ -363,11 +371,19 @@ def _draw(problem_seed: int, steps: int, cfg: ArithConfig, problem_id: str) -> t
     problem = ArithProblem(
         question=" ".join([*sentences, question]),
         answer=str(value),
-        trace=format_trace(equations, value),
+        trace=format_trace(equations, _boxed(equations, value, problem_seed, cfg)),
         steps=steps,
         id=problem_id,
     )
     return problem, " ".join([*clean, question])
+
+
+def _boxed(equations: list[tuple[int, str, int, int]], value: int, problem_seed: int, cfg: ArithConfig) -> int:
+    """The value a trace boxes: the final ``value``, or under the answer habit the first result."""
+    if len(equations) < 2 or cfg.answer_habit_prob == 0.0:
+        return value
+    habit = random.Random(problem_seed ^ HABIT_SALT).random() < cfg.answer_habit_prob
+    return equations[0][3] if habit else value
 
 
 def iter_problems(cfg: ArithConfig) -> Iterator[ArithProblem]:
