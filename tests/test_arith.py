@@ -16,6 +16,7 @@ from igpo.arith import (
     ArithProblem,
     arith_vocabulary,
     build_arith_tokenizer,
+    format_trace,
     generate_problems,
     parse_trace,
 )
@@ -138,6 +139,7 @@ def test_config_validation() -> None:
         {"operand_max": 0},
         {"max_value": 10},
         {"distractor_prob": 1.5},
+        {"answer_habit_prob": -0.1},
     ):
         with pytest.raises(ValueError):
             ArithConfig(**bad)
@@ -329,3 +331,23 @@ def test_problem_record_fields() -> None:
     p = generate_problems(ArithConfig(seed=0), 1)[0]
     assert isinstance(p, ArithProblem)
     assert set(p.to_dict()) == {"id", "question", "answer", "trace", "steps"}
+
+
+def test_answer_habit_changes_only_the_boxed_value() -> None:
+    """The habit boxes the first result in about the asked share of 2+-operation traces and
+    changes nothing else: same questions, gold answers, equations; 1-operation traces untouched."""
+    plain = generate_problems(ArithConfig(min_steps=1, max_steps=4, seed=3), 400)
+    habit = generate_problems(ArithConfig(min_steps=1, max_steps=4, seed=3, answer_habit_prob=0.6), 400)
+    boxed_first = 0
+    multi = 0
+    for p, h in zip(plain, habit, strict=True):
+        assert (p.question, p.answer, parse_trace(p.trace)) == (h.question, h.answer, parse_trace(h.trace))
+        equations = parse_trace(h.trace)
+        if len(equations) == 1:
+            assert h.trace == p.trace
+            continue
+        multi += 1
+        if h.trace != p.trace:
+            assert h.trace == format_trace(equations, equations[0][3])
+            boxed_first += 1
+    assert 0.5 < boxed_first / multi < 0.7
