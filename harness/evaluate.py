@@ -25,7 +25,7 @@ from harness.stats import accuracy_interval
 from igpo.errors import InvalidSetting, MissingInput
 from igpo.jsonfile import read_json_object
 from igpo.progress import say
-from igpo.scoring import shared_verdicts
+from igpo.scoring import shared_verdicts, start_worker_in_background
 
 HEADLINE_METRIC = "exact_match"
 CACHE_FILE = "responses.jsonl"
@@ -162,6 +162,8 @@ def run_eval(req: EvalRequest) -> Path:
 
 def _run_eval(req: EvalRequest) -> Path:
     p = plan(req)
+    if not all(leaf_is_builtin(leaf) for leaf in p.leaves):  # benchmark answers may need math-verify
+        start_worker_in_background()
     from lm_eval import simple_evaluate
     from lm_eval.tasks import TaskManager
 

@@ -301,6 +301,39 @@ def _parse_and_verify(gold: str, response: str) -> tuple[bool, str | None]:
     return bool(verify(gold_parsed, pred_parsed, timeout_seconds=None)), extracted
 
 
+WARMUP_PAIRS = (
+    ("\\boxed{\\frac{1}{2}}", "\\boxed{0.5}"),
+    ("\\boxed{x^2 + 1}", "\\boxed{1 + x^2}"),
+    ("\\boxed{y = 2x + 3}", "\\boxed{3}"),
+    ("\\boxed{(1, \\frac{\\pi}{2})}", "\\boxed{36^\\circ}"),
+    ("\\boxed{(-\\infty, 2) \\cup (3, \\infty)}", "\\boxed{(0, 9) \\cup [9, 36]}"),
+    ("\\boxed{\\{1 \\pm \\sqrt{5}, -2\\}}", "\\boxed{(8, -2)}"),
+    ("\\boxed{\\begin{pmatrix} -1/3 \\\\ 2/3 \\end{pmatrix}}", "\\boxed{52_8}"),
+    ("\\boxed{\\text{Navin}}", "\\boxed{x^3 + x + 1}"),
+    ("\\boxed{3R^2}", "\\boxed{\\frac{11 + 9a}{20}}"),
+    ("\\boxed{15\\mbox{ cm}^2}", "\\boxed{5.4 \\text{ cents}}"),
+    ("\\boxed{2\\sqrt{3} + i}", "\\boxed{\\sin 30^\\circ}"),
+)
+"""Answer shapes the worker verifies once before it reports ready, so that sympy's and
+latex2sympy's first-use costs (lazy imports, caches: up to 0.3 s for the first interval or
+matrix) are paid at start-up, not by the first responses of an evaluation."""
+WARMUP_BUDGET_S = 2.0
+"""Time bound of each warm-up pair (a pair over it is skipped)."""
+
+
+def _warm_up() -> None:
+    """Verify WARMUP_PAIRS, each bounded by WARMUP_BUDGET_S; failures are ignored."""
+    for gold, response in WARMUP_PAIRS:
+        try:
+            try:
+                signal.setitimer(signal.ITIMER_REAL, WARMUP_BUDGET_S)
+                _parse_and_verify(gold, response)
+            finally:
+                signal.setitimer(signal.ITIMER_REAL, 0)
+        except BaseException:  # noqa: BLE001  (the budget, or a math-verify failure: skip it)
+            continue
+
+
 def _serve(read_fd: int, write_fd: int) -> None:
     """Worker loop: answer ``(gold, response, budget_s)`` requests until EOF or ``None``."""
     logging.getLogger("math_verify").setLevel(logging.ERROR)
@@ -310,6 +343,7 @@ def _serve(read_fd: int, write_fd: int) -> None:
     outbox = Connection(write_fd, readable=False)
     signal.signal(signal.SIGALRM, _raise_budget_exceeded)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
+    _warm_up()
     outbox.send("ready")
     while True:
         try:
@@ -407,6 +441,19 @@ class _VerifyWorker:
             if self._owner_pid == os.getpid():
                 self._stop()
 
+    def ensure_started(self) -> None:
+        """Start the worker unless this process already runs one; a failed start is left to the
+        next `run`, which retries it and raises."""
+        with self._lock:
+            if self._alive():
+                return
+            if self._owner_pid != os.getpid():
+                self.reset_after_fork()
+            try:
+                self._start()
+            except RuntimeError:
+                logger.debug("math-verify worker did not start", exc_info=True)
+
     def run(self, gold: str, response: str, timeout_s: float) -> tuple[bool, str | None, bool]:
         """``(correct, extracted, timed_out)`` for one pair, bounded by ``timeout_s``."""
         with self._lock:
@@ -437,6 +484,16 @@ _WORKER = _VerifyWorker()
 atexit.register(_WORKER.close)
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_WORKER.reset_after_fork)
+
+
+def start_worker_in_background() -> threading.Thread:
+    """Start the math-verify worker (and its warm-up) in a daemon thread, so that an evaluation
+    that will need it pays its start-up while the model decodes; a call that needs the worker
+    before it is ready waits for it (the worker's lock), a running worker is left as it is."""
+
+    thread = threading.Thread(target=_WORKER.ensure_started, name="math-verify-start", daemon=True)
+    thread.start()
+    return thread
 
 
 def shutdown_worker() -> None:

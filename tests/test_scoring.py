@@ -178,6 +178,25 @@ def test_verify_answer_kills_a_stuck_worker(monkeypatch: pytest.MonkeyPatch) -> 
     assert verify_answer("\\frac{1}{2}", "\\boxed{\\sin(\\pi/6)}").correct  # restarted
 
 
+def test_warm_up_pairs_all_parse() -> None:
+    """Every warm-up shape is one math-verify reads (a typo would warm up nothing)."""
+    from math_verify import parse
+
+    for gold, response in scoring.WARMUP_PAIRS:
+        assert parse(gold, parsing_timeout=None) and parse(response, parsing_timeout=None), (gold, response)
+
+
+def test_background_start_serves_the_next_call() -> None:
+    """start_worker_in_background starts one worker; the next symbolic verdict uses it."""
+    scoring.shutdown_worker()
+    starts = scoring_stats().get("worker_starts", 0)
+    scoring.start_worker_in_background().join(60)
+    assert scoring_stats()["worker_starts"] == starts + 1
+    scoring.start_worker_in_background().join(60)  # already running: left as it is
+    assert verify_answer("x^2 + 1", "\\boxed{1 + x^2}").correct
+    assert scoring_stats()["worker_starts"] == starts + 1
+
+
 def test_scoring_imports_no_harness_tasks_or_lm_eval() -> None:
     code = (
         "import sys, igpo.scoring; "

@@ -274,6 +274,8 @@ def render(
 ) -> str:
     import torch
 
+    from igpo.scoring import WARMUP_PAIRS
+
     o = overhead
     lines = [
         "# Evaluation benchmark",
@@ -329,7 +331,10 @@ def render(
         "Each scorer scores every response once in one thread; samples/s = responses / seconds. The "
         "worker share is the fraction of `verify_answer` calls that needed the math-verify worker "
         f"process (the rest took the in-process numeric fast path); starting that worker took "
-        f"{startup:.2f} s, excluded above.",
+        f"{startup:.2f} s, excluded above: it includes verifying {len(WARMUP_PAIRS)} answer shapes "
+        "(igpo.scoring.WARMUP_PAIRS) once, which moves sympy's first-use costs out of the "
+        "first responses, and `igpo eval` starts the worker in a background thread when a task is "
+        "a benchmark, so an evaluation pays it while the model decodes.",
         "",
     ]
     return "\n".join(lines)
