@@ -77,7 +77,14 @@ PAPER_CLAIMS = (
     ClaimSpec("trajectory_vs_mean_field_igpo", "IGPO: trajectory log-probs beat mean-field", "igpo", "igpo_mean_field"),
     ClaimSpec("lambda_0.5_vs_0.25", "lambda 0.5 (released) vs 0.25", "igpo", "lambda_0.25"),
     ClaimSpec("lambda_0.5_vs_1.0", "lambda 0.5 (released) vs 1.0", "igpo", "lambda_1.0"),
+    ClaimSpec(
+        "grpo_exact_vs_fast", "GRPO: fast rollouts (dual cache + threshold 0.9) cost accuracy", "grpo", "grpo_fast"
+    ),
+    ClaimSpec(
+        "igpo_exact_vs_fast", "IGPO: fast rollouts (dual cache + threshold 0.9) cost accuracy", "igpo", "igpo_fast"
+    ),
 )
+"""Each applies to a grid that has both its cells (the paper grid, the rollouts grid)."""
 
 
 @dataclass

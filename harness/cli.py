@@ -121,10 +121,10 @@ def bench_train(
     model: Annotated[
         str | None, typer.Option(help="Model folder; default: the embedded testbed (or a random one of its size).")
     ] = None,
-    steps: Annotated[int, typer.Option(help="Training steps per trainer (the first is dropped).")] = 4,
+    steps: Annotated[int, typer.Option(help="Training steps per trainer and rollout mode (the first is dropped).")] = 3,
     out: Annotated[Path, typer.Option(help="Markdown file to write.")] = Path("results/bench/train.md"),
 ) -> None:
-    """GRPO vs IGPO step time split into generation / hinting / scoring / log-prob / backward."""
+    """GRPO vs IGPO step time, exact vs fast rollouts, split into generation / hinting / scoring / log-prob / backward."""
     from harness.bench.train import TrainBenchConfig, run
 
     run(TrainBenchConfig(model=model, steps=steps, out=out))

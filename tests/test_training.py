@@ -201,6 +201,38 @@ def test_all_wrong_group_grpo_gives_no_gradient_igpo_does(tmp_path):
     assert metrics["replaced"] == 2 and metrics["all_wrong_ratio"] == 1.0 and metrics["rescued_ratio"] == 1.0
 
 
+def test_batched_rollouts_equal_per_group_rollouts(tmp_path):
+    """One decoder call for a step's groups (prompts of different lengths, left-padded) gives
+    the same GRPO groups as one call per group: the row seeds are drawn in the same order."""
+    from dataclasses import replace
+
+    from igpo.training.rl import StepTimer
+
+    trainer, example = _trainer(tmp_path, "none")
+    examples = [example, replace(example, prompt="what is 3 and 4 and then 5 more", id="y"), example]
+    per_group = trainer.rollout_step(examples, torch.Generator().manual_seed(0), StepTimer())
+    trainer.cfg.batch_rollouts = True
+    batched = trainer.rollout_step(examples, torch.Generator().manual_seed(0), StepTimer())
+    assert [g.prompt_ids.shape[1] for g in batched] == [g.prompt_ids.shape[1] for g in per_group]
+    assert len({g.prompt_ids.shape[1] for g in batched}) == 2
+    for a, b in zip(per_group, batched, strict=True):
+        assert torch.equal(a.completions, b.completions) and torch.equal(a.commit_step, b.commit_step)
+        assert torch.equal(a.rewards, b.rewards)
+
+
+def test_batched_rescue_rescues_every_all_wrong_group(tmp_path):
+    """With batch_rollouts, the hinted re-samples of all all-wrong groups share one decoder call;
+    each group still gets floor(lambda G) hinted rollouts, and the same seed gives the same groups."""
+    from igpo.training.rl import StepTimer
+
+    trainer, example = _trainer(tmp_path, "hints")
+    trainer.cfg.batch_rollouts = True
+    runs = [trainer.rollout_step([example] * 3, torch.Generator().manual_seed(0), StepTimer()) for _ in range(2)]
+    for group in runs[0]:
+        assert group.all_wrong and group.replaced == 2 and group.hint_mask.any(dim=1).sum() == 2
+    assert all(torch.equal(a.completions, b.completions) for a, b in zip(*runs, strict=True))
+
+
 def test_sample_matched_baseline_resamples_without_hints(tmp_path):
     from igpo.training.rl import StepTimer
 

@@ -24,7 +24,7 @@ import torch
 
 from igpo.data import DataConfig, Example, load_examples, render_prompt
 from igpo.decoding import DecodeConfig, generate
-from igpo.decoding.text import completion_texts, stop_ids
+from igpo.decoding.text import completion_texts, left_pad, stop_ids
 from igpo.errors import InvalidSetting
 from igpo.hints import HintConfig, build_hint_batch, encode_trace
 from igpo.logprobs import (
@@ -130,6 +130,11 @@ class RLConfig:
     instruction: str | None = None
     """Text before the question in the user turn; None: the data source's default (the d1
     instruction for math sources, a short in-vocabulary one for the arith testbed)."""
+    batch_rollouts: bool = False
+    """Decode all `prompts_per_step` groups of a step in one decoder call, and the re-samples of
+    all its all-wrong groups in a second (prompts left-padded), instead of one call per group:
+    fewer, larger batches (results/bench/train.md). Same seed, same output either way, but the
+    two draw the random stream in a different order, so their runs differ."""
 
 
 @dataclass
@@ -205,91 +210,123 @@ class Trainer:
     def decode_texts(self, completions: torch.Tensor) -> list[str]:
         return completion_texts(self.tokenizer, completions, self.stops)
 
-    def sample(self, prompt: torch.Tensor, generator: torch.Generator, hints: torch.Tensor | None = None):
+    def sample(
+        self, prompts: list[torch.Tensor], generator: torch.Generator, hints: list[torch.Tensor] | None = None
+    ) -> list[Rollouts]:
+        """G rollouts for each prompt in one decoder call (left-padded when the prompts differ in
+        length); `hints`: one [G, gen_length] canvas per prompt. Row seeds are drawn prompt by prompt."""
         g = self.cfg.num_generations
-        seeds = torch.randint(0, SEED_RANGE, (g,), generator=generator).tolist()
-        row_gens = [torch.Generator().manual_seed(s) for s in seeds]
-        device = self.accelerator.device if self.accelerator else prompt.device
+        seeds = [torch.randint(0, SEED_RANGE, (g,), generator=generator).tolist() for _ in prompts]
+        row_gens = [torch.Generator().manual_seed(s) for group in seeds for s in group]
+        device = self.accelerator.device if self.accelerator else prompts[0].device
+        if len(prompts) == 1:
+            ids, attention = prompts[0].repeat(g, 1), None
+        else:
+            ids, attention = left_pad([p.tolist() for p in prompts for _ in range(g)], self.spec.pad_id or 0)
+            attention = attention.to(device)
         policy = self.policy
         was_training = policy.training
         policy.eval()
         out = generate(
             policy,
-            prompt.repeat(g, 1).to(device),
+            ids.to(device),
+            attention_mask=attention,
             mask_id=self.spec.mask_id,
             eos_id=self.spec.eos_id if self.cfg.decode.early_exit else None,
-            hints=None if hints is None else hints.to(device),
+            hints=None if hints is None else torch.cat(hints).to(device),
             generator=row_gens,
             record_steps=True,
             **self.cfg.decode.generate_kwargs(),
         )
         policy.train(was_training)
-        return Rollouts(completions=out.completions.cpu(), commit_step=out.commit_step.cpu())
+        completions, steps = out.completions.cpu().split(g), out.commit_step.cpu().split(g)
+        return [Rollouts(completions=c.clone(), commit_step=s.clone()) for c, s in zip(completions, steps, strict=True)]
 
     def rollout_group(self, example: Example, generator: torch.Generator, timer: StepTimer) -> Group:
-        """G rollouts for one prompt, with IGPO's rescue of all-wrong groups."""
+        """G rollouts for one prompt, with IGPO's rescue of an all-wrong group."""
+        return self.rollout_groups([example], generator, timer)[0]
+
+    def rollout_step(self, examples: list[Example], generator: torch.Generator, timer: StepTimer) -> list[Group]:
+        """One step's groups: all in one decoder call (and the re-samples of all its all-wrong
+        groups in a second) with `batch_rollouts`, else one prompt at a time."""
+        if self.cfg.batch_rollouts:
+            return self.rollout_groups(examples, generator, timer)
+        return [self.rollout_group(ex, generator, timer) for ex in examples]
+
+    def rollout_groups(self, examples: list[Example], generator: torch.Generator, timer: StepTimer) -> list[Group]:
+        """G rollouts per prompt, decoded together; the all-wrong groups are re-sampled together
+        (with hint canvases for IGPO) and up to floor(lambda G) of their rollouts replaced."""
         cfg = self.cfg
         g = cfg.num_generations
-        prompt = self.encode_prompt(example.prompt)
+        prompts = [self.encode_prompt(ex.prompt) for ex in examples]
         t0 = time.perf_counter()
-        first = self.sample(prompt, generator)
-        completions, commit_step = first.completions, first.commit_step
+        first = self.sample(prompts, generator)
         timer.add("generation", time.perf_counter() - t0)
         t0 = time.perf_counter()
-        scored = score_rollouts(self.decode_texts(completions), example.answer, cfg.rewards, prefix=PREFILL)
+        scored = [
+            score_rollouts(self.decode_texts(r.completions), ex.answer, cfg.rewards, prefix=PREFILL)
+            for r, ex in zip(first, examples, strict=True)
+        ]
         timer.add("scoring", time.perf_counter() - t0)
-        rewards = torch.tensor(scored.total, dtype=torch.float32)
-        correct = list(scored.correct)
-        hint_mask = torch.zeros_like(completions, dtype=torch.bool)
-        all_wrong = not any(correct)
-        replaced = 0
         budget = math.floor(cfg.igpo.replace_ratio * g)
-        if all_wrong and cfg.igpo.resample != "none" and budget > 0:
+        rescue = [
+            i for i, sc in enumerate(scored) if not any(sc.correct) and cfg.igpo.resample != "none" and budget > 0
+        ]
+        canvases: dict[int, torch.Tensor] = {}
+        replaced: dict[int, int] = {}
+        hint_masks = [torch.zeros_like(r.completions, dtype=torch.bool) for r in first]
+        rewards = [torch.tensor(sc.total, dtype=torch.float32) for sc in scored]
+        if rescue:
             t0 = time.perf_counter()
-            canvas = None
             if cfg.igpo.resample == "hints":
-                trace = encode_trace(self.tokenizer, example.trace or "", example.answer, prefill=PREFILL)
-                canvas = build_hint_batch(
-                    trace.ids,
-                    g,
-                    cfg.decode.gen_length,
-                    cfg.hints,
-                    self.spec.mask_id,
-                    generator,
-                    answer_span=trace.answer_span,
+                for i in rescue:
+                    trace = encode_trace(self.tokenizer, examples[i].trace or "", examples[i].answer, prefill=PREFILL)
+                    canvases[i] = build_hint_batch(
+                        trace.ids,
+                        g,
+                        cfg.decode.gen_length,
+                        cfg.hints,
+                        self.spec.mask_id,
+                        generator,
+                        answer_span=trace.answer_span,
+                    )
+            resampled = self.sample(
+                [prompts[i] for i in rescue], generator, hints=[canvases[i] for i in rescue] if canvases else None
+            )
+            timer.add("hinting", time.perf_counter() - t0)
+            for i, extra in zip(rescue, resampled, strict=True):
+                t0 = time.perf_counter()
+                extra_scored = score_rollouts(
+                    self.decode_texts(extra.completions), examples[i].answer, cfg.rewards, prefix=PREFILL
                 )
-            timer.add("hinting", time.perf_counter() - t0)
-            t0 = time.perf_counter()
-            resampled = self.sample(prompt, generator, hints=canvas)
-            extra, extra_steps = resampled.completions, resampled.commit_step
-            timer.add("hinting", time.perf_counter() - t0)
-            t0 = time.perf_counter()
-            extra_scored = score_rollouts(self.decode_texts(extra), example.answer, cfg.rewards, prefix=PREFILL)
-            timer.add("scoring", time.perf_counter() - t0)
-            good = [i for i, ok in enumerate(extra_scored.correct) if ok]
-            take = min(len(good), budget)
-            if take:
-                pick = torch.randperm(len(good), generator=generator)[:take].tolist()
-                slots = torch.randperm(g, generator=generator)[:take].tolist()  # all wrong: any slot
-                for slot, choice in zip(slots, pick, strict=True):
-                    src = good[choice]
-                    completions[slot] = extra[src]
-                    commit_step[slot] = extra_steps[src]
-                    rewards[slot] = extra_scored.total[src]
-                    if canvas is not None:
-                        hint_mask[slot] = canvas[src] != self.spec.mask_id
-                replaced = take
-        return Group(
-            prompt_ids=prompt.repeat(g, 1),
-            completions=completions,
-            advantages=group_advantages(rewards, cfg.scale_rewards),
-            rewards=rewards,
-            hint_mask=hint_mask,
-            commit_step=commit_step,
-            all_wrong=all_wrong,
-            replaced=replaced,
-            correct=sum(correct),
-        )
+                timer.add("scoring", time.perf_counter() - t0)
+                good = [j for j, ok in enumerate(extra_scored.correct) if ok]
+                take = min(len(good), budget)
+                if take:
+                    pick = torch.randperm(len(good), generator=generator)[:take].tolist()
+                    slots = torch.randperm(g, generator=generator)[:take].tolist()  # all wrong: any slot
+                    for slot, choice in zip(slots, pick, strict=True):
+                        src = good[choice]
+                        first[i].completions[slot] = extra.completions[src]
+                        first[i].commit_step[slot] = extra.commit_step[src]
+                        rewards[i][slot] = extra_scored.total[src]
+                        if i in canvases:
+                            hint_masks[i][slot] = canvases[i][src] != self.spec.mask_id
+                replaced[i] = take
+        return [
+            Group(
+                prompt_ids=prompt.repeat(g, 1),
+                completions=r.completions,
+                advantages=group_advantages(rw, cfg.scale_rewards),
+                rewards=rw,
+                hint_mask=hm,
+                commit_step=r.commit_step,
+                all_wrong=not any(sc.correct),
+                replaced=replaced.get(i, 0),
+                correct=sum(sc.correct),
+            )
+            for i, (prompt, r, sc, rw, hm) in enumerate(zip(prompts, first, scored, rewards, hint_masks, strict=True))
+        ]
 
     # ------------------------------------------------------------------ updates
     def logprobs(
@@ -567,10 +604,9 @@ def train_rl(cfg: RLConfig, out: Path, *, resume: bool = False, overwrite: bool 
     def step_fn(step: int, generator: torch.Generator) -> dict[str, Any]:
         timer = StepTimer()
         first = (step * session.world + session.rank) * cfg.prompts_per_step
-        groups = [
-            trainer.rollout_group(examples[order[(first + j) % len(order)]], generator, timer)
-            for j in range(cfg.prompts_per_step)
-        ]
+        groups = trainer.rollout_step(
+            [examples[order[(first + j) % len(order)]] for j in range(cfg.prompts_per_step)], generator, timer
+        )
         losses = trainer.update(groups, step, timer)
         metrics = _reduce(session.accelerator, {**group_metrics(groups, cfg.num_generations), **losses})
         gen_tokens = sum(gr.completions.numel() for gr in groups) * session.world
