@@ -53,7 +53,7 @@ def bench_decode(
     ] = True,
     problems: Annotated[
         str, typer.Option(help="igpo_arith problems per fast length (256,512), comma-separated.")
-    ] = "300,30",
+    ] = "300,300",
     data_dir: Annotated[
         Path | None, typer.Option(help="Offline data folder: also decode a GSM8K subset in part 2.")
     ] = None,
@@ -63,7 +63,7 @@ def bench_decode(
 
     Part 1 times exact decoding (--model, else a random tiny model); part 2 runs every KV-cache mode
     and parallel rule against exact decoding (one token per step; the d1 two-per-step schedule is a
-    mode; the dual cache also with a refresh every 2 and 4 passes) at gen_length 256 and 512 on
+    mode; the dual cache also refreshed every 2 and 4 passes and every 4, 8, 16 committed tokens) at gen_length 256 and 512 on
     --model (else the embedded testbed): speed-up, identical tokens, igpo_arith accuracy with
     McNemar p (and GSM8K with --data-dir).
     """
@@ -204,6 +204,12 @@ def eval_cmd(
             help="With --cache: refill the cache with a full pass every K passes of a block (default: only at a block's start)."
         ),
     ] = None,
+    cache_refresh_tokens: Annotated[
+        int | None,
+        typer.Option(
+            help="With --cache: refill the cache with a full pass once a row has committed N tokens of the block since it was filled."
+        ),
+    ] = None,
     leaderboard: Annotated[
         Path | None,
         typer.Option(
@@ -244,6 +250,7 @@ def eval_cmd(
             factor=factor,
             cache=cache,
             cache_refresh=cache_refresh,
+            cache_refresh_tokens=cache_refresh_tokens,
         ).items()
         if v is not None
     }
@@ -372,7 +379,7 @@ def ablate_cmd(
         list[str] | None, typer.Argument(help="RLConfig overrides for every cell, e.g. model.path=DIR.")
     ] = None,
     grid: Annotated[
-        str | None, typer.Option(help="Shipped grid name (paper, quick) or a grid YAML; default paper.")
+        str | None, typer.Option(help="Shipped grid name (paper, lambda, rollouts, quick) or a grid YAML; default paper.")
     ] = None,
     quick: Annotated[bool, typer.Option("--quick", help="The 2-cell, 1-seed, 2-step smoke grid.")] = False,
     launcher: Annotated[str, typer.Option(help="local: run here; slurm: write an sbatch array job.")] = "local",

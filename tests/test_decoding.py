@@ -296,6 +296,7 @@ def test_decode_config_round_trip():
         (dict(threshold=0.0), "threshold"),
         (dict(cache="triple"), "cache"),
         (dict(cache_refresh=2), "cache_refresh"),
+        (dict(cache_refresh_tokens=2), "cache_refresh_tokens"),
         (dict(steps=30), "steps"),
     ):
         with pytest.raises(ValueError, match=name):  # rejected when the settings are made, before any model
@@ -425,6 +426,36 @@ def test_cache_refresh_sets_how_often_a_block_refills_the_cache():
         full_passes.clear()
         generate(model, prompt, cache=mode, **kw)
         assert full_passes == [i == 0 for i in range(8)] * 2
+
+
+def test_cache_refresh_tokens_refills_after_that_many_commits():
+    """cache_refresh_tokens n: a full pass once a row has committed n tokens since the last one;
+    at one token per pass that is cache_refresh n, at two it comes every n / 2 passes; n = 1 is exact."""
+    model = tiny_model(seed=12)
+    full_passes = []
+    forward = model.forward
+
+    def counting(input_ids, *args, window=None, **kwargs):
+        full_passes.append(window is None)
+        return forward(input_ids, *args, window=window, **kwargs)
+
+    model.forward = counting
+    prompt = torch.randint(4, VOCAB - 1, (2, 6))
+    one = dict(gen_length=16, block_length=8, steps=16, mask_id=MASK_ID)  # 1 token per pass
+    two = dict(one, steps=8)  # 2 tokens per pass
+    for mode in ("prefix", "dual"):
+        full_passes.clear()
+        by_tokens = generate(model, prompt, cache=mode, cache_refresh_tokens=3, **one).sequences
+        assert full_passes == [i % 3 == 0 for i in range(8)] * 2
+        assert torch.equal(by_tokens, generate(model, prompt, cache=mode, cache_refresh=3, **one).sequences)
+        full_passes.clear()
+        generate(model, prompt, cache=mode, cache_refresh_tokens=4, **two)
+        assert full_passes == [True, False, True, False] * 2
+        full_passes.clear()
+        exact = generate(model, prompt, **two).sequences
+        full_passes.clear()
+        assert torch.equal(generate(model, prompt, cache=mode, cache_refresh_tokens=1, **two).sequences, exact)
+        assert all(full_passes)
 
 
 @pytest.mark.parametrize("bad", [0, -2, 1.5, True])

@@ -43,12 +43,17 @@ FAST_MODES: list[tuple[str, dict]] = [
     ("dual + factor 1.0", {"cache": "dual", "factor": 1.0}),
     ("dual + threshold 0.9, refresh 4", {"cache": "dual", "threshold": 0.9, "cache_refresh": 4}),
     ("dual + threshold 0.9, refresh 2", {"cache": "dual", "threshold": 0.9, "cache_refresh": 2}),
+    ("dual + threshold 0.9, refresh per 4 tokens", {"cache": "dual", "threshold": 0.9, "cache_refresh_tokens": 4}),
+    ("dual + threshold 0.9, refresh per 8 tokens", {"cache": "dual", "threshold": 0.9, "cache_refresh_tokens": 8}),
+    ("dual + threshold 0.9, refresh per 16 tokens", {"cache": "dual", "threshold": 0.9, "cache_refresh_tokens": 16}),
 ]
 """Part 2's modes: decoder options, plus `steps_per_token` where a mode changes the step count.
 The d1 schedule (gen_length / 2 steps, the eval protocols' default) is itself a fixed parallel rule,
 two tokens per step, so it is measured against exact decoding like the others. The refresh rows
 refill the dual cache with a full pass every k passes of a block (`cache_refresh`), trading part
-of the speed for agreement with exact decoding."""
+of the speed for agreement with exact decoding; the per-token rows (the grid fixed before
+measuring: 4, 8, 16 of a 32-token block) refill it once a row has committed n tokens since the
+last fill (`cache_refresh_tokens`), so the refresh follows what the cache has not seen."""
 
 
 def mode_options(mode: dict, length: int, steps_per_token: float) -> tuple[int, dict]:
@@ -73,7 +78,7 @@ class DecodeBenchConfig:
     fast: bool = True
     """Also run part 2 (fast decoding vs exact)."""
     fast_lengths: list[int] = field(default_factory=lambda: [256, 512])
-    fast_problems: list[int] = field(default_factory=lambda: [300, 30])
+    fast_problems: list[int] = field(default_factory=lambda: [300, 300])
     """igpo_arith problems (levels 1-6, stratified) decoded per mode, one count per fast length;
     300 is the whole task, so its accuracies are igpo_arith's."""
     fast_batch_size: int = 100

@@ -25,6 +25,7 @@ def check_settings(
     factor,
     cache,
     cache_refresh,
+    cache_refresh_tokens=None,
 ) -> None:
     """Raise a ValueError naming the first bad decoding setting (the checks that need no model)."""
     for name, value in (("gen_length", gen_length), ("block_length", block_length), ("steps", steps)):
@@ -61,6 +62,10 @@ def check_settings(
         _check_positive_int("cache_refresh", cache_refresh)
         if cache is None:
             raise InvalidSetting("cache_refresh needs a cache mode ('prefix' or 'dual')")
+    if cache_refresh_tokens is not None:
+        _check_positive_int("cache_refresh_tokens", cache_refresh_tokens)
+        if cache is None:
+            raise InvalidSetting("cache_refresh_tokens needs a cache mode ('prefix' or 'dual')")
 
 
 def _check_positive_int(name: str, value: Any) -> None:
@@ -93,6 +98,10 @@ class DecodeConfig:
     cache_refresh: int | None = None
     """With a cache: refill it with a full pass every k passes of a block (None: only at a block's
     first pass, Fast-dLLM's semantics). Trades speed for agreement with exact decoding."""
+    cache_refresh_tokens: int | None = None
+    """With a cache: refill it with a full pass once a row has committed this many tokens of the
+    block since the cache was filled. The cached keys/values go stale with the tokens they did not
+    see, not with the passes: under a parallel rule one pass may commit many tokens or one."""
     suppress_tokens: tuple[int, ...] = ()
     """Token ids never proposed (LLaDA's `logits_eos_inf` is suppress_tokens=(eos,))."""
     last_tokens: tuple[int, ...] = ()

@@ -109,6 +109,7 @@ def generate(
     factor: float | None = None,
     cache: str | None = None,
     cache_refresh: int | None = None,
+    cache_refresh_tokens: int | None = None,
     suppress_tokens: list[int] | tuple[int, ...] | None = None,
     last_tokens: list[int] | tuple[int, ...] | None = None,
     generator: Generators = None,
@@ -141,6 +142,7 @@ def generate(
         factor=factor,
         cache=cache,
         cache_refresh=cache_refresh,
+        cache_refresh_tokens=cache_refresh_tokens,
     )
     _validate(prompt_ids, attention_mask, gen_length, mask_id, eos_id, hints, vocab_size_of(model))
     _validate_model(model, cache)
@@ -172,7 +174,7 @@ def generate(
         start = prompt_len + block * block_length
         end = start + block_length
         schedule = transfer_schedule((x[:, start:end] == mask_id).sum(dim=1), steps_per_block)
-        passes_in_block = 0
+        passes_in_block = stale = 0  # stale: most tokens a row committed since the cache was filled
         for step in range(steps_per_block):
             masked = x[:, start:end] == mask_id
             if threshold is None and factor is None and not schedule[:, step].any():
@@ -180,6 +182,7 @@ def generate(
             if not masked.any():
                 break
             fresh = passes_in_block % cache_refresh == 0 if cache_refresh else passes_in_block == 0
+            fresh = fresh or (cache_refresh_tokens is not None and stale >= cache_refresh_tokens)
             logits = block_logits(x, start, end, fresh=fresh)
             passes_in_block += 1
             nfe += 2 if cfg_scale > 0 else 1
@@ -201,6 +204,8 @@ def generate(
                 k = schedule[:, step]
             commit = select_top(confidence, k) & masked
             x[:, start:end] = torch.where(commit, candidates, x[:, start:end])
+            if cache_refresh_tokens is not None:
+                stale = (0 if fresh else stale) + int(commit.sum(dim=1).max())
             if commit_step is not None:
                 window = commit_step[:, start - prompt_len : end - prompt_len]
                 window.masked_fill_(commit, passes)
@@ -217,8 +222,8 @@ class BlockLogits:
     prefix: at a block's first step one full pass fills the cache; later steps recompute the
     block and everything after it, reusing the cached keys/values before the block.
     dual: later steps recompute only the block (keys/values after it are reused too).
-    The caller marks which passes are full (`fresh`): a block's first, and with `cache_refresh`
-    every k-th.
+    The caller marks which passes are full (`fresh`): a block's first, with `cache_refresh` every
+    k-th, with `cache_refresh_tokens` the first after a row committed that many tokens.
     """
 
     def __init__(self, model, attn, prompt_len, cfg_scale, mask_id, shifted, cache_mode):
