@@ -379,7 +379,8 @@ def ablate_cmd(
         list[str] | None, typer.Argument(help="RLConfig overrides for every cell, e.g. model.path=DIR.")
     ] = None,
     grid: Annotated[
-        str | None, typer.Option(help="Shipped grid name (paper, lambda, rollouts, quick) or a grid YAML; default paper.")
+        str | None,
+        typer.Option(help="Shipped grid name (paper, lambda, rollouts, quick) or a grid YAML; default paper."),
     ] = None,
     quick: Annotated[bool, typer.Option("--quick", help="The 2-cell, 1-seed, 2-step smoke grid.")] = False,
     launcher: Annotated[str, typer.Option(help="local: run here; slurm: write an sbatch array job.")] = "local",
