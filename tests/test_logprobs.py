@@ -242,14 +242,14 @@ def test_bandit_grpo_raises_the_decoders_success_rate(tmp_path, estimator):
 
     def success(seed: int) -> float:
         cfg.num_generations = 256
-        rolls = trainer.sample(prompt, torch.Generator().manual_seed(seed))
+        rolls = trainer.sample([prompt], torch.Generator().manual_seed(seed))[0]
         cfg.num_generations = 8
         return float((rolls.completions == target).any(1).float().mean())
 
     before = success(99)
     gen = torch.Generator().manual_seed(1)
     for step in range(30):
-        rolls = trainer.sample(prompt, gen)
+        rolls = trainer.sample([prompt], gen)[0]
         rewards = (rolls.completions == target).any(1).float()
         group = Group(
             prompt_ids=prompt.repeat(8, 1),

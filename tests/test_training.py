@@ -623,13 +623,13 @@ def test_rl_rollouts_decode_with_the_recipe_cache_settings(tmp_path):
     widths = []
     embed = next(m for name, m in trainer.model.named_modules() if name.split(".")[-1] == "embed")
     hook = embed.register_forward_hook(lambda m, i, o: widths.append(o.shape[1]))
-    exact = trainer.sample(prompt, torch.Generator().manual_seed(3)).completions
+    exact = trainer.sample([prompt], torch.Generator().manual_seed(3))[0].completions
     full = prompt.shape[-1] + trainer.cfg.decode.gen_length
     assert set(widths) == {full}
     for refresh, window_passes in ((1, False), (None, True)):
         widths.clear()
         trainer.cfg.decode = trainer.cfg.decode.replace(cache="dual", cache_refresh=refresh)
-        out = trainer.sample(prompt, torch.Generator().manual_seed(3)).completions
+        out = trainer.sample([prompt], torch.Generator().manual_seed(3))[0].completions
         assert (min(widths) < full) == window_passes
         assert (out != trainer.spec.mask_id).all()
         if refresh == 1:
