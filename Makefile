@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 TORCH_PIN ?= torch==2.13.0
 
-.PHONY: install eval test test-fast lint bench gpu-check bench-fast testbed-model testbed-long ablate clean
+.PHONY: install eval test test-fast lint bench gpu-check bench-fast testbed-model testbed-sign testbed-long ablate clean
 
 $(BIN)/igpo: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -42,6 +42,10 @@ bench-fast: testbed-long
 
 testbed-model: install
 	$(BIN)/python -m igpo.testbed.build
+
+# The RL base of the tiny recipes: the testbed continued with a planted answer-sign habit (about 5 minutes on 2 cores).
+testbed-sign: install
+	$(BIN)/python -m igpo.testbed.build_sign
 
 # The testbed continued on 256- and 512-token canvases for 800 steps (about 17 minutes on 2 cores); rerunning resumes.
 testbed-long: install

@@ -167,10 +167,13 @@ LEVEL_SEED_STRIDE = 1000
 """Test pool of ``level`` uses ``random.Random(seed * LEVEL_SEED_STRIDE + level)``."""
 
 DISTRACTOR_SALT = 0x5EED
-HABIT_SALT = 0xAB1D
-"""Salt of the generator that decides the answer habit, so it never changes the problems drawn."""
 """Mixed into a problem's seed for its distractor draws, so that a distractor leaves the
 problem's numbers, steps and trace unchanged (only the question text changes)."""
+HABIT_SALT = 0xAB1D
+"""Salt of the generator that decides the answer habit, so it never changes the problems drawn."""
+ANSWER_HABITS = ("first_result", "minus")
+"""What an answer habit does to the box: hold the first result instead of the last, or the last
+with a minus sign (``\\boxed{- 7}`` for 7; needs ``answer_sign``)."""
 
 MAX_REDRAWS = 10_000
 """Give up after this many draws that all hit a reserved test question (bad config)."""
@@ -202,10 +205,18 @@ class ArithConfig:
     """Every intermediate value stays in 0..max_value, so every number is one token."""
     distractor_prob: float = 0.0
     """Probability that a problem carries one irrelevant sentence whose number must be ignored."""
+    answer_sign: bool = False
+    """Box the answer with an explicit sign, ``\\boxed{+ 7}`` (the same value): the box then has
+    one sign token that the ``minus`` habit can flip without changing the number's position."""
+    answer_habit: str = "first_result"
+    """Which answer habit ``answer_habit_prob`` plants: one of ANSWER_HABITS."""
     answer_habit_prob: float = 0.0
-    """Probability that a trace of 2+ operations boxes its *first* result instead of the last
-    (``problem.answer`` stays right). Pretraining data with this habit gives a base whose right
-    answers are among its samples but often not its greedy choice: headroom RL can elicit."""
+    """Probability that a trace of at least ``answer_habit_min_steps`` operations boxes a wrong
+    answer by the habit (``problem.answer`` stays right). Pretraining data with a habit gives a
+    base whose right answers are among its samples but not its greedy choice: headroom RL can
+    elicit."""
+    answer_habit_min_steps: int = 2
+    """Fewest operations of a trace that can carry the habit."""
     seed: int = 0
     """Seed of the problem stream."""
 
@@ -229,6 +240,12 @@ class ArithConfig:
             raise InvalidSetting(f"distractor_prob must be in [0, 1], got {self.distractor_prob}")
         if not 0.0 <= self.answer_habit_prob <= 1.0:
             raise InvalidSetting(f"answer_habit_prob must be in [0, 1], got {self.answer_habit_prob}")
+        if self.answer_habit not in ANSWER_HABITS:
+            raise InvalidSetting(f"answer_habit must be one of {', '.join(ANSWER_HABITS)}, got {self.answer_habit!r}")
+        if self.answer_habit == "minus" and not self.answer_sign:
+            raise InvalidSetting("answer_habit 'minus' needs answer_sign: true (the habit flips the sign token)")
+        if self.answer_habit_min_steps < 1:
+            raise InvalidSetting(f"answer_habit_min_steps must be >= 1, got {self.answer_habit_min_steps}")
 
     @property
     def step_counts(self) -> list[int]:
@@ -294,8 +311,9 @@ def _step(rng: random.Random, value: int, cfg: ArithConfig) -> tuple[str, int]:
     return op, k
 
 
-def format_trace(equations: Iterable[tuple[int, str, int, int]], answer: int) -> str:
-    """The d1/IGPO trace of ``(a, op, b, c)`` equations, one ``a op b = c .`` per step."""
+def format_trace(equations: Iterable[tuple[int, str, int, int]], answer: int | str) -> str:
+    """The d1/IGPO trace of ``(a, op, b, c)`` equations, one ``a op b = c .`` per step, boxing
+    ``answer`` (a number, or a signed one such as ``"+ 7"``)."""
     body = " ".join(f"{a} {op} {b} = {c} ." for a, op, b, c in equations)
     return f"{REASONING_OPEN} {body} {REASONING_CLOSE} {ANSWER_OPEN} {BOX_OPEN}{answer}{BOX_CLOSE} {ANSWER_CLOSE}"
 
@@ -378,12 +396,16 @@ def _draw(problem_seed: int, steps: int, cfg: ArithConfig, problem_id: str) -> t
     return problem, " ".join([*clean, question])
 
 
-def _boxed(equations: list[tuple[int, str, int, int]], value: int, problem_seed: int, cfg: ArithConfig) -> int:
-    """The value a trace boxes: the final ``value``, or under the answer habit the first result."""
-    if len(equations) < 2 or cfg.answer_habit_prob == 0.0:
-        return value
-    habit = random.Random(problem_seed ^ HABIT_SALT).random() < cfg.answer_habit_prob
-    return equations[0][3] if habit else value
+def _boxed(equations: list[tuple[int, str, int, int]], value: int, problem_seed: int, cfg: ArithConfig) -> int | str:
+    """What a trace boxes: the final ``value`` (``+ value`` with ``answer_sign``), or what the
+    answer habit puts there: the first result, or ``- value``."""
+    sign = "+ " if cfg.answer_sign else ""
+    eligible = len(equations) >= max(cfg.answer_habit_min_steps, 2 if cfg.answer_habit == "first_result" else 1)
+    if not eligible or cfg.answer_habit_prob == 0.0:
+        return f"{sign}{value}"
+    if random.Random(problem_seed ^ HABIT_SALT).random() >= cfg.answer_habit_prob:
+        return f"{sign}{value}"
+    return f"{sign}{equations[0][3]}" if cfg.answer_habit == "first_result" else f"- {value}"
 
 
 def iter_problems(cfg: ArithConfig) -> Iterator[ArithProblem]:

@@ -321,15 +321,21 @@ WARMUP_BUDGET_S = 2.0
 """Time bound of each warm-up pair (a pair over it is skipped)."""
 
 
+def _bounded_verify(gold: str, response: str, budget_s: float) -> tuple[bool, str | None]:
+    """`_parse_and_verify` under the worker's interval timer; raises _BudgetExceeded past
+    ``budget_s`` seconds (the timer is always cleared)."""
+    try:
+        signal.setitimer(signal.ITIMER_REAL, budget_s)
+        return _parse_and_verify(gold, response)
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+
+
 def _warm_up() -> None:
     """Verify WARMUP_PAIRS, each bounded by WARMUP_BUDGET_S; failures are ignored."""
     for gold, response in WARMUP_PAIRS:
         try:
-            try:
-                signal.setitimer(signal.ITIMER_REAL, WARMUP_BUDGET_S)
-                _parse_and_verify(gold, response)
-            finally:
-                signal.setitimer(signal.ITIMER_REAL, 0)
+            _bounded_verify(gold, response, WARMUP_BUDGET_S)
         except BaseException:  # noqa: BLE001  (the budget, or a math-verify failure: skip it)
             continue
 
@@ -354,12 +360,8 @@ def _serve(read_fd: int, write_fd: int) -> None:
             return
         gold, response, budget_s = request
         try:
-            try:
-                signal.setitimer(signal.ITIMER_REAL, budget_s)
-                correct, extracted = _parse_and_verify(gold, response)
-                reply = (correct, extracted, False)
-            finally:
-                signal.setitimer(signal.ITIMER_REAL, 0)
+            correct, extracted = _bounded_verify(gold, response, budget_s)
+            reply = (correct, extracted, False)
         except _BudgetExceeded:
             reply = (False, None, True)
         except Exception:  # noqa: BLE001  (a scoring bug must not kill the worker)
@@ -445,24 +447,26 @@ class _VerifyWorker:
         """Start the worker unless this process already runs one; a failed start is left to the
         next `run`, which retries it and raises."""
         with self._lock:
-            if self._alive():
-                return
-            if self._owner_pid != os.getpid():
-                self.reset_after_fork()
             try:
-                self._start()
+                self._ensure_alive()
             except RuntimeError:
                 logger.debug("math-verify worker did not start", exc_info=True)
+
+    def _ensure_alive(self) -> None:
+        """Start a worker unless this process runs one: a dead one of ours is stopped first (its
+        pipes closed), one inherited through fork is forgotten. Called with the lock held."""
+        if self._alive():
+            return
+        if self._owner_pid == os.getpid():
+            self._stop()
+        else:
+            self.reset_after_fork()
+        self._start()
 
     def run(self, gold: str, response: str, timeout_s: float) -> tuple[bool, str | None, bool]:
         """``(correct, extracted, timed_out)`` for one pair, bounded by ``timeout_s``."""
         with self._lock:
-            if not self._alive():
-                if self._owner_pid == os.getpid():
-                    self._stop()
-                else:
-                    self.reset_after_fork()
-                self._start()
+            self._ensure_alive()
             assert self._inbox is not None and self._outbox is not None
             try:
                 self._outbox.send((gold, response, timeout_s * INNER_BUDGET_FRACTION))

@@ -351,3 +351,51 @@ def test_answer_habit_changes_only_the_boxed_value() -> None:
             assert h.trace == format_trace(equations, equations[0][3])
             boxed_first += 1
     assert 0.5 < boxed_first / multi < 0.7
+
+
+def test_minus_habit_flips_only_the_sign_of_long_traces() -> None:
+    """answer_sign boxes ``+ v``; the minus habit boxes ``- v`` in about the asked share of traces
+    with answer_habit_min_steps or more operations, and leaves questions, answers, equations and
+    shorter traces as they were."""
+    signed = ArithConfig(min_steps=1, max_steps=4, seed=3, answer_sign=True)
+    habit = ArithConfig(
+        **{**signed.__dict__, "answer_habit": "minus", "answer_habit_prob": 0.6, "answer_habit_min_steps": 3}
+    )
+    minus = long = 0
+    for s, h in zip(generate_problems(signed, 400), generate_problems(habit, 400), strict=True):
+        equations = parse_trace(s.trace)
+        assert s.trace == format_trace(equations, f"+ {s.answer}")
+        assert (s.question, s.answer, equations) == (h.question, h.answer, parse_trace(h.trace))
+        if len(equations) < 3:
+            assert h.trace == s.trace
+            continue
+        long += 1
+        if h.trace != s.trace:
+            assert h.trace == format_trace(equations, f"- {s.answer}")
+            minus += 1
+    assert 0.5 < minus / long < 0.7
+
+
+def test_minus_habit_needs_signed_answers() -> None:
+    with pytest.raises(ValueError, match="answer_sign"):
+        ArithConfig(answer_habit="minus", answer_habit_prob=0.5)
+    with pytest.raises(ValueError, match="answer_habit must be one of"):
+        ArithConfig(answer_habit="plus")
+
+
+def test_signed_answers_score_by_their_sign() -> None:
+    """The RL base's habit is a real error for the shared scorer: ``+ 7`` is 7, ``- 7`` is not."""
+    from igpo.scoring import verify_answer
+
+    assert verify_answer("7", "<answer> \\boxed{ + 7 } </answer>").correct
+    assert not verify_answer("7", "<answer> \\boxed{ - 7 } </answer>").correct
+
+
+def test_the_rl_base_ships_with_the_package() -> None:
+    from igpo.models import load_model
+    from igpo.models.loading import EMBEDDED_MODELS
+
+    folder = EMBEDDED_MODELS["testbed-sign"]
+    if not (folder / "config.json").is_file():
+        pytest.skip("testbed-sign not built (make testbed-sign)")
+    assert load_model("testbed-sign", device="cpu").config.vocab_size > 0

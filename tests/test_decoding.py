@@ -402,10 +402,11 @@ def test_left_pad_and_completion_texts():
     assert completion_texts(Tok(), torch.tensor([[4, 5, 2, 6], [7, 7, 7, 7]]), stops) == ["4 5", "7 7 7 7"]
 
 
-def test_cache_refresh_sets_how_often_a_block_refills_the_cache():
-    """cache_refresh k: a full pass at passes 0, k, 2k, ... of each block; k = 1 is exact decoding."""
-    model = tiny_model(seed=11)
-    full_passes = []
+def pass_recording_model(seed: int) -> tuple[torch.nn.Module, list[bool]]:
+    """A tiny model whose forward appends to the returned list, per pass, whether it was a full
+    pass (no cache window)."""
+    model = tiny_model(seed=seed)
+    full_passes: list[bool] = []
     forward = model.forward
 
     def counting(input_ids, *args, window=None, **kwargs):
@@ -413,6 +414,12 @@ def test_cache_refresh_sets_how_often_a_block_refills_the_cache():
         return forward(input_ids, *args, window=window, **kwargs)
 
     model.forward = counting
+    return model, full_passes
+
+
+def test_cache_refresh_sets_how_often_a_block_refills_the_cache():
+    """cache_refresh k: a full pass at passes 0, k, 2k, ... of each block; k = 1 is exact decoding."""
+    model, full_passes = pass_recording_model(seed=11)
     prompt = torch.randint(4, VOCAB - 1, (2, 6))
     kw = dict(gen_length=16, block_length=8, steps=16, mask_id=MASK_ID)  # 8 passes per block
     exact = generate(model, prompt, **kw)
@@ -431,15 +438,7 @@ def test_cache_refresh_sets_how_often_a_block_refills_the_cache():
 def test_cache_refresh_tokens_refills_after_that_many_commits():
     """cache_refresh_tokens n: a full pass once a row has committed n tokens since the last one;
     at one token per pass that is cache_refresh n, at two it comes every n / 2 passes; n = 1 is exact."""
-    model = tiny_model(seed=12)
-    full_passes = []
-    forward = model.forward
-
-    def counting(input_ids, *args, window=None, **kwargs):
-        full_passes.append(window is None)
-        return forward(input_ids, *args, window=window, **kwargs)
-
-    model.forward = counting
+    model, full_passes = pass_recording_model(seed=12)
     prompt = torch.randint(4, VOCAB - 1, (2, 6))
     one = dict(gen_length=16, block_length=8, steps=16, mask_id=MASK_ID)  # 1 token per pass
     two = dict(one, steps=8)  # 2 tokens per pass

@@ -461,8 +461,11 @@ def test_shipped_recipes_parse():
         10,
     )
     assert load_config(RLConfig, resolve_recipe("grpo_llada")).igpo.resample == "none"
-    for name in ("igpo_tiny", "grpo_tiny"):
-        assert load_config(RLConfig, resolve_recipe(name)).model.path == "testbed"
+    for name in ("igpo_tiny", "grpo_tiny"):  # RL starts from the testbed's RL base, on its signed traces
+        tiny = load_config(RLConfig, resolve_recipe(name))
+        assert (tiny.model.path, tiny.data.arith["answer_sign"]) == ("testbed-sign", True)
+    sign = load_config(SFTConfig, resolve_recipe("sft_tiny_sign"))
+    assert (sign.model.path, sign.data.arith["answer_habit"], sign.model.lora.enabled) == ("testbed", "minus", False)
     for name in ("sft_llada", "sft_tiny"):
         load_config(SFTConfig, resolve_recipe(name))
     long = load_config(SFTConfig, resolve_recipe("sft_tiny_long"))

@@ -47,8 +47,10 @@ class TokenSpec:
         return replace(self, **{k: v for k, v in overrides.items() if v is not None})
 
 
-EMBEDDED_MODELS = {"testbed": Path(__file__).resolve().parents[1] / "assets" / "testbed"}
-"""Models shipped inside the package, addressable by name (the CPU testbed dLLM)."""
+_ASSETS = Path(__file__).resolve().parents[1] / "assets"
+EMBEDDED_MODELS = {"testbed": _ASSETS / "testbed", "testbed-sign": _ASSETS / "testbed-sign"}
+"""Models shipped inside the package, addressable by name: the CPU testbed dLLM, and its RL base
+(the testbed with a planted answer-sign habit; igpo.testbed.build_sign)."""
 
 
 def resolve_path(name_or_path: str | os.PathLike) -> Path:

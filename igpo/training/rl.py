@@ -240,7 +240,7 @@ class Trainer:
         )
         policy.train(was_training)
         completions, steps = out.completions.cpu().split(g), out.commit_step.cpu().split(g)
-        return [Rollouts(completions=c.clone(), commit_step=s.clone()) for c, s in zip(completions, steps, strict=True)]
+        return [Rollouts(completions=c, commit_step=s) for c, s in zip(completions, steps, strict=True)]
 
     def rollout_group(self, example: Example, generator: torch.Generator, timer: StepTimer) -> Group:
         """G rollouts for one prompt, with IGPO's rescue of an all-wrong group."""
@@ -269,9 +269,8 @@ class Trainer:
         ]
         timer.add("scoring", time.perf_counter() - t0)
         budget = math.floor(cfg.igpo.replace_ratio * g)
-        rescue = [
-            i for i, sc in enumerate(scored) if not any(sc.correct) and cfg.igpo.resample != "none" and budget > 0
-        ]
+        can_rescue = cfg.igpo.resample != "none" and budget > 0
+        rescue = [i for i, sc in enumerate(scored) if can_rescue and not any(sc.correct)]
         canvases: dict[int, torch.Tensor] = {}
         replaced: dict[int, int] = {}
         hint_masks = [torch.zeros_like(r.completions, dtype=torch.bool) for r in first]
