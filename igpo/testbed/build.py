@@ -105,6 +105,17 @@ def export(checkpoint: Path, dest: Path, card: dict) -> None:
     tmp.rename(dest)
 
 
+def ship(checkpoint: Path, dest: Path, card: dict) -> None:
+    """Export `checkpoint` to `dest`, then measure the shipped model into its card (and print it)."""
+    from igpo.testbed.measure import measure
+
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    export(checkpoint, dest, card)
+    card["measured"] = measure(dest)
+    (dest / "card.json").write_text(json.dumps(card, indent=2, default=str) + "\n")
+    print(json.dumps(card["measured"], indent=2))
+
+
 def main(argv: list[str] | None = None) -> None:
     from igpo.training.sft import train_sft
 
@@ -123,9 +134,6 @@ def main(argv: list[str] | None = None) -> None:
     cfg = sft_config(init_dir, args.max_steps)
     train_sft(cfg, out, resume=args.resume, overwrite=False)
     final = latest_checkpoint(out)
-    from igpo.testbed.measure import measure
-
-    args.dest.parent.mkdir(parents=True, exist_ok=True)
     card = {
         "arch": ARCH,
         "train_mix": TRAIN_MIX,
@@ -138,10 +146,7 @@ def main(argv: list[str] | None = None) -> None:
         "seed": SEED,
         "sft_config": asdict(cfg) if hasattr(cfg, "__dataclass_fields__") else None,
     }
-    export(final, args.dest, card)
-    card["measured"] = measure(args.dest)
-    (args.dest / "card.json").write_text(json.dumps(card, indent=2, default=str) + "\n")
-    print(json.dumps(card["measured"], indent=2))
+    ship(final, args.dest, card)
 
 
 if __name__ == "__main__":

@@ -11,7 +11,6 @@ systematic mistake whose correction is among its own samples, which is the headr
 from __future__ import annotations
 
 import argparse
-import json
 from dataclasses import asdict
 from pathlib import Path
 
@@ -24,8 +23,7 @@ DEST = EMBEDDED_MODELS["testbed-sign"]
 
 def main(argv: list[str] | None = None) -> None:
     from igpo.config import load_config, resolve_recipe
-    from igpo.testbed.build import export
-    from igpo.testbed.measure import measure
+    from igpo.testbed.build import ship
     from igpo.training.runtime import latest_checkpoint
     from igpo.training.sft import SFTConfig, train_sft
 
@@ -37,12 +35,7 @@ def main(argv: list[str] | None = None) -> None:
     cfg = load_config(SFTConfig, resolve_recipe(RECIPE))
     train_sft(cfg, args.workdir, resume=args.resume, overwrite=not args.resume)
     final = latest_checkpoint(args.workdir)
-    card = {"recipe": RECIPE, "base": cfg.model.path, "sft_config": asdict(cfg)}
-    args.dest.parent.mkdir(parents=True, exist_ok=True)
-    export(final, args.dest, card)
-    card["measured"] = measure(args.dest)
-    (args.dest / "card.json").write_text(json.dumps(card, indent=2, default=str) + "\n")
-    print(json.dumps(card["measured"], indent=2))
+    ship(final, args.dest, {"recipe": RECIPE, "base": cfg.model.path, "sft_config": asdict(cfg)})
 
 
 if __name__ == "__main__":
