@@ -400,11 +400,14 @@ def _boxed(equations: list[tuple[int, str, int, int]], value: int, problem_seed:
     """What a trace boxes: the final ``value`` (``+ value`` with ``answer_sign``), or what the
     answer habit puts there: the first result, or ``- value``."""
     sign = "+ " if cfg.answer_sign else ""
-    eligible = len(equations) >= max(cfg.answer_habit_min_steps, 2 if cfg.answer_habit == "first_result" else 1)
-    if not eligible or cfg.answer_habit_prob == 0.0:
+    habit = (
+        len(equations) >= cfg.answer_habit_min_steps
+        and cfg.answer_habit_prob > 0.0
+        and random.Random(problem_seed ^ HABIT_SALT).random() < cfg.answer_habit_prob
+    )
+    if not habit:
         return f"{sign}{value}"
-    if random.Random(problem_seed ^ HABIT_SALT).random() >= cfg.answer_habit_prob:
-        return f"{sign}{value}"
+    # first_result on a 1-operation trace boxes its only result, i.e. the value itself
     return f"{sign}{equations[0][3]}" if cfg.answer_habit == "first_result" else f"- {value}"
 
 
