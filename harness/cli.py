@@ -119,7 +119,7 @@ def bench_eval(
 @friendly
 def bench_train(
     model: Annotated[
-        str | None, typer.Option(help="Model folder; default: the embedded testbed (or a random one of its size).")
+        str | None, typer.Option(help="Model folder; default: the recipes' own model.path (testbed-sign).")
     ] = None,
     steps: Annotated[int, typer.Option(help="Training steps per trainer and rollout mode (the first is dropped).")] = 3,
     out: Annotated[Path, typer.Option(help="Markdown file to write.")] = Path("results/bench/train.md"),

@@ -8,11 +8,13 @@ Size: planning, running and recording one evaluation, and the checkpoint series 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 import sys
 import time
 from collections import defaultdict
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -26,6 +28,7 @@ from igpo.errors import InvalidSetting, MissingInput
 from igpo.jsonfile import read_json_object
 from igpo.progress import say
 from igpo.scoring import shared_verdicts, start_worker_in_background
+from tasks.registry import hub_error_types
 
 HEADLINE_METRIC = "exact_match"
 CACHE_FILE = "responses.jsonl"
@@ -145,6 +148,28 @@ def plan(req: EvalRequest) -> Plan:
     return Plan(protocol=protocol, leaves=leaves, data_dir=data_dir, run_dir=req.out / name)
 
 
+@contextlib.contextmanager
+def hub_download_errors(p: Plan) -> Iterator[None]:
+    """A benchmark task read from the Hub while the Hub is out of reach is bad input (no
+    --data-dir given), not a bug: one line naming the datasets and the way out."""
+    try:
+        yield
+    except hub_error_types() as err:
+        if p.data_dir is not None:
+            raise
+        from tasks.registry import DATA_DIR_ENV, SPECS
+
+        hub = [SPECS[leaf].hub_id for leaf in p.leaves if not leaf_is_builtin(leaf) and leaf in SPECS]
+        if not hub:
+            raise
+        detail = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise MissingInput(
+            f"could not download {', '.join(hub)} from the Hugging Face Hub ({detail}): pass "
+            f"--data-dir with the offline data folder (or set {DATA_DIR_ENV}), or evaluate the "
+            "built-in task with --tasks arith"
+        ) from None
+
+
 def leaf_is_builtin(task: str) -> bool:
     """Tasks that generate their data (no data file needed), e.g. igpo_arith."""
     from tasks.registry import SPECS
@@ -212,19 +237,20 @@ def _run_eval(req: EvalRequest) -> Path:
                 continue
             say("eval", f"seed {seed}{' ' + suffix if suffix else ''}: {', '.join(c['task'] for c in configs)}")
             lm.args.seed = seed
-            out = simple_evaluate(
-                model=lm,
-                tasks=configs,
-                limit=req.limit,
-                task_manager=manager,
-                log_samples=True,
-                apply_chat_template=True,
-                bootstrap_iters=0,
-                random_seed=seed,
-                numpy_random_seed=seed,
-                torch_random_seed=seed,
-                fewshot_random_seed=seed,
-            )
+            with hub_download_errors(p):
+                out = simple_evaluate(
+                    model=lm,
+                    tasks=configs,
+                    limit=req.limit,
+                    task_manager=manager,
+                    log_samples=True,
+                    apply_chat_template=True,
+                    bootstrap_iters=0,
+                    random_seed=seed,
+                    numpy_random_seed=seed,
+                    torch_random_seed=seed,
+                    fewshot_random_seed=seed,
+                )
             if out is None:  # non-zero rank under data parallel
                 continue
             lm_eval_aggregates[f"seed{seed}{suffix}"] = out["results"]

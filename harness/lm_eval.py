@@ -13,7 +13,8 @@ Two things are added for `--model dllm`:
 - with `--output_path`, each request's decoding settings, token count and whether it hit the
   length go to `<output_path>/dllm_requests.jsonl`, and the run's warnings are repeated at the end.
 Bad input that lm-eval or the dllm model reports as ValueError / KeyError / FileNotFoundError (an
-unknown task, a missing model, a model_arg of the wrong type) ends in one `error:` line and exit
+unknown task, a missing model, a model_arg of the wrong type), and a Hub that cannot be reached
+for a task's data, ends in one `error:` line and exit
 code 2; IGPO_DEBUG=1 shows the traceback.
 """
 
@@ -34,7 +35,7 @@ def main(argv: list[str] | None = None) -> None:
     from lm_eval.__main__ import cli_evaluate
 
     import harness.lmeval  # noqa: F401  (registers the dllm model with lm-eval)
-    from tasks.registry import TASK_DIR
+    from tasks.registry import TASK_DIR, hub_error_types
 
     args = list(sys.argv[1:] if argv is None else argv)
     if args and args[0] == "--":
@@ -55,12 +56,14 @@ def main(argv: list[str] | None = None) -> None:
         cli_evaluate()
         if not wants_help:
             write_request_logs(_flag(args, "--output_path"))
-    except (ValueError, KeyError, FileNotFoundError) as err:  # ModelLoadError is a ValueError
+    except (ValueError, KeyError, FileNotFoundError, *hub_error_types()) as err:  # ModelLoadError is a ValueError
         from harness.errors import EXIT_ERROR, debugging, one_line
+        from tasks.registry import DATA_DIR_ENV
 
         if debugging():
             raise
-        print(f"error: {one_line(err)}", file=sys.stderr)
+        hint = f" (offline? set {DATA_DIR_ENV} to the data folder)" if isinstance(err, hub_error_types()) else ""
+        print(f"error: {one_line(err)}{hint}", file=sys.stderr)
         raise SystemExit(EXIT_ERROR) from None
 
 

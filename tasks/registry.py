@@ -13,6 +13,7 @@ include folder of small YAMLs that ``include:`` the installed ones and swap the 
 from __future__ import annotations
 
 import atexit
+import contextlib
 import hashlib
 import importlib
 import os
@@ -106,6 +107,18 @@ def _leaf(task_name: str) -> TaskSpec:
     if full not in SPECS:
         raise InvalidSetting(f"unknown task {task_name!r} (known: {', '.join(sorted(TASKS))})")
     return SPECS[full]
+
+
+def hub_error_types() -> tuple[type[BaseException], ...]:
+    """What `datasets` raises when the Hub cannot be reached: the builtin ConnectionError
+    ("Couldn't reach 'openai/gsm8k' on the Hub", also huggingface_hub's offline mode), a timeout,
+    or a bare requests error."""
+    types: list[type[BaseException]] = [ConnectionError, TimeoutError]
+    with contextlib.suppress(ImportError):
+        from requests.exceptions import RequestException
+
+        types.append(RequestException)
+    return tuple(types)
 
 
 def data_dir_or_env(data_dir: Path | str | None) -> Path | None:

@@ -23,6 +23,7 @@ from harness.cli import app
 REPO = Path(__file__).resolve().parents[1]
 runner = CliRunner()
 TIMEOUT_S = 300
+OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
 
 
 def igpo(*args, cwd: Path | None = None):
@@ -166,7 +167,7 @@ def test_lm_eval_bad_model_arg():
             "1",
         ],
         cwd=REPO,
-        env=dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1"),
+        env=dict(os.environ, **OFFLINE_ENV),
         capture_output=True,
         text=True,
         timeout=TIMEOUT_S,
@@ -174,6 +175,44 @@ def test_lm_eval_bad_model_arg():
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "gen_length" in errors[0]
+
+
+def _offline_env(tmp_path: Path) -> dict[str, str]:
+    """No network, an empty Hugging Face cache and no data folder: a benchmark task cannot load."""
+    env = {k: v for k, v in os.environ.items() if k != "IGPO_DATA_DIR"}
+    return {**env, **OFFLINE_ENV, "HF_HOME": str(tmp_path / "hf"), "HF_DATASETS_CACHE": str(tmp_path / "hf" / "ds")}
+
+
+def test_eval_benchmark_offline_without_data_dir(tmp_path):
+    out = tmp_path / "out"
+    proc = subprocess.run(
+        [sys.executable, "-c", "from harness.cli import app; app()", "eval", "--model", "testbed"]
+        + ["--tasks", "gsm8k", "--limit", "1", "--out", str(out), "--no-leaderboard"],
+        cwd=tmp_path,
+        env=_offline_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT_S,
+    )
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "openai/gsm8k" in errors[0] and "--data-dir" in errors[0], proc.stderr[-2000:]
+    assert not out.exists() or not [f for f in out.rglob("*") if f.is_file()]
+
+
+def test_lm_eval_benchmark_offline_without_data_dir(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-m", "harness.lm_eval", "--model", "dllm", "--tasks", "igpo_gsm8k"]
+        + ["--model_args", "pretrained=testbed", "--limit", "1"],
+        cwd=REPO,
+        env=_offline_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT_S,
+    )
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "IGPO_DATA_DIR" in errors[0], proc.stderr[-2000:]
 
 
 def test_protocol_file_mistakes(tmp_path):

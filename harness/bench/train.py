@@ -33,23 +33,17 @@ a step's groups in one call (batch_rollouts); Fast-dLLM's parallel rule; and wit
 @dataclass
 class TrainBenchConfig:
     model: str | None = None
-    """Model folder; default: the embedded testbed if built, else a random testbed-sized model."""
+    """Model folder; default: the recipes' own model.path (the embedded testbed-sign)."""
     steps: int = 3
     """Training steps per (trainer, mode); the first is dropped (one-off warm-up costs)."""
     out: Path = Path("results/bench/train.md")
 
 
-def _model_path(cfg: TrainBenchConfig, scratch: Path) -> tuple[str, str]:
-    from igpo.models.loading import EMBEDDED_MODELS
-
+def _model_path(cfg: TrainBenchConfig, recipe_model: str) -> tuple[str, str]:
+    """--model if given, else the recipes' own start model (the embedded testbed-sign)."""
     if cfg.model:
         return cfg.model, cfg.model
-    if (EMBEDDED_MODELS["testbed"] / "config.json").is_file():
-        return "testbed", "embedded testbed model"
-    from igpo.testbed.build import init_model
-
-    init_model(scratch / "init")
-    return str(scratch / "init"), "untrained testbed-sized model (every group all wrong)"
+    return recipe_model, f"{recipe_model} (the recipes' model.path)"
 
 
 def _run(kind: str, model: str, steps: int, out: Path, mode: list[str]) -> dict[str, float]:
@@ -75,9 +69,9 @@ def run(cfg: TrainBenchConfig) -> dict[str, dict[str, float]]:
 
     recipe = load_config(RLConfig, resolve_recipe("grpo_tiny"))
     results: dict[str, dict[str, float]] = {}
+    model, name = _model_path(cfg, recipe.model.path)
     with tempfile.TemporaryDirectory() as tmp:
         scratch = Path(tmp)
-        model, name = _model_path(cfg, scratch)
         for kind in ("grpo", "igpo"):
             for i, (mode, overrides) in enumerate(ROLLOUT_MODES.items()):
                 results[f"{kind.upper()} | {mode}"] = _run(kind, model, cfg.steps, scratch / f"{kind}-{i}", overrides)
