@@ -20,6 +20,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from harness.errors import one_line
 from harness.protocols import Protocol, load_protocol
 from harness.records import ModelInfo, ProtocolInfo, RunRecord, TaskResult
 from harness.results import write_results
@@ -162,9 +163,8 @@ def hub_download_errors(p: Plan) -> Iterator[None]:
         hub = [SPECS[leaf].hub_id for leaf in p.leaves if not leaf_is_builtin(leaf) and leaf in SPECS]
         if not hub:
             raise
-        detail = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise MissingInput(
-            f"could not download {', '.join(hub)} from the Hugging Face Hub ({detail}): pass "
+            f"could not download {', '.join(hub)} from the Hugging Face Hub ({one_line(err)}): pass "
             f"--data-dir with the offline data folder (or set {DATA_DIR_ENV}), or evaluate the "
             "built-in task with --tasks arith"
         ) from None

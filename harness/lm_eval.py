@@ -41,6 +41,7 @@ def main(argv: list[str] | None = None) -> None:
     if args and args[0] == "--":
         args = args[1:]
     wants_help = any(a in ("-h", "--help") for a in args)
+    hub_errors = hub_error_types()
     try:
         if args and not wants_help and "--include_path" not in args:
             # With $IGPO_DATA_DIR set, the igpo tasks read that offline folder instead of the Hub;
@@ -56,13 +57,13 @@ def main(argv: list[str] | None = None) -> None:
         cli_evaluate()
         if not wants_help:
             write_request_logs(_flag(args, "--output_path"))
-    except (ValueError, KeyError, FileNotFoundError, *hub_error_types()) as err:  # ModelLoadError is a ValueError
+    except (ValueError, KeyError, FileNotFoundError, *hub_errors) as err:  # ModelLoadError is a ValueError
         from harness.errors import EXIT_ERROR, debugging, one_line
         from tasks.registry import DATA_DIR_ENV
 
         if debugging():
             raise
-        hint = f" (offline? set {DATA_DIR_ENV} to the data folder)" if isinstance(err, hub_error_types()) else ""
+        hint = f" (offline? set {DATA_DIR_ENV} to the data folder)" if isinstance(err, hub_errors) else ""
         print(f"error: {one_line(err)}{hint}", file=sys.stderr)
         raise SystemExit(EXIT_ERROR) from None
 

@@ -19,6 +19,7 @@ import pytest
 from typer.testing import CliRunner
 
 from harness.cli import app
+from tasks.registry import DATA_DIR_ENV
 
 REPO = Path(__file__).resolve().parents[1]
 runner = CliRunner()
@@ -170,7 +171,7 @@ def test_lm_eval_bad_model_arg():
 
 def _offline_env(tmp_path: Path) -> dict[str, str]:
     """No network, an empty Hugging Face cache and no data folder: a benchmark task cannot load."""
-    env = {k: v for k, v in os.environ.items() if k != "IGPO_DATA_DIR"}
+    env = {k: v for k, v in os.environ.items() if k != DATA_DIR_ENV}
     return {**env, **OFFLINE_ENV, "HF_HOME": str(tmp_path / "hf"), "HF_DATASETS_CACHE": str(tmp_path / "hf" / "ds")}
 
 
@@ -189,7 +190,7 @@ def test_eval_benchmark_offline_without_data_dir(tmp_path):
 def test_lm_eval_benchmark_offline_without_data_dir(tmp_path):
     cmd = [sys.executable, "-m", "harness.lm_eval", "--model", "dllm", "--tasks", "igpo_gsm8k"]
     line = one_error_line(cmd + ["--model_args", "pretrained=testbed", "--limit", "1"], _offline_env(tmp_path))
-    assert "IGPO_DATA_DIR" in line, line
+    assert DATA_DIR_ENV in line, line
 
 
 def test_protocol_file_mistakes(tmp_path):
