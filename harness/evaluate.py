@@ -212,6 +212,7 @@ def _run_eval(req: EvalRequest) -> Path:
     per_task: dict[str, dict[str, Any]] = {}
     samples_out: list[dict[str, Any]] = []
     lm_eval_aggregates: dict[str, Any] = {}
+    conflicts: dict[str, dict[str, Any]] = {}
     for suffix, variant in p.protocol.variants():
         for seed_index, seed in enumerate(seeds):
             configs = []
@@ -263,6 +264,7 @@ def _run_eval(req: EvalRequest) -> Path:
                     if "," in k and "_stderr" not in k and isinstance(v, (int, float))
                 }
                 per_task[key]["per_seed"][str(seed)] = metrics
+                count_length_conflicts(conflicts, key, records, c["task"])
                 for s in out["samples"][c["task"]]:
                     rows = sample_rows(
                         key, s, seed, per_task[key]["repeats"], records.get((c["task"], s["doc_id"]), [])
@@ -285,6 +287,7 @@ def _run_eval(req: EvalRequest) -> Path:
         label_given=req.label is not None,
         provenance={**provenance(stats, wall, lm.world_size), "warnings": list(lm.warnings)},
         lm_eval=lm_eval_aggregates,
+        length_conflicts=conflicts,
     )
     path = write_results(p.run_dir, record, samples_out)
     print_table(record)
@@ -306,14 +309,30 @@ def is_deterministic(cfg) -> bool:
 
 
 def task_config(leaf: str, data_dir: Path | None, cfg, repeats: int) -> dict[str, Any]:
-    """The lm-eval config of one task with this run's decoding settings and repeats."""
+    """The lm-eval config of one task with this run's decoding settings and repeats. The run's
+    gen_length is the response budget: lm-eval's max_gen_toks is set to it, so the task YAML's
+    own max_gen_toks never cuts a response shorter than the canvas."""
     from tasks.registry import task_overrides
 
     base = task_overrides(leaf, data_dir)
     gen = dict(base.get("generation_kwargs") or {})
     gen.update({k: v for k, v in cfg.to_dict().items()})
     gen["do_sample"] = cfg.temperature > 0
+    gen["max_gen_toks"] = cfg.gen_length
     return {**base, "generation_kwargs": gen, "repeats": repeats}
+
+
+def count_length_conflicts(
+    conflicts: dict[str, dict[str, Any]], key: str, records: dict[tuple[str, int], list[dict[str, Any]]], task: str
+) -> None:
+    """Add the task's requests whose max_gen_toks was shorter than their gen_length (the dllm
+    request records' `length_conflict`) to the run-level table, in place."""
+    for (name, _), recs in records.items():
+        for rec in recs if name == task else []:
+            info = rec.get("length_conflict")
+            if info:
+                entry = conflicts.setdefault(key, {**info, "responses": 0})
+                entry["responses"] += 1
 
 
 def request_records(log: list[dict[str, Any]]) -> dict[tuple[str, int], list[dict[str, Any]]]:

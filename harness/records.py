@@ -178,6 +178,15 @@ class ProtocolInfo:
         }
 
 
+def _length_conflicts(raw: Any, file: Path) -> dict[str, dict[str, Any]]:
+    """results.json's length_conflicts table (absent in records written before it existed)."""
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict) or not all(isinstance(v, dict) for v in raw.values()):
+        raise ResultsError(f"{file}: length_conflicts is not a table of task -> table")
+    return {str(k): dict(v) for k, v in raw.items()}
+
+
 @dataclass
 class RunRecord:
     """One finished `igpo eval` run (results.json)."""
@@ -195,6 +204,11 @@ class RunRecord:
     """Versions, git commit, command, wall time, token throughput, warnings."""
     lm_eval: dict[str, Any] = field(default_factory=dict)
     """lm-eval's own aggregate results per seed, kept verbatim."""
+    length_conflicts: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Task key -> {max_gen_toks, gen_length, source, responses}: tasks whose lm-eval max_gen_toks
+    was shorter than the diffusion gen_length asked for, so responses were cut below the canvas
+    (or the canvas shortened); empty when every response kept its whole canvas. A run with any
+    is marked as deviating from its protocol."""
     path: Path | None = None
     """The results.json it was read from (None before it is written)."""
 
@@ -222,7 +236,14 @@ class RunRecord:
         return levels
 
     def deviations(self) -> list[str]:
-        return self.protocol.deviations(self.tasks)
+        """How the run departs from its protocol: the protocol's list, then length conflicts."""
+        out = self.protocol.deviations(self.tasks)
+        for key, info in sorted(self.length_conflicts.items()):
+            out.append(
+                f"{key}: max_gen_toks {info.get('max_gen_toks')} < gen_length {info.get('gen_length')} "
+                f"({info.get('responses', UNKNOWN)} responses)"
+            )
+        return out
 
     @classmethod
     def parse(cls, raw: Any, file: Path) -> RunRecord:
@@ -253,6 +274,7 @@ class RunRecord:
             label_given=bool(raw.get("label_given")),
             provenance=dict(raw.get("provenance") or {}),
             lm_eval=dict(raw.get("lm_eval") or {}),
+            length_conflicts=_length_conflicts(raw.get("length_conflicts"), file),
             path=file,
         )
 
@@ -270,6 +292,7 @@ class RunRecord:
             "tasks": {k: {**asdict(v), "ci95": list(v.ci95)} for k, v in self.tasks.items()},
             "provenance": self.provenance,
             "lm_eval": self.lm_eval,
+            "length_conflicts": {k: dict(v) for k, v in self.length_conflicts.items()},
         }
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import functools
 import hashlib
 import importlib
 import os
@@ -185,6 +186,20 @@ def task_config(task_name: str) -> dict[str, Any]:
     if full not in SPECS and full not in GROUPS:
         raise InvalidSetting(f"unknown task {task_name!r} (known: {', '.join(sorted(TASKS))})")
     return _load_yaml(TASK_DIR / f"{full}.yaml")
+
+
+@functools.cache
+def default_max_gen_toks(task_name: str | None) -> int | None:
+    """The `max_gen_toks` an igpo task's own YAML sets (None for any other task).
+
+    It is the task's default response budget: `dllm` lets it set the length only when no
+    diffusion gen_length was asked for, and never cut a response shorter than the canvas the
+    user asked for (harness/lmeval/settings.py)."""
+    full = TASKS.get(task_name or "", task_name or "")
+    if full not in SPECS:
+        return None
+    value = (task_config(full).get("generation_kwargs") or {}).get("max_gen_toks")
+    return int(value) if value is not None else None
 
 
 def task_overrides(

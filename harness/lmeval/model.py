@@ -40,6 +40,8 @@ from igpo.models import load_model, load_tokenizer
 __all__ = ["DLLMArgs", "DiffusionLM", "parse_args"]
 
 logger = logging.getLogger(__name__)
+LENGTH_CONFLICT_WARNING = "lm-eval's max_gen_toks is shorter than the diffusion gen_length"
+"""How the one warning of a run with a length conflict begins (harness/lmeval/settings.py)."""
 TEMPLATE_PROBE = "\x00igpo-probe\x00"
 """A user message whose rendering shows where the chat template puts the user's text."""
 
@@ -255,9 +257,26 @@ class DiffusionLM(LM):
                 req.resps = _Responses(list(req.resps), max(1, int(getattr(req, "repeats", 1) or 1)))
 
     # ---------------------------------------------------------------- generation
-    def settings_for(self, gen_kwargs: dict[str, Any] | None) -> RequestSettings:
-        """Decoding settings of one request (the rule of `harness.lmeval.settings`)."""
-        return resolve(gen_kwargs, self.decode, self.args.decode_given)
+    def settings_for(self, gen_kwargs: dict[str, Any] | None, task: str | None = None) -> RequestSettings:
+        """Decoding settings of one request of `task` (the rule of `harness.lmeval.settings`)."""
+        from tasks.registry import default_max_gen_toks
+
+        return resolve(gen_kwargs, self.decode, self.args.decode_given, default_max_gen_toks(task))
+
+    def _warn_length_conflict(self, task: str | None, conflict: dict[str, Any]) -> None:
+        """The one warning of a run whose max_gen_toks and diffusion gen_length disagree."""
+        if any(w.startswith(LENGTH_CONFLICT_WARNING) for w in self.warnings):
+            return
+        how = (
+            f"responses are cut to {conflict['max_gen_toks']} tokens of the {conflict['gen_length']}-token canvas"
+            if conflict["source"] == "request"
+            else f"the canvas is {conflict['max_gen_toks']} tokens, not model_args' {conflict['gen_length']}"
+        )
+        self.warn(
+            f"{LENGTH_CONFLICT_WARNING} on {task or 'a task'} ({conflict['max_gen_toks']} < gen_length "
+            f"{conflict['gen_length']} from {conflict['source']}): {how}; drop max_gen_toks from --gen_kwargs "
+            "to keep the whole canvas (every such request's record has length_conflict)"
+        )
 
     def generate_until(self, requests, disable_tqdm: bool = False) -> list[str]:
         """Decode every request; responses cut at EOS / end-of-turn, at max_gen_toks tokens and at
@@ -272,7 +291,9 @@ class DiffusionLM(LM):
             if idx in padding:
                 continue
             context, gen_kwargs = req.args
-            settings = self.settings_for(gen_kwargs)
+            settings = self.settings_for(gen_kwargs, getattr(req, "task_name", None))
+            if settings.length_conflict:
+                self._warn_length_conflict(getattr(req, "task_name", None), settings.length_conflict)
             identity = {"decode": settings.decode.to_dict(), "until": settings.until, "seed": seed}
             if settings.max_tokens is not None:
                 identity["max_tokens"] = settings.max_tokens

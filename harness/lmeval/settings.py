@@ -2,8 +2,8 @@
 
 Highest first:
 1. diffusion keys in the request's generation_kwargs (any `DecodeConfig` field: gen_length,
-   block_length, steps, temperature, remasking, cfg_scale, threshold, ...), whether the task YAML
-   or lm-eval's `--gen_kwargs` put them there;
+   block_length, steps, temperature, remasking, cfg_scale, threshold, ...), whether the task YAML,
+   `igpo eval` (its protocol and flags) or lm-eval's `--gen_kwargs` put them there;
 2. lm-eval's own keys, with Hugging Face semantics: `do_sample: false` means greedy whatever the
    temperature; `do_sample: true` without a temperature samples at the model_args temperature, or
    1.0 when that is 0; `max_gen_toks` sets the length when no diffusion `gen_length` is given;
@@ -11,10 +11,18 @@ Highest first:
 3. model_args (`--model_args gen_length=...`);
 4. `DecodeConfig`'s defaults.
 
-`max_gen_toks` becomes `gen_length` rounded up to a multiple of `block_length` (one block of
-max_gen_toks tokens when it is shorter than a block), `steps` scaled to keep the model_args
-tokens per step (unless `steps` is a diffusion key of the request), and responses cut to
-max_gen_toks tokens. Every request's record says where each setting came from and what changed.
+One length rule: a diffusion gen_length is the response budget. `max_gen_toks` becomes
+`gen_length` rounded up to a multiple of `block_length` (one block of max_gen_toks tokens when it
+is shorter than a block), `steps` scaled to keep the model_args tokens per step (unless `steps` is
+a diffusion key of the request), and responses cut to max_gen_toks tokens. An igpo task's own
+`max_gen_toks` (its YAML's default budget, `tasks.registry.default_max_gen_toks`) does that only
+when no gen_length was asked for, in the request or in model_args: it never cuts a response
+shorter than the canvas the user asked for. Any other `max_gen_toks` (lm-eval's `--gen_kwargs`, a
+foreign task's YAML) shorter than an asked-for gen_length is a real conflict: it wins (responses
+cut to it, or the canvas shortened to it) and the request's `length_conflict` says so; `dllm`
+warns once on stderr and `igpo eval` records the conflicts in results.json. A `--gen_kwargs
+max_gen_toks` equal to the task's own value cannot be told apart from it. Every request's record
+says where each setting came from and what changed.
 """
 
 from __future__ import annotations
@@ -45,6 +53,9 @@ class RequestSettings:
     """Decoding setting -> `request` | `lm-eval` | `model_args` | `default`."""
     notes: list[str] = field(default_factory=list)
     """What the rule changed, in words (max_gen_toks mapping, do_sample overriding temperature)."""
+    length_conflict: dict[str, Any] | None = None
+    """A max_gen_toks shorter than an asked-for gen_length: {max_gen_toks, gen_length, source
+    (`request` | `model_args`)}; None when the canvas and the kept response agree."""
 
     def record(self) -> dict[str, Any]:
         return {
@@ -53,11 +64,18 @@ class RequestSettings:
             "max_tokens": self.max_tokens,
             "sources": dict(self.sources),
             "notes": list(self.notes),
+            **({"length_conflict": dict(self.length_conflict)} if self.length_conflict else {}),
         }
 
 
-def resolve(gen_kwargs: dict[str, Any] | None, model: DecodeConfig, given: frozenset[str]) -> RequestSettings:
-    """The decoding settings of one request (see the module docstring for the rule)."""
+def resolve(
+    gen_kwargs: dict[str, Any] | None,
+    model: DecodeConfig,
+    given: frozenset[str],
+    task_default: int | None = None,
+) -> RequestSettings:
+    """The decoding settings of one request (see the module docstring for the rule).
+    `task_default`: the max_gen_toks the request's task YAML sets (igpo tasks), if any."""
     kwargs = dict(gen_kwargs or {})
     until = kwargs.pop("until", None) or []
     until = [until] if isinstance(until, str) else [str(u) for u in until]
@@ -86,11 +104,20 @@ def resolve(gen_kwargs: dict[str, Any] | None, model: DecodeConfig, given: froze
             )
         notes.append(f"do_sample=true without a temperature: sampling at {HF_SAMPLING_TEMPERATURE}")
         values["temperature"], sources["temperature"] = HF_SAMPLING_TEMPERATURE, "lm-eval"
-    max_tokens = None
+    max_tokens, conflict = None, None
     if kwargs.get("max_gen_toks") is not None:
         max_tokens = _positive_int("max_gen_toks", kwargs["max_gen_toks"])
-        if "gen_length" in request:
+        asked = sources["gen_length"] if sources["gen_length"] in ("request", "model_args") else None
+        if asked and task_default is not None and max_tokens == task_default:
             if max_tokens < values["gen_length"]:
+                notes.append(
+                    f"the task's own max_gen_toks={max_tokens} does not cut: gen_length={values['gen_length']} "
+                    f"({asked}) is the response budget"
+                )
+            max_tokens = None
+        elif asked == "request":
+            if max_tokens < values["gen_length"]:
+                conflict = {"max_gen_toks": max_tokens, "gen_length": values["gen_length"], "source": asked}
                 notes.append(
                     f"max_gen_toks={max_tokens} cuts the response; gen_length={values['gen_length']} "
                     "(a diffusion key of the request) sets the canvas"
@@ -98,11 +125,18 @@ def resolve(gen_kwargs: dict[str, Any] | None, model: DecodeConfig, given: froze
             else:
                 max_tokens = None
         else:
+            if asked == "model_args" and max_tokens < values["gen_length"]:
+                conflict = {"max_gen_toks": max_tokens, "gen_length": values["gen_length"], "source": asked}
             _length_from_max_gen_toks(values, sources, request, model, max_tokens, notes)
             if max_tokens >= values["gen_length"]:
                 max_tokens = None
     return RequestSettings(
-        decode=DecodeConfig(**values), until=until, max_tokens=max_tokens, sources=sources, notes=notes
+        decode=DecodeConfig(**values),
+        until=until,
+        max_tokens=max_tokens,
+        sources=sources,
+        notes=notes,
+        length_conflict=conflict,
     )
 
 
