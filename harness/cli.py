@@ -210,6 +210,13 @@ def eval_cmd(
             help="With --cache: refill the cache with a full pass once a row has committed N tokens of the block since it was filled."
         ),
     ] = None,
+    compile: Annotated[
+        bool | None,
+        typer.Option(
+            "--compile/--no-compile",
+            help="Run the model's passes through torch.compile (CUDA graphs on a GPU; tokens equal eager decoding).",
+        ),
+    ] = None,
     leaderboard: Annotated[
         Path | None,
         typer.Option(
@@ -251,6 +258,7 @@ def eval_cmd(
             cache=cache,
             cache_refresh=cache_refresh,
             cache_refresh_tokens=cache_refresh_tokens,
+            compile=compile,
         ).items()
         if v is not None
     }

@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from igpo.decoding.config import check_settings
+from igpo.decoding.passes import BlockLogits
 from igpo.decoding.schedule import (
     Generators,
     candidate_confidence,
@@ -22,6 +23,7 @@ from igpo.decoding.schedule import (
     transfer_schedule,
 )
 from igpo.errors import InvalidSetting
+from igpo.models.transformer import positions_from_mask
 
 HINTED = -1
 """commit_step of a position fixed by a hint (visible from the first pass on)."""
@@ -86,8 +88,15 @@ def _validate(prompt_ids, attention_mask, gen_length, mask_id, eos_id, hints, vo
             raise InvalidSetting(
                 f"hints must have shape [B, gen_length] = {(prompt_ids.shape[0], gen_length)}, got {tuple(hints.shape)}"
             )
-        if vocab is not None and ((hints < 0) | (hints >= vocab)).any():
-            raise InvalidSetting("hints hold token ids outside the vocabulary")
+
+
+def host_read(*tensors: torch.Tensor) -> list[int]:
+    """The decoder's one way to read device values: every tensor's elements as ints, one sync.
+
+    Decoding passes never call `.item()`, `bool(tensor)` or `nonzero`: what the host must know
+    (which steps commit, whether a block is done, whether every row ended) is gathered here.
+    """
+    return torch.cat([t.reshape(-1).long() for t in tensors]).tolist()
 
 
 @torch.no_grad()
@@ -110,6 +119,7 @@ def generate(
     cache: str | None = None,
     cache_refresh: int | None = None,
     cache_refresh_tokens: int | None = None,
+    compile: bool = False,
     suppress_tokens: list[int] | tuple[int, ...] | None = None,
     last_tokens: list[int] | tuple[int, ...] | None = None,
     generator: Generators = None,
@@ -129,7 +139,10 @@ def generate(
     on its own generator, so a request decodes the same whatever batch it lands in.
     `shifted_logits` (default: the model's token_spec) shifts Dream-style logits.
     `last_tokens` candidates are committed only when no other candidate of the block is left.
+    `compile` runs the model's passes through torch.compile (CUDA graphs on a GPU).
     `record_steps` returns, per position, the pass that committed it (`commit_step`).
+    Host synchronisations: one before the first pass, then at most one per pass (under a
+    parallel rule: is the block done?) or one per block (the fixed schedule: did every row end?).
     """
     check_settings(
         gen_length=gen_length,
@@ -143,8 +156,10 @@ def generate(
         cache=cache,
         cache_refresh=cache_refresh,
         cache_refresh_tokens=cache_refresh_tokens,
+        compile=compile,
     )
-    _validate(prompt_ids, attention_mask, gen_length, mask_id, eos_id, hints, vocab_size_of(model))
+    vocab = vocab_size_of(model)
+    _validate(prompt_ids, attention_mask, gen_length, mask_id, eos_id, hints, vocab)
     _validate_model(model, cache)
     if shifted_logits is None:
         shifted_logits = bool(getattr(getattr(model, "token_spec", None), "shifted_logits", False))
@@ -157,14 +172,37 @@ def generate(
         hints = hints.to(device)
         fixed = hints != mask_id
         x[:, prompt_len:] = torch.where(fixed, hints, x[:, prompt_len:])
-    attn = None
-    if attention_mask is not None:
-        ones = torch.ones(batch, gen_length, dtype=attention_mask.dtype, device=device)
-        attn = torch.cat([attention_mask.to(device), ones], dim=1)
-
-    block_logits = BlockLogits(model, attn, prompt_len, cfg_scale, mask_id, shifted_logits, cache)
     num_blocks = gen_length // block_length
     steps_per_block = steps // num_blocks
+    parallel = threshold is not None or factor is not None
+
+    # The one read before the first pass: bad hints, padding, and the whole fixed schedule
+    # (a block's masked count depends only on the hints, so every block's schedule is known now).
+    block_masked = (x[:, prompt_len:].view(batch, num_blocks, block_length) == mask_id).sum(dim=2)
+    schedule = transfer_schedule(block_masked.reshape(-1), steps_per_block).view(batch, num_blocks, steps_per_block)
+    checks = [torch.zeros((), dtype=torch.bool, device=device)] * 2
+    if hints is not None and vocab is not None:
+        checks[0] = ((hints < 0) | (hints >= vocab)).any()
+    if attention_mask is not None:
+        checks[1] = ~attention_mask.to(device).bool().all()
+    hints_after = fixed.view(batch, num_blocks, block_length).any(dim=2).any(dim=0).flip(0).cummax(0).values.flip(0)
+    read = host_read(*checks, hints_after, schedule.amax(dim=0))
+    if read[0]:
+        raise InvalidSetting("hints hold token ids outside the vocabulary")
+    # may_end[b]: no row has a hint after block b, so the early exit may stop there
+    may_end = [eos_id is not None and b < num_blocks - 1 and not read[2 + b + 1] for b in range(num_blocks)]
+    first = 2 + num_blocks
+    step_max = [read[first + b * steps_per_block : first + (b + 1) * steps_per_block] for b in range(num_blocks)]
+    attn = positions = None
+    native = getattr(model, "supports_kv_cache", False)
+    if attention_mask is not None and (read[1] or not native):
+        ones = torch.ones(batch, gen_length, dtype=attention_mask.dtype, device=device)
+        attn = torch.cat([attention_mask.to(device), ones], dim=1)
+        if native:  # padded prompts: pads hidden as keys, positions count real tokens only
+            positions = positions_from_mask(attn)
+
+    block_logits = BlockLogits(model, attn, positions, prompt_len, cfg_scale, mask_id, shifted_logits, cache, compile)
+    picker = Picker(vocab, mask_id, suppress_tokens, last_tokens, block_length, device)
     nfe = passes = 0
     commit_step = None
     if record_steps:
@@ -173,114 +211,95 @@ def generate(
     for block in range(num_blocks):
         start = prompt_len + block * block_length
         end = start + block_length
-        schedule = transfer_schedule((x[:, start:end] == mask_id).sum(dim=1), steps_per_block)
+        watch_end = may_end[block]
+        ended = None  # whether every row ended in EOS, when a pass's read already told
         passes_in_block = stale = 0  # stale: most tokens a row committed since the cache was filled
-        for step in range(steps_per_block):
-            masked = x[:, start:end] == mask_id
-            if threshold is None and factor is None and not schedule[:, step].any():
+        for step in range(steps_per_block if any(step_max[block]) else 0):
+            if not parallel and not step_max[block][step]:
                 continue  # nothing to commit: skipping the pass leaves every token unchanged
-            if not masked.any():
-                break
+            masked = x[:, start:end] == mask_id
             fresh = passes_in_block % cache_refresh == 0 if cache_refresh else passes_in_block == 0
             fresh = fresh or (cache_refresh_tokens is not None and stale >= cache_refresh_tokens)
             logits = block_logits(x, start, end, fresh=fresh)
             passes_in_block += 1
             nfe += 2 if cfg_scale > 0 else 1
-            if suppress_tokens:  # like LLaDA's logits_eos_inf: gone from argmax and softmax
-                logits[..., list(suppress_tokens)] = float("-inf")
-            proposal = logits.clone()
-            proposal[..., mask_id] = float("-inf")  # never propose the mask token itself
-            candidates = sample_candidates(proposal, temperature, generator)
-            confidence = candidate_confidence(logits, candidates, remasking, generator)
-            if last_tokens:  # like LLaDA's confidence_eos_eot_inf: below every other candidate
-                late = torch.isin(candidates, torch.tensor(list(last_tokens), device=device))
-                confidence = torch.where(late, confidence - LAST_OFFSET, confidence)
-            confidence = torch.where(masked, confidence, torch.full_like(confidence, float("-inf")))
+            candidates, confidence = picker(logits, masked, temperature, remasking, generator)
             if threshold is not None:
                 k = threshold_counts(confidence, threshold, masked, steps_per_block - step)
             elif factor is not None:
                 k = factor_counts(confidence, factor, masked, steps_per_block - step)
             else:
-                k = schedule[:, step]
-            commit = select_top(confidence, k) & masked
+                k = schedule[:, block, step]
+            commit = picker.select(confidence, k) & masked
             x[:, start:end] = torch.where(commit, candidates, x[:, start:end])
-            if cache_refresh_tokens is not None:
-                stale = (0 if fresh else stale) + int(commit.sum(dim=1).max())
             if commit_step is not None:
                 window = commit_step[:, start - prompt_len : end - prompt_len]
                 window.masked_fill_(commit, passes)
             passes += 1
-        if eos_id is not None and block < num_blocks - 1 and _all_ended(x, prompt_len, end, eos_id, fixed):
-            x[:, end:] = eos_id
-            break
+            if not parallel:
+                stale = (0 if fresh else stale) + step_max[block][step]
+                continue
+            # a parallel rule: the pass's one read says whether the block is done
+            left = (masked & ~commit).any()
+            most = commit.sum(dim=1).max() if cache_refresh_tokens is not None else left
+            flag = _all_ended(x, prompt_len, end, eos_id) if watch_end else left
+            left, most, flag = host_read(left, most, flag)
+            stale = (0 if fresh else stale) + most
+            if not left:
+                ended = bool(flag)
+                break
+        if watch_end:
+            if ended is None:
+                ended = bool(host_read(_all_ended(x, prompt_len, end, eos_id))[0])
+            if ended:
+                x[:, end:] = eos_id
+                break
     return GenerateOutput(sequences=x, nfe=nfe, prompt_length=prompt_len, commit_step=commit_step)
 
 
-class BlockLogits:
-    """Logits of the current block, from a full pass or, with a KV cache, from a window pass.
+class Picker:
+    """Per pass: candidates and their confidences, then which to commit, without host reads.
 
-    prefix: at a block's first step one full pass fills the cache; later steps recompute the
-    block and everything after it, reusing the cached keys/values before the block.
-    dual: later steps recompute only the block (keys/values after it are reused too).
-    The caller marks which passes are full (`fresh`): a block's first, with `cache_refresh` every
-    k-th, with `cache_refresh_tokens` the first after a row committed that many tokens.
+    Banned tokens enter as additive -inf rows (suppressed tokens for every use, the mask token
+    for proposals), the same values as writing -inf into a copy of the logits.
     """
 
-    def __init__(self, model, attn, prompt_len, cfg_scale, mask_id, shifted, cache_mode):
-        self.model, self.prompt_len, self.cfg_scale = model, prompt_len, cfg_scale
-        self.mask_id, self.shifted, self.mode = mask_id, shifted, cache_mode
-        self.attn = None if attn is None else (torch.cat([attn, attn]) if cfg_scale > 0 else attn)
-        self.cache = None
+    def __init__(self, vocab, mask_id, suppress_tokens, last_tokens, block_length, device):
+        self.vocab, self.mask_id, self.device = vocab, mask_id, device
+        self.suppress = list(suppress_tokens or ())
+        self.last = torch.tensor(list(last_tokens), device=device) if last_tokens else None
+        self.ranks = torch.arange(block_length, device=device)[None, :]
+        self.bias = None
 
-    def canvas(self, x: torch.Tensor) -> torch.Tensor:
-        if self.cfg_scale <= 0:
-            return x
-        uncond = x.clone()
-        uncond[:, : self.prompt_len] = self.mask_id
-        return torch.cat([x, uncond])
+    def _biases(self, logits: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor]:
+        if self.bias is None or self.bias[1].dtype != logits.dtype:
+            width = logits.shape[-1]
+            suppress = None
+            if self.suppress:
+                suppress = torch.zeros(width, dtype=logits.dtype, device=logits.device)
+                suppress[self.suppress] = float("-inf")
+            propose = torch.zeros(width, dtype=logits.dtype, device=logits.device)
+            propose[self.mask_id] = float("-inf")
+            self.bias = (suppress, propose)
+        return self.bias
 
-    def guided(self, logits: torch.Tensor) -> torch.Tensor:
-        if self.cfg_scale <= 0:
-            return logits
-        cond, unc = logits.chunk(2, dim=0)
-        return unc + (self.cfg_scale + 1) * (cond - unc)
+    def __call__(self, logits, masked, temperature, remasking, generator):
+        suppress, propose = self._biases(logits)
+        if suppress is not None:  # like LLaDA's logits_eos_inf: gone from argmax and softmax
+            logits = logits + suppress
+        candidates = sample_candidates(logits + propose, temperature, generator)  # never the mask
+        confidence = candidate_confidence(logits, candidates, remasking, generator)
+        if self.last is not None:  # like LLaDA's confidence_eos_eot_inf: below every other candidate
+            confidence = torch.where(torch.isin(candidates, self.last), confidence - LAST_OFFSET, confidence)
+        return candidates, confidence.masked_fill(~masked, float("-inf"))
 
-    def __call__(self, x: torch.Tensor, start: int, end: int, fresh: bool) -> torch.Tensor:
-        """Logits [B, block, V]; `fresh` marks a block's first pass (it refills the cache)."""
-        lo = start - 1 if self.shifted and start > 0 else start  # shifted: token j read at j-1
-        inputs = self.canvas(x)
-        if self.mode is None or fresh:
-            if self.mode is not None:
-                from igpo.models.transformer import KVCache
-
-                self.cache = KVCache()
-                logits = self.model(inputs, attention_mask=self.attn, cache=self.cache).logits
-            else:
-                logits = self.model(inputs, attention_mask=self.attn).logits
-            logits = self.guided(logits)
-            offset = 0
-        else:
-            hi = inputs.shape[1] if self.mode == "prefix" else end
-            logits = self.model(inputs[:, lo:hi], attention_mask=self.attn, cache=self.cache, window=(lo, hi)).logits
-            logits = self.guided(logits)
-            offset = lo
-        if self.shifted:  # position i predicts token i+1 (position 0 keeps its own logits)
-            if start == 0:
-                return torch.cat([logits[:, :1], logits[:, : end - 1]], dim=1)
-            return logits[:, start - 1 - offset : end - 1 - offset]
-        return logits[:, start - offset : end - offset]
+    def select(self, confidence: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+        return select_top(confidence, k, self.ranks)
 
 
-def _all_ended(x, prompt_len, end, eos_id, fixed) -> bool:
-    """True when every row's decoded completion holds an EOS followed only by EOS, and no hint
-    tokens wait in the blocks still to come."""
-    done = x[:, prompt_len:end]
-    is_eos = done == eos_id
-    has_eos = is_eos.any(dim=1)
-    first = torch.where(
-        has_eos, is_eos.float().argmax(dim=1), torch.full_like(has_eos, done.shape[1], dtype=torch.long)
-    )
-    after_first = torch.arange(done.shape[1], device=x.device)[None, :] >= first[:, None]
-    tail_ok = (is_eos | ~after_first).all(dim=1)
-    no_hints_ahead = ~fixed[:, end - prompt_len :].any(dim=1)
-    return bool((has_eos & tail_ok & no_hints_ahead).all())
+def _all_ended(x: torch.Tensor, prompt_len: int, end: int, eos_id: int) -> torch.Tensor:
+    """0-dim bool: every row's decoded completion [prompt_len, end) ends in EOS with nothing but
+    EOS after its first EOS (the EOS flags never fall from 1 to 0 and the last one is set)."""
+    is_eos = x[:, prompt_len:end] == eos_id
+    monotone = (is_eos[:, 1:] >= is_eos[:, :-1]).all(dim=1)
+    return (monotone & is_eos[:, -1]).all()

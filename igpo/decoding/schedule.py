@@ -63,17 +63,18 @@ def candidate_confidence(
     return uniform(tuple(candidates.shape), torch.float32, logits.device, generator)
 
 
-def select_top(confidence: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
-    """Boolean [B, N]: the k[b] most confident positions of row b (confidence -inf never chosen)."""
-    k_max = int(k.max().item()) if k.numel() else 0
-    chosen = torch.zeros_like(confidence, dtype=torch.bool)
-    if k_max == 0:
-        return chosen
-    top = torch.topk(confidence, k=k_max, dim=-1)
-    keep = torch.arange(k_max, device=k.device)[None, :] < k[:, None]
-    keep &= torch.isfinite(top.values)
-    chosen.scatter_(1, top.indices, keep)
-    return chosen
+def select_top(confidence: torch.Tensor, k: torch.Tensor, ranks: torch.Tensor | None = None) -> torch.Tensor:
+    """Boolean [B, N]: the k[b] most confident positions of row b (confidence -inf never chosen).
+
+    All N positions are ranked, so no row's k is read on the host; `ranks` (arange(N)[None]) may
+    be passed to save building it per call.
+    """
+    n = confidence.shape[-1]
+    if ranks is None:
+        ranks = torch.arange(n, device=confidence.device)[None, :]
+    top = torch.topk(confidence, k=n, dim=-1)
+    keep = (ranks < k[:, None]) & torch.isfinite(top.values)
+    return torch.zeros_like(confidence, dtype=torch.bool).scatter_(1, top.indices, keep)
 
 
 def threshold_counts(confidence: torch.Tensor, threshold: float, masked: torch.Tensor, steps_left: int) -> torch.Tensor:

@@ -69,15 +69,27 @@ class ArchConfig:
 
 @dataclass
 class KVCache:
-    """Keys and values of every layer over a whole canvas ([B, kv_heads, L, head_dim] each).
+    """Keys and values of every layer over a whole canvas, in buffers allocated once per decode.
 
-    A full forward fills it; a window forward recomputes only positions [start, end) and reads
-    every other position's keys/values from here (Fast-dLLM's prefix and dual caches).
+    keys[i] / values[i]: [B, kv_heads, L, head_dim]. A full forward writes every position; a
+    window forward recomputes only the window's positions (written in place with `index_copy_`)
+    and reads every other position's keys/values from here (Fast-dLLM's prefix and dual caches).
+    The buffers keep their addresses for the whole decode, so a captured CUDA graph can use them.
     """
 
     keys: list[torch.Tensor] = field(default_factory=list)
     values: list[torch.Tensor] = field(default_factory=list)
     length: int = 0
+
+    @classmethod
+    def allocate(cls, cfg: ArchConfig, batch: int, length: int, *, dtype: torch.dtype, device) -> KVCache:
+        shape = (batch, cfg.n_kv_heads, length, cfg.head_dim)
+        keys = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(cfg.n_layers)]
+        values = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(cfg.n_layers)]
+        return cls(keys=keys, values=values, length=length)
+
+    def fits(self, batch: int, length: int, n_layers: int) -> bool:
+        return len(self.keys) == n_layers and self.length == length and self.keys[0].shape[0] == batch
 
 
 @dataclass
@@ -96,9 +108,31 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = x.float()
-        h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + self.eps)
+        h = F.rms_norm(x.float(), (x.shape[-1],), eps=self.eps)
         return self.weight * h.to(x.dtype)
+
+
+class Rotary:
+    """RoPE tables for positions 0..length-1, built once and grown on demand (not per forward).
+
+    cos and a signed sin [length, head_dim] in float32, so that rotate-half RoPE is
+    x * cos + roll(x, head_dim / 2) * signed_sin: four ops instead of eight, the same values.
+    """
+
+    def __init__(self, head_dim: int, theta: float) -> None:
+        self.head_dim, self.theta = head_dim, theta
+        self.cos = self.signed_sin = None
+        self.length = 0
+
+    def tables(self, length: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.length < length or self.cos.device != device:
+            positions = torch.arange(length, device=device)[None]
+            cos, sin = rotary_tables(positions, self.head_dim, self.theta)
+            half = self.head_dim // 2
+            self.cos = cos[0, 0]
+            self.signed_sin = torch.cat((-sin[0, 0, :, :half], sin[0, 0, :, half:]), dim=-1)
+            self.length = length
+        return self.cos, self.signed_sin
 
 
 def rotary_tables(position_ids: torch.Tensor, head_dim: int, theta: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -111,16 +145,19 @@ def rotary_tables(position_ids: torch.Tensor, head_dim: int, theta: float) -> tu
     return angles.cos(), angles.sin()
 
 
-def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate-half RoPE (the GPT-NeoX / Llama convention), applied in float32."""
+def apply_rotary(x: torch.Tensor, cos: torch.Tensor, signed_sin: torch.Tensor) -> torch.Tensor:
+    """Rotate-half RoPE (the GPT-NeoX / Llama convention) in float32: x*cos + rotate_half(x)*sin,
+    with rotate_half(x) * sin computed as roll(x, half) * signed_sin (the same products)."""
     h = x.float()
-    x1, x2 = h.chunk(2, dim=-1)
-    rotated = torch.cat((-x2, x1), dim=-1)
-    return (h * cos + rotated * sin).to(x.dtype)
+    return (h * cos + h.roll(x.shape[-1] // 2, dims=-1) * signed_sin).to(x.dtype)
 
 
 class Attention(nn.Module):
-    """Bidirectional multi-head attention with grouped KV heads and a key padding mask."""
+    """Bidirectional multi-head attention with grouped KV heads and a key padding mask.
+
+    The q/k/v projections are separate modules as in the checkpoints (LoRA targets them by name);
+    `igpo.models.fused.fuse_projections` replaces them by one `qkv_proj` for inference.
+    """
 
     def __init__(self, cfg: ArchConfig) -> None:
         super().__init__()
@@ -130,54 +167,58 @@ class Attention(nn.Module):
         self.k_proj = nn.Linear(cfg.d_model, kv_dim, bias=cfg.qkv_bias)
         self.v_proj = nn.Linear(cfg.d_model, kv_dim, bias=cfg.qkv_bias)
         self.o_proj = nn.Linear(cfg.d_model, cfg.d_model, bias=False)
+        self.qkv_proj: nn.Linear | None = None
 
-    def forward(
-        self,
-        x: torch.Tensor,
-        cos: torch.Tensor,
-        sin: torch.Tensor,
-        key_mask: torch.Tensor | None,
-        cache: KVCache | None = None,
-        layer: int = 0,
-        window: tuple[int, int] | None = None,
-    ) -> torch.Tensor:
-        b, n, _ = x.shape
-        hd = self.cfg.head_dim
-        q = self.q_proj(x).view(b, n, self.cfg.n_heads, hd).transpose(1, 2)
-        k = self.k_proj(x).view(b, n, self.cfg.n_kv_heads, hd).transpose(1, 2)
-        v = self.v_proj(x).view(b, n, self.cfg.n_kv_heads, hd).transpose(1, 2)
-        q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
+    def project(self, x: torch.Tensor) -> torch.Tensor:
+        """[T, (heads + 2 kv_heads) * head_dim]: queries, keys and values side by side."""
+        if self.qkv_proj is not None:
+            return self.qkv_proj(x)
+        return torch.cat((self.q_proj(x), self.k_proj(x), self.v_proj(x)), dim=-1)
+
+    def forward(self, x, shape, cos, sin, key_mask, cache=None, layer=0, window=None) -> torch.Tensor:
+        """x [B*n, d] -> [B*n, d]; `window` (positions [n]) writes this window's keys/values into
+        `cache` and attends over the whole cached canvas."""
+        b, n = shape
+        heads, kv_heads, hd = self.cfg.n_heads, self.cfg.n_kv_heads, self.cfg.head_dim
+        qkv = self.project(x).view(b, n, heads + 2 * kv_heads, hd)
+        qk = apply_rotary(qkv[:, :, : heads + kv_heads], cos, sin)  # one rotation for q and k
+        q = qk[:, :, :heads].transpose(1, 2)
+        k = qk[:, :, heads:].transpose(1, 2)
+        v = qkv[:, :, heads + kv_heads :].transpose(1, 2)
         if cache is not None:
             if window is None:  # full pass: remember every position's keys and values
-                cache.keys.append(k)
-                cache.values.append(v)
+                cache.keys[layer].copy_(k)
+                cache.values[layer].copy_(v)
             else:  # window pass: fresh keys/values for the window, cached ones elsewhere
-                start, end = window
-                cache.keys[layer][:, :, start:end] = k
-                cache.values[layer][:, :, start:end] = v
+                cache.keys[layer].index_copy_(2, window, k)
+                cache.values[layer].index_copy_(2, window, v)
                 k, v = cache.keys[layer], cache.values[layer]
-        if self.cfg.n_kv_heads != self.cfg.n_heads:
-            rep = self.cfg.n_heads // self.cfg.n_kv_heads
+        if kv_heads != heads:
+            rep = heads // kv_heads
             k, v = k.repeat_interleave(rep, dim=1), v.repeat_interleave(rep, dim=1)
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=key_mask, is_causal=False)
-        return self.o_proj(out.transpose(1, 2).reshape(b, n, -1))
+        return self.o_proj(out.transpose(1, 2).reshape(b * n, -1))
 
 
 class SwiGLU(nn.Module):
-    """Feed-forward block: down(silu(gate(x)) * up(x))."""
+    """Feed-forward block: down(silu(gate(x)) * up(x)); `gate_up_proj` once fused for inference."""
 
     def __init__(self, cfg: ArchConfig) -> None:
         super().__init__()
         self.gate_proj = nn.Linear(cfg.d_model, cfg.mlp_hidden, bias=False)
         self.up_proj = nn.Linear(cfg.d_model, cfg.mlp_hidden, bias=False)
         self.down_proj = nn.Linear(cfg.mlp_hidden, cfg.d_model, bias=False)
+        self.gate_up_proj: nn.Linear | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.gate_up_proj is not None:
+            gate, up = self.gate_up_proj(x).chunk(2, dim=-1)
+            return self.down_proj(F.silu(gate) * up)
         return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
 
 
 class Block(nn.Module):
-    """Pre-norm residual block: x + attn(norm(x)), then x + mlp(norm(x))."""
+    """Pre-norm residual block: x + attn(norm(x)), then x + mlp(norm(x)); x is [B*n, d]."""
 
     def __init__(self, cfg: ArchConfig) -> None:
         super().__init__()
@@ -186,8 +227,8 @@ class Block(nn.Module):
         self.mlp_norm = RMSNorm(cfg.d_model, cfg.rms_norm_eps)
         self.mlp = SwiGLU(cfg)
 
-    def forward(self, x, cos, sin, key_mask, cache=None, layer=0, window=None):
-        x = x + self.attn(self.attn_norm(x), cos, sin, key_mask, cache, layer, window)
+    def forward(self, x, shape, cos, sin, key_mask, cache=None, layer=0, window=None):
+        x = x + self.attn(self.attn_norm(x), shape, cos, sin, key_mask, cache, layer, window)
         return x + self.mlp(self.mlp_norm(x))
 
 
@@ -213,6 +254,7 @@ class BidirectionalLM(nn.Module):
         self.lm_head = None if cfg.tie_embeddings else nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
         self.gradient_checkpointing = False
         """Recompute each block's activations in backward (memory for time) while training."""
+        self.rotary = Rotary(cfg.head_dim, cfg.rope_theta)
 
     @property
     def device(self) -> torch.device:
@@ -245,35 +287,46 @@ class BidirectionalLM(nn.Module):
         attention_mask: torch.Tensor | None = None,
         position_ids: torch.Tensor | None = None,
         cache: KVCache | None = None,
-        window: tuple[int, int] | None = None,
+        window: torch.Tensor | tuple[int, int] | None = None,
     ) -> DLLMOutput:
-        """Logits [B, n, V]. With `cache` and no `window`: a full pass that fills the cache. With
-        a `window` (start, end): `input_ids` are the canvas positions [start, end) only, every other
-        position's keys/values come from the cache, and `attention_mask` covers the whole canvas."""
+        """Logits [B, n, V]. With `cache` and no `window`: a full pass that fills the cache (its
+        buffers are allocated here unless they already fit). With a `window` (positions [n] as a
+        LongTensor, or (start, end)): `input_ids` are those canvas positions only, every other
+        position's keys/values come from the cache, and `attention_mask` covers the whole canvas.
+        Without `position_ids` an all-ones mask is dropped (one host check); with them the mask is
+        used as given and nothing is read back from the device."""
         b, n = input_ids.shape
         full = cache.length if window is not None else n
         key_mask = None
-        if attention_mask is not None and not bool(attention_mask.all()):
-            key_mask = attention_mask.bool()[:, None, None, :]  # [B, 1, 1, L]: pads hidden as keys
-            if position_ids is None:
-                position_ids = positions_from_mask(attention_mask)
+        if attention_mask is not None:
+            if position_ids is None and bool(attention_mask.all()):
+                attention_mask = None
+            else:
+                key_mask = attention_mask.bool()[:, None, None, :]  # [B, 1, 1, L]: pads hidden as keys
+                if position_ids is None:
+                    position_ids = positions_from_mask(attention_mask)
+        if isinstance(window, tuple):
+            window = torch.arange(window[0], window[1], device=input_ids.device)
+        cos_table, sin_table = self.rotary.tables(full, input_ids.device)
         if position_ids is None:
-            position_ids = torch.arange(full, device=input_ids.device).expand(b, full)
-        if window is not None:
-            position_ids = position_ids[:, window[0] : window[1]]
-        elif cache is not None:
-            cache.keys.clear()
-            cache.values.clear()
-            cache.length = n
-        cos, sin = rotary_tables(position_ids, self.config.head_dim, self.config.rope_theta)
-        x = self.embed(input_ids)
+            cos = cos_table[:full] if window is None else cos_table[window]
+            sin = sin_table[:full] if window is None else sin_table[window]
+            cos, sin = cos[None, :, None], sin[None, :, None]  # [1, n, 1, head_dim]
+        else:
+            if window is not None:
+                position_ids = position_ids.index_select(1, window)
+            cos, sin = cos_table[position_ids][:, :, None], sin_table[position_ids][:, :, None]
+        if cache is not None and window is None and not cache.fits(b, n, len(self.layers)):
+            fresh = KVCache.allocate(self.config, b, n, dtype=self.dtype, device=input_ids.device)
+            cache.keys, cache.values, cache.length = fresh.keys, fresh.values, n
+        x = self.embed(input_ids).view(b * n, -1)
         for i, layer in enumerate(self.layers):
             if self.gradient_checkpointing and self.training and torch.is_grad_enabled():
                 from torch.utils.checkpoint import checkpoint
 
-                x = checkpoint(layer, x, cos, sin, key_mask, use_reentrant=False)
+                x = checkpoint(layer, x, (b, n), cos, sin, key_mask, use_reentrant=False)
             else:
-                x = layer(x, cos, sin, key_mask, cache, i, window)
+                x = layer(x, (b, n), cos, sin, key_mask, cache, i, window)
         x = self.norm(x)
         head = self.embed.weight if self.lm_head is None else self.lm_head.weight
-        return DLLMOutput(logits=F.linear(x, head))
+        return DLLMOutput(logits=F.linear(x, head).view(b, n, -1))

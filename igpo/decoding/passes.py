@@ -1,0 +1,106 @@
+"""The model passes of a decode: full passes and KV-cached window passes, eager or compiled."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class BlockLogits:
+    """Logits of the current block, from a full pass or, with a KV cache, from a window pass.
+
+    prefix: at a block's first step one full pass fills the cache; later steps recompute the
+    block and everything after it, reusing the cached keys/values before the block.
+    dual: later steps recompute only the block (keys/values after it are reused too).
+    The caller marks which passes are full (`fresh`): a block's first, with `cache_refresh` every
+    k-th, with `cache_refresh_tokens` the first after a row committed that many tokens.
+    The cache's buffers are allocated once per decode; window positions are tensors, so each
+    kind of pass keeps one shape for the whole decode (one compiled graph each; prefix windows
+    shrink block by block and compile once per block).
+    """
+
+    def __init__(self, model, attn, positions, prompt_len, cfg_scale, mask_id, shifted, cache_mode, compile=False):
+        self.model, self.prompt_len, self.cfg_scale = model, prompt_len, cfg_scale
+        self.mask_id, self.shifted, self.mode = mask_id, shifted, cache_mode
+        self.doubled = cfg_scale > 0
+        self.attn = None if attn is None else (torch.cat([attn, attn]) if self.doubled else attn)
+        self.positions = (
+            None if positions is None else (torch.cat([positions, positions]) if self.doubled else positions)
+        )
+        self.forward = compiled_forward(model) if compile else model
+        self.graphs = compile and getattr(model, "device", torch.device("cpu")).type == "cuda"
+        self.cache = None
+        self.windows: dict[tuple[int, int], torch.Tensor] = {}
+
+    def canvas(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.doubled:
+            return x
+        uncond = x.clone()
+        uncond[:, : self.prompt_len] = self.mask_id
+        return torch.cat([x, uncond])
+
+    def guided(self, logits: torch.Tensor) -> torch.Tensor:
+        if not self.doubled:
+            return logits
+        cond, unc = logits.chunk(2, dim=0)
+        return unc + (self.cfg_scale + 1) * (cond - unc)
+
+    def _cache(self, inputs: torch.Tensor):
+        if self.cache is None:
+            from igpo.models.transformer import KVCache
+
+            model = self.model
+            self.cache = KVCache.allocate(
+                model.config, inputs.shape[0], inputs.shape[1], dtype=model.dtype, device=inputs.device
+            )
+            if self.graphs:  # fixed addresses: captured graphs read and write these buffers
+                for t in self.cache.keys + self.cache.values:
+                    torch._dynamo.mark_static_address(t)
+        return self.cache
+
+    def _window(self, lo: int, hi: int, device) -> torch.Tensor:
+        if (lo, hi) not in self.windows:
+            self.windows[(lo, hi)] = torch.arange(lo, hi, device=device)
+        return self.windows[(lo, hi)]
+
+    def __call__(self, x: torch.Tensor, start: int, end: int, fresh: bool) -> torch.Tensor:
+        """Logits [B, block, V]; `fresh` marks a full pass (it refills the cache)."""
+        lo = start - 1 if self.shifted and start > 0 else start  # shifted: token j read at j-1
+        inputs = self.canvas(x)
+        if self.graphs:
+            torch.compiler.cudagraph_mark_step_begin()  # the last pass's outputs are consumed
+        kwargs = {}  # only what is set: other models' forwards may not take position_ids
+        if self.attn is not None:
+            kwargs["attention_mask"] = self.attn
+        if self.positions is not None:
+            kwargs["position_ids"] = self.positions
+        if self.mode is None or fresh:
+            if self.mode is not None:
+                kwargs["cache"] = self._cache(inputs)
+            logits = self.guided(self.forward(inputs, **kwargs).logits)
+            offset = 0
+        else:
+            hi = inputs.shape[1] if self.mode == "prefix" else end
+            window = self._window(lo, hi, inputs.device)
+            logits = self.forward(inputs[:, lo:hi], cache=self.cache, window=window, **kwargs).logits
+            logits = self.guided(logits)
+            offset = lo
+        if self.shifted:  # position i predicts token i+1 (position 0 keeps its own logits)
+            if start == 0:
+                return torch.cat([logits[:, :1], logits[:, : end - 1]], dim=1)
+            return logits[:, start - 1 - offset : end - 1 - offset]
+        return logits[:, start - offset : end - offset]
+
+
+def compiled_forward(model: nn.Module):
+    """The model's forward through torch.compile, built once per model and kept on it.
+
+    On a GPU mode "reduce-overhead" captures each pass shape in a CUDA graph (one launch per
+    pass instead of thousands); on a CPU inductor fuses the elementwise ops. Shapes are static.
+    """
+    fn = getattr(model, "_compiled_forward", None)
+    if fn is None:
+        on_gpu = getattr(model, "device", torch.device("cpu")).type == "cuda"
+        fn = torch.compile(model.forward, mode="reduce-overhead" if on_gpu else None, dynamic=False)
+        model._compiled_forward = fn
+    return fn
