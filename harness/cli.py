@@ -158,7 +158,13 @@ def _split(values: list[str] | None) -> list[str]:
 @friendly
 def eval_cmd(
     model: Annotated[
-        str | None, typer.Option("--model", "-m", help="Model folder or Hub id (default: the embedded testbed model).")
+        str | None,
+        typer.Option(
+            "--model",
+            "-m",
+            help="Model folder, Hub id, or an adapter folder (on the base its adapter_config.json names); "
+            "default: the embedded testbed model.",
+        ),
     ] = None,
     tasks: Annotated[
         list[str] | None,

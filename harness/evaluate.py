@@ -15,7 +15,7 @@ import sys
 import time
 from collections import defaultdict
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -66,6 +66,10 @@ class Plan:
     leaves: list[str]
     data_dir: Path | None
     run_dir: Path
+    model: str = ""
+    """The model to load: --model, or the base an adapter folder given as --model names."""
+    adapter: str | None = None
+    """--adapter, or the adapter folder given as --model."""
 
 
 def is_plain_name(name: str) -> bool:
@@ -125,11 +129,14 @@ def plan(req: EvalRequest) -> Plan:
         for leaf in leaves:
             if not leaf_is_builtin(leaf):
                 local_data_file(leaf, data_dir)
+    from harness.adapters import model_and_adapter
     from igpo.models.loading import EMBEDDED_MODELS
 
-    embedded = req.model in EMBEDDED_MODELS
     if not req.model:
         raise InvalidSetting("no model given")
+    model, adapter = model_and_adapter(req.model, req.adapter, f"--model BASE --adapter {req.model}")
+    req = replace(req, model=model, adapter=adapter)
+    embedded = req.model in EMBEDDED_MODELS
     if (
         not embedded
         and not Path(req.model).exists()
@@ -146,7 +153,14 @@ def plan(req: EvalRequest) -> Plan:
             "'..'), so the run stays under --out"
         )
     name = req.name or "-".join(filter(None, [model_part, adapter_part, slug(protocol.name)]))
-    return Plan(protocol=protocol, leaves=leaves, data_dir=data_dir, run_dir=req.out / name)
+    return Plan(
+        protocol=protocol,
+        leaves=leaves,
+        data_dir=data_dir,
+        run_dir=req.out / name,
+        model=req.model,
+        adapter=req.adapter,
+    )
 
 
 @contextlib.contextmanager
@@ -187,6 +201,7 @@ def run_eval(req: EvalRequest) -> Path:
 
 def _run_eval(req: EvalRequest) -> Path:
     p = plan(req)
+    req = replace(req, model=p.model, adapter=p.adapter)  # an adapter folder given as --model: its base
     if not all(leaf_is_builtin(leaf) for leaf in p.leaves):  # benchmark answers may need math-verify
         start_worker_in_background()
     from lm_eval import simple_evaluate

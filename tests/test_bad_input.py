@@ -116,6 +116,27 @@ def test_damaged_weights(tmp_path, damage):
     )
 
 
+@pytest.mark.parametrize(
+    "adapter_config, needle",
+    [
+        ({"peft_type": "LORA", "base_model_name_or_path": "/no/such/base"}, "--model BASE --adapter"),
+        ({"peft_type": "LORA"}, "names no base model"),
+        ("{not json", "invalid JSON"),
+    ],
+)
+def test_adapter_folder_as_model_without_its_base(tmp_path, adapter_config, needle):
+    folder = tmp_path / "adapter"
+    folder.mkdir()
+    text = adapter_config if isinstance(adapter_config, str) else json.dumps(adapter_config)
+    (folder / "adapter_config.json").write_text(text)
+    out = tmp_path / "out"
+    assert_one_error(
+        igpo("eval", "--model", folder, "--tasks", "arith", "--limit", "1", "--out", out, "--no-leaderboard"),
+        needle,
+        out,
+    )
+
+
 TRAIN_CASES = [
     (["loss.beta=inf"], "beta"),
     (["decode.temperature=nan"], "temperature"),

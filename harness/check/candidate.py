@@ -70,20 +70,33 @@ def looks_like_model(candidate: str) -> bool:
 
 
 def model_and_adapter(candidate: str, baseline: RunRecord, base_model: str | None) -> tuple[str, str | None]:
-    """(model, adapter) for a candidate folder or Hub id; adapters sit on a base model."""
+    """(model, adapter) for a candidate folder or Hub id; adapters sit on a base model: --base-model,
+    else the one the checkpoint (igpo_checkpoint.json) or adapter_config.json names, else the
+    baseline's model. A named base that is not there is an error naming it and --base-model."""
+    from harness.adapters import BASE_KEY, base_is_there, named_base
+
     path = Path(candidate)
     marker = path / CHECKPOINT_MARKER
+    named, where = None, ""
     if marker.is_file():
         info = json.loads(marker.read_text(encoding="utf-8"))
-        if info.get("kind") == "adapter":
-            return base_model or str(info["base_model"]), candidate
+        if info.get("kind") != "adapter":
+            return candidate, None
+        named, where = str(info["base_model"]), f"{marker} (base_model)"
+    elif (path / ADAPTER_CONFIG).is_file():
+        named, where = named_base(path), f"{path / ADAPTER_CONFIG} ({BASE_KEY})"
+    else:
         return candidate, None
-    if (path / ADAPTER_CONFIG).is_file():
-        base = base_model or (baseline.model.name_or_path if baseline.model.name_or_path != UNKNOWN else None)
-        if not base:
-            raise UserError(f"{candidate} is an adapter and the baseline names no model: pass --base-model")
-        return str(base), candidate
-    return candidate, None
+    if base_model:
+        return base_model, candidate
+    if named is not None:
+        if not base_is_there(named):
+            raise UserError(f"base model {named} named by {where} is not found; give the base with --base-model BASE")
+        return named, candidate
+    base = baseline.model.name_or_path if baseline.model.name_or_path != UNKNOWN else None
+    if not base:
+        raise UserError(f"{candidate} is an adapter and the baseline names no model: pass --base-model")
+    return str(base), candidate
 
 
 def baseline_protocol(baseline: RunRecord, allow_mismatch: bool, path: str | None = None):

@@ -114,6 +114,12 @@ class DiffusionLM(LM):
             # A CPU rank's device reads "cpu:<local rank>", which safetensors rejects.
             device = "cpu" if acc_device.type == "cpu" else str(acc_device)
         if model is None:
+            from harness.adapters import model_and_adapter
+
+            # pretrained=ADAPTER_DIR: the base its adapter_config.json names, with the adapter on top
+            self.args.pretrained, self.args.adapter = model_and_adapter(
+                self.args.pretrained, self.args.adapter, f"model_args pretrained=BASE,adapter={self.args.pretrained}"
+            )
             model = load_model(
                 self.args.pretrained,
                 dtype=self.args.dtype,
