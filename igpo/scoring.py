@@ -2,16 +2,20 @@
 
 Two metrics are offered:
 
-* :func:`verify_answer` -- math-verify correctness (gold first). Plain numeric answers take an
-  exact in-process fast path; everything else runs ``parse`` + ``verify`` in one persistent
-  worker process, so every call is bounded in time from any thread (math-verify's own
-  ``signal.alarm`` timeout only works in the main thread).
+* :func:`verify_answer` (and :func:`verify_answers` for many pairs at once) -- math-verify
+  correctness (gold first), identical to ``verify(parse(gold), parse(response))`` with
+  math-verify's default extraction (the gold boxed unless it carries its own delimiters). A
+  response whose verdict follows from math-verify's own rules is decided in-process
+  (:func:`fast_verdict`: a canonical integer or decimal in the response's only box against the
+  same or another canonical number); everything else runs in a pool of persistent worker
+  processes sized to the cores, so every call is bounded in time from any thread (math-verify's
+  own ``signal.alarm`` timeout only works in the main thread) and many pairs score in parallel.
 * :func:`strict_correct` -- d1-style strict metric: the first ``\\boxed{}`` only, compared
   numerically or after a MATH-style string normalisation (:func:`normalize_math_answer`).
 
 This module must stay importable without torch, ``harness`` or ``tasks`` (RL code imports it).
 
-Size: answer extraction, math-verify in a time-bounded worker process and d1's strict
+Size: answer extraction, math-verify in a pool of time-bounded worker processes and d1's strict
 match: the one definition of correctness shared by evaluation and RL rewards.
 """
 
@@ -20,7 +24,6 @@ from __future__ import annotations
 import atexit
 import contextlib
 import logging
-import math
 import os
 import re
 import signal
@@ -29,6 +32,8 @@ import sys
 import threading
 import time
 from collections import Counter
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from fractions import Fraction
 from multiprocessing.connection import Connection
@@ -57,7 +62,7 @@ WORKER_STOP_TIMEOUT_S = 5.0
 """How long to wait for a killed worker to be reaped."""
 
 MAX_NUMBER_CHARS = 64
-"""Longer strings never take the numeric paths (keeps int parsing cheap and bounded)."""
+"""Longer strings are never parsed as numbers by the strict metric (keeps int parsing bounded)."""
 
 _WORKER_RUN_NAME = "__igpo_verify_worker__"
 """``run_name`` under which this file runs as the worker (see :func:`_serve`)."""
@@ -174,7 +179,6 @@ def format_gold_number(value: float | int | str) -> str:
 _DECIMAL_RE = re.compile(r"[+-]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?|[+-]?\.\d+")
 _FRAC_RE = re.compile(r"([+-]?)\\frac\{([+-]?\d+)\}\{(\d+)\}")
 _SLASH_RE = re.compile(r"([+-]?\d+)/(\d+)")
-_DOLLAR_WRAP_RE = re.compile(r"^\$+(.*?)\$+$", re.DOTALL)
 
 
 def _parse_number(text: str) -> Fraction | None:
@@ -193,19 +197,6 @@ def _parse_number(text: str) -> Fraction | None:
         num, den = match.groups()
         return Fraction(int(num), int(den)) if int(den) else None
     return None
-
-
-def _plain_number(text: str) -> Fraction | None:
-    """Value of a bare number after light cleaning (``$``, ``\\$``, ``\\!``, ``\\dfrac``)."""
-    if len(text) > 4 * MAX_NUMBER_CHARS:
-        return None
-    cleaned = text.strip()
-    if match := _DOLLAR_WRAP_RE.match(cleaned):
-        cleaned = match.group(1)
-    cleaned = cleaned.replace("\\$", "").replace("\\!", "").replace("{,}", ",")
-    cleaned = re.sub(r"\\[dt]frac", r"\\frac", cleaned)
-    cleaned = re.sub(r"\s+", "", cleaned).rstrip(".")
-    return _parse_number(cleaned)
 
 
 # --------------------------------------------------------------------------- normalisation
@@ -371,7 +362,7 @@ def _serve(read_fd: int, write_fd: int) -> None:
 
 
 class _VerifyWorker:
-    """One lazily started math-verify subprocess, shared by all threads of this process."""
+    """One lazily started math-verify subprocess; the pool hands it to one caller at a time."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -386,7 +377,7 @@ class _VerifyWorker:
         self._proc = self._inbox = self._outbox = None
         self._owner_pid = os.getpid()
 
-    def _alive(self) -> bool:
+    def alive(self) -> bool:
         """Whether this process owns a running worker."""
         return self._proc is not None and self._proc.poll() is None and self._owner_pid == os.getpid()
 
@@ -455,7 +446,7 @@ class _VerifyWorker:
     def _ensure_alive(self) -> None:
         """Start a worker unless this process runs one: a dead one of ours is stopped first (its
         pipes closed), one inherited through fork is forgotten. Called with the lock held."""
-        if self._alive():
+        if self.alive():
             return
         if self._owner_pid == os.getpid():
             self._stop()
@@ -484,100 +475,200 @@ class _VerifyWorker:
             return False, None, True
 
 
-_WORKER = _VerifyWorker()
-atexit.register(_WORKER.close)
+WORKERS_ENV = "IGPO_SCORING_WORKERS"
+"""Environment variable that sets the pool size (a positive integer); default: the usable cores."""
+
+MAX_DEFAULT_WORKERS = 16
+"""Upper bound of the default pool size (each worker holds sympy: about 150 MB)."""
+
+
+def default_worker_count() -> int:
+    """$IGPO_SCORING_WORKERS if set, else the cores this process may run on (at most
+    MAX_DEFAULT_WORKERS)."""
+    raw = os.environ.get(WORKERS_ENV, "").strip()
+    if raw:
+        if not raw.isdigit() or int(raw) < 1:
+            raise InvalidSetting(f"${WORKERS_ENV} must be a positive integer, got {raw!r}")
+        return int(raw)
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, min(cores, MAX_DEFAULT_WORKERS))
+
+
+class _WorkerPool:
+    """Math-verify workers shared by all threads of this process, started as concurrency needs
+    them (a caller takes the most recently used idle worker, else starts one while the pool is
+    below its size, else waits), so a sequential caller only ever runs one."""
+
+    def __init__(self) -> None:
+        self._size: int | None = None
+        self.reset_after_fork()
+
+    def reset_after_fork(self) -> None:
+        """Forget workers inherited through fork (they belong to the parent)."""
+        self._cond = threading.Condition()
+        self._workers: list[_VerifyWorker] = []
+        self._idle: list[_VerifyWorker] = []
+
+    def size(self) -> int:
+        """The most workers this pool runs at once."""
+        return self._size if self._size is not None else default_worker_count()
+
+    def resize(self, size: int | None) -> None:
+        """Set the size (None: the default); idle workers over it are stopped now, busy ones when
+        they are handed back."""
+        if size is not None and size < 1:
+            raise InvalidSetting(f"the scoring pool needs at least one worker, got {size}")
+        with self._cond:
+            self._size = size
+            surplus = self._trim()
+            self._cond.notify_all()
+        for worker in surplus:
+            worker.close()
+
+    def _trim(self) -> list[_VerifyWorker]:
+        """Remove idle workers over the size (lock held); the caller stops them."""
+        surplus = []
+        while len(self._workers) > self.size() and self._idle:
+            worker = self._idle.pop(0)
+            self._workers.remove(worker)
+            surplus.append(worker)
+        return surplus
+
+    def _acquire(self) -> _VerifyWorker:
+        with self._cond:
+            while True:
+                if self._idle:  # a running worker first (the most recently used), then any
+                    running = [i for i, worker in enumerate(self._idle) if worker.alive()]
+                    return self._idle.pop(running[-1] if running else -1)
+                if len(self._workers) < self.size():
+                    worker = _VerifyWorker()
+                    self._workers.append(worker)
+                    return worker
+                self._cond.wait()
+
+    def _release(self, worker: _VerifyWorker) -> None:
+        with self._cond:
+            self._idle.append(worker)
+            surplus = self._trim()
+            self._cond.notify()
+        for extra in surplus:
+            extra.close()
+
+    def run(self, gold: str, response: str, timeout_s: float) -> tuple[bool, str | None, bool]:
+        """One pair on one worker (see `_VerifyWorker.run`)."""
+        worker = self._acquire()
+        try:
+            return worker.run(gold, response, timeout_s)
+        finally:
+            self._release(worker)
+
+    def ensure_one_started(self) -> None:
+        """Start the first worker unless it runs; a caller that takes it meanwhile waits for it."""
+        with self._cond:
+            if not self._workers:
+                worker = _VerifyWorker()
+                self._workers.append(worker)
+                self._idle.append(worker)
+            first = self._workers[0]
+        first.ensure_started()
+
+    def close(self) -> None:
+        """Stop every worker (each restarts lazily on the next call)."""
+        with self._cond:
+            workers = list(self._workers)
+        for worker in workers:
+            worker.close()
+
+    def running(self) -> int:
+        """How many workers of this process have a live process."""
+        with self._cond:
+            return sum(worker.alive() for worker in self._workers)
+
+
+_POOL = _WorkerPool()
+atexit.register(_POOL.close)
 if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_WORKER.reset_after_fork)
+    os.register_at_fork(after_in_child=_POOL.reset_after_fork)
+
+
+def worker_count() -> int:
+    """The size of the math-verify worker pool."""
+    return _POOL.size()
+
+
+def set_worker_count(count: int | None) -> None:
+    """Size the math-verify worker pool (None: $IGPO_SCORING_WORKERS or the cores)."""
+    _POOL.resize(count)
+
+
+def running_workers() -> int:
+    """How many math-verify worker processes this process runs now."""
+    return _POOL.running()
 
 
 def start_worker_in_background() -> threading.Thread:
-    """Start the math-verify worker (and its warm-up) in a daemon thread, so that an evaluation
+    """Start one math-verify worker (and its warm-up) in a daemon thread, so that an evaluation
     that will need it pays its start-up while the model decodes; a call that needs the worker
-    before it is ready waits for it (the worker's lock), a running worker is left as it is."""
+    before it is ready waits for it (the worker's lock), a running worker is left as it is; more
+    workers start when concurrent calls need them."""
 
-    thread = threading.Thread(target=_WORKER.ensure_started, name="math-verify-start", daemon=True)
+    thread = threading.Thread(target=_POOL.ensure_one_started, name="math-verify-start", daemon=True)
     thread.start()
     return thread
 
 
 def shutdown_worker() -> None:
-    """Stop the math-verify worker process now (it restarts lazily when needed)."""
-    _WORKER.close()
+    """Stop the math-verify worker processes now (they restart lazily when needed)."""
+    _POOL.close()
 
 
 # --------------------------------------------------------------------------- verify_answer
 
+CANONICAL_NUMBER_RE = re.compile(r"0|-?[1-9][0-9]{0,14}|-?(?:0|[1-9][0-9]{0,5})\.[0-9]{0,5}[1-9]")
+"""A number with one spelling per value: an integer of up to 15 digits (no leading zero, no
+``-0``, no ``+``), or a decimal below 10^6 in size with 1 to 6 decimals, the last not 0."""
 
-def _fast_candidate(response: str, spans: list[tuple[int, int, int]]) -> str | None:
-    """The lone boxed answer, or the whole response if short; None when ambiguous (`spans`:
-    the response's box_spans)."""
-    if len(spans) == 1:
-        _, start, end = spans[0]
-        return response[start:end]
-    if not spans and len(response) <= 4 * MAX_NUMBER_CHARS:
-        return response.strip()
-    return None
+_BOX_OPEN = "\\boxed{"
+_FINAL_ANSWER_RE = re.compile("final answer", re.IGNORECASE)
+_QUIET_TAIL_RE = re.compile(r"[^$\]}\\]*")
+"""Text after the box that can close no LaTeX environment and no ``\\boxed{.+}`` match."""
 
 
-_PRESENTATION_RE = re.compile(r"\s+|\\left|\\right|\\[!,;:]")
-NUMERIC_REL_TOL = 1e-4
-"""Two numeric answers further apart than this (relative) are different without math-verify."""
+def fast_verdict(gold: str, response: str) -> tuple[bool, str] | None:
+    """``(correct, extracted)`` where math-verify's verdict follows from its own rules, else None.
 
+    Decided only when the stripped gold G is a canonical number (CANONICAL_NUMBER_RE), the
+    response holds exactly one ``\\boxed`` (written ``\\boxed{``, no ``\\fbox``) whose content C is
+    a canonical number, nothing after that box holds ``$``, ``]``, ``}`` or a backslash, and the
+    response never says "final answer". Why that is math-verify's verdict (math-verify 0.9):
 
-def _presentational(text: str) -> str:
-    """An answer without whitespace, $ delimiters, sizing and spacing commands, \\dfrac/\\tfrac."""
-    text = text.strip()
-    if match := _DOLLAR_WRAP_RE.match(text):
-        text = match.group(1)
-    return re.sub(r"\\[dt]frac", r"\\frac", _PRESENTATION_RE.sub("", text))
-
-
-def _fast_verdict(gold: str, candidate: str, boxed: bool) -> bool | None:
-    """The verdict without math-verify where it is certain, else None: equal or unequal plain
-    numbers (exact; unequal integers); and for a boxed answer, the same LaTeX up to
-    presentation (right), two numeric expressions with different values (wrong;
-    igpo.latexnum), a number against a tuple, set or expression in a variable (wrong)."""
-    gold_plain, pred_plain = _plain_number(gold), _plain_number(candidate)
-    if gold_plain is not None and pred_plain is not None:
-        if pred_plain == gold_plain or pred_plain.denominator == gold_plain.denominator == 1:
-            return pred_plain == gold_plain
-    if not boxed:  # a short unboxed response: only math-verify reads free text
+    * Extraction: with no "final answer" nothing matches at priority 0 and the only priority-50
+      match is the box: ``\\boxed{.+}`` runs from the only ``\\boxed{`` to the last ``}``, which is
+      C's closing brace, and a ``$``/``\\[``/``\\(``/``[`` environment around the box would need its
+      closing delimiter after ``\\boxed{`` (none in C or the tail). So ``parse(response)`` is
+      ``parse("\\boxed{C}")``, and the gold, sent as ``\\boxed{G}``, is parsed the same way:
+      ``[Integer or Float, "C"]`` (a canonical number always parses; tested).
+    * Verdict: ``verify`` is true when any gold/response pair of the two lists agrees; the two
+      strings agree exactly when G == C. Canonical spellings are unique, so G != C means two
+      different values: integers compare exactly, and where a decimal is involved math-verify
+      rounds both to 6 decimals, which keeps values with at most 6 decimals (below 10^15 for
+      integers, 10^6 for decimals) apart.
+    """
+    gold = gold.strip()
+    if CANONICAL_NUMBER_RE.fullmatch(gold) is None:
         return None
-    gold_text, pred_text = _presentational(gold), _presentational(candidate)
-    if gold_text and gold_text == pred_text:
-        return True
-    from igpo import latexnum
-
-    gold_value, pred_value = latexnum.value(_fix_fracs(gold_text)), latexnum.value(_fix_fracs(pred_text))
-    if gold_value is not None and pred_value is not None:
-        if gold_value == pred_value:
-            return True
-        return False if not math.isclose(gold_value, pred_value, rel_tol=NUMERIC_REL_TOL) else None
-    if gold_value is None and pred_value is not None and gold_plain is None:
-        return False if _never_a_number(gold) else None  # a number against something that never is one
-    if pred_value is None and gold_value is not None and pred_plain is None:
-        return False if _never_a_number(candidate) else None
-    return None
-
-
-_COMMAND_RE = re.compile(r"\\[A-Za-z]+")
-_VARIABLE_RE = re.compile(r"[A-DF-HJ-Za-df-hj-z]")
-"""A letter other than e and i (Euler's number, the imaginary unit), outside commands."""
-_COMPLEX_RE = re.compile(r"[-+]?\s*\d+(?:\.\d+)?\s*[-+]\s*(\d+(?:\.\d+)?)?\s*i")
-"""a + bi with literal parts: never real when b is not zero."""
-
-
-def _never_a_number(text: str) -> bool:
-    """A tuple, interval, set, union or matrix, a non-real a + bi, or an expression in a variable
-    (a letter other than e and i): math-verify never equates such an answer with a number.
-    Units and words (\\text, \\mbox, ...), degrees, subscripts and equations are not decided here."""
-    if re.search(r"\\(?:text|mbox|mathrm|textbf|operatorname)|=|_|\\circ|%", text):
-        return False
-    if "," in text or "\\cup" in text or "\\begin{" in text:
-        return True
-    if (match := _COMPLEX_RE.fullmatch(text.strip())) is not None:
-        return match.group(1) is None or float(match.group(1)) != 0
-    return bool(_VARIABLE_RE.search(_COMMAND_RE.sub(" ", text)))  # on the raw text: "\\cot x" keeps its x
+    if response.count("\\boxed") != 1 or "\\fbox" in response:
+        return None
+    start = response.find(_BOX_OPEN)
+    end = response.find("}", start + len(_BOX_OPEN)) if start >= 0 else -1
+    if end < 0:
+        return None
+    candidate = response[start + len(_BOX_OPEN) : end]
+    if CANONICAL_NUMBER_RE.fullmatch(candidate) is None:
+        return None
+    if _QUIET_TAIL_RE.fullmatch(response, end + 1) is None or _FINAL_ANSWER_RE.search(response):
+        return None
+    return candidate == gold, candidate
 
 
 _VERDICTS: dict[tuple[str, str, float], Score] | None = None
@@ -617,30 +708,41 @@ def verify_answer(gold: str, response: str, *, timeout_s: float = DEFAULT_TIMEOU
 def _verify(gold: str, response: str, timeout_s: float) -> Score:
     """math-verify correctness of ``response`` against ``gold``, bounded by ``timeout_s``.
 
-    Fast path: if the gold and the response's lone ``\\boxed{}`` (or the whole response) are
-    plain numbers, they are compared exactly in-process; equal -> correct, unequal integers ->
-    wrong. Otherwise ``verify(parse(gold), parse(response))`` runs in the worker process; on
-    timeout the worker is replaced and the result is wrong with ``timed_out=True``.
+    :func:`fast_verdict` where it decides; otherwise ``verify(parse(gold), parse(response))``
+    runs in a worker of the pool; on timeout the worker is replaced and the result is wrong with
+    ``timed_out=True``.
     """
     if timeout_s <= 0:
         raise InvalidSetting(f"timeout_s must be positive, got {timeout_s}")
     _count("verify_calls")
-    spans = box_spans(response)
-    candidate = _fast_candidate(response, spans)
-    if candidate is not None and (fast := _fast_verdict(gold, candidate, boxed=len(spans) == 1)) is not None:
+    if (fast := fast_verdict(gold, response)) is not None:
         _count("fast_path")
-        return Score(correct=fast, extracted=candidate, timed_out=False)
+        return Score(correct=fast[0], extracted=fast[1], timed_out=False)
     _count("worker_calls")
     started = time.perf_counter()
-    # math-verify takes a lone box's content first; sending just the box halves its parsing
-    sent = f"\\boxed{{{response[spans[0][1] : spans[0][2]]}}}" if len(spans) == 1 else response
-    correct, extracted, timed_out = _WORKER.run(
-        _gold_for_math_verify(gold), sent.replace("\\fbox", "\\boxed"), timeout_s
-    )
+    correct, extracted, timed_out = _POOL.run(_gold_for_math_verify(gold), response, timeout_s)
     if timed_out:
         _count("timeouts")
         logger.warning("math-verify timed out after %.1fs", time.perf_counter() - started)
     return Score(correct=correct, extracted=extracted, timed_out=timed_out)
+
+
+def verify_answers(pairs: Sequence[tuple[str, str]], *, timeout_s: float = DEFAULT_TIMEOUT_S) -> list[Score]:
+    """:func:`verify_answer` of every ``(gold, response)``, in order; the pairs math-verify must
+    read run on the worker pool, one thread per worker, so they score in parallel."""
+    pairs = list(pairs)
+    slow = [i for i, (gold, response) in enumerate(pairs) if fast_verdict(gold, response) is None]
+    threads = min(len(slow), worker_count())
+    if threads <= 1:
+        return [verify_answer(gold, response, timeout_s=timeout_s) for gold, response in pairs]
+    scores: dict[int, Score] = {}
+    with ThreadPoolExecutor(threads, thread_name_prefix="math-verify") as executor:
+        futures = {i: executor.submit(verify_answer, *pairs[i], timeout_s=timeout_s) for i in slow}
+        for i, (gold, response) in enumerate(pairs):
+            if i not in futures:
+                scores[i] = verify_answer(gold, response, timeout_s=timeout_s)
+        scores.update((i, future.result()) for i, future in futures.items())
+    return [scores[i] for i in range(len(pairs))]
 
 
 if __name__ == _WORKER_RUN_NAME:

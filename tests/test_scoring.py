@@ -102,7 +102,6 @@ EQUIVALENT = [
     ("18", "\\boxed{\\$18}"),
     ("18", "\\boxed{18 \\text{ dollars}}"),
     ("18", "\\boxed{18.00}"),
-    ("-4", "\\fbox{-4}"),
     ("90^\\circ", "\\boxed{90}"),
     ("\\left( 3, \\frac{\\pi}{2} \\right)", "\\boxed{(3, \\pi/2)}"),
     ("p - q", "\\boxed{p-q}"),
@@ -119,6 +118,8 @@ NOT_EQUIVALENT = [
     ("x + 1", "\\boxed{x - 1}"),
     ("5", "I do not know."),
     ("5", ""),
+    ("-4", "\\fbox{-4}"),  # math-verify reads \boxed only (strict_correct takes \fbox too)
+    ("1000", "\\boxed{1 000}"),  # math-verify reads 1 000 as 1*000
 ]
 
 
@@ -136,8 +137,8 @@ def test_verify_answer_not_equivalent(gold: str, response: str) -> None:
 
 def test_verify_answer_fast_path_skips_worker() -> None:
     before = scoring_stats()
-    assert verify_answer("70000", "<answer> \\boxed{70,000} </answer>") == Score(
-        correct=True, extracted="70,000", timed_out=False
+    assert verify_answer("70000", "<answer> \\boxed{70000} </answer>") == Score(
+        correct=True, extracted="70000", timed_out=False
     )
     assert not verify_answer("70000", "\\boxed{70001}").correct
     after = scoring_stats()
@@ -276,43 +277,6 @@ def test_shared_verdicts_score_each_response_once() -> None:
     assert after.get("shared_verdicts", 0) - before.get("shared_verdicts", 0) == 2
 
 
-FAST_CASES = [
-    ("\\frac{7}{2}", "\\dfrac{7}{2}", True),
-    ("\\left( 3, \\frac{\\pi}{2} \\right)", "(3,\\frac{\\pi}{2})", True),
-    ("2\\sqrt{5}", "\\sqrt{20}", True),  # the same value, written differently
-    ("\\frac{14}{3}", "\\frac{13}{3}", False),
-    ("2\\sqrt{5}", "3\\sqrt{2}", False),
-    ("\\frac65", "\\frac{3}{2}", False),
-    ("1,-2", "15", False),
-    ("(-2,1)", "83", False),
-    ("2k+2", "41", False),
-    ("3", "\\cot x", False),
-    ("6 - 5i", "8", False),
-    ("\\begin{pmatrix} -7 \\\\ 16 \\\\ 5 \\end{pmatrix}", "4", False),
-    ("28800", "5.4 \\text{ cents}", None),  # units: math-verify decides
-    ("145^\\circ", "2", None),  # degrees: math-verify decides
-    ("y = 2x + 3", "\\frac{13}{18}", None),  # equations: math-verify decides
-]
-
-
-@pytest.mark.parametrize(("gold", "answer", "expected"), FAST_CASES)
-def test_in_process_verdicts_agree_with_math_verify(gold: str, answer: str, expected: bool | None) -> None:
-    """Every verdict decided without math-verify is the one math-verify gives, and the cases
-    outside the rules still go to it."""
-    from igpo.scoring import _fast_verdict, _gold_for_math_verify, _parse_and_verify
-
-    fast = _fast_verdict(gold, answer, boxed=True)
-    assert fast == expected
-    if fast is not None:
-        assert _parse_and_verify(_gold_for_math_verify(gold), f"\\boxed{{{answer}}}")[0] == fast
-
-
-def test_unboxed_text_is_never_decided_by_the_boxed_rules() -> None:
-    from igpo.scoring import _fast_verdict
-
-    assert _fast_verdict("64", "The answer is $64$.", boxed=False) is None
-
-
 def test_latex_number_values() -> None:
     from igpo.latexnum import value
 
@@ -320,3 +284,160 @@ def test_latex_number_values() -> None:
     assert value("2\\sqrt{5}") == pytest.approx(2 * 5**0.5) and value("3^{4}") == 81
     assert value("2 3") is None and value("x+1") is None and value("(1,2)") is None and value("10^{999}") is None
     assert value("\\frac{1}{0}") is None and value("\\sqrt{-4}") is None
+
+
+# --------------------------------------------------------------------------- fast_verdict rules
+
+D1 = "<reasoning>\nWe have $x + 2 = 7$, so $x = 5$.\n</reasoning>\n<answer>\n{}\n</answer>"
+"""A d1-format response around an answer (reasoning with $...$ as real responses have)."""
+
+FAST_RULE_CASES = [
+    # rule 1: the gold is a canonical number (integer up to 15 digits, decimal < 10^6, <= 6 decimals)
+    ("gold integer", "5", D1.format("\\boxed{5}"), (True, "5")),
+    ("gold negative", "-12", D1.format("\\boxed{-12}"), (True, "-12")),
+    ("gold decimal", "0.5", D1.format("\\boxed{0.5}"), (True, "0.5")),
+    ("gold 15 digits", "123456789012345", D1.format("\\boxed{123456789012345}"), (True, "123456789012345")),
+    ("gold padded", " 42 ", D1.format("\\boxed{42}"), (True, "42")),
+    ("gold grouped", "1,000", D1.format("\\boxed{1000}"), None),
+    ("gold trailing zero", "2.50", D1.format("\\boxed{2.5}"), None),
+    ("gold leading zero", "07", D1.format("\\boxed{7}"), None),
+    ("gold minus zero", "-0", D1.format("\\boxed{0}"), None),
+    ("gold bare decimal", ".5", D1.format("\\boxed{0.5}"), None),
+    ("gold 16 digits", "1234567890123456", D1.format("\\boxed{1234567890123456}"), None),
+    ("gold 7 decimals", "0.1234567", D1.format("\\boxed{0.1234568}"), None),
+    ("gold decimal >= 10^6", "1234567.5", D1.format("\\boxed{1234567.5}"), None),
+    ("gold fraction", "\\frac{1}{2}", D1.format("\\boxed{0.5}"), None),
+    ("gold units", "5 \\text{ cm}", D1.format("\\boxed{5}"), None),
+    # rule 2: exactly one \boxed{ and no \fbox
+    ("two boxes", "5", D1.format("\\boxed{3} then \\boxed{5}"), None),
+    ("nested boxes", "5", D1.format("\\boxed{\\boxed{5}}"), None),
+    ("fbox too", "5", D1.format("\\fbox{3} \\boxed{5}"), None),
+    ("spaced box", "5", D1.format("\\boxed {5}"), None),
+    ("no box", "5", D1.format("The answer is 5."), None),
+    # rule 3: the box holds a canonical number
+    ("box grouped", "1000", D1.format("\\boxed{1,000}"), None),
+    ("box spaced thousands", "1000", D1.format("\\boxed{1 000}"), None),
+    ("box currency", "1000.99", D1.format("\\boxed{$1,000.99}"), None),
+    ("box approx", "11", D1.format("\\boxed{$x\\approx11$}"), None),
+    ("box trailing zero", "18", D1.format("\\boxed{18.0}"), None),
+    ("box padded", "18", D1.format("\\boxed{ 18}"), None),
+    ("box percent", "10", D1.format("\\boxed{10\\%}"), None),
+    ("box plus sign", "7", D1.format("\\boxed{+7}"), None),
+    # rule 4: nothing after the box closes an environment or a longer \boxed{.+} match
+    ("tail period", "5", D1.format("\\boxed{5}."), (True, "5")),
+    ("tail dollar", "5", "So the answer is $\\boxed{5}$.", None),
+    ("tail display", "5", "\\[ \\boxed{5} \\]", None),
+    ("tail brace", "5", "\\boxed{5} is the number of {ways}.", None),
+    ("tail backslash", "5", "\\boxed{5} \\quad done", None),
+    # rule 5: no "final answer" anywhere
+    ("final answer", "5", "Final Answer: the final answer is \\boxed{5}", None),
+    ("final answer before", "5", D1.format("FINAL ANSWER \\boxed{5}"), None),
+    # the verdict: equal strings right, different canonical numbers wrong
+    ("different integers", "5", D1.format("\\boxed{6}"), (False, "6")),
+    ("different sign", "5", D1.format("\\boxed{-5}"), (False, "-5")),
+    ("integer vs decimal", "5", D1.format("\\boxed{5.5}"), (False, "5.5")),
+    ("decimals 1e-6 apart", "0.000001", D1.format("\\boxed{0.000002}"), (False, "0.000002")),
+    ("big integers 1 apart", "999999999999999", D1.format("\\boxed{999999999999998}"), (False, "999999999999998")),
+]
+
+
+@pytest.mark.parametrize(("rule", "gold", "response", "expected"), FAST_RULE_CASES, ids=[c[0] for c in FAST_RULE_CASES])
+def test_fast_verdict_rules(rule: str, gold: str, response: str, expected: tuple[bool, str] | None) -> None:
+    """Each condition of fast_verdict decides where it holds and hands the pair to math-verify
+    where it does not; a decided verdict is plain math-verify's, and so is the scorer's verdict
+    of every undecided pair."""
+    from scoring_corpus import plain_math_verify
+
+    fast = scoring.fast_verdict(gold, response)
+    assert fast == expected, rule
+    reference = plain_math_verify(gold, response)
+    if fast is not None:
+        assert fast[0] is reference, rule
+    assert verify_answer(gold, response).correct is reference, rule
+
+
+def test_fast_verdict_numbers_near_each_other_agree_with_math_verify() -> None:
+    """Canonical numbers one unit of their last place apart, of every length the rule accepts:
+    math-verify rounds decimals to 6 places and compares integers exactly; the rule agrees."""
+    import random
+
+    from scoring_corpus import plain_math_verify
+
+    rng = random.Random(7)
+    checked = 0
+    for _ in range(150):
+        if rng.random() < 0.5:
+            value = rng.randrange(10 ** rng.randint(0, 15))
+            gold, other = str(value), str(value + rng.choice([-1, 1]))
+        else:
+            places = rng.randint(1, 6)
+            scaled = rng.randrange(1, 10 ** (places + rng.randint(0, 6)))
+            gold, other = (f"{(scaled + d) / 10**places:.{places}f}".rstrip("0").rstrip(".") for d in (0, 1))
+        response = D1.format(f"\\boxed{{{other}}}")
+        fast = scoring.fast_verdict(gold, response)
+        if fast is None:
+            continue
+        checked += 1
+        assert fast[0] is plain_math_verify(gold, response) is False, (gold, other)
+        assert scoring.fast_verdict(gold, D1.format(f"\\boxed{{{gold}}}")) == (True, gold)
+    assert checked >= 120
+
+
+# --------------------------------------------------------------------------- the worker pool
+
+
+def test_verify_answers_matches_verify_answer_in_order() -> None:
+    pairs = [
+        ("x + 1", "\\boxed{1 + x}"),
+        ("5", "\\boxed{5}"),
+        ("\\frac{1}{2}", "so \\boxed{0.5}"),
+        ("5", "\\boxed{6}"),
+        ("10\\%", "\\boxed{10}"),
+        ("(1, 2)", "\\boxed{(2, 1)}"),
+    ]
+    assert scoring.verify_answers(pairs) == [verify_answer(g, r) for g, r in pairs]
+    assert [s.correct for s in scoring.verify_answers(pairs)] == [True, True, True, False, True, False]
+    assert scoring.verify_answers([]) == []
+
+
+def test_pool_grows_with_concurrency_and_shrinks_on_resize() -> None:
+    """A sequential caller runs one worker; a batch runs as many as the pool allows."""
+    try:
+        scoring.set_worker_count(2)
+        scoring.shutdown_worker()
+        for i in range(3):
+            assert verify_answer("x + 1", f"\\boxed{{1 + x}} {i}").correct
+        assert scoring.running_workers() == 1
+        scores = scoring.verify_answers([("x + 1", f"\\boxed{{x + 1}} {i}") for i in range(12)])
+        assert all(s.correct for s in scores)
+        assert scoring.running_workers() == 2
+        scoring.set_worker_count(1)
+        assert scoring.running_workers() == 1 and scoring.worker_count() == 1
+    finally:
+        scoring.set_worker_count(None)
+
+
+def test_a_hanging_pair_does_not_hold_up_the_batch() -> None:
+    """With two workers, the pairs beside a pair that times out are scored by the other one."""
+    try:
+        scoring.set_worker_count(2)
+        pairs = [("1", HANG_RESPONSE)] + [("x + 1", f"\\boxed{{1 + x}} {i}") for i in range(6)]
+        started = time.perf_counter()
+        scores = scoring.verify_answers(pairs, timeout_s=TIMEOUT_S)
+        assert time.perf_counter() - started < TIMEOUT_S + SLACK_S + 2
+        assert scores[0].timed_out and not scores[0].correct
+        assert all(s.correct and not s.timed_out for s in scores[1:])
+    finally:
+        scoring.set_worker_count(None)
+
+
+def test_worker_count_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(scoring.WORKERS_ENV, "3")
+    assert scoring.default_worker_count() == 3 and scoring.worker_count() == 3
+    monkeypatch.setenv(scoring.WORKERS_ENV, "0")
+    with pytest.raises(ValueError, match=scoring.WORKERS_ENV):
+        scoring.default_worker_count()
+    monkeypatch.delenv(scoring.WORKERS_ENV)
+    assert 1 <= scoring.default_worker_count() <= scoring.MAX_DEFAULT_WORKERS
+    with pytest.raises(ValueError):
+        scoring.set_worker_count(0)
