@@ -170,7 +170,15 @@ def eval_cmd(
         list[str] | None,
         typer.Option("--tasks", "-t", help="Comma-separated: gsm8k, math500, amc, amc23, math (group), arith."),
     ] = None,
-    protocol: Annotated[str, typer.Option(help="Protocol name (igpo, d1, ...) or a protocol YAML file.")] = "igpo",
+    protocol: Annotated[
+        str,
+        typer.Option(
+            help="Protocol name or a protocol YAML file. igpo: IGPO Table 1 (512 tokens, block 32, 3 seeds, "
+            "AMC avg@16); igpo_fast: igpo with dual cache + threshold 0.9; d1: lengths 128/256/512, block 32; "
+            "llada: LLaDA-8B-Instruct's settings (GSM8K 256/block 8, MATH500 512/block 64, steps = length); "
+            "llada15: LLaDA-1.5's (GSM8K 256/block 16, MATH500 1024/block 128)."
+        ),
+    ] = "igpo",
     adapter: Annotated[str | None, typer.Option(help="LoRA adapter folder applied on top of the model.")] = None,
     limit: Annotated[int | None, typer.Option(help="Evaluate only the first N problems of each task.")] = None,
     seeds: Annotated[str | None, typer.Option(help="Comma-separated seeds (default: the protocol's).")] = None,
