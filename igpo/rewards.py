@@ -1,7 +1,8 @@
 """Rollout rewards: correctness (shared scorer), d1/IGPO format reward, and plug-in extras.
 
-Correctness uses :func:`igpo.scoring.verify_answer`, the same function behind the evaluation
-metric ``exact_match``, so RL optimises what evaluation measures.
+Correctness uses :func:`igpo.scoring.verify_answers` (a group's responses on the math-verify
+worker pool at once), the same verdicts as :func:`igpo.scoring.verify_answer` behind the
+evaluation metric ``exact_match``, so RL optimises what evaluation measures.
 
 Format reward (d1 ``count_xml``, as in the released IGPO code): 0.125 for each of
 ``<reasoning>``, ``</reasoning>``, ``<answer>``, ``</answer>`` and 0.25 for ``\\boxed{``, times
@@ -29,7 +30,7 @@ from typing import Protocol
 
 from igpo.errors import InvalidSetting
 from igpo.prompts import PREFILL
-from igpo.scoring import DEFAULT_TIMEOUT_S, verify_answer
+from igpo.scoring import DEFAULT_TIMEOUT_S, verify_answers
 
 CORRECT_WEIGHT = 3.0
 """Correctness reward of the released run (3.0 when the answer is right)."""
@@ -155,7 +156,7 @@ def score_rollouts(responses: Sequence[str], gold: str, cfg: RewardConfig, *, pr
     prepended for the format reward and the extras, not for correctness.
     """
     fns = load_reward_fns(cfg.extra)
-    scores = [verify_answer(gold, r, timeout_s=cfg.timeout_s) for r in responses]
+    scores = verify_answers([(gold, r) for r in responses], timeout_s=cfg.timeout_s)  # in parallel
     turns = [prefix + r for r in responses]
     correctness = [cfg.correct_weight if s.correct else 0.0 for s in scores]
     fmt = [cfg.format_weight * format_reward(t, cfg.tags_exactly_once) for t in turns]

@@ -10,7 +10,7 @@ from statistics import fmean
 from typing import Any
 
 from igpo.prompts import D1_INSTRUCTION
-from igpo.scoring import format_gold_number, gsm8k_gold, strict_correct, verify_answer
+from igpo.scoring import format_gold_number, gsm8k_gold, strict_correct, verify_answers
 
 PROMPT_INSTRUCTION = D1_INSTRUCTION
 """d1's system prompt (multi-line form of its eval code); a blank line, then the question."""
@@ -61,7 +61,7 @@ def _responses(results: Sequence[Any]) -> list[str]:
 def score_responses(gold: str, results: Sequence[Any]) -> dict[str, float]:
     """Per-document metrics: mean math-verify and strict correctness over repeats, timeouts."""
     responses = _responses(results)
-    verified = [verify_answer(gold, r) for r in responses]
+    verified = verify_answers([(gold, r) for r in responses])  # the k repeats in parallel
     strict = [strict_correct(gold, r) for r in responses]
     return {
         "exact_match": fmean(float(s.correct) for s in verified),
