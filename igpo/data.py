@@ -336,7 +336,8 @@ class DataConfig:
     shuffle_seed: int | None = 0
     """Seed of the example order; None keeps the file order."""
     max_trace_tokens: int | None = None
-    """Drop examples whose trace is longer than this many tokens (needs a tokenizer)."""
+    """Drop examples whose trace is longer than this many tokens of the tokenizer given to
+    load_examples (RL training: the policy's)."""
     metamath_types: list[str] = field(default_factory=lambda: list(RELEASED_METAMATH_TYPES))
     """MetaMathQA subsets to keep (released run: GSM_AnsAug + MATH_AnsAug); empty: all."""
     arith: dict[str, Any] = field(default_factory=dict)

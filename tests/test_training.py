@@ -792,3 +792,67 @@ def test_resume_accepts_a_checkpoint_written_before_a_field_existed(tmp_path):
     saved.write_text(yaml.safe_dump(data))
     rest = runner.invoke(app, ["train", "--recipe", str(recipe), "--out", str(out), "--resume"])
     assert rest.exit_code == 0, rest.output
+
+
+# ------------------------------------------------------------------ review holes (issue 28)
+def test_token_normalisation_is_the_token_mean_of_the_whole_step(tmp_path):
+    """loss.normalisation=token: the step's gradient is that of one token mean over all its prompt
+    groups, not the mean of each group's token mean."""
+    from igpo.training.loss import PolicyLossConfig, policy_loss, token_weights
+    from igpo.training.rl import StepTimer
+
+    assert token_weights([4, 1]) == [0.8, 0.2] and token_weights([4, 1], 10, 2) == [0.8, 0.2]
+    trainer, example = _trainer(tmp_path, "hints")
+    trainer.cfg.loss = PolicyLossConfig(ratio_level="token", normalisation="token", beta=0.0)
+    trainer.optimizer = None  # keep the gradients of the update
+    groups = [
+        trainer.rollout_group(example, torch.Generator().manual_seed(s), StepTimer()) for s in (0, 7)
+    ]  # 46 and 43 loss tokens
+    params = [p for p in trainer.model.parameters() if p.requires_grad]
+    trainer.model.zero_grad(set_to_none=True)
+    trainer.update(groups, 0, StepTimer())
+    got = [p.grad.clone() for p in params]
+
+    def grads(pooled: bool) -> list[torch.Tensor]:
+        trainer.model.zero_grad(set_to_none=True)
+        parts, counts = [], []
+        for group in groups:
+            est = trainer.logprobs(trainer.model, group, None, with_entropy=True)
+            mask, _ = trainer.loss_mask(group, est.entropy)
+            parts.append((est.logp, est.logp.detach(), group.advantages, mask))
+            counts.append(int(mask.sum()))
+        if pooled:
+            logp, old, adv, mask = (torch.cat(x) for x in zip(*parts, strict=True))
+            policy_loss(logp, old, adv, mask, trainer.cfg.loss).loss.backward()
+        else:
+            sum(policy_loss(*p, trainer.cfg.loss).loss for p in parts).div(len(parts)).backward()
+        assert counts[0] != counts[1], counts  # unequal groups: the two means differ
+        return [p.grad.clone() for p in params]
+
+    pooled, per_group = grads(True), grads(False)
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(got, pooled, strict=True))
+    assert not all(torch.allclose(a, b, atol=1e-6) for a, b in zip(got, per_group, strict=True))
+
+
+def test_cross_field_rl_checks_run_when_the_recipe_is_loaded():
+    from igpo.training.rl import RLConfig
+
+    for overrides, needle in (
+        (["logprob_estimator=elbo"], "sequence-level"),
+        (["logprob_estimator=trajectory", "trajectory_group_steps=3"], "must divide"),
+        (["p_mask_prompt=0.15", "logprob_estimator=trajectory"], "p_mask_prompt"),
+        (["num_generations=1"], "num_generations"),
+        (["logprob_estimator=bogus"], "logprob_estimator"),
+    ):
+        with pytest.raises(ConfigError, match=needle):
+            load_config(RLConfig, "igpo/recipes/grpo_tiny.yaml", overrides)
+
+
+def test_max_trace_tokens_filters_rl_training_data(tmp_path):
+    model = save_tiny_checkpoint(tmp_path / "m")
+    recipe = _recipe(tmp_path, _write_data(tmp_path), model)
+    args = ["train", "--recipe", str(recipe), "max_steps=1", "checkpoint.every=0"]
+    kept = runner.invoke(app, [*args, "--out", str(tmp_path / "kept"), "data.max_trace_tokens=64"])
+    assert kept.exit_code == 0, kept.output
+    dropped = runner.invoke(app, [*args, "--out", str(tmp_path / "dropped"), "data.max_trace_tokens=3"])
+    assert dropped.exit_code == 2 and "no training examples" in dropped.output, dropped.output

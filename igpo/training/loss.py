@@ -16,7 +16,9 @@ RATIO_LEVELS = ("token", "sequence")
 NORMALISATIONS = ("sequence", "token", "constant")
 """How per-token terms become one number:
 sequence - mean over each sequence's tokens, then over sequences (GRPO);
-token    - sum over all tokens / number of tokens in the batch (DAPO);
+token    - sum over all tokens / number of tokens in the step (DAPO): the trainer weights each
+           prompt group's token mean by its share of the step's loss tokens (`token_weights`), so
+           the step's loss is one token mean over all its groups (and processes);
 constant - sum over all tokens / (batch size x completion length) (Dr. GRPO)."""
 
 
@@ -33,8 +35,9 @@ class PolicyLossConfig:
     beta: float = 0.01
     """Weight of the k3 KL penalty to the reference (base) model; 0 skips the reference pass."""
     normalisation: str = "sequence"
-    """sequence | token | constant (see NORMALISATIONS); with ratio_level=sequence only
-    `sequence` is possible (the sequence ratio is a per-rollout token mean)."""
+    """sequence | token | constant (see NORMALISATIONS); `token` is the token mean over the whole
+    training step (every prompt group, every process). With ratio_level=sequence only `sequence`
+    is possible (the sequence ratio is a per-rollout token mean)."""
 
     def __post_init__(self) -> None:
         if self.ratio_level not in RATIO_LEVELS:
@@ -67,6 +70,16 @@ def reduce_tokens(values: torch.Tensor, mask: torch.Tensor, how: str) -> torch.T
     if how == "token":
         return (values * m).sum() / m.sum().clamp(min=1)
     return (values * m).sum() / (values.shape[0] * values.shape[1])
+
+
+def token_weights(token_counts: list[int], step_tokens: int | None = None, processes: int = 1) -> list[float]:
+    """Each prompt group's weight in the step's loss under normalisation `token`: its loss tokens
+    over the step's, so the weighted sum of the groups' token means is the step's token mean.
+    `step_tokens` counts every process's loss tokens (default: these groups'); gradients are
+    averaged over `processes`, hence the factor. (Under `sequence` and `constant` every group has
+    as many rollouts and canvas tokens, so the plain mean of the group losses is the step's.)"""
+    total = sum(token_counts) if step_tokens is None else step_tokens
+    return [count * processes / max(total, 1) for count in token_counts]
 
 
 def k3_kl(logp: torch.Tensor, ref_logp: torch.Tensor) -> torch.Tensor:

@@ -45,6 +45,7 @@ from igpo.training.loss import (
     entropy_filter,
     group_advantages,
     policy_loss,
+    token_weights,
 )
 from igpo.training.runtime import (
     TrainingError,
@@ -135,6 +136,47 @@ class RLConfig:
     all its all-wrong groups in a second (prompts left-padded), instead of one call per group:
     fewer, larger batches (results/bench/train.md). Same seed, same output either way, but the
     two draw the random stream in a different order, so their runs differ."""
+
+    def __post_init__(self) -> None:
+        self.check()
+
+    def check(self) -> None:
+        """The checks across fields (estimator against ratio level, prompt masking, guidance,
+        trajectory grouping against the decoding steps, group sizes): run when a recipe is
+        loaded, and again when training starts (fields may be set after construction)."""
+        if self.logprob_estimator not in ESTIMATORS:
+            raise TrainingError(
+                f"logprob_estimator must be one of {', '.join(ESTIMATORS)}, got {self.logprob_estimator!r}"
+            )
+        if self.logprob_estimator in SEQUENCE_LEVEL and self.loss.ratio_level != "sequence":
+            raise TrainingError(
+                f"logprob_estimator={self.logprob_estimator} is a sequence-level estimate: "
+                "it needs loss.ratio_level=sequence"
+            )
+        if self.p_mask_prompt > 0 and self.logprob_estimator != "mean_field":
+            raise TrainingError(
+                f"p_mask_prompt masks the prompt of the mean-field pass; logprob_estimator="
+                f"{self.logprob_estimator} does not use it (set p_mask_prompt=0)"
+            )
+        if self.logprob_estimator == "trajectory" and self.decode.cfg_scale > 0:
+            raise TrainingError(
+                "logprob_estimator=trajectory scores the unguided policy: it does not go with decode.cfg_scale > 0"
+            )
+        if self.trajectory_group_steps < 1 or self.elbo_samples < 1:
+            raise TrainingError("trajectory_group_steps and elbo_samples must be >= 1")
+        steps_per_block = self.decode.steps // (self.decode.gen_length // self.decode.block_length)
+        if self.logprob_estimator == "trajectory" and steps_per_block % self.trajectory_group_steps:
+            raise TrainingError(
+                f"trajectory_group_steps={self.trajectory_group_steps} must divide the decoding steps per "
+                f"block ({steps_per_block}), so that no canvas group straddles two blocks"
+            )
+        if self.num_generations < 2 or self.mu < 1 or self.prompts_per_step < 1 or self.max_steps < 1:
+            raise TrainingError("num_generations >= 2, mu >= 1, prompts_per_step >= 1 and max_steps >= 1 are required")
+        if self.num_generations > MAX_GENERATIONS:
+            raise TrainingError(
+                f"num_generations={self.num_generations} is above {MAX_GENERATIONS} rollouts per prompt "
+                "(one decoding batch each); use prompts_per_step for more rollouts per step"
+            )
 
 
 @dataclass
@@ -429,6 +471,26 @@ class Trainer:
             item.entropy, item.old = est.entropy, est.logp.detach()
         return est.logp
 
+    def token_weights(self, prepared: list[Prepared]) -> list[float]:
+        """Each group's weight in the step's loss under loss.normalisation=token: its share of the
+        step's loss tokens, over all processes (`igpo.training.loss.token_weights`)."""
+        counts = [self.loss_tokens(item) for item in prepared]
+        processes = self.accelerator.num_processes if self.accelerator else 1
+        total = sum(counts)
+        if processes > 1:
+            summed = self.accelerator.reduce(torch.tensor([float(total)], device=self.accelerator.device), "sum")
+            total = int(summed.item())
+        return token_weights(counts, total, processes)
+
+    def loss_tokens(self, item: Prepared) -> int:
+        """How many tokens of a group enter the loss. On-policy the mask is made in the update
+        pass; its size does not depend on the entropies (the filter keeps a fixed share of each
+        row's hint tokens), so placeholder entropies count it beforehand."""
+        if item.mask is not None:
+            return int(item.mask.sum())
+        placeholder = torch.zeros(item.group.completions.shape)
+        return int(self.loss_mask(item.group, placeholder)[0].sum())
+
     def update(self, groups: list[Group], step: int, timer: StepTimer) -> dict[str, float]:
         """mu optimiser steps on the step's rollouts; returns loss metrics."""
         cfg = self.cfg
@@ -439,10 +501,10 @@ class Trainer:
         t0 = time.perf_counter()
         totals = {"loss": 0.0, "policy_loss": 0.0, "kl": 0.0, "clip_ratio": 0.0}
         sequence_kl = cfg.logprob_estimator in SEQUENCE_LEVEL
-        share = 1.0 / (len(prepared) * cfg.mu)
+        weights = self.token_weights(prepared) if cfg.loss.normalisation == "token" else None
         self.model.train()
         for _ in range(cfg.mu):
-            for item in prepared:
+            for index, item in enumerate(prepared):
                 logp = self.current(item)
                 parts = policy_loss(
                     logp,
@@ -458,11 +520,12 @@ class Trainer:
                         f"the loss became {float(parts.loss)} at step {step}: training diverged "
                         "(lower optim.lr or loss.beta); nothing of this step was saved"
                     )
-                scaled = parts.loss / len(prepared)
+                scaled = parts.loss / len(prepared) if weights is None else parts.loss * weights[index]
                 if self.accelerator:
                     self.accelerator.backward(scaled)
                 else:
                     scaled.backward()
+                share = 1.0 / (len(prepared) * cfg.mu) if weights is None else weights[index] / cfg.mu
                 totals["loss"] += float(parts.loss.detach()) * share
                 totals["policy_loss"] += float(parts.policy.detach()) * share
                 totals["kl"] += float(parts.kl.detach()) * share
@@ -542,22 +605,7 @@ def train_rl(cfg: RLConfig, out: Path, *, resume: bool = False, overwrite: bool 
 
     if not cfg.model.path:
         raise TrainingError("model.path is required")
-    if cfg.logprob_estimator not in ESTIMATORS:
-        raise TrainingError(f"logprob_estimator must be one of {', '.join(ESTIMATORS)}, got {cfg.logprob_estimator!r}")
-    if cfg.logprob_estimator in SEQUENCE_LEVEL and cfg.loss.ratio_level != "sequence":
-        raise TrainingError(
-            f"logprob_estimator={cfg.logprob_estimator} is a sequence-level estimate: "
-            "it needs loss.ratio_level=sequence"
-        )
-    if cfg.p_mask_prompt > 0 and cfg.logprob_estimator != "mean_field":
-        raise TrainingError(
-            f"p_mask_prompt masks the prompt of the mean-field pass; logprob_estimator="
-            f"{cfg.logprob_estimator} does not use it (set p_mask_prompt=0)"
-        )
-    if cfg.logprob_estimator == "trajectory" and cfg.decode.cfg_scale > 0:
-        raise TrainingError(
-            "logprob_estimator=trajectory scores the unguided policy: it does not go with decode.cfg_scale > 0"
-        )
+    cfg.check()
     if cfg.logprob_estimator == "trajectory" and (cfg.decode.cache or cfg.decode.threshold or cfg.decode.factor):
         import logging
 
@@ -566,22 +614,12 @@ def train_rl(cfg: RLConfig, out: Path, *, resume: bool = False, overwrite: bool 
             "(an approximation), and with a parallel rule the passes per block vary, so trajectory_group_steps > 1 "
             "groups may straddle blocks"
         )
-    if cfg.trajectory_group_steps < 1 or cfg.elbo_samples < 1:
-        raise TrainingError("trajectory_group_steps and elbo_samples must be >= 1")
-    steps_per_block = cfg.decode.steps // (cfg.decode.gen_length // cfg.decode.block_length)
-    if cfg.logprob_estimator == "trajectory" and steps_per_block % cfg.trajectory_group_steps:
-        raise TrainingError(
-            f"trajectory_group_steps={cfg.trajectory_group_steps} must divide the decoding steps per "
-            f"block ({steps_per_block}), so that no canvas group straddles two blocks"
-        )
-    if cfg.num_generations < 2 or cfg.mu < 1 or cfg.prompts_per_step < 1 or cfg.max_steps < 1:
-        raise TrainingError("num_generations >= 2, mu >= 1, prompts_per_step >= 1 and max_steps >= 1 are required")
-    if cfg.num_generations > MAX_GENERATIONS:
-        raise TrainingError(
-            f"num_generations={cfg.num_generations} is above {MAX_GENERATIONS} rollouts per prompt "
-            "(one decoding batch each); use prompts_per_step for more rollouts per step"
-        )
-    examples = load_examples(cfg.data)
+    tokenizer = None
+    if cfg.data.max_trace_tokens is not None:  # the length filter counts the policy's tokens
+        from igpo.models import load_tokenizer
+
+        tokenizer = load_tokenizer(cfg.model.tokenizer or cfg.model.path)
+    examples = load_examples(cfg.data, tokenizer)
     check_examples(cfg, examples)
     if cfg.prompts_per_step > len(examples):
         raise TrainingError(
