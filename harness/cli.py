@@ -130,24 +130,54 @@ def bench_train(
     run(TrainBenchConfig(model=model, steps=steps, out=out))
 
 
+@bench_app.command("ops")
+@friendly
+def bench_ops(
+    out: Annotated[Path, typer.Option(help="Markdown file to write.")] = Path("results/bench/ops.md"),
+) -> None:
+    """Eager aten ops per layer and per decoding pass, and host synchronisations (CPU, seconds)."""
+    from harness.bench.ops import OpsBenchConfig, run
+
+    typer.echo(run(OpsBenchConfig(out=out)))
+
+
 @bench_app.command("gpu")
 @friendly
 def bench_gpu(
-    shape: Annotated[str, typer.Option(help="llada8b (the GPU check) or tiny (seconds on a CPU).")] = "llada8b",
-    out: Annotated[Path, typer.Option(help="Markdown file to write.")] = Path("results/bench/gpu.md"),
+    shape: Annotated[
+        str, typer.Option(help="llada8b (the GPU check; refuses without a GPU) or tiny (seconds on a CPU).")
+    ] = "llada8b",
+    peer: Annotated[
+        Path | None,
+        typer.Option(help="Fast-dLLM's llada/ folder for the side-by-side rows (never committed; rows say if absent)."),
+    ] = Path("peers/fast-dllm/llada"),
+    budget: Annotated[
+        float, typer.Option(help="Seconds after which rows not yet started are listed as skipped.")
+    ] = 210.0,
+    out: Annotated[Path, typer.Option(help="Markdown file, rewritten after every row.")] = Path("results/bench/gpu.md"),
 ) -> None:
-    """LLaDA-8B-shaped random model in bf16: decoding tokens/s (exact vs dual cache) and one LoRA RL step."""
-    from harness.bench.gpu import SHAPES, GPUBenchConfig, run
-    from igpo.errors import InvalidSetting
+    """LLaDA-8B-shaped random model in bf16: decoding (exact, dual cache, CUDA graphs) next to its floors,
+    bf16 numerics, the published code side by side, and one LoRA RL step; each row written as measured."""
+    from harness.bench.gpu import GPUBenchConfig, run
 
-    if shape not in SHAPES:
-        raise InvalidSetting(f"unknown --shape {shape!r} (known: {', '.join(SHAPES)})")
-    cfg = GPUBenchConfig(shape=shape, out=out)
+    cfg = GPUBenchConfig(shape=shape, out=out, peer=peer, budget_s=budget)
     if shape == "tiny":
         cfg = GPUBenchConfig(
-            shape=shape, out=out, gen_lengths=(64,), batches=(1, 2), rl_generations=2, rl_gen_length=64, lora_r=4
+            shape=shape,
+            out=out,
+            peer=peer,
+            budget_s=budget,
+            gen_lengths=(64,),
+            batches=(1, 2),
+            prompt_tokens=16,
+            block_length=16,
+            full_decode_batch=1,
+            timed_blocks=2,
+            rl_generations=2,
+            rl_gen_length=32,
+            lora_r=4,
         )
-    typer.echo(run(cfg))
+    run(cfg, echo=typer.echo)
 
 
 def _split(values: list[str] | None) -> list[str]:
@@ -225,10 +255,9 @@ def eval_cmd(
         ),
     ] = None,
     compile: Annotated[
-        bool | None,
+        str | None,
         typer.Option(
-            "--compile/--no-compile",
-            help="Run the model's passes through torch.compile (CUDA graphs on a GPU; tokens equal eager decoding).",
+            help="graphs: replay each pass from a captured CUDA graph (GPU); inductor: torch.compile the passes.",
         ),
     ] = None,
     leaderboard: Annotated[

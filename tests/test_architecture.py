@@ -116,8 +116,8 @@ def test_eval_flags_match_decode_config_fields():
 
 
 def test_gpu_check_runs_on_cpu_at_a_tiny_shape(tmp_path):
-    """`igpo bench gpu --shape tiny`: the GPU check's code path (build, decode both ways, one LoRA
-    step with trajectory log-probs and gradient checkpointing), so it cannot rot unseen."""
+    """`igpo bench gpu --shape tiny`: every stage of the GPU check (floors, decoding three ways,
+    bf16 numerics, peers, one LoRA step), so it cannot rot unseen."""
     from typer.testing import CliRunner
 
     from harness.cli import app
@@ -127,5 +127,50 @@ def test_gpu_check_runs_on_cpu_at_a_tiny_shape(tmp_path):
     result = CliRunner().invoke(app, ["bench", "gpu", "--shape", "tiny", "--out", str(out)])
     assert result.exit_code == 0, result.output
     text = out.read_text()
-    assert any(cells(line)[:2] == ["64", "2"] for line in text.splitlines())
-    assert "CPU (no GPU)" in text and "log-prob + backward" in text
+    rows = [cells(line) for line in text.splitlines() if line.startswith("|")]
+    for mode in ("exact", "dual", "dual + graphs"):
+        assert any(r[:3] == ["64", "2", mode] and float(r[7]) > 0 for r in rows), mode
+    assert "ours, bf16" in text and "log-prob + backward" in text and "Wall time" in text
+
+
+def test_gpu_check_writes_each_row_as_it_is_measured(tmp_path):
+    """A killed run keeps every finished row: each row is in the file when it is printed."""
+    from harness.bench.gpu import GPUBenchConfig, run
+    from harness.markdown import cells
+
+    out = tmp_path / "gpu.md"
+    seen = []
+
+    def echo(line: str) -> None:
+        if line.startswith("| ") and out.exists():
+            on_disk = [cells(x) for x in out.read_text().splitlines() if x.startswith("|")]
+            seen.append(cells(line) in on_disk)
+
+    cfg = GPUBenchConfig(
+        shape="tiny",
+        out=out,
+        peer=None,
+        gen_lengths=(32,),
+        batches=(1,),
+        prompt_tokens=8,
+        block_length=16,
+        rl_generations=2,
+        rl_gen_length=16,
+        lora_r=2,
+    )
+    run(cfg, echo=echo)
+    assert len(seen) >= 6 and all(seen)
+
+
+def test_gpu_check_refuses_the_8b_shape_without_a_gpu(tmp_path):
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "gpu.md"
+    started = time.perf_counter()
+    proc = subprocess.run(
+        [sys.executable, "-m", "harness.cli", "bench", "gpu", "--out", str(out)], capture_output=True, text=True
+    )
+    assert proc.returncode == 2 and proc.stderr.startswith("error:") and "needs a CUDA GPU" in proc.stderr
+    assert not out.exists() and time.perf_counter() - started < 60

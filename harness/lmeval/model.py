@@ -35,7 +35,7 @@ from igpo.decoding import DecodeConfig, generate
 from igpo.decoding.text import cut_at_stop, left_pad, stop_ids
 from igpo.errors import MissingInput
 from igpo.logprobs import elbo_loglikelihood
-from igpo.models import load_model, load_tokenizer
+from igpo.models import fuse_projections, load_model, load_tokenizer
 
 __all__ = ["DLLMArgs", "DiffusionLM", "parse_args"]
 
@@ -131,6 +131,7 @@ class DiffusionLM(LM):
             )
             if self.args.adapter:
                 model = apply_adapter(model, self.args.adapter)
+            fuse_projections(model)  # inference only: one q/k/v and one gate/up matmul per layer
         self.model = model.eval()
         self.tokenizer = tokenizer
         self._device = self.model.device if hasattr(self.model, "device") else torch.device("cpu")
@@ -520,21 +521,43 @@ def apply_adapter(model: torch.nn.Module, adapter: str) -> torch.nn.Module:
 
 
 class ForwardTimer:
-    """Accumulates wall time spent inside the model's forward passes (for overhead figures)."""
+    """Accumulates time spent inside the model's eager forward passes (for overhead figures).
+
+    On a GPU it records CUDA events instead of synchronising around each pass (two host
+    synchronisations per pass would stall the queue it measures); they are summed when read.
+    Passes replayed from CUDA graphs or run compiled (`compile=...`) fire no module hooks and
+    are not counted; passes being captured are skipped (an event cannot be recorded then).
+    """
 
     def __init__(self, model: torch.nn.Module) -> None:
-        self.seconds = 0.0
+        self._seconds = 0.0
         self._start = 0.0
+        self._events: list[tuple[Any, Any]] = []
         self._cuda = next(model.parameters()).is_cuda
         model.register_forward_pre_hook(self._pre)
         model.register_forward_hook(self._post)
 
+    @property
+    def seconds(self) -> float:
+        if self._events:
+            self._events[-1][1].synchronize()
+            self._seconds += sum(a.elapsed_time(b) for a, b in self._events) / 1000
+            self._events.clear()
+        return self._seconds
+
     def _pre(self, module, args):
+        if self._cuda and torch.cuda.is_current_stream_capturing():
+            return
         if self._cuda:
-            torch.cuda.synchronize()
-        self._start = time.perf_counter()
+            self._events.append((torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)))
+            self._events[-1][0].record()
+        else:
+            self._start = time.perf_counter()
 
     def _post(self, module, args, output):
+        if self._cuda and torch.cuda.is_current_stream_capturing():
+            return
         if self._cuda:
-            torch.cuda.synchronize()
-        self.seconds += time.perf_counter() - self._start
+            self._events[-1][1].record()
+        else:
+            self._seconds += time.perf_counter() - self._start

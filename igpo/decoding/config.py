@@ -11,6 +11,8 @@ from igpo.errors import InvalidSetting
 
 CACHE_MODES = (None, "prefix", "dual")
 """KV caching modes of the decoder: exact decoding, prefix cache, dual cache."""
+COMPILE_MODES = (None, "graphs", "inductor")
+"""How the model's passes run: eagerly, replayed from captured CUDA graphs, or torch.compile'd."""
 
 
 def check_settings(
@@ -26,7 +28,7 @@ def check_settings(
     cache,
     cache_refresh,
     cache_refresh_tokens=None,
-    compile=False,
+    compile=None,
 ) -> None:
     """Raise a ValueError naming the first bad decoding setting (the checks that need no model)."""
     for name, value in (("gen_length", gen_length), ("block_length", block_length), ("steps", steps)):
@@ -67,8 +69,8 @@ def check_settings(
         _check_positive_int("cache_refresh_tokens", cache_refresh_tokens)
         if cache is None:
             raise InvalidSetting("cache_refresh_tokens needs a cache mode ('prefix' or 'dual')")
-    if not isinstance(compile, bool):
-        raise InvalidSetting(f"compile must be true or false, got {compile!r}")
+    if compile not in COMPILE_MODES:
+        raise InvalidSetting(f"unknown compile mode {compile!r} (use None, 'graphs' or 'inductor')")
 
 
 def _check_positive_int(name: str, value: Any) -> None:
@@ -105,11 +107,12 @@ class DecodeConfig:
     """With a cache: refill it with a full pass once a row has committed this many tokens of the
     block since the cache was filled. The cached keys/values go stale with the tokens they did not
     see, not with the passes: under a parallel rule one pass may commit many tokens or one."""
-    compile: bool = False
-    """Run the model's passes through torch.compile: on a GPU mode "reduce-overhead" captures each
-    pass (the exact pass, the cache fill, the dual-cache window) in a CUDA graph, so a pass is one
-    launch instead of ~1,000 eager ops; on a CPU inductor fuses elementwise ops. The first passes
-    of each shape pay the compilation (tens of seconds); tokens equal eager decoding's."""
+    compile: str | None = None
+    """How the model's passes run: None (eager), "graphs" (GPU only: each pass shape, such as the
+    full canvas or the dual-cache window, is captured once in a CUDA graph and replayed, one launch
+    per pass instead of ~1,000 kernels) or "inductor" (torch.compile: CUDA graphs through mode
+    "reduce-overhead" on a GPU, fused kernels on a CPU; tens of seconds to compile each shape).
+    Tokens equal eager decoding's (tests: inductor on CPU; the GPU check compares graphs)."""
     suppress_tokens: tuple[int, ...] = ()
     """Token ids never proposed (LLaDA's `logits_eos_inf` is suppress_tokens=(eos,))."""
     last_tokens: tuple[int, ...] = ()

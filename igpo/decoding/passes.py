@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from igpo.decoding.graphs import graphed_passes, native_model
+
 
 class BlockLogits:
     """Logits of the current block, from a full pass or, with a KV cache, from a window pass.
@@ -19,7 +21,7 @@ class BlockLogits:
     shrink block by block and compile once per block).
     """
 
-    def __init__(self, model, attn, positions, prompt_len, cfg_scale, mask_id, shifted, cache_mode, compile=False):
+    def __init__(self, model, attn, positions, prompt_len, cfg_scale, mask_id, shifted, cache_mode, compile=None):
         self.model, self.prompt_len, self.cfg_scale = model, prompt_len, cfg_scale
         self.mask_id, self.shifted, self.mode = mask_id, shifted, cache_mode
         self.doubled = cfg_scale > 0
@@ -27,8 +29,9 @@ class BlockLogits:
         self.positions = (
             None if positions is None else (torch.cat([positions, positions]) if self.doubled else positions)
         )
-        self.forward = compiled_forward(model) if compile else model
-        self.graphs = compile and getattr(model, "device", torch.device("cpu")).type == "cuda"
+        self.runner = graphed_passes(model) if compile == "graphs" else None
+        self.forward = self.runner or (compiled_forward(model) if compile == "inductor" else model)
+        self.mark_steps = compile == "inductor" and getattr(model, "device", torch.device("cpu")).type == "cuda"
         self.cache = None
         self.windows: dict[tuple[int, int], torch.Tensor] = {}
 
@@ -46,16 +49,21 @@ class BlockLogits:
         return unc + (self.cfg_scale + 1) * (cond - unc)
 
     def _cache(self, inputs: torch.Tensor):
+        """The decode's KV cache: the graph runner's static buffers; allocated here for a compiled
+        forward (buffers made inside it would be graph outputs); else filled by the model."""
         if self.cache is None:
             from igpo.models.transformer import KVCache
 
-            model = self.model
-            self.cache = KVCache.allocate(
-                model.config, inputs.shape[0], inputs.shape[1], dtype=model.dtype, device=inputs.device
-            )
-            if self.graphs:  # fixed addresses: captured graphs read and write these buffers
-                for t in self.cache.keys + self.cache.values:
-                    torch._dynamo.mark_static_address(t)
+            if self.runner is not None:
+                self.cache = self.runner.cache_for(*inputs.shape)
+            elif self.forward is not self.model:
+                model = native_model(self.model)
+                self.cache = KVCache.allocate(model.config, *inputs.shape, dtype=model.dtype, device=inputs.device)
+                if self.mark_steps:  # fixed addresses: inductor's CUDA graphs write these buffers
+                    for t in self.cache.keys + self.cache.values:
+                        torch._dynamo.mark_static_address(t)
+            else:
+                self.cache = KVCache()
         return self.cache
 
     def _window(self, lo: int, hi: int, device) -> torch.Tensor:
@@ -67,8 +75,8 @@ class BlockLogits:
         """Logits [B, block, V]; `fresh` marks a full pass (it refills the cache)."""
         lo = start - 1 if self.shifted and start > 0 else start  # shifted: token j read at j-1
         inputs = self.canvas(x)
-        if self.graphs:
-            torch.compiler.cudagraph_mark_step_begin()  # the last pass's outputs are consumed
+        if self.mark_steps:  # inductor's CUDA graphs: the last pass's outputs are consumed
+            torch.compiler.cudagraph_mark_step_begin()
         kwargs = {}  # only what is set: other models' forwards may not take position_ids
         if self.attn is not None:
             kwargs["attention_mask"] = self.attn

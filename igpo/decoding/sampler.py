@@ -119,7 +119,7 @@ def generate(
     cache: str | None = None,
     cache_refresh: int | None = None,
     cache_refresh_tokens: int | None = None,
-    compile: bool = False,
+    compile: str | None = None,
     suppress_tokens: list[int] | tuple[int, ...] | None = None,
     last_tokens: list[int] | tuple[int, ...] | None = None,
     generator: Generators = None,
@@ -139,7 +139,7 @@ def generate(
     on its own generator, so a request decodes the same whatever batch it lands in.
     `shifted_logits` (default: the model's token_spec) shifts Dream-style logits.
     `last_tokens` candidates are committed only when no other candidate of the block is left.
-    `compile` runs the model's passes through torch.compile (CUDA graphs on a GPU).
+    `compile` replays captured CUDA graphs ("graphs") or runs torch.compile'd passes ("inductor").
     `record_steps` returns, per position, the pass that committed it (`commit_step`).
     Host synchronisations: one before the first pass, then at most one per pass (under a
     parallel rule: is the block done?) or one per block (the fixed schedule: did every row end?).
