@@ -4,7 +4,8 @@
     small warm-up run; its run record gives wall time, model-load time, time inside decoding
     and time inside model forward passes, so overhead = wall - forward, per sample.
 (b) Scoring: `verify_answer` (math-verify) and `strict_correct` (d1 first-box) on realistic
-    synthetic responses built from the real GSM8K and MATH500 golds.
+    synthetic responses built from the real GSM8K and MATH500 golds, one call at a time; then
+    `verify_answers` on the math-verify worker pool at each pool size up to the cores.
 """
 
 from __future__ import annotations
@@ -221,6 +222,74 @@ def time_scorer(scorer: Callable[[str, str], Any], cases: list[tuple[str, str]])
     }
 
 
+def scoring_cases(data_dir: Path) -> dict[str, list[tuple[str, str]]]:
+    """The GSM8K and MATH500 (gold, response) cases, drawn from one seeded generator."""
+    rng = random.Random(SEED)
+    gsm8k = gsm8k_cases(data_dir, rng)
+    return {"GSM8K": gsm8k, "MATH500": math500_cases(data_dir, rng)}
+
+
+def pool_sizes(cores: int) -> list[int]:
+    """1, 2, 4, ... below the core count, and the core count."""
+    sizes, size = [], 1
+    while size < cores:
+        sizes.append(size)
+        size *= 2
+    return [*sizes, cores]
+
+
+POOL_REPEATS = 3
+"""Timed passes per pool size, each with freshly started workers (the median is reported)."""
+
+
+def measure_pool(cases: list[tuple[str, str]], sizes: list[int]) -> list[dict[str, Any]]:
+    """`verify_answers` on all `cases` at once with the worker pool set to each size: POOL_REPEATS
+    passes, each after stopping the workers and starting that many fresh ones (untimed), so no
+    pass finds sympy's caches warm from another; the median pass's samples/s, correct share,
+    fast-path share, timeouts."""
+    from igpo.scoring import (
+        reset_scoring_stats,
+        running_workers,
+        scoring_stats,
+        set_worker_count,
+        shutdown_worker,
+        verify_answers,
+    )
+
+    rows = []
+    try:
+        for size in sizes:
+            set_worker_count(size)
+            load = os.getloadavg()[0]
+            passes = []
+            for _ in range(POOL_REPEATS):
+                shutdown_worker()
+                verify_answers([("x^2 + 1", f"\\boxed{{1 + x^2}} {i}") for i in range(4 * size)])
+                if running_workers() != size:
+                    raise RuntimeError(f"{running_workers()} workers running, {size} asked for")
+                reset_scoring_stats()
+                start = time.perf_counter()
+                scores = verify_answers(cases)
+                passes.append((time.perf_counter() - start, scores, scoring_stats()))
+            seconds, scores, stats = sorted(passes, key=lambda p: p[0])[len(passes) // 2]
+            rows.append(
+                {
+                    "workers": size,
+                    "load": load,
+                    "samples": len(cases),
+                    "seconds": seconds,
+                    "per_s": len(cases) / seconds,
+                    "all_per_s": [len(cases) / p[0] for p in passes],
+                    "correct": sum(s.correct for s in scores) / len(cases),
+                    "worker_share": stats.get("worker_calls", 0) / len(cases),
+                    "timeouts": sum(s.timed_out for s in scores),
+                }
+            )
+    finally:
+        set_worker_count(None)
+    return rows
+
+
 def measure_scoring(data_dir: Path) -> tuple[list[dict[str, Any]], float]:
     """Throughput rows per (dataset, metric), and the math-verify worker's start-up seconds."""
     from igpo.scoring import (
@@ -235,9 +304,8 @@ def measure_scoring(data_dir: Path) -> tuple[list[dict[str, Any]], float]:
     start = time.perf_counter()
     verify_answer("x^2 + 1", "\\boxed{1 + x^2}")  # symbolic: starts the worker, not counted below
     startup = time.perf_counter() - start
-    rng = random.Random(SEED)
     rows = []
-    for dataset, cases in (("GSM8K", gsm8k_cases(data_dir, rng)), ("MATH500", math500_cases(data_dir, rng))):
+    for dataset, cases in scoring_cases(data_dir).items():
         for name, scorer in (("verify_answer", verify_answer), ("strict_correct", strict_correct)):
             reset_scoring_stats()
             row = {"dataset": dataset, "metric": name, **time_scorer(scorer, cases)}
@@ -271,6 +339,7 @@ def render(
     scoring: list[dict[str, Any]],
     startup: float,
     load_average: float,
+    pool: list[dict[str, Any]],
 ) -> str:
     import torch
 
@@ -315,6 +384,23 @@ def render(
     ]
     lines += [
         "",
+        "## Scoring throughput per worker count (MATH500, `verify_answers`)",
+        "",
+        table(
+            ["math-verify workers", "samples", "seconds (median)", "samples/s", "passes samples/s", "speed-up"]
+            + ["correct %", "load average before"]
+            + ["math-verify worker share", "timeouts"],
+            [
+                [r["workers"], r["samples"], f"{r['seconds']:.3f}", f"{r['per_s']:.0f}"]
+                + [", ".join(f"{v:.0f}" for v in r["all_per_s"]), f"{r['per_s'] / pool[0]['per_s']:.2f}x"]
+                + [f"{100 * r['correct']:.1f}", f"{r['load']:.1f}"]
+                + [f"{100 * r['worker_share']:.0f}%", r["timeouts"]]
+                for r in pool
+            ],
+        ),
+    ]
+    lines += [
+        "",
         "How it is measured. Overhead: `run_eval` runs once untimed on "
         f"{WARMUP_LIMIT} problems (imports, dataset cache, first passes), then on {limit} fresh problems "
         "with an empty response cache; its run record's provenance gives the wall time (model load to "
@@ -329,8 +415,15 @@ def render(
         f"{100 * UNBOXED_SHARE:.0f}% unboxed answers; MATH500 {100 * WRONG_SHARE:.0f}% another "
         f"problem's gold and {100 * REWRITE_SHARE:.0f}% equivalent rewrites (\\dfrac, 5.0, spacing). "
         "Each scorer scores every response once in one thread; samples/s = responses / seconds. The "
-        "worker share is the fraction of `verify_answer` calls that needed the math-verify worker "
-        f"process (the rest took the in-process numeric fast path); starting that worker took "
+        "worker share is the fraction of `verify_answer` calls that needed a math-verify worker "
+        "process (the rest were decided in-process by `igpo.scoring.fast_verdict`: a canonical "
+        "number in the response's only box against a canonical numeric gold, where math-verify's "
+        "verdict follows from its own rules; everything else, the whole response, goes to "
+        "math-verify). Per worker count: the same MATH500 responses scored by one "
+        f"`verify_answers` call with the pool set to that many workers, {POOL_REPEATS} passes each "
+        "with freshly started workers (started untimed, so no pass finds sympy's caches warm from "
+        "an earlier one; the one-call-at-a-time rows above reuse one worker and do); the pool "
+        "defaults to the usable cores. Starting a worker took "
         f"{startup:.2f} s, excluded above: it includes verifying {len(WARMUP_PAIRS)} answer shapes "
         "(igpo.scoring.WARMUP_PAIRS) once, which moves sympy's first-use costs out of the "
         "first responses, and `igpo eval` starts the worker in a background thread when a task is "
@@ -354,10 +447,19 @@ def run(cfg: EvalBenchConfig) -> dict[str, Any]:
             name = "random tiny ({d_model}x{n_layers})".format(**BENCH_ARCH)
         overhead = measure_overhead(model, data_dir, cfg.limit, cfg.batch_size)
     scoring, startup = measure_scoring(data_dir)
-    text = render(name, cfg.limit, cfg.batch_size, overhead, scoring, startup, load_average)
+    from igpo.scoring import default_worker_count
+
+    pool = measure_pool(scoring_cases(data_dir)["MATH500"], pool_sizes(default_worker_count()))
+    text = render(name, cfg.limit, cfg.batch_size, overhead, scoring, startup, load_average, pool)
     write_markdown(cfg.out, text)
     print(text)
-    return {"overhead": overhead, "scoring": scoring, "worker_startup_s": startup, "load_average": load_average}
+    return {
+        "overhead": overhead,
+        "scoring": scoring,
+        "pool": pool,
+        "worker_startup_s": startup,
+        "load_average": load_average,
+    }
 
 
 if __name__ == "__main__":
