@@ -158,25 +158,9 @@ def bench_gpu(
 ) -> None:
     """LLaDA-8B-shaped random model in bf16: decoding (exact, dual cache, CUDA graphs) next to its floors,
     bf16 numerics, the published code side by side, and one LoRA RL step; each row written as measured."""
-    from harness.bench.gpu import GPUBenchConfig, run
+    from harness.bench.gpu import config_for, run
 
-    cfg = GPUBenchConfig(shape=shape, out=out, peer=peer, budget_s=budget)
-    if shape == "tiny":
-        cfg = GPUBenchConfig(
-            shape=shape,
-            out=out,
-            peer=peer,
-            budget_s=budget,
-            gen_lengths=(64,),
-            batches=(1, 2),
-            prompt_tokens=16,
-            block_length=16,
-            full_decode_batch=1,
-            timed_blocks=2,
-            rl_generations=2,
-            rl_gen_length=32,
-            lora_r=4,
-        )
+    cfg = config_for(shape, out=out, peer=peer, budget_s=budget)
     run(cfg, echo=typer.echo)
 
 

@@ -128,6 +128,27 @@ def test_compile_mode_is_a_decoding_setting():
     from harness.lmeval.args import parse_args
 
     assert parse_args({"pretrained": "testbed", "compile": "inductor"}).decode.compile == "inductor"
+    from igpo.config import load_config, resolve_recipe
+    from igpo.training.rl import RLConfig
+
+    recipe = load_config(RLConfig, resolve_recipe("igpo_llada"), ["decode.compile=graphs"])
+    assert recipe.decode.compile == "graphs"
+    from harness.protocols import parse_protocol
+
+    proto = parse_protocol({"name": "p", "decoding": {"cache": "dual", "compile": "graphs"}}, source="p.yaml")
+    assert proto.decoding.compile == "graphs"
+
+
+def test_batched_parallel_rows_commit_independently():
+    """Dual cache + threshold at batch 3: rows commit different numbers of tokens per pass and
+    each row's tokens equal decoding it alone."""
+    model = fuse_projections(tiny_model())
+    g = torch.Generator().manual_seed(9)
+    ids = torch.randint(4, 60, (3, 6), generator=g)
+    kw = dict(gen_length=16, block_length=8, steps=8, mask_id=model.token_spec.mask_id, cache="dual", threshold=0.5)
+    batched = generate(model, ids, **kw).sequences
+    for row in range(3):
+        assert torch.equal(generate(model, ids[row : row + 1], **kw).sequences[0], batched[row]), row
 
 
 @pytest.mark.slow

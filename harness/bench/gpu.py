@@ -28,7 +28,6 @@ from pathlib import Path
 from harness.bench import gpu_measure as measure
 from harness.bench.common import machine_line, write_markdown
 from harness.bench.peers import DEFAULT_DIR
-from harness.markdown import table
 from igpo.errors import InvalidSetting
 
 SHAPES = {
@@ -77,6 +76,23 @@ class GPUBenchConfig:
     out: Path = Path("results/bench/gpu.md")
 
 
+TINY = dict(
+    gen_lengths=(64,),
+    batches=(1, 2),
+    prompt_tokens=16,
+    block_length=16,
+    rl_generations=2,
+    rl_gen_length=32,
+    lora_r=4,
+)
+"""The tiny shape's sizes: every stage in seconds on a CPU."""
+
+
+def config_for(shape: str, **settings) -> GPUBenchConfig:
+    """The check's settings for `shape` (the tiny one shrinks every size)."""
+    return GPUBenchConfig(shape=shape, **{**(TINY if shape == "tiny" else {}), **settings})
+
+
 class Report:
     """The markdown file, rewritten atomically after every row (a killed run keeps them all)."""
 
@@ -102,8 +118,14 @@ class Report:
         self.echo("| " + " | ".join(cells) + " |")
 
     def flush(self) -> None:
-        out = [p if isinstance(p, str) else table(p[0], p[1]) for p in self.parts]
+        out = [p if isinstance(p, str) else _pipe_table(*p) for p in self.parts]
         write_markdown(self.path, "\n".join(out) + "\n")
+
+
+def _pipe_table(header: list[str], rows: list[list[str]]) -> str:
+    """A markdown table without tabulate (the GPU machine may have only torch, transformers, peft)."""
+    lines = [header, ["---"] * len(header), *rows]
+    return "\n".join("| " + " | ".join(cells) + " |" for cells in lines)
 
 
 def run(cfg: GPUBenchConfig, echo=print) -> str:
@@ -185,3 +207,26 @@ def run(cfg: GPUBenchConfig, echo=print) -> str:
     report.text()
     report.text(f"Wall time {time.perf_counter() - started:.0f} s.")
     return cfg.out.read_text()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m harness.bench.gpu`: the same check without the CLI's dependencies (typer, lm-eval),
+    for a GPU machine that has only torch, transformers and peft (tabulate is needed for tables)."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m harness.bench.gpu", description=__doc__.splitlines()[0])
+    parser.add_argument("--shape", default="llada8b", choices=sorted(SHAPES))
+    parser.add_argument("--peer", type=Path, default=DEFAULT_DIR)
+    parser.add_argument("--budget", type=float, default=GPUBenchConfig.budget_s)
+    parser.add_argument("--out", type=Path, default=GPUBenchConfig.out)
+    args = parser.parse_args(argv)
+    try:
+        run(config_for(args.shape, peer=args.peer, budget_s=args.budget, out=args.out))
+    except InvalidSetting as err:
+        print(f"error: {err}", file=__import__("sys").stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
