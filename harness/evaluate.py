@@ -95,6 +95,9 @@ def plan(req: EvalRequest) -> Plan:
         raise InvalidSetting(f"--limit must be a positive number of problems, got {req.limit}")
     if req.batch_size < 1:
         raise InvalidSetting(f"--batch-size must be >= 1, got {req.batch_size}")
+    twice = sorted({s for s in req.seeds or [] if req.seeds.count(s) > 1})
+    if twice:  # a repeated seed would count the same draws twice and narrow the interval
+        raise InvalidSetting(f"--seeds lists seed {', '.join(map(str, twice))} more than once; each seed once")
     if req.device:
         try:
             kind = torch_device_type(req.device)

@@ -124,6 +124,8 @@ def parse_protocol(raw: Any, *, source: str = "<dict>", file_hash: str = "") -> 
             or any(isinstance(x, bool) or not isinstance(x, int) or x < 0 for x in seeds)
         ):
             raise InvalidSetting(f"'seeds' must be a non-empty list of integers >= 0, got {seeds!r}")
+        if len(set(seeds)) != len(seeds):  # the same draws counted twice would narrow the interval
+            raise InvalidSetting(f"'seeds' lists a seed more than once: {seeds!r}")
         lengths = raw.get("gen_lengths")
         lengths = [int(x) for x in lengths] if lengths else None
         ratio = raw.get("steps_ratio")

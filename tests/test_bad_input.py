@@ -72,6 +72,7 @@ EVAL_CASES = [
     (["--steps", "7"], "steps"),
     (["--cfg-scale", "-1"], "cfg_scale"),
     (["--threshold", "1.5"], "threshold"),
+    (["--seeds", "1,1", "--temperature", "0.7"], "seed 1 more than once"),
 ]
 
 
@@ -219,6 +220,7 @@ def test_protocol_file_mistakes(tmp_path):
     out = tmp_path / "out"
     for text, needle in (
         (base.replace("seeds: [0, 1, 2]", "seeds: []"), "seeds"),
+        (base.replace("seeds: [0, 1, 2]", "seeds: [0, 1, 1]"), "more than once"),
         (base.replace("igpo_arith:", "igpo_arihtm:"), "igpo_arihtm"),
         (base.replace("temperature: 0.0", "temperature: .nan", 1), "temperature"),
     ):
