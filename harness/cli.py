@@ -11,6 +11,7 @@ from typing import Annotated
 import typer
 
 from harness.errors import UserError, friendly
+from igpo.atomic import check_output_path
 from igpo.errors import MissingInput
 
 app = typer.Typer(
@@ -27,15 +28,22 @@ bench_app = typer.Typer(
 app.add_typer(bench_app, name="bench")
 
 
-@app.callback()
-def _root(
-    version: Annotated[bool, typer.Option("--version", help="Print the version and exit.")] = False,
-) -> None:
-    if version:
+def _print_version(value: bool) -> None:
+    """--version: print igpo's version and exit before any command is parsed (an eager option)."""
+    if value:
         from importlib.metadata import version as pkg_version
 
-        typer.echo(pkg_version("igpo"))
+        typer.echo(f"igpo {pkg_version('igpo')}")
         raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool, typer.Option("--version", help="Print the version and exit.", callback=_print_version, is_eager=True)
+    ] = False,
+) -> None:
+    """Train IGPO checkpoints of masked diffusion LMs and benchmark them in lm-evaluation-harness."""
 
 
 @bench_app.command("decode")
@@ -69,6 +77,8 @@ def bench_decode(
     """
     from harness.bench.decode import DecodeBenchConfig, run
 
+    _check_outputs(("--out", out, False))
+    _positive(gen_length=gen_length, block_length=block_length, steps=steps, batch_size=batch_size, repeats=repeats)
     try:
         counts = [int(v) for v in problems.split(",")]
     except ValueError:
@@ -112,6 +122,8 @@ def bench_eval(
     """Harness overhead per sample (igpo eval minus forward passes) and scoring throughput."""
     from harness.bench.eval import EvalBenchConfig, run
 
+    _check_outputs(("--out", out, False))
+    _positive(limit=limit)
     run(EvalBenchConfig(model=model, data_dir=data_dir, limit=limit, out=out))
 
 
@@ -127,6 +139,8 @@ def bench_train(
     """GRPO vs IGPO step time, exact vs fast rollouts, split into generation / hinting / scoring / log-prob / backward."""
     from harness.bench.train import TrainBenchConfig, run
 
+    _check_outputs(("--out", out, False))
+    _positive(steps=steps)
     run(TrainBenchConfig(model=model, steps=steps, out=out))
 
 
@@ -138,6 +152,7 @@ def bench_ops(
     """Eager aten ops per layer and per decoding pass, and host synchronisations (CPU, seconds)."""
     from harness.bench.ops import OpsBenchConfig, run
 
+    _check_outputs(("--out", out, False))
     typer.echo(run(OpsBenchConfig(out=out)))
 
 
@@ -162,6 +177,21 @@ def bench_gpu(
 
     cfg = config_for(shape, out=out, peer=peer, budget_s=budget)
     run(cfg, echo=typer.echo)
+
+
+def _check_outputs(*outputs: tuple[str, Path | None, bool]) -> None:
+    """(flag, path or None, is a folder) for each output: refused before any work when it cannot
+    be written (igpo.atomic.check_output_path)."""
+    for flag, path, folder in outputs:
+        if path is not None:
+            check_output_path(path, flag, folder=folder)
+
+
+def _positive(**counts: int) -> None:
+    """Each count option must be >= 1 (named as its --flag)."""
+    for name, value in counts.items():
+        if value < 1:
+            raise UserError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
 
 
 def _split(values: list[str] | None) -> list[str]:
@@ -264,6 +294,9 @@ def eval_cmd(
     from harness.errors import UserError
     from harness.evaluate import EvalRequest, run_eval, run_series
 
+    _check_outputs(("--out", out, True), ("--html", html, False))
+    if not no_leaderboard:
+        _check_outputs(("--leaderboard", leaderboard or _leaderboard_for(out), False))
     if model is None and run is None:
         from igpo.models.loading import EMBEDDED_MODELS
 
@@ -360,6 +393,7 @@ def leaderboard_cmd(
     from harness.leaderboard import DEFAULT_REFERENCE, discover_runs, write_leaderboard
     from harness.results import RESULTS_FILE
 
+    _check_outputs(("--out", out, False))
     paths: list[Path] = []
     for r in runs:
         if r.is_dir() and not (r / RESULTS_FILE).is_file():
@@ -393,6 +427,7 @@ def report_cmd(
     baseline comparison with flipped items, checkpoint series, training curves, ablations."""
     from harness.report import write_report
 
+    _check_outputs(("--out", out, False))
     path = write_report(paths, out, baseline=baseline, title=title)
     typer.echo(f"report: {path} ({path.stat().st_size / 1e6:.2f} MB)")
 
@@ -436,6 +471,7 @@ def ablate_cmd(
     """Ablation grid (cells x seeds): train each from the same start, evaluate every checkpoint, report."""
     from harness.ablate import ablate
 
+    _check_outputs(("--out", out, True), ("--results", results, True), ("--html", html, False))
     made = ablate(
         grid=grid,
         quick=quick,
@@ -513,6 +549,9 @@ def check_cmd(
     """Paired regression test of a candidate against a baseline run: exit 0 pass, 1 regression, 2 error."""
     from harness.check import POINTS, CandidateModel, CheckRequest, CheckSettings, run_check
 
+    _check_outputs(
+        ("--summary", summary, False), ("--json", json_out, False), ("--out", out, True), ("--html", html, False)
+    )
     settings = CheckSettings(
         alpha=alpha, max_drop=max_drop / POINTS, allow_mismatch=allow_mismatch, exact=exact, tasks=_split(tasks)
     )
@@ -589,6 +628,7 @@ def rewrite_traces_cmd(
     from harness.rewrite.run import RewriteJob, run
     from harness.rewrite.run import dry_run as render_dry_run
 
+    _check_outputs(("--out", out, False))
     fields = resolve_fields(preset, question_field, trace_field, answer_field)
     key = api_key or os.environ.get("OPENAI_API_KEY") or "EMPTY"
     client = ClientSettings(

@@ -40,6 +40,17 @@ def one_line(err: BaseException) -> str:
     return msg
 
 
+def end_progress_bars() -> None:
+    """Close every open tqdm bar, so an error printed next starts a line of its own (a `^error:`
+    grep finds it) instead of trailing a half-drawn bar."""
+    tqdm_module = sys.modules.get("tqdm")
+    for bar in list(getattr(getattr(tqdm_module, "tqdm", None), "_instances", None) or []):
+        try:
+            bar.close()
+        except Exception:  # a bar whose stream is gone: nothing left to end
+            pass
+
+
 def friendly(func: F) -> F:
     """Run a CLI command; turn input errors into `error: ...` on stderr and exit code 2."""
 
@@ -53,6 +64,7 @@ def friendly(func: F) -> F:
         except user_errors() as err:
             if debugging():
                 raise
+            end_progress_bars()
             print(f"error: {one_line(err)}", file=sys.stderr)
             raise SystemExit(EXIT_ERROR) from None
 

@@ -156,6 +156,9 @@ def plan(req: EvalRequest) -> Plan:
             "'..'), so the run stays under --out"
         )
     name = req.name or "-".join(filter(None, [model_part, adapter_part, slug(protocol.name)]))
+    from igpo.atomic import check_output_path
+
+    check_output_path(req.out / name, "--name" if req.name else "--out", folder=True)
     return Plan(
         protocol=protocol,
         leaves=leaves,

@@ -28,9 +28,11 @@ def _run(
     config_cls, trainer, recipe: str, out: Path | None, resume: bool, overwrite: bool, overrides: list[str] | None
 ) -> None:
     """Load a recipe with overrides into `config_cls` and hand it to `trainer`."""
+    from igpo.atomic import check_output_path
     from igpo.config import load_config, resolve_recipe
 
     path = resolve_recipe(recipe)
+    check_output_path(_out(path, out), "--out", folder=True)
     cfg = load_config(config_cls, path, overrides or [])
     folder = trainer(cfg, _out(path, out), resume=resume, overwrite=overwrite)
     typer.echo(f"checkpoints: {folder / 'checkpoints'}")

@@ -295,3 +295,98 @@ def test_leftover_tmp_checkpoint_does_not_block_eval_run(tmp_path):
     )
     assert result.exit_code == 0, result.output
     assert "000003.tmp" not in result.output or "skip" in result.output.lower()
+
+
+# --------------------------------------------------------------------------- output paths
+
+
+def _paths(tmp_path: Path, args: list[str]) -> list[str]:
+    """FILE: an existing file; DIR: an existing folder; LONG: a 300-character name; under tmp_path."""
+    (tmp_path / "afile").write_text("mine\n")
+    (tmp_path / "adir").mkdir(exist_ok=True)
+    names = {"FILE": "afile", "DIR": "adir", "LONG": "x" * 300}
+    return [
+        str(tmp_path / "/".join(names.get(p, p) for p in a[1:].split("/"))) if a.startswith("@") else a for a in args
+    ]
+
+
+_EVAL = ["eval", "--tasks", "arith", "--limit", "1"]
+OUTPUT_CASES = [
+    ([*_EVAL, "--no-leaderboard", "--out", "@FILE"], "--out"),
+    ([*_EVAL, "--no-leaderboard", "--out", "@FILE/runs"], "--out"),
+    ([*_EVAL, "--no-leaderboard", "--out", "@DIR", "--name", "x" * 300], "--name"),
+    ([*_EVAL, "--no-leaderboard", "--out", "@LONG"], "--out"),
+    ([*_EVAL, "--no-leaderboard", "--out", "@DIR", "--html", "@FILE/r.html"], "--html"),
+    ([*_EVAL, "--no-leaderboard", "--out", "@DIR", "--html", "@DIR"], "--html"),
+    ([*_EVAL, "--out", "@DIR", "--leaderboard", "@DIR"], "--leaderboard"),
+    ([*_EVAL, "--out", "@DIR", "--leaderboard", "@FILE/lb.md"], "--leaderboard"),
+    (["train", "--recipe", "grpo_tiny", "--out", "@FILE"], "--out"),
+    (["sft", "--recipe", "sft_tiny", "--out", "@FILE/run"], "--out"),
+    (["train", "--recipe", "grpo_tiny", "--out", "@DIR/LONG"], "--out"),
+    (["report", "@DIR", "--out", "@DIR"], "--out"),
+    (["report", "@DIR", "--out", "@FILE/r.html"], "--out"),
+    (["leaderboard", "@DIR", "--out", "@DIR"], "--out"),
+    (["leaderboard", "@DIR", "--out", "@FILE/lb.md"], "--out"),
+    (["ablate", "--quick", "--out", "@FILE"], "--out"),
+    (["ablate", "--quick", "--out", "@DIR", "--results", "@FILE"], "--results"),
+    (["ablate", "--quick", "--out", "@DIR", "--html", "@DIR"], "--html"),
+    (["check", "@DIR", "--baseline", "@DIR", "--summary", "@DIR"], "--summary"),
+    (["check", "@DIR", "--baseline", "@DIR", "--json", "@FILE/c.json"], "--json"),
+    (["check", "@DIR", "--baseline", "@DIR", "--out", "@FILE"], "--out"),
+    (["check", "@DIR", "--baseline", "@DIR", "--html", "@DIR"], "--html"),
+    (["rewrite-traces", "@FILE", "--out", "@DIR", "--base-url", "http://127.0.0.1:9", "--model", "m"], "--out"),
+    (
+        ["rewrite-traces", "@FILE", "--out", "@FILE/k.jsonl", "--base-url", "http://127.0.0.1:9", "--model", "m"],
+        "--out",
+    ),
+    (["bench", "decode", "--out", "@DIR"], "--out"),
+    (["bench", "ops", "--out", "@FILE/ops.md"], "--out"),
+    (["bench", "train", "--out", "@DIR"], "--out"),
+    (["bench", "eval", "--out", "@DIR"], "--out"),
+    (["bench", "decode", "--repeats", "0", "--out", "@DIR/d.md"], "--repeats"),
+    (["bench", "decode", "--steps", "0", "--out", "@DIR/d.md"], "--steps"),
+    (["bench", "decode", "--batch-size", "-1", "--out", "@DIR/d.md"], "--batch-size"),
+    (["bench", "eval", "--limit", "0", "--out", "@DIR/e.md"], "--limit"),
+    (["bench", "train", "--steps", "0", "--out", "@DIR/t.md"], "--steps"),
+]
+
+
+@pytest.mark.parametrize(
+    "args, needle", OUTPUT_CASES, ids=[" ".join(c[0][:4]) + f"-{i}" for i, c in enumerate(OUTPUT_CASES)]
+)
+def test_output_paths_checked_before_any_work(tmp_path, args, needle):
+    """An output that cannot be written is refused at once, naming its flag; nothing is written."""
+    result = igpo(*_paths(tmp_path, args))
+    assert_one_error(result, needle)
+    written = sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*"))
+    assert written == ["adir", "afile"], written
+    assert (tmp_path / "afile").read_text() == "mine\n"
+
+
+def test_version_prints_the_version():
+    from importlib.metadata import version
+
+    result = igpo("--version")
+    assert result.exit_code == 0, result.output
+    assert result.output.strip() == f"igpo {version('igpo')}"
+
+
+def test_error_after_a_progress_bar_starts_its_own_line(capsys):
+    """An error raised while a tqdm bar is drawn is printed on a line of its own."""
+    from tqdm import tqdm
+
+    from harness.errors import friendly
+    from igpo.errors import BadFile
+
+    @friendly
+    def command():
+        bar = tqdm(total=3, desc="work", file=sys.stderr)
+        bar.update(1)
+        raise BadFile("data.jsonl: line 3: not JSON")
+
+    with pytest.raises(SystemExit) as exit_info:
+        command()
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "\nerror: data.jsonl: line 3: not JSON" in err or err.startswith("error:"), repr(err)
+    assert [line for line in err.splitlines() if "error:" in line] == ["error: data.jsonl: line 3: not JSON"]
