@@ -192,7 +192,7 @@ def _interval_text(interval: tuple[float, float] | None) -> str:
 
 def render_report(spec: GridSpec, cells: list[CellResult], base: BaseResult | None, jobs: list[Job]) -> str:
     """The markdown report: final numbers per cell, accuracy vs step, the grid itself."""
-    from tabulate import tabulate
+    from harness.markdown import table as markdown_table
 
     levels = sorted({lv for c in cells for r in c.runs for lv in r.levels} | set(base.levels if base else {}))
     headers = [
@@ -243,15 +243,13 @@ def render_report(spec: GridSpec, cells: list[CellResult], base: BaseResult | No
                 "-" if stats.replaced is None else f"{stats.replaced:.2f}",
             ]
         )
-    table = tabulate(rows, headers=headers, tablefmt="pipe", disable_numparse=True)
+    table = markdown_table(headers, rows)
     steps = sorted({s for c in cells for r in c.runs for s in r.curve})
     curve_rows = [
         [c.name, *(_pct(_mean(r.curve.get(s, math.nan) for r in c.runs)) for s in steps)] for c in cells if c.runs
     ]
     curves = (
-        tabulate(curve_rows, headers=["cell", *(f"step {s}" for s in steps)], tablefmt="pipe", disable_numparse=True)
-        if curve_rows
-        else "(no finished runs yet)"
+        markdown_table(["cell", *(f"step {s}" for s in steps)], curve_rows) if curve_rows else "(no finished runs yet)"
     )
     grid_rows = [
         [
@@ -262,7 +260,7 @@ def render_report(spec: GridSpec, cells: list[CellResult], base: BaseResult | No
         ]
         for name, cell in spec.cells.items()
     ]
-    grid = tabulate(grid_rows, headers=["cell", "overrides", "seeds", "what"], tablefmt="pipe", disable_numparse=True)
+    grid = markdown_table(["cell", "overrides", "seeds", "what"], grid_rows)
     missing = [j.label for j in jobs if not j.done_file.is_file()]
     ev = spec.eval
     notes = [

@@ -30,6 +30,8 @@ from typing import Any
 import yaml
 from tabulate import LATEX_ESCAPE_RULES, tabulate
 
+from harness.markdown import one_line
+from harness.markdown import table as markdown_table
 from harness.records import UNKNOWN, RunRecord
 from harness.results import RESULTS_FILE, atomic_write_text, load_results
 from igpo.errors import BadFile, InvalidSetting, MissingInput
@@ -444,11 +446,15 @@ def render(lb: Leaderboard, fmt: str) -> str:
         raise InvalidSetting(f"unknown format {fmt!r}; choose from {', '.join(TABLE_FORMATS)}")
     if fmt == "csv":
         return _render_csv(lb)
-    table = tabulate(_table_rows(lb), headers=_headers(lb), tablefmt=TABLE_FORMATS[fmt], disable_numparse=True)
+    if fmt == "latex":  # tabulate escapes LaTeX's specials; a line break would split the row's source
+        rows = [[one_line(c) for c in r] for r in _table_rows(lb)]
+        table = tabulate(rows, headers=_headers(lb), tablefmt=TABLE_FORMATS[fmt], disable_numparse=True)
+    else:  # a label cannot forge a row, a cell or an HTML tag
+        table = markdown_table(_headers(lb), _table_rows(lb), tablefmt=TABLE_FORMATS[fmt])
     if fmt == "latex":
         notes = "".join(f"{_latex_escape(n)}\\par\n" for n in lb.notes)
         return f"{table}\n\n{{\\footnotesize\n{notes}}}\n"
-    notes = "".join(f"- {n}\n" for n in lb.notes)
+    notes = "".join(f"- {one_line(n)}\n" for n in lb.notes)
     return f"# Leaderboard\n\n{table}\n\nNotes:\n\n{notes}"
 
 

@@ -29,7 +29,7 @@ from harness.check.pairing import (
     item_table,
     pair_task,
 )
-from harness.markdown import table
+from harness.markdown import one_line, table
 from harness.records import RunRecord, Sample
 from harness.results import (
     SAMPLES_FILE,
@@ -149,7 +149,8 @@ def _p_text(p: float) -> str:
 
 
 def _label(record: RunRecord, path: str) -> str:
-    return str(record.label or record.model.name_or_path or path)
+    """The run's name as shown in a code span of the report: one line, no backtick to end it."""
+    return one_line(record.label or record.model.name_or_path or path).replace("`", "'")
 
 
 SAMPLES_TOLERANCE = 1e-9

@@ -1,0 +1,79 @@
+"""Results cannot be skewed silently (issue 29): what a user gives either counts as what it is or
+is refused. Labels cannot forge table rows, duplicated or foreign sample rows are refused, a
+non-finite gold answer is refused, an edited protocol is marked, an adapter runs on the base it
+records, and the device a run used is recorded. Bad input that ends in one error line is in
+tests/test_bad_input.py's table; these are the checks of what is written instead."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from harness.markdown import cells
+from harness.records import ModelInfo, ProtocolInfo, RunRecord, TaskResult
+from harness.results import write_results
+
+FORGED = "mine\n| forged | igpo | reported | 99.9 [99.0, 100.0] | 99.9 | paper |\n<script>x</script>"
+
+
+def make_run(root: Path, name: str, label: str | None = None, protocol: ProtocolInfo | None = None) -> Path:
+    task = TaskResult(
+        task="igpo_gsm8k",
+        metric="exact_match",
+        accuracy=0.5,
+        n_items=2,
+        samples_per_item=1,
+        ci95=(0.1, 0.9),
+        ci_kind="wilson",
+        stderr=0.3,
+        seeds=[0],
+    )
+    record = RunRecord(
+        tasks={"igpo_gsm8k": task},
+        model=ModelInfo(name_or_path="testbed"),
+        protocol=protocol or ProtocolInfo(name="igpo"),
+        run_name=name,
+        label=label,
+        label_given=label is not None,
+    )
+    rows = [{"task": "igpo_gsm8k", "doc_id": d, "seed": 0, "repeat": 0, "gold": "1", "correct": d == 0} for d in (0, 1)]
+    write_results(root / name, record, rows)
+    return root / name
+
+
+@pytest.mark.parametrize("fmt", ["markdown", "github"])
+def test_label_cannot_forge_a_leaderboard_row(tmp_path, fmt):
+    from harness.leaderboard import write_leaderboard
+
+    text = write_leaderboard([make_run(tmp_path, "r", label=FORGED)], None, fmt, None)
+    lines = [line for line in text.splitlines() if line.startswith("|")]
+    assert len(lines) == 3, text  # header, rule, the one run: no forged row
+    header, row = cells(lines[0]), cells(lines[2])
+    assert len(row) == len(header) and row[header.index("result")] == "measured"
+    assert row[0].startswith("mine |") and "forged" in row[0]  # the label is kept, on one line
+    assert "<script>" not in text and "&lt;script>" in text  # no tag a renderer would run
+
+
+def test_label_in_latex_and_csv_stays_in_its_row(tmp_path):
+    import csv
+    import io
+
+    from harness.leaderboard import write_leaderboard
+
+    run = make_run(tmp_path, "r", label=FORGED)
+    latex = write_leaderboard([run], None, "latex", None)
+    body = latex.split("\\midrule")[1].split("\\bottomrule")[0]
+    assert body.count("\\\\") == 1 and len(body.strip().splitlines()) == 1, body
+    rows = list(csv.reader(io.StringIO(write_leaderboard([run], None, "csv", None))))
+    assert len(rows) == 2 and rows[1][0] == FORGED  # csv quotes the label whole
+
+
+def test_markdown_table_escapes_every_cell():
+    from harness.markdown import table
+
+    text = table(["a|b", "c"], [["x\r\ny", "1 | 2"], ["<b>bold</b>", "<0.0001"]])
+    lines = text.splitlines()
+    assert len(lines) == 4
+    assert [cells(line) for line in lines[2:]] == [["x y", "1 | 2"], ["&lt;b>bold&lt;/b>", "<0.0001"]]
+    assert cells(lines[0]) == ["a|b", "c"]
