@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -327,3 +328,71 @@ class Sample:
             raise ResultsError(f"{where} lacks a task, a doc_id or a boolean 'correct'")
         named = {f: raw[f] for f in cls.__dataclass_fields__ if f in raw and f != "extra"}
         return cls(**named, extra={k: v for k, v in raw.items() if k not in cls.__dataclass_fields__})
+
+
+def parse_samples(rows: Iterable[tuple[int, Any]], file: Path, record: RunRecord | None = None) -> list[Sample]:
+    """samples.jsonl's rows, (line number, decoded JSON) each, parsed and checked as one set.
+
+    A row that repeats an earlier row's (task, doc_id, seed, repeat) is refused, and so, with the
+    run's record, is a row the run did not produce: a task, seed or repeat results.json does not
+    list, an item beyond its n_items, a sample beyond its samples_per_item. Either would be
+    counted as a sample of its own and skew accuracies and intervals (all rows doubled halve the
+    drop a check can detect). The error names the file and the line.
+    """
+    out: list[Sample] = []
+    first_line: dict[tuple[Any, ...], int] = {}
+    items: dict[str, dict[Any, int]] = {}
+    for n, raw in rows:
+        where = f"{file}: line {n}"
+        sample = Sample.parse(raw, where)
+        for name in ("seed", "repeat"):
+            value = getattr(sample, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+                raise ResultsError(f"{where}: {name} {value!r} is not an integer")
+        key = (sample.task, sample.item, sample.seed, sample.repeat)
+        if sample.seed is not None and sample.repeat is not None:
+            if key in first_line:
+                raise ResultsError(
+                    f"{where} repeats line {first_line[key]} (task {sample.task}, doc_id {sample.doc_id!r}, "
+                    f"seed {sample.seed}, repeat {sample.repeat}): duplicated rows"
+                )
+            first_line[key] = n
+        if record is not None:
+            _check_sample_belongs(sample, record, items, where)
+        out.append(sample)
+    return out
+
+
+def _check_sample_belongs(sample: Sample, record: RunRecord, items: dict[str, dict[Any, int]], where: str) -> None:
+    """Refuse a row the run's results.json cannot account for (`items`: rows so far per item)."""
+    results = record.path.name if record.path is not None else "results.json"
+    task = record.tasks.get(sample.task)
+    if task is None:
+        raise ResultsError(
+            f"{where}: task {sample.task!r} is not one of the run's tasks in {results} "
+            f"({', '.join(sorted(record.tasks))}): a foreign row"
+        )
+    if sample.seed is not None and task.seeds and sample.seed not in task.seeds:
+        raise ResultsError(
+            f"{where}: seed {sample.seed!r} is not one of task {sample.task}'s seeds in {results} "
+            f"({', '.join(map(str, task.seeds))}): a foreign row"
+        )
+    if sample.repeat is not None and not (
+        isinstance(sample.repeat, int) and 0 <= sample.repeat < max(1, int(task.repeats or 1))
+    ):
+        raise ResultsError(
+            f"{where}: repeat {sample.repeat!r} is outside task {sample.task}'s {task.repeats} repeat(s): a foreign row"
+        )
+    per_item = items.setdefault(sample.task, {})
+    count = per_item.get(sample.item, 0) + 1
+    if count == 1 and len(per_item) >= task.n_items:
+        raise ResultsError(
+            f"{where}: doc_id {sample.doc_id!r} would be item {len(per_item) + 1} of task {sample.task}, "
+            f"which has {task.n_items} in {results}: a foreign row"
+        )
+    if count > task.samples_per_item:
+        raise ResultsError(
+            f"{where}: sample {count} of doc_id {sample.doc_id!r} of task {sample.task}, which has "
+            f"{task.samples_per_item} per item in {results}: a duplicated row"
+        )
+    per_item[sample.item] = count

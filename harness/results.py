@@ -20,7 +20,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from harness.records import FORMAT, FORMAT_VERSION, ResultsError, RunRecord, Sample, TaskResult
+from harness.records import FORMAT, FORMAT_VERSION, ResultsError, RunRecord, Sample, TaskResult, parse_samples
 from igpo.atomic import atomic_write_text
 from igpo.jsonfile import finite
 
@@ -75,17 +75,19 @@ def load_results(path: str | Path) -> RunRecord:
 
 
 def load_samples(path: str | Path) -> list[Sample]:
-    """Per-sample records of a run (folder or results.json path), each validated."""
+    """Per-sample records of a run (folder or results.json path), each validated, and as a set
+    against the run's results.json when there is one (no duplicated or foreign rows)."""
     file = results_path(path).with_name(SAMPLES_FILE)
     if not file.is_file():
         raise ResultsError(f"no samples file at {file}")
-    out = []
+    record_file = file.with_name(RESULTS_FILE)
+    record = load_results(record_file) if record_file.is_file() else None
+    rows = []
     with open(file, encoding="utf-8") as f:
         for n, line in enumerate(f, 1):
             if line.strip():
                 try:
-                    raw = json.loads(line)
+                    rows.append((n, json.loads(line)))
                 except json.JSONDecodeError:
                     raise ResultsError(f"{file}: line {n} is not valid JSON") from None
-                out.append(Sample.parse(raw, f"{file}: line {n}"))
-    return out
+    return parse_samples(rows, file, record)

@@ -115,11 +115,11 @@ def write_run(
     task_changes: dict[str, dict[str, Any]] | None = None,
 ) -> Path:
     """A run folder with one task per array (shape [items, samples]); one seed per sample column
-    group: single-sample tasks use seed 0, avg@k tasks k repeats of seed 0."""
+    group: the task's seeds (task_changes), else seed 0 (avg@k tasks: k repeats of seed 0)."""
     table, rows = {}, []
     for key, correct in tasks.items():
         table[key] = task_result(key, correct, **(task_changes or {}).get(key, {}))
-        rows += task_rows(key, correct, [0])
+        rows += task_rows(key, correct, (task_changes or {}).get(key, {}).get("seeds", [0]))
     record = RunRecord(
         tasks=table,
         model=ModelInfo(name_or_path="base-model"),

@@ -77,3 +77,69 @@ def test_markdown_table_escapes_every_cell():
     assert len(lines) == 4
     assert [cells(line) for line in lines[2:]] == [["x y", "1 | 2"], ["&lt;b>bold&lt;/b>", "<0.0001"]]
     assert cells(lines[0]) == ["a|b", "c"]
+
+
+# --------------------------------------------------------------------------- samples.jsonl as a set
+
+BASELINE = Path(__file__).resolve().parents[1] / "results" / "baselines" / "testbed-arith"
+
+
+def _baseline_copy(dest: Path, change) -> Path:
+    """The committed baseline run with its samples.jsonl lines passed through `change`."""
+    import shutil
+
+    shutil.copytree(BASELINE, dest)
+    lines = (dest / "samples.jsonl").read_text(encoding="utf-8").splitlines(keepends=True)
+    (dest / "samples.jsonl").write_text("".join(change(lines)), encoding="utf-8")
+    return dest
+
+
+def _retask(line: str, task: str) -> str:
+    import json
+
+    return json.dumps({**json.loads(line), "task": task}) + "\n"
+
+
+def _reseed(line: str, seed: int) -> str:
+    import json
+
+    return json.dumps({**json.loads(line), "seed": seed}) + "\n"
+
+
+@pytest.mark.parametrize(
+    "change, needle",
+    [
+        (lambda lines: [x for line in lines for x in (line, line)], "line 2 repeats line 1"),
+        (lambda lines: lines + lines, f"line {60 + 1} repeats line 1"),
+        (lambda lines: [*lines, _retask(lines[0], "igpo_gsm8k")], "task 'igpo_gsm8k' is not one of the run's tasks"),
+        (lambda lines: [*lines, _reseed(lines[0], 7)], "seed 7 is not one of task igpo_arith's seeds"),
+    ],
+    ids=["every-row-twice", "file-appended-to-itself", "foreign-task", "foreign-seed"],
+)
+def test_duplicated_or_foreign_sample_rows_refused(tmp_path, change, needle):
+    from test_bad_input import assert_one_error, igpo
+
+    bad = _baseline_copy(tmp_path / "bad", change)
+    for cmd in (["check", bad, "--baseline", BASELINE], ["check", BASELINE, "--baseline", bad]):
+        assert_one_error(igpo(*cmd), needle)
+    html = tmp_path / "r.html"
+    result = igpo("report", bad, "--out", html)
+    assert_one_error(result, needle)
+    assert f"{bad / 'samples.jsonl'}: line " in result.output and not html.exists()
+
+
+def test_extra_item_and_extra_sample_refused(tmp_path):
+    import json
+
+    from harness.results import ResultsError, load_samples
+
+    lines = (BASELINE / "samples.jsonl").read_text(encoding="utf-8").splitlines(keepends=True)
+    new_item = json.dumps({**json.loads(lines[0]), "doc_id": 10_000}) + "\n"
+    with pytest.raises(ResultsError, match=r"line 61: doc_id 10000 would be item 61 of task igpo_arith, which has 60"):
+        load_samples(_baseline_copy(tmp_path / "item", lambda ls: [*ls, new_item]))
+    no_keys = [
+        json.dumps({k: v for k, v in json.loads(x).items() if k not in ("seed", "repeat")}) + "\n" for x in lines
+    ]
+    with pytest.raises(ResultsError, match=r"line 61: sample 2 of doc_id 0 .* 1 per item"):
+        load_samples(_baseline_copy(tmp_path / "twice", lambda ls: no_keys + no_keys[:1]))
+    assert len(load_samples(BASELINE)) == 60  # the run as written loads
