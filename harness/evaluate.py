@@ -148,6 +148,10 @@ def plan(req: EvalRequest) -> Plan:
         raise MissingInput(f"model path not found: {req.model}")
     if req.adapter and not Path(req.adapter).is_dir():
         raise MissingInput(f"adapter folder not found: {req.adapter}")
+    if req.adapter:
+        from igpo.models.adapter import check_adapter_folder
+
+        check_adapter_folder(req.adapter)  # config types, rank, weights: before the model loads
     model_part = slug(Path(req.model).name if Path(req.model).exists() else req.model)
     adapter_part = slug(Path(req.adapter).name) if req.adapter else None
     if req.name is not None and not is_plain_name(req.name):
@@ -228,6 +232,7 @@ def _run_eval(req: EvalRequest) -> Path:
         cache_file=str(p.run_dir / CACHE_FILE),
     )
     lm.stats["load_seconds"] = time.perf_counter() - started
+    lm.apply_chat_template([{"role": "user", "content": "?"}])  # no chat template: one line, before any task
     manager = TaskManager(include_path=str(TASK_DIR), include_defaults=False)
     seeds = req.seeds if req.seeds else p.protocol.seeds
     per_task: dict[str, dict[str, Any]] = {}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from igpo.decoding import DecodeConfig, GenerateOutput, generate
 from igpo.models import ArchConfig, TokenSpec, new_model, save_model
 
 VOCAB = 64
@@ -23,6 +24,42 @@ def tiny_model(seed: int = 0, vocab: int = VOCAB, std: float = 0.3, **arch) -> t
     model = new_model(cfg, spec, seed=seed)
     model.init_weights(torch.Generator().manual_seed(seed), std=std)
     return model.eval()
+
+
+def decode(
+    model,
+    prompt,
+    *,
+    mask_id=None,
+    eos_id=None,
+    shifted_logits=None,
+    attention_mask=None,
+    hints=None,
+    generator=None,
+    record_steps=False,
+    **settings,
+) -> GenerateOutput:
+    """`generate` as the tests spell it: DecodeConfig fields and special tokens as keywords
+    (the early exit on when an eos_id is given; shifted logits from the model's spec by default)."""
+    own = getattr(model, "token_spec", None)
+    spec = TokenSpec(
+        mask_id=mask_id if mask_id is not None else own.mask_id,
+        eos_id=eos_id,
+        eot_id=None,
+        pad_id=None,
+        shifted_logits=bool(getattr(own, "shifted_logits", False)) if shifted_logits is None else shifted_logits,
+    )
+    cfg = DecodeConfig(**{"early_exit": eos_id is not None, **settings})
+    return generate(
+        model,
+        prompt,
+        cfg,
+        tokens=spec,
+        attention_mask=attention_mask,
+        hints=hints,
+        generator=generator,
+        record_steps=record_steps,
+    )
 
 
 @pytest.fixture(autouse=True)

@@ -215,6 +215,30 @@ def test_lm_eval_benchmark_offline_without_data_dir(tmp_path):
     assert DATA_DIR_ENV in line, line
 
 
+@pytest.mark.parametrize(
+    "task, gold, needle",
+    [
+        ("amc", float("nan"), "amc/test.jsonl:5: the gold answer is 'nan'"),
+        ("amc", "-Infinity", "amc/test.jsonl:5: the gold answer is '-Infinity'"),
+        ("gsm8k", "He has 3.\n#### nan", "gsm8k/test.jsonl:5: the gold answer is 'nan'"),
+    ],
+)
+def test_non_finite_gold_answer(tmp_path, task, gold, needle):
+    """A NaN or infinite gold would be scored against every response: refused by file and line."""
+    from tasks.registry import SPECS, TASKS
+
+    spec = SPECS[TASKS[task]]
+    data = tmp_path / "data"
+    (data / spec.local_file).parent.mkdir(parents=True)
+    source = Path(os.environ.get(DATA_DIR_ENV, REPO.parent / "shared" / "data")) / spec.local_file
+    rows = [json.loads(line) for line in source.read_text(encoding="utf-8").splitlines()[:8]]
+    rows[4]["answer"] = gold
+    (data / spec.local_file).write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    out = tmp_path / "out"
+    args = ["eval", "--tasks", task, "--data-dir", data, "--limit", "1", "--out", out, "--no-leaderboard"]
+    assert_one_error(igpo(*args), needle, out)
+
+
 def test_protocol_file_mistakes(tmp_path):
     base = (REPO / "harness" / "protocols" / "igpo.yaml").read_text()
     out = tmp_path / "out"

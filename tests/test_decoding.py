@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import EOS_ID, MASK_ID, VOCAB, tiny_model
+from conftest import EOS_ID, MASK_ID, VOCAB, decode, tiny_model
 from torch import nn
 
 from igpo.decoding import DecodeConfig, generate
 from igpo.decoding.schedule import sample_candidates, transfer_schedule
+from igpo.errors import InvalidSetting
 from igpo.models import DLLMOutput
 
 
@@ -83,7 +84,7 @@ def test_matches_reference_schedule(gen_length, block_length, steps, factory):
         pytest.skip("setting not valid")
     model = factory(seed=gen_length + steps)
     prompt = torch.randint(4, VOCAB - 1, (3, 6), generator=torch.Generator().manual_seed(steps))
-    ours = generate(model, prompt, gen_length=gen_length, block_length=block_length, steps=steps, mask_id=MASK_ID)
+    ours = decode(model, prompt, gen_length=gen_length, block_length=block_length, steps=steps, mask_id=MASK_ID)
     ref = reference_generate(model, prompt, gen_length, block_length, steps, MASK_ID)
     assert torch.equal(ours.sequences, ref)
     assert (ours.sequences[:, 6:] != MASK_ID).all()
@@ -97,7 +98,7 @@ def test_matches_reference_with_hints_and_cfg():
     hints[0, 2:6] = torch.tensor([10, 11, 12, 13])
     hints[1, 9:16] = 20
     for cfg_scale in (0.0, 1.5):
-        ours = generate(
+        ours = decode(
             model, prompt, gen_length=16, block_length=8, steps=8, mask_id=MASK_ID, hints=hints, cfg_scale=cfg_scale
         )
         ref = reference_generate(model, prompt, 16, 8, 8, MASK_ID, hints=hints, cfg_scale=cfg_scale)
@@ -110,7 +111,7 @@ def test_hints_never_overwritten_at_temperature(gen):
     hints = torch.full((4, 32), MASK_ID)
     fixed = torch.rand(4, 32, generator=gen) < 0.4
     hints[fixed] = torch.randint(4, VOCAB - 1, (int(fixed.sum()),), generator=gen)
-    out = generate(
+    out = decode(
         model,
         prompt,
         gen_length=32,
@@ -133,12 +134,12 @@ def test_hinted_positions_do_not_count_in_schedule():
     prompt = torch.randint(4, VOCAB - 1, (1, 4))
     hints = torch.full((1, 16), MASK_ID)
     hints[0, :8] = 7
-    out = generate(model, prompt, gen_length=16, block_length=8, steps=8, mask_id=MASK_ID, hints=hints)
+    out = decode(model, prompt, gen_length=16, block_length=8, steps=8, mask_id=MASK_ID, hints=hints)
     assert out.nfe == 4  # only the second block's 4 steps
     # Half a block hinted: 4 masked tokens over 4 steps commit one per step.
     hints = torch.full((1, 8), MASK_ID)
     hints[0, ::2] = 9
-    out = generate(model, prompt, gen_length=8, block_length=8, steps=4, mask_id=MASK_ID, hints=hints)
+    out = decode(model, prompt, gen_length=8, block_length=8, steps=4, mask_id=MASK_ID, hints=hints)
     assert out.nfe == 4 and (out.completions[0, ::2] == 9).all()
 
 
@@ -153,9 +154,9 @@ def test_padding_invariance():
     for i, p in enumerate(prompts):
         batch[i, width - len(p) :] = p
         mask[i, width - len(p) :] = 1
-    out = generate(model, batch, attention_mask=mask, gen_length=16, block_length=8, steps=8, mask_id=MASK_ID)
+    out = decode(model, batch, attention_mask=mask, gen_length=16, block_length=8, steps=8, mask_id=MASK_ID)
     for i, p in enumerate(prompts):
-        alone = generate(model, p[None], gen_length=16, block_length=8, steps=8, mask_id=MASK_ID)
+        alone = decode(model, p[None], gen_length=16, block_length=8, steps=8, mask_id=MASK_ID)
         assert torch.equal(out.completions[i], alone.completions[0])
 
 
@@ -180,8 +181,8 @@ def test_early_exit_keeps_tokens_and_saves_passes():
     model = EndsEarly(prompt_len=4, n=6)
     prompt = torch.randint(4, VOCAB - 1, (2, 4))
     kw = dict(gen_length=32, block_length=8, steps=16, mask_id=MASK_ID)
-    full = generate(model, prompt, **kw)
-    early = generate(model, prompt, eos_id=EOS_ID, **kw)
+    full = decode(model, prompt, **kw)
+    early = decode(model, prompt, eos_id=EOS_ID, **kw)
     assert torch.equal(full.sequences, early.sequences)
     assert full.nfe == 16 and early.nfe == 4  # block 1 already ends in EOS (first EOS at 6)
 
@@ -189,8 +190,8 @@ def test_early_exit_keeps_tokens_and_saves_passes():
 def test_early_exit_waits_for_every_row():
     model = tiny_model()
     prompt = torch.randint(4, VOCAB - 1, (2, 4))
-    out = generate(model, prompt, gen_length=16, block_length=8, steps=8, mask_id=MASK_ID, eos_id=EOS_ID)
-    plain = generate(model, prompt, gen_length=16, block_length=8, steps=8, mask_id=MASK_ID)
+    out = decode(model, prompt, gen_length=16, block_length=8, steps=8, mask_id=MASK_ID, eos_id=EOS_ID)
+    plain = decode(model, prompt, gen_length=16, block_length=8, steps=8, mask_id=MASK_ID)
     assert torch.equal(out.sequences, plain.sequences)  # random model: no row ends early
 
 
@@ -198,9 +199,9 @@ def test_seeded_sampling_is_reproducible():
     model = tiny_model(seed=2)
     prompt = torch.randint(4, VOCAB - 1, (3, 5))
     kw = dict(gen_length=16, block_length=8, steps=8, temperature=1.0, mask_id=MASK_ID)
-    a = generate(model, prompt, generator=torch.Generator().manual_seed(11), **kw)
-    b = generate(model, prompt, generator=torch.Generator().manual_seed(11), **kw)
-    c = generate(model, prompt, generator=torch.Generator().manual_seed(12), **kw)
+    a = decode(model, prompt, generator=torch.Generator().manual_seed(11), **kw)
+    b = decode(model, prompt, generator=torch.Generator().manual_seed(11), **kw)
+    c = decode(model, prompt, generator=torch.Generator().manual_seed(12), **kw)
     assert torch.equal(a.sequences, b.sequences)
     assert not torch.equal(a.sequences, c.sequences)
 
@@ -220,7 +221,7 @@ def test_transfer_schedule_spreads_remainder_first():
 def test_threshold_commits_confident_tokens_in_parallel():
     model = EndsEarly(prompt_len=4, n=32)  # every position: token 5 with high confidence
     prompt = torch.randint(4, VOCAB - 1, (2, 4))
-    out = generate(model, prompt, gen_length=32, block_length=8, steps=32, mask_id=MASK_ID, threshold=0.5)
+    out = decode(model, prompt, gen_length=32, block_length=8, steps=32, mask_id=MASK_ID, threshold=0.5)
     assert out.nfe == 4  # one pass per block: every candidate is above the threshold
     assert (out.completions == 5).all()
 
@@ -229,16 +230,16 @@ def test_threshold_respects_step_cap():
     """A threshold nothing reaches still finishes every block within its steps."""
     model = tiny_model(seed=4)
     prompt = torch.randint(4, VOCAB - 1, (2, 4))
-    out = generate(model, prompt, gen_length=16, block_length=8, steps=4, mask_id=MASK_ID, threshold=1.0)
+    out = decode(model, prompt, gen_length=16, block_length=8, steps=4, mask_id=MASK_ID, threshold=1.0)
     assert out.nfe <= 4 and (out.completions != MASK_ID).all()
 
 
 def test_suppressed_tokens_never_appear():
     model = tiny_model(seed=5)
     prompt = torch.randint(4, VOCAB - 1, (4, 4))
-    base = generate(model, prompt, gen_length=16, block_length=16, steps=8, mask_id=MASK_ID)
+    base = decode(model, prompt, gen_length=16, block_length=16, steps=8, mask_id=MASK_ID)
     banned = torch.unique(base.completions)[:3].tolist()
-    out = generate(model, prompt, gen_length=16, block_length=16, steps=8, mask_id=MASK_ID, suppress_tokens=banned)
+    out = decode(model, prompt, gen_length=16, block_length=16, steps=8, mask_id=MASK_ID, suppress_tokens=banned)
     assert not torch.isin(out.completions, torch.tensor(banned)).any()
 
 
@@ -253,11 +254,11 @@ def test_shifted_logits_read_from_previous_position():
             return DLLMOutput(logits=logits)
 
     prompt = torch.zeros(1, 4, dtype=torch.long)
-    out = generate(Shifted(), prompt, gen_length=8, block_length=8, steps=8, mask_id=MASK_ID, shifted_logits=True)
+    out = decode(Shifted(), prompt, gen_length=8, block_length=8, steps=8, mask_id=MASK_ID, shifted_logits=True)
     expected = [(j % 40) + 4 for j in range(4, 12)]
     assert out.completions[0].tolist() == expected
     # An empty prompt: position 0 has no predecessor and keeps its own logits (as Dream does).
-    empty = generate(
+    empty = decode(
         Shifted(),
         torch.zeros(1, 0, dtype=torch.long),
         gen_length=8,
@@ -287,7 +288,7 @@ def test_bad_arguments_name_the_argument(kwargs, name):
     base = dict(gen_length=16, block_length=8, steps=8, mask_id=MASK_ID)
     base.update(kwargs)
     with pytest.raises(ValueError, match=name):
-        generate(model, torch.randint(4, 60, (2, 4)), **base)
+        decode(model, torch.randint(4, 60, (2, 4)), **base)
 
 
 def test_decode_config_round_trip():
@@ -305,7 +306,7 @@ def test_decode_config_round_trip():
     with pytest.raises(ValueError, match="bogus"):
         cfg.replace(bogus=1)
     model = tiny_model()
-    out = generate(model, torch.randint(4, 60, (1, 4)), mask_id=MASK_ID, **cfg.generate_kwargs())
+    out = generate(model, torch.randint(4, 60, (1, 4)), cfg.replace(early_exit=False))
     assert out.sequences.shape == (1, 68)
 
 
@@ -315,19 +316,19 @@ def test_per_row_generators_make_rows_batch_independent():
     prompts = torch.randint(4, VOCAB - 1, (3, 5), generator=torch.Generator().manual_seed(2))
     kw = dict(gen_length=16, block_length=8, steps=8, temperature=1.0, mask_id=MASK_ID, remasking="random")
     gens = [torch.Generator().manual_seed(100 + i) for i in range(3)]
-    batch = generate(model, prompts, generator=gens, **kw)
+    batch = decode(model, prompts, generator=gens, **kw)
     for i in (2, 0):
-        alone = generate(model, prompts[i : i + 1], generator=[torch.Generator().manual_seed(100 + i)], **kw)
+        alone = decode(model, prompts[i : i + 1], generator=[torch.Generator().manual_seed(100 + i)], **kw)
         assert torch.equal(alone.sequences[0], batch.sequences[i])
     with pytest.raises(ValueError, match="generator"):
-        generate(model, prompts, generator=gens[:2], **kw)
+        decode(model, prompts, generator=gens[:2], **kw)
 
 
 def test_cache_off_and_rules_off_match_exact_and_bad_values_raise():
     model = tiny_model(seed=8)
     prompt = torch.randint(4, VOCAB - 1, (2, 5))
     kw = dict(gen_length=16, block_length=8, steps=8, mask_id=MASK_ID)
-    assert torch.equal(generate(model, prompt, cache=None, **kw).sequences, generate(model, prompt, **kw).sequences)
+    assert torch.equal(decode(model, prompt, cache=None, **kw).sequences, decode(model, prompt, **kw).sequences)
     for bad, name in (
         (dict(cache="triple"), "cache"),
         (dict(factor=0.0), "factor"),
@@ -336,9 +337,9 @@ def test_cache_off_and_rules_off_match_exact_and_bad_values_raise():
         (dict(threshold=0.5, factor=1.0), "factor"),
     ):
         with pytest.raises(ValueError, match=name):
-            generate(model, prompt, **kw, **bad)
+            decode(model, prompt, **kw, **bad)
     with pytest.raises(ValueError, match="native"):
-        generate(ToyBidirectional(), prompt, cache="dual", **kw)
+        decode(ToyBidirectional(), prompt, cache="dual", **kw)
 
 
 @pytest.mark.parametrize("mode", ["prefix", "dual"])
@@ -361,18 +362,18 @@ def test_caches_never_touch_prompt_or_committed_tokens_and_equal_exact_with_one_
     model = tiny_model(seed=10)
     prompt = torch.randint(4, VOCAB - 1, (3, 6))
     kw = dict(gen_length=32, block_length=8, steps=16, mask_id=MASK_ID)
-    exact = generate(model, prompt, **kw)
+    exact = decode(model, prompt, **kw)
     for mode in ("prefix", "dual"):
-        out = generate(model, prompt, cache=mode, **kw)
+        out = decode(model, prompt, cache=mode, **kw)
         assert torch.equal(out.sequences[:, :6], prompt)
         assert (out.completions != MASK_ID).all() and out.nfe == exact.nfe
     # Every block opens with a full pass in every mode, so with one step per block the caches are
     # never read and the tokens equal exact decoding's. (How far they drift with more steps per
     # block is a measurement, not a property: `igpo bench decode` reports the identical share.)
     one_step = dict(gen_length=32, block_length=8, steps=4, mask_id=MASK_ID)
-    ref = generate(model, prompt, **one_step)
+    ref = decode(model, prompt, **one_step)
     for mode in ("prefix", "dual"):
-        assert torch.equal(generate(model, prompt, cache=mode, **one_step).sequences, ref.sequences)
+        assert torch.equal(decode(model, prompt, cache=mode, **one_step).sequences, ref.sequences)
 
 
 def test_factor_rule_commits_leading_confident_run():
@@ -422,16 +423,16 @@ def test_cache_refresh_sets_how_often_a_block_refills_the_cache():
     model, full_passes = pass_recording_model(seed=11)
     prompt = torch.randint(4, VOCAB - 1, (2, 6))
     kw = dict(gen_length=16, block_length=8, steps=16, mask_id=MASK_ID)  # 8 passes per block
-    exact = generate(model, prompt, **kw)
+    exact = decode(model, prompt, **kw)
     for mode in ("prefix", "dual"):
         full_passes.clear()
-        assert torch.equal(generate(model, prompt, cache=mode, cache_refresh=1, **kw).sequences, exact.sequences)
+        assert torch.equal(decode(model, prompt, cache=mode, cache_refresh=1, **kw).sequences, exact.sequences)
         assert all(full_passes) and len(full_passes) == 16
         full_passes.clear()
-        generate(model, prompt, cache=mode, cache_refresh=3, **kw)
+        decode(model, prompt, cache=mode, cache_refresh=3, **kw)
         assert full_passes == [i % 3 == 0 for i in range(8)] * 2
         full_passes.clear()
-        generate(model, prompt, cache=mode, **kw)
+        decode(model, prompt, cache=mode, **kw)
         assert full_passes == [i == 0 for i in range(8)] * 2
 
 
@@ -444,16 +445,16 @@ def test_cache_refresh_tokens_refills_after_that_many_commits():
     two = dict(one, steps=8)  # 2 tokens per pass
     for mode in ("prefix", "dual"):
         full_passes.clear()
-        by_tokens = generate(model, prompt, cache=mode, cache_refresh_tokens=3, **one).sequences
+        by_tokens = decode(model, prompt, cache=mode, cache_refresh_tokens=3, **one).sequences
         assert full_passes == [i % 3 == 0 for i in range(8)] * 2
-        assert torch.equal(by_tokens, generate(model, prompt, cache=mode, cache_refresh=3, **one).sequences)
+        assert torch.equal(by_tokens, decode(model, prompt, cache=mode, cache_refresh=3, **one).sequences)
         full_passes.clear()
-        generate(model, prompt, cache=mode, cache_refresh_tokens=4, **two)
+        decode(model, prompt, cache=mode, cache_refresh_tokens=4, **two)
         assert full_passes == [True, False, True, False] * 2
         full_passes.clear()
-        exact = generate(model, prompt, **two).sequences
+        exact = decode(model, prompt, **two).sequences
         full_passes.clear()
-        assert torch.equal(generate(model, prompt, cache=mode, cache_refresh_tokens=1, **two).sequences, exact)
+        assert torch.equal(decode(model, prompt, cache=mode, cache_refresh_tokens=1, **two).sequences, exact)
         assert all(full_passes)
 
 
@@ -462,9 +463,9 @@ def test_cache_refresh_must_be_a_positive_integer_with_a_cache(bad):
     model = tiny_model()
     kw = dict(gen_length=16, block_length=8, steps=8, mask_id=MASK_ID)
     with pytest.raises(ValueError, match="cache_refresh"):
-        generate(model, torch.randint(4, 60, (1, 4)), cache="dual", cache_refresh=bad, **kw)
+        decode(model, torch.randint(4, 60, (1, 4)), cache="dual", cache_refresh=bad, **kw)
     with pytest.raises(ValueError, match="cache_refresh needs a cache"):
-        generate(model, torch.randint(4, 60, (1, 4)), cache_refresh=2, **kw)
+        decode(model, torch.randint(4, 60, (1, 4)), cache_refresh=2, **kw)
 
 
 @pytest.mark.parametrize("name", ["temperature", "cfg_scale", "threshold", "factor"])
@@ -483,3 +484,19 @@ def test_config_refuses_non_finite_numbers(text):
 
     with pytest.raises(ConfigError, match="finite"):
         load_config(RLConfig, resolve_recipe("grpo_tiny"), [f"loss.beta={text}"])
+
+
+def test_generate_takes_one_decode_config(model):
+    """generate(model, prompt, DecodeConfig, tokens=...): the settings travel as one validated
+    object; tokens default to the model's spec; anything but a DecodeConfig is refused."""
+    prompt = torch.randint(4, 60, (2, 5), generator=torch.Generator().manual_seed(3))
+    cfg = DecodeConfig(gen_length=16, block_length=8, steps=8, cache="dual", threshold=0.7)
+    out = generate(model, prompt, cfg)
+    spec = model.token_spec
+    assert torch.equal(out.sequences, decode(model, prompt, eos_id=spec.eos_id, **cfg.to_dict()).sequences)
+    no_exit = generate(model, prompt, cfg.replace(early_exit=False))
+    assert torch.equal(no_exit.sequences, decode(model, prompt, **cfg.replace(early_exit=False).to_dict()).sequences)
+    with pytest.raises(InvalidSetting, match="takes a DecodeConfig"):
+        generate(model, prompt, cfg.to_dict())
+    with pytest.raises(Exception, match="cannot assign|frozen"):
+        cfg.steps = 4  # validated once: a DecodeConfig cannot change afterwards

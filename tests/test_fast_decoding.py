@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import EOS_ID, tiny_model
+from conftest import EOS_ID, decode, tiny_model
 
 from harness.bench.ops import count_decode
-from igpo.decoding import DecodeConfig, generate
+from igpo.decoding import DecodeConfig
 from igpo.decoding.graphs import GraphedPasses
 from igpo.errors import InvalidSetting
 from igpo.models import fuse_projections, load_model, save_model
@@ -43,7 +43,7 @@ def _prompt(batch=2, length=6, padded=True):
 def _decode(model, extra, **kw):
     ids, mask = _prompt()
     args = dict(gen_length=16, block_length=8, steps=8, mask_id=model.token_spec.mask_id, eos_id=EOS_ID)
-    return generate(model, ids, attention_mask=mask, **{**args, **extra, **kw})
+    return decode(model, ids, attention_mask=mask, **{**args, **extra, **kw})
 
 
 @pytest.mark.parametrize("arch", ARCHS)
@@ -87,10 +87,11 @@ def test_at_most_one_host_read_per_pass(mode):
     then at most once per pass; no `.item()`, `bool(tensor)` or `nonzero` anywhere in it."""
     model = fuse_projections(tiny_model())
     ids, mask = _prompt()
-    kwargs = dict(gen_length=24, block_length=8, steps=12, mask_id=model.token_spec.mask_id, eos_id=EOS_ID)
+    assert model.token_spec.eos_id == EOS_ID  # the early exit is on
+    cfg = DecodeConfig(gen_length=24, block_length=8, steps=12, **MODES[mode])
     hints = torch.full((2, 24), model.token_spec.mask_id)
     hints[:, 20] = 7  # a hint ahead keeps the early exit honest
-    count = count_decode(model, {**kwargs, **MODES[mode], "attention_mask": mask, "hints": hints}, ids)
+    count = count_decode(model, ids, cfg, attention_mask=mask, hints=hints)
     assert count.passes > 0
     assert count.stray_syncs == 0
     assert count.syncs <= count.passes + 1
@@ -99,8 +100,8 @@ def test_at_most_one_host_read_per_pass(mode):
 def test_fixed_schedule_reads_once_per_block():
     model = tiny_model()
     ids, mask = _prompt()
-    kwargs = dict(gen_length=32, block_length=8, steps=16, mask_id=model.token_spec.mask_id, eos_id=EOS_ID)
-    count = count_decode(model, {**kwargs, "cache": "dual", "attention_mask": mask}, ids)
+    cfg = DecodeConfig(gen_length=32, block_length=8, steps=16, cache="dual")
+    count = count_decode(model, ids, cfg, attention_mask=mask)
     assert count.passes == 16 and count.syncs <= 4  # the schedule once, then each block's EOS check
 
 
@@ -146,9 +147,9 @@ def test_batched_parallel_rows_commit_independently():
     g = torch.Generator().manual_seed(9)
     ids = torch.randint(4, 60, (3, 6), generator=g)
     kw = dict(gen_length=16, block_length=8, steps=8, mask_id=model.token_spec.mask_id, cache="dual", threshold=0.5)
-    batched = generate(model, ids, **kw).sequences
+    batched = decode(model, ids, **kw).sequences
     for row in range(3):
-        assert torch.equal(generate(model, ids[row : row + 1], **kw).sequences[0], batched[row]), row
+        assert torch.equal(decode(model, ids[row : row + 1], **kw).sequences[0], batched[row]), row
 
 
 @pytest.mark.slow
@@ -181,9 +182,9 @@ def test_published_llada_code_agrees(peer):
     assert torch.equal(model(ids).logits, theirs(ids).logits)
     kw = dict(gen_length=32, block_length=16, steps=16, mask_id=mask_id)
     ref, _ = peer.generate(theirs, ids, temperature=0.0, **kw)
-    assert torch.equal(generate(model, ids, **kw).sequences, ref)
+    assert torch.equal(decode(model, ids, **kw).sequences, ref)
     dual, _ = peer.generate_with_dual_cache(theirs, ids, temperature=0.0, **kw)
-    assert torch.equal(generate(model, ids, cache="dual", **kw).sequences, dual)
+    assert torch.equal(decode(model, ids, cache="dual", **kw).sequences, dual)
 
 
 def test_bf16_forward_no_further_from_float32_than_published(peer):

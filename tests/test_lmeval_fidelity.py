@@ -160,9 +160,7 @@ def test_llada_eos_options_reach_the_decoder(tiny_checkpoint):
 def test_last_tokens_are_committed_after_every_other_candidate():
     """With EOS made the most confident candidate, LLaDA's confidence_eos_eot_inf still commits
     every non-EOS candidate of a block first."""
-    from conftest import EOS_ID, tiny_model
-
-    from igpo.decoding import generate
+    from conftest import EOS_ID, decode, tiny_model
 
     class EosHeavy(torch.nn.Module):
         def __init__(self, inner):
@@ -177,8 +175,8 @@ def test_last_tokens_are_committed_after_every_other_candidate():
     model = EosHeavy(tiny_model())
     prompt = torch.tensor([[5, 6, 7, 8]])
     kwargs = dict(gen_length=8, block_length=8, steps=8, mask_id=model.token_spec.mask_id, record_steps=True)
-    plain = generate(model, prompt, **kwargs)
-    late = generate(model, prompt, last_tokens=(EOS_ID,), **kwargs)
+    plain = decode(model, prompt, **kwargs)
+    late = decode(model, prompt, last_tokens=(EOS_ID,), **kwargs)
     plain_eos = plain.commit_step[0][plain.completions[0] == EOS_ID]
     assert plain_eos.numel() >= 2 and int(plain_eos.min()) == 0  # the bias makes EOS go first
     steps, tokens = late.commit_step[0], late.completions[0]

@@ -7,10 +7,9 @@ import math
 
 import pytest
 import torch
-from conftest import MASK_ID, save_tiny_checkpoint, tiny_model
+from conftest import MASK_ID, decode, save_tiny_checkpoint, tiny_model
 from torch import nn
 
-from igpo.decoding import generate
 from igpo.decoding.sampler import HINTED
 from igpo.logprobs import sequence_elbo, trajectory_logprobs
 
@@ -58,7 +57,7 @@ def test_trajectory_equals_the_replayed_decoder_with_hints(temperature):
     hints[0, 2:5] = torch.tensor([7, 8, 9])
     hints[2, 10:12] = torch.tensor([11, 12])
     gens = [torch.Generator().manual_seed(i) for i in range(3)]
-    out = generate(
+    out = decode(
         rec,
         prompt,
         gen_length=16,
@@ -89,7 +88,7 @@ def test_trajectory_group_steps_scores_with_the_groups_first_canvas():
     model = tiny_model(seed=4, std=0.1)
     rec = Recorder(model)
     prompt = torch.randint(4, 60, (2, 4))
-    out = generate(
+    out = decode(
         rec,
         prompt,
         gen_length=16,
@@ -110,7 +109,7 @@ def test_trajectory_group_steps_scores_with_the_groups_first_canvas():
 def test_trajectory_carries_gradients_and_entropy():
     model = tiny_model(seed=5, std=0.1).train()
     prompt = torch.randint(4, 60, (2, 4))
-    out = generate(
+    out = decode(
         model,
         prompt,
         gen_length=8,

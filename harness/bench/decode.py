@@ -107,7 +107,7 @@ def _timed(fn, device: str):
 def part_one(cfg: DecodeBenchConfig) -> str:
     import torch
 
-    from igpo.decoding import generate
+    from igpo.decoding import DecodeConfig, generate
     from igpo.models import ArchConfig, TokenSpec, load_model, new_model
 
     if cfg.model:
@@ -124,9 +124,9 @@ def part_one(cfg: DecodeBenchConfig) -> str:
     prompts = torch.randint(0, high, (cfg.batch_size, PROMPT_LENGTH), generator=g)
     prompts[prompts == spec.mask_id] = (spec.mask_id + 1) % high  # a prompt never holds the mask token
     prompts = prompts.to(model.device)
-    kw = dict(gen_length=cfg.gen_length, block_length=cfg.block_length, steps=cfg.steps, mask_id=spec.mask_id)
-    generate(model, prompts[:1], **{**kw, "gen_length": cfg.block_length, "steps": 1})  # warm-up
-    runs = [_timed(lambda: generate(model, prompts, **kw), device) for _ in range(cfg.repeats)]
+    decoding = DecodeConfig(gen_length=cfg.gen_length, block_length=cfg.block_length, steps=cfg.steps, early_exit=False)
+    generate(model, prompts[:1], decoding.replace(gen_length=cfg.block_length, steps=1))  # warm-up
+    runs = [_timed(lambda: generate(model, prompts, decoding), device) for _ in range(cfg.repeats)]
     wall = statistics.median(r[1] for r in runs)
     nfe = runs[0][0].nfe
     peak = max(r[2] for r in runs) / 2**20
@@ -213,7 +213,7 @@ def part_two(cfg: DecodeBenchConfig) -> tuple[str, dict]:
     import torch
 
     from harness.check.stats import mcnemar_exact_p
-    from igpo.decoding import generate
+    from igpo.decoding import DecodeConfig, generate
     from igpo.decoding.text import completion_texts, stop_ids
     from igpo.scoring import verify_answer
 
@@ -245,18 +245,15 @@ def part_two(cfg: DecodeBenchConfig) -> tuple[str, dict]:
             base = None
             for label, mode in FAST_MODES:
                 steps, opts = mode_options(mode, length, cfg.steps_per_token)
-                kw = dict(
-                    gen_length=length, block_length=FAST_BLOCK, steps=steps, mask_id=spec.mask_id, eos_id=spec.eos_id
-                )
+                decoding = DecodeConfig(gen_length=length, block_length=FAST_BLOCK, steps=steps, **opts)
 
-                def decode(kw=kw, opts=opts, pset=pset):
+                def decode(decoding=decoding, pset=pset):
                     outs = [
                         generate(
                             model,
                             pset.ids[i : i + cfg.fast_batch_size],
+                            decoding,
                             attention_mask=pset.mask[i : i + cfg.fast_batch_size],
-                            **kw,
-                            **opts,
                         )
                         for i in range(0, len(pset.golds), cfg.fast_batch_size)
                     ]
@@ -288,7 +285,7 @@ def part_three() -> str:
 
     if not torch.cuda.is_available():
         return "## 3. LLaDA-8B-sized model (GPU)\n\nNot run: no GPU on this machine.\n"
-    from igpo.decoding import generate
+    from igpo.decoding import DecodeConfig, generate
     from igpo.models import ArchConfig, TokenSpec, new_model
 
     model = new_model(ArchConfig(**LLADA_8B), TokenSpec(mask_id=126336, eos_id=None, eot_id=None, pad_id=0))
@@ -303,8 +300,8 @@ def part_three() -> str:
         base = None
         for label, mode in FAST_MODES:
             steps, opts = mode_options(mode, length, 1.0)
-            kw = dict(gen_length=length, block_length=FAST_BLOCK, steps=steps, mask_id=model.token_spec.mask_id)
-            _, seconds, peak = _timed(lambda kw=kw, opts=opts: generate(model, prompts, **kw, **opts), "cuda")
+            decoding = DecodeConfig(gen_length=length, block_length=FAST_BLOCK, steps=steps, **opts)
+            _, seconds, peak = _timed(lambda decoding=decoding: generate(model, prompts, decoding), "cuda")
             base = base or seconds
             rows.append([length, label, f"{length / seconds:.1f}", f"{base / seconds:.2f}x", f"{peak / 2**30:.1f}"])
     lines.append(table(["gen_length", "mode", "tokens/s", "speed-up", "peak GiB"], rows))

@@ -134,17 +134,13 @@ def decode(model, cfg, gen: int, batch: int, settings: dict, blocks: int, device
     """Warm up at the decode's shapes, then time decoding `blocks` blocks (all when it is every block)."""
     import torch
 
-    from igpo.decoding import generate
+    from igpo.decoding import DecodeConfig, generate
 
     g = torch.Generator(device=device).manual_seed(gen * 1000 + batch)
     mask_id = model.token_spec.mask_id
     prompt = torch.randint(1, mask_id - 2, (batch, cfg.prompt_tokens), generator=g, device=device)
-    kwargs = dict(
-        gen_length=gen,
-        block_length=cfg.block_length,
-        steps=gen // cfg.tokens_per_pass,
-        mask_id=mask_id,
-        **settings,
+    decoding = DecodeConfig(
+        gen_length=gen, block_length=cfg.block_length, steps=gen // cfg.tokens_per_pass, early_exit=False, **settings
     )
     if settings.get("compile") == "graphs" and device.type != "cuda":
         from igpo.decoding.graphs import GraphedPasses
@@ -152,13 +148,13 @@ def decode(model, cfg, gen: int, batch: int, settings: dict, blocks: int, device
         if getattr(model, "_graphed_passes", None) is None:  # CPU: the same buffers, no capture
             model._graphed_passes = GraphedPasses(model, capture=False)
     warm = _hints(model, batch, gen, cfg.block_length, 1, WARMUP_OPEN, g, device)
-    generate(model, prompt, hints=warm, **kwargs)
+    generate(model, prompt, decoding, hints=warm)
     all_blocks = gen // cfg.block_length
     hints = None if blocks >= all_blocks else _hints(model, batch, gen, cfg.block_length, blocks, None, g, device)
     with peak_memory(device.type) as peak:
         sync(device)
         started = time.perf_counter()
-        out = generate(model, prompt, hints=hints, **kwargs)
+        out = generate(model, prompt, decoding, hints=hints)
         sync(device)
         seconds = time.perf_counter() - started
     done = min(blocks, all_blocks)
@@ -257,7 +253,7 @@ def peer_rows(model, peer, cfg, device, deadline: float) -> list[list[str]]:
     import torch
 
     from harness.bench.peers import PeerUnavailable, peer_model
-    from igpo.decoding import generate
+    from igpo.decoding import DecodeConfig, generate
 
     if isinstance(peer, str):
         return [["", "peers", f"skipped: {peer}", "", "", ""]]
@@ -292,7 +288,8 @@ def peer_rows(model, peer, cfg, device, deadline: float) -> list[list[str]]:
                 t_theirs, (x_theirs, _) = _timed(
                     partial(fn, theirs, prompt, temperature=0.0, mask_id=mask_id, **kw), device
                 )
-                t_ours, out = _timed(partial(generate, model, prompt, mask_id=mask_id, cache=cache, **kw), device)
+                ours = DecodeConfig(**kw, cache=cache, early_exit=False)
+                t_ours, out = _timed(partial(generate, model, prompt, ours), device)
             equal = (x_theirs[:, cfg.prompt_tokens :] == out.completions).float().mean().item()
             rows.append(
                 [
@@ -320,6 +317,8 @@ def rl_step(shape: dict, cfg, device) -> dict[str, float]:
     import torch
     from peft import LoraConfig, get_peft_model
 
+    from igpo.decoding import DecodeConfig
+
     model = build(shape, device, fused=False)
     policy = get_peft_model(
         model,
@@ -331,8 +330,12 @@ def rl_step(shape: dict, cfg, device) -> dict[str, float]:
     spec = policy.token_spec
     prompt = torch.randint(1, spec.mask_id - 2, (1, cfg.prompt_tokens), generator=g, device=device)
     prompt = prompt.repeat(cfg.rl_generations, 1)
-    decode = dict(
-        gen_length=cfg.rl_gen_length, block_length=cfg.block_length, steps=cfg.rl_gen_length // 2, temperature=1.0
+    decode = DecodeConfig(
+        gen_length=cfg.rl_gen_length,
+        block_length=cfg.block_length,
+        steps=cfg.rl_gen_length // 2,
+        temperature=1.0,
+        early_exit=False,
     )
     with peak_memory(device.type) as peak:
         times = _timed_step(policy, optimizer, prompt, decode, cfg, device, g)
@@ -349,7 +352,7 @@ def _timed_step(policy, optimizer, prompt, decode, cfg, device, g) -> dict[str, 
     t0 = time.perf_counter()
     policy.eval()
     with torch.no_grad():
-        out = generate(policy, prompt, mask_id=spec.mask_id, record_steps=True, generator=g, **decode)
+        out = generate(policy, prompt, decode, record_steps=True, generator=g)
     sync(device)
     t1 = time.perf_counter()
     policy.train()

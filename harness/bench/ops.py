@@ -51,8 +51,9 @@ class OpCount:
         return (self.layer_ops + self.model_ops + self.decoder_ops) / max(self.passes, 1)
 
 
-def count_decode(model, decode_kwargs: dict, prompt) -> OpCount:
-    """Run one `generate` under a dispatch mode that counts ops by scope and host reads."""
+def count_decode(model, prompt, cfg, **inputs) -> OpCount:
+    """Run one `generate(model, prompt, cfg, **inputs)` under a dispatch mode that counts ops by
+    scope and host reads."""
     import torch
     from torch.utils._python_dispatch import TorchDispatchMode
 
@@ -111,14 +112,14 @@ def count_decode(model, decode_kwargs: dict, prompt) -> OpCount:
         sampler.host_read = counted_read
     try:
         with Counting():
-            sampler.generate(model, prompt, **decode_kwargs)
+            sampler.generate(model, prompt, cfg, **inputs)
     finally:
         model.forward = forward
         if host_read is not None:
             sampler.host_read = host_read
         for h in hooks:
             h.remove()
-    count.blocks = decode_kwargs["gen_length"] // decode_kwargs["block_length"]
+    count.blocks = cfg.gen_length // cfg.block_length
     return count
 
 
@@ -163,6 +164,8 @@ class OpsBenchConfig:
 def rows(cfg: OpsBenchConfig) -> list[list[str]]:
     import torch
 
+    from igpo.decoding import DecodeConfig
+
     out = []
     for fused in cfg.fused:
         if fused:
@@ -175,15 +178,13 @@ def rows(cfg: OpsBenchConfig) -> list[list[str]]:
             1, LAYOUT["vocab_size"] - 2, (cfg.batch, cfg.prompt_tokens), generator=torch.Generator().manual_seed(1)
         )
         for mode, extra in MODES.items():
-            kwargs = dict(
+            decode = DecodeConfig(
                 gen_length=cfg.gen_length,
                 block_length=cfg.block_length,
                 steps=cfg.gen_length // cfg.tokens_per_pass,
-                mask_id=model.token_spec.mask_id,
-                eos_id=model.token_spec.eos_id,
                 **extra,
             )
-            c = count_decode(model, kwargs, prompt)
+            c = count_decode(model, prompt, decode)
             out.append(
                 [
                     "fused" if fused else "separate",

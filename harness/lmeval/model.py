@@ -33,7 +33,7 @@ from harness.lmeval.cache import SEED_MODULUS, ResponseCache, request_key, seed_
 from harness.lmeval.settings import RequestSettings, resolve
 from igpo.decoding import DecodeConfig, generate
 from igpo.decoding.text import cut_at_stop, left_pad, stop_ids
-from igpo.errors import MissingInput
+from igpo.errors import BadFile
 from igpo.logprobs import elbo_loglikelihood
 from igpo.models import fuse_projections, load_model, load_tokenizer
 
@@ -189,6 +189,12 @@ class DiffusionLM(LM):
         return getattr(self.tokenizer, "chat_template", None)
 
     def apply_chat_template(self, chat_history: list[dict[str, str]], add_generation_prompt: bool = True) -> str:
+        if not getattr(self.tokenizer, "chat_template", None):
+            name = self.args.tokenizer or self.args.pretrained
+            raise BadFile(
+                f"the tokenizer of {name} has no chat template (chat_template in tokenizer_config.json or "
+                "chat_template.jinja), which igpo eval and lm-eval's --apply_chat_template need"
+            )
         continue_final = not add_generation_prompt and chat_history and chat_history[-1]["role"] == "assistant"
         return self.tokenizer.apply_chat_template(
             chat_history,
@@ -375,11 +381,10 @@ class DiffusionLM(LM):
         out = generate(
             self.model,
             ids.to(self._device),
-            attention_mask=mask.to(self._device) if not bool(mask.all()) else None,
-            mask_id=self.spec.mask_id,
-            eos_id=self.spec.eos_id if cfg.early_exit else None,
+            cfg,
+            tokens=self.spec,
+            attention_mask=mask.to(self._device),
             generator=gens,
-            **cfg.generate_kwargs(),
         )
         self.stats["decode_seconds"] += time.perf_counter() - start
         self.stats["requests"] += len(batch)
@@ -462,11 +467,8 @@ class DiffusionLM(LM):
         greedy = generate(
             self.model,
             prefix[None],
-            gen_length=n,
-            block_length=n,
-            steps=n,
-            mask_id=self.spec.mask_id,
-            cfg_scale=cfg_scale,
+            DecodeConfig(gen_length=n, block_length=n, steps=n, cfg_scale=cfg_scale, early_exit=False),
+            tokens=self.spec,
         )
         return bool(torch.equal(greedy.completions[0], target))
 
@@ -512,12 +514,9 @@ def cut_at_stops(text: str, until: list[str]) -> str:
 
 def apply_adapter(model: torch.nn.Module, adapter: str) -> torch.nn.Module:
     """Load a PEFT adapter onto the model and merge it (inference only)."""
-    from peft import PeftModel
+    from igpo.models.adapter import load_adapter
 
-    path = Path(adapter)
-    if not (path / "adapter_config.json").is_file():
-        raise MissingInput(f"no adapter_config.json in adapter folder {adapter}")
-    return PeftModel.from_pretrained(model, str(path)).merge_and_unload()  # the same module, token_spec kept
+    return load_adapter(model, adapter).merge_and_unload()  # the same module, token_spec kept
 
 
 class ForwardTimer:

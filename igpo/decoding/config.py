@@ -78,7 +78,7 @@ def _check_positive_int(name: str, value: Any) -> None:
         raise InvalidSetting(f"{name} must be a positive integer, got {value!r}")
 
 
-@dataclass
+@dataclass(frozen=True)
 class DecodeConfig:
     """Every knob of `igpo.decoding.generate` except the prompt and token ids."""
 
@@ -123,8 +123,8 @@ class DecodeConfig:
     """Stop after a block once every row has ended in EOS (tokens up to EOS are unchanged)."""
 
     def __post_init__(self) -> None:
-        self.suppress_tokens = tuple(int(t) for t in self.suppress_tokens or ())
-        self.last_tokens = tuple(int(t) for t in self.last_tokens or ())
+        object.__setattr__(self, "suppress_tokens", tuple(int(t) for t in self.suppress_tokens or ()))
+        object.__setattr__(self, "last_tokens", tuple(int(t) for t in self.last_tokens or ()))
         check_settings(
             **{k: v for k, v in asdict(self).items() if k not in ("suppress_tokens", "last_tokens", "early_exit")}
         )
@@ -141,12 +141,4 @@ class DecodeConfig:
         out = asdict(self)
         out["suppress_tokens"] = list(self.suppress_tokens)
         out["last_tokens"] = list(self.last_tokens)
-        return out
-
-    def generate_kwargs(self) -> dict[str, Any]:
-        """Keyword arguments for `generate` (early_exit becomes whether eos_id is passed)."""
-        out = asdict(self)
-        out.pop("early_exit")
-        out["suppress_tokens"] = self.suppress_tokens or None
-        out["last_tokens"] = self.last_tokens or None
         return out

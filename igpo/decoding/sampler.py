@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from igpo.decoding.config import check_settings
+from igpo.decoding.config import DecodeConfig
 from igpo.decoding.passes import BlockLogits
 from igpo.decoding.schedule import (
     Generators,
@@ -23,6 +23,7 @@ from igpo.decoding.schedule import (
     transfer_schedule,
 )
 from igpo.errors import InvalidSetting
+from igpo.models.loading import TokenSpec
 from igpo.models.transformer import positions_from_mask
 
 HINTED = -1
@@ -103,89 +104,66 @@ def host_read(*tensors: torch.Tensor) -> list[int]:
 def generate(
     model: nn.Module,
     prompt_ids: torch.Tensor,
+    cfg: DecodeConfig,
     *,
+    tokens: TokenSpec | None = None,
     attention_mask: torch.Tensor | None = None,
-    gen_length: int,
-    block_length: int,
-    steps: int,
-    temperature: float = 0.0,
-    remasking: str = "low_confidence",
-    cfg_scale: float = 0.0,
-    mask_id: int,
-    eos_id: int | None = None,
     hints: torch.Tensor | None = None,
-    threshold: float | None = None,
-    factor: float | None = None,
-    cache: str | None = None,
-    cache_refresh: int | None = None,
-    cache_refresh_tokens: int | None = None,
-    compile: str | None = None,
-    suppress_tokens: list[int] | tuple[int, ...] | None = None,
-    last_tokens: list[int] | tuple[int, ...] | None = None,
     generator: Generators = None,
-    shifted_logits: bool | None = None,
     record_steps: bool = False,
 ) -> GenerateOutput:
-    """Decode `gen_length` tokens after each prompt by iterative unmasking.
+    """Decode `cfg.gen_length` tokens after each prompt [B, P] by iterative unmasking.
 
     The completion is cut into blocks decoded left to right, `steps / num_blocks` steps each;
     each step commits the most confident still-masked candidates of the current block.
     The mask token is never proposed (LLaDA's reference would commit it if a model predicted
     it); confidences still come from the full softmax, so tokens match the reference otherwise.
-    `hints` [B, gen_length] fixes tokens (mask_id where free): they start filled and are never
-    changed. `threshold` commits every candidate at least that confident (steps become a cap).
-    With `eos_id`, decoding stops after a block once every row has ended in EOS; the rest is
-    filled with EOS. `generator` may be a list, one per row: each row's samples then depend only
-    on its own generator, so a request decodes the same whatever batch it lands in.
-    `shifted_logits` (default: the model's token_spec) shifts Dream-style logits.
-    `last_tokens` candidates are committed only when no other candidate of the block is left.
-    `compile` replays captured CUDA graphs ("graphs") or runs torch.compile'd passes ("inductor").
+    `tokens` (default: the model's `token_spec`) gives the mask id, the EOS id of the early exit
+    (with `cfg.early_exit`: decoding stops after a block once every row has ended in EOS, the
+    rest filled with EOS) and whether logits are shifted (Dream). `attention_mask` [B, P] marks
+    left padding. `hints` [B, gen_length] fixes tokens (mask id where free): they start filled
+    and are never changed. `generator` may be a list, one per row: each row's samples then
+    depend only on its own generator, so a request decodes the same whatever batch it lands in.
     `record_steps` returns, per position, the pass that committed it (`commit_step`).
+    Every decoding rule is a field of `cfg` (igpo.decoding.config), validated when it was made.
     Host synchronisations: one before the first pass, then at most one per pass (under a
     parallel rule: is the block done?) or one per block (the fixed schedule: did every row end?).
     """
-    check_settings(
-        gen_length=gen_length,
-        block_length=block_length,
-        steps=steps,
-        temperature=temperature,
-        remasking=remasking,
-        cfg_scale=cfg_scale,
-        threshold=threshold,
-        factor=factor,
-        cache=cache,
-        cache_refresh=cache_refresh,
-        cache_refresh_tokens=cache_refresh_tokens,
-        compile=compile,
-    )
+    if not isinstance(cfg, DecodeConfig):
+        raise InvalidSetting(f"generate takes a DecodeConfig, got {type(cfg).__name__}")
+    tokens = tokens if tokens is not None else getattr(model, "token_spec", None)
+    if tokens is None:
+        raise InvalidSetting("generate needs tokens=TokenSpec(...): the model carries no token_spec")
+    mask_id, shifted_logits = tokens.mask_id, tokens.shifted_logits
+    eos_id = tokens.eos_id if cfg.early_exit else None
     vocab = vocab_size_of(model)
-    _validate(prompt_ids, attention_mask, gen_length, mask_id, eos_id, hints, vocab)
-    _validate_model(model, cache)
+    _validate(prompt_ids, attention_mask, cfg.gen_length, mask_id, eos_id, hints, vocab)
+    _validate_model(model, cfg.cache)
     if shifted_logits is None:
         shifted_logits = bool(getattr(getattr(model, "token_spec", None), "shifted_logits", False))
     device = prompt_ids.device
     batch, prompt_len = prompt_ids.shape
-    x = torch.full((batch, prompt_len + gen_length), mask_id, dtype=torch.long, device=device)
+    x = torch.full((batch, prompt_len + cfg.gen_length), mask_id, dtype=torch.long, device=device)
     x[:, :prompt_len] = prompt_ids
-    fixed = torch.zeros(batch, gen_length, dtype=torch.bool, device=device)
+    fixed = torch.zeros(batch, cfg.gen_length, dtype=torch.bool, device=device)
     if hints is not None:
         hints = hints.to(device)
         fixed = hints != mask_id
         x[:, prompt_len:] = torch.where(fixed, hints, x[:, prompt_len:])
-    num_blocks = gen_length // block_length
-    steps_per_block = steps // num_blocks
-    parallel = threshold is not None or factor is not None
+    num_blocks = cfg.gen_length // cfg.block_length
+    steps_per_block = cfg.steps // num_blocks
+    parallel = cfg.threshold is not None or cfg.factor is not None
 
     # The one read before the first pass: bad hints, padding, and the whole fixed schedule
     # (a block's masked count depends only on the hints, so every block's schedule is known now).
-    block_masked = (x[:, prompt_len:].view(batch, num_blocks, block_length) == mask_id).sum(dim=2)
+    block_masked = (x[:, prompt_len:].view(batch, num_blocks, cfg.block_length) == mask_id).sum(dim=2)
     schedule = transfer_schedule(block_masked.reshape(-1), steps_per_block).view(batch, num_blocks, steps_per_block)
     checks = [torch.zeros((), dtype=torch.bool, device=device)] * 2
     if hints is not None and vocab is not None:
         checks[0] = ((hints < 0) | (hints >= vocab)).any()
     if attention_mask is not None:
         checks[1] = ~attention_mask.to(device).bool().all()
-    hints_after = fixed.view(batch, num_blocks, block_length).any(dim=2).any(dim=0).flip(0).cummax(0).values.flip(0)
+    hints_after = fixed.view(batch, num_blocks, cfg.block_length).any(dim=2).any(dim=0).flip(0).cummax(0).values.flip(0)
     read = host_read(*checks, hints_after, schedule.amax(dim=0))
     if read[0]:
         raise InvalidSetting("hints hold token ids outside the vocabulary")
@@ -194,23 +172,24 @@ def generate(
     first = 2 + num_blocks
     step_max = [read[first + b * steps_per_block : first + (b + 1) * steps_per_block] for b in range(num_blocks)]
     attn = positions = None
-    native = getattr(model, "supports_kv_cache", False)
-    if attention_mask is not None and (read[1] or not native):
-        ones = torch.ones(batch, gen_length, dtype=attention_mask.dtype, device=device)
+    if read[1]:  # padded prompts: pads hidden as keys (an all-ones mask is dropped)
+        ones = torch.ones(batch, cfg.gen_length, dtype=attention_mask.dtype, device=device)
         attn = torch.cat([attention_mask.to(device), ones], dim=1)
-        if native:  # padded prompts: pads hidden as keys, positions count real tokens only
+        if getattr(model, "supports_kv_cache", False):  # native: positions count real tokens only
             positions = positions_from_mask(attn)
 
-    block_logits = BlockLogits(model, attn, positions, prompt_len, cfg_scale, mask_id, shifted_logits, cache, compile)
-    picker = Picker(vocab, mask_id, suppress_tokens, last_tokens, block_length, device)
+    block_logits = BlockLogits(
+        model, attn, positions, prompt_len, cfg.cfg_scale, mask_id, shifted_logits, cfg.cache, cfg.compile
+    )
+    picker = Picker(vocab, mask_id, cfg.suppress_tokens, cfg.last_tokens, cfg.block_length, device)
     nfe = passes = 0
     commit_step = None
     if record_steps:
-        commit_step = torch.full((batch, gen_length), UNDECODED, dtype=torch.long, device=device)
+        commit_step = torch.full((batch, cfg.gen_length), UNDECODED, dtype=torch.long, device=device)
         commit_step[fixed] = HINTED
     for block in range(num_blocks):
-        start = prompt_len + block * block_length
-        end = start + block_length
+        start = prompt_len + block * cfg.block_length
+        end = start + cfg.block_length
         watch_end = may_end[block]
         ended = None  # whether every row ended in EOS, when a pass's read already told
         passes_in_block = stale = 0  # stale: most tokens a row committed since the cache was filled
@@ -218,16 +197,16 @@ def generate(
             if not parallel and not step_max[block][step]:
                 continue  # nothing to commit: skipping the pass leaves every token unchanged
             masked = x[:, start:end] == mask_id
-            fresh = passes_in_block % cache_refresh == 0 if cache_refresh else passes_in_block == 0
-            fresh = fresh or (cache_refresh_tokens is not None and stale >= cache_refresh_tokens)
+            fresh = passes_in_block % cfg.cache_refresh == 0 if cfg.cache_refresh else passes_in_block == 0
+            fresh = fresh or (cfg.cache_refresh_tokens is not None and stale >= cfg.cache_refresh_tokens)
             logits = block_logits(x, start, end, fresh=fresh)
             passes_in_block += 1
-            nfe += 2 if cfg_scale > 0 else 1
-            candidates, confidence = picker(logits, masked, temperature, remasking, generator)
-            if threshold is not None:
-                k = threshold_counts(confidence, threshold, masked, steps_per_block - step)
-            elif factor is not None:
-                k = factor_counts(confidence, factor, masked, steps_per_block - step)
+            nfe += 2 if cfg.cfg_scale > 0 else 1
+            candidates, confidence = picker(logits, masked, cfg.temperature, cfg.remasking, generator)
+            if cfg.threshold is not None:
+                k = threshold_counts(confidence, cfg.threshold, masked, steps_per_block - step)
+            elif cfg.factor is not None:
+                k = factor_counts(confidence, cfg.factor, masked, steps_per_block - step)
             else:
                 k = schedule[:, block, step]
             commit = picker.select(confidence, k) & masked
@@ -241,7 +220,7 @@ def generate(
                 continue
             # a parallel rule: the pass's one read says whether the block is done
             left = (masked & ~commit).any()
-            most = commit.sum(dim=1).max() if cache_refresh_tokens is not None else left
+            most = commit.sum(dim=1).max() if cfg.cache_refresh_tokens is not None else left
             flag = _all_ended(x, prompt_len, end, eos_id) if watch_end else left
             left, most, flag = host_read(left, most, flag)
             stale = (0 if fresh else stale) + most

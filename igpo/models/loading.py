@@ -79,13 +79,24 @@ def resolve_path(name_or_path: str | os.PathLike) -> Path:
 def read_config(path: Path) -> dict[str, Any]:
     cfg_file = path / "config.json"
     if not cfg_file.is_file():
+        if (path / "adapter_config.json").is_file():
+            raise ModelLoadError(
+                f"no config.json in {path}: it is an adapter folder (adapter_config.json); give it as the model "
+                f"to igpo eval --model / igpo check / lm-eval pretrained=, which load the base it names, or "
+                f"give that base here and the folder as the adapter"
+            )
         raise ModelLoadError(f"no config.json in model folder {path}")
     try:
-        return json.loads(cfg_file.read_text(encoding="utf-8"))
+        cfg = json.loads(cfg_file.read_text(encoding="utf-8"))
     except json.JSONDecodeError as err:
         raise ModelLoadError(f"malformed config.json in {path}: {err.msg} (line {err.lineno})") from None
     except UnicodeDecodeError as err:
         raise ModelLoadError(f"config.json in {path} is not UTF-8 text ({err.reason})") from None
+    except RecursionError:
+        raise ModelLoadError(f"config.json in {path} is nested too deeply to read") from None
+    if not isinstance(cfg, dict):
+        raise ModelLoadError(f"config.json in {path} is a JSON {type(cfg).__name__}, not an object of settings")
+    return cfg
 
 
 def _weight_files(path: Path) -> list[Path]:
@@ -249,6 +260,7 @@ def load_model(
             model = BidirectionalLM(arch, family=family.name)
         state = _read_state_dict(path, family, dev)
         state = {k: v.to(dt) for k, v in state.items()}
+        _check_shapes(model, state, path)
         missing, unexpected = model.load_state_dict(state, strict=False, assign=True)
         if missing or unexpected:
             what = f"missing {missing[:3]}" if missing else f"unexpected {unexpected[:3]}"
@@ -257,6 +269,18 @@ def load_model(
     model.token_spec = spec.with_overrides(**(token_overrides or {}))
     model.name_or_path = str(name_or_path)
     return model.eval()
+
+
+def _check_shapes(model: nn.Module, state: dict[str, torch.Tensor], path: Path) -> None:
+    """Every weight's shape as config.json says (a weight of another size is a config that does
+    not belong to these weights: one line naming the first, not torch's size-mismatch dump)."""
+    expected = model.state_dict()
+    for name, tensor in state.items():
+        if name in expected and tuple(expected[name].shape) != tuple(tensor.shape):
+            raise ModelLoadError(
+                f"weights in {path} do not fit its config.json: {name} is {tuple(tensor.shape)}, "
+                f"the config makes it {tuple(expected[name].shape)}"
+            )
 
 
 def save_model(model: BidirectionalLM, path: str | os.PathLike) -> None:
@@ -331,7 +355,12 @@ def load_tokenizer(name_or_path: str | os.PathLike, *, trust_remote_code: bool =
         if (path / "tokenizer.json").is_file():
             from transformers import PreTrainedTokenizerFast
 
-            return PreTrainedTokenizerFast.from_pretrained(str(path))
-        raise ModelLoadError(f"cannot load a tokenizer from {path}: {err}") from None
+            try:
+                return PreTrainedTokenizerFast.from_pretrained(str(path))
+            except Exception as fast_err:  # a damaged tokenizer.json: the tokenizers library's own error
+                raise ModelLoadError(
+                    f"cannot load the tokenizer in {path} (tokenizer.json damaged?): {_first_line(fast_err)}"
+                ) from None
+        raise ModelLoadError(f"cannot load a tokenizer from {path}: {_first_line(err)}") from None
     finally:
         hf_logging.set_verbosity(level)

@@ -57,15 +57,7 @@ def diagnose(model_dir: str = str(TESTBED_DIR), n_per_level: int = 50) -> list[O
     for start in range(0, len(problems), BATCH):
         chunk = problems[start : start + BATCH]
         ids, mask = arith_prompts(tok, [p.question for p in chunk], spec.pad_id or 0)
-        dec = generate(
-            model,
-            ids,
-            attention_mask=mask,
-            mask_id=spec.mask_id,
-            eos_id=spec.eos_id,
-            record_steps=True,
-            **TESTBED_DECODE.generate_kwargs(),
-        )
+        dec = generate(model, ids, TESTBED_DECODE, attention_mask=mask, record_steps=True)
         texts = completion_texts(tok, dec.completions, stop_ids(spec))
         for i, p in enumerate(chunk):
             tokens = tok.convert_ids_to_tokens(dec.completions[i].tolist())

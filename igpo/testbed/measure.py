@@ -43,15 +43,7 @@ def solve(model, tokenizer, questions: list[str], *, temperature: float = 0.0, s
         chunk = questions[start : start + BATCH]
         ids, mask = arith_prompts(tokenizer, chunk, spec.pad_id or 0)
         gens = [torch.Generator().manual_seed(seed * 1_000_003 + start + i) for i in range(len(chunk))]
-        out = generate(
-            model,
-            ids,
-            attention_mask=mask,
-            mask_id=spec.mask_id,
-            eos_id=spec.eos_id,
-            generator=gens,
-            **TESTBED_DECODE.replace(temperature=temperature).generate_kwargs(),
-        )
+        out = generate(model, ids, TESTBED_DECODE.replace(temperature=temperature), attention_mask=mask, generator=gens)
         texts += completion_texts(tokenizer, out.completions, stops)
     return texts
 

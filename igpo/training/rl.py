@@ -272,13 +272,12 @@ class Trainer:
         out = generate(
             policy,
             ids.to(device),
+            self.cfg.decode,
+            tokens=self.spec,
             attention_mask=attention,
-            mask_id=self.spec.mask_id,
-            eos_id=self.spec.eos_id if self.cfg.decode.early_exit else None,
             hints=None if hints is None else torch.cat(hints).to(device),
             generator=row_gens,
             record_steps=True,
-            **self.cfg.decode.generate_kwargs(),
         )
         policy.train(was_training)
         completions, steps = out.completions.cpu().split(g), out.commit_step.cpu().split(g)

@@ -123,11 +123,9 @@ def build_model(settings: ModelSettings, device: torch.device | str | None = Non
     tokenizer = load_tokenizer(settings.tokenizer or settings.path)
     lora = settings.lora
     if settings.adapter:
-        from peft import PeftModel
+        from igpo.models.adapter import load_adapter
 
-        if not (Path(settings.adapter) / "adapter_config.json").is_file():
-            raise TrainingError(f"no adapter_config.json in adapter folder {settings.adapter}")
-        model = PeftModel.from_pretrained(model, settings.adapter, is_trainable=True)
+        model = load_adapter(model, settings.adapter, trainable=True)
     elif lora.enabled:
         from peft import LoraConfig, get_peft_model
 

@@ -23,6 +23,18 @@ class LoraSettings:
     )
     """Projection names of the native models (LLaDA's q/k/v/attn_out/ff_proj/up_proj/ff_out)."""
 
+    def __post_init__(self) -> None:
+        if not self.enabled:
+            return  # full-weight training: the adapter settings are not used
+        if self.r < 1:
+            raise InvalidSetting(f"lora.r (the adapter rank) must be >= 1, got {self.r}")
+        if not self.alpha > 0:
+            raise InvalidSetting(f"lora.alpha must be > 0, got {self.alpha}")
+        if not 0 <= self.dropout < 1:
+            raise InvalidSetting(f"lora.dropout must lie in [0, 1), got {self.dropout}")
+        if not self.target_modules:
+            raise InvalidSetting("lora.target_modules must name at least one projection")
+
 
 @dataclass
 class ModelSettings:
