@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import random
 import re
@@ -155,11 +156,28 @@ _rows = jsonl_rows
 
 
 def _text(row: dict[str, Any], name: str, where: str) -> str:
-    """A required field as text (numbers formatted like gold answers); ValueError if absent."""
+    """A required field as text (numbers formatted like gold answers); ValueError if absent, or
+    a number that is not finite (JSON's NaN / Infinity)."""
     value = row.get(name)
     if value is None or isinstance(value, (dict, list, bool)):
         raise BadFile(f"{where}: missing or non-text field {name!r}")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise BadFile(f"{where}: field {name!r} is {value!r}, not a finite number")
     return value if isinstance(value, str) else format_gold_number(value)
+
+
+def finite_gold(gold: Any, where: str) -> str:
+    """A gold answer as text, refused (BadFile naming `where`, the file and row) when it is not a
+    finite number: NaN or an infinity, as a JSON number or as text ("nan", "-inf", "Infinity").
+    Scored as it stands, such a gold would silently count responses right or wrong."""
+    text = gold if isinstance(gold, str) else format_gold_number(gold)
+    try:
+        number = float(text.strip())
+    except ValueError:
+        return text
+    if not math.isfinite(number):
+        raise BadFile(f"{where}: the gold answer is {text.strip()!r}, not a finite number")
+    return text
 
 
 # --------------------------------------------------------------------------- loaders
@@ -172,8 +190,8 @@ def load_gsm8k_file(path: str | Path) -> list[Example]:
         where = f"{path}:{lineno}"
         solution = _text(row, "answer", where)
         try:
-            gold = gsm8k_gold(solution)
-        except ValueError as err:
+            gold = finite_gold(gsm8k_gold(solution), where)
+        except InvalidSetting as err:
             raise InvalidSetting(f"{where}: {err}") from None
         steps = solution.rsplit(GSM8K_ANSWER_MARK, 1)[0]
         reasoning = _CALC_RE.sub("", steps).strip()
@@ -199,7 +217,7 @@ def load_math_file(path: str | Path) -> list[Example]:
     skipped = 0
     for lineno, row in _rows(path):
         where = f"{path}:{lineno}"
-        gold = _text(row, "answer", where).strip()
+        gold = finite_gold(_text(row, "answer", where).strip(), where)
         if not gold:
             skipped += 1
             continue
@@ -268,7 +286,7 @@ def load_metamath(
         if METAMATH_ANSWER not in response:
             skipped += 1
             continue
-        gold = response.rsplit(METAMATH_ANSWER, 1)[1].strip()
+        gold = finite_gold(response.rsplit(METAMATH_ANSWER, 1)[1].strip(), where)
         reasoning = _metamath_reasoning(response, verbatim)
         trace = "<reasoning>\n" + reasoning if verbatim else format_trace(reasoning, gold)
         examples.append(
@@ -297,7 +315,7 @@ def load_jsonl(path: str | Path) -> list[Example]:
         examples.append(
             Example(
                 prompt=_text(row, "prompt", where),
-                answer=_text(row, "answer", where).strip(),
+                answer=finite_gold(_text(row, "answer", where).strip(), where),
                 trace=trace,
                 id=str(row.get("id", f"{Path(path).stem}-{lineno}")),
                 meta=meta,

@@ -135,17 +135,37 @@ def local_data_file(task_name: str, data_dir: Path | str) -> Path:
     path = (Path(data_dir).expanduser() / _leaf(task_name).local_file).resolve()
     if not path.is_file():
         raise MissingInput(f"missing data file for {_leaf(task_name).name}: {path}")
-    check_jsonl(path)
+    check_jsonl(path, _leaf(task_name).name)
     return path
 
 
-def check_jsonl(path: Path) -> None:
-    """Fail in one line naming file and line when a data file is empty, not UTF-8 or holds a line
-    that is not a JSON object (a truncated download, say), before lm-eval's loader trips on it."""
-    from igpo.data import jsonl_rows
+def check_jsonl(path: Path, task: str | None = None) -> None:
+    """Fail in one line naming file and line when a data file is empty, not UTF-8, holds a line
+    that is not a JSON object (a truncated download, say), or (with the task) a gold answer that
+    is not a finite number, before lm-eval's loader trips on it or scores it."""
+    from igpo.data import finite_gold, jsonl_rows
 
-    if sum(1 for _ in jsonl_rows(path)) == 0:  # reads every line
+    rows = 0
+    for lineno, row in jsonl_rows(path):  # reads every line
+        rows += 1
+        gold = _row_gold(task, row) if task else None
+        if gold is not None:
+            finite_gold(gold, f"{path}:{lineno}")
+    if rows == 0:
         raise BadFile(f"{path}: the data file has no rows")
+
+
+def _row_gold(task: str, row: dict[str, Any]) -> str | float | None:
+    """The gold a benchmark row holds (its `answer`; GSM8K's after `####`), None when it has none
+    to check here (a missing or malformed answer is reported where the row is read)."""
+    from igpo.scoring import gsm8k_gold
+
+    value = row.get("answer")
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        return None
+    if task == "igpo_gsm8k":
+        return gsm8k_gold(value) if isinstance(value, str) and "####" in value else None
+    return value
 
 
 # --------------------------------------------------------------------------- YAML configs

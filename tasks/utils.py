@@ -9,6 +9,7 @@ from collections.abc import Iterable, Sequence
 from statistics import fmean
 from typing import Any
 
+from igpo.data import finite_gold
 from igpo.prompts import D1_INSTRUCTION
 from igpo.scoring import format_gold_number, gsm8k_gold, strict_correct, verify_answers
 
@@ -27,19 +28,26 @@ def doc_to_text(doc: dict[str, Any]) -> str:
     return f"{PROMPT_INSTRUCTION}\n\n{str(question).strip()}"
 
 
+def _finite(gold: str, doc: dict[str, Any]) -> str:
+    """The gold, refused in one line naming the problem when it is NaN or infinite (a row read
+    from the Hub; local files are checked by line before any model loads)."""
+    question = next((str(doc[f]) for f in QUESTION_FIELDS if doc.get(f)), "?")
+    return finite_gold(gold, f"the row of problem {question.strip()[:60]!r}")
+
+
 def gold_gsm8k(doc: dict[str, Any]) -> str:
     """GSM8K gold: the number after ``####``."""
-    return gsm8k_gold(doc["answer"])
+    return _finite(gsm8k_gold(doc["answer"]), doc)
 
 
 def gold_math(doc: dict[str, Any]) -> str:
     """MATH-500 gold: the ``answer`` field (LaTeX)."""
-    return str(doc["answer"]).strip()
+    return _finite(str(doc["answer"]).strip(), doc)
 
 
 def gold_amc(doc: dict[str, Any]) -> str:
     """AMC gold: the numeric ``answer`` field as a clean string (``142.0`` -> ``"142"``)."""
-    return format_gold_number(doc["answer"])
+    return _finite(format_gold_number(doc["answer"]), doc)
 
 
 def keep_all_responses(resps: Iterable[list[str]], docs: Iterable[dict[str, Any]]) -> Iterable:

@@ -143,3 +143,34 @@ def test_extra_item_and_extra_sample_refused(tmp_path):
     with pytest.raises(ResultsError, match=r"line 61: sample 2 of doc_id 0 .* 1 per item"):
         load_samples(_baseline_copy(tmp_path / "twice", lambda ls: no_keys + no_keys[:1]))
     assert len(load_samples(BASELINE)) == 60  # the run as written loads
+
+
+# --------------------------------------------------------------------------- gold answers
+
+
+@pytest.mark.parametrize("gold", [float("nan"), float("inf"), "nan", " -inf ", "Infinity"])
+def test_training_data_refuses_non_finite_gold(tmp_path, gold):
+    import json
+
+    from igpo.data import load_jsonl
+    from igpo.errors import BadFile
+
+    path = tmp_path / "rows.jsonl"
+    rows = [{"prompt": "1 + 1 ?", "answer": "2"}, {"prompt": "0 / 0 ?", "answer": gold}]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with pytest.raises(BadFile, match=rf"{path}:2: .*not a finite number"):
+        load_jsonl(path)
+    rows[1]["answer"] = "\\infty"  # an answer that reads as infinity in LaTeX is a gold like any
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert [e.answer for e in load_jsonl(path)] == ["2", "\\infty"]
+
+
+def test_hub_row_with_a_nan_gold_is_refused_by_its_problem():
+    from igpo.errors import BadFile
+    from tasks.utils import gold_amc, gold_math
+
+    assert gold_amc({"problem": "p", "answer": 142.0}) == "142"
+    with pytest.raises(BadFile, match="problem 'What is 0/0\\?'.*'nan'"):
+        gold_amc({"problem": "What is 0/0?", "answer": float("nan")})
+    with pytest.raises(BadFile, match="not a finite number"):
+        gold_math({"problem": "x", "answer": "inf"})
