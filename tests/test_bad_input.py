@@ -414,3 +414,171 @@ def test_error_after_a_progress_bar_starts_its_own_line(capsys):
     err = capsys.readouterr().err
     assert "\nerror: data.jsonl: line 3: not JSON" in err or err.startswith("error:"), repr(err)
     assert [line for line in err.splitlines() if "error:" in line] == ["error: data.jsonl: line 3: not JSON"]
+
+
+# --------------------------------------------------------------------------- model, tokenizer, adapter files
+
+
+def _damage_model(folder: Path, damage: str) -> None:
+    cfg_file = folder / "config.json"
+    if damage == "config list":
+        cfg_file.write_text("[1, 2]")
+    elif damage == "config string":
+        cfg_file.write_text('"llada"')
+    elif damage == "config deep":
+        cfg_file.write_text("[" * 100_000 + "]" * 100_000)
+    elif damage == "config shape":
+        cfg = json.loads(cfg_file.read_text())
+        cfg["d_model"] *= 2
+        cfg_file.write_text(json.dumps(cfg))
+    elif damage == "config binary":
+        cfg_file.write_bytes(b"\xff\xfe\x00junk")
+    elif damage == "tokenizer truncated":
+        data = (folder / "tokenizer.json").read_bytes()
+        (folder / "tokenizer.json").write_bytes(data[: len(data) // 2])
+    elif damage == "tokenizer binary":
+        (folder / "tokenizer.json").write_bytes(os.urandom(300))
+    elif damage == "no chat template":
+        tok_cfg = json.loads((folder / "tokenizer_config.json").read_text())
+        tok_cfg.pop("chat_template", None)
+        (folder / "tokenizer_config.json").write_text(json.dumps(tok_cfg))
+        (folder / "chat_template.jinja").unlink(missing_ok=True)
+    elif damage == "adapter folder":
+        cfg_file.unlink()
+        (folder / "adapter_config.json").write_text("{}")
+
+
+MODEL_DAMAGE = [
+    ("config list", "config.json"),
+    ("config string", "config.json"),
+    ("config deep", "config.json"),
+    ("config shape", "config.json"),
+    ("config binary", "config.json"),
+    ("tokenizer truncated", "tokenizer.json"),
+    ("tokenizer binary", "tokenizer.json"),
+    ("no chat template", "chat template"),
+]
+
+
+@pytest.mark.parametrize("damage, needle", MODEL_DAMAGE, ids=[c[0] for c in MODEL_DAMAGE])
+def test_damaged_model_folder(tmp_path, damage, needle):
+    from conftest import save_tiny_checkpoint
+
+    model = save_tiny_checkpoint(tmp_path / "m")
+    _damage_model(model, damage)
+    out = tmp_path / "out"
+    result = igpo("eval", "--model", model, "--tasks", "arith", "--limit", "1", "--out", out, "--no-leaderboard")
+    assert_one_error(result, needle, out)
+    assert str(model) in result.output
+
+
+@pytest.mark.parametrize("damage", ["config list", "config shape", "adapter folder"])
+def test_damaged_model_folder_in_training(tmp_path, damage):
+    from conftest import save_tiny_checkpoint
+
+    model = save_tiny_checkpoint(tmp_path / "m")
+    _damage_model(model, damage)
+    out = tmp_path / "run"
+    needle = "adapter folder" if damage == "adapter folder" else "config.json"
+    assert_one_error(igpo("train", "--recipe", "grpo_tiny", "--out", out, f"model.path={model}"), needle, out)
+
+
+@pytest.fixture(scope="module")
+def lora_pair(tmp_path_factory):
+    """(base model folder, a LoRA adapter folder of rank 4 on it that names it as its base)."""
+    from conftest import save_tiny_checkpoint
+    from peft import LoraConfig, get_peft_model
+
+    from igpo.models import load_model
+
+    root = tmp_path_factory.mktemp("adapter")
+    base = save_tiny_checkpoint(root / "base")
+    peft_model = get_peft_model(load_model(base), LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"]))
+    peft_model.save_pretrained(str(root / "adapter"), save_embedding_layers=False)
+    cfg = json.loads((root / "adapter" / "adapter_config.json").read_text())
+    (root / "adapter" / "adapter_config.json").write_text(json.dumps({**cfg, "base_model_name_or_path": str(base)}))
+    return base, root / "adapter"
+
+
+ADAPTER_DAMAGE = [
+    ("[1, 2]", None, "expected a JSON object"),
+    ("{truncated", None, "invalid JSON"),
+    (b"\xff\xfe junk", None, "not UTF-8"),
+    ({"r": 0}, None, "r (the adapter rank)"),
+    ({"r": -4}, None, "r (the adapter rank)"),
+    ({"r": "four"}, None, "r (the adapter rank)"),
+    ({"r": 2.5}, None, "r (the adapter rank)"),
+    ({"r": True}, None, "r (the adapter rank)"),
+    ({"r": 8}, None, "size mismatch"),
+    ({"lora_alpha": "x"}, None, "lora_alpha"),
+    ({"lora_alpha": -1}, None, "lora_alpha"),
+    ({"lora_dropout": 2}, None, "lora_dropout"),
+    ({"target_modules": 5}, None, "target_modules"),
+    ({"target_modules": ["nope_proj"]}, None, "does not fit"),
+    ({"peft_type": 7}, None, "peft_type"),
+    ({"base_model_name_or_path": 7}, None, "base_model_name_or_path"),
+    (None, "missing", "no adapter weights"),
+    (None, "truncated", "adapter_model.safetensors"),
+    (None, "empty", "adapter_model.safetensors"),
+    (None, "random", "adapter_model.safetensors"),
+]
+
+
+def _damaged_adapter(tmp_path: Path, adapter: Path, config, weights) -> Path:
+    folder = tmp_path / "adapter"
+    shutil.copytree(adapter, folder)
+    cfg_file, weights_file = folder / "adapter_config.json", folder / "adapter_model.safetensors"
+    if isinstance(config, dict):
+        cfg_file.write_text(json.dumps({**json.loads(cfg_file.read_text()), **config}))
+    elif config is not None:
+        cfg_file.write_bytes(config if isinstance(config, bytes) else config.encode())
+    data = weights_file.read_bytes()
+    if weights == "missing":
+        weights_file.unlink()
+    elif weights is not None:
+        junk = {"truncated": data[: len(data) // 2], "empty": b"", "random": os.urandom(len(data))}
+        weights_file.write_bytes(junk[weights])
+    return folder
+
+
+@pytest.mark.parametrize("as_model", [False, True], ids=["--adapter", "adapter as --model"])
+@pytest.mark.parametrize(
+    "config, weights, needle", ADAPTER_DAMAGE, ids=[c[2] + f"-{i}" for i, c in enumerate(ADAPTER_DAMAGE)]
+)
+def test_damaged_adapter_folder(tmp_path, lora_pair, as_model, config, weights, needle):
+    """A damaged, foreign or incomplete adapter folder: one line naming it (never a Hub lookup of
+    its path, never peft's or torch's traceback), before any decoding."""
+    base, adapter = lora_pair
+    folder = _damaged_adapter(tmp_path, adapter, config, weights)
+    if as_model and config == {"base_model_name_or_path": 7}:
+        pytest.skip("as --model the base is what is read first: covered by the other id")
+    model = ["--model", folder] if as_model else ["--model", base, "--adapter", folder]
+    out = tmp_path / "out"
+    result = igpo("eval", *model, "--tasks", "arith", "--limit", "1", "--out", out, "--no-leaderboard")
+    assert_one_error(result, needle, out)
+    assert str(folder) in result.output
+
+
+def test_damaged_adapter_in_training(tmp_path, lora_pair):
+    base, adapter = lora_pair
+    folder = _damaged_adapter(tmp_path, adapter, None, "missing")
+    out = tmp_path / "run"
+    result = igpo("train", "--recipe", "grpo_tiny", "--out", out, f"model.path={base}", f"model.adapter={folder}")
+    assert_one_error(result, "no adapter weights", out)
+
+
+LORA_CASES = [
+    ("model.lora.r=0", "lora.r"),
+    ("model.lora.r=-8", "lora.r"),
+    ("model.lora.alpha=0", "lora.alpha"),
+    ("model.lora.dropout=1", "lora.dropout"),
+    ("model.lora.dropout=-0.1", "lora.dropout"),
+    ("model.lora.target_modules=[]", "lora.target_modules"),
+]
+
+
+@pytest.mark.parametrize("override, needle", LORA_CASES, ids=[c[0] for c in LORA_CASES])
+def test_lora_settings(tmp_path, override, needle):
+    out = tmp_path / "run"
+    assert_one_error(igpo("train", "--recipe", "grpo_tiny", "--out", out, override), needle, out)
+    assert_one_error(igpo("sft", "--recipe", "sft_tiny", "--out", out, override), needle, out)
