@@ -64,3 +64,42 @@ def model_and_adapter(model: str, adapter: str | None, override: str) -> tuple[s
             f"give the base with {override}"
         )
     return base, model
+
+
+def same_model(a: str, b: str) -> bool:
+    """Whether two model names denote one model: an embedded name and its folder, two spellings
+    of one local folder, or equal Hub ids."""
+    from igpo.models.loading import EMBEDDED_MODELS
+
+    def key(name: str) -> str:
+        if name in EMBEDDED_MODELS:
+            return str(EMBEDDED_MODELS[name].resolve())
+        path = Path(name).expanduser()
+        return str(path.resolve()) if path.exists() else name.rstrip("/")
+
+    return key(a) == key(b)
+
+
+ANY_BASE_FLAG = "--allow-base-mismatch"
+"""The flag of `igpo eval` that applies an --adapter to a --model other than its recorded base."""
+
+
+def base_for_adapter(model: str, adapter: str, allow_mismatch: bool = False) -> str:
+    """The model an `--adapter DIR` is applied to: `model` (--model) when given, else the base its
+    adapter_config.json records. A --model that is not the recorded base is refused (an adapter
+    trained on one model and put on another scores as neither) unless `allow_mismatch`."""
+    config = Path(adapter) / ADAPTER_CONFIG
+    base = named_base(adapter) if config.is_file() else None
+    if not model:
+        if base is None:
+            raise MissingInput(f"{config} names no base model ({BASE_KEY}): give it with --model BASE")
+        if not base_is_there(base):
+            raise MissingInput(f"base model {base} named by {config} ({BASE_KEY}) is not found; give it with --model")
+        return base
+    if base is not None and not allow_mismatch and not same_model(model, base):
+        raise InvalidSetting(
+            f"--model {model} is not the base of --adapter {adapter}, which {config} records as {base} "
+            f"({BASE_KEY}): leave out --model to use it, or pass {ANY_BASE_FLAG} to apply the adapter "
+            f"to {model} on purpose"
+        )
+    return model

@@ -223,7 +223,17 @@ def eval_cmd(
             "llada15: LLaDA-1.5's (GSM8K 256/block 16, MATH500 1024/block 128)."
         ),
     ] = "igpo",
-    adapter: Annotated[str | None, typer.Option(help="LoRA adapter folder applied on top of the model.")] = None,
+    adapter: Annotated[
+        str | None,
+        typer.Option(
+            help="LoRA adapter folder, applied to the base its adapter_config.json records "
+            "(--model must be that base unless --allow-base-mismatch)."
+        ),
+    ] = None,
+    allow_base_mismatch: Annotated[
+        bool,
+        typer.Option("--allow-base-mismatch", help="Apply --adapter to a --model other than its recorded base."),
+    ] = False,
     limit: Annotated[int | None, typer.Option(help="Evaluate only the first N problems of each task.")] = None,
     seeds: Annotated[str | None, typer.Option(help="Comma-separated seeds (default: the protocol's).")] = None,
     data_dir: Annotated[
@@ -297,7 +307,7 @@ def eval_cmd(
     _check_outputs(("--out", out, True), ("--html", html, False))
     if not no_leaderboard:
         _check_outputs(("--leaderboard", leaderboard or _leaderboard_for(out), False))
-    if model is None and run is None:
+    if model is None and run is None and adapter is None:  # an --adapter brings its recorded base
         from igpo.models.loading import EMBEDDED_MODELS
 
         if not (EMBEDDED_MODELS["testbed"] / "config.json").is_file():
@@ -346,6 +356,7 @@ def eval_cmd(
         decode_overrides=overrides,
         leaderboard=None if no_leaderboard else leaderboard or _leaderboard_for(out),
         trust_remote_code=trust_remote_code,
+        allow_base_mismatch=allow_base_mismatch,
     )
     if run is not None:
         made = [run_series(request, run, every), run]

@@ -58,6 +58,8 @@ class EvalRequest:
     trust_remote_code: bool = False
     label: str | None = None
     """Display name in leaderboards (default: the model path's last part, plus adapter)."""
+    allow_base_mismatch: bool = False
+    """Apply --adapter to a --model other than the base its adapter_config.json records."""
 
 
 @dataclass
@@ -132,12 +134,14 @@ def plan(req: EvalRequest) -> Plan:
         for leaf in leaves:
             if not leaf_is_builtin(leaf):
                 local_data_file(leaf, data_dir)
-    from harness.adapters import model_and_adapter
+    from harness.adapters import base_for_adapter, model_and_adapter
     from igpo.models.loading import EMBEDDED_MODELS
 
-    if not req.model:
+    if not req.model and not req.adapter:
         raise InvalidSetting("no model given")
     model, adapter = model_and_adapter(req.model, req.adapter, f"--model BASE --adapter {req.model}")
+    if adapter and adapter == req.adapter:  # --adapter goes on its recorded base unless --model names it
+        model = base_for_adapter(model, adapter, req.allow_base_mismatch)
     req = replace(req, model=model, adapter=adapter)
     embedded = req.model in EMBEDDED_MODELS
     if (

@@ -123,3 +123,21 @@ def test_check_takes_the_base_an_adapter_names(lora_checkpoint, tmp_path):
         model_and_adapter(str(plain), baseline, None)
     (plain / "adapter_config.json").write_text(json.dumps({k: v for k, v in config.items() if "base_model" not in k}))
     assert model_and_adapter(str(plain), baseline, None) == ("baseline-model", str(plain))
+
+
+def test_adapter_alone_runs_on_its_recorded_base(lora_checkpoint, tmp_path, shared_data):
+    """`eval --adapter CK` without --model: CK's recorded base (not the default testbed); an
+    explicit other --model only with --allow-base-mismatch, recorded as given."""
+    from harness.adapters import base_for_adapter, same_model
+    from igpo.models.loading import EMBEDDED_MODELS
+
+    base, ckpt = lora_checkpoint
+    alone = _eval(["--adapter", str(ckpt)], tmp_path / "a", shared_data)
+    assert alone.exit_code == 0, alone.output
+    [run] = [p.parent for p in (tmp_path / "a").rglob("results.json")]
+    assert (load_results(run).model.name_or_path, load_results(run).model.adapter) == (str(base), str(ckpt))
+    other = save_tiny_checkpoint(tmp_path / "other")
+    refused = _eval(["--model", str(other), "--adapter", str(ckpt)], tmp_path / "b", shared_data)
+    assert refused.exit_code == 2 and str(base) in refused.output and not (tmp_path / "b").exists()
+    assert base_for_adapter(str(other), str(ckpt), allow_mismatch=True) == str(other)
+    assert same_model("testbed", str(EMBEDDED_MODELS["testbed"])) and not same_model("testbed", "testbed-sign")

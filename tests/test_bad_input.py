@@ -138,6 +138,20 @@ def test_adapter_folder_as_model_without_its_base(tmp_path, adapter_config, need
     )
 
 
+def test_adapter_on_another_base_than_it_records(tmp_path):
+    """`eval --model testbed --adapter CK` where CK records testbed-sign: one line naming both and
+    the override."""
+    folder = tmp_path / "ck"
+    folder.mkdir()
+    config = {"peft_type": "LORA", "base_model_name_or_path": "testbed-sign"}
+    (folder / "adapter_config.json").write_text(json.dumps(config))
+    out = tmp_path / "out"
+    args = ["--adapter", folder, "--tasks", "arith", "--limit", "1", "--out", out, "--no-leaderboard"]
+    result = igpo("eval", "--model", "testbed", *args)
+    assert_one_error(result, "--model testbed is not the base of --adapter", out)
+    assert "as testbed-sign" in result.output and "--allow-base-mismatch" in result.output
+
+
 TRAIN_CASES = [
     (["loss.beta=inf"], "beta"),
     (["decode.temperature=nan"], "temperature"),
