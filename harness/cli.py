@@ -278,6 +278,17 @@ def eval_cmd(
             help="With --cache: refill the cache with a full pass once a row has committed N tokens of the block since it was filled."
         ),
     ] = None,
+    suppress_eos: Annotated[
+        bool | None,
+        typer.Option("--suppress-eos/--no-suppress-eos", help="Never propose EOS (LLaDA's logits_eos_inf)."),
+    ] = None,
+    eos_last: Annotated[
+        bool | None,
+        typer.Option(
+            "--eos-last/--no-eos-last",
+            help="Commit EOS/end-of-turn candidates last in each block (LLaDA's confidence_eos_eot_inf).",
+        ),
+    ] = None,
     compile: Annotated[
         str | None,
         typer.Option(
@@ -329,6 +340,8 @@ def eval_cmd(
             cache_refresh=cache_refresh,
             cache_refresh_tokens=cache_refresh_tokens,
             compile=compile,
+            suppress_eos=suppress_eos,
+            eos_last=eos_last,
         ).items()
         if v is not None
     }

@@ -204,7 +204,9 @@ def test_repo_reference_loads() -> None:
     rows = load_reference(REPO_REFERENCE)
     sft = next(r for r in rows if r.model == "LLaDA-8B-Instruct + SFT + IGPO")
     assert sft.accuracy == {"igpo_gsm8k": 86.4, "igpo_math500": 47.4, "igpo_amc": 24.4}
-    assert {r.protocol for r in rows} == {"igpo", "d1"}
+    assert {r.protocol for r in rows} == {"igpo", "d1", "llada", "llada15"}
+    llada15 = next(r for r in rows if r.protocol == "llada15")
+    assert llada15.model == "LLaDA-1.5" and llada15.accuracy == {"igpo_gsm8k": 83.8, "igpo_math500": 42.6}
 
 
 def test_discover_runs(runs: list[Path], tmp_path: Path) -> None:

@@ -152,9 +152,21 @@ def test_llada_eos_options_reach_the_decoder(tiny_checkpoint):
         confidence_eos_eot_inf=True,
         batch_size="auto",
     )
-    assert lm.decode.suppress_tokens == (lm.spec.eos_id,)
-    assert set(lm.decode.last_tokens) == {lm.spec.eos_id, lm.spec.eot_id}
+    assert lm.decode.suppress_eos and lm.decode.eos_last
     assert any("batch_size=auto" in w for w in lm.warnings)
+    # the switches reach the decoder as the spec's ids: the same tokens as naming the ids
+    from igpo.decoding import generate
+
+    prompt = torch.tensor([[5, 6, 7, 8]])
+    cfg = lm.decode.replace(gen_length=16, block_length=8, steps=8, temperature=0.0)
+    by_ids = cfg.replace(
+        suppress_eos=False,
+        eos_last=False,
+        suppress_tokens=(lm.spec.eos_id,),
+        last_tokens=(lm.spec.eos_id, lm.spec.eot_id),
+    )
+    switched = generate(lm.model, prompt, cfg, tokens=lm.spec).sequences
+    assert torch.equal(switched, generate(lm.model, prompt, by_ids, tokens=lm.spec).sequences)
 
 
 def test_last_tokens_are_committed_after_every_other_candidate():

@@ -29,6 +29,8 @@ def test_llada_protocols_carry_the_published_settings(name):
         cfg, repeats = protocol.for_task(task, protocol.decoding)
         assert (cfg.gen_length, cfg.block_length, cfg.steps) == settings and repeats == 1
         assert (cfg.temperature, cfg.remasking, cfg.cfg_scale) == (0.0, "low_confidence", 0.0)
+        # LLaDA-1.5's configs turn confidence_eos_eot_inf on; LLaDA's block-diffusion rows do not
+        assert cfg.eos_last == (name == "llada15") and not cfg.suppress_eos
 
 
 def test_reference_rows_keep_the_igpo_and_d1_protocols_and_name_only_built_in_ones():

@@ -148,13 +148,12 @@ class DiffusionLM(LM):
         DiffusionLM.latest = self
 
     def _model_decode(self) -> DecodeConfig:
-        """model_args' decoding settings, with LLaDA's EOS options turned into token ids."""
+        """model_args' decoding settings, LLaDA's EOS options as the DecodeConfig switches."""
         cfg = self.args.decode
-        eos_ids = [t for t in (self.spec.eos_id,) if t is not None]
         if self.args.logits_eos_inf:
-            cfg = cfg.replace(suppress_tokens=tuple(dict.fromkeys([*cfg.suppress_tokens, *eos_ids])))
+            cfg = cfg.replace(suppress_eos=True)
         if self.args.confidence_eos_eot_inf:
-            cfg = cfg.replace(last_tokens=tuple(dict.fromkeys([*cfg.last_tokens, *sorted(self.stops)])))
+            cfg = cfg.replace(eos_last=True)
         return cfg
 
     def warn(self, text: str) -> None:

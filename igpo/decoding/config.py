@@ -119,14 +119,26 @@ class DecodeConfig:
     """Token ids whose candidates are committed after every other candidate of their block
     (LLaDA's `confidence_eos_eot_inf` is last_tokens=(eos, eot)): it keeps EOS from ending a
     long answer early."""
+    suppress_eos: bool = False
+    """Never propose the model's EOS token (LLaDA's `logits_eos_inf`; ids from the TokenSpec)."""
+    eos_last: bool = False
+    """Commit EOS and end-of-turn candidates after every other candidate of their block (LLaDA's
+    `confidence_eos_eot_inf`, which LLaDA-1.5's evaluation turns on; ids from the TokenSpec)."""
     early_exit: bool = True
     """Stop after a block once every row has ended in EOS (tokens up to EOS are unchanged)."""
 
     def __post_init__(self) -> None:
+        for name in ("suppress_eos", "eos_last", "early_exit"):
+            if not isinstance(getattr(self, name), bool):
+                raise InvalidSetting(f"{name} must be true or false, got {getattr(self, name)!r}")
         object.__setattr__(self, "suppress_tokens", tuple(int(t) for t in self.suppress_tokens or ()))
         object.__setattr__(self, "last_tokens", tuple(int(t) for t in self.last_tokens or ()))
         check_settings(
-            **{k: v for k, v in asdict(self).items() if k not in ("suppress_tokens", "last_tokens", "early_exit")}
+            **{
+                k: v
+                for k, v in asdict(self).items()
+                if k not in ("suppress_tokens", "last_tokens", "early_exit", "suppress_eos", "eos_last")
+            }
         )
 
     def replace(self, **changes: Any) -> DecodeConfig:

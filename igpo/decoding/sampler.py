@@ -181,7 +181,12 @@ def generate(
     block_logits = BlockLogits(
         model, attn, positions, prompt_len, cfg.cfg_scale, mask_id, shifted_logits, cfg.cache, cfg.compile
     )
-    picker = Picker(vocab, mask_id, cfg.suppress_tokens, cfg.last_tokens, cfg.block_length, device)
+    eos_eot = [t for t in (tokens.eos_id, tokens.eot_id) if t is not None]
+    suppress = (
+        (*cfg.suppress_tokens, *eos_eot[:1]) if cfg.suppress_eos and tokens.eos_id is not None else cfg.suppress_tokens
+    )
+    last = tuple(dict.fromkeys((*cfg.last_tokens, *eos_eot))) if cfg.eos_last else cfg.last_tokens
+    picker = Picker(vocab, mask_id, suppress, last, cfg.block_length, device)
     nfe = passes = 0
     commit_step = None
     if record_steps:
