@@ -54,6 +54,8 @@ from harness.grid import (  # noqa: F401  (re-exported: harness.ablate is the pu
     SlurmSettings,
     _check_grid,
     _parse_cells,
+    check_grid_folders,
+    claim_grid_folder,
     grid_jobs,
     job_config,
     load_grid,
@@ -209,6 +211,7 @@ def run_job(spec: GridSpec, job: Job, count: int) -> JobOutcome:
 def validate(spec: GridSpec, jobs: list[Job], check_eval: bool) -> None:
     """Fail before any work: every job's config must load, and (locally) the eval must plan."""
     configs = [job_config(spec, job) for job in jobs]
+    check_grid_folders(spec, configs)
     if check_eval:
         from harness.evaluate import plan
 
@@ -278,6 +281,9 @@ def run_grid(
     if aggregate_only:
         return write_report(spec, jobs)
     validate(spec, jobs, check_eval=launcher == "local")
+    claim_grid_folder(spec)
+    if launcher == "local":
+        _say(f"grid {spec.name}: {len(jobs)} jobs -> {spec.out_dir}")
     if launcher == "slurm":
         if only_index is not None:
             raise UserError("--only-index runs one job here; it does not go with --launcher slurm")
@@ -383,8 +389,6 @@ def ablate(
         spec.out = str(out)
     if results is not None:
         spec.results = str(results)
-    if launcher == "local" and not aggregate_only:
-        _say(f"grid {spec.name}: {len(grid_jobs(spec))} jobs -> {spec.out_dir}")
     return run_grid(
         spec,
         launcher=launcher,

@@ -13,6 +13,7 @@ import typer
 from harness.errors import UserError, friendly
 from igpo.atomic import check_output_path
 from igpo.errors import MissingInput
+from igpo.outputs import check_output, model_input
 
 app = typer.Typer(
     name="igpo",
@@ -77,7 +78,7 @@ def bench_decode(
     """
     from harness.bench.decode import DecodeBenchConfig, run
 
-    _check_outputs(("--out", out, False))
+    _check_outputs(("--out", out, False), inputs=[model_input(model), data_dir])
     _positive(gen_length=gen_length, block_length=block_length, steps=steps, batch_size=batch_size, repeats=repeats)
     try:
         counts = [int(v) for v in problems.split(",")]
@@ -122,7 +123,7 @@ def bench_eval(
     """Harness overhead per sample (igpo eval minus forward passes) and scoring throughput."""
     from harness.bench.eval import EvalBenchConfig, run
 
-    _check_outputs(("--out", out, False))
+    _check_outputs(("--out", out, False), inputs=[model_input(model), data_dir])
     _positive(limit=limit)
     run(EvalBenchConfig(model=model, data_dir=data_dir, limit=limit, out=out))
 
@@ -139,7 +140,7 @@ def bench_train(
     """GRPO vs IGPO step time, exact vs fast rollouts, split into generation / hinting / scoring / log-prob / backward."""
     from harness.bench.train import TrainBenchConfig, run
 
-    _check_outputs(("--out", out, False))
+    _check_outputs(("--out", out, False), inputs=[model_input(model)])
     _positive(steps=steps)
     run(TrainBenchConfig(model=model, steps=steps, out=out))
 
@@ -175,16 +176,19 @@ def bench_gpu(
     bf16 numerics, the published code side by side, and one LoRA RL step; each row written as measured."""
     from harness.bench.gpu import config_for, run
 
+    _check_outputs(("--out", out, False), inputs=[peer])
     cfg = config_for(shape, out=out, peer=peer, budget_s=budget)
     run(cfg, echo=typer.echo)
 
 
-def _check_outputs(*outputs: tuple[str, Path | None, bool]) -> None:
+def _check_outputs(*outputs: tuple[str, Path | None, bool], inputs: list | tuple = ()) -> None:
     """(flag, path or None, is a folder) for each output: refused before any work when it cannot
-    be written (igpo.atomic.check_output_path)."""
+    be written (igpo.atomic.check_output_path), or would change an input, the working or home
+    directory or another run (igpo.outputs.check_output)."""
     for flag, path, folder in outputs:
         if path is not None:
             check_output_path(path, flag, folder=folder)
+            check_output(path, inputs, flag=flag, folder=folder)
 
 
 def _positive(**counts: int) -> None:
@@ -315,9 +319,11 @@ def eval_cmd(
     from harness.errors import UserError
     from harness.evaluate import EvalRequest, run_eval, run_series
 
-    _check_outputs(("--out", out, True), ("--html", html, False))
+    inputs = [model_input(model), adapter, data_dir, run, protocol]
+    _check_outputs(("--out", out, True), ("--html", html, False), inputs=inputs)
+    check_output(out, inputs, nested=True)  # a folder of runs, not inside another run
     if not no_leaderboard:
-        _check_outputs(("--leaderboard", leaderboard or _leaderboard_for(out), False))
+        _check_outputs(("--leaderboard", leaderboard or _leaderboard_for(out), False), inputs=inputs)
     if model is None and run is None and adapter is None:  # an --adapter brings its recorded base
         from igpo.models.loading import EMBEDDED_MODELS
 
@@ -417,7 +423,7 @@ def leaderboard_cmd(
     from harness.leaderboard import DEFAULT_REFERENCE, discover_runs, write_leaderboard
     from harness.results import RESULTS_FILE
 
-    _check_outputs(("--out", out, False))
+    _check_outputs(("--out", out, False), inputs=[*runs, reference])
     paths: list[Path] = []
     for r in runs:
         if r.is_dir() and not (r / RESULTS_FILE).is_file():
@@ -451,7 +457,7 @@ def report_cmd(
     baseline comparison with flipped items, checkpoint series, training curves, ablations."""
     from harness.report import write_report
 
-    _check_outputs(("--out", out, False))
+    _check_outputs(("--out", out, False), inputs=[*paths, baseline])
     path = write_report(paths, out, baseline=baseline, title=title)
     typer.echo(f"report: {path} ({path.stat().st_size / 1e6:.2f} MB)")
 
@@ -495,7 +501,9 @@ def ablate_cmd(
     """Ablation grid (cells x seeds): train each from the same start, evaluate every checkpoint, report."""
     from harness.ablate import ablate
 
-    _check_outputs(("--out", out, True), ("--results", results, True), ("--html", html, False))
+    models = [model_input(o.split("=", 1)[1]) for o in overrides or [] if o.startswith("model.") and "=" in o]
+    inputs = [*models, grid if grid and Path(grid).exists() else None]
+    _check_outputs(("--out", out, True), ("--results", results, True), ("--html", html, False), inputs=inputs)
     made = ablate(
         grid=grid,
         quick=quick,
@@ -574,7 +582,11 @@ def check_cmd(
     from harness.check import POINTS, CandidateModel, CheckRequest, CheckSettings, run_check
 
     _check_outputs(
-        ("--summary", summary, False), ("--json", json_out, False), ("--out", out, True), ("--html", html, False)
+        ("--summary", summary, False),
+        ("--json", json_out, False),
+        ("--out", out, True),
+        ("--html", html, False),
+        inputs=[candidate, baseline, protocol, data_dir, model_input(base_model)],
     )
     settings = CheckSettings(
         alpha=alpha, max_drop=max_drop / POINTS, allow_mismatch=allow_mismatch, exact=exact, tasks=_split(tasks)
@@ -652,7 +664,7 @@ def rewrite_traces_cmd(
     from harness.rewrite.run import RewriteJob, run
     from harness.rewrite.run import dry_run as render_dry_run
 
-    _check_outputs(("--out", out, False))
+    _check_outputs(("--out", out, False), inputs=[input, prompt, model_input(tokenizer)])
     fields = resolve_fields(preset, question_field, trace_field, answer_field)
     key = api_key or os.environ.get("OPENAI_API_KEY") or "EMPTY"
     client = ClientSettings(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import re
 import sys
 import time
@@ -167,6 +168,7 @@ def plan(req: EvalRequest) -> Plan:
     from igpo.atomic import check_output_path
 
     check_output_path(req.out / name, "--name" if req.name else "--out", folder=True)
+    check_run_folder(req, req.out / name, protocol, leaves, data_dir)
     return Plan(
         protocol=protocol,
         leaves=leaves,
@@ -209,12 +211,57 @@ def leaf_is_builtin(task: str) -> bool:
 def run_eval(req: EvalRequest) -> Path:
     """Evaluate, write results.json + samples.jsonl into the run folder, return its path. Each
     response is scored once: lm-eval's metrics and the samples rows read the same verdict."""
-    with shared_verdicts():
-        return _run_eval(req)
+    with shared_verdicts(), contextlib.ExitStack() as held:
+        return _run_eval(req, held)
 
 
-def _run_eval(req: EvalRequest) -> Path:
+RUN_NAMES = ("results.json", "samples.jsonl", "responses*.jsonl")
+"""What an eval run folder holds (igpo.outputs refuses a run folder holding anything else)."""
+
+
+def run_identity(req: EvalRequest, protocol: Protocol, leaves: list[str]) -> dict[str, Any]:
+    """What distinguishes one run from another in the same folder: rerunning it resumes from its
+    cache, anything else there is refused instead of silently replaced."""
+    import json
+
+    from igpo.outputs import model_input, real
+
+    def where(path: str | None) -> str | None:
+        found = model_input(path)
+        return str(real(found)) if found and Path(found).exists() else path
+
+    ident = {
+        "model": where(req.model),
+        "adapter": where(req.adapter),
+        "tasks": leaves,
+        "protocol": protocol.name,
+        "protocol_hash": protocol.file_hash,
+        "overrides": dict(sorted(req.decode_overrides.items())),
+        "limit": req.limit,
+        "seeds": req.seeds,
+    }
+    return json.loads(json.dumps(ident, default=str))
+
+
+def check_run_folder(req: EvalRequest, run_dir: Path, protocol: Protocol, leaves: list[str], data_dir) -> None:
+    """The run folder is not an input, holds nothing igpo did not write there, and no other run."""
+    from igpo.outputs import check_folder, check_output, model_input
+
+    flag = "--name" if req.name else "--out"
+    inputs = [model_input(req.model), req.adapter, data_dir, req.protocol if protocol.file_hash else None]
+    check_output(req.out, inputs, flag="--out")
+    check_output(run_dir, inputs, flag=flag)
+    check_folder(run_dir, kind="eval", known=RUN_NAMES, identity=run_identity(req, protocol, leaves), flag=flag)
+
+
+def _run_eval(req: EvalRequest, held: contextlib.ExitStack) -> Path:
     p = plan(req)
+    if os.environ.get("RANK", "0") == "0":  # one writer per run folder (data-parallel ranks share it)
+        from igpo.outputs import claimed
+
+        held.enter_context(
+            claimed(p.run_dir, kind="eval", known=RUN_NAMES, identity=run_identity(req, p.protocol, p.leaves))
+        )
     req = replace(req, model=p.model, adapter=p.adapter)  # an adapter folder given as --model: its base
     if not all(leaf_is_builtin(leaf) for leaf in p.leaves):  # benchmark answers may need math-verify
         start_worker_in_background()

@@ -230,3 +230,31 @@ def job_config(spec: GridSpec, job: Job):
     from igpo.training.rl import RLConfig
 
     return load_config(RLConfig, resolve_recipe(spec.recipe), job.overrides)
+
+
+def grid_names(spec: GridSpec) -> tuple[str, ...]:
+    """What the grid's run folder holds: a folder per cell, the start model's evaluation, logs."""
+    return (*spec.cells, BASE_DIR, "logs", SLURM_LOGS, SBATCH_FILE)
+
+
+def check_grid_folders(spec: GridSpec, configs: list) -> None:
+    """The grid's run and report folders are no input of its jobs (`configs`), no protected
+    folder, no other run's."""
+    from igpo.outputs import OutputRefused, check_folder, check_output, marked_parent
+    from igpo.training.runtime import config_inputs
+
+    inputs = [path for cfg in configs for path in config_inputs(cfg)]
+
+    check_output(spec.out_dir, inputs)
+    check_output(spec.results_dir, inputs, flag="--results")
+    check_folder(spec.out_dir, kind="ablate", known=grid_names(spec))
+    owner = marked_parent(spec.results_dir.resolve())
+    if owner is not None:
+        raise OutputRefused(f"--results {spec.results_dir} lies in the run folder {owner}; give a report folder")
+
+
+def claim_grid_folder(spec: GridSpec) -> None:
+    """Mark the grid's run folder as igpo's (igpo.outputs), before any job writes there."""
+    from igpo.outputs import claim_folder
+
+    claim_folder(spec.out_dir, kind="ablate", known=grid_names(spec))

@@ -14,7 +14,9 @@ RecipeOpt = Annotated[
 ]
 OutOpt = Annotated[Path | None, typer.Option(help="Output folder (default: runs/train/<recipe name>).")]
 ResumeOpt = Annotated[bool, typer.Option("--resume", help="Continue from the newest checkpoint in --out.")]
-OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Delete an existing --out first.")]
+OverwriteOpt = Annotated[
+    bool, typer.Option("--overwrite", help="Replace an existing --out that igpo made (only what training wrote there).")
+]
 OverridesArg = Annotated[
     list[str] | None, typer.Argument(help="Config overrides, e.g. max_steps=2 optim.lr=1e-5 igpo.resample=none.")
 ]
@@ -30,9 +32,11 @@ def _run(
     """Load a recipe with overrides into `config_cls` and hand it to `trainer`."""
     from igpo.atomic import check_output_path
     from igpo.config import load_config, resolve_recipe
+    from igpo.outputs import check_output
 
     path = resolve_recipe(recipe)
     check_output_path(_out(path, out), "--out", folder=True)
+    check_output(_out(path, out), [path], clears=overwrite)  # the recipe (model, data: the trainer's check)
     cfg = load_config(config_cls, path, overrides or [])
     folder = trainer(cfg, _out(path, out), resume=resume, overwrite=overwrite)
     typer.echo(f"checkpoints: {folder / 'checkpoints'}")

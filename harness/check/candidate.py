@@ -182,7 +182,7 @@ def evaluate_candidate(
     allow_mismatch: bool,
 ) -> Path:
     """Evaluate a model/adapter with the baseline's protocol, seeds, limit and decoding; the run."""
-    from harness.evaluate import EvalRequest, run_eval, slug
+    from harness.evaluate import EvalRequest, plan, run_eval, slug
 
     protocol, ref = baseline_protocol(baseline, allow_mismatch, options.protocol)
     overrides = decoding_overrides(protocol, baseline, keys)
@@ -222,6 +222,7 @@ def evaluate_candidate(
         leaderboard=None,
         trust_remote_code=options.trust_remote_code,
     )
+    plan(request)  # inputs and the run folder checked before anything is said or written
     say("check", f"evaluating {candidate} with the baseline's settings into {out}")
     with contextlib.redirect_stdout(sys.stderr):  # stdout carries only the check's markdown
         return run_eval(request).parent

@@ -12,6 +12,7 @@ rejected by reason, failed, tokens, cost, wall time) goes to stdout and OUT.summ
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import random
 import sys
@@ -130,9 +131,35 @@ def preflight(cfg: ClientSettings) -> None:
         raise InvalidSetting(f"{cfg.base_url} refused the API key (HTTP {resp.status_code})")
 
 
+def check_outputs(job: RewriteJob) -> None:
+    """OUT and the files beside it are no input of the job, no other run's files, and an OUT
+    that exists was written by rewrite-traces (a rerun appends to it)."""
+    from igpo.outputs import OutputRefused, check_output, model_input
+
+    inputs = [job.input, job.prompt, model_input(job.tokenizer)]
+    for name, path in job.files().items():
+        check_output(path, inputs, flag="--out" if name == "kept" else f"--out ({name})", folder=False)
+        if name in OUTPUTS and path.is_file() and path.stat().st_size and not _has_rows(path):
+            raise OutputRefused(f"--out: {path} holds no rewrite-traces rows; it is not this job's file")
+
+
+def _has_rows(path: Path) -> bool:
+    try:
+        return bool(finished_rows(path))
+    except UnicodeDecodeError:
+        return False
+
+
 def run(job: RewriteJob) -> dict[str, Any]:
     """Rewrite every row not yet finished; returns the summary (also written next to OUT)."""
+    check_outputs(job)
+    with contextlib.ExitStack() as held:
+        return _run(job, held)
+
+
+def _run(job: RewriteJob, held: contextlib.ExitStack) -> dict[str, Any]:
     from igpo.models import load_tokenizer
+    from igpo.outputs import locked
     from igpo.testbed import TESTBED_DIR
 
     if not job.input.is_file():
@@ -147,6 +174,7 @@ def run(job: RewriteJob) -> dict[str, Any]:
     tokenizer = load_tokenizer(job.tokenizer or str(TESTBED_DIR))
     if todo:
         preflight(job.client)
+        held.enter_context(locked(job.out, folder=False))  # one writer per OUT (created here)
     started = time.perf_counter()
     counts = asyncio.run(_run_all(job, template, todo, tokenizer, files))
     wall = time.perf_counter() - started

@@ -9,6 +9,7 @@ uninterrupted one would.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,7 +23,9 @@ from igpo.models import TokenSpec
 from igpo.training.runtime import (
     MetricsLog,
     build_model,
+    check_output_folder,
     check_resume_config,
+    config_inputs,
     make_optimizer,
     make_scheduler,
     prepare_output,
@@ -60,6 +63,8 @@ class Session:
     optimizer: torch.optim.Optimizer
     scheduler: Any
     out: Path
+    lock: Any = None
+    """The output folder's lock (igpo.outputs), held by the main process until run_steps ends."""
 
     @property
     def rank(self) -> int:
@@ -83,18 +88,25 @@ def open_session(
     from accelerate import Accelerator
 
     accelerator = Accelerator(cpu=not torch.cuda.is_available())
+    inputs = config_inputs(cfg)
+    check_output_folder(out, resume=resume, overwrite=overwrite, inputs=inputs)  # one line, no model load
     if resume:
-        prepare_output(out, resume=True, overwrite=overwrite)  # nothing to resume: one line, no model load
         check_resume_config(out, cfg)
     model, tokenizer = build_model(cfg.model, device=accelerator.device, seed=cfg.seed)
+    lock = None
     if accelerator.is_main_process:
-        prepare_output(out, resume=resume, overwrite=overwrite)
+        lock = prepare_output(out, resume=resume, overwrite=overwrite, inputs=inputs)
     accelerator.wait_for_everyone()
     spec = model.token_spec
-    optimizer = make_optimizer(model, cfg.optim)
-    scheduler = make_scheduler(optimizer, cfg.optim, optimizer_steps or cfg.max_steps)
-    model, optimizer = accelerator.prepare(model, optimizer)
-    return Session(accelerator, model, tokenizer, spec, optimizer, scheduler, out)
+    try:
+        optimizer = make_optimizer(model, cfg.optim)
+        scheduler = make_scheduler(optimizer, cfg.optim, optimizer_steps or cfg.max_steps)
+        model, optimizer = accelerator.prepare(model, optimizer)
+    except BaseException:
+        if lock is not None:
+            lock.close()
+        raise
+    return Session(accelerator, model, tokenizer, spec, optimizer, scheduler, out, lock)
 
 
 StepFn = Callable[[int, torch.Generator], dict[str, Any]]
@@ -115,7 +127,10 @@ def run_steps(
     from tqdm import tqdm
 
     s = session
-    with torch.random.fork_rng(devices=[]):  # dropout's global RNG: forked, the caller's is untouched
+    with (
+        s.lock or contextlib.nullcontext(),
+        torch.random.fork_rng(devices=[]),
+    ):  # dropout's global RNG: forked, the caller's is untouched
         start = resume_checkpoint(s.out, s.model, s.optimizer, s.scheduler) if resume else 0
         log = MetricsLog(s.out, cfg.log, cfg, resume_step=start, enabled=s.main)
         bar = tqdm(

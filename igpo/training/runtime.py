@@ -40,19 +40,54 @@ class TrainingError(InvalidSetting):
     """Bad training input (output folder, data, resume state); printed as one line by the CLI."""
 
 
-def prepare_output(out: Path, *, resume: bool, overwrite: bool) -> None:
-    """Refuse to reuse a non-empty output folder unless resuming or told to overwrite."""
+OUTPUT_KIND = "train"
+OUTPUT_NAMES = (CHECKPOINT_DIR, METRICS_FILE, "tensorboard", "wandb", "DONE", "series-*")
+"""What a training folder holds (ablate adds DONE and the series of its evaluations)."""
+
+
+def config_inputs(config: Any) -> list[str | None]:
+    """The paths a training config reads (model, tokenizer, adapter, data): never an output."""
+    from igpo.outputs import model_input
+
+    model, data = config.model, getattr(config, "data", None)
+    return [model_input(model.path), model_input(model.tokenizer), model.adapter, getattr(data, "path", None)]
+
+
+def check_output_folder(out: Path, *, resume: bool, overwrite: bool, inputs: Any = ()) -> None:
+    """Refuse (changing nothing) an output folder that is an input or holds one, a protected
+    folder, a folder igpo did not make, or a non-empty one without --resume / --overwrite."""
+    from igpo import outputs
+
     if resume and overwrite:
         raise TrainingError("--resume and --overwrite exclude each other")
-    exists = out.exists() and any(out.iterdir())
+    outputs.check_output(out, inputs, clears=overwrite)
+    outputs.ensure_free(out)
     if resume:
         if not latest_checkpoint(out):
             raise TrainingError(f"nothing to resume: no checkpoint under {out / CHECKPOINT_DIR}")
         return
+    exists = out.is_dir() and any(p.name not in outputs.OWN for p in out.iterdir())
     if exists and not overwrite:
         raise TrainingError(f"output folder {out} exists; pass --resume to continue or --overwrite to replace it")
-    if exists and overwrite:
-        shutil.rmtree(out)
+    outputs.check_folder(out, kind=OUTPUT_KIND, known=OUTPUT_NAMES, overwrite=overwrite)
+
+
+def prepare_output(out: Path, *, resume: bool, overwrite: bool, inputs: Any = ()):
+    """Check the output folder, take its lock (one writer per folder), clear it with --overwrite
+    (only what training writes, only in a folder igpo made). Returns the held lock: close it
+    when the run ends."""
+    from igpo import outputs
+
+    check_output_folder(out, resume=resume, overwrite=overwrite, inputs=inputs)
+    lock = outputs.acquire(out)
+    try:
+        check_output_folder(out, resume=resume, overwrite=overwrite, inputs=inputs)  # as it is now, locked
+        if not resume:
+            outputs.claim_folder(out, kind=OUTPUT_KIND, known=OUTPUT_NAMES, overwrite=overwrite)
+    except BaseException:
+        lock.close()
+        raise
+    return lock
 
 
 RESUME_MAY_CHANGE = ("max_steps", "checkpoint", "log")
