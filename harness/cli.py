@@ -43,8 +43,17 @@ def _root(
     version: Annotated[
         bool, typer.Option("--version", help="Print the version and exit.", callback=_print_version, is_eager=True)
     ] = False,
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="Also show lm-eval's INFO logs and git's messages.")
+    ] = False,
 ) -> None:
     """Train IGPO checkpoints of masked diffusion LMs and benchmark them in lm-evaluation-harness."""
+    if verbose:
+        import os
+
+        from igpo.progress import VERBOSE_ENV
+
+        os.environ[VERBOSE_ENV] = "1"  # read where the libraries are set up (and by subprocesses)
 
 
 @bench_app.command("decode")

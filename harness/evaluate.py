@@ -269,9 +269,10 @@ def _run_eval(req: EvalRequest, held: contextlib.ExitStack) -> Path:
     from lm_eval.tasks import TaskManager
 
     from harness.lmeval import DiffusionLM
+    from igpo.progress import verbose
     from tasks.registry import TASK_DIR
 
-    logging.getLogger("lm_eval").setLevel(logging.WARNING)
+    logging.getLogger("lm_eval").setLevel(logging.INFO if verbose() else logging.ERROR)
     started = time.perf_counter()
     lm = DiffusionLM(
         pretrained=req.model,

@@ -32,15 +32,24 @@ REQUEST_LOG = "dllm_requests.jsonl"
 
 
 def main(argv: list[str] | None = None) -> None:
-    from lm_eval.__main__ import cli_evaluate
+    import os
 
-    import harness.lmeval  # noqa: F401  (registers the dllm model with lm-eval)
-    from tasks.registry import TASK_DIR, hub_error_types
+    from igpo.progress import verbose
 
     args = list(sys.argv[1:] if argv is None else argv)
     if args and args[0] == "--":
         args = args[1:]
     wants_help = any(a in ("-h", "--help") for a in args)
+    if not wants_help:
+        args = _checked_early(args)  # bad model_args / --limit: seconds, not lm-eval's task loading
+    if not verbose():
+        os.environ.setdefault("LMEVAL_LOG_LEVEL", "WARNING")  # lm-eval's INFO lines only with igpo --verbose
+
+    from lm_eval.__main__ import cli_evaluate
+
+    import harness.lmeval.model  # noqa: F401  (registers the dllm model with lm-eval)
+    from tasks.registry import TASK_DIR, hub_error_types
+
     hub_errors = hub_error_types()
     try:
         if args and not wants_help and "--include_path" not in args:
@@ -66,6 +75,95 @@ def main(argv: list[str] | None = None) -> None:
         hint = f" (offline? set {DATA_DIR_ENV} to the data folder)" if isinstance(err, hub_errors) else ""
         print(f"error: {one_line(err)}{hint}", file=sys.stderr)
         raise SystemExit(EXIT_ERROR) from None
+
+
+MODEL_ARGS_FLAGS = ("--model_args", "-a")
+LIMIT_FLAGS = ("--limit", "-L")
+MAX_LIMIT = 10**9
+
+
+def _checked_early(args: list[str]) -> list[str]:
+    """Refuse bad input before lm-eval loads (one `error:` line, exit 2): a --limit that is not a
+    positive count or fraction; for dllm, model_args it would reject. `batch_size` inside
+    model_args (LLaDA's command lines put it there, lm-eval passes --batch_size beside it) becomes
+    --batch_size; both given with different values is refused."""
+    from harness.errors import EXIT_ERROR, debugging, one_line
+    from igpo.errors import IgpoError
+
+    try:
+        _check_limit(next((v for f in LIMIT_FLAGS if (v := _flag(args, f)) is not None), None))
+        if _flag(args, "--model") in DLLM_MODELS:
+            args = _dllm_model_args(args)
+    except IgpoError as err:
+        if debugging():
+            raise
+        print(f"error: {one_line(err)}", file=sys.stderr)
+        raise SystemExit(EXIT_ERROR) from None
+    return args
+
+
+def _check_limit(text: str | None) -> None:
+    import math
+
+    from igpo.errors import InvalidSetting
+
+    if text is None:
+        return
+    try:
+        value = float(text)
+    except ValueError:
+        raise InvalidSetting(f"--limit must be a number of examples or a fraction, got {text!r}") from None
+    if not math.isfinite(value) or value <= 0 or (value >= 1 and value != int(value)) or value > MAX_LIMIT:
+        raise InvalidSetting(
+            f"--limit must be a fraction in (0, 1) or a whole number of examples from 1 to {MAX_LIMIT:,}, got {text}"
+        )
+
+
+def _model_args_spans(args: list[str]) -> tuple[list[str], list[str]]:
+    """(args without any --model_args / -a, the key=value items they held, in order). The flag
+    takes one or more values (lm-eval merges `a=1,b=2` and `a=1 b=2`)."""
+    rest: list[str] = []
+    items: list[str] = []
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        name, eq, value = arg.partition("=")
+        if name in MODEL_ARGS_FLAGS and eq:
+            items += value.split(",")
+        elif arg in MODEL_ARGS_FLAGS:
+            while i + 1 < len(args) and not args[i + 1].startswith("-"):
+                i += 1
+                items += args[i].split(",")
+        else:
+            rest.append(arg)
+        i += 1
+    return rest, [item for item in items if item.strip()]
+
+
+def _dllm_model_args(args: list[str]) -> list[str]:
+    """dllm's model_args parsed as the model will (harness.lmeval.args), batch_size moved to
+    --batch_size; returns the command line to hand to lm-eval."""
+    from harness.lmeval.args import parse_args
+    from igpo.errors import InvalidSetting
+
+    rest, items = _model_args_spans(args)
+    pairs: dict[str, str] = {}
+    for item in items:
+        key, eq, value = item.partition("=")
+        if not eq or not key.strip():
+            raise InvalidSetting(f"dllm model_args item {item!r} is not key=value")
+        pairs[key.strip()] = value.strip()
+    batch = pairs.pop("batch_size", None)
+    parse_args({**pairs, **({"batch_size": batch} if batch is not None else {})})
+    if batch is not None:
+        given = next((v for f in ("--batch_size", "-b") if (v := _flag(rest, f)) is not None), None)
+        if given is not None and given.strip() != batch:
+            raise InvalidSetting(f"batch_size={batch} in --model_args and --batch_size {given} differ: give one")
+        if given is None:
+            rest += ["--batch_size", batch]
+    if not pairs:
+        return rest
+    return [*rest, "--model_args", ",".join(f"{k}={v}" for k, v in pairs.items())]
 
 
 def _flag(args: list[str], name: str) -> str | None:

@@ -36,3 +36,14 @@ def logger() -> logging.Logger:
 def say(command: str, message: str) -> None:
     """One progress line of `command` (eval, sft, check, ablate, lm-eval, ...)."""
     logger().info(message, extra={"command": command})
+
+
+VERBOSE_ENV = "IGPO_VERBOSE"
+"""Set (`igpo --verbose ...` sets it) to see the libraries' own INFO logs and messages."""
+
+
+def verbose() -> bool:
+    """IGPO_VERBOSE set to anything but '', 0, false, no, off."""
+    import os
+
+    return os.environ.get(VERBOSE_ENV, "").strip().lower() not in ("", "0", "false", "no", "off")

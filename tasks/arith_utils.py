@@ -94,10 +94,12 @@ def process_results(doc: dict[str, Any], results: Sequence[Any]) -> dict[str, fl
     return metrics
 
 
-def mean_present(values: Sequence[float | None]) -> float:
+def mean_present(values: Sequence[float | None]) -> float | None:
     """Aggregation of the per-level metrics: the mean of the values that are not None / NaN.
 
-    NaN when no document of the level was evaluated (e.g. under a small ``--limit``).
+    None when no document of the level was evaluated (e.g. under a small ``--limit``): lm-eval
+    writes null in its results JSON and leaves the table cell empty (a NaN would be written as
+    the non-standard `NaN` token).
     """
     present = [float(v) for v in values if v is not None and not math.isnan(v)]
-    return sum(present) / len(present) if present else math.nan
+    return sum(present) / len(present) if present else None

@@ -596,3 +596,67 @@ def test_lora_settings(tmp_path, override, needle):
     out = tmp_path / "run"
     assert_one_error(igpo("train", "--recipe", "grpo_tiny", "--out", out, override), needle, out)
     assert_one_error(igpo("sft", "--recipe", "sft_tiny", "--out", out, override), needle, out)
+
+
+# --------------------------------------------------------------------------- igpo lm-eval, early
+
+
+LM_EVAL_EARLY = [
+    (["--model_args", "pretrained=testbed,gen_length=abc"], "gen_length"),
+    (["--model_args", "pretrained=testbed,no_such_arg=1"], "no_such_arg"),
+    (["--model_args", "gen_length=16"], "pretrained"),
+    (["--model_args", "pretrained=testbed,steps"], "key=value"),
+    (["--model_args", "pretrained=testbed,batch_size=0"], "batch_size"),
+    (["--model_args", "pretrained=testbed,batch_size=4", "--batch_size", "8"], "batch_size"),
+    (["--model_args", "pretrained=testbed", "mc_num=-1"], "mc_num"),
+    (["--model_args=pretrained=testbed,is_check_greedy=maybe"], "is_check_greedy"),
+    (["--model_args", "pretrained=testbed", "--limit", "1e23"], "--limit"),
+    (["--model_args", "pretrained=testbed", "--limit", "nan"], "--limit"),
+    (["--model_args", "pretrained=testbed", "--limit", "-3"], "--limit"),
+    (["--model_args", "pretrained=testbed", "--limit", "2.5"], "--limit"),
+]
+
+
+@pytest.mark.parametrize("extra, needle", LM_EVAL_EARLY, ids=[" ".join(c[0]) for c in LM_EVAL_EARLY])
+def test_lm_eval_refuses_before_loading_lm_eval(extra, needle):
+    """Bad model_args / --limit: one line, and lm-eval's evaluator was never imported."""
+    code = (
+        "import sys\nfrom harness.lm_eval import main\ntry:\n    main(sys.argv[1:])\nfinally:\n"
+        "    print('evaluator imported' if 'lm_eval.evaluator' in sys.modules else 'not imported', file=sys.stderr)"
+    )
+    cmd = [sys.executable, "-c", code, "--model", "dllm", "--tasks", "igpo_arith", *extra]
+    proc = subprocess.run(cmd, cwd=REPO, env={**os.environ, **OFFLINE_ENV}, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert lines[-1] == "not imported" and len(lines) == 2 and lines[0].startswith("error:"), proc.stderr
+    assert needle in lines[0], lines[0]
+
+
+def test_lm_eval_batch_size_in_model_args_is_the_batch_size():
+    from harness.lm_eval import _dllm_model_args
+
+    args = ["--model", "dllm", "--model_args", "model_path=testbed,batch_size=32,gen_length=256"]
+    assert _dllm_model_args(args) == [
+        "--model",
+        "dllm",
+        "--batch_size",
+        "32",
+        "--model_args",
+        "model_path=testbed,gen_length=256",
+    ]
+    same = _dllm_model_args([*args, "--batch_size", "32"])
+    assert same.count("--batch_size") == 1 and "batch_size=32" not in " ".join(same)
+
+
+def test_lm_eval_git_call_is_quiet_outside_a_checkout(tmp_path, capfd):
+    import lm_eval.evaluator
+
+    import harness.lmeval.model  # noqa: F401  (replaces lm-eval's git call)
+
+    old = os.getcwd()
+    os.chdir(tmp_path)
+    try:
+        assert lm_eval.evaluator.get_git_commit_hash() is None
+    finally:
+        os.chdir(old)
+    assert "fatal" not in capfd.readouterr().err

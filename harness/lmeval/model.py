@@ -40,6 +40,21 @@ from igpo.models import fuse_projections, load_model, load_tokenizer
 __all__ = ["DLLMArgs", "DiffusionLM", "parse_args"]
 
 logger = logging.getLogger(__name__)
+
+
+def _quiet_lm_eval_git() -> None:
+    """lm-eval's own `git describe` prints git's complaint outside a checkout: replaced by the
+    same call with git's stderr captured (igpo --verbose keeps lm-eval's)."""
+    import lm_eval.evaluator
+
+    from harness.provenance import quiet_describe
+    from igpo.progress import verbose
+
+    if not verbose():
+        lm_eval.evaluator.get_git_commit_hash = quiet_describe
+
+
+_quiet_lm_eval_git()
 LENGTH_CONFLICT_WARNING = "lm-eval's max_gen_toks is shorter than the diffusion gen_length"
 """How the one warning of a run with a length conflict begins (harness/lmeval/settings.py)."""
 TEMPLATE_PROBE = "\x00igpo-probe\x00"
