@@ -5,7 +5,6 @@ Shared by the ablation report (a line per cell, mean over its seeds) and `igpo e
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Any
@@ -38,15 +37,22 @@ def metrics_rows(folder: Path) -> list[dict[str, Any]]:
     path = Path(folder) / METRICS_FILE
     if not path.is_file():
         return []
-    lines = [line for line in path.read_text().splitlines() if line.strip()]
+    from igpo.jsonfile import read_log
+
     rows = []
-    for i, line in enumerate(lines):
-        try:
-            rows.append({k: math.nan if v is None else v for k, v in json.loads(line).items()})
-        except json.JSONDecodeError:
-            if i < len(lines) - 1:
-                raise
+    for _, obj in read_log(path, "metrics line"):
+        row = {k: _number(v) for k, v in obj.items()}
+        if isinstance(row.get("step"), float) and math.isfinite(row["step"]):
+            rows.append(row)  # a line without a step cannot be placed on a curve
     return rows
+
+
+def _number(value: Any) -> float:
+    """A metric as a float: null (not measured), a string or anything else that is not a number
+    reads as NaN (left out of means and curves)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return math.nan
+    return float(value)
 
 
 def trailing_mean(values: list[float], window: int = SMOOTH_STEPS) -> list[float]:

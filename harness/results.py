@@ -71,6 +71,8 @@ def load_results(path: str | Path) -> RunRecord:
         raw = json.loads(file.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise ResultsError(f"{file} is not valid JSON ({err})") from None
+    except RecursionError:
+        raise ResultsError(f"{file}: JSON nested too deeply to read") from None
     return RunRecord.parse(raw, file)
 
 
@@ -83,11 +85,13 @@ def load_samples(path: str | Path) -> list[Sample]:
     record_file = file.with_name(RESULTS_FILE)
     record = load_results(record_file) if record_file.is_file() else None
     rows = []
-    with open(file, encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if line.strip():
+    with open(file, "rb") as f:  # written whole (atomically): a damaged line is refused, not skipped
+        for n, raw in enumerate(f, 1):
+            if raw.strip():
                 try:
-                    rows.append((n, json.loads(line)))
-                except json.JSONDecodeError:
+                    rows.append((n, json.loads(raw.decode("utf-8"))))
+                except UnicodeDecodeError:
+                    raise ResultsError(f"{file}: line {n} is not UTF-8 text") from None
+                except (json.JSONDecodeError, RecursionError):
                     raise ResultsError(f"{file}: line {n} is not valid JSON") from None
     return parse_samples(rows, file, record)

@@ -21,6 +21,8 @@ def read_json_object(path: str | Path, *keys: str) -> dict[str, Any]:
         raise BadFile(f"{path}: invalid JSON ({err.msg}, line {err.lineno})") from None
     except UnicodeDecodeError as err:
         raise BadFile(f"{path}: not UTF-8 text ({err.reason})") from None
+    except RecursionError:
+        raise BadFile(f"{path}: JSON nested too deeply to read") from None
     if not isinstance(data, dict):
         raise BadFile(f"{path}: expected a JSON object")
     missing = [k for k in keys if k not in data]
@@ -41,6 +43,33 @@ def finite(obj: Any) -> Any:
     if isinstance(obj, (list, tuple)):
         return [finite(v) for v in obj]
     return obj
+
+
+def read_log(path: str | Path, what: str = "line") -> list[tuple[int, dict[str, Any]]]:
+    """(line number, object) of each readable line of an append-only JSONL log (responses.jsonl,
+    metrics.jsonl). A line that is not UTF-8 (a kill inside a multi-byte character, binary junk),
+    not JSON or not an object is what a crash leaves: skipped, with one note on stderr naming the
+    file and the lines, never an error that blocks the rerun."""
+    import sys
+
+    rows: list[tuple[int, dict[str, Any]]] = []
+    skipped: list[int] = []
+    with open(path, "rb") as f:
+        for n, raw in enumerate(f, 1):
+            if not raw.strip():
+                continue
+            try:
+                obj = json.loads(raw.decode("utf-8"))
+            except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+                obj = None
+            if isinstance(obj, dict):
+                rows.append((n, obj))
+            else:
+                skipped.append(n)
+    if skipped:
+        shown = ", ".join(map(str, skipped[:5])) + (" ..." if len(skipped) > 5 else "")
+        print(f"note: {path}: skipped {len(skipped)} damaged {what}(s) (line {shown})", file=sys.stderr)
+    return rows
 
 
 class JsonlAppender:

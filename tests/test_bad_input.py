@@ -660,3 +660,78 @@ def test_lm_eval_git_call_is_quiet_outside_a_checkout(tmp_path, capfd):
     finally:
         os.chdir(old)
     assert "fatal" not in capfd.readouterr().err
+
+
+# --------------------------------------------------------------------------- bytes in logs and records
+
+
+def test_response_cache_torn_inside_a_multibyte_character(tmp_path, capsys):
+    """A kill inside a UTF-8 character (responses.jsonl is written as raw UTF-8) is a torn line:
+    that response is decoded again, the rest are reused, nothing blocks the rerun."""
+    from harness.lmeval.cache import ResponseCache
+
+    path = tmp_path / "responses.jsonl"
+    ResponseCache(path).put("a", "first é")
+    with open(path, "ab") as f:
+        f.write('{"key": "b", "response": "café'.encode()[:-1] + b"\n\xff\xfe binary junk\n")
+    again = ResponseCache(path)
+    assert again.get("a")["response"] == "first é" and again.get("b") is None
+    assert "skipped 2 damaged" in capsys.readouterr().err
+    again.put("c", "third")
+    assert ResponseCache(path).get("c")["response"] == "third"
+
+
+def test_metrics_log_with_junk_lines_and_string_metrics(tmp_path, capsys):
+    from harness.curves import metrics_rows
+
+    train = tmp_path / "train"
+    train.mkdir()
+    (train / "metrics.jsonl").write_bytes(
+        b'{"step": 1, "loss": 0.5}\n[1, 2]\n{"step": 2, "loss": "high"}\n\xff\xfe junk\n"text"\n'
+        b'{"loss": 0.1}\n{"step": 3, "loss": 0.4}\n{"step": 4, "lo'
+    )
+    rows = metrics_rows(train)
+    assert [r["step"] for r in rows] == [1, 2, 3]
+    assert rows[0]["loss"] == 0.5 and rows[1]["loss"] != rows[1]["loss"]  # a string metric reads as NaN
+    assert "metrics.jsonl" in capsys.readouterr().err
+    result = igpo("report", train, "--out", tmp_path / "r.html")
+    assert result.exit_code == 0, result.output
+
+
+@pytest.fixture(scope="module")
+def small_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("small") / "runs"
+    fast = ["--gen-length", "16", "--block-length", "16", "--steps", "4", "--seeds", "0"]
+    result = igpo("eval", "--tasks", "arith", "--limit", "2", "--out", out, "--name", "a", "--no-leaderboard", *fast)
+    assert result.exit_code == 0, result.output
+    return out / "a"
+
+
+RECORD_DAMAGE = [
+    ("samples.jsonl", lambda b: b + b"\xff\xfe\x00junk\n", "not UTF-8"),
+    ("samples.jsonl", lambda b: b + b"{not json\n", "not valid JSON"),
+    ("samples.jsonl", lambda b: b + b"[" * 100_000 + b"\n", "not valid JSON"),
+    ("results.json", lambda b: b"[" * 100_000 + b"]" * 100_000, "nested too deeply"),
+    ("results.json", lambda b: b[: len(b) // 2], "not valid JSON"),
+    ("results.json", lambda b: b"\xff\xfe" + b, "not valid JSON"),
+]
+
+
+@pytest.mark.parametrize("command", ["check", "report", "leaderboard"])
+@pytest.mark.parametrize(
+    "name, damage, needle", RECORD_DAMAGE, ids=[f"{c[0]}-{c[2]}-{i}" for i, c in enumerate(RECORD_DAMAGE)]
+)
+def test_damaged_run_records(tmp_path, small_run, command, name, damage, needle):
+    if command == "leaderboard" and name == "samples.jsonl":
+        pytest.skip("the leaderboard reads results.json only")
+    run = tmp_path / "run"
+    shutil.copytree(small_run, run)
+    (run / name).write_bytes(damage((run / name).read_bytes()))
+    args = {
+        "check": ["check", run, "--baseline", small_run],
+        "report": ["report", run, "--out", tmp_path / "out" / "r.html"],
+        "leaderboard": ["leaderboard", run / "results.json", "--out", tmp_path / "out" / "lb.md"],
+    }[command]
+    result = igpo(*args)
+    assert_one_error(result, needle, tmp_path / "out")
+    assert name in result.output

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from igpo.jsonfile import JsonlAppender
+from igpo.jsonfile import JsonlAppender, read_log
 
 SEED_MODULUS = 2**63 - 1
 
@@ -35,13 +35,11 @@ class ResponseCache:
         self.path = path if rank == 0 else path.with_name(f"{path.stem}.rank{rank}{path.suffix}")
         self.items: dict[str, dict[str, Any]] = {}
         for file in sorted(path.parent.glob(f"{path.stem}*{path.suffix}")):
-            with open(file, encoding="utf-8") as f:
-                for line in f:
-                    try:
-                        rec = json.loads(line)
-                        self.items[rec["key"]] = {"response": str(rec["response"]), **(rec.get("info") or {})}
-                    except (json.JSONDecodeError, KeyError, TypeError, AttributeError):
-                        continue  # a line cut by an interruption: that request is redone
+            for _, rec in read_log(file, "cached response"):  # torn / non-UTF-8 lines: redone
+                try:
+                    self.items[rec["key"]] = {"response": str(rec["response"]), **(rec.get("info") or {})}
+                except (KeyError, TypeError, AttributeError):
+                    continue  # a record without its fields: that request is redone
         self._writer = JsonlAppender(self.path)
         if self._writer.torn:
             print(
