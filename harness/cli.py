@@ -704,6 +704,9 @@ def rewrite_traces_cmd(
         return
     summary = run(job)
     typer.echo(json.dumps(summary, indent=2))
+    if summary["this_run"] and summary["failed"] and not summary["kept"] and not any(summary["rejected"].values()):
+        typer.echo(f"error: every request failed (reasons in {out.with_suffix('')}.failures.jsonl)", err=True)
+        raise typer.Exit(1)
 
 
 from harness import train_cli  # noqa: E402  (light: heavy imports happen inside the commands)

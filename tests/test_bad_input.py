@@ -735,3 +735,35 @@ def test_damaged_run_records(tmp_path, small_run, command, name, damage, needle)
     result = igpo(*args)
     assert_one_error(result, needle, tmp_path / "out")
     assert name in result.output
+
+
+REWRITE_CASES = [
+    (["--price-in", "nan"], "--price-in"),
+    (["--price-out", "-1"], "--price-out"),
+    (["--price-in", "inf"], "--price-in"),
+    (["--temperature", "inf"], "--temperature"),
+    (["--temperature", "nan"], "--temperature"),
+    (["--temperature", "-0.5"], "--temperature"),
+]
+
+
+@pytest.mark.parametrize("extra, needle", REWRITE_CASES, ids=[" ".join(c[0]) for c in REWRITE_CASES])
+def test_rewrite_traces_prices_and_temperature(tmp_path, extra, needle):
+    data = tmp_path / "in" / "rows.jsonl"
+    data.parent.mkdir()
+    data.write_text(json.dumps({"question": "1+1?", "answer": "2", "solution": "1+1=2"}) + "\n")
+    out = tmp_path / "out"
+    args = ["rewrite-traces", data, "--out", out / "kept.jsonl", "--base-url", "http://127.0.0.1:9/v1", "--model", "m"]
+    assert_one_error(igpo(*args, "--preset", "gsm8k", *extra), needle, out)
+
+
+def test_rewrite_traces_exits_1_when_every_request_failed(tmp_path):
+    from harness.rewrite.fake_server import FakeRewriter, cli_args, write_rows
+
+    data = write_rows(tmp_path / "rows.jsonl", 3, ["#always500"])
+    out = tmp_path / "o" / "kept.jsonl"
+    with FakeRewriter() as server:
+        result = igpo(*cli_args(data, out, server.base_url, timeout_s=1, max_attempts=1))
+    assert result.exit_code == 1, result.output
+    assert "error: every request failed" in result.output and "kept.failures.jsonl" in result.output
+    assert len((tmp_path / "o" / "kept.failures.jsonl").read_text().splitlines()) == 3

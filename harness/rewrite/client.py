@@ -54,6 +54,8 @@ class ClientSettings:
             value = getattr(self, name)
             if not value > 0 or value == float("inf"):
                 raise InvalidSetting(f"{name} must be a positive finite number, got {value}")
+        if not 0 <= self.temperature < float("inf"):  # NaN fails too
+            raise InvalidSetting(f"--temperature must be a finite number >= 0, got {self.temperature}")
         if self.requests_per_minute is not None and not 0 < self.requests_per_minute < float("inf"):
             raise InvalidSetting(f"--rpm must be a positive number, got {self.requests_per_minute}")
 

@@ -166,6 +166,9 @@ def _run(job: RewriteJob, held: contextlib.ExitStack) -> dict[str, Any]:
         job.input = hub_input(str(job.input), job.split, job.files()["source"])
     if job.max_tokens is not None and job.max_tokens < 1:
         raise InvalidSetting(f"--max-tokens must be >= 1, got {job.max_tokens}")
+    for flag, price in (("--price-in", job.price_in), ("--price-out", job.price_out)):
+        if not 0 <= price < float("inf"):  # NaN fails too: it would be the summary's cost
+            raise InvalidSetting(f"{flag} must be a finite price >= 0, got {price}")
     template = load_prompt(job.prompt)
     sources = list(read_sources(job.input, job.fields, template, job.limit))  # bad rows fail before any request
     files = job.files()
