@@ -284,6 +284,9 @@ def _run_eval(req: EvalRequest, held: contextlib.ExitStack) -> Path:
         cache_file=str(p.run_dir / CACHE_FILE),
     )
     lm.stats["load_seconds"] = time.perf_counter() - started
+    ran_on = model_device(lm)
+    if req.device and ran_on and torch_device_type(req.device) != torch_device_type(ran_on):
+        lm.warn(f"--device {req.device} was asked for but is not available: the model runs on {ran_on}")
     lm.apply_chat_template([{"role": "user", "content": "?"}])  # no chat template: one line, before any task
     manager = TaskManager(include_path=str(TASK_DIR), include_defaults=False)
     seeds = req.seeds if req.seeds else p.protocol.seeds
@@ -502,6 +505,13 @@ def default_label(req: EvalRequest) -> str:
     return base + (f" + {Path(req.adapter).name}" if req.adapter else "")
 
 
+def model_device(lm) -> str | None:
+    """The device the model's weights are on, i.e. where it ran (`--device cuda` without CUDA
+    falls back to the CPU); None for a model without parameters."""
+    weight = next(iter(lm.model.parameters()), None)
+    return str(weight.device) if weight is not None else None
+
+
 def model_record(req: EvalRequest, lm) -> ModelInfo:
     from harness.provenance import folder_hash
 
@@ -512,6 +522,7 @@ def model_record(req: EvalRequest, lm) -> ModelInfo:
         adapter_hash=folder_hash(req.adapter),
         family=getattr(lm.model, "family", None),
         token_spec=vars(lm.spec) if hasattr(lm.spec, "__dict__") else None,
+        device=model_device(lm),
     )
 
 
@@ -580,10 +591,11 @@ def print_table(record: RunRecord) -> None:
     )
     prov = record.provenance
     tps = prov.get("tokens_per_s")
+    from harness.leaderboard import protocol_label
+
     print(
-        f"\nrun: {record.run_name}  protocol: {record.protocol.name}  wall: {prov['wall_time_s']:.1f}s"
-        + (f"  tokens/s: {tps:.1f}" if tps else "")
-        + f"  results: {record.where}"
+        f"\nrun: {record.run_name}  protocol: {protocol_label(record)}  device: {record.model.device or '?'}"
+        f"  wall: {prov['wall_time_s']:.1f}s" + (f"  tokens/s: {tps:.1f}" if tps else "") + f"  results: {record.where}"
     )
 
 

@@ -8,6 +8,7 @@ Built-in protocols live in harness/protocols/*.yaml; any other path to a YAML fi
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -149,3 +150,62 @@ def parse_protocol(raw: Any, *, source: str = "<dict>", file_hash: str = "") -> 
     except (TypeError, ValueError) as err:
         raise ProtocolError(f"malformed protocol {source}: {err}") from None
     return protocol
+
+
+COMPARED = ("seeds", "decoding", "gen_lengths", "steps_ratio", "tasks")
+"""The settings of a protocol that change what a run measures (the rest describes it)."""
+
+
+@functools.lru_cache(maxsize=32)
+def _shipped(path: Path, stamp: tuple[int, int]) -> dict[str, Any] | None:
+    """The shipped protocol file's to_dict() (`stamp`: its mtime and size, so an edit is seen);
+    None when it does not load."""
+    try:
+        return load_protocol(path).to_dict()
+    except ProtocolError:
+        return None
+
+
+def _changes(prefix: str, recorded: Any, shipped: Any, default: dict[str, Any] | None = None) -> list[str]:
+    """`prefix.key recorded (shipped: value)` for each setting that differs; tables compared key by
+    key, a key one side lacks read as `default`'s value (a field added since the run was written)."""
+    if isinstance(recorded, dict) and isinstance(shipped, dict):
+        default = default or {}
+        out = []
+        for key in sorted(set(recorded) | set(shipped), key=str):
+            out += _changes(f"{prefix}.{key}", recorded.get(key, default.get(key)), shipped.get(key, default.get(key)))
+        return out
+    return [] if recorded == shipped else [f"{prefix} {recorded!r} (shipped: {shipped!r})"]
+
+
+def shipped_difference(
+    name: str | None, file_hash: str | None, settings: dict[str, Any], seeds: list[int] | None = None
+) -> str | None:
+    """How a run's protocol, by its recorded file hash and settings, departs from the shipped
+    protocol of the same name (harness/protocols/<name>.yaml), e.g. an edited copy of igpo.yaml
+    passed as `--protocol path/igpo.yaml`; None when the name is no shipped protocol, the record
+    has no file hash, the hashes agree, or every setting in COMPARED agrees (a comment or
+    description edit). `settings`: the recorded protocol table; `seeds`: the protocol's seeds."""
+    settings = {**settings, **({"seeds": seeds} if seeds else {})}
+    if not name or not file_hash or Path(name).name != name:
+        return None
+    path = PROTOCOL_DIR / f"{name}.yaml"
+    try:
+        stat = path.stat()
+    except OSError:
+        return None
+    shipped = _shipped(path, (stat.st_mtime_ns, stat.st_size))
+    if shipped is None or shipped["file_hash"] == file_hash:
+        return None
+    where = f"protocol file differs from the shipped {path.name}"
+    present = [key for key in COMPARED if key in settings]
+    if not present:  # nothing but the hash to compare
+        return f"{where} (file hash {file_hash})"
+    defaults = DecodeConfig().to_dict()
+    changes = []
+    for key in present:  # a record written without a setting is not judged on it
+        recorded, ref = settings.get(key), shipped.get(key)
+        if key == "tasks":
+            recorded, ref = recorded or {}, ref or {}
+        changes += _changes(key, recorded, ref, defaults if key == "decoding" else None)
+    return f"{where}: {', '.join(changes)}" if changes else None

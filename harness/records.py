@@ -114,7 +114,7 @@ class TaskResult:
 
 @dataclass(frozen=True)
 class ModelInfo:
-    """The evaluated model: path or Hub id, content hashes, optional adapter."""
+    """The evaluated model: path or Hub id, content hashes, optional adapter, the device it ran on."""
 
     name_or_path: str = UNKNOWN
     hash: str | None = None
@@ -122,6 +122,7 @@ class ModelInfo:
     adapter_hash: str | None = None
     family: str | None = None
     token_spec: dict[str, Any] | None = None
+    device: str | None = None
 
 
 PROTOCOL_FIELDS = ("name", "file_hash", "seeds", "seeds_run", "overrides")
@@ -144,8 +145,10 @@ class ProtocolInfo:
     """The whole protocol table as written (description, source, decoding, tasks, ...)."""
 
     def deviations(self, tasks: dict[str, TaskResult]) -> list[str]:
-        """How a run departs from this protocol: overrides, a limit, fewer seeds."""
-        out = []
+        """How a run departs from this protocol: an edited shipped protocol, overrides, a limit, fewer seeds."""
+        from harness.protocols import shipped_difference  # lazy: it imports torch
+
+        out = [d for d in [shipped_difference(self.name, self.file_hash, self.settings, self.seeds)] if d]
         if self.overrides:
             out.append("overrides " + ", ".join(f"{k}={v}" for k, v in sorted(self.overrides.items())))
         limits = sorted({t.limit for t in tasks.values() if t.limit is not None}, key=str)
@@ -265,9 +268,7 @@ class RunRecord:
         protocol = protocol if isinstance(protocol, dict) else {}
         return cls(
             tasks={str(k): TaskResult.parse(v, f"{file}: task {k!r}") for k, v in tasks.items()},
-            model=ModelInfo(
-                **{f: model.get(f) for f in ModelInfo.__dataclass_fields__ if model.get(f) is not None},
-            ),
+            model=ModelInfo(**{f: model.get(f) for f in ModelInfo.__dataclass_fields__ if model.get(f) is not None}),
             protocol=ProtocolInfo.parse(protocol),
             run_name=raw.get("run_name"),
             created=raw.get("created"),

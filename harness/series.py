@@ -24,7 +24,7 @@ from harness.leaderboard import (
     interval_notes,
     model_label,
     order_tasks,
-    protocol_name,
+    protocol_label,
     run_cells,
     task_label,
 )
@@ -179,7 +179,7 @@ def series_records(folder: Path) -> dict[int, RunRecord]:
 
 def _title(points: list[tuple[int, RunRecord]]) -> str:
     first = min(points, key=lambda point: point[0])[1]
-    return f"Checkpoint series: {model_label(first, with_adapter=False)} ({protocol_name(first)})"
+    return f"Checkpoint series: {model_label(first, with_adapter=False)} ({protocol_label(first)})"
 
 
 def series_svg(points: list[tuple[int, RunRecord]]) -> tuple[str, int]:

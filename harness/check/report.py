@@ -29,6 +29,7 @@ from harness.check.pairing import (
     item_table,
     pair_task,
 )
+from harness.leaderboard import protocol_label
 from harness.markdown import one_line, table
 from harness.records import RunRecord, Sample
 from harness.results import (
@@ -51,6 +52,9 @@ class CheckReport:
     tasks: list[TaskComparison]
     mismatches: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    baseline_run: str = ""
+    """Protocol (`*` when the run deviates from it) and device: the header's words on each run."""
+    candidate_run: str = ""
 
     @property
     def verdict(self) -> str:
@@ -71,6 +75,8 @@ class CheckReport:
             "candidate": self.candidate,
             "baseline_label": self.baseline_label,
             "candidate_label": self.candidate_label,
+            "baseline_run": self.baseline_run,
+            "candidate_run": self.candidate_run,
             "alpha": s.alpha,
             "max_drop": s.max_drop,
             "power": s.power,
@@ -88,7 +94,8 @@ class CheckReport:
         lines = [
             f"## igpo check: {self.verdict}",
             "",
-            f"baseline `{self.baseline_label}` vs candidate `{self.candidate_label}` "
+            f"baseline `{self.baseline_label}`{_about(self.baseline_run)} vs candidate "
+            f"`{self.candidate_label}`{_about(self.candidate_run)} "
             f"(alpha {s.alpha:g}, max drop {s.max_drop * POINTS:g} pp, power {s.power:.0%})",
             "",
         ]
@@ -153,6 +160,19 @@ def _label(record: RunRecord, path: str) -> str:
     return one_line(record.label or record.model.name_or_path or path).replace("`", "'")
 
 
+def _run_words(record: RunRecord) -> str:
+    """`protocol igpo*, device cpu`: the run's protocol label (marked when it deviates) and the
+    device it ran on (records written before it was recorded: none)."""
+    words = [f"protocol {protocol_label(record)}"]
+    if record.model.device:
+        words.append(f"device {record.model.device}")
+    return one_line(", ".join(words))
+
+
+def _about(words: str) -> str:
+    return f" ({words})" if words else ""
+
+
 SAMPLES_TOLERANCE = 1e-9
 """Largest |accuracy from samples - accuracy in results.json| taken as the same number."""
 
@@ -214,6 +234,8 @@ def compare_records(
         candidate=c_path,
         baseline_label=_label(baseline, b_path),
         candidate_label=_label(candidate, c_path),
+        baseline_run=_run_words(baseline),
+        candidate_run=_run_words(candidate),
         settings=settings,
         tasks=comparisons,
         mismatches=diffs,

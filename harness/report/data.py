@@ -161,6 +161,8 @@ def leaderboard_data(records: list[RunRecord]) -> dict[str, Any]:
 
 def run_data(index: int, record: RunRecord) -> dict[str, Any]:
     """One run's provenance and per-task / per-level accuracy."""
+    from harness.leaderboard import protocol_label
+
     return {
         "index": index,
         "label": record.label or record.model.name_or_path,
@@ -169,6 +171,7 @@ def run_data(index: int, record: RunRecord) -> dict[str, Any]:
         "model": asdict(record.model),
         "protocol": {
             "name": record.protocol.name,
+            "label": protocol_label(record),
             "file_hash": record.protocol.file_hash,
             "seeds": record.protocol.seeds_run or record.protocol.seeds,
             "overrides": record.protocol.overrides,

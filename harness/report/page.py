@@ -92,8 +92,8 @@ function runs() {
   for (const r of D.runs) {
     const card = el('div', {class:'sample'}); card.append(el('h3', {}, `${r.label} (${r.source})`));
     const m = r.model, p = r.protocol, v = r.provenance;
-    card.append(el('pre', {}, [`model: ${m.name_or_path}  hash: ${m.hash}`, m.adapter ? `adapter: ${m.adapter}  hash: ${m.adapter_hash}` : '',
-      `protocol: ${p.name}  file hash: ${p.file_hash}  seeds: ${(p.seeds||[]).join(', ')}`,
+    card.append(el('pre', {}, [`model: ${m.name_or_path}  hash: ${m.hash}  device: ${m.device ?? '?'}`, m.adapter ? `adapter: ${m.adapter}  hash: ${m.adapter_hash}` : '',
+      `protocol: ${p.label}  file hash: ${p.file_hash}  seeds: ${(p.seeds||[]).join(', ')}`,
       r.deviations.length ? `deviations: ${r.deviations.join('; ')}` : '',
       `commit: ${v.git_commit ?? '?'}  wall: ${v.wall_time_s?.toFixed?.(1) ?? '?'} s  tokens/s: ${v.tokens_per_s?.toFixed?.(1) ?? '-'}  NFE/token: ${v.nfe_per_token?.toFixed?.(2) ?? '-'}`,
       `versions: ${JSON.stringify(v.versions ?? {})}`, `command: ${v.command ?? ''}`].filter(Boolean).join('\n')));
