@@ -141,3 +141,13 @@ def test_adapter_alone_runs_on_its_recorded_base(lora_checkpoint, tmp_path, shar
     assert refused.exit_code == 2 and str(base) in refused.output and not (tmp_path / "b").exists()
     assert base_for_adapter(str(other), str(ckpt), allow_mismatch=True) == str(other)
     assert same_model("testbed", str(EMBEDDED_MODELS["testbed"])) and not same_model("testbed", "testbed-sign")
+
+
+def test_readme_documents_the_base_mismatch_flag() -> None:
+    """The flag the base-mismatch error names is documented in the README's evaluation section,
+    where a user who meets the error looks."""
+    from harness.adapters import ANY_BASE_FLAG
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = readme.split("## Evaluating a real checkpoint", 1)[1].split("\n## ", 1)[0]
+    assert f"`{ANY_BASE_FLAG}` applies the adapter" in " ".join(section.split())
