@@ -14,6 +14,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from igpo.config import coerce
 from igpo.decoding.config import DecodeConfig
 from igpo.errors import InvalidSetting
 
@@ -104,7 +105,7 @@ def parse_protocol(raw: Any, *, source: str = "<dict>", file_hash: str = "") -> 
     if not raw.get("name"):
         raise ProtocolError(f"malformed protocol {source}: missing 'name'")
     try:
-        decoding = DecodeConfig().replace(**(raw.get("decoding") or {}))
+        decoding = coerce(raw.get("decoding") or {}, DecodeConfig, "decoding")
         tasks = raw.get("tasks") or {}
         if not isinstance(tasks, dict):
             raise InvalidSetting("'tasks' must map task names to settings")
@@ -119,17 +120,12 @@ def parse_protocol(raw: Any, *, source: str = "<dict>", file_hash: str = "") -> 
                 raise InvalidSetting(f"task {task!r} has unknown setting(s) {', '.join(bad)}")
         seeds = raw.get("seeds")
         seeds = [0] if seeds is None else seeds  # absent or left empty: seed 0
-        if (
-            not isinstance(seeds, list)
-            or not seeds
-            or any(isinstance(x, bool) or not isinstance(x, int) or x < 0 for x in seeds)
-        ):
+        if not isinstance(seeds, list) or not seeds or min(coerce(seeds, list[int], "seeds")) < 0:
             raise InvalidSetting(f"'seeds' must be a non-empty list of integers >= 0, got {seeds!r}")
         if len(set(seeds)) != len(seeds):  # the same draws counted twice would narrow the interval
             raise InvalidSetting(f"'seeds' lists a seed more than once: {seeds!r}")
-        lengths = raw.get("gen_lengths")
-        lengths = [int(x) for x in lengths] if lengths else None
-        ratio = raw.get("steps_ratio")
+        lengths = coerce(raw.get("gen_lengths"), list[int] | None, "gen_lengths") or None
+        ratio = coerce(raw.get("steps_ratio"), float | None, "steps_ratio")
         protocol = Protocol(
             name=str(raw["name"]),
             description=str(raw.get("description", "")),
@@ -137,7 +133,7 @@ def parse_protocol(raw: Any, *, source: str = "<dict>", file_hash: str = "") -> 
             seeds=seeds,
             decoding=decoding,
             gen_lengths=lengths,
-            steps_ratio=float(ratio) if ratio is not None else None,
+            steps_ratio=ratio,
             tasks={k: dict(v or {}) for k, v in tasks.items()},
             file_hash=file_hash,
         )

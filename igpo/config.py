@@ -37,7 +37,46 @@ def _strip_optional(tp: Any) -> tuple[Any, bool]:
     return tp, False
 
 
-def _convert(value: Any, tp: Any, where: str) -> Any:
+TEXT_TRUE = ("true", "1", "yes")
+TEXT_FALSE = ("false", "0", "no")
+TEXT_NONE = ("none", "null", "")
+"""How text spells booleans and nothing (command-line values, lm-eval model_args)."""
+
+
+def coerce(value: Any, tp: Any, where: str, *, from_text: bool = False) -> Any:
+    """The one conversion of a user's value to a declared type (recipes, overrides, protocols,
+    lm-eval model_args and generation kwargs all come through here); ConfigError names `where`.
+
+    Typed values (YAML) must already be of the type (an int for a float is fine). With
+    `from_text`, strings are read as the type first: `true`/`1`/`yes`, `none`, `1e3` for an
+    integer, `1 2 3` (or `;` / `|` separated) for a tuple, quotes stripped.
+    """
+    if from_text and isinstance(value, str):
+        value = _parse_text(value, tp, where)
+    return _convert(value, tp, where, from_text)
+
+
+def _parse_text(text: str, tp: Any, where: str) -> Any:
+    inner, optional = _strip_optional(tp)
+    text = text.strip().strip("'\"")
+    low = text.lower()
+    if optional and low in TEXT_NONE:
+        return None
+    if inner is bool:
+        if low in TEXT_TRUE or low in TEXT_FALSE:
+            return low in TEXT_TRUE
+        raise ConfigError(f"{where}: expected true/false, got {text!r}")
+    if inner in (int, float):
+        try:
+            return float(text) if inner is float or not text.lstrip("+-").isdigit() else int(text)
+        except ValueError:
+            raise ConfigError(f"{where}: expected a number, got {text!r}") from None
+    if typing.get_origin(inner) in (list, tuple):
+        return [part for part in text.replace(";", " ").replace("|", " ").replace(",", " ").split()]
+    return text
+
+
+def _convert(value: Any, tp: Any, where: str, from_text: bool = False) -> Any:
     """Check and convert one value to the annotated type (ints accepted for floats, etc.)."""
     tp, optional = _strip_optional(tp)
     if value is None:
@@ -59,6 +98,8 @@ def _convert(value: Any, tp: Any, where: str) -> Any:
         if isinstance(value, int) and not isinstance(value, bool):
             return value
         if isinstance(value, float) and value.is_integer():
+            return int(value)
+        if from_text and isinstance(value, str) and value.strip().lstrip("+-").isdigit():
             return int(value)
         raise ConfigError(f"{where}: expected an integer, got {value!r}")
     if tp is float:
@@ -84,7 +125,7 @@ def _convert(value: Any, tp: Any, where: str) -> Any:
             value = [value]
         args = typing.get_args(tp)
         inner = args[0] if args else Any
-        items = [_convert(v, inner, f"{where}[{i}]") for i, v in enumerate(value)]
+        items = [coerce(v, inner, f"{where}[{i}]", from_text=from_text) for i, v in enumerate(value)]
         return tuple(items) if origin is tuple else items
     if origin is dict:
         if not isinstance(value, dict):

@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, get_type_hints
 
+from igpo.config import coerce
 from igpo.decoding import DecodeConfig
 from igpo.errors import InvalidSetting
 
@@ -68,39 +69,9 @@ class DLLMArgs:
     """What lm-eval asked for when it is not a number (`auto`): dllm uses `batch_size`."""
 
 
-def _coerce(value: Any, kind: Any) -> Any:
-    """Turn lm-eval's loosely typed model_args values into the declared type."""
-    if value is None or value == "None":
-        return None
-    text = str(value).strip().strip("'\"")
-    if kind in (bool, "bool") or kind == bool | None:
-        if isinstance(value, bool):
-            return value
-        if text.lower() in ("1", "true", "yes"):
-            return True
-        if text.lower() in ("0", "false", "no"):
-            return False
-        raise InvalidSetting(f"expected a boolean, got {value!r}")
-    if kind in (int, int | None):
-        number = float(text)
-        if number != int(number):
-            raise InvalidSetting(f"expected an integer, got {value!r}")
-        return int(number)
-    if kind in (float, float | None):
-        return float(text)
-    if kind == tuple[int, ...]:
-        if isinstance(value, (list, tuple)):
-            return tuple(int(v) for v in value)
-        return tuple(int(v) for v in text.replace(";", " ").replace("|", " ").split())
-    return text
-
-
 def coerce_decode(key: str, value: Any) -> Any:
     """One decoding setting coerced to DecodeConfig's declared type (ValueError names it)."""
-    try:
-        return _coerce(value, get_type_hints(DecodeConfig)[key])
-    except ValueError as err:
-        raise InvalidSetting(f"decoding setting {key}={value!r}: {err}") from None
+    return coerce(value, get_type_hints(DecodeConfig)[key], f"decoding setting {key}={value!r}", from_text=True)
 
 
 def parse_args(kwargs: dict[str, Any]) -> DLLMArgs:
@@ -118,17 +89,13 @@ def parse_args(kwargs: dict[str, Any]) -> DLLMArgs:
         if key == "batch_size" and str(value).strip().lower().startswith("auto"):
             values["batch_size_requested"] = str(value)
             continue
-        try:
-            if key in own and key not in ("decode", "decode_given", "batch_size_requested"):
-                values[key] = _coerce(value, own[key])
-            elif key in dec:
-                decode[key] = _coerce(value, dec[key])
-            else:
-                raise KeyError(key)
-        except KeyError:
-            raise InvalidSetting(f"unknown dllm model_arg {raw_key!r}") from None
-        except ValueError as err:
-            raise InvalidSetting(f"dllm model_arg {raw_key}={value!r}: {err}") from None
+        where = f"dllm model_arg {raw_key}={value!r}"
+        if key in own and key not in ("decode", "decode_given", "batch_size_requested"):
+            values[key] = coerce(value, own[key], where, from_text=True)
+        elif key in dec:
+            decode[key] = coerce(value, dec[key], where, from_text=True)
+        else:
+            raise InvalidSetting(f"unknown dllm model_arg {raw_key!r}")
     if not values.get("pretrained"):
         raise InvalidSetting("dllm needs model_args pretrained=PATH_OR_ID (or LLaDA's model_path=)")
     for name in ("batch_size", "mc_num", "max_prompt_tokens"):

@@ -32,6 +32,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from harness.lmeval.args import coerce_decode
+from igpo.config import coerce
 from igpo.decoding import DecodeConfig
 from igpo.errors import InvalidSetting
 
@@ -92,7 +93,7 @@ def resolve(
     for key, value in request.items():
         values[key] = value
         sources[key] = "request"
-    do_sample = _as_bool(kwargs["do_sample"]) if "do_sample" in kwargs else None
+    do_sample = coerce(kwargs["do_sample"], bool, "dllm: do_sample", from_text=True) if "do_sample" in kwargs else None
     if do_sample is False and values["temperature"] != 0:
         notes.append(f"do_sample=false: greedy decoding (temperature {values['temperature']} not used)")
         values["temperature"], sources["temperature"] = 0.0, "lm-eval"
@@ -165,22 +166,8 @@ def _length_from_max_gen_toks(values, sources, request, model: DecodeConfig, max
     notes.append(text)
 
 
-def _as_bool(value: Any) -> bool:
-    if isinstance(value, bool):
-        return value
-    text = str(value).strip().lower()
-    if text in ("true", "1", "yes"):
-        return True
-    if text in ("false", "0", "no"):
-        return False
-    raise InvalidSetting(f"dllm: do_sample must be true or false, got {value!r}")
-
-
 def _positive_int(name: str, value: Any) -> int:
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        raise InvalidSetting(f"dllm: {name} must be a positive integer, got {value!r}") from None
-    if not math.isfinite(number) or number != int(number) or number <= 0:
+    number = coerce(value, int, f"dllm: {name}", from_text=True)
+    if number <= 0:
         raise InvalidSetting(f"dllm: {name} must be a positive integer, got {value!r}")
-    return int(number)
+    return number
