@@ -32,7 +32,7 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from fractions import Fraction
@@ -687,6 +687,20 @@ def shared_verdicts():
         yield
     finally:
         _VERDICTS = outer
+
+
+def verify_ahead(pairs: Iterable[tuple[str, str]], *, timeout_s: float = DEFAULT_TIMEOUT_S) -> int:
+    """Inside `shared_verdicts()`: verify every distinct ``(gold, response)`` not verified yet at
+    once, with :func:`verify_answers` on the worker pool, so that the calls that follow one item at
+    a time (lm-eval's metric per document, the samples rows) read the kept verdict instead of
+    scoring one response at a time on one worker. Returns how many pairs it verified. Outside the
+    block nothing would keep the verdicts: it verifies nothing and returns 0."""
+    if _VERDICTS is None:
+        return 0
+    with _STATS_LOCK:
+        todo = [pair for pair in dict.fromkeys(pairs) if (*pair, timeout_s) not in _VERDICTS]
+    verify_answers(todo, timeout_s=timeout_s)
+    return len(todo)
 
 
 def verify_answer(gold: str, response: str, *, timeout_s: float = DEFAULT_TIMEOUT_S) -> Score:

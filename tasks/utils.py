@@ -5,13 +5,13 @@ lm-eval imports this file by path (module name = its path), so it only uses abso
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from statistics import fmean
 from typing import Any
 
 from igpo.data import finite_gold
 from igpo.prompts import D1_INSTRUCTION
-from igpo.scoring import format_gold_number, gsm8k_gold, strict_correct, verify_answers
+from igpo.scoring import format_gold_number, gsm8k_gold, strict_correct, verify_ahead, verify_answers
 
 PROMPT_INSTRUCTION = D1_INSTRUCTION
 """d1's system prompt (multi-line form of its eval code); a blank line, then the question."""
@@ -53,6 +53,31 @@ def gold_amc(doc: dict[str, Any]) -> str:
 def keep_all_responses(resps: Iterable[list[str]], docs: Iterable[dict[str, Any]]) -> Iterable:
     """Identity filter: keep every repeat so process_results can average over them (avg@k)."""
     return resps
+
+
+def _scored_ahead(resps: Iterable[list[str]], docs: Iterable[dict[str, Any]], gold_of: Callable[[dict], str]) -> list:
+    """`keep_all_responses`, after verifying every response of the task at once on the worker pool
+    (`igpo.scoring.verify_ahead`; inside `shared_verdicts()` only, as in `igpo eval`). lm-eval runs
+    the filter over all of a task's documents before its metrics, which then score one document at
+    a time: this way they read the verdicts the pool already reached, the same ones."""
+    resps = list(resps)
+    verify_ahead((gold_of(doc), response) for doc, r in zip(docs, resps, strict=True) for response in _responses([r]))
+    return resps
+
+
+def keep_all_scored_gsm8k(resps: Iterable[list[str]], docs: Iterable[dict[str, Any]]) -> list:
+    """The GSM8K tasks' filter: every response kept, all verified at once (`_scored_ahead`)."""
+    return _scored_ahead(resps, docs, gold_gsm8k)
+
+
+def keep_all_scored_math(resps: Iterable[list[str]], docs: Iterable[dict[str, Any]]) -> list:
+    """The MATH-500 task's filter: every response kept, all verified at once (`_scored_ahead`)."""
+    return _scored_ahead(resps, docs, gold_math)
+
+
+def keep_all_scored_amc(resps: Iterable[list[str]], docs: Iterable[dict[str, Any]]) -> list:
+    """The AMC tasks' filter: every response kept, all verified at once (`_scored_ahead`)."""
+    return _scored_ahead(resps, docs, gold_amc)
 
 
 def total(values: Sequence[float]) -> float:
