@@ -1,27 +1,34 @@
 """Evaluation benchmark: the harness's own overhead per sample, and answer-scoring throughput.
 
-(a) Overhead: one full `run_eval` of a model on N GSM8K problems (greedy, one seed), after a
-    small warm-up run; its run record gives wall time, model-load time, time inside decoding
+(a) Overhead (here): one full `run_eval` of a model on N GSM8K problems (greedy, one seed), after
+    a small warm-up run; its run record gives wall time, model-load time, time inside decoding
     and time inside model forward passes, so overhead = wall - forward, per sample.
-(b) Scoring: `verify_answer` (math-verify) and `strict_correct` (d1 first-box) on realistic
-    synthetic responses built from the real GSM8K and MATH500 golds, one call at a time; then
-    `verify_answers` on the math-verify worker pool at each pool size up to the cores.
+(b) Scoring (harness/bench/scoring.py): `verify_answer` and `strict_correct` one call at a time,
+    `verify_answers` per pool size, and MATH500 scored as `igpo eval` scores a task.
+This module also writes the report of both.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import random
-import re
 import tempfile
-import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from harness.bench.common import machine_line, write_markdown
+from harness.bench.scoring import (
+    POOL_REPEATS,
+    REWRITE_SHARE,
+    UNBOXED_SHARE,
+    WRONG_SHARE,
+    measure_eval_scoring,
+    measure_pool,
+    measure_scoring,
+    pool_sizes,
+    scoring_cases,
+)
 from harness.markdown import table
 from igpo.errors import InvalidSetting, MissingInput
 
@@ -70,14 +77,6 @@ BENCH_WORDS = [
     *map(str, range(100)),
 ]
 
-WRONG_SHARE = 0.3
-"""Share of GSM8K responses with a wrong number (and of MATH500 responses with another gold)."""
-UNBOXED_SHARE = 0.1
-"""Share of GSM8K responses that state the answer without \\boxed{} (math-verify's slow path)."""
-REWRITE_SHARE = 0.2
-"""Share of MATH500 responses with an equivalent but differently written answer."""
-REASONING_CHARS = 400
-"""Reasoning text kept in each synthetic response."""
 SEED = 0
 
 
@@ -156,166 +155,6 @@ def measure_overhead(model: str, data_dir: Path, limit: int, batch_size: int) ->
     }
 
 
-# --------------------------------------------------------------------------- (b) scoring
-
-
-def _read_jsonl(path: Path) -> list[dict[str, Any]]:
-    with path.open(encoding="utf-8") as fh:
-        return [json.loads(line) for line in fh if line.strip()]
-
-
-def gsm8k_cases(data_dir: Path, rng: random.Random) -> list[tuple[str, str]]:
-    """(gold, response): the reference reasoning, then a boxed answer; 30% wrong, 10% unboxed."""
-    from igpo.data import GSM8K_TEST
-    from igpo.scoring import gsm8k_gold
-
-    cases = []
-    for row in _read_jsonl(data_dir / GSM8K_TEST):
-        gold = gsm8k_gold(row["answer"])
-        reasoning = re.sub(r"<<[^>]*>>", "", row["answer"].rsplit("####", 1)[0]).strip()[:REASONING_CHARS]
-        answer = gold
-        if rng.random() < WRONG_SHARE:
-            answer = str(int(float(gold)) + rng.choice([-10, -2, -1, 1, 2, 10]))
-        final = f"So the answer is {answer}." if rng.random() < UNBOXED_SHARE else f"\\boxed{{{answer}}}"
-        cases.append((gold, f"<reasoning>\n{reasoning}\n</reasoning>\n<answer>\n{final}\n</answer>"))
-    return cases
-
-
-def _rewrite(gold: str) -> str:
-    """An equivalent way of writing a MATH answer (what a model might produce instead)."""
-    if "\\frac" in gold:
-        return gold.replace("\\frac", "\\dfrac")
-    if re.fullmatch(r"-?\d+", gold):
-        return f"{gold}.0"
-    return gold.replace(",", ", ") if "," in gold else f"{gold} "
-
-
-def math500_cases(data_dir: Path, rng: random.Random) -> list[tuple[str, str]]:
-    """(gold, response): reasoning from the solution, then the gold, a rewrite, or another gold."""
-    rows = _read_jsonl(data_dir / "math500" / "test.jsonl")
-    golds = [str(r["answer"]) for r in rows]
-    cases = []
-    for row, gold in zip(rows, golds, strict=True):
-        reasoning = row["solution"].replace("\\boxed", "")[:REASONING_CHARS]
-        draw = rng.random()
-        if draw < WRONG_SHARE:
-            answer = rng.choice([g for g in golds if g != gold])
-        elif draw < WRONG_SHARE + REWRITE_SHARE:
-            answer = _rewrite(gold)
-        else:
-            answer = gold
-        cases.append((gold, f"<reasoning>\n{reasoning}\n</reasoning>\n<answer>\n\\boxed{{{answer}}}\n</answer>"))
-    return cases
-
-
-def time_scorer(scorer: Callable[[str, str], Any], cases: list[tuple[str, str]]) -> dict[str, float]:
-    """Score every case once; samples/s, correct share and timeouts."""
-    start = time.perf_counter()
-    scores = [scorer(gold, response) for gold, response in cases]
-    seconds = time.perf_counter() - start
-    return {
-        "samples": len(cases),
-        "seconds": seconds,
-        "per_s": len(cases) / seconds,
-        "correct": sum(s.correct for s in scores) / len(cases),
-        "timeouts": sum(s.timed_out for s in scores),
-    }
-
-
-def scoring_cases(data_dir: Path) -> dict[str, list[tuple[str, str]]]:
-    """The GSM8K and MATH500 (gold, response) cases, drawn from one seeded generator."""
-    rng = random.Random(SEED)
-    gsm8k = gsm8k_cases(data_dir, rng)
-    return {"GSM8K": gsm8k, "MATH500": math500_cases(data_dir, rng)}
-
-
-def pool_sizes(cores: int) -> list[int]:
-    """1, 2, 4, ... below the core count, and the core count."""
-    sizes, size = [], 1
-    while size < cores:
-        sizes.append(size)
-        size *= 2
-    return [*sizes, cores]
-
-
-POOL_REPEATS = 3
-"""Timed passes per pool size, each with freshly started workers (the median is reported)."""
-
-
-def measure_pool(cases: list[tuple[str, str]], sizes: list[int]) -> list[dict[str, Any]]:
-    """`verify_answers` on all `cases` at once with the worker pool set to each size: POOL_REPEATS
-    passes, each after stopping the workers and starting that many fresh ones (untimed), so no
-    pass finds sympy's caches warm from another; the median pass's samples/s, correct share,
-    fast-path share, timeouts."""
-    from igpo.scoring import (
-        reset_scoring_stats,
-        running_workers,
-        scoring_stats,
-        set_worker_count,
-        shutdown_worker,
-        verify_answers,
-    )
-
-    rows = []
-    try:
-        for size in sizes:
-            set_worker_count(size)
-            load = os.getloadavg()[0]
-            passes = []
-            for _ in range(POOL_REPEATS):
-                shutdown_worker()
-                verify_answers([("x^2 + 1", f"\\boxed{{1 + x^2}} {i}") for i in range(4 * size)])
-                if running_workers() != size:
-                    raise RuntimeError(f"{running_workers()} workers running, {size} asked for")
-                reset_scoring_stats()
-                start = time.perf_counter()
-                scores = verify_answers(cases)
-                passes.append((time.perf_counter() - start, scores, scoring_stats()))
-            seconds, scores, stats = sorted(passes, key=lambda p: p[0])[len(passes) // 2]
-            rows.append(
-                {
-                    "workers": size,
-                    "load": load,
-                    "samples": len(cases),
-                    "seconds": seconds,
-                    "per_s": len(cases) / seconds,
-                    "all_per_s": [len(cases) / p[0] for p in passes],
-                    "correct": sum(s.correct for s in scores) / len(cases),
-                    "worker_share": stats.get("worker_calls", 0) / len(cases),
-                    "timeouts": sum(s.timed_out for s in scores),
-                }
-            )
-    finally:
-        set_worker_count(None)
-    return rows
-
-
-def measure_scoring(data_dir: Path) -> tuple[list[dict[str, Any]], float]:
-    """Throughput rows per (dataset, metric), and the math-verify worker's start-up seconds."""
-    from igpo.scoring import (
-        reset_scoring_stats,
-        scoring_stats,
-        shutdown_worker,
-        strict_correct,
-        verify_answer,
-    )
-
-    shutdown_worker()
-    start = time.perf_counter()
-    verify_answer("x^2 + 1", "\\boxed{1 + x^2}")  # symbolic: starts the worker, not counted below
-    startup = time.perf_counter() - start
-    rows = []
-    for dataset, cases in scoring_cases(data_dir).items():
-        for name, scorer in (("verify_answer", verify_answer), ("strict_correct", strict_correct)):
-            reset_scoring_stats()
-            row = {"dataset": dataset, "metric": name, **time_scorer(scorer, cases)}
-            stats = scoring_stats()
-            calls = stats.get("verify_calls", 0)
-            row["worker_share"] = stats.get("worker_calls", 0) / calls if calls else None
-            rows.append(row)
-    return rows, startup
-
-
 # --------------------------------------------------------------------------- report
 
 
@@ -340,6 +179,7 @@ def render(
     startup: float,
     load_average: float,
     pool: list[dict[str, Any]],
+    eval_scoring: list[dict[str, Any]],
 ) -> str:
     import torch
 
@@ -401,6 +241,21 @@ def render(
     ]
     lines += [
         "",
+        "## Scoring inside an evaluation (MATH500, lm-eval's filter, metric per document, samples rows)",
+        "",
+        table(
+            ["responses verified", "math-verify workers used", "samples", "seconds (median)", "passes seconds"]
+            + ["samples/s", "speed-up", "correct %"],
+            [
+                [r["mode"], r["workers"], r["samples"], f"{r['seconds']:.3f}"]
+                + [", ".join(f"{v:.2f}" for v in r["all_seconds"]), f"{r['per_s']:.0f}"]
+                + [f"{eval_scoring[0]['seconds'] / r['seconds']:.2f}x", f"{100 * r['correct']:.1f}"]
+                for r in eval_scoring
+            ],
+        ),
+    ]
+    lines += [
+        "",
         "How it is measured. Overhead: `run_eval` runs once untimed on "
         f"{WARMUP_LIMIT} problems (imports, dataset cache, first passes), then on {limit} fresh problems "
         "with an empty response cache; its run record's provenance gives the wall time (model load to "
@@ -427,7 +282,14 @@ def render(
         f"{startup:.2f} s, excluded above: it includes verifying {len(WARMUP_PAIRS)} answer shapes "
         "(igpo.scoring.WARMUP_PAIRS) once, which moves sympy's first-use costs out of the "
         "first responses, and `igpo eval` starts the worker in a background thread when a task is "
-        "a benchmark, so an evaluation pays it while the model decodes.",
+        "a benchmark, so an evaluation pays it while the model decodes. Inside an evaluation: the "
+        "MATH500 responses go through tasks/utils.py as lm-eval sends them (the filter over the "
+        "whole task, `process_results_math` per document, then each samples row's verdict) inside "
+        "`shared_verdicts()`, once with the math tasks' filter, which verifies every response at "
+        "once on the pool before the metrics (`igpo.scoring.verify_ahead`), once with the identity "
+        f"filter, where each document's metric verifies its own response on one worker; "
+        f"{POOL_REPEATS} alternating passes each with the pool freshly started (untimed); both "
+        "give the same verdict for every response (checked).",
         "",
     ]
     return "\n".join(lines)
@@ -450,13 +312,15 @@ def run(cfg: EvalBenchConfig) -> dict[str, Any]:
     from igpo.scoring import default_worker_count
 
     pool = measure_pool(scoring_cases(data_dir)["MATH500"], pool_sizes(default_worker_count()))
-    text = render(name, cfg.limit, cfg.batch_size, overhead, scoring, startup, load_average, pool)
+    eval_scoring = measure_eval_scoring(data_dir)
+    text = render(name, cfg.limit, cfg.batch_size, overhead, scoring, startup, load_average, pool, eval_scoring)
     write_markdown(cfg.out, text)
     print(text)
     return {
         "overhead": overhead,
         "scoring": scoring,
         "pool": pool,
+        "eval_scoring": eval_scoring,
         "worker_startup_s": startup,
         "load_average": load_average,
     }
