@@ -327,6 +327,7 @@ def eval_cmd(
     """Evaluate a dLLM on GSM8K / MATH500 / AMC with diffusion decoding inside lm-eval."""
     from harness.errors import UserError
     from harness.evaluate import EvalRequest, run_eval, run_series
+    from igpo.decoding import DecodeOverrides
 
     inputs = [model_input(model), adapter, data_dir, run, protocol]
     _check_outputs(("--out", out, True), ("--html", html, False), inputs=inputs)
@@ -381,7 +382,7 @@ def eval_cmd(
         batch_size=batch_size,
         device=device,
         dtype=dtype,
-        decode_overrides=overrides,
+        overrides=DecodeOverrides(**overrides),
         leaderboard=None if no_leaderboard else leaderboard or _leaderboard_for(out),
         trust_remote_code=trust_remote_code,
         allow_base_mismatch=allow_base_mismatch,

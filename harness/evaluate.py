@@ -26,6 +26,7 @@ from harness.protocols import Protocol, load_protocol
 from harness.records import ModelInfo, ProtocolInfo, RunRecord, TaskResult
 from harness.results import write_results
 from harness.stats import accuracy_interval
+from igpo.decoding import DecodeConfig, DecodeOverrides
 from igpo.errors import InvalidSetting, MissingInput
 from igpo.jsonfile import read_json_object
 from igpo.progress import say
@@ -54,7 +55,8 @@ class EvalRequest:
     batch_size: int = 8
     device: str | None = None
     dtype: str | None = None
-    decode_overrides: dict[str, Any] = field(default_factory=dict)
+    overrides: DecodeOverrides = field(default_factory=DecodeOverrides)
+    """The user's decoding flags, applied over the protocol's settings of every task."""
     leaderboard: Path | None = DEFAULT_LEADERBOARD
     trust_remote_code: bool = False
     label: str | None = None
@@ -73,6 +75,8 @@ class Plan:
     """The model to load: --model, or the base an adapter folder given as --model names."""
     adapter: str | None = None
     """--adapter, or the adapter folder given as --model."""
+    settings: dict[tuple[str, str], tuple[DecodeConfig, int]] = field(default_factory=dict)
+    """(variant suffix, task) -> its decoding settings and repeats, resolved once by `plan`."""
 
 
 def is_plain_name(name: str) -> bool:
@@ -115,17 +119,18 @@ def plan(req: EvalRequest) -> Plan:
             if leaf not in leaves:
                 leaves.append(leaf)
     per_variant = {"gen_length"} | ({"steps"} if protocol.steps_ratio else set())
-    fixed = sorted(per_variant & set(req.decode_overrides)) if protocol.gen_lengths else []
+    fixed = sorted(per_variant & set(req.overrides.given())) if protocol.gen_lengths else []
     if fixed:
         flags = " / ".join("--" + name.replace("_", "-") for name in fixed)
         raise InvalidSetting(
             f"protocol {protocol.name!r} sets {' and '.join(sorted(per_variant))} per generation length "
             f"({', '.join(map(str, protocol.gen_lengths))}): {flags} does not apply (use a protocol file)"
         )
-    for _, variant in protocol.variants():
-        for leaf in leaves:  # every task's final settings, checked before any model loads
+    settings: dict[tuple[str, str], tuple[DecodeConfig, int]] = {}
+    for suffix, variant in protocol.variants():
+        for leaf in leaves:  # every task's final settings, resolved once, before any model loads
             try:
-                protocol.for_task(leaf, variant, req.decode_overrides)
+                settings[(suffix, leaf)] = protocol.for_task(leaf, variant, req.overrides)
             except ValueError as err:
                 raise InvalidSetting(f"{leaf}: {err}") from None
     data_dir = data_dir_or_env(req.data_dir)
@@ -176,6 +181,7 @@ def plan(req: EvalRequest) -> Plan:
         run_dir=req.out / name,
         model=req.model,
         adapter=req.adapter,
+        settings=settings,
     )
 
 
@@ -236,7 +242,7 @@ def run_identity(req: EvalRequest, protocol: Protocol, leaves: list[str]) -> dic
         "tasks": leaves,
         "protocol": protocol.name,
         "protocol_hash": protocol.file_hash,
-        "overrides": dict(sorted(req.decode_overrides.items())),
+        "overrides": dict(sorted(req.overrides.given().items())),
         "limit": req.limit,
         "seeds": req.seeds,
     }
@@ -294,11 +300,11 @@ def _run_eval(req: EvalRequest, held: contextlib.ExitStack) -> Path:
     samples_out: list[dict[str, Any]] = []
     lm_eval_aggregates: dict[str, Any] = {}
     conflicts: dict[str, dict[str, Any]] = {}
-    for suffix, variant in p.protocol.variants():
+    for suffix, _ in p.protocol.variants():
         for seed_index, seed in enumerate(seeds):
             configs = []
             for leaf in p.leaves:
-                cfg, repeats = p.protocol.for_task(leaf, variant, req.decode_overrides)
+                cfg, repeats = p.settings[(suffix, leaf)]
                 if seed_index > 0 and is_deterministic(cfg):
                     continue  # greedy decoding gives the same tokens under every seed
                 key = leaf + suffix
@@ -360,7 +366,7 @@ def _run_eval(req: EvalRequest, held: contextlib.ExitStack) -> Path:
         tasks={key: summarise(key, info, req, p) for key, info in per_task.items()},
         model=model_record(req, lm),
         protocol=ProtocolInfo.parse(
-            {**p.protocol.to_dict(), "overrides": dict(req.decode_overrides), "seeds_run": list(seeds)}
+            {**p.protocol.to_dict(), "overrides": req.overrides.given(), "seeds_run": list(seeds)}
         ),
         run_name=p.run_dir.name,
         created=datetime.now(timezone.utc).isoformat(timespec="seconds"),

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from igpo.config import coerce
-from igpo.decoding.config import DecodeConfig
+from igpo.decoding.config import DecodeConfig, DecodeOverrides
 from igpo.errors import InvalidSetting
 
 PROTOCOL_DIR = Path(__file__).resolve().parent / "protocols"
@@ -50,13 +50,13 @@ class Protocol:
         return out
 
     def for_task(
-        self, task: str, base: DecodeConfig, overrides: dict[str, Any] | None = None
+        self, task: str, base: DecodeConfig, overrides: DecodeOverrides | None = None
     ) -> tuple[DecodeConfig, int]:
         """The decoding settings and repeats (samples per problem) of one task. `overrides` (the
         user's flags) win over the protocol's per-task settings."""
         extra = dict(self.tasks.get(task, {}))
         repeats = int(extra.pop("repeats", 1))
-        return base.replace(**{**extra, **(overrides or {})}), repeats
+        return base.replace(**{**extra, **(overrides.given() if overrides else {})}), repeats
 
     def to_dict(self) -> dict[str, Any]:
         return {

@@ -504,6 +504,9 @@ def test_candidate_model_is_evaluated_with_the_baseline_settings(tmp_path, monke
         return run / RESULTS_FILE
 
     monkeypatch.setattr(evaluate, "run_eval", fake_run_eval)
+    monkeypatch.setattr(
+        evaluate, "plan", lambda req: None
+    )  # fake model and adapter: plan's checks are tested elsewhere
     model_dir = tmp_path / "ckpt"
     model_dir.mkdir()
     (model_dir / "adapter_config.json").write_text("{}")
@@ -517,7 +520,7 @@ def test_candidate_model_is_evaluated_with_the_baseline_settings(tmp_path, monke
     req = seen["req"]
     assert code == 0
     assert (req.model, req.adapter) == ("base-model", str(model_dir))
-    assert req.protocol == "igpo" and req.decode_overrides == {"steps": 128}
+    assert req.protocol == "igpo" and req.overrides.given() == {"steps": 128}
     assert req.seeds == [0, 1, 2] and req.limit == 40 and req.tasks == [GSM, AMC]
     assert (req.out, req.name, req.leaderboard) == (tmp_path / "check", "cand", None)
 
@@ -527,19 +530,22 @@ def test_decoding_overrides_reproduce_a_flag_that_beat_a_task_setting():
     the check finds that one override and the eval it plans decodes every task as the baseline."""
     from harness.check import decoding_overrides
     from harness.protocols import load_protocol
+    from igpo.decoding import DecodeOverrides
 
     protocol = load_protocol("igpo")
     flags = {"steps": 48}
     baseline = RunRecord(
         tasks={
             task: task_result(
-                task, binary(4, 0.5), decoding=protocol.for_task(task, protocol.decoding, flags)[0].to_dict()
+                task,
+                binary(4, 0.5),
+                decoding=protocol.for_task(task, protocol.decoding, DecodeOverrides(**flags))[0].to_dict(),
             )
             for task in ("igpo_arith", GSM)
         }
     )
     assert baseline.tasks["igpo_arith"].decoding["steps"] == 48
-    assert decoding_overrides(protocol, baseline, ["igpo_arith", GSM]) == flags
+    assert decoding_overrides(protocol, baseline, ["igpo_arith", GSM]).given() == flags
 
 
 # --------------------------------------------------------------------------- speed

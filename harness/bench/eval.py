@@ -111,6 +111,7 @@ def build_tiny_model(folder: Path, seed: int = SEED) -> Path:
 
 def _eval_once(model: str, data_dir: Path, limit: int, batch_size: int, out: Path) -> dict[str, Any]:
     from harness.evaluate import EvalRequest, run_eval
+    from igpo.decoding import DecodeOverrides
 
     path = run_eval(
         EvalRequest(
@@ -121,7 +122,7 @@ def _eval_once(model: str, data_dir: Path, limit: int, batch_size: int, out: Pat
             data_dir=data_dir,
             out=out,
             batch_size=batch_size,
-            decode_overrides=dict(DECODING),
+            overrides=DecodeOverrides(**DECODING),
             leaderboard=None,
         )
     )

@@ -31,6 +31,7 @@ from harness.results import (
     results_path,
 )
 from igpo.atomic import atomic_write_bytes
+from igpo.decoding import DecodeOverrides
 from igpo.progress import say
 
 # --------------------------------------------------------------------------- candidate model
@@ -122,7 +123,7 @@ def baseline_protocol(baseline: RunRecord, allow_mismatch: bool, path: str | Non
     return protocol, ref
 
 
-def decoding_overrides(protocol, baseline: RunRecord, keys: Sequence[str]) -> dict[str, Any]:
+def decoding_overrides(protocol, baseline: RunRecord, keys: Sequence[str]) -> DecodeOverrides:
     """Decoding overrides that make the protocol reproduce the baseline's per-task settings."""
     wanted = {k: baseline.tasks[k].decoding for k in keys}
 
@@ -131,7 +132,7 @@ def decoding_overrides(protocol, baseline: RunRecord, keys: Sequence[str]) -> di
         variant = dict(proto.variants()).get(f"@{length}" if length else "")
         if variant is None:
             raise CheckError(f"the baseline's task {key} is not a variant of protocol {proto.name!r}")
-        return proto.for_task(leaf, variant, overrides)[0].to_dict()
+        return proto.for_task(leaf, variant, DecodeOverrides(**overrides) if overrides else None)[0].to_dict()
 
     overrides: dict[str, Any] = {}
     for key, target in wanted.items():
@@ -152,7 +153,7 @@ def decoding_overrides(protocol, baseline: RunRecord, keys: Sequence[str]) -> di
         ]
         if bad:
             raise CheckError("the baseline's decoding cannot be reproduced: " + "; ".join(bad))
-    return overrides
+    return DecodeOverrides(**overrides)
 
 
 def baseline_data_dir(baseline: RunRecord, keys: Sequence[str]) -> Path | None:
@@ -218,7 +219,7 @@ def evaluate_candidate(
         batch_size=options.batch_size,
         device=options.device,
         dtype=options.dtype,
-        decode_overrides=overrides,
+        overrides=overrides,
         leaderboard=None,
         trust_remote_code=options.trust_remote_code,
     )

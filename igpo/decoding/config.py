@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields, make_dataclass
 from typing import Any
 
 from igpo.decoding.schedule import REMASKING
@@ -154,3 +154,26 @@ class DecodeConfig:
         out["suppress_tokens"] = list(self.suppress_tokens)
         out["last_tokens"] = list(self.last_tokens)
         return out
+
+
+class _Overrides:
+    """Methods of DecodeOverrides (its fields are made from DecodeConfig's below)."""
+
+    def given(self) -> dict[str, Any]:
+        """The settings a user set, by name (None: not set)."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name) is not None}
+
+    def apply(self, cfg: DecodeConfig) -> DecodeConfig:
+        """`cfg` with these settings changed (validated as one DecodeConfig)."""
+        return cfg.replace(**self.given()) if self.given() else cfg
+
+
+DecodeOverrides = make_dataclass(
+    "DecodeOverrides",
+    [(f.name, f"{f.type} | None", field(default=None)) for f in fields(DecodeConfig)],
+    bases=(_Overrides,),
+    frozen=True,
+)
+DecodeOverrides.__doc__ = """A user's decoding flags on top of a protocol: every DecodeConfig field,
+None where the user said nothing (the typed form of `igpo eval --gen-length ...`); a partial set
+is not a valid DecodeConfig on its own, so it is applied per task (`apply`)."""
