@@ -500,3 +500,19 @@ def test_generate_takes_one_decode_config(model):
         generate(model, prompt, cfg.to_dict())
     with pytest.raises(Exception, match="cannot assign|frozen"):
         cfg.steps = 4  # validated once: a DecodeConfig cannot change afterwards
+
+
+def test_select_top_ranks_ties_as_topk_for_the_schedules_k():
+    """Under the fixed schedule the host knows the largest k: ties then commit in torch.topk's
+    order for that k, as before the host-read-free rewrite (so rollouts, their commit steps and
+    the trajectory log-probs of training are unchanged)."""
+    from igpo.decoding.schedule import select_top
+
+    confidence = torch.tensor([[1.0, 0.5, 1.0, 1.0, float("-inf"), 1.0], [0.2, 1.0, 1.0, 0.2, 1.0, 0.9]])
+    k = torch.tensor([2, 3])
+    chosen = select_top(confidence, k, k_max=3)
+    top = torch.topk(confidence, k=3).indices
+    for row in range(2):
+        assert set(chosen[row].nonzero().flatten().tolist()) == set(top[row, : k[row]].tolist())
+    assert chosen.sum(dim=1).tolist() == [2, 3]
+    assert not chosen[0, 4]  # -inf is never chosen

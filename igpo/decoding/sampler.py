@@ -214,7 +214,8 @@ def generate(
                 k = factor_counts(confidence, cfg.factor, masked, steps_per_block - step)
             else:
                 k = schedule[:, block, step]
-            commit = picker.select(confidence, k) & masked
+            k_max = None if parallel else step_max[block][step]  # known on the host: rank no more
+            commit = picker.select(confidence, k, k_max) & masked
             x[:, start:end] = torch.where(commit, candidates, x[:, start:end])
             if commit_step is not None:
                 window = commit_step[:, start - prompt_len : end - prompt_len]
@@ -277,8 +278,8 @@ class Picker:
             confidence = torch.where(torch.isin(candidates, self.last), confidence - LAST_OFFSET, confidence)
         return candidates, confidence.masked_fill(~masked, float("-inf"))
 
-    def select(self, confidence: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
-        return select_top(confidence, k, self.ranks)
+    def select(self, confidence: torch.Tensor, k: torch.Tensor, k_max: int | None = None) -> torch.Tensor:
+        return select_top(confidence, k, self.ranks, k_max)
 
 
 def _all_ended(x: torch.Tensor, prompt_len: int, end: int, eos_id: int) -> torch.Tensor:

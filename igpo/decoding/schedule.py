@@ -63,17 +63,22 @@ def candidate_confidence(
     return uniform(tuple(candidates.shape), torch.float32, logits.device, generator)
 
 
-def select_top(confidence: torch.Tensor, k: torch.Tensor, ranks: torch.Tensor | None = None) -> torch.Tensor:
+def select_top(
+    confidence: torch.Tensor, k: torch.Tensor, ranks: torch.Tensor | None = None, k_max: int | None = None
+) -> torch.Tensor:
     """Boolean [B, N]: the k[b] most confident positions of row b (confidence -inf never chosen).
 
-    All N positions are ranked, so no row's k is read on the host; `ranks` (arange(N)[None]) may
-    be passed to save building it per call.
+    `k_max` (the largest k, when the host knows it, as under the fixed schedule) ranks only that
+    many positions; without it all N are ranked, so no row's k is read on the host. Ties rank
+    as torch.topk orders them for that k. `ranks` (arange(N)[None]) saves building it per call.
     """
-    n = confidence.shape[-1]
+    n = confidence.shape[-1] if k_max is None else min(k_max, confidence.shape[-1])
+    if n == 0:
+        return torch.zeros_like(confidence, dtype=torch.bool)
     if ranks is None:
-        ranks = torch.arange(n, device=confidence.device)[None, :]
+        ranks = torch.arange(confidence.shape[-1], device=confidence.device)[None, :]
     top = torch.topk(confidence, k=n, dim=-1)
-    keep = (ranks < k[:, None]) & torch.isfinite(top.values)
+    keep = (ranks[:, :n] < k[:, None]) & torch.isfinite(top.values)
     return torch.zeros_like(confidence, dtype=torch.bool).scatter_(1, top.indices, keep)
 
 
