@@ -2,7 +2,7 @@
 
 - `elbo_loglikelihood`: LLaDA's Monte-Carlo lower bound on log p(target | prefix) for lm-eval's
   log-likelihood requests (1-D inputs, stratified masked counts).
-- RL estimators, selected by `logprob_estimator` (see ESTIMATORS); each returns an `Estimate`
+- RL estimators, registered by name in ESTIMATORS (`logprob_estimator` picks one); each returns an `Estimate`
   usable for old, new and reference log-probs alike:
   `mean_field` (diffu-GRPO, one pass), `trajectory` (the decoder's own probabilities, replayed),
   `elbo` (a sequence-level ELBO: only its per-sequence sum is a log-probability bound).
@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -18,11 +19,6 @@ from torch import nn
 
 from igpo.decoding.sampler import HINTED
 from igpo.errors import InvalidSetting
-
-ESTIMATORS = ("mean_field", "trajectory", "elbo")
-"""Token level: mean_field, trajectory (per-token log-probs, token or sequence ratios and KL);
-sequence level: elbo (per-sequence only: sequence ratio and sequence KL)."""
-SEQUENCE_LEVEL = ("elbo",)
 
 
 @dataclass
@@ -270,3 +266,110 @@ def sequence_elbo(
         weight = (n.float() / levels.float())[:, None]
         total = total + torch.where(masked, logp * weight, torch.zeros_like(logp))
     return Estimate(logp=total / mc_num, sequence_level=True)
+
+
+@dataclass(frozen=True)
+class EstimatorBatch:
+    """What an RL estimator scores: one group of rollouts and how they were decoded."""
+
+    prompt_ids: torch.Tensor
+    completion_ids: torch.Tensor
+    mask_id: int
+    shifted_logits: bool = False
+    commit_step: torch.Tensor | None = None
+    """The pass that committed each token (`generate(record_steps=True)`), for `trajectory`."""
+    token_mask: torch.Tensor | None = None
+    """The loss tokens, for the sequence-level `elbo` (its sum runs over them)."""
+    generator: torch.Generator | None = None
+    with_entropy: bool = False
+
+
+@dataclass(frozen=True)
+class EstimatorSettings:
+    """The trainer's knobs the estimators read (RLConfig fields of the same meaning)."""
+
+    temperature: float = 1.0
+    """The rollouts' sampling temperature (trajectory scores softmax(logits / T))."""
+    suppress_tokens: tuple[int, ...] = ()
+    group_steps: int = 1
+    """trajectory: decoding passes scored with one canvas."""
+    p_mask_prompt: float = 0.0
+    """mean_field: share of prompt tokens masked at random."""
+    elbo_samples: int = 2
+    """elbo: random maskings per sequence."""
+
+
+@dataclass(frozen=True)
+class Estimator:
+    """A registered RL log-prob estimator: `fn(model, batch, settings) -> Estimate`."""
+
+    name: str
+    fn: Callable[[nn.Module, EstimatorBatch, EstimatorSettings], Estimate]
+    sequence_level: bool = False
+    """Only the per-sequence sum is a log-probability (sequence ratio and KL only)."""
+
+
+ESTIMATORS: dict[str, Estimator] = {}
+"""name -> estimator, the values `RLConfig.logprob_estimator` accepts (verl-style registry)."""
+
+
+def register(name: str, *, sequence_level: bool = False):
+    """Decorator adding an estimator function to ESTIMATORS under `name`."""
+
+    def add(fn):
+        ESTIMATORS[name] = Estimator(name, fn, sequence_level)
+        return fn
+
+    return add
+
+
+@register("mean_field")
+def _mean_field(model, batch: EstimatorBatch, settings: EstimatorSettings) -> Estimate:
+    """log p(token | prompt, whole completion masked): one pass (diffu-GRPO, released IGPO)."""
+    return mean_field_logprobs(
+        model,
+        batch.prompt_ids,
+        batch.completion_ids,
+        mask_id=batch.mask_id,
+        p_mask_prompt=settings.p_mask_prompt,
+        generator=batch.generator,
+        shifted_logits=batch.shifted_logits,
+        with_entropy=batch.with_entropy,
+    )
+
+
+@register("trajectory")
+def _trajectory(model, batch: EstimatorBatch, settings: EstimatorSettings) -> Estimate:
+    """Each token's probability at the decoding pass that committed it (TraceRL's idea)."""
+    if batch.commit_step is None:
+        raise InvalidSetting("the trajectory estimator needs the rollouts' commit steps (record_steps=True)")
+    return trajectory_logprobs(
+        model,
+        batch.prompt_ids,
+        batch.completion_ids,
+        batch.commit_step,
+        mask_id=batch.mask_id,
+        temperature=settings.temperature,
+        group_steps=settings.group_steps,
+        suppress_tokens=settings.suppress_tokens,
+        shifted_logits=batch.shifted_logits,
+        with_entropy=batch.with_entropy,
+    )
+
+
+@register("elbo", sequence_level=True)
+def _elbo(model, batch: EstimatorBatch, settings: EstimatorSettings) -> Estimate:
+    """LLaDA's sequence-level ELBO over the loss tokens; without them (the pass that ranks hint
+    tokens by entropy, before the loss mask exists) the mean-field estimate stands in."""
+    if batch.token_mask is None:
+        return _mean_field(model, batch, settings)
+    return sequence_elbo(
+        model,
+        batch.prompt_ids,
+        batch.completion_ids,
+        batch.token_mask,
+        mask_id=batch.mask_id,
+        mc_num=settings.elbo_samples,
+        generator=batch.generator,
+        shifted_logits=batch.shifted_logits,
+    )

@@ -27,14 +27,7 @@ from igpo.decoding import DecodeConfig, generate
 from igpo.decoding.text import completion_texts, left_pad, stop_ids
 from igpo.errors import InvalidSetting
 from igpo.hints import HintConfig, build_hint_batch, encode_trace
-from igpo.logprobs import (
-    ESTIMATORS,
-    SEQUENCE_LEVEL,
-    Estimate,
-    mean_field_logprobs,
-    sequence_elbo,
-    trajectory_logprobs,
-)
+from igpo.logprobs import ESTIMATORS, Estimate, EstimatorBatch, EstimatorSettings
 from igpo.models import TokenSpec
 from igpo.prompts import PREFILL, source_instruction
 from igpo.rewards import RewardConfig, score_rollouts
@@ -148,7 +141,7 @@ class RLConfig:
             raise TrainingError(
                 f"logprob_estimator must be one of {', '.join(ESTIMATORS)}, got {self.logprob_estimator!r}"
             )
-        if self.logprob_estimator in SEQUENCE_LEVEL and self.loss.ratio_level != "sequence":
+        if ESTIMATORS[self.logprob_estimator].sequence_level and self.loss.ratio_level != "sequence":
             raise TrainingError(
                 f"logprob_estimator={self.logprob_estimator} is a sequence-level estimate: "
                 "it needs loss.ratio_level=sequence"
@@ -237,6 +230,11 @@ class Trainer:
             import copy
 
             self.reference = copy.deepcopy(base_module(model)).eval().requires_grad_(False)
+
+    @property
+    def estimator(self):
+        """The registered log-prob estimator this run uses (igpo.logprobs.ESTIMATORS)."""
+        return ESTIMATORS[self.cfg.logprob_estimator]
 
     @property
     def policy(self):
@@ -381,33 +379,24 @@ class Trainer:
         """The configured estimator on one group (the same call serves old, new and reference)."""
         cfg = self.cfg
         device = self.accelerator.device if self.accelerator else group.prompt_ids.device
-        prompts, completions = group.prompt_ids.to(device), group.completions.to(device)
-        common = dict(mask_id=self.spec.mask_id, shifted_logits=self.spec.shifted_logits)
-        if cfg.logprob_estimator == "trajectory":
-            return trajectory_logprobs(
-                model,
-                prompts,
-                completions,
-                group.commit_step.to(device),
-                temperature=cfg.decode.temperature,
-                group_steps=cfg.trajectory_group_steps,
-                suppress_tokens=cfg.decode.suppress_tokens,
-                with_entropy=with_entropy,
-                **common,
-            )
-        if cfg.logprob_estimator == "elbo" and token_mask is not None:
-            return sequence_elbo(
-                model, prompts, completions, token_mask, mc_num=cfg.elbo_samples, generator=generator, **common
-            )
-        return mean_field_logprobs(
-            model,
-            prompts,
-            completions,
-            p_mask_prompt=cfg.p_mask_prompt,
+        batch = EstimatorBatch(
+            prompt_ids=group.prompt_ids.to(device),
+            completion_ids=group.completions.to(device),
+            mask_id=self.spec.mask_id,
+            shifted_logits=self.spec.shifted_logits,
+            commit_step=None if group.commit_step is None else group.commit_step.to(device),
+            token_mask=token_mask,
             generator=generator,
             with_entropy=with_entropy,
-            **common,
         )
+        settings = EstimatorSettings(
+            temperature=cfg.decode.temperature,
+            suppress_tokens=cfg.decode.suppress_tokens,
+            group_steps=cfg.trajectory_group_steps,
+            p_mask_prompt=cfg.p_mask_prompt,
+            elbo_samples=cfg.elbo_samples,
+        )
+        return ESTIMATORS[cfg.logprob_estimator].fn(model, batch, settings)
 
     def reference_logprobs(self, group: Group, generator, token_mask) -> torch.Tensor | None:
         if self.cfg.loss.beta <= 0:
@@ -429,7 +418,7 @@ class Trainer:
     def on_policy(self) -> bool:
         """mu = 1 with a token-level estimator: the old log-probs are the update pass's own values
         (detached, ratio 1), so no separate old pass is run."""
-        return self.cfg.mu == 1 and self.cfg.logprob_estimator not in SEQUENCE_LEVEL
+        return self.cfg.mu == 1 and not self.estimator.sequence_level
 
     def prepare(self, group: Group, gi: int, step: int, rank: int) -> Prepared:
         """Entropy, loss mask, old and reference log-probs of one group (no gradients); on-policy
@@ -452,7 +441,7 @@ class Trainer:
             first = self.logprobs(policy, group, _clone(gen), with_entropy=True)
             mask, hint_tokens = self.loss_mask(group, first.entropy)
             old = first.logp
-            if cfg.logprob_estimator in SEQUENCE_LEVEL:  # entropy came from the mean-field pass
+            if self.estimator.sequence_level:  # entropy came from the mean-field pass
                 old = self.logprobs(policy, group, _clone(gen), token_mask=mask).logp
             policy.train(was)
         ref = self.reference_logprobs(group, _clone(gen), mask)
@@ -499,7 +488,7 @@ class Trainer:
         timer.add("logprob", time.perf_counter() - t0)
         t0 = time.perf_counter()
         totals = {"loss": 0.0, "policy_loss": 0.0, "kl": 0.0, "clip_ratio": 0.0}
-        sequence_kl = cfg.logprob_estimator in SEQUENCE_LEVEL
+        sequence_kl = self.estimator.sequence_level
         weights = self.token_weights(prepared) if cfg.loss.normalisation == "token" else None
         self.model.train()
         for _ in range(cfg.mu):
