@@ -30,8 +30,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from harness.errors import UserError
 from harness.grid import (  # noqa: F401  (re-exported: harness.ablate is the public entry)
     BASE_DIR,
@@ -133,12 +131,12 @@ def _copy_dir(src: Path, dest: Path) -> None:
 def _check_resume(job: Job, cfg) -> None:
     """A half-finished job resumes only under the config it was started with."""
     from igpo.config import to_dict
-    from igpo.training.runtime import CONFIG_FILE, latest_checkpoint, normalised_config
+    from igpo.training.runtime import normalised_config, resumable_checkpoint
 
-    last = latest_checkpoint(job.folder)
-    if last is None or not (last / CONFIG_FILE).is_file():
+    last = resumable_checkpoint(job.folder)  # a damaged newest checkpoint: the one before
+    if last is None:
         return
-    saved = normalised_config(type(cfg), yaml.safe_load((last / CONFIG_FILE).read_text()) or {})
+    saved = normalised_config(type(cfg), last[1])
     if saved != json.loads(json.dumps(to_dict(cfg))):
         raise UserError(
             f"{job.folder} was started with other settings than the grid gives now; delete that folder to rerun the job"
@@ -148,12 +146,12 @@ def _check_resume(job: Job, cfg) -> None:
 def train_job(job: Job, cfg) -> None:
     """Train (or finish training) one job; no-op when its last step is checkpointed."""
     from igpo.training.rl import train_rl
-    from igpo.training.runtime import CHECKPOINT_PREFIX, latest_checkpoint
+    from igpo.training.runtime import checkpoint_step, latest_checkpoint, resumable_checkpoint
 
-    last = latest_checkpoint(job.folder)
-    if last is not None:
+    if latest_checkpoint(job.folder) is not None:
         _check_resume(job, cfg)
-        if int(last.name[len(CHECKPOINT_PREFIX) :]) >= cfg.max_steps:
+        last = resumable_checkpoint(job.folder)
+        if last is not None and checkpoint_step(last[0]) >= cfg.max_steps:
             return
         train_rl(cfg, job.folder, resume=True)
     else:  # nothing to keep: a fresh start (clears a run that died before its first checkpoint)

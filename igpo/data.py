@@ -155,12 +155,20 @@ def jsonl_rows(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
 _rows = jsonl_rows
 
 
+JSON_KINDS = {dict: "an object", list: "a list", bool: "a boolean", type(None): "null"}
+"""How a JSON value that is not text is named in an error."""
+
+
 def _text(row: dict[str, Any], name: str, where: str) -> str:
-    """A required field as text (numbers formatted like gold answers); ValueError if absent, or
-    a number that is not finite (JSON's NaN / Infinity)."""
-    value = row.get(name)
+    """A required field as text (numbers formatted like gold answers); BadFile naming the row and
+    the fields it does have when absent, or naming the kind when an object, list, boolean, null
+    or a number that is not finite (JSON's NaN / Infinity)."""
+    if name not in row:
+        have = ", ".join(repr(key)[:40] for key in list(row)[:8]) + (", ..." if len(row) > 8 else "")
+        raise BadFile(f"{where}: missing field {name!r} (the row has: {have or 'no fields'})")
+    value = row[name]
     if value is None or isinstance(value, (dict, list, bool)):
-        raise BadFile(f"{where}: missing or non-text field {name!r}")
+        raise BadFile(f"{where}: field {name!r} is {JSON_KINDS[type(value)]}, not text")
     if isinstance(value, float) and not math.isfinite(value):
         raise BadFile(f"{where}: field {name!r} is {value!r}, not a finite number")
     return value if isinstance(value, str) else format_gold_number(value)
@@ -410,6 +418,12 @@ def _arith_source(cfg: DataConfig) -> list[Example]:
     """Generated arith problems (the CPU testbed), with their reference traces."""
     from igpo.arith import ArithConfig, generate_problems
     from igpo.config import build
+
+    if cfg.path:  # a user's file that would be silently ignored
+        raise InvalidSetting(
+            f"data.path={cfg.path} is not read by data.source=arith (it generates its problems); "
+            "set data.source to jsonl, gsm8k, math or metamath to train on that file"
+        )
 
     problems = generate_problems(build(ArithConfig, dict(cfg.arith), "data.arith"), cfg.arith_size)
     return [

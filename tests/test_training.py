@@ -779,6 +779,83 @@ def test_resume_falls_back_to_the_previous_complete_checkpoint(tmp_path):
     assert len(spoiled.read_bytes()) > 100
 
 
+STATE_DAMAGE = {
+    "state truncated": ("trainer_state.json", lambda f: f.write_text(f.read_text()[:7])),
+    "state empty": ("trainer_state.json", lambda f: f.write_bytes(b"")),
+    "state missing": ("trainer_state.json", lambda f: f.unlink()),
+    "state not UTF-8": ("trainer_state.json", lambda f: f.write_bytes(b"\xff\xfe{")),
+    "state wrong step": ("trainer_state.json", lambda f: f.write_text('{"step": "two"}')),
+    "config truncated": ("config.yaml", lambda f: f.write_text("model: {path: [")),
+    "config a list": ("config.yaml", lambda f: f.write_text("- 1\n- 2\n")),
+    "config missing": ("config.yaml", lambda f: f.unlink()),
+}
+
+
+@pytest.mark.parametrize("damage", list(STATE_DAMAGE))
+def test_resume_falls_back_past_a_damaged_state_or_config(tmp_path, damage):
+    """The newest checkpoint's trainer_state.json or config.yaml damaged: --resume says so on
+    stderr, resumes from the one before (step 1), redoes step 2 and ends with the weights of an
+    uninterrupted run, bit for bit; the damaged checkpoint is rewritten whole."""
+    name, spoil = STATE_DAMAGE[damage]
+    model = save_tiny_checkpoint(tmp_path / "m")
+    recipe = _recipe(tmp_path, _write_data(tmp_path), model)
+    args = ["--recipe", str(recipe), "max_steps=2", "checkpoint.every=1"]
+    full, out = tmp_path / "full", tmp_path / "o"
+    assert runner.invoke(app, ["train", *args, "--out", str(full)]).exit_code == 0
+    assert runner.invoke(app, ["train", *args, "--out", str(out)]).exit_code == 0
+    newest = out / "checkpoints" / "step-000002"
+    spoil(newest / name)
+    rest = runner.invoke(app, ["train", *args, "--out", str(out), "--resume"])
+    assert rest.exit_code == 0, rest.output
+    assert "Traceback" not in rest.output
+    warning = next(line for line in rest.stderr.splitlines() if line.startswith("warning:"))
+    assert str(newest) in warning and name in warning, rest.stderr
+    assert "resuming from" in rest.stderr and "step-000001 (step 1)" in rest.stderr
+    steps = [json.loads(x)["step"] for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [1, 2]
+    a, b = _adapter(full / "checkpoints" / "step-000002"), _adapter(newest)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    first = _adapter(out / "checkpoints" / "step-000001")
+    assert any(not torch.equal(a[k], first[k]) for k in a)  # step 2 was trained again, not skipped
+    assert json.loads((newest / "trainer_state.json").read_text())["step"] == 2
+    assert "max_steps: 2" in (newest / "config.yaml").read_text()
+
+
+def test_resume_with_no_readable_checkpoint_is_one_error(tmp_path):
+    """Every checkpoint's trainer_state.json damaged: one error naming the newest, before any
+    model loads, and nothing changed."""
+    model = save_tiny_checkpoint(tmp_path / "m")
+    recipe = _recipe(tmp_path, _write_data(tmp_path), model)
+    args = ["--recipe", str(recipe), "max_steps=2", "checkpoint.every=1"]
+    out = tmp_path / "o"
+    assert runner.invoke(app, ["train", *args, "--out", str(out)]).exit_code == 0
+    for step in (1, 2):
+        (out / "checkpoints" / f"step-00000{step}" / "trainer_state.json").write_text("{")
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    rest = runner.invoke(app, ["train", *args, "--out", str(out), "--resume"])
+    assert rest.exit_code == 2 and "Traceback" not in rest.output, rest.output
+    lines = [line for line in rest.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error:") and "step-000002" in lines[0], rest.stderr
+    assert "trainer_state.json" in lines[0]
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+
+
+def test_a_large_seed_trains_and_small_seeds_keep_their_streams(tmp_path):
+    """A seed of 12,345,678 (its step seeds pass 2**64: torch.manual_seed overflowed) trains, and
+    seeds below that draw exactly what they drew before torch_seed reduced step seeds."""
+    from igpo.training.runtime import MAX_SEED, step_seed, torch_seed
+
+    assert torch_seed(3, 5, 0, 1) == step_seed(3, 5, 0, 1)
+    assert step_seed(12_345_678, 1, 0, 1) > 2**64 and 0 <= torch_seed(12_345_678, 1, 0, 1) < MAX_SEED
+    model = save_tiny_checkpoint(tmp_path / "m")
+    recipe = _recipe(tmp_path, _write_data(tmp_path), model)
+    result = runner.invoke(
+        app, ["train", "--recipe", str(recipe), "--out", str(tmp_path / "o"), "max_steps=1", "seed=12345678"]
+    )
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "o" / "metrics.jsonl").read_text().splitlines()[0])["step"] == 1
+
+
 def test_resume_accepts_a_checkpoint_written_before_a_field_existed(tmp_path):
     import yaml
 

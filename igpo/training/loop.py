@@ -25,6 +25,7 @@ from igpo.training.runtime import (
     build_model,
     check_output_folder,
     check_resume_config,
+    check_seed,
     config_inputs,
     make_optimizer,
     make_scheduler,
@@ -32,7 +33,7 @@ from igpo.training.runtime import (
     resume_checkpoint,
     save_checkpoint,
     step_generator,
-    step_seed,
+    torch_seed,
 )
 from igpo.training.settings import CheckpointSettings, LogSettings, ModelSettings, OptimSettings
 
@@ -87,6 +88,7 @@ def open_session(
     default max_steps) and hand both to accelerate."""
     from accelerate import Accelerator
 
+    check_seed(cfg.seed)
     accelerator = Accelerator(cpu=not torch.cuda.is_available())
     inputs = config_inputs(cfg)
     check_output_folder(out, resume=resume, overwrite=overwrite, inputs=inputs)  # one line, no model load
@@ -131,7 +133,7 @@ def run_steps(
         s.lock or contextlib.nullcontext(),
         torch.random.fork_rng(devices=[]),
     ):  # dropout's global RNG: forked, the caller's is untouched
-        start = resume_checkpoint(s.out, s.model, s.optimizer, s.scheduler) if resume else 0
+        start = resume_checkpoint(s.out, s.model, s.optimizer, s.scheduler, cfg) if resume else 0
         log = MetricsLog(s.out, cfg.log, cfg, resume_step=start, enabled=s.main)
         bar = tqdm(
             range(start, cfg.max_steps),
@@ -143,7 +145,7 @@ def run_steps(
         for step in bar:
             started = time.perf_counter()
             generator = step_generator(cfg.seed, step, s.rank)
-            torch.manual_seed(step_seed(cfg.seed, step, s.rank, stream=DROPOUT_STREAM))
+            torch.manual_seed(torch_seed(cfg.seed, step, s.rank, stream=DROPOUT_STREAM))
             metrics = step_fn(step, generator)
             metrics["step_time"] = time.perf_counter() - started
             metrics["lr"] = s.scheduler.get_last_lr()[0]

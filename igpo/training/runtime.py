@@ -21,7 +21,7 @@ from torch import nn
 
 from igpo.atomic import atomic_write_bytes
 from igpo.config import to_dict
-from igpo.errors import InvalidSetting
+from igpo.errors import PATH_ERRORS, IgpoError, InvalidSetting
 from igpo.jsonfile import finite, read_json_object
 from igpo.models import load_model, load_tokenizer, save_model
 from igpo.models.loading import damaged_file_errors, torch_load
@@ -118,15 +118,33 @@ def normalised_config(cls: type, raw: dict[str, Any]) -> dict[str, Any]:
 def check_resume_config(out: Path, config: Any) -> None:
     """Refuse to resume under settings other than the run's own (a resumed run that silently kept
     its old learning rate while its next checkpoint recorded the new one would lie)."""
-    import yaml
+    last = resumable_checkpoint(out)
+    if last is not None:
+        compare_config(last[0], last[1], config)
 
-    last = latest_checkpoint(out)
-    if last is None or not (last / CONFIG_FILE).is_file():
-        return
-    try:
-        raw = yaml.safe_load((last / CONFIG_FILE).read_text()) or {}
-    except (OSError, yaml.YAMLError, UnicodeDecodeError) as exc:
-        raise TrainingError(f"cannot read {last / CONFIG_FILE}: {exc}") from None
+
+def resumable_checkpoint(out: Path) -> tuple[Path, dict[str, Any]] | None:
+    """(folder, saved config) of the newest checkpoint whose trainer_state.json and config.yaml
+    read, the one --resume starts from unless its weights are damaged (resume_checkpoint says
+    why a newer one is skipped); None without checkpoints. When none reads, the newest one's
+    problem is raised (TrainingError), before any model loads."""
+    found = checkpoint_dirs(out)
+    for path in reversed(found):
+        try:
+            checkpoint_step(path)
+            return path, checkpoint_config(path)
+        except TrainingError:
+            continue
+    if found:
+        checkpoint_step(found[-1])
+        checkpoint_config(found[-1])
+    return None
+
+
+def compare_config(last: Path, raw: dict[str, Any], config: Any) -> None:
+    """Refuse `config` when it differs from the checkpoint's saved one (`raw`) outside
+    RESUME_MAY_CHANGE."""
+    out = last.parent.parent
     saved = _flat(normalised_config(type(config), raw))
     now = _flat(json.loads(json.dumps(to_dict(config))))
     changed = sorted(
@@ -165,7 +183,7 @@ def build_model(settings: ModelSettings, device: torch.device | str | None = Non
         from peft import LoraConfig, get_peft_model
 
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(step_seed(seed, 0, 0, INIT_STREAM))
+            torch.manual_seed(torch_seed(seed, 0, 0, INIT_STREAM))
             model = get_peft_model(
                 model,
                 LoraConfig(
@@ -238,6 +256,38 @@ def latest_checkpoint(out: Path) -> Path | None:
     return dirs[-1] if dirs else None
 
 
+def checkpoint_step(path: Path) -> int:
+    """The step a checkpoint's trainer_state.json records; TrainingError naming the file when it
+    is missing, damaged, or records another step than the folder's name."""
+    file = path / STATE_FILE
+    try:
+        step = read_json_object(file, "step")["step"]
+    except (IgpoError, *PATH_ERRORS) as err:
+        raise TrainingError(f"cannot read checkpoint {path} (damaged?): {err}") from None
+    expected = int(path.name[len(CHECKPOINT_PREFIX) :])
+    if isinstance(step, bool) or not isinstance(step, int) or step != expected:
+        raise TrainingError(f"cannot read checkpoint {path} (damaged?): {file} records step {step!r}, not {expected}")
+    return step
+
+
+def checkpoint_config(path: Path) -> dict[str, Any]:
+    """The training config a checkpoint's config.yaml records (a mapping); TrainingError naming
+    the file when it is missing or damaged."""
+    import yaml
+
+    file = path / CONFIG_FILE
+    try:
+        raw = yaml.safe_load(file.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError, UnicodeDecodeError, RecursionError) as exc:
+        detail = str(exc).strip().splitlines()
+        raise TrainingError(
+            f"cannot read checkpoint {path} (damaged?): {file}: {detail[0] if detail else type(exc).__name__}"
+        ) from None
+    if not isinstance(raw, dict):
+        raise TrainingError(f"cannot read checkpoint {path} (damaged?): {file} is not a mapping of settings")
+    return raw
+
+
 SEED_STRIDE = 1_000_003
 """Mixes (seed, step, rank) into one generator seed; a prime keeps streams apart."""
 
@@ -262,8 +312,25 @@ def step_seed(seed: int, step: int, rank: int = 0, stream: int = 0) -> int:
     return ((seed * SEED_STRIDE + step) * SEED_STRIDE + rank) * STREAMS + stream
 
 
+MAX_SEED = 2**63 - 1
+"""The largest training `seed` (torch.Generator.manual_seed takes it; the data order is drawn
+from it directly), and the modulus that brings step_seed's values into that range."""
+
+
+def check_seed(seed: Any) -> None:
+    """Refuse a training `seed` the generators would reject (one line naming it)."""
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
+        raise TrainingError(f"seed must be an integer from 0 to {MAX_SEED} (2**63 - 1), got {seed!r}")
+
+
+def torch_seed(seed: int, step: int, rank: int = 0, stream: int = 0) -> int:
+    """step_seed in the range torch.manual_seed takes (unchanged for seeds below ~2 million; a
+    larger one would overflow torch's 64 bits)."""
+    return step_seed(seed, step, rank, stream) % MAX_SEED
+
+
 def step_generator(seed: int, step: int, rank: int = 0, stream: int = 0) -> torch.Generator:
-    return torch.Generator().manual_seed(step_seed(seed, step, rank, stream) % (2**63 - 1))
+    return torch.Generator().manual_seed(torch_seed(seed, step, rank, stream))
 
 
 def save_checkpoint(
@@ -325,19 +392,24 @@ def load_checkpoint(path: Path, model: nn.Module, optimizer, scheduler) -> int:
         ) from None
 
 
-def resume_checkpoint(out: Path, model: nn.Module, optimizer, scheduler) -> int:
+def resume_checkpoint(out: Path, model: nn.Module, optimizer, scheduler, config: Any = None) -> int:
     """Restore the newest checkpoint that loads; a damaged one (a crash mid-save that left its
-    marker, a disk fault) is skipped with a message and the previous complete one is used. If
-    none loads, the newest one's error is raised."""
+    marker, a disk fault: weights, optimiser state, trainer_state.json or config.yaml) is skipped
+    with a message and the previous complete one is used. With `config`, the checkpoint resumed
+    must have been saved under the same settings (compare_config). If none loads, the newest
+    one's error is raised."""
     found = checkpoint_dirs(out)
     first_error = None
     for path in reversed(found):
         try:
+            raw = checkpoint_config(path)
             step = load_checkpoint(path, model, optimizer, scheduler)
         except TrainingError as err:
             first_error = first_error or err
             print(f"warning: {err}; trying the previous checkpoint", file=sys.stderr)
             continue
+        if config is not None:
+            compare_config(path, raw, config)
         if path != found[-1]:
             print(f"resuming from {path} (step {step}): newer checkpoints could not be read", file=sys.stderr)
         return step
@@ -347,6 +419,7 @@ def resume_checkpoint(out: Path, model: nn.Module, optimizer, scheduler) -> int:
 
 
 def _load_checkpoint(path: Path, model: nn.Module, optimizer, scheduler) -> int:
+    step = checkpoint_step(path)  # before any weight is touched
     unwrapped = getattr(model, "module", model)
     if is_peft(unwrapped):
         from peft import set_peft_model_state_dict
@@ -365,7 +438,7 @@ def _load_checkpoint(path: Path, model: nn.Module, optimizer, scheduler) -> int:
     opt = torch_load(path / OPTIMIZER_FILE, map_location="cpu")  # load_state_dict moves it to the params' device
     optimizer.load_state_dict(opt["optimizer"])
     scheduler.load_state_dict(opt["scheduler"])
-    return int(read_json_object(path / STATE_FILE, "step")["step"])
+    return step
 
 
 def _yaml(data: dict[str, Any]) -> str:
