@@ -10,13 +10,14 @@ from typing import Annotated
 
 import typer
 
-from harness.errors import UserError, friendly
+from harness.errors import OneLineUsageErrors, UserError, friendly
 from igpo.atomic import check_output_path
 from igpo.errors import MissingInput
 from igpo.outputs import check_output, model_input
 
 app = typer.Typer(
     name="igpo",
+    cls=OneLineUsageErrors,  # `--limit abc`: one `error:` line, exit 2
     help="Train IGPO checkpoints of masked diffusion LMs and benchmark them in lm-evaluation-harness.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
@@ -24,7 +25,9 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 bench_app = typer.Typer(
-    help="Speed and memory benchmarks; each writes a table under results/bench/.", no_args_is_help=True
+    cls=OneLineUsageErrors,
+    help="Speed and memory benchmarks; each writes a table under results/bench/.",
+    no_args_is_help=True,
 )
 app.add_typer(bench_app, name="bench")
 

@@ -6,7 +6,14 @@ import functools
 import os
 import sys
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Any, NoReturn, TypeVar
+
+from typer.core import TyperGroup
+
+try:  # typer vendors its own click (typer._click) since 0.2x; click's own before
+    from typer._click.exceptions import NoArgsIsHelpError, UsageError
+except ImportError:  # pragma: no cover
+    from click.exceptions import NoArgsIsHelpError, UsageError
 
 from igpo.errors import PATH_ERRORS, IgpoError
 
@@ -69,3 +76,34 @@ def friendly(func: F) -> F:
             raise SystemExit(EXIT_ERROR) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+def usage_error_exit(err: UsageError, command: str = "igpo") -> NoReturn:
+    """A command line click / typer could not parse (a value of the wrong type, an unknown or
+    missing option or argument): one `error:` line naming it and the command whose help to
+    read, on stderr, and exit code 2."""
+    if isinstance(err, NoArgsIsHelpError) or debugging():
+        raise err  # `igpo` alone shows the help; IGPO_DEBUG: click's own report
+    end_progress_bars()
+    message = " ".join(err.format_message().split()) or type(err).__name__
+    command = err.ctx.command_path if err.ctx is not None else command
+    print(f"error: {message} (see '{command} --help')", file=sys.stderr)
+    raise SystemExit(EXIT_ERROR) from None
+
+
+class OneLineUsageErrors(TyperGroup):
+    """typer's command group whose usage errors end as one `error:` line (usage_error_exit)
+    instead of click's usage box: `--limit abc` reads like every other bad input."""
+
+    def make_context(self, info_name: str | None, args: list[str], parent: Any = None, **extra: Any) -> Any:
+        try:
+            return super().make_context(info_name, args, parent=parent, **extra)
+        except UsageError as err:
+            usage_error_exit(err)
+
+    def invoke(self, ctx: Any) -> Any:
+        called = (getattr(ctx, "_protected_args", None) or [None])[0]  # the sub-command's name
+        try:
+            return super().invoke(ctx)
+        except UsageError as err:  # the sub-command's options, parsed inside the group's invoke
+            usage_error_exit(err, f"{ctx.command_path} {called}" if called else ctx.command_path)

@@ -96,12 +96,14 @@ def torch_device_type(text: str) -> str:
 
 def plan(req: EvalRequest) -> Plan:
     """Check every input and decide what to run; raises a one-line error on bad input."""
+    from harness.protocols import check_seeds
     from tasks.registry import GROUPS, data_dir_or_env, local_data_file, resolve_tasks
 
     if req.limit is not None and req.limit <= 0:
         raise InvalidSetting(f"--limit must be a positive number of problems, got {req.limit}")
     if req.batch_size < 1:
         raise InvalidSetting(f"--batch-size must be >= 1, got {req.batch_size}")
+    check_seeds(req.seeds or [], "--seeds")
     twice = sorted({s for s in req.seeds or [] if req.seeds.count(s) > 1})
     if twice:  # a repeated seed would count the same draws twice and narrow the interval
         raise InvalidSetting(f"--seeds lists seed {', '.join(map(str, twice))} more than once; each seed once")

@@ -47,10 +47,14 @@ def main(argv: list[str] | None = None) -> None:
 
     from lm_eval.__main__ import cli_evaluate
 
-    import harness.lmeval.model  # noqa: F401  (registers the dllm model with lm-eval)
+    from harness.lmeval.model import DiffusionLM  # registers the dllm model with lm-eval
     from tasks.registry import TASK_DIR, hub_error_types
 
     hub_errors = hub_error_types()
+    # no --device (nor a --config file that may name one): the device dllm receives is lm-eval's
+    # default, not something to warn about when CUDA is missing
+    asked = _flag(args, "--device") is not None or _flag(args, "--config") is not None
+    DiffusionLM.unasked_device = None if asked else lmeval_default_device()
     try:
         if args and not wants_help and "--include_path" not in args:
             # With $IGPO_DATA_DIR set, the igpo tasks read that offline folder instead of the Hub;
@@ -75,6 +79,20 @@ def main(argv: list[str] | None = None) -> None:
         hint = f" (offline? set {DATA_DIR_ENV} to the data folder)" if isinstance(err, hub_errors) else ""
         print(f"error: {one_line(err)}{hint}", file=sys.stderr)
         raise SystemExit(EXIT_ERROR) from None
+    finally:
+        DiffusionLM.unasked_device = None
+
+
+def lmeval_default_device() -> str:
+    """The device lm-eval's CLI hands a model when --device is not given (its EvaluatorConfig)."""
+    from dataclasses import MISSING, fields
+
+    try:
+        from lm_eval.config.evaluate_config import EvaluatorConfig
+    except ImportError:  # an lm-eval without that module: its long-standing default
+        return "cuda:0"
+    default = next((f.default for f in fields(EvaluatorConfig) if f.name == "device"), MISSING)
+    return default if isinstance(default, str) else "cuda:0"
 
 
 MODEL_ARGS_FLAGS = ("--model_args", "-a")

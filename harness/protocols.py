@@ -27,6 +27,18 @@ class ProtocolError(InvalidSetting):
     """A protocol that does not exist or does not parse; the message names the problem."""
 
 
+MAX_SEED = 2**32 - 1
+"""The largest evaluation seed: lm-eval seeds numpy's global generator with it, which takes
+0 .. 2**32 - 1 (python's random and torch.manual_seed take more)."""
+
+
+def check_seeds(seeds: list[int], what: str) -> None:
+    """Refuse (InvalidSetting naming `what`) a seed the generators lm-eval seeds would reject."""
+    bad = [s for s in seeds if not 0 <= s <= MAX_SEED]
+    if bad:
+        raise InvalidSetting(f"{what}: seed {bad[0]} is out of range; seeds go from 0 to {MAX_SEED} (2**32 - 1)")
+
+
 @dataclass
 class Protocol:
     name: str
@@ -38,6 +50,9 @@ class Protocol:
     steps_ratio: float | None = None
     tasks: dict[str, dict[str, Any]] = field(default_factory=dict)
     file_hash: str = ""
+
+    def __post_init__(self) -> None:
+        check_seeds(self.seeds, "'seeds'")  # MAX_SEED
 
     def variants(self) -> list[tuple[str, DecodeConfig]]:
         """(suffix, decoding) per generation length: [("", base)] or [("@128", ...), ...]."""

@@ -73,6 +73,8 @@ EVAL_CASES = [
     (["--cfg-scale", "-1"], "cfg_scale"),
     (["--threshold", "1.5"], "threshold"),
     (["--seeds", "1,1", "--temperature", "0.7"], "seed 1 more than once"),
+    (["--seeds", "99999999999999999999999"], "--seeds: seed 99999999999999999999999 is out of range"),
+    (["--seeds", "0,4294967296", "--temperature", "0.7"], "--seeds: seed 4294967296 is out of range"),
 ]
 
 
@@ -161,6 +163,8 @@ TRAIN_CASES = [
     (["no_such_key=1"], "no_such_key"),
     (["num_generations=1000000000"], "num_generations"),
     (["prompts_per_step=100000000"], "prompts_per_step"),
+    (["seed=99999999999999999999"], "seed must be an integer from 0 to 9223372036854775807"),
+    (["seed=-1"], "seed must be an integer from 0"),
 ]
 
 
@@ -170,10 +174,66 @@ def test_train_bad_overrides(tmp_path, extra, needle):
     assert_one_error(igpo("train", "--recipe", "grpo_tiny", "--out", out, *extra), needle, out)
 
 
-@pytest.mark.parametrize("extra, needle", [(["batch_size=0"], "batch_size"), (["max_steps=0"], "max_steps")])
+@pytest.mark.parametrize(
+    "extra, needle",
+    [
+        (["batch_size=0"], "batch_size"),
+        (["max_steps=0"], "max_steps"),
+        (["seed=9223372036854775808"], "seed must be an integer from 0 to 9223372036854775807"),
+    ],
+)
 def test_sft_bad_overrides(tmp_path, extra, needle):
     out = tmp_path / "run"
     assert_one_error(igpo("sft", "--recipe", "sft_tiny", "--out", out, *extra), needle, out)
+
+
+DATA_ROW_CASES = [  # (command, data.source, the file's one row, what the error names)
+    ("train", "gsm8k", {"answer": "#### 3"}, "missing field 'question' (the row has: 'answer')"),
+    ("train", "gsm8k", {"question": "1+2?"}, "missing field 'answer'"),
+    ("train", "gsm8k", {"question": ["1+2?"], "answer": "#### 3"}, "field 'question' is a list, not text"),
+    ("train", "jsonl", {"prompt": "1+2?"}, "missing field 'answer'"),
+    ("train", "jsonl", {"prompt": "1+2?", "answer": None}, "field 'answer' is null, not text"),
+    ("train", "jsonl", {"prompt": {"q": 1}, "answer": "3"}, "field 'prompt' is an object, not text"),
+    ("train", "jsonl", {"question": "1+2?", "answer": "3"}, "missing field 'prompt' (the row has: 'question'"),
+    ("train", "math", {"problem": "1+2?", "answer": True, "solution": "3"}, "field 'answer' is a boolean"),
+    ("sft", "jsonl", {"prompt": "1+2?"}, "missing field 'completion' (the row has: 'prompt')"),
+    ("sft", "jsonl", {"prompt": "1+2?", "completion": [3]}, "field 'completion' is a list, not text"),
+    ("sft", "gsm8k", {"question": "1+2?", "answer": False}, "field 'answer' is a boolean, not text"),
+    ("sft", "gsm8k", {"answer": "#### 3"}, "missing field 'question'"),
+]
+
+
+@pytest.mark.parametrize(
+    "command, source, row, needle", DATA_ROW_CASES, ids=[f"{c[0]} {c[1]} {c[3][:30]}" for c in DATA_ROW_CASES]
+)
+def test_training_data_rows_without_their_fields(tmp_path, command, source, row, needle):
+    """A user's training file whose row lacks a field the source reads, or holds a non-text value
+    there: one error naming the file, the line (2: after a good row) and the field."""
+    good = {
+        "gsm8k": {"question": "1+1?", "answer": "1+1=2\n#### 2"},
+        "jsonl": {"prompt": "1+1?", "answer": "2", "completion": "2"},
+        "math": {"problem": "1+1?", "answer": "2", "solution": "$\\boxed{2}$"},
+    }[source]
+    data = tmp_path / "data" / "rows.jsonl"
+    data.parent.mkdir()
+    data.write_text(json.dumps(good) + "\n" + json.dumps(row) + "\n")
+    out = tmp_path / "run"
+    recipe = "grpo_tiny" if command == "train" else "sft_tiny"
+    result = igpo(command, "--recipe", recipe, "--out", out, f"data.source={source}", f"data.path={data}")
+    assert_one_error(result, needle, out)
+    assert f"{data}:2:" in result.output
+
+
+@pytest.mark.parametrize("command, recipe", [("train", "grpo_tiny"), ("sft", "sft_tiny")])
+def test_data_path_a_generating_source_would_ignore(tmp_path, command, recipe):
+    """data.path with data.source=arith (which generates its problems): refused, not silently
+    trained on something else than the file the user named."""
+    data = tmp_path / "rows.jsonl"
+    data.write_text(json.dumps({"prompt": "1+1?", "answer": "2"}) + "\n")
+    out = tmp_path / "run"
+    result = igpo(command, "--recipe", recipe, "--out", out, "data.source=arith", f"data.path={data}")
+    assert_one_error(result, "not read by data.source=arith", out)
+    assert str(data) in result.output
 
 
 def test_check_refuses_nan_and_keeps_outputs_together(tmp_path):
@@ -269,6 +329,62 @@ def test_protocol_file_mistakes(tmp_path):
             needle,
             out,
         )
+
+
+@pytest.mark.parametrize("seed", ["99999999999999999999999", "4294967296"])
+def test_protocol_seed_out_of_range(tmp_path, seed):
+    """A seed numpy's generator (seeded by lm-eval) would reject: one error naming the file,
+    before any model loads; 2**32 - 1 itself is accepted (the plan is made)."""
+    base = (REPO / "harness" / "protocols" / "igpo.yaml").read_text()
+    path = tmp_path / "p.yaml"
+    path.write_text(base.replace("seeds: [0, 1, 2]", f"seeds: [0, {seed}]"))
+    out = tmp_path / "out"
+    result = igpo("eval", "--tasks", "arith", "--limit", "1", "--protocol", path, "--out", out, "--no-leaderboard")
+    assert_one_error(result, f"seed {seed} is out of range", out)
+    assert str(path) in result.output
+
+    from harness.protocols import MAX_SEED, load_protocol
+
+    path.write_text(base.replace("seeds: [0, 1, 2]", f"seeds: [0, {MAX_SEED}]"))
+    assert load_protocol(str(path)).seeds == [0, MAX_SEED]
+
+
+USAGE_CASES = [  # what typer / click cannot parse: (command line, the option named, whose help)
+    (["eval", "--limit", "1e23"], "Invalid value for '--limit'", "igpo eval"),
+    (["eval", "--limit", "abc"], "Invalid value for '--limit'", "igpo eval"),
+    (["eval", "--batch-size", "x"], "Invalid value for '--batch-size'", "igpo eval"),
+    (["eval", "--temperature", "warm"], "Invalid value for '--temperature'", "igpo eval"),
+    (["eval", "--no-such-flag"], "No such option: --no-such-flag", "igpo eval"),
+    (["train", "--recipe"], "Option '--recipe' requires an argument", "igpo train"),
+    (["sft", "--recipe", "sft_tiny", "--resume=maybe"], "--resume", "igpo sft"),
+    (["check"], "Missing argument 'candidate'", "igpo check"),
+    (["leaderboard", "--format"], "--format", "igpo leaderboard"),
+    (
+        ["rewrite-traces", "x.jsonl", "--concurrency", "many"],
+        "Invalid value for '--concurrency'",
+        "igpo rewrite-traces",
+    ),
+    (["bench", "decode", "--repeats", "x"], "Invalid value for '--repeats'", "igpo bench decode"),
+    (["bench", "nosuch"], "No such command 'nosuch'", "igpo bench"),
+    (["nosuchcmd"], "No such command 'nosuchcmd'", "igpo"),
+    (["--no-such-flag"], "No such option: --no-such-flag", "igpo"),
+]
+
+
+@pytest.mark.parametrize("args, needle, command", USAGE_CASES, ids=[" ".join(c[0]) for c in USAGE_CASES])
+def test_unparsable_command_line_is_one_error_line(tmp_path, args, needle, command):
+    """typer's own type and usage errors read like every other bad input: one `error:` line
+    naming the option and the command whose --help to read, exit 2, no usage box."""
+    result = igpo(*args, cwd=tmp_path)
+    assert_one_error(result, needle, tmp_path)
+    assert result.stderr.rstrip().endswith(f"(see '{command} --help')"), result.stderr
+    assert "Usage:" not in result.output and "\u256d" not in result.output  # no box
+
+
+def test_no_arguments_still_show_the_help():
+    for args in ([], ["bench"]):
+        result = igpo(*args)
+        assert "Usage:" in result.output and "error:" not in result.output, result.output
 
 
 # --------------------------------------------------------------------------- crash leftovers

@@ -100,6 +100,30 @@ def test_igpo_lm_eval_runs_dllm_on_local_data(tiny_checkpoint, tmp_path):
     table = proc.stdout
     assert "igpo_gsm8k" in table and "exact_match" in table and "strict_match" in table
     assert "|" in table  # the markdown results table
+    assert "CUDA is not available" not in proc.stderr  # lm-eval's default cuda:0 was not asked for
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the CPU fallback happens without CUDA")
+@pytest.mark.parametrize(
+    "device, unasked, warned",
+    [("cuda:0", None, True), ("cuda:0", "cuda:0", False), ("cuda:1", "cuda:0", True), ("cpu", "cuda:0", False)],
+)
+def test_cuda_fallback_warns_only_when_cuda_was_asked_for(
+    tiny_checkpoint, caplog, monkeypatch, device, unasked, warned
+):
+    """dllm runs on the CPU without CUDA; it says so only for a CUDA device the user named, not
+    for the cuda:0 lm-eval passes by default (`igpo lm-eval` sets that as unasked_device)."""
+    import logging
+
+    from harness.lmeval.model import DiffusionLM
+
+    monkeypatch.setattr(DiffusionLM, "unasked_device", unasked)
+    with caplog.at_level(logging.WARNING, logger="harness.lmeval.model"):
+        lm = DiffusionLM(pretrained=str(tiny_checkpoint), device=device)
+    assert next(lm.model.parameters()).device.type == "cpu"
+    said = [r.getMessage() for r in caplog.records if "CUDA is not available" in r.getMessage()]
+    assert bool(said) == warned, said
+    assert not said or device in said[0]
 
 
 # --------------------------------------------------------------------------- loglikelihood

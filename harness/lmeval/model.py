@@ -97,6 +97,10 @@ class DiffusionLM(LM):
     latest: DiffusionLM | None = None
     """The last dllm model built, so `igpo lm-eval` can write its request log after lm-eval returns
     (lm-eval's CLI builds one model and does not hand it back)."""
+    unasked_device: str | None = None
+    """The device lm-eval passes when its user named none (`igpo lm-eval` without --device sets
+    lm-eval's default, cuda:0, here while lm-eval runs): without CUDA the model then runs on the
+    CPU quietly; a CUDA device the user asked for warns when it is not there."""
 
     def __init__(self, model: torch.nn.Module | None = None, tokenizer: Any = None, **kwargs: Any) -> None:
         super().__init__()
@@ -113,8 +117,9 @@ class DiffusionLM(LM):
         device = self.args.device
         if device and device.startswith("cuda") and not torch.cuda.is_available():
             # lm-eval's CLI passes device="cuda:0" unless told otherwise; as HFLM does, run on
-            # the CPU instead of failing on machines without CUDA.
-            logger.warning("dllm: device %s requested but CUDA is not available; using cpu", device)
+            # the CPU instead of failing on machines without CUDA (said only if it was asked for).
+            if device != type(self).unasked_device:
+                logger.warning("dllm: device %s requested but CUDA is not available; using cpu", device)
             device = "cpu"
         if int(os.environ.get("WORLD_SIZE", "1")) > 1:
             from accelerate import Accelerator
