@@ -329,7 +329,7 @@ def eval_cmd(
 ) -> None:
     """Evaluate a dLLM on GSM8K / MATH500 / AMC with diffusion decoding inside lm-eval."""
     from harness.errors import UserError
-    from harness.evaluate import EvalRequest, run_eval, run_series
+    from harness.eval.run import EvalRequest, run_eval, run_series
     from igpo.decoding import DecodeOverrides
 
     inputs = [model_input(model), adapter, data_dir, run, protocol]
@@ -411,7 +411,7 @@ def _report_hint(paths: list[Path], html: Path | None, baseline: Path | None = N
 
 def _leaderboard_for(out: Path) -> Path:
     """The committed leaderboard reflects the default runs folder; other folders keep their own."""
-    from harness.evaluate import DEFAULT_LEADERBOARD, DEFAULT_OUT
+    from harness.eval.run import DEFAULT_LEADERBOARD, DEFAULT_OUT
 
     return DEFAULT_LEADERBOARD if Path(out) == DEFAULT_OUT else Path(out) / "leaderboard.md"
 
@@ -426,15 +426,15 @@ def leaderboard_cmd(
     reference: Annotated[
         Path | None,
         typer.Option(
-            help="Reference numbers (YAML); default: the published rows shipped with igpo (harness/reference.yaml)."
+            help="Reference numbers (YAML); default: the published rows shipped with igpo (harness/eval/reference.yaml)."
         ),
     ] = None,
     no_reference: Annotated[bool, typer.Option("--no-reference", help="Leave out published reference rows.")] = False,
     out: Annotated[Path | None, typer.Option(help="Also write the table to this file.")] = None,
 ) -> None:
     """One row per model/checkpoint, a column per task, 95% intervals, published rows marked."""
-    from harness.leaderboard import DEFAULT_REFERENCE, discover_runs, write_leaderboard
-    from harness.results import RESULTS_FILE
+    from harness.eval.leaderboard import DEFAULT_REFERENCE, discover_runs, write_leaderboard
+    from harness.eval.results import RESULTS_FILE
 
     _check_outputs(("--out", out, False), inputs=[*runs, reference])
     paths: list[Path] = []
@@ -512,7 +512,7 @@ def ablate_cmd(
     html: Annotated[Path | None, typer.Option(help="Also write the grid's HTML report (igpo report) here.")] = None,
 ) -> None:
     """Ablation grid (cells x seeds): train each from the same start, evaluate every checkpoint, report."""
-    from harness.ablate import ablate
+    from harness.ablate.run import ablate
 
     models = [model_input(o.split("=", 1)[1]) for o in overrides or [] if o.startswith("model.") and "=" in o]
     inputs = [*models, grid if grid and Path(grid).exists() else None]

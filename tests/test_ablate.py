@@ -12,9 +12,9 @@ import time
 import pytest
 from typer.testing import CliRunner
 
-from harness.ablate import DONE_FILE
+from harness.ablate.run import DONE_FILE
 from harness.cli import app
-from harness.stats import t_interval
+from harness.eval.stats import t_interval
 
 runner = CliRunner()
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -154,7 +154,7 @@ def test_t_interval_over_seeds():
 
 
 def test_training_stats_share_of_groups_left_without_gradient():
-    from harness.ablate_report import SeedRun, training_stats
+    from harness.ablate.report import SeedRun, training_stats
 
     rows = [  # step 1: 2 of 4 groups all wrong, one rescued; step 2: 1 of 4, none rescued
         {"step": 1, "groups": 4.0, "all_wrong_ratio": 0.5, "rescued_ratio": 0.5, "replaced": 4.0},
@@ -171,7 +171,7 @@ def test_training_stats_share_of_groups_left_without_gradient():
 @pytest.mark.parametrize("name", ["paper", "lambda", "quick"])
 def test_shipped_grids_resolve_to_valid_configs(name):
     """Every shipped grid parses and every job's overrides build an RLConfig."""
-    from harness.ablate import grid_jobs, job_config, load_grid
+    from harness.ablate.run import grid_jobs, job_config, load_grid
 
     spec = load_grid(name)
     jobs = grid_jobs(spec)
@@ -182,7 +182,7 @@ def test_shipped_grids_resolve_to_valid_configs(name):
 
 
 def test_paper_grid_covers_the_committed_comparison():
-    from harness.ablate import load_grid
+    from harness.ablate.run import load_grid
 
     spec = load_grid("paper")
     for cell in ("grpo", "igpo"):
@@ -195,7 +195,7 @@ def _fake_job(root, cell, seed, correct, index=0):
     """A finished job folder whose final evaluation has the given per-item correctness."""
     import json
 
-    from harness.ablate import Job
+    from harness.ablate.run import Job
 
     job = Job(index, cell, seed, [], root / cell / f"seed{seed}")
     step = job.series / "step-000010"
@@ -209,7 +209,7 @@ def _fake_job(root, cell, seed, correct, index=0):
 def test_accuracy_claims_pool_seeds_per_item(tmp_path):
     """Cell a right on every item, b on every second: +50 points, a tiny p, 'reproduced';
     reversed: 'not reproduced'; a against itself: +0, 'inconclusive'."""
-    from harness.claims import ClaimSpec, accuracy_claim
+    from harness.ablate.claims import ClaimSpec, accuracy_claim
 
     n = 120
     jobs = [_fake_job(tmp_path, "a", s, [1] * n) for s in (0, 1)]

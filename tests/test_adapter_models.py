@@ -1,4 +1,4 @@
-"""An adapter folder as the model (harness/adapters.py): `igpo eval --model CKPT`, lm-eval's
+"""An adapter folder as the model (harness/eval/adapters.py): `igpo eval --model CKPT`, lm-eval's
 `pretrained=CKPT` and `igpo check CKPT` load the base its adapter_config.json names."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from conftest import save_tiny_checkpoint
 from typer.testing import CliRunner
 
 from harness.cli import app
-from harness.results import load_results, load_samples
+from harness.eval.results import load_results, load_samples
 
 runner = CliRunner()
 FAST = ["--gen-length", "16", "--block-length", "16", "--steps", "4", "--seeds", "0", "--no-leaderboard"]
@@ -107,7 +107,7 @@ def test_lm_eval_pretrained_adapter_folder_loads_its_base(lora_checkpoint, tmp_p
 def test_check_takes_the_base_an_adapter_names(lora_checkpoint, tmp_path):
     from harness.check.candidate import model_and_adapter
     from harness.errors import UserError
-    from harness.records import ModelInfo, RunRecord
+    from harness.eval.records import ModelInfo, RunRecord
 
     base, ckpt = lora_checkpoint
     baseline = RunRecord(tasks={}, model=ModelInfo(name_or_path="baseline-model"))
@@ -128,7 +128,7 @@ def test_check_takes_the_base_an_adapter_names(lora_checkpoint, tmp_path):
 def test_adapter_alone_runs_on_its_recorded_base(lora_checkpoint, tmp_path, shared_data):
     """`eval --adapter CK` without --model: CK's recorded base (not the default testbed); an
     explicit other --model only with --allow-base-mismatch, recorded as given."""
-    from harness.adapters import base_for_adapter, same_model
+    from harness.eval.adapters import base_for_adapter, same_model
     from igpo.models.loading import EMBEDDED_MODELS
 
     base, ckpt = lora_checkpoint
@@ -146,7 +146,7 @@ def test_adapter_alone_runs_on_its_recorded_base(lora_checkpoint, tmp_path, shar
 def test_readme_documents_the_base_mismatch_flag() -> None:
     """The flag the base-mismatch error names is documented in the README's evaluation section,
     where a user who meets the error looks."""
-    from harness.adapters import ANY_BASE_FLAG
+    from harness.eval.adapters import ANY_BASE_FLAG
 
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
     section = readme.split("## Evaluating a real checkpoint", 1)[1].split("\n## ", 1)[0]

@@ -194,3 +194,14 @@ def test_readme_is_short_and_every_doc_link_resolves():
             if target.startswith(("http://", "https://", "#", "mailto:")):
                 continue
             assert (page.parent / target.split("#")[0]).exists(), f"{page.name}: {target}"
+
+
+TOP_LEVEL_HARNESS = {"__init__.py", "cli.py", "train_cli.py", "errors.py", "lm_eval.py", "markdown.py"}
+"""The only modules directly under harness/ (ARCHITECTURE.md says why each is there)."""
+
+
+def test_harness_is_laid_out_by_capability():
+    modules = {p.name for p in (REPO / "harness").glob("*.py")}
+    assert modules <= TOP_LEVEL_HARNESS, sorted(modules - TOP_LEVEL_HARNESS)
+    text = (REPO / "ARCHITECTURE.md").read_text()
+    assert all(f"`{name}`" in text for name in TOP_LEVEL_HARNESS - {"__init__.py"})

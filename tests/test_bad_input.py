@@ -314,7 +314,7 @@ def test_non_finite_gold_answer(tmp_path, task, gold, needle):
 
 
 def test_protocol_file_mistakes(tmp_path):
-    base = (REPO / "harness" / "protocols" / "igpo.yaml").read_text()
+    base = (REPO / "harness" / "eval" / "protocols" / "igpo.yaml").read_text()
     out = tmp_path / "out"
     for text, needle in (
         (base.replace("seeds: [0, 1, 2]", "seeds: []"), "seeds"),
@@ -335,7 +335,7 @@ def test_protocol_file_mistakes(tmp_path):
 def test_protocol_seed_out_of_range(tmp_path, seed):
     """A seed numpy's generator (seeded by lm-eval) would reject: one error naming the file,
     before any model loads; 2**32 - 1 itself is accepted (the plan is made)."""
-    base = (REPO / "harness" / "protocols" / "igpo.yaml").read_text()
+    base = (REPO / "harness" / "eval" / "protocols" / "igpo.yaml").read_text()
     path = tmp_path / "p.yaml"
     path.write_text(base.replace("seeds: [0, 1, 2]", f"seeds: [0, {seed}]"))
     out = tmp_path / "out"
@@ -343,7 +343,7 @@ def test_protocol_seed_out_of_range(tmp_path, seed):
     assert_one_error(result, f"seed {seed} is out of range", out)
     assert str(path) in result.output
 
-    from harness.protocols import MAX_SEED, load_protocol
+    from harness.eval.protocols import MAX_SEED, load_protocol
 
     path.write_text(base.replace("seeds: [0, 1, 2]", f"seeds: [0, {MAX_SEED}]"))
     assert load_protocol(str(path)).seeds == [0, MAX_SEED]
@@ -798,7 +798,7 @@ def test_response_cache_torn_inside_a_multibyte_character(tmp_path, capsys):
 
 
 def test_metrics_log_with_junk_lines_and_string_metrics(tmp_path, capsys):
-    from harness.curves import metrics_rows
+    from harness.ablate.curves import metrics_rows
 
     train = tmp_path / "train"
     train.mkdir()

@@ -1,6 +1,6 @@
 """`igpo check` on synthetic run records: verdicts, power, clustering, refusals, CLI, speed.
 
-Runs are written with harness.results.write_results from per-item correctness arrays, so every
+Runs are written with harness.eval.results.write_results from per-item correctness arrays, so every
 case (flips, clustered avg@k, mismatched settings, corrupt files) is built exactly.
 """
 
@@ -34,9 +34,8 @@ from harness.check import (
     predicted_power,
 )
 from harness.cli import app
-from harness.markdown import cells
-from harness.records import ModelInfo, ProtocolInfo, RunRecord
-from harness.results import (
+from harness.eval.records import ModelInfo, ProtocolInfo, RunRecord
+from harness.eval.results import (
     RESULTS_FILE,
     SAMPLES_FILE,
     TaskResult,
@@ -44,6 +43,7 @@ from harness.results import (
     load_samples,
     write_results,
 )
+from harness.markdown import cells
 
 runner = CliRunner()
 
@@ -473,9 +473,9 @@ def test_update_baseline_writes_the_candidate(tmp_path):
 def test_candidate_model_is_evaluated_with_the_baseline_settings(tmp_path, monkeypatch):
     """A model candidate: the EvalRequest reproduces the baseline's protocol, seeds, limit and
     decoding (here a --steps override), and the resulting run is then compared."""
-    import harness.evaluate as evaluate
+    import harness.eval.run as evaluate
     from harness.check import CheckRequest, run_check
-    from harness.protocols import load_protocol
+    from harness.eval.protocols import load_protocol
 
     protocol = load_protocol("igpo")
     correct = binary(40, 0.5)
@@ -529,7 +529,7 @@ def test_decoding_overrides_reproduce_a_flag_that_beat_a_task_setting():
     """`igpo eval --steps 48` gives igpo_arith 48 steps although the protocol sets 24 for it;
     the check finds that one override and the eval it plans decodes every task as the baseline."""
     from harness.check import decoding_overrides
-    from harness.protocols import load_protocol
+    from harness.eval.protocols import load_protocol
     from igpo.decoding import DecodeOverrides
 
     protocol = load_protocol("igpo")

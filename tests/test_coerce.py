@@ -55,8 +55,8 @@ def test_typed_values_are_not_read_as_text():
 
 def test_every_entry_point_uses_it():
     """model_args, generation kwargs, protocols and recipes refuse the same bad value alike."""
+    from harness.eval.protocols import parse_protocol
     from harness.lmeval.args import coerce_decode, parse_args
-    from harness.protocols import parse_protocol
     from igpo.errors import InvalidSetting
 
     assert coerce_decode("steps", "64") == 64 and coerce_decode("threshold", "none") is None

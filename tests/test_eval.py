@@ -10,7 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from harness.cli import app
-from harness.results import load_results, load_samples
+from harness.eval.results import load_results, load_samples
 
 runner = CliRunner()
 FAST = ["--gen-length", "32", "--block-length", "16", "--steps", "8", "--seeds", "0", "--no-leaderboard"]
@@ -265,8 +265,8 @@ def test_foreign_results_file_under_out_is_skipped_with_a_warning(tmp_path):
 
 def test_small_input_rules():
     from harness.errors import debugging
-    from harness.evaluate import is_plain_name
-    from harness.protocols import parse_protocol
+    from harness.eval.protocols import parse_protocol
+    from harness.eval.run import is_plain_name
 
     assert all(is_plain_name(n) for n in ("llada+igpo", "_base", "run 1", "x" * 200, "ci-testbed"))
     assert not any(is_plain_name(n) for n in ("", ".", "..", "a/b", "../x", "/abs", "a\\b"))

@@ -16,7 +16,7 @@ import pytest
 from typer.testing import CliRunner
 
 from harness.cli import app
-from harness.results import load_results, load_samples
+from harness.eval.results import load_results, load_samples
 from igpo import scoring
 
 FAST = ["--gen-length", "32", "--block-length", "16", "--steps", "8", "--seeds", "0", "--no-leaderboard"]

@@ -134,7 +134,7 @@ def test_compile_mode_is_a_decoding_setting():
 
     recipe = load_config(RLConfig, resolve_recipe("igpo_llada"), ["decode.compile=graphs"])
     assert recipe.decode.compile == "graphs"
-    from harness.protocols import parse_protocol
+    from harness.eval.protocols import parse_protocol
 
     proto = parse_protocol({"name": "p", "decoding": {"cache": "dual", "compile": "graphs"}}, source="p.yaml")
     assert proto.decoding.compile == "graphs"

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.leaderboard import (
+from harness.eval.leaderboard import (
     REPORTED,
     build_leaderboard,
     discover_runs,
@@ -18,10 +18,10 @@ from harness.leaderboard import (
     render,
     write_leaderboard,
 )
-from harness.records import ModelInfo, ProtocolInfo, RunRecord
-from harness.results import ResultsError, TaskResult, load_results, write_results
-from harness.series import write_series
-from harness.stats import accuracy_interval
+from harness.eval.records import ModelInfo, ProtocolInfo, RunRecord
+from harness.eval.results import ResultsError, TaskResult, load_results, write_results
+from harness.eval.series import write_series
+from harness.eval.stats import accuracy_interval
 
 N_ITEMS = 100
 AVG_K = 16
@@ -255,7 +255,7 @@ def _deviating_run(root: Path, name: str, **protocol) -> Path:
 def test_runs_that_differ_from_their_protocol_are_marked(tmp_path: Path, protocol, needle) -> None:
     """A run with overrides, a limit or fewer seeds is `igpo*`, footnoted, and never shown beside
     the published igpo rows (which a plain igpo run gets)."""
-    from harness.leaderboard import DEFAULT_REFERENCE
+    from harness.eval.leaderboard import DEFAULT_REFERENCE
 
     odd = _deviating_run(tmp_path, "odd", **protocol)
     text = write_leaderboard([odd], None, "markdown", DEFAULT_REFERENCE)

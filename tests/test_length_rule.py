@@ -14,8 +14,8 @@ import pytest
 from typer.testing import CliRunner
 
 from harness.cli import app
+from harness.eval.results import load_results, load_samples
 from harness.lmeval.settings import resolve
-from harness.results import load_results, load_samples
 from igpo.decoding import DecodeConfig
 
 runner = CliRunner()
@@ -155,7 +155,7 @@ def test_lm_eval_gen_kwargs_conflict_warns_once_and_is_recorded(endless_testbed,
 def test_eval_records_a_length_conflict_for_the_run_and_marks_the_leaderboard(endless_testbed, tmp_path, monkeypatch):
     """A task config whose max_gen_toks is below the run's gen_length (what an explicit lm-eval
     max_gen_toks does): one warning, results.json's length_conflicts, a deviation footnote."""
-    from harness import evaluate
+    import harness.eval.run as evaluate
 
     plain = evaluate.task_config
 

@@ -18,7 +18,7 @@ from torch import nn
 from typer.testing import CliRunner
 
 from harness.cli import app
-from harness.results import load_results, load_samples
+from harness.eval.results import load_results, load_samples
 
 REPO = Path(__file__).resolve().parents[1]
 SUBPROCESS_TIMEOUT_S = 300
@@ -321,10 +321,10 @@ def test_wheel_ships_task_and_protocol_files(tmp_path):
         "tasks/_igpo_template.yaml",
         "tasks/utils.py",
         "tasks/registry.py",
-        "harness/protocols/igpo.yaml",
-        "harness/protocols/d1.yaml",
-        "harness/protocols/igpo_fast.yaml",
-        "harness/reference.yaml",
+        "harness/eval/protocols/igpo.yaml",
+        "harness/eval/protocols/d1.yaml",
+        "harness/eval/protocols/igpo_fast.yaml",
+        "harness/eval/reference.yaml",
     ):
         assert required in names, f"{required} missing from {wheel.name}"
     assert not any(n.startswith(("results/", "tests/", "runs/")) for n in names)

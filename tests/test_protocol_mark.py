@@ -16,12 +16,12 @@ import torch
 from typer.testing import CliRunner
 
 from harness.cli import app
-from harness.leaderboard import DEFAULT_REFERENCE, REPORTED, protocol_label, write_leaderboard
-from harness.protocols import PROTOCOL_DIR, load_protocol
-from harness.records import ModelInfo, ProtocolInfo, RunRecord, TaskResult
-from harness.results import load_results, write_results
-from harness.series import write_series
-from harness.stats import accuracy_interval
+from harness.eval.leaderboard import DEFAULT_REFERENCE, REPORTED, protocol_label, write_leaderboard
+from harness.eval.protocols import PROTOCOL_DIR, load_protocol
+from harness.eval.records import ModelInfo, ProtocolInfo, RunRecord, TaskResult
+from harness.eval.results import load_results, write_results
+from harness.eval.series import write_series
+from harness.eval.stats import accuracy_interval
 
 SHIPPED = PROTOCOL_DIR / "igpo.yaml"
 N_ITEMS = 10

@@ -6,9 +6,9 @@ import pytest
 from typer.testing import CliRunner
 
 from harness.cli import app
-from harness.leaderboard import DEFAULT_REFERENCE, load_reference
-from harness.protocols import available, load_protocol
-from harness.results import load_results
+from harness.eval.leaderboard import DEFAULT_REFERENCE, load_reference
+from harness.eval.protocols import available, load_protocol
+from harness.eval.results import load_results
 
 runner = CliRunner()
 

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from harness.eval.records import ModelInfo, ProtocolInfo, RunRecord, TaskResult
+from harness.eval.results import write_results
 from harness.markdown import cells
-from harness.records import ModelInfo, ProtocolInfo, RunRecord, TaskResult
-from harness.results import write_results
 
 FORGED = "mine\n| forged | igpo | reported | 99.9 [99.0, 100.0] | 99.9 | paper |\n<script>x</script>"
 
@@ -44,7 +44,7 @@ def make_run(root: Path, name: str, label: str | None = None, protocol: Protocol
 
 @pytest.mark.parametrize("fmt", ["markdown", "github"])
 def test_label_cannot_forge_a_leaderboard_row(tmp_path, fmt):
-    from harness.leaderboard import write_leaderboard
+    from harness.eval.leaderboard import write_leaderboard
 
     text = write_leaderboard([make_run(tmp_path, "r", label=FORGED)], None, fmt, None)
     lines = [line for line in text.splitlines() if line.startswith("|")]
@@ -59,7 +59,7 @@ def test_label_in_latex_and_csv_stays_in_its_row(tmp_path):
     import csv
     import io
 
-    from harness.leaderboard import write_leaderboard
+    from harness.eval.leaderboard import write_leaderboard
 
     run = make_run(tmp_path, "r", label=FORGED)
     latex = write_leaderboard([run], None, "latex", None)
@@ -131,7 +131,7 @@ def test_duplicated_or_foreign_sample_rows_refused(tmp_path, change, needle):
 def test_extra_item_and_extra_sample_refused(tmp_path):
     import json
 
-    from harness.results import ResultsError, load_samples
+    from harness.eval.results import ResultsError, load_samples
 
     lines = (BASELINE / "samples.jsonl").read_text(encoding="utf-8").splitlines(keepends=True)
     new_item = json.dumps({**json.loads(lines[0]), "doc_id": 10_000}) + "\n"

@@ -110,7 +110,7 @@ def build_tiny_model(folder: Path, seed: int = SEED) -> Path:
 
 
 def _eval_once(model: str, data_dir: Path, limit: int, batch_size: int, out: Path) -> dict[str, Any]:
-    from harness.evaluate import EvalRequest, run_eval
+    from harness.eval.run import EvalRequest, run_eval
     from igpo.decoding import DecodeOverrides
 
     path = run_eval(

@@ -29,9 +29,9 @@ DEFAULT_OUT = Path("results/bench/report.md")
 
 def synthetic_run(folder: Path, flip: bool) -> Path:
     """A valid run folder with ITEMS one-sample items (flip: every FLIP_EVERY-th verdict inverted)."""
-    from harness.records import ModelInfo, ProtocolInfo, RunRecord, TaskResult
-    from harness.results import write_results
-    from harness.stats import accuracy_interval
+    from harness.eval.records import ModelInfo, ProtocolInfo, RunRecord, TaskResult
+    from harness.eval.results import write_results
+    from harness.eval.stats import accuracy_interval
 
     rows = []
     for i in range(ITEMS):

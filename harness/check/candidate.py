@@ -21,8 +21,8 @@ from harness.check.compare import (
     _shown,
 )
 from harness.errors import UserError
-from harness.records import UNKNOWN, RunRecord
-from harness.results import (
+from harness.eval.records import UNKNOWN, RunRecord
+from harness.eval.results import (
     RESULTS_FILE,
     SAMPLES_FILE,
     ResultsError,
@@ -74,7 +74,7 @@ def model_and_adapter(candidate: str, baseline: RunRecord, base_model: str | Non
     """(model, adapter) for a candidate folder or Hub id; adapters sit on a base model: --base-model,
     else the one the checkpoint (igpo_checkpoint.json) or adapter_config.json names, else the
     baseline's model. A named base that is not there is an error naming it and --base-model."""
-    from harness.adapters import BASE_KEY, base_is_there, named_base
+    from harness.eval.adapters import BASE_KEY, base_is_there, named_base
 
     path = Path(candidate)
     marker = path / CHECKPOINT_MARKER
@@ -103,7 +103,7 @@ def model_and_adapter(candidate: str, baseline: RunRecord, base_model: str | Non
 def baseline_protocol(baseline: RunRecord, allow_mismatch: bool, path: str | None = None):
     """(protocol, reference) of the baseline: the given YAML, else the built-in of that name;
     its file hash must equal the baseline's (a changed protocol file is a mismatch)."""
-    from harness.protocols import ProtocolError, load_protocol
+    from harness.eval.protocols import ProtocolError, load_protocol
 
     info = baseline.protocol
     ref = path or info.name
@@ -183,7 +183,8 @@ def evaluate_candidate(
     allow_mismatch: bool,
 ) -> Path:
     """Evaluate a model/adapter with the baseline's protocol, seeds, limit and decoding; the run."""
-    from harness.evaluate import EvalRequest, plan, run_eval, slug
+    from harness.eval.run import EvalRequest, plan, run_eval, run_name
+    from tasks.registry import DATA_DIR_ENV
 
     protocol, ref = baseline_protocol(baseline, allow_mismatch, options.protocol)
     overrides = decoding_overrides(protocol, baseline, keys)
@@ -199,13 +200,8 @@ def evaluate_candidate(
         )
     leaves = list(dict.fromkeys(tasks[k].task or k.split("@")[0] for k in keys))
     model, adapter = model_and_adapter(candidate, baseline, options.base_model)
-    out = options.out or DEFAULT_CHECK_OUT / "-".join(
-        filter(
-            None,
-            [slug(Path(model).name), slug(Path(adapter).name) if adapter else None, slug(protocol.name)],
-        )
-    )
-    data_dir = options.data_dir or (None if os.environ.get("IGPO_DATA_DIR") else baseline_data_dir(baseline, keys))
+    out = options.out or DEFAULT_CHECK_OUT / run_name(model, adapter, protocol.name)
+    data_dir = options.data_dir or (None if os.environ.get(DATA_DIR_ENV) else baseline_data_dir(baseline, keys))
     request = EvalRequest(
         model=model,
         adapter=adapter,

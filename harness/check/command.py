@@ -29,7 +29,7 @@ from harness.check.report import (
     compare_runs,
 )
 from harness.errors import UserError
-from harness.results import (
+from harness.eval.results import (
     ResultsError,
     load_results,
     results_path,

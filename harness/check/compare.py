@@ -37,7 +37,7 @@ from harness.check.stats import (
     min_detectable_drop,
     paired_bootstrap_p,
 )
-from harness.records import RunRecord
+from harness.eval.records import RunRecord
 from igpo.errors import InvalidSetting
 
 # --------------------------------------------------------------------------- comparison

@@ -11,7 +11,7 @@ import numpy as np
 from harness.check.common import (
     CheckError,
 )
-from harness.records import Sample
+from harness.eval.records import Sample
 
 # --------------------------------------------------------------------------- pairing
 

@@ -29,15 +29,15 @@ from harness.check.pairing import (
     item_table,
     pair_task,
 )
-from harness.leaderboard import protocol_label
-from harness.markdown import one_line, table
-from harness.records import RunRecord, Sample
-from harness.results import (
+from harness.eval.leaderboard import protocol_label
+from harness.eval.records import RunRecord, Sample
+from harness.eval.results import (
     SAMPLES_FILE,
     ResultsError,
     load_results,
     load_samples,
 )
+from harness.markdown import one_line, table
 
 
 @dataclass

@@ -47,7 +47,7 @@ def _quiet_lm_eval_git() -> None:
     same call with git's stderr captured (igpo --verbose keeps lm-eval's)."""
     import lm_eval.evaluator
 
-    from harness.provenance import quiet_describe
+    from harness.eval.provenance import quiet_describe
     from igpo.progress import verbose
 
     if not verbose():
@@ -134,7 +134,7 @@ class DiffusionLM(LM):
             # A CPU rank's device reads "cpu:<local rank>", which safetensors rejects.
             device = "cpu" if acc_device.type == "cpu" else str(acc_device)
         if model is None:
-            from harness.adapters import model_and_adapter
+            from harness.eval.adapters import model_and_adapter
 
             # pretrained=ADAPTER_DIR: the base its adapter_config.json names, with the adapter on top
             self.args.pretrained, self.args.adapter = model_and_adapter(

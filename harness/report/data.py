@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness.records import RunRecord, Sample
+from harness.eval.records import RunRecord, Sample
 from igpo.errors import MissingInput
 
 TOKEN = re.compile(r"\s+|[^\s]+")
@@ -53,8 +53,8 @@ class ReportInputs:
 def classify(paths: list[Path], baseline: Path | None = None) -> ReportInputs:
     """Sort the given paths into run, training, series and ablation folders; a folder of runs
     (e.g. runs/eval) contributes every run under it."""
-    from harness.leaderboard import discover_runs
-    from harness.results import RESULTS_FILE
+    from harness.eval.leaderboard import discover_runs
+    from harness.eval.results import RESULTS_FILE
     from igpo.training.runtime import METRICS_FILE
 
     out = ReportInputs(baseline=_run_folder(baseline) if baseline else None)
@@ -84,7 +84,7 @@ def classify(paths: list[Path], baseline: Path | None = None) -> ReportInputs:
 
 
 def _run_folder(path: Path) -> Path:
-    from harness.results import results_path
+    from harness.eval.results import results_path
 
     file = results_path(path)
     if not file.is_file():
@@ -101,7 +101,7 @@ def _ablation_json(folder: Path) -> Path | None:
 
 def build_payload(inputs: ReportInputs, *, title: str = "igpo report") -> dict[str, Any]:
     """Everything the page shows, JSON-ready."""
-    from harness.results import load_results, load_samples
+    from harness.eval.results import load_results, load_samples
 
     runs = ([inputs.baseline] if inputs.baseline else []) + inputs.runs
     records = [load_results(r) for r in runs]
@@ -135,7 +135,13 @@ def build_payload(inputs: ReportInputs, *, title: str = "igpo report") -> dict[s
 
 def leaderboard_data(records: list[RunRecord]) -> dict[str, Any]:
     """The leaderboard of the runs beside the published rows of their shared protocol."""
-    from harness.leaderboard import DEFAULT_REFERENCE, build_leaderboard, load_reference, shared_protocol, task_label
+    from harness.eval.leaderboard import (
+        DEFAULT_REFERENCE,
+        build_leaderboard,
+        load_reference,
+        shared_protocol,
+        task_label,
+    )
 
     reference = load_reference(DEFAULT_REFERENCE) if DEFAULT_REFERENCE.is_file() else None
     board = build_leaderboard(records, reference, shared_protocol(records)) if records or reference else None
@@ -161,7 +167,7 @@ def leaderboard_data(records: list[RunRecord]) -> dict[str, Any]:
 
 def run_data(index: int, record: RunRecord) -> dict[str, Any]:
     """One run's provenance and per-task / per-level accuracy."""
-    from harness.leaderboard import protocol_label
+    from harness.eval.leaderboard import protocol_label
 
     return {
         "index": index,
@@ -292,7 +298,7 @@ def comparison_data(
 
 def series_figure(folder: Path) -> dict[str, Any]:
     """Accuracy vs checkpoint (an `igpo eval --run` folder) as inline SVG."""
-    from harness.series import series_records, series_svg
+    from harness.eval.series import series_records, series_svg
 
     points = sorted(series_records(folder).items())
     svg, best = series_svg(points)
@@ -310,7 +316,7 @@ def series_figure(folder: Path) -> dict[str, Any]:
 
 def training_figure(folder: Path) -> dict[str, Any]:
     """A training run's per-step curves (metrics.jsonl) as inline SVG."""
-    from harness.curves import metrics_rows, plot_training_curves
+    from harness.ablate.curves import metrics_rows, plot_training_curves
 
     rows = metrics_rows(folder)
     return {

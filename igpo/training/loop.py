@@ -22,6 +22,7 @@ from torch import nn
 from igpo.models import TokenSpec
 from igpo.training.runtime import (
     MetricsLog,
+    Stream,
     build_model,
     check_output_folder,
     check_resume_config,
@@ -36,9 +37,6 @@ from igpo.training.runtime import (
     torch_seed,
 )
 from igpo.training.settings import CheckpointSettings, LogSettings, ModelSettings, OptimSettings
-
-DROPOUT_STREAM = 1
-"""runtime.step_seed stream of torch's global RNG (dropout) within a step."""
 
 
 class TrainConfig(Protocol):
@@ -145,7 +143,7 @@ def run_steps(
         for step in bar:
             started = time.perf_counter()
             generator = step_generator(cfg.seed, step, s.rank)
-            torch.manual_seed(torch_seed(cfg.seed, step, s.rank, stream=DROPOUT_STREAM))
+            torch.manual_seed(torch_seed(cfg.seed, step, s.rank, stream=Stream.DROPOUT))
             metrics = step_fn(step, generator)
             metrics["step_time"] = time.perf_counter() - started
             metrics["lr"] = s.scheduler.get_last_lr()[0]

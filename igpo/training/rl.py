@@ -41,6 +41,7 @@ from igpo.training.loss import (
     token_weights,
 )
 from igpo.training.runtime import (
+    Stream,
     TrainingError,
     base_module,
     is_peft,
@@ -49,8 +50,6 @@ from igpo.training.runtime import (
 from igpo.training.settings import CheckpointSettings, LogSettings, ModelSettings, OptimSettings
 
 RESAMPLE_MODES = ("hints", "plain", "none")
-ESTIMATOR_STREAM = 3
-"""step_seed stream whose generator draws one seed per prompt group for the estimator's masks."""
 MAX_GENERATIONS = 1024
 """Most rollouts per prompt: one decoding batch each (published GRPO/IGPO runs use 8-16)."""
 SEED_RANGE = 2**62
@@ -428,7 +427,7 @@ class Trainer:
         gen = None
         if needs_gen:
             seeds = torch.randint(
-                0, SEED_RANGE, (gi + 1,), generator=step_generator(cfg.seed, step, rank, ESTIMATOR_STREAM)
+                0, SEED_RANGE, (gi + 1,), generator=step_generator(cfg.seed, step, rank, Stream.ESTIMATOR)
             )
             gen = torch.Generator().manual_seed(int(seeds[gi]))
         if self.on_policy():

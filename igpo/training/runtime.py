@@ -13,6 +13,7 @@ import os
 import shutil
 import sys
 import time
+from enum import IntEnum
 from pathlib import Path
 from typing import Any
 
@@ -159,10 +160,6 @@ def compare_config(last: Path, raw: dict[str, Any], config: Any) -> None:
         )
 
 
-INIT_STREAM = 7
-"""Stream index of the seed used to initialise new adapter weights (see step_seed)."""
-
-
 def build_model(settings: ModelSettings, device: torch.device | str | None = None, seed: int = 0):
     """(policy, tokenizer): the model with a trainable LoRA adapter, or fully trainable.
 
@@ -183,7 +180,7 @@ def build_model(settings: ModelSettings, device: torch.device | str | None = Non
         from peft import LoraConfig, get_peft_model
 
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(torch_seed(seed, 0, 0, INIT_STREAM))
+            torch.manual_seed(torch_seed(seed, 0, 0, Stream.ADAPTER_INIT))
             model = get_peft_model(
                 model,
                 LoraConfig(
@@ -292,9 +289,24 @@ SEED_STRIDE = 1_000_003
 """Mixes (seed, step, rank) into one generator seed; a prime keeps streams apart."""
 
 
+class Stream(IntEnum):
+    """The named random streams of a training step (step_seed's `stream`): every source of
+    randomness draws from its own, so adding draws to one never shifts another."""
+
+    STEP = 0
+    """The step's generator: data order within the step, rollouts and hints."""
+    DROPOUT = 1
+    """torch's global RNG (dropout) within a step."""
+    SFT_CANVAS = 2
+    """SFT: which canvas length the step trains on."""
+    ESTIMATOR = 3
+    """RL: one seed per prompt group for the log-prob estimator's random masks."""
+    ADAPTER_INIT = 7
+    """New LoRA weights (drawn once, at step 0)."""
+
+
 STREAMS = 8
-"""Streams per (seed, step, rank): 0 rollouts and hints, 1 torch's global RNG (dropout), 2 SFT
-canvas lengths, 3 RL estimator masks (one seed per prompt group drawn from it), 7 adapter init."""
+"""Streams per (seed, step, rank): Stream's values lie below it."""
 
 
 def step_seed(seed: int, step: int, rank: int = 0, stream: int = 0) -> int:

@@ -18,7 +18,7 @@ from igpo.data import render_prompt
 from igpo.progress import say
 from igpo.prompts import source_instruction
 from igpo.training.loop import open_session, run_steps
-from igpo.training.runtime import TrainingError, step_generator
+from igpo.training.runtime import Stream, TrainingError, step_generator
 from igpo.training.settings import CheckpointSettings, LogSettings, ModelSettings, OptimSettings
 
 MIN_MASK_RATE = 1e-3
@@ -116,7 +116,9 @@ def canvas_length(cfg: SFTDataSettings, seed: int, step: int, rank: int) -> int:
     (so a run without them draws exactly what it did before they existed)."""
     if not cfg.canvas_lengths:
         return cfg.max_completion_tokens
-    pick = torch.randint(len(cfg.canvas_lengths), (1,), generator=step_generator(seed, step, rank, stream=2))
+    pick = torch.randint(
+        len(cfg.canvas_lengths), (1,), generator=step_generator(seed, step, rank, stream=Stream.SFT_CANVAS)
+    )
     return cfg.canvas_lengths[int(pick)]
 
 

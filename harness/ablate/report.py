@@ -18,11 +18,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from harness.curves import still_wrong_ratio
-from harness.grid import STEP_DIR, CellSpec, GridSpec, Job, job_config
-from harness.records import RunRecord
-from harness.results import RESULTS_FILE
-from harness.stats import t_interval
+from harness.ablate.curves import still_wrong_ratio
+from harness.ablate.grid import STEP_DIR, CellSpec, GridSpec, Job, job_config
+from harness.eval.records import RunRecord
+from harness.eval.results import RESULTS_FILE
+from harness.eval.stats import t_interval
 from igpo.atomic import atomic_write_text, save_png
 
 PERCENT = 100.0
@@ -100,21 +100,21 @@ def load_seed_run(job: Job) -> SeedRun | None:
     """A finished job's curve, final numbers and training metrics; None if not finished."""
     if not job.done_file.is_file():
         return None
-    from harness.series import series_records
+    from harness.eval.series import series_records
 
     records = series_records(job.series)
     if not records:
         return None
     curve = {step: _record_numbers(rec)[0] for step, rec in records.items()}
     _, interval, kind, levels = _record_numbers(records[max(records)])
-    from harness.curves import metrics_rows
+    from harness.ablate.curves import metrics_rows
 
     return SeedRun(job.seed, curve, interval, kind, levels, metrics_rows(job.folder))
 
 
 def collect(spec: GridSpec, jobs: list[Job]) -> tuple[list[CellResult], BaseResult | None]:
     """Finished runs grouped by cell, with final accuracy mean and 95% interval per cell."""
-    from harness.results import load_results
+    from harness.eval.results import load_results
 
     cells: list[CellResult] = []
     base_record = None
@@ -338,7 +338,7 @@ def write_report(spec: GridSpec, jobs: list[Job]) -> Path:
     plot_final(spec, cells, base, folder / f"{spec.name}_final.png")
     plot_levels(spec, cells, base, folder / f"{spec.name}_levels.png")
     plot_training(spec, cells, folder / f"{spec.name}_training.png")
-    from harness.claims import render_claims, write_claims
+    from harness.ablate.claims import render_claims, write_claims
 
     claims = write_claims(spec, jobs)
     if claims:
@@ -351,7 +351,7 @@ def write_report(spec: GridSpec, jobs: list[Job]) -> Path:
 
 def plot_training(spec: GridSpec, cells: list[CellResult], path: Path) -> None:
     """Per-step training curves per cell (reward, accuracy, KL, clip ratio, entropy, all-wrong)."""
-    from harness.curves import plot_training_curves
+    from harness.ablate.curves import plot_training_curves
 
     lines = [(c.name, [r.metrics for r in c.runs if r.metrics]) for c in cells]
     plot_training_curves(
@@ -442,7 +442,7 @@ def plot_accuracy(spec: GridSpec, cells: list[CellResult], path: Path) -> None:
 
 
 def _smooth(values: list[float], window: int) -> list[float]:
-    from harness.curves import trailing_mean
+    from harness.ablate.curves import trailing_mean
 
     return trailing_mean(values, window)
 

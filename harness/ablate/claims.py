@@ -22,8 +22,8 @@ from typing import Any
 
 import numpy as np
 
-from harness.grid import STEP_DIR, GridSpec, Job
-from harness.results import SAMPLES_FILE, atomic_write_text
+from harness.ablate.grid import STEP_DIR, GridSpec, Job
+from harness.eval.results import SAMPLES_FILE, atomic_write_text
 
 ALPHA = 0.05
 BOOTSTRAP_RESAMPLES = 10_000
@@ -115,7 +115,7 @@ def _correct_by_item(folder: Path) -> dict[Any, float]:
     """(task, doc_id) -> mean correctness over the item's samples, read and validated as
     `igpo check` reads them."""
     from harness.check import item_table
-    from harness.results import load_samples
+    from harness.eval.results import load_samples
 
     rows = load_samples(folder)
     table = item_table(rows, {row.task for row in rows})
@@ -221,7 +221,7 @@ def accuracy_claim(spec: ClaimSpec, jobs: list[Job], levels: dict[Any, int] | No
 
 
 def _zero_gradient_shares(jobs: list[Job], cell: str) -> list[float]:
-    from harness.curves import metrics_rows, still_wrong_ratio
+    from harness.ablate.curves import metrics_rows, still_wrong_ratio
 
     shares = []
     for job in jobs:

@@ -1,6 +1,6 @@
 """`igpo ablate`: a grid of RL trainings (cells x seeds), every checkpoint evaluated, one report.
 
-A grid (harness/grids/*.yaml or any YAML file, unknown keys rejected) names a base recipe and
+A grid (harness/ablate/grids/*.yaml or any YAML file, unknown keys rejected) names a base recipe and
 cells, each a list of RLConfig `key=value` overrides, trained under several seeds from the same
 start model (the recipe's model.path). For every (cell, seed) job:
 
@@ -10,7 +10,7 @@ start model (the recipe's model.path). For every (cell, seed) job:
 
 The start model is evaluated once and copied into every series (`<out>/base/`). A job without
 DONE resumes: training continues from its newest checkpoint, evaluation reuses finished steps.
-The report (harness/ablate_report.py) goes to `<results>/<grid>.md` (+ .json) and its PNG plots
+The report (harness/ablate/report.py) goes to `<results>/<grid>.md` (+ .json) and its PNG plots
 (accuracy vs step, all-wrong ratio vs step, final accuracy per cell, per level, training curves). `--launcher slurm` writes
 one sbatch array job instead (one array task per job, `--only-index`); `--aggregate-only` then
 writes the report.
@@ -30,8 +30,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from harness.errors import UserError
-from harness.grid import (  # noqa: F401  (re-exported: harness.ablate is the public entry)
+from harness.ablate.grid import (  # noqa: F401  (re-exported: harness.ablate.run is the public entry)
     BASE_DIR,
     CELL_NAME,
     DEFAULT_GRID,
@@ -59,7 +58,8 @@ from harness.grid import (  # noqa: F401  (re-exported: harness.ablate is the pu
     load_grid,
     resolve_grid,
 )
-from harness.results import RESULTS_FILE, atomic_write_text
+from harness.errors import UserError
+from harness.eval.results import RESULTS_FILE, atomic_write_text
 from igpo.progress import say
 
 
@@ -90,7 +90,7 @@ def _say(message: str) -> None:
 
 
 def _eval_request(spec: GridSpec, out: Path):
-    from harness.evaluate import EvalRequest
+    from harness.eval.run import EvalRequest
 
     ev = spec.eval
     return EvalRequest(
@@ -108,7 +108,7 @@ def _eval_request(spec: GridSpec, out: Path):
 
 def _base_cache(spec: GridSpec, model_path: str) -> Path:
     """Where the start model's evaluation is kept for every series of the grid."""
-    from harness.evaluate import slug
+    from harness.eval.run import slug
 
     key = _digest({"model": model_path, "eval": asdict(spec.eval)})[:12]
     return spec.out_dir / BASE_DIR / f"{slug(Path(model_path).name)}-{key}"
@@ -160,7 +160,7 @@ def train_job(job: Job, cfg) -> None:
 
 def evaluate_job(spec: GridSpec, job: Job, cfg) -> None:
     """Evaluate every checkpoint of a job (step 0: the start model, shared across the grid)."""
-    from harness.evaluate import run_series
+    from harness.eval.run import run_series
 
     shared = _base_cache(spec, cfg.model.path)
     own = job.series / STEP_DIR.format(0)
@@ -211,7 +211,7 @@ def validate(spec: GridSpec, jobs: list[Job], check_eval: bool) -> None:
     configs = [job_config(spec, job) for job in jobs]
     check_grid_folders(spec, configs)
     if check_eval:
-        from harness.evaluate import plan
+        from harness.eval.run import plan
 
         for path in sorted({c.model.path for c in configs}):
             req = _eval_request(spec, spec.out_dir)
@@ -274,7 +274,7 @@ def run_grid(
     jobs = grid_jobs(spec, extra)
     if only_index is not None and not 0 <= only_index < len(jobs):
         raise UserError(f"--only-index must lie in 0..{len(jobs) - 1}, got {only_index}")
-    from harness.ablate_report import write_report
+    from harness.ablate.report import write_report
 
     if aggregate_only:
         return write_report(spec, jobs)

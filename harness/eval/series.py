@@ -14,8 +14,8 @@ from pathlib import Path
 
 from tabulate import tabulate
 
-from harness.curves import render_figure
-from harness.leaderboard import (
+from harness.ablate.curves import render_figure
+from harness.eval.leaderboard import (
     INCOMPLETE_MARK,
     MISSING,
     Cell,
@@ -28,7 +28,7 @@ from harness.leaderboard import (
     run_cells,
     task_label,
 )
-from harness.records import RunRecord
+from harness.eval.records import RunRecord
 from igpo.atomic import atomic_write_text
 from igpo.errors import InvalidSetting
 
@@ -168,7 +168,7 @@ def plot_series(
 def series_records(folder: Path) -> dict[int, RunRecord]:
     """Step -> run record of the finished `step-N` run folders under `folder` (an `igpo eval
     --run` series or an ablation job's)."""
-    from harness.results import RESULTS_FILE, load_results
+    from harness.eval.results import RESULTS_FILE, load_results
 
     out = {}
     for step_dir in sorted(Path(folder).glob("step-*")):

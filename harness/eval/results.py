@@ -5,7 +5,7 @@ A run folder holds:
 - `samples.jsonl`: one line per (task, doc, seed, repeat) with prompt, response, extracted
   answer, gold and correctness.
 
-results.json (harness.records.RunRecord)
+results.json (harness.eval.records.RunRecord)
     format, format_version, run_name, created (ISO time), label, label_given
     model: {name_or_path, hash, adapter, adapter_hash, family, token_spec}
     protocol: {name, file_hash, seeds, seeds_run, overrides, description, source, decoding, ...}
@@ -20,7 +20,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from harness.records import FORMAT, FORMAT_VERSION, ResultsError, RunRecord, Sample, TaskResult, parse_samples
+from harness.eval.records import FORMAT, FORMAT_VERSION, ResultsError, RunRecord, Sample, TaskResult, parse_samples
 from igpo.atomic import atomic_write_text
 from igpo.jsonfile import finite
 

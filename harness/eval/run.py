@@ -22,10 +22,10 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import one_line
-from harness.protocols import Protocol, load_protocol
-from harness.records import ModelInfo, ProtocolInfo, RunRecord, TaskResult
-from harness.results import write_results
-from harness.stats import accuracy_interval
+from harness.eval.protocols import Protocol, load_protocol
+from harness.eval.records import ModelInfo, ProtocolInfo, RunRecord, TaskResult
+from harness.eval.results import write_results
+from harness.eval.stats import accuracy_interval
 from igpo.decoding import DecodeConfig, DecodeOverrides
 from igpo.errors import InvalidSetting, MissingInput
 from igpo.jsonfile import read_json_object
@@ -84,6 +84,14 @@ def is_plain_name(name: str) -> bool:
     return bool(name) and name not in (".", "..") and not any(c in name for c in "/\\\0")
 
 
+def run_name(model: str, adapter: str | None, protocol: str) -> str:
+    """The default run folder name: model (a folder's last part, else the Hub id), adapter
+    folder, protocol, e.g. `testbed-step-000015-igpo` (igpo eval and igpo check's candidates)."""
+    model_part = slug(Path(model).name if Path(model).exists() else model)
+    adapter_part = slug(Path(adapter).name) if adapter else None
+    return "-".join(filter(None, [model_part, adapter_part, slug(protocol)]))
+
+
 def slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", text.strip("/")).strip("_")[-80:] or "model"
 
@@ -96,7 +104,7 @@ def torch_device_type(text: str) -> str:
 
 def plan(req: EvalRequest) -> Plan:
     """Check every input and decide what to run; raises a one-line error on bad input."""
-    from harness.protocols import check_seeds
+    from harness.eval.protocols import check_seeds
     from tasks.registry import GROUPS, data_dir_or_env, local_data_file, resolve_tasks
 
     if req.limit is not None and req.limit <= 0:
@@ -142,7 +150,7 @@ def plan(req: EvalRequest) -> Plan:
         for leaf in leaves:
             if not leaf_is_builtin(leaf):
                 local_data_file(leaf, data_dir)
-    from harness.adapters import base_for_adapter, model_and_adapter
+    from harness.eval.adapters import base_for_adapter, model_and_adapter
     from igpo.models.loading import EMBEDDED_MODELS
 
     if not req.model and not req.adapter:
@@ -164,14 +172,12 @@ def plan(req: EvalRequest) -> Plan:
         from igpo.models.adapter import check_adapter_folder
 
         check_adapter_folder(req.adapter)  # config types, rank, weights: before the model loads
-    model_part = slug(Path(req.model).name if Path(req.model).exists() else req.model)
-    adapter_part = slug(Path(req.adapter).name) if req.adapter else None
     if req.name is not None and not is_plain_name(req.name):
         raise InvalidSetting(
             f"--name {req.name!r} must be a plain folder name (no path separators, not '.' or "
             "'..'), so the run stays under --out"
         )
-    name = req.name or "-".join(filter(None, [model_part, adapter_part, slug(protocol.name)]))
+    name = req.name or run_name(req.model, req.adapter, protocol.name)
     from igpo.atomic import check_output_path
 
     check_output_path(req.out / name, "--name" if req.name else "--out", folder=True)
@@ -388,7 +394,7 @@ def _run_eval(req: EvalRequest, held: contextlib.ExitStack) -> Path:
 
 def print_leaderboard(run_dir: Path) -> None:
     """This run as a leaderboard row, beside the published rows that share its tasks."""
-    from harness.leaderboard import DEFAULT_REFERENCE, write_leaderboard
+    from harness.eval.leaderboard import DEFAULT_REFERENCE, write_leaderboard
 
     print("\n" + write_leaderboard([run_dir], None, "markdown", DEFAULT_REFERENCE))
 
@@ -521,7 +527,7 @@ def model_device(lm) -> str | None:
 
 
 def model_record(req: EvalRequest, lm) -> ModelInfo:
-    from harness.provenance import folder_hash
+    from harness.eval.provenance import folder_hash
 
     return ModelInfo(
         name_or_path=req.model,
@@ -552,7 +558,7 @@ def gathered_stats(lm) -> dict[str, float]:
 def provenance(st: dict[str, float], wall: float, world_size: int = 1) -> dict[str, Any]:
     """Versions, command and timing; under data parallelism counters and seconds are summed
     over the ranks (so tokens_per_s is per process, and wall time is rank 0's)."""
-    from harness.provenance import git_commit, versions
+    from harness.eval.provenance import git_commit, versions
 
     decode_s = st.get("decode_seconds", 0.0)
     return {
@@ -599,7 +605,7 @@ def print_table(record: RunRecord) -> None:
     )
     prov = record.provenance
     tps = prov.get("tokens_per_s")
-    from harness.leaderboard import protocol_label
+    from harness.eval.leaderboard import protocol_label
 
     print(
         f"\nrun: {record.run_name}  protocol: {protocol_label(record)}  device: {record.model.device or '?'}"
@@ -609,8 +615,8 @@ def print_table(record: RunRecord) -> None:
 
 def refresh_leaderboard(runs_root: Path, out: Path) -> None:
     """Rewrite the leaderboard markdown from every finished run under `runs_root`."""
-    from harness.leaderboard import discover_runs, write_leaderboard
-    from harness.results import ResultsError, load_results
+    from harness.eval.leaderboard import discover_runs, write_leaderboard
+    from harness.eval.results import ResultsError, load_results
 
     runs = []
     for run in discover_runs(runs_root):  # a stray or foreign results.json is skipped, not fatal
@@ -621,7 +627,7 @@ def refresh_leaderboard(runs_root: Path, out: Path) -> None:
             continue
         runs.append(run)
     if runs:
-        from harness.leaderboard import DEFAULT_REFERENCE
+        from harness.eval.leaderboard import DEFAULT_REFERENCE
 
         write_leaderboard(runs, out, "markdown", DEFAULT_REFERENCE)
 
@@ -630,8 +636,8 @@ def run_series(req: EvalRequest, train_dir: Path, every: int = 1, include_base: 
     """Evaluate a training run's checkpoints (every K-th, the last always, and the base model as
     step 0), skipping those already evaluated; write accuracy vs step as table + PNG."""
 
-    from harness.results import RESULTS_FILE, load_results
-    from harness.series import write_series
+    from harness.eval.results import RESULTS_FILE, load_results
+    from harness.eval.series import write_series
     from igpo.training.runtime import MARKER_FILE, checkpoint_dirs
 
     if every < 1:
@@ -679,7 +685,7 @@ def run_series(req: EvalRequest, train_dir: Path, every: int = 1, include_base: 
 
 def write_training_plot(train_dir: Path, points, out_root: Path) -> Path | None:
     """training.png: the run's per-step curves (metrics.jsonl) and held-out accuracy per level."""
-    from harness.curves import metrics_rows, plot_training_curves
+    from harness.ablate.curves import metrics_rows, plot_training_curves
 
     rows = metrics_rows(train_dir)
     if not rows:

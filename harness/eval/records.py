@@ -146,7 +146,7 @@ class ProtocolInfo:
 
     def deviations(self, tasks: dict[str, TaskResult]) -> list[str]:
         """How a run departs from this protocol: an edited shipped protocol, overrides, a limit, fewer seeds."""
-        from harness.protocols import shipped_difference  # lazy: it imports torch
+        from harness.eval.protocols import shipped_difference  # lazy: it imports torch
 
         out = [d for d in [shipped_difference(self.name, self.file_hash, self.settings, self.seeds)] if d]
         if self.overrides:

@@ -3,7 +3,7 @@
 A protocol file (YAML) has: name, description, source, seeds, decoding (DecodeConfig fields),
 optionally gen_lengths + steps_ratio (one variant per length, results keyed `task@length`),
 and tasks: per-task overrides of decoding fields plus `repeats` (k samples per problem: avg@k).
-Built-in protocols live in harness/protocols/*.yaml; any other path to a YAML file works too.
+Built-in protocols live in harness/eval/protocols/*.yaml; any other path to a YAML file works too.
 """
 
 from __future__ import annotations
@@ -193,7 +193,7 @@ def shipped_difference(
     name: str | None, file_hash: str | None, settings: dict[str, Any], seeds: list[int] | None = None
 ) -> str | None:
     """How a run's protocol, by its recorded file hash and settings, departs from the shipped
-    protocol of the same name (harness/protocols/<name>.yaml), e.g. an edited copy of igpo.yaml
+    protocol of the same name (harness/eval/protocols/<name>.yaml), e.g. an edited copy of igpo.yaml
     passed as `--protocol path/igpo.yaml`; None when the name is no shipped protocol, the record
     has no file hash, the hashes agree, or every setting in COMPARED agrees (a comment or
     description edit). `settings`: the recorded protocol table; `seeds`: the protocol's seeds."""

@@ -1,7 +1,7 @@
 """Leaderboard of eval runs beside published reference numbers, as markdown, LaTeX or CSV.
 
 One row per run (model + adapter/checkpoint, protocol), one column per task key; each cell is
-accuracy in percent with its 95% interval. Reference rows (harness/reference.yaml, shipped with
+accuracy in percent with its 95% interval. Reference rows (harness/eval/reference.yaml, shipped with
 the package and linked as results/reference.yaml) are published point values, marked "reported"
 and listed after the runs.
 
@@ -30,10 +30,10 @@ from typing import Any
 import yaml
 from tabulate import LATEX_ESCAPE_RULES, tabulate
 
+from harness.eval.records import UNKNOWN, RunRecord
+from harness.eval.results import RESULTS_FILE, atomic_write_text, load_results
 from harness.markdown import one_line
 from harness.markdown import table as markdown_table
-from harness.records import UNKNOWN, RunRecord
-from harness.results import RESULTS_FILE, atomic_write_text, load_results
 from igpo.errors import BadFile, InvalidSetting, MissingInput
 
 DEFAULT_REFERENCE = Path(__file__).resolve().parent / "reference.yaml"

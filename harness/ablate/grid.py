@@ -1,7 +1,7 @@
 """Ablation grids: the YAML spec of cells x seeds (`GridSpec`), its jobs, and each job's RLConfig.
 
-Shared by the runner (harness/ablate.py) and the reports (harness/ablate_report.py,
-harness/claims.py), so neither imports the other's module.
+Shared by the runner (harness/ablate/run.py) and the reports (harness/ablate/report.py,
+harness/ablate/claims.py), so neither imports the other's module.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import Any
 from harness.errors import UserError
 
 GRID_DIR = Path(__file__).resolve().parent / "grids"
-"""Shipped grids (package data: harness/grids/*.yaml)."""
+"""Shipped grids (package data: harness/ablate/grids/*.yaml)."""
 DEFAULT_GRID = "paper"
 QUICK_GRID = "quick"
 DEFAULT_OUT_ROOT = Path("runs/ablate")
@@ -118,7 +118,7 @@ class GridSpec:
 
 
 def resolve_grid(name_or_path: str) -> Path:
-    """A grid file: an existing path, or the name of a shipped grid (harness/grids/<name>.yaml)."""
+    """A grid file: an existing path, or the name of a shipped grid (harness/ablate/grids/<name>.yaml)."""
     path = Path(name_or_path)
     if path.is_file():
         return path
