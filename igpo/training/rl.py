@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,6 +32,7 @@ from igpo.hints import HintConfig, build_hint_batch, encode_trace
 from igpo.logprobs import ESTIMATORS, Estimate, EstimatorBatch, EstimatorSettings
 from igpo.models import TokenSpec
 from igpo.prompts import PREFILL, source_instruction
+from igpo.rewards import RewardBreakdown as Scores
 from igpo.rewards import RewardConfig, score_rollouts
 from igpo.training.loop import open_session, run_steps
 from igpo.training.loss import (
@@ -196,10 +199,30 @@ class Rollouts:
 
 @dataclass
 class StepTimer:
+    """Seconds per part of a step (generation, scoring, hinting, update, ...), for metrics."""
+
     parts: dict[str, float] = field(default_factory=dict)
 
     def add(self, name: str, seconds: float) -> None:
         self.parts[name] = self.parts.get(name, 0.0) + seconds
+
+    @contextmanager
+    def timed(self, name: str) -> Iterator[None]:
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.add(name, time.perf_counter() - started)
+
+
+@dataclass
+class Rescue:
+    """What IGPO's rescue leaves per group: rewards (the replaced slots' new ones), which tokens
+    were hints, and how many rollouts were replaced (groups that were not all wrong: absent)."""
+
+    rewards: list[torch.Tensor]
+    hint_masks: list[torch.Tensor]
+    replaced: dict[int, int] = field(default_factory=dict)
 
 
 class Trainer:
@@ -292,31 +315,52 @@ class Trainer:
         return [self.rollout_group(ex, generator, timer) for ex in examples]
 
     def rollout_groups(self, examples: list[Example], generator: torch.Generator, timer: StepTimer) -> list[Group]:
-        """G rollouts per prompt, decoded together; the all-wrong groups are re-sampled together
-        (with hint canvases for IGPO) and up to floor(lambda G) of their rollouts replaced."""
+        """A step's stages for its prompts, in order: rollout (G per prompt, decoded together),
+        reward, rescue (IGPO: the all-wrong groups re-sampled together, with hint canvases, and up
+        to floor(lambda G) of their rollouts replaced by correct ones), advantage."""
+        prompts = [self.encode_prompt(ex.prompt) for ex in examples]
+        with timer.timed("generation"):
+            rollouts = self.sample(prompts, generator)
+        scored = self.reward(rollouts, examples, timer)
+        rescued = self.rescue(examples, prompts, rollouts, scored, generator, timer)
+        return self.advantage(prompts, rollouts, scored, rescued)
+
+    def reward(self, rollouts: list[Rollouts], examples: list[Example], timer: StepTimer) -> list[Scores]:
+        """Each group's rewards (math-verify correctness and format, igpo.rewards)."""
+        with timer.timed("scoring"):
+            return [
+                score_rollouts(self.decode_texts(r.completions), ex.answer, self.cfg.rewards, prefix=PREFILL)
+                for r, ex in zip(rollouts, examples, strict=True)
+            ]
+
+    def rescue(
+        self,
+        examples: list[Example],
+        prompts: list[torch.Tensor],
+        rollouts: list[Rollouts],
+        scored: list[Scores],
+        generator: torch.Generator,
+        timer: StepTimer,
+    ) -> Rescue:
+        """IGPO's rescue of all-wrong groups, in place in `rollouts`: re-sample each (with hint
+        chunks of its reference trace fixed when resample="hints") and put correct re-samples into
+        up to floor(lambda G) random slots. Returns the rewards, hint masks and replacement counts."""
         cfg = self.cfg
         g = cfg.num_generations
-        prompts = [self.encode_prompt(ex.prompt) for ex in examples]
-        t0 = time.perf_counter()
-        first = self.sample(prompts, generator)
-        timer.add("generation", time.perf_counter() - t0)
-        t0 = time.perf_counter()
-        scored = [
-            score_rollouts(self.decode_texts(r.completions), ex.answer, cfg.rewards, prefix=PREFILL)
-            for r, ex in zip(first, examples, strict=True)
-        ]
-        timer.add("scoring", time.perf_counter() - t0)
+        rescue = Rescue(
+            rewards=[torch.tensor(sc.total, dtype=torch.float32) for sc in scored],
+            hint_masks=[torch.zeros_like(r.completions, dtype=torch.bool) for r in rollouts],
+        )
         budget = math.floor(cfg.igpo.replace_ratio * g)
-        can_rescue = cfg.igpo.resample != "none" and budget > 0
-        rescue = [i for i, sc in enumerate(scored) if can_rescue and not any(sc.correct)]
+        if cfg.igpo.resample == "none" or budget <= 0:
+            return rescue
+        wrong = [i for i, sc in enumerate(scored) if not any(sc.correct)]
+        if not wrong:
+            return rescue
         canvases: dict[int, torch.Tensor] = {}
-        replaced: dict[int, int] = {}
-        hint_masks = [torch.zeros_like(r.completions, dtype=torch.bool) for r in first]
-        rewards = [torch.tensor(sc.total, dtype=torch.float32) for sc in scored]
-        if rescue:
-            t0 = time.perf_counter()
+        with timer.timed("hinting"):
             if cfg.igpo.resample == "hints":
-                for i in rescue:
+                for i in wrong:
                     trace = encode_trace(self.tokenizer, examples[i].trace or "", examples[i].answer, prefill=PREFILL)
                     canvases[i] = build_hint_batch(
                         trace.ids,
@@ -328,41 +372,48 @@ class Trainer:
                         answer_span=trace.answer_span,
                     )
             resampled = self.sample(
-                [prompts[i] for i in rescue], generator, hints=[canvases[i] for i in rescue] if canvases else None
+                [prompts[i] for i in wrong], generator, hints=[canvases[i] for i in wrong] if canvases else None
             )
-            timer.add("hinting", time.perf_counter() - t0)
-            for i, extra in zip(rescue, resampled, strict=True):
-                t0 = time.perf_counter()
+        for i, extra in zip(wrong, resampled, strict=True):
+            with timer.timed("scoring"):
                 extra_scored = score_rollouts(
                     self.decode_texts(extra.completions), examples[i].answer, cfg.rewards, prefix=PREFILL
                 )
-                timer.add("scoring", time.perf_counter() - t0)
-                good = [j for j, ok in enumerate(extra_scored.correct) if ok]
-                take = min(len(good), budget)
-                if take:
-                    pick = torch.randperm(len(good), generator=generator)[:take].tolist()
-                    slots = torch.randperm(g, generator=generator)[:take].tolist()  # all wrong: any slot
-                    for slot, choice in zip(slots, pick, strict=True):
-                        src = good[choice]
-                        first[i].completions[slot] = extra.completions[src]
-                        first[i].commit_step[slot] = extra.commit_step[src]
-                        rewards[i][slot] = extra_scored.total[src]
-                        if i in canvases:
-                            hint_masks[i][slot] = canvases[i][src] != self.spec.mask_id
-                replaced[i] = take
+            good = [j for j, ok in enumerate(extra_scored.correct) if ok]
+            take = min(len(good), budget)
+            if take:
+                pick = torch.randperm(len(good), generator=generator)[:take].tolist()
+                slots = torch.randperm(g, generator=generator)[:take].tolist()  # all wrong: any slot
+                for slot, choice in zip(slots, pick, strict=True):
+                    src = good[choice]
+                    rollouts[i].completions[slot] = extra.completions[src]
+                    rollouts[i].commit_step[slot] = extra.commit_step[src]
+                    rescue.rewards[i][slot] = extra_scored.total[src]
+                    if i in canvases:
+                        rescue.hint_masks[i][slot] = canvases[i][src] != self.spec.mask_id
+            rescue.replaced[i] = take
+        return rescue
+
+    def advantage(
+        self, prompts: list[torch.Tensor], rollouts: list[Rollouts], scored: list[Scores], rescued: Rescue
+    ) -> list[Group]:
+        """The groups the update trains on: advantage = reward - group mean (scaled if asked)."""
+        g = self.cfg.num_generations
         return [
             Group(
                 prompt_ids=prompt.repeat(g, 1),
-                completions=r.completions,
-                advantages=group_advantages(rw, cfg.scale_rewards),
-                rewards=rw,
-                hint_mask=hm,
-                commit_step=r.commit_step,
-                all_wrong=not any(sc.correct),
-                replaced=replaced.get(i, 0),
-                correct=sum(sc.correct),
+                completions=rollout.completions,
+                advantages=group_advantages(rewards, self.cfg.scale_rewards),
+                rewards=rewards,
+                hint_mask=hint_mask,
+                commit_step=rollout.commit_step,
+                all_wrong=not any(scores.correct),
+                replaced=rescued.replaced.get(i, 0),
+                correct=sum(scores.correct),
             )
-            for i, (prompt, r, sc, rw, hm) in enumerate(zip(prompts, first, scored, rewards, hint_masks, strict=True))
+            for i, (prompt, rollout, scores, rewards, hint_mask) in enumerate(
+                zip(prompts, rollouts, scored, rescued.rewards, rescued.hint_masks, strict=True)
+            )
         ]
 
     # ------------------------------------------------------------------ updates
