@@ -53,7 +53,7 @@ testbed-long: install
 	then $(BIN)/igpo sft --recipe sft_tiny_long --out runs/testbed-long --resume; \
 	else $(BIN)/igpo sft --recipe sft_tiny_long --out runs/testbed-long --overwrite; fi
 
-# The committed ablation sweep (results/testbed: 31 runs, two at a time, about 2 hours on 2 cores); rerunning skips finished runs.
+# The committed ablation sweep (results/testbed: 31 runs, two at a time, about 45 minutes on 2 cores); rerunning skips finished runs.
 ablate: install
 	$(BIN)/igpo ablate --grid paper --results results/testbed --jobs 2
 
