@@ -101,22 +101,20 @@ def count_decode(model, prompt, cfg, **inputs) -> OpCount:
         count.passes += 1
         return forward(*args, **kwargs)
 
-    host_read = getattr(sampler, "host_read", None)
+    host_read = sampler.host_read
 
     def counted_read(*tensors):
         count.syncs += 1  # .tolist() dispatches no aten op: counted here
         return host_read(*tensors)
 
     model.forward = counted_forward
-    if host_read is not None:
-        sampler.host_read = counted_read
+    sampler.host_read = counted_read
     try:
         with Counting():
             sampler.generate(model, prompt, cfg, **inputs)
     finally:
         model.forward = forward
-        if host_read is not None:
-            sampler.host_read = host_read
+        sampler.host_read = host_read
         for h in hooks:
             h.remove()
     count.blocks = cfg.gen_length // cfg.block_length
@@ -168,11 +166,6 @@ def rows(cfg: OpsBenchConfig) -> list[list[str]]:
 
     out = []
     for fused in cfg.fused:
-        if fused:
-            try:
-                from igpo.models import fuse_projections  # noqa: F401
-            except ImportError:
-                continue
         model = build(fused)
         prompt = torch.randint(
             1, LAYOUT["vocab_size"] - 2, (cfg.batch, cfg.prompt_tokens), generator=torch.Generator().manual_seed(1)

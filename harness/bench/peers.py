@@ -78,8 +78,7 @@ def peer_model(peer: types.ModuleType, ours) -> Any:
         raise PeerUnavailable(f"the peer model does not build: {type(err).__name__}: {err}") from None
     if [k for k in missing if not k.endswith("inv_freq")] or unexpected:
         raise PeerUnavailable(f"weights do not fit the peer model: missing {missing[:3]}, unexpected {unexpected[:3]}")
-    for name, buf in list(theirs.named_buffers()):  # rotary caches etc. built lazily on the real device
-        if buf.is_meta:
-            owner = theirs.get_submodule(name.rsplit(".", 1)[0]) if "." in name else theirs
-            owner._buffers[name.rsplit(".", 1)[-1]] = torch.empty_like(buf, device=ours.device)
+    unset = [name for name, buf in theirs.named_buffers() if buf.is_meta]
+    if unset:  # built on the meta device and not in our weights: no values to give them
+        raise PeerUnavailable(f"the peer model has buffers our weights do not fill: {unset[:3]}")
     return theirs.eval()

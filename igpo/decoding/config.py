@@ -163,10 +163,6 @@ class _Overrides:
         """The settings a user set, by name (None: not set)."""
         return {f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name) is not None}
 
-    def apply(self, cfg: DecodeConfig) -> DecodeConfig:
-        """`cfg` with these settings changed (validated as one DecodeConfig)."""
-        return cfg.replace(**self.given()) if self.given() else cfg
-
 
 DecodeOverrides = make_dataclass(
     "DecodeOverrides",
@@ -176,4 +172,4 @@ DecodeOverrides = make_dataclass(
 )
 DecodeOverrides.__doc__ = """A user's decoding flags on top of a protocol: every DecodeConfig field,
 None where the user said nothing (the typed form of `igpo eval --gen-length ...`); a partial set
-is not a valid DecodeConfig on its own, so it is applied per task (`apply`)."""
+is not a valid DecodeConfig on its own, so it is applied per task (Protocol.for_task)."""

@@ -112,11 +112,16 @@ def native_model(model: nn.Module) -> nn.Module:
     return get_base() if callable(get_base) else model
 
 
+def device_of(model: nn.Module) -> torch.device:
+    """Where the model's weights live (CPU for a model that does not say)."""
+    return getattr(model, "device", torch.device("cpu"))
+
+
 def graphed_passes(model: nn.Module) -> GraphedPasses:
     """The model's GraphedPasses, made on first use; capturing needs the model on a GPU."""
     runner = getattr(model, "_graphed_passes", None)
     if runner is None:
-        device = getattr(model, "device", torch.device("cpu"))
+        device = device_of(model)
         if device.type != "cuda":
             raise InvalidSetting(
                 f"compile='graphs' captures CUDA graphs and needs the model on a GPU (it is on {device}); "

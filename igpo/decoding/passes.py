@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from igpo.decoding.graphs import graphed_passes, native_model
+from igpo.decoding.graphs import device_of, graphed_passes, native_model
 
 
 class BlockLogits:
@@ -31,7 +31,7 @@ class BlockLogits:
         )
         self.runner = graphed_passes(model) if compile == "graphs" else None
         self.forward = self.runner or (compiled_forward(model) if compile == "inductor" else model)
-        self.mark_steps = compile == "inductor" and getattr(model, "device", torch.device("cpu")).type == "cuda"
+        self.mark_steps = compile == "inductor" and device_of(model).type == "cuda"
         self.cache = None
         self.windows: dict[tuple[int, int], torch.Tensor] = {}
 
@@ -108,7 +108,7 @@ def compiled_forward(model: nn.Module):
     """
     fn = getattr(model, "_compiled_forward", None)
     if fn is None:
-        on_gpu = getattr(model, "device", torch.device("cpu")).type == "cuda"
+        on_gpu = device_of(model).type == "cuda"
         fn = torch.compile(model.forward, mode="reduce-overhead" if on_gpu else None, dynamic=False)
         model._compiled_forward = fn
     return fn

@@ -139,8 +139,6 @@ def generate(
     vocab = vocab_size_of(model)
     _validate(prompt_ids, attention_mask, cfg.gen_length, mask_id, eos_id, hints, vocab)
     _validate_model(model, cfg.cache)
-    if shifted_logits is None:
-        shifted_logits = bool(getattr(getattr(model, "token_spec", None), "shifted_logits", False))
     device = prompt_ids.device
     batch, prompt_len = prompt_ids.shape
     x = torch.full((batch, prompt_len + cfg.gen_length), mask_id, dtype=torch.long, device=device)
@@ -181,11 +179,11 @@ def generate(
     block_logits = BlockLogits(
         model, attn, positions, prompt_len, cfg.cfg_scale, mask_id, shifted_logits, cfg.cache, cfg.compile
     )
-    eos_eot = [t for t in (tokens.eos_id, tokens.eot_id) if t is not None]
-    suppress = (
-        (*cfg.suppress_tokens, *eos_eot[:1]) if cfg.suppress_eos and tokens.eos_id is not None else cfg.suppress_tokens
-    )
-    last = tuple(dict.fromkeys((*cfg.last_tokens, *eos_eot))) if cfg.eos_last else cfg.last_tokens
+    suppress, last = cfg.suppress_tokens, cfg.last_tokens
+    if cfg.suppress_eos and tokens.eos_id is not None:
+        suppress = (*suppress, tokens.eos_id)
+    if cfg.eos_last:
+        last = tuple(dict.fromkeys((*last, *(t for t in (tokens.eos_id, tokens.eot_id) if t is not None))))
     picker = Picker(vocab, mask_id, suppress, last, cfg.block_length, device)
     nfe = passes = 0
     commit_step = None
