@@ -549,7 +549,10 @@ def check_cmd(
         ),
     ] = None,
     max_drop: Annotated[
-        float, typer.Option(help="Pass only if a drop larger than this many points is ruled out.")
+        float,
+        typer.Option(
+            help="Pass only if a drop larger than this many points is ruled out (else exit 1: cannot-rule-out)."
+        ),
     ] = 1.0,
     alpha: Annotated[float, typer.Option(help="Significance level of the paired test (interval: 1 - alpha).")] = 0.05,
     allow_mismatch: Annotated[
@@ -591,7 +594,13 @@ def check_cmd(
         Path | None, typer.Option(help="Also write the HTML report: the comparison and its flipped items.")
     ] = None,
 ) -> None:
-    """Paired regression test of a candidate against a baseline run: exit 0 pass, 1 regression, 2 error."""
+    """Paired regression test of a candidate against a baseline run.
+
+    Exit 0 pass: no significant drop, and every task's interval rules out a drop beyond --max-drop.
+    Exit 1 regression (a significant drop) or cannot-rule-out (no significant drop, but one beyond
+    --max-drop not ruled out; the report says how many items would). Exit 2 error. --exact: exit 1
+    if any item changed, else 0.
+    """
     from harness.check import POINTS, CandidateModel, CheckRequest, CheckSettings, run_check
 
     _check_outputs(

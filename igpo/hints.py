@@ -4,21 +4,22 @@ A canvas is a ``[gen_length]`` LongTensor holding ``mask_id`` at free positions 
 ids at hinted ones; :func:`igpo.decoding.generate` takes a ``[B, gen_length]`` stack of them as
 ``hints`` (fixed, never re-masked). ``canvas != mask_id`` tells which positions are hinted.
 
-Recipe (paper + released code): keep at most ``gen_length - tail_free`` trace tokens, cut them
-into consecutive chunks of random length in ``[min_chunk, max_chunk]`` (a trailing piece shorter
-than ``min_chunk`` is dropped), reveal ``floor(eta * N)`` of the ``N`` chunks chosen uniformly
-without replacement, and place each revealed chunk at its trace position (or, with ``spread``, at
-a position whose gaps are stretched like the released code's ``scale_chunk_positions``).
+Recipe: keep at most ``gen_length - tail_free`` trace tokens, cut them into consecutive chunks of
+random length in ``[min_chunk, max_chunk]`` (a trailing piece shorter than ``min_chunk`` is
+dropped), reveal some of the ``N`` chunks chosen uniformly without replacement, and place each
+revealed chunk on the canvas. The defaults are the released code's (facebookresearch/igpo,
+``utils/generate.py: create_spacing_scaled_inpainting_sequence``); each has the paper's reading
+as a named alternative (docs/training.md has the table):
 
-``hide_answer`` and ``reveal_last_chunk`` (see :class:`HintConfig`):
-
-* chunks overlapping the answer span are never eligible when ``hide_answer`` is on; the
-  ``floor(eta * N)`` chunks are then drawn from the eligible ones, so hiding the answer does not
-  shrink the hint (unless too few chunks are eligible);
-* ``reveal_last_chunk`` adds the last chunk to the random draw (as the released code does, so a
-  canvas may reveal ``floor(eta * N) + 1`` chunks), EXCEPT when that chunk overlaps the answer span
-  and ``hide_answer`` is on: hiding the answer wins, because it is the paper's guarantee.
-  Released-code mode is ``hide_answer=False, reveal_last_chunk=True``.
+* ``count_rule``: ``released`` draws ``int(N * (1 - eta))`` chunks to mask and reveals the rest;
+  ``paper`` reveals ``floor(eta * N)``;
+* ``reveal_last_chunk``: the last chunk is revealed whatever the draw (released), so a canvas may
+  reveal one chunk more than the count;
+* ``hide_answer``: chunks overlapping the answer span are never revealed (the paper's guarantee;
+  off in the released code); it wins over ``reveal_last_chunk``;
+* ``spread``: revealed chunks are placed with their gaps stretched by
+  ``clip(effective / trace length, 1, max_spread)`` (released ``scale_chunk_positions``),
+  instead of at their trace positions.
 
 Randomness comes only from the ``torch.Generator`` passed in.
 """
@@ -49,6 +50,10 @@ ANSWER_MARKER = "The answer is"
 """MetaMathQA's final-answer phrase, used to find the answer in traces without ``\\boxed{}``."""
 
 
+COUNT_RULES = ("released", "paper")
+"""How many of N chunks a canvas reveals for a share eta (see the module docstring)."""
+
+
 @dataclass
 class HintConfig:
     """How hint canvases are drawn from a reference trace (defaults: the released IGPO run)."""
@@ -65,17 +70,20 @@ class HintConfig:
     """Longest chunk in tokens (chunk lengths are uniform in [min_chunk, max_chunk])."""
     tail_free: int = 30
     """The last positions of the canvas that are never hinted (the trace is cut to fit before)."""
-    hide_answer: bool = True
-    """Never reveal a chunk overlapping the final-answer span (the paper's rule)."""
-    reveal_last_chunk: bool = False
-    """Always reveal the last chunk of the truncated trace (released code), unless hide_answer
-    forbids it because that chunk holds the answer."""
-    spread: bool = False
-    """Stretch the gaps between revealed chunks like the released code (see max_spread/max_gap)."""
+    hide_answer: bool = False
+    """Never reveal a chunk overlapping the final-answer span (paper; the released code shows it)."""
+    reveal_last_chunk: bool = True
+    """Always reveal the last chunk of the truncated trace (released code; paper: False), unless
+    hide_answer forbids it because that chunk holds the answer."""
+    spread: bool = True
+    """Stretch the gaps between revealed chunks (released code; paper: False, trace positions)."""
+    count_rule: str = "released"
+    """released: reveal N - int(N * (1 - eta)) of N chunks; paper: floor(eta * N)."""
     max_spread: float = 1.5
     """With spread: gap stretch factor is clip(effective_len / trace_len, 1, max_spread)."""
     max_gap: int = 100
-    """With spread: no stretched gap between consecutive revealed chunks exceeds this."""
+    """With spread: no stretched gap between consecutive revealed chunks exceeds this (released
+    ``max_spacing``, 100)."""
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.eta_low <= 1.0:
@@ -92,6 +100,14 @@ class HintConfig:
             raise InvalidSetting(f"max_spread must be >= 1, got {self.max_spread}")
         if self.max_gap < 0:
             raise InvalidSetting(f"max_gap must be >= 0, got {self.max_gap}")
+        if self.count_rule not in COUNT_RULES:
+            raise InvalidSetting(f"count_rule must be one of {COUNT_RULES}, got {self.count_rule!r}")
+
+    @classmethod
+    def paper(cls, **changes: Any) -> HintConfig:
+        """The paper's reading: answer hidden, no forced last chunk, trace positions, floor(eta N)."""
+        reading = {"hide_answer": True, "reveal_last_chunk": False, "spread": False, "count_rule": "paper"}
+        return cls(**{**reading, **changes})
 
 
 # --------------------------------------------------------------------------- answer span
@@ -194,6 +210,12 @@ def cut_chunks(length: int, min_chunk: int, max_chunk: int, generator: torch.Gen
     """
     most = length // min_chunk + 1
     sizes = torch.randint(min_chunk, max_chunk + 1, (most,), generator=generator).tolist()
+    return chunk_spans(length, sizes, min_chunk)
+
+
+def chunk_spans(length: int, sizes: Sequence[int], min_chunk: int) -> list[Span]:
+    """Consecutive spans of the given sizes over ``length`` tokens, cut at the end; stops at the
+    first piece shorter than ``min_chunk`` (the deterministic half of :func:`cut_chunks`)."""
     chunks: list[Span] = []
     start = 0
     for size in sizes:
@@ -210,6 +232,17 @@ def _overlaps(chunk: Span, span: Span | None) -> bool:
     return span is not None and chunk[0] < span[1] and span[0] < chunk[1]
 
 
+def reveal_count(n_chunks: int, eta: float, rule: str) -> int:
+    """How many of ``n_chunks`` a canvas reveals for share ``eta`` (before any forced last chunk).
+
+    released: the code masks ``int(n * (1 - eta))`` chunks (float arithmetic as written there) and
+    reveals the rest; paper: ``floor(eta * n)`` (with ETA_EPS against 0.3 * 10 = 2.999...).
+    """
+    if rule == "released":
+        return n_chunks - max(0, int(n_chunks * (1 - eta)))
+    return math.floor(eta * n_chunks + ETA_EPS)
+
+
 def choose_chunks(
     chunks: Sequence[Span],
     eta: float,
@@ -220,7 +253,7 @@ def choose_chunks(
     """The chunks to reveal, in trace order (rules in the module docstring)."""
     hidden = cfg.hide_answer
     eligible = [i for i, c in enumerate(chunks) if not (hidden and _overlaps(c, answer_span))]
-    count = min(math.floor(eta * len(chunks) + ETA_EPS), len(eligible))
+    count = min(reveal_count(len(chunks), eta, cfg.count_rule), len(eligible))
     order = torch.randperm(len(eligible), generator=generator).tolist()
     chosen = {eligible[j] for j in order[:count]}
     last = len(chunks) - 1
@@ -275,10 +308,20 @@ def build_hint_canvas(
     if mask_id in trace_ids:
         raise InvalidSetting("trace_ids contain mask_id; a hint cannot be the mask token")
     effective = max(0, gen_length - cfg.tail_free)
-    trace = [int(t) for t in trace_ids[:effective]]
-    chunks = cut_chunks(len(trace), cfg.min_chunk, cfg.max_chunk, generator)
+    chunks = cut_chunks(min(len(trace_ids), effective), cfg.min_chunk, cfg.max_chunk, generator)
     revealed = choose_chunks(chunks, eta, cfg, generator, answer_span)
-    placed = spread_positions(revealed, len(trace_ids), effective, cfg) if cfg.spread else revealed
+    return paint_canvas(trace_ids, revealed, gen_length, cfg, mask_id)
+
+
+def paint_canvas(
+    trace_ids: Sequence[int], revealed: Sequence[Span], gen_length: int, cfg: HintConfig, mask_id: int
+) -> torch.Tensor:
+    """The deterministic half of :func:`build_hint_canvas`: the revealed trace spans written on a
+    masked ``[gen_length]`` canvas, at their trace positions or spread (``cfg.spread``)."""
+    canvas = torch.full((gen_length,), mask_id, dtype=torch.long)
+    effective = max(0, gen_length - cfg.tail_free)
+    trace = [int(t) for t in trace_ids[:effective]]
+    placed = spread_positions(revealed, len(trace_ids), effective, cfg) if cfg.spread else list(revealed)
     for (start, _), (pos, stop) in zip(revealed, placed, strict=False):
         canvas[pos:stop] = torch.tensor(trace[start : start + stop - pos], dtype=torch.long)
     return canvas

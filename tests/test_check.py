@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 
 from harness.check import (
     BOOTSTRAP,
-    INCONCLUSIVE,
+    CANNOT_RULE_OUT,
     MCNEMAR,
     PASS,
     REGRESSION,
@@ -32,6 +32,7 @@ from harness.check import (
     mcnemar_exact_p,
     min_detectable_drop,
     predicted_power,
+    tango_interval,
 )
 from harness.cli import app
 from harness.eval.records import ModelInfo, ProtocolInfo, RunRecord
@@ -155,19 +156,32 @@ def paired(baseline: np.ndarray, candidate: np.ndarray, key: str = GSM) -> Paire
 # --------------------------------------------------------------------------- verdicts
 
 
-def test_identical_runs_pass(tmp_path):
+Z95 = 1.959964
+"""z_{0.975}: the default alpha's two-sided normal quantile."""
+
+
+def test_identical_runs_keep_an_honest_interval(tmp_path):
+    """A run against itself: no change measured, but the interval is what n items can rule out,
+    +-z^2 / (n + z^2) (never [0, 0]); it passes only where that lies within --max-drop."""
     correct = binary(300, 0.7)
     sampled = np.random.default_rng(1).random((80, 16)) < 0.4
     base = write_run(tmp_path / "base", {GSM: correct, AMC: sampled})
     cand = write_run(tmp_path / "cand", {GSM: correct, AMC: sampled})
     report = compare_runs(base, cand, CheckSettings())
-    assert report.verdict == PASS and report.exit_code == 0
     by_task = {t.task: t for t in report.tasks}
     assert by_task[GSM].test == MCNEMAR and by_task[AMC].test == BOOTSTRAP
     for t in report.tasks:
-        assert t.diff == 0 and t.p_value == 1.0 and t.ci95 == (0.0, 0.0)
+        half = Z95**2 / (t.n_items + Z95**2)
+        assert t.diff == 0 and t.p_value == 1.0 and t.identical
+        assert t.ci95 == pytest.approx((-half, half), rel=1e-5) and t.ci95[1] - t.ci95[0] > 0
+        assert any("are the same run (identical responses" in note for note in t.notes)
         assert 0 < t.min_detectable_drop < 1
-    assert by_task[GSM].min_detectable_drop == pytest.approx((1.959964 + 0.841621) ** 2 / 300, rel=1e-5)
+    assert by_task[GSM].min_detectable_drop == pytest.approx((Z95 + 0.841621) ** 2 / 300, rel=1e-5)
+    # 300 items rule out 1.26 pp, 80 items 4.58 pp: neither rules out the default 1 pp
+    assert report.verdict == CANNOT_RULE_OUT and report.exit_code == 1
+    assert "identical responses" in report.to_markdown()
+    wide = compare_runs(base, cand, CheckSettings(max_drop=0.05))
+    assert wide.verdict == PASS and wide.exit_code == 0
 
 
 @pytest.mark.parametrize("n", [100, 500, 2000])
@@ -196,7 +210,11 @@ def test_equal_flips_both_ways_do_not_flag(n, k, tmp_path):
     )
     t = report.tasks[0]
     assert (t.losses, t.wins) == (k, k) and t.diff == 0 and t.p_value == 1.0
-    assert t.verdict != REGRESSION and report.exit_code == 0
+    # no drop, but 2k discordant pairs leave the interval wider than the default 1 pp
+    assert t.verdict == CANNOT_RULE_OUT and report.exit_code == 1 and not t.identical
+    assert t.items_to_rule_out > n
+    loose = compare_runs(tmp_path / "b", tmp_path / "c", CheckSettings(max_drop=0.05))
+    assert loose.tasks[0].verdict == PASS and loose.exit_code == 0
 
 
 def simulate_detection(n: int, p0: float, drop: float, wins_rate: float, seed: int) -> tuple[float, float]:
@@ -286,10 +304,12 @@ def test_avg_at_k_no_change_and_balanced_change_do_not_flag(tmp_path):
         write_run(tmp_path / "c2", {AMC: base}),
         CheckSettings(),
     )
-    assert same.tasks[0].verdict == PASS and same.tasks[0].p_value == 1.0
+    t = same.tasks[0]
+    assert t.p_value == 1.0 and t.identical and t.ci95[0] < 0 < t.ci95[1]
+    assert t.verdict == CANNOT_RULE_OUT  # 200 items rule out 1.9 pp, not the default 1 pp
 
 
-def test_small_avg_at_k_task_is_inconclusive(tmp_path):
+def test_small_avg_at_k_task_cannot_rule_out_a_drop(tmp_path):
     base, cand = clustered_runs(20, 16, drop_items=1, seed=5)
     report = compare_runs(
         write_run(tmp_path / "b", {AMC: base}),
@@ -297,11 +317,14 @@ def test_small_avg_at_k_task_is_inconclusive(tmp_path):
         CheckSettings(),
     )
     t = report.tasks[0]
-    assert t.verdict == INCONCLUSIVE and t.min_detectable_drop > 0.01
-    assert report.verdict == INCONCLUSIVE and report.exit_code == 0
-    assert "inconclusive-under-max-drop" in report.to_markdown()
+    assert t.verdict == CANNOT_RULE_OUT and t.min_detectable_drop > 0.01
+    assert report.verdict == CANNOT_RULE_OUT and report.exit_code == 1
+    text = report.to_markdown()
+    assert "**Overall: cannot-rule-out**" in text
+    assert f"about {t.items_to_rule_out:,} items would rule it out, not 20" in text
     tiny = compare_task(paired(np.ones(5), np.ones(5)), CheckSettings())
-    assert tiny.verdict == PASS and tiny.min_detectable_drop > 1
+    assert tiny.verdict == CANNOT_RULE_OUT and tiny.min_detectable_drop > 1
+    assert tiny.ci95[0] == pytest.approx(-(Z95**2) / (5 + Z95**2), rel=1e-5)
 
 
 def test_avg_at_k_power_at_the_mdd():
@@ -353,7 +376,7 @@ def test_mismatched_settings_are_refused_by_field(tmp_path):
     ):
         assert part in message
     assert "\n" not in message
-    report = compare_runs(base, cand, CheckSettings(allow_mismatch=True))
+    report = compare_runs(base, cand, CheckSettings(allow_mismatch=True, max_drop=0.05))
     assert report.verdict == PASS and any("decoding.steps" in m for m in report.mismatches)
     assert "mismatch (allowed)" in report.to_markdown()
 
@@ -412,6 +435,49 @@ def test_cli_exit_codes_and_outputs(tmp_path):
     assert json.loads(report_json.read_text())["tasks"][0]["verdict"] == REGRESSION
 
 
+def test_cli_fails_a_small_task_25_points_worse(tmp_path):
+    """12 items, 58.3% -> 33.3% (3 right -> wrong): McNemar p 0.25 is no proof of a drop, but a drop
+    beyond 1 pp is not ruled out either, so the gate fails (it passed with exit 0 under Wald)."""
+    base = binary(12, 7 / 12)
+    b = write_run(tmp_path / "base", {GSM: base})
+    worse = write_run(tmp_path / "worse", {GSM: flip(base, 3)})
+    report_json = tmp_path / "check.json"
+    result = cli(worse, "--baseline", b, "--json", report_json)
+    assert result.exit_code == 1, result.output
+    assert "**Overall: cannot-rule-out**" in result.stdout and "not ruled out" in result.stdout
+    data = json.loads(report_json.read_text())
+    task = data["tasks"][0]
+    assert data["verdict"] == CANNOT_RULE_OUT and data["exit_code"] == 1
+    assert task["verdict"] == CANNOT_RULE_OUT and task["interval"] == "tango-score"
+    assert task["p_value"] == pytest.approx(0.25) and task["diff"] == pytest.approx(-0.25)
+    assert (task["ci95"][0], task["ci95"][1]) == pytest.approx(tuple(map(float, tango_interval(3, 0, 12))))
+    assert task["ci95"][0] < -0.5 and task["ci95"][1] > 0
+    needed = task["items_to_rule_out"]
+    assert needed > 10_000 and f"about {needed:,} items would rule it out, not 12" in result.stdout
+
+
+def test_cli_run_against_itself_says_so_and_keeps_width(tmp_path):
+    run = write_run(tmp_path / "run", {GSM: binary(12, 0.5)})
+    result = cli(run, "--baseline", run, "--json", tmp_path / "check.json")
+    assert result.exit_code == 1, result.output  # 12 items cannot rule out a 1 pp drop
+    assert "candidate and baseline are the same run (identical responses" in result.stdout
+    task = json.loads((tmp_path / "check.json").read_text())["tasks"][0]
+    assert task["identical"] and task["ci95"][0] == pytest.approx(-0.2425, abs=1e-4) == -task["ci95"][1]
+    assert cli(run, "--baseline", run, "--max-drop", "25").exit_code == 0
+    assert cli(run, "--baseline", run, "--exact").exit_code == 0  # --exact: nothing changed, pass
+
+
+def test_avg_at_k_interval_is_the_cluster_bootstrap_where_items_vary():
+    """With real spread the percentile interval of resampled items is about D +- z SE; with none
+    it is the score interval's +-z^2 / (n + z^2)."""
+    base, cand = clustered_runs(400, 16, drop_items=0, seed=2)
+    t = compare_task(PairedTask(AMC, list(range(400)), base.mean(1), cand.mean(1), 16), CheckSettings())
+    assert t.interval == "cluster-bootstrap-percentile+score-floor" and not t.identical
+    assert t.ci95 == pytest.approx((t.diff - Z95 * t.se, t.diff + Z95 * t.se), abs=0.15 * Z95 * t.se)
+    flat = compare_task(PairedTask(AMC, list(range(400)), base.mean(1), base.mean(1), 16), CheckSettings())
+    assert flat.ci95 == pytest.approx((-(Z95**2) / (400 + Z95**2), Z95**2 / (400 + Z95**2)), rel=1e-6)
+
+
 def test_cli_errors_are_one_line_exit_2(tmp_path):
     good = write_run(tmp_path / "good", {GSM: binary(50, 0.5)})
     corrupt = tmp_path / "corrupt"
@@ -448,7 +514,7 @@ def test_cli_errors_are_one_line_exit_2(tmp_path):
         assert len(lines) == 1 and lines[0].startswith("error: ") and expected in lines[0], lines
     assert cli(good, "--baseline", foreign).exit_code == 2
     assert cli(good, "--baseline", good, "--alpha", "1.5").exit_code == 2
-    allowed = cli(mismatch, "--baseline", good, "--allow-mismatch")
+    allowed = cli(mismatch, "--baseline", good, "--allow-mismatch", "--max-drop", "10")
     assert allowed.exit_code == 0, allowed.output
 
 
@@ -514,6 +580,7 @@ def test_candidate_model_is_evaluated_with_the_baseline_settings(tmp_path, monke
         CheckRequest(
             candidate=str(model_dir),
             baseline=base_dir,
+            settings=CheckSettings(max_drop=0.2),  # 40 identical items rule out 8.8 pp
             model=CandidateModel(out=tmp_path / "check" / "cand"),
         )
     )

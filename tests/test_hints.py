@@ -49,14 +49,14 @@ def test_chunk_lengths_within_range_and_consecutive():
 
 @pytest.mark.parametrize(("eta", "count"), [(0.0, 0), (0.2, 0), (0.25, 1), (0.5, 2), (0.6, 2), (1.0, 4)])
 def test_revealed_share_is_floor_eta_n(eta, count):
-    cfg = HintConfig(hide_answer=False, **FIXED5)
+    cfg = HintConfig.paper(hide_answer=False, **FIXED5)
     for seed in range(5):
         canvas = build_hint_canvas(TRACE, GEN, cfg, MASK, eta, gen(seed))
         assert len(revealed_chunks(canvas)) == count
 
 
 def test_tail_stays_free_and_trace_is_truncated():
-    cfg = HintConfig(hide_answer=False, min_chunk=5, max_chunk=10, tail_free=30)
+    cfg = HintConfig.paper(hide_answer=False, min_chunk=5, max_chunk=10, tail_free=30)
     long_trace = list(range(200, 400))
     canvas = build_hint_canvas(long_trace, 64, cfg, MASK, 1.0, gen())
     assert (canvas[-30:] == MASK).all()
@@ -66,7 +66,7 @@ def test_tail_stays_free_and_trace_is_truncated():
 
 
 def test_answer_never_revealed_with_hide_answer():
-    cfg = HintConfig(hide_answer=True, **FIXED5)
+    cfg = HintConfig.paper(hide_answer=True, **FIXED5)
     for seed in range(10):
         canvas = build_hint_canvas(TRACE, GEN, cfg, MASK, 1.0, gen(seed), answer_span=(12, 14))
         assert revealed_chunks(canvas) == [0, 1, 3]  # full hints except the answer's chunk
@@ -77,7 +77,7 @@ def test_answer_never_revealed_with_hide_answer():
 
 
 def test_released_mode_always_reveals_last_chunk():
-    cfg = HintConfig(hide_answer=False, reveal_last_chunk=True, **FIXED5)
+    cfg = HintConfig.paper(hide_answer=False, reveal_last_chunk=True, **FIXED5)
     canvas = build_hint_canvas(TRACE, GEN, cfg, MASK, 0.0, gen(), answer_span=(15, 20))
     assert revealed_chunks(canvas) == [3]  # the answer is revealed: hide_answer is off
     for seed in range(10):
@@ -86,7 +86,7 @@ def test_released_mode_always_reveals_last_chunk():
 
 
 def test_hide_answer_wins_over_reveal_last_chunk():
-    cfg = HintConfig(hide_answer=True, reveal_last_chunk=True, **FIXED5)
+    cfg = HintConfig.paper(hide_answer=True, reveal_last_chunk=True, **FIXED5)
     canvas = build_hint_canvas(TRACE, GEN, cfg, MASK, 0.0, gen(), answer_span=(16, 18))
     assert revealed_chunks(canvas) == []
     canvas = build_hint_canvas(TRACE, GEN, cfg, MASK, 0.0, gen(), answer_span=(2, 3))
@@ -94,7 +94,7 @@ def test_hide_answer_wins_over_reveal_last_chunk():
 
 
 def test_full_hints_reveal_every_chunk():
-    cfg = HintConfig(eta_low=1.0, eta_high=1.0, hide_answer=False, **FIXED5)
+    cfg = HintConfig.paper(eta_low=1.0, eta_high=1.0, hide_answer=False, **FIXED5)
     assert sample_etas(3, cfg, gen()) == [1.0, 1.0, 1.0]
     batch = build_hint_batch(TRACE, 3, GEN, cfg, MASK, gen())
     assert batch.shape == (3, GEN)
@@ -102,13 +102,13 @@ def test_full_hints_reveal_every_chunk():
 
 
 def test_sample_etas_range_and_disabled():
-    etas = sample_etas(100, HintConfig(), gen())
+    etas = sample_etas(100, HintConfig.paper(), gen())
     assert all(0.2 <= e <= 0.6 for e in etas) and len(set(etas)) == 100
-    assert sample_etas(4, HintConfig(enabled=False), gen()) == [0.0] * 4
+    assert sample_etas(4, HintConfig.paper(enabled=False), gen()) == [0.0] * 4
 
 
 def test_same_seed_same_canvas_different_seed_different():
-    cfg = HintConfig()
+    cfg = HintConfig.paper()
     trace = list(range(1000, 1400))
     a = build_hint_batch(trace, 8, 256, cfg, MASK, gen(7))
     b = build_hint_batch(trace, 8, 256, cfg, MASK, gen(7))
@@ -119,7 +119,7 @@ def test_same_seed_same_canvas_different_seed_different():
 
 
 def test_batch_rows_use_given_etas_and_answer_ids():
-    cfg = HintConfig(**FIXED5)
+    cfg = HintConfig.paper(**FIXED5)
     batch = build_hint_batch(TRACE, 2, GEN, cfg, MASK, gen(), answer_ids=[22, 23], etas=[0.0, 1.0])
     assert (batch[0] == MASK).all()
     assert revealed_chunks(batch[1]) == [0, 1, 3]  # tokens 22, 23 sit at positions 12, 13
@@ -128,16 +128,16 @@ def test_batch_rows_use_given_etas_and_answer_ids():
 
 
 def test_disabled_gives_all_masks():
-    canvas = build_hint_canvas(TRACE, GEN, HintConfig(enabled=False), MASK, 1.0, gen())
+    canvas = build_hint_canvas(TRACE, GEN, HintConfig.paper(enabled=False), MASK, 1.0, gen())
     assert (canvas == MASK).all()
 
 
 def test_spread_positions_stretch_and_cap_gaps():
-    cfg = HintConfig(spread=True)
+    cfg = HintConfig.paper(spread=True)
     # factor = clip(40 / 20, 1, 1.5) = 1.5: gap 5 -> 7; first start 5 -> 7
     assert spread_positions([(0, 5), (10, 15)], 20, 40, cfg) == [(0, 5), (12, 17)]
     assert spread_positions([(5, 10)], 20, 40, cfg) == [(7, 12)]
-    capped = HintConfig(spread=True, max_gap=3)
+    capped = HintConfig.paper(spread=True, max_gap=3)
     assert spread_positions([(0, 5), (10, 15)], 20, 40, capped) == [(0, 5), (8, 13)]
     # factor 1.4; past the effective length a chunk is cut, then the rest are dropped
     chunks = [(0, 5), (10, 15), (16, 18)]
@@ -145,7 +145,7 @@ def test_spread_positions_stretch_and_cap_gaps():
 
 
 def test_spread_canvas_places_chunk_tokens():
-    cfg = HintConfig(spread=True, hide_answer=False, min_chunk=5, max_chunk=5, tail_free=5)
+    cfg = HintConfig.paper(spread=True, hide_answer=False, min_chunk=5, max_chunk=5, tail_free=5)
     canvas = build_hint_canvas(TRACE, 45, cfg, MASK, 1.0, gen())  # all chunks: no gaps to stretch
     assert canvas[:20].tolist() == TRACE and (canvas[20:] == MASK).all()
 

@@ -215,7 +215,7 @@ def test_bandit_grpo_raises_the_decoders_success_rate(tmp_path, estimator):
     """Reward 1 when a completion contains a chosen token; 30 GRPO steps through the trainer's own
     update; the decoder's measured success rate (256 fresh samples) must rise clearly."""
     from igpo.decoding import DecodeConfig
-    from igpo.training.loss import group_advantages
+    from igpo.training.loss import PolicyLossConfig, group_advantages
     from igpo.training.rl import Group, RLConfig, StepTimer, Trainer
     from igpo.training.runtime import build_model, make_optimizer, make_scheduler
     from igpo.training.settings import LoraSettings, ModelSettings, OptimSettings
@@ -228,10 +228,10 @@ def test_bandit_grpo_raises_the_decoders_success_rate(tmp_path, estimator):
         num_generations=8,
         mu=1 if estimator != "elbo" else 2,
         logprob_estimator=estimator,
+        loss=PolicyLossConfig(ratio_level="sequence", beta=0.0),
         elbo_samples=2,
         seed=0,
     )
-    cfg.loss.beta = 0.0
     torch.manual_seed(0)
     model, tok = build_model(cfg.model, device="cpu")
     opt = make_optimizer(model, cfg.optim)

@@ -18,6 +18,7 @@ from typer.testing import CliRunner
 from harness.cli import app
 from igpo.config import ConfigError, load_config
 from igpo.training.loss import (
+    ADVANTAGE_STD_EPS,
     PolicyLossConfig,
     completion_mask,
     entropy_filter,
@@ -36,8 +37,8 @@ TRACE = "<reasoning> 3 and 4 is 7 </reasoning> <answer> \\boxed{7} </answer>"
 def test_advantages_are_reward_minus_mean():
     r = torch.tensor([3.0, 0.0, 0.0, 1.0])
     assert group_advantages(r).tolist() == [2.0, -1.0, -1.0, 0.0]
-    scaled = group_advantages(r, scale_by_std=True, eps=0.0)
-    assert torch.allclose(scaled, (r - r.mean()) / r.std(unbiased=False))
+    scaled = group_advantages(r, "group_mean_std")
+    assert torch.allclose(scaled, (r - r.mean()) / (r.std(unbiased=False) + ADVANTAGE_STD_EPS))
     assert group_advantages(torch.zeros(8)).abs().sum() == 0
 
 
@@ -441,7 +442,7 @@ def test_shipped_recipes_parse():
     from igpo.training.sft import SFTConfig
 
     llada = load_config(RLConfig, resolve_recipe("igpo_llada"))
-    assert (llada.optim.lr, llada.mu, llada.loss.beta, llada.loss.ratio_level) == (5e-7, 4, 0.01, "sequence")
+    assert (llada.optim.lr, llada.mu, llada.loss.beta, llada.loss.ratio_level) == (5e-7, 4, 0.01, "sequence_released")
     assert (llada.decode.gen_length, llada.decode.block_length, llada.decode.steps, llada.decode.temperature) == (
         256,
         32,
@@ -546,6 +547,7 @@ def test_elbo_estimator_option_trains(tmp_path):
             str(tmp_path / "o"),
             "max_steps=1",
             "logprob_estimator=elbo",
+            "loss.ratio_level=sequence",
             "elbo_samples=2",
         ],
     )
@@ -933,3 +935,67 @@ def test_max_trace_tokens_filters_rl_training_data(tmp_path):
     assert kept.exit_code == 0, kept.output
     dropped = runner.invoke(app, [*args, "--out", str(tmp_path / "dropped"), "data.max_trace_tokens=3"])
     assert dropped.exit_code == 2 and "no training examples" in dropped.output, dropped.output
+
+
+def test_hinted_rollouts_logged_apart_with_their_gradient_share(tmp_path):
+    """The step's metrics tell hinted rollouts from the rest: count, reward, eta of each, their
+    share of loss tokens and of the first update's gradient norm (log.hint_gradients)."""
+    from igpo.training.rl import StepTimer, group_metrics
+
+    trainer, example = _trainer(tmp_path, "hints")
+    trainer.cfg.log.hint_gradients = True
+    group = trainer.rollout_group(example, torch.Generator().manual_seed(0), StepTimer())
+    assert group.hinted is not None and int(group.hinted.sum()) == group.replaced == 2
+    assert group.etas == [1.0, 1.0]  # eta_low = eta_high = 1
+    metrics = group_metrics([group], 4)
+    assert metrics["hinted_rollouts"] == 2 and metrics["etas"] == [1.0, 1.0]
+    assert metrics["hinted_reward"] > metrics["unhinted_reward"]  # hinted ones are the correct ones
+    losses = trainer.update([group], 0, StepTimer())
+    assert losses["grad_norm_hinted"] > 0 and losses["grad_norm_unhinted"] > 0
+    assert 0 < losses["hinted_grad_share"] < 1 and 0 < losses["hinted_loss_token_share"] < 1
+
+
+def test_hinted_gradient_splits_the_gradient_by_rows(tmp_path):
+    """All rows hinted: the hinted part is the whole gradient; none: it is zero."""
+    from igpo.training.rl import StepTimer
+
+    trainer, example = _trainer(tmp_path, "hints")
+    group = trainer.rollout_group(example, torch.Generator().manual_seed(0), StepTimer())
+    mask = torch.ones_like(group.completions, dtype=torch.bool)
+    for rows, whole in ((torch.ones(4, dtype=torch.bool), True), (torch.zeros(4, dtype=torch.bool), False)):
+        trainer.model.zero_grad(set_to_none=True)
+        logp = trainer.logprobs(trainer.model, group, None).logp
+        loss = policy_loss(logp, logp.detach() - 0.1, group.advantages, mask, trainer.cfg.loss).loss
+        part = trainer.hinted_gradient(loss, logp, rows)
+        loss.backward()
+        full = [p.grad if p.grad is not None else torch.zeros_like(p) for p in trainer.trainable()]
+        for a, b in zip(part, full, strict=True):
+            assert torch.allclose(a, b if whole else torch.zeros_like(b), atol=1e-7)
+        assert any(torch.count_nonzero(b) for b in full)
+
+
+def test_trajectory_scores_under_the_samplers_token_rules(tmp_path):
+    """With decode.suppress_eos the sampler never proposes EOS, so the trajectory estimator scores
+    each token under the softmax without EOS (the sampler's own distribution)."""
+    from dataclasses import replace
+
+    from igpo.logprobs import trajectory_logprobs
+    from igpo.training.rl import StepTimer
+
+    trainer, example = _trainer(tmp_path, "none")
+    trainer.cfg.decode = replace(trainer.cfg.decode, suppress_eos=True)
+    trainer.cfg.logprob_estimator = "trajectory"
+    group = trainer.rollout_group(example, torch.Generator().manual_seed(0), StepTimer())
+    eos = trainer.spec.eos_id
+    assert eos is not None and not (group.completions == eos).any()
+    ours = trainer.logprobs(trainer.model, group, None).logp
+    kwargs = {"mask_id": trainer.spec.mask_id, "temperature": trainer.cfg.decode.temperature}
+    with torch.no_grad():
+        sampler_rules = trajectory_logprobs(
+            trainer.model, group.prompt_ids, group.completions, group.commit_step, suppress_tokens=(eos,), **kwargs
+        ).logp
+        without = trajectory_logprobs(
+            trainer.model, group.prompt_ids, group.completions, group.commit_step, **kwargs
+        ).logp
+    assert torch.allclose(ours, sampler_rules)
+    assert not torch.allclose(ours, without)

@@ -84,7 +84,41 @@ PAPER_CLAIMS = (
         "igpo_exact_vs_fast", "IGPO: fast rollouts (dual cache + threshold 0.9) cost accuracy", "igpo", "igpo_fast"
     ),
 )
-"""Each applies to a grid that has both its cells (the paper grid, the rollouts grid)."""
+
+RELEASED_CLAIMS = (
+    ClaimSpec("released_grpo_above_base", "GRPO (released loss path) improves the start model", "grpo", BASE),
+    ClaimSpec("igpo_released_above_base", "IGPO as released improves the start model", "igpo_released", BASE),
+    ClaimSpec("igpo_released_vs_grpo", "IGPO as released ends above GRPO (paper Table 1)", "igpo_released", "grpo"),
+    ClaimSpec("igpo_paper_vs_grpo", "IGPO as the paper reads ends above GRPO", "igpo_paper", "grpo"),
+    ClaimSpec(
+        "released_vs_paper_reading",
+        "the released hint and loss semantics beat the paper's reading",
+        "igpo_released",
+        "igpo_paper",
+    ),
+    ClaimSpec(
+        "released_all_wrong_cut",
+        "IGPO as released leaves fewer all-wrong (zero-gradient) groups than GRPO (paper Fig. 1b)",
+        "igpo_released",
+        "grpo",
+        metric="zero_gradient_share",
+    ),
+    ClaimSpec(
+        "released_hints_vs_none",
+        "hints beat sample-matched re-sampling without them",
+        "igpo_released",
+        "sample_matched",
+    ),
+    ClaimSpec(
+        "released_partial_vs_full", "partial hints (eta ~ U[0.2, 0.6]) beat full hints", "igpo_released", "full_hints"
+    ),
+    ClaimSpec("released_tau_0.2_vs_1.0", "the entropy filter tau 0.2 beats tau 1.0", "igpo_released", "no_filter"),
+)
+"""The released grid's claims (harness/ablate/grids/released.yaml)."""
+
+CLAIMS_BY_GRID = {"released": RELEASED_CLAIMS}
+"""A grid's own claims; any other grid is tested on PAPER_CLAIMS. A claim applies when the grid
+has both its cells."""
 
 
 @dataclass
@@ -260,8 +294,9 @@ def share_claim(spec: ClaimSpec, jobs: list[Job]) -> ClaimResult | None:
     )
 
 
-def evaluate_claims(spec: GridSpec, jobs: list[Job], claims=PAPER_CLAIMS) -> list[ClaimResult]:
-    """Every claim whose two cells have finished runs in this grid."""
+def evaluate_claims(spec: GridSpec, jobs: list[Job], claims=None) -> list[ClaimResult]:
+    """Every claim (default: the grid's own) whose two cells have finished runs in this grid."""
+    claims = CLAIMS_BY_GRID.get(spec.name, PAPER_CLAIMS) if claims is None else claims
     levels = _levels() if list(spec.eval.tasks) == ["arith"] else None
     out = []
     for claim in claims:

@@ -338,6 +338,7 @@ def write_report(spec: GridSpec, jobs: list[Job]) -> Path:
     plot_final(spec, cells, base, folder / f"{spec.name}_final.png")
     plot_levels(spec, cells, base, folder / f"{spec.name}_levels.png")
     plot_training(spec, cells, folder / f"{spec.name}_training.png")
+    copy_run_metrics(spec, jobs)
     from harness.ablate.claims import render_claims, write_claims
 
     claims = write_claims(spec, jobs)
@@ -347,6 +348,21 @@ def write_report(spec: GridSpec, jobs: list[Job]) -> Path:
         )
         atomic_write_text(report, text)
     return report
+
+
+RUN_METRICS_DIR = "runs"
+"""Under <results>/<grid>/: each finished run's per-step metrics, <cell>/seed<k>.jsonl (small,
+committed: hinted rollouts, etas, gradient shares and rescues per level stay readable)."""
+
+
+def copy_run_metrics(spec: GridSpec, jobs: list[Job]) -> None:
+    """Copy every finished job's metrics.jsonl next to the report (replaced atomically)."""
+    for job in jobs:
+        source = job.folder / "metrics.jsonl"
+        if source.is_file():
+            target = spec.results_dir / spec.name / RUN_METRICS_DIR / job.cell / f"seed{job.seed}.jsonl"
+            target.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(target, source.read_text(encoding="utf-8"))
 
 
 def plot_training(spec: GridSpec, cells: list[CellResult], path: Path) -> None:

@@ -11,14 +11,20 @@ partial or foreign run); with --allow-mismatch they are dropped and the report s
 
 Statistics, per task with n paired items, d_i = candidate_i - baseline_i:
 - difference D = mean(d); standard error SE = sqrt(sum (d_i - D)^2 / (n (n - 1))), the
-  item-clustered SE (for one sample per item it is the usual paired-proportion SE); the interval
-  is D +- z_{1-alpha/2} SE (Wald; 95% at the default alpha). `naive_se` (JSON only) treats the
-  n x k sample pairs as independent, to show what clustering changes.
-- p-value: one sample per item on both sides -> exact McNemar, the two-sided binomial test of the
+  item-clustered SE (shown; for one sample per item the usual paired-proportion SE). `naive_se`
+  (JSON only) treats the n x k sample pairs as independent, to show what clustering changes.
+- one sample per item on both sides: exact McNemar, the two-sided binomial test of the
   discordant pairs: p = min(1, 2 P(X <= min(b, c))), X ~ Binomial(b + c, 1/2), b = right->wrong
-  (losses), c = wrong->right (wins), computed with exact integers. Several samples per item ->
-  paired cluster bootstrap: items resampled with replacement (B = 10,000, seeded per task), the
-  null imposed by centring, p = (1 + #{|mean(d* - D)| >= |D|}) / (B + 1).
+  (losses), c = wrong->right (wins), computed with exact integers. Interval: Tango's score
+  interval of (c - b) / n, every delta whose score test (null variance from the restricted
+  maximum-likelihood 2x2 table) keeps it. Unlike Wald (D +- z SE) it keeps its coverage at small
+  n and never collapses: with no discordant pair it is +-z^2 / (n + z^2) (n = 12: +-24 points).
+- several samples per item: paired cluster bootstrap: items resampled with replacement
+  (B = 10,000, seeded per task); p with the null imposed by centring,
+  p = (1 + #{|mean(d*) - D| >= |D|}) / (B + 1); interval: the resampled means' percentile
+  interval, widened to at least D +- Tango's no-discordance half-width (items that all agree
+  leave the bootstrap nothing to resample, yet n items cannot rule out a change on about z^2/n
+  of them).
 - minimum detectable drop at 80% power (normal approximation):
   MDD = max(z sqrt(m2 / n), z^2 g / n), z = z_{1-alpha/2} + z_{0.80}, m2 = mean(d_i^2) (the
   discordance rate (b + c) / n for one sample per item: the variance of d under "no change"),
@@ -27,9 +33,13 @@ Statistics, per task with n paired items, d_i = candidate_i - baseline_i:
   identical runs still report a finite MDD (z^2 / n for pass@1). `predicted_power` inverts it.
 - verdict: "regression" when p < alpha and D < 0; otherwise "pass" when the interval's lower end
   is >= -max_drop (a drop larger than --max-drop points is ruled out at this level); otherwise
-  "inconclusive-under-max-drop" (no significant drop, but one larger than max_drop is not ruled
-  out: the task is too small or too noisy). Exit code: 1 if any task regressed, else 0; 2 on bad
-  input (see harness.errors).
+  "cannot-rule-out" (no significant drop, but one larger than max_drop is not ruled out: too few
+  or too noisy items; the report gives `items_to_rule_out`, the n at which a candidate with no
+  true change would rule it out with 80% power: max(z^2 m2 / max_drop^2, z_{1-alpha/2}^2
+  (1 - max_drop) / max_drop)). --exact: any changed item is a regression, none a pass. A task
+  whose samples are identical in both runs (a run against itself) says so in a note.
+- exit code: 0 pass; 1 regression or cannot-rule-out (the worst task decides); 2 bad input (see
+  harness.errors); --update-baseline always 0.
 
 Comparability. Runs whose protocol (name, file hash), or any compared task's decoding settings,
 version, data hash, repeats, seeds or limit differ are refused with the differing fields named,
@@ -60,10 +70,13 @@ from harness.check.command import (  # noqa: F401
 from harness.check.common import (  # noqa: F401
     _NORMAL,
     ADAPTER_CONFIG,
+    BISECTION_STEPS,
     BOOTSTRAP,
     BOOTSTRAP_CHUNK,
+    BOOTSTRAP_INTERVAL,
     BOOTSTRAP_RESAMPLES,
     BOOTSTRAP_SEED,
+    CANNOT_RULE_OUT,
     CHECK_FORMAT,
     CHECKPOINT_MARKER,
     DEFAULT_ALPHA,
@@ -73,14 +86,15 @@ from harness.check.common import (  # noqa: F401
     EXIT_REGRESSION,
     FLOAT_SLACK,
     HASH_SHOWN,
-    INCONCLUSIVE,
     MAX_VALUE_CATEGORIES,
     MCNEMAR,
     PASS,
     POINTS,
     REGRESSION,
+    TANGO,
     TARGET_POWER,
     TASK_FIELDS,
+    VERDICT_EXIT,
     CheckError,
 )
 from harness.check.compare import (  # noqa: F401
@@ -110,8 +124,11 @@ from harness.check.report import (  # noqa: F401
 )
 from harness.check.stats import (  # noqa: F401
     _z_sum,
+    items_to_rule_out,
     mcnemar_exact_p,
     min_detectable_drop,
+    paired_bootstrap,
     paired_bootstrap_p,
     predicted_power,
+    tango_interval,
 )

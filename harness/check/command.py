@@ -58,7 +58,7 @@ class CheckRequest:
 
 def run_check(req: CheckRequest) -> int:
     """Compare (evaluating the candidate first if it is a model), write the outputs, return the
-    exit code: 0 pass / inconclusive, 1 regression (0 after a deliberate --update-baseline)."""
+    exit code: 0 pass, 1 regression or cannot-rule-out (0 after a deliberate --update-baseline)."""
     req.settings.validate()
     if req.update_baseline and is_run(req.candidate):
         return _replace_baseline(req, req.candidate)

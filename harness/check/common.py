@@ -9,7 +9,7 @@ from harness.errors import UserError
 
 DEFAULT_ALPHA = 0.05
 DEFAULT_MAX_DROP_POINTS = 1.0
-"""Largest drop (percentage points) a task may be unable to rule out and still pass."""
+"""A task passes only when its interval rules out a drop larger than this (percentage points)."""
 TARGET_POWER = 0.80
 """Power at which the minimum detectable drop is reported."""
 BOOTSTRAP_RESAMPLES = 10_000
@@ -27,12 +27,21 @@ HASH_SHOWN = 23
 """Characters of a long value (a hash) shown in a mismatch message."""
 FLOAT_SLACK = 1e-12
 """Rounding allowance when comparing float sums (equal values must compare as equal)."""
+BISECTION_STEPS = 60
+"""Halvings of a score-interval bound's bracket (width <= 2): 2 / 2^60 is below float resolution."""
 
 PASS = "pass"
 REGRESSION = "regression"
-INCONCLUSIVE = "inconclusive-under-max-drop"
+CANNOT_RULE_OUT = "cannot-rule-out"
+"""No significant drop, but a drop beyond --max-drop is not ruled out: too few or too noisy items."""
 EXIT_PASS = 0
 EXIT_REGRESSION = 1
+"""A regression, or a drop beyond --max-drop not ruled out: the gate fails either way."""
+VERDICT_EXIT = {PASS: EXIT_PASS, REGRESSION: EXIT_REGRESSION, CANNOT_RULE_OUT: EXIT_REGRESSION}
+TANGO = "tango-score"
+"""Interval of one sample per item: Tango's score interval of the paired difference."""
+BOOTSTRAP_INTERVAL = "cluster-bootstrap-percentile+score-floor"
+"""Interval of avg@k: items resampled, at least Tango's no-discordance width (stats.paired_bootstrap)."""
 MCNEMAR = "exact-mcnemar"
 BOOTSTRAP = "paired-cluster-bootstrap"
 CHECK_FORMAT = "igpo-check"

@@ -12,19 +12,20 @@ from typing import Any
 import numpy as np
 
 from harness.check.common import (
-    _NORMAL,
     BOOTSTRAP,
+    BOOTSTRAP_INTERVAL,
     BOOTSTRAP_RESAMPLES,
     BOOTSTRAP_SEED,
+    CANNOT_RULE_OUT,
     DEFAULT_ALPHA,
     DEFAULT_MAX_DROP_POINTS,
     FLOAT_SLACK,
     HASH_SHOWN,
-    INCONCLUSIVE,
     MCNEMAR,
     PASS,
     POINTS,
     REGRESSION,
+    TANGO,
     TARGET_POWER,
     TASK_FIELDS,
 )
@@ -33,9 +34,11 @@ from harness.check.pairing import (
     flipped,
 )
 from harness.check.stats import (
+    items_to_rule_out,
     mcnemar_exact_p,
     min_detectable_drop,
-    paired_bootstrap_p,
+    paired_bootstrap,
+    tango_interval,
 )
 from harness.eval.records import RunRecord
 from igpo.errors import InvalidSetting
@@ -96,38 +99,33 @@ class TaskComparison:
     """Doc ids of the losses (the report's flipped items; in --json too)."""
     fixed: list[Any] = field(default_factory=list)
     """Doc ids of the wins."""
+    interval: str = TANGO
+    """How ci95 was made: Tango's score interval, or (avg@k) the cluster bootstrap's."""
+    items_to_rule_out: int | None = None
+    """Items at which a drop of max_drop would be ruled out at this discordance (None: never)."""
+    identical: bool = False
+    """Both runs gave the same responses on every sample (a run checked against itself)."""
 
 
 def compare_task(paired: PairedTask, settings: CheckSettings) -> TaskComparison:
-    """The paired test, interval, MDD and verdict of one task (see the module docstring)."""
+    """The paired test, interval, MDD and verdict of one task (see the package docstring)."""
     d = paired.candidate - paired.baseline
     n = len(d)
     diff = float(d.mean())
-    se = float(d.std(ddof=1) / math.sqrt(n)) if n > 1 else 0.0
     down, up = flipped(paired)
-    losses, wins = len(down), len(up)
-    if paired.samples_per_item == 1:
-        test, p = MCNEMAR, mcnemar_exact_p(losses, wins)
-    else:
-        test = BOOTSTRAP
-        p = paired_bootstrap_p(d, settings.resamples, [settings.seed, zlib.crc32(paired.key.encode())])
+    test, p, ci, interval = _test_and_interval(paired, d, len(down), len(up), settings)
     naive = None
     if paired.sample_diffs is not None and len(paired.sample_diffs) > 1:
         naive = float(paired.sample_diffs.std(ddof=1) / math.sqrt(len(paired.sample_diffs)))
-    half = _NORMAL.inv_cdf(1 - settings.alpha / 2) * se
-    ci = (diff - half, diff + half)
-    mdd = min_detectable_drop(n, float(np.mean(d * d)), 1.0 / paired.samples_per_item, settings.alpha, settings.power)
-    significant = p < settings.alpha
+    second_moment = float(np.mean(d * d))
+    needed = items_to_rule_out(settings.max_drop, second_moment, settings.alpha, settings.power)
     notes = list(paired.notes)
-    if settings.exact and (losses or wins):
-        verdict = REGRESSION
-        notes.append(f"exact mode: {losses + wins} item(s) changed ({losses} down, {wins} up)")
-    elif significant and diff < 0:
-        verdict = REGRESSION
-    elif ci[0] >= -settings.max_drop - FLOAT_SLACK:
-        verdict = PASS
-    else:
-        verdict = INCONCLUSIVE
+    if paired.identical:
+        notes.append(
+            "candidate and baseline are the same run (identical responses on every sample): the "
+            f"interval is what {n} items can rule out, not a measured change"
+        )
+    verdict = _verdict(p < settings.alpha, diff, ci, len(down), len(up), settings, notes)
     return TaskComparison(
         task=paired.key,
         n_items=n,
@@ -136,19 +134,60 @@ def compare_task(paired: PairedTask, settings: CheckSettings) -> TaskComparison:
         baseline_accuracy=float(paired.baseline.mean()),
         candidate_accuracy=float(paired.candidate.mean()),
         diff=diff,
-        se=se,
+        se=float(d.std(ddof=1) / math.sqrt(n)) if n > 1 else 0.0,
         naive_se=naive,
         ci95=ci,
         p_value=p,
-        min_detectable_drop=mdd,
-        losses=losses,
-        wins=wins,
+        min_detectable_drop=min_detectable_drop(
+            n, second_moment, 1.0 / paired.samples_per_item, settings.alpha, settings.power
+        ),
+        losses=len(down),
+        wins=len(up),
         verdict=verdict,
-        improved=significant and diff > 0,
+        improved=p < settings.alpha and diff > 0,
         notes=notes,
         broke=down,
         fixed=up,
+        interval=interval,
+        items_to_rule_out=int(needed) if math.isfinite(needed) else None,
+        identical=paired.identical,
     )
+
+
+def _test_and_interval(
+    paired: PairedTask, d: np.ndarray, losses: int, wins: int, settings: CheckSettings
+) -> tuple[str, float, tuple[float, float], str]:
+    """(test, p, interval, interval kind): exact McNemar and Tango's score interval for one sample
+    per item; the paired cluster bootstrap (seeded per task) for avg@k."""
+    if paired.samples_per_item == 1:
+        low, high = tango_interval(losses, wins, len(d), settings.alpha)
+        return MCNEMAR, mcnemar_exact_p(losses, wins), (float(low), float(high)), TANGO
+    seed = [settings.seed, zlib.crc32(paired.key.encode())]
+    p, ci = paired_bootstrap(d, settings.resamples, seed, settings.alpha)
+    return BOOTSTRAP, p, ci, BOOTSTRAP_INTERVAL
+
+
+def _verdict(
+    significant: bool,
+    diff: float,
+    ci: tuple[float, float],
+    losses: int,
+    wins: int,
+    settings: CheckSettings,
+    notes: list[str],
+) -> str:
+    """regression (a significant drop; in --exact mode any changed item), pass (a drop beyond
+    max_drop ruled out; in --exact mode no item changed), else cannot-rule-out."""
+    if settings.exact:
+        if losses or wins:
+            notes.append(f"exact mode: {losses + wins} item(s) changed ({losses} down, {wins} up)")
+            return REGRESSION
+        return PASS
+    if significant and diff < 0:
+        return REGRESSION
+    if ci[0] >= -settings.max_drop - FLOAT_SLACK:
+        return PASS
+    return CANNOT_RULE_OUT
 
 
 def select_tasks(baseline: RunRecord, wanted: Sequence[str]) -> list[str]:

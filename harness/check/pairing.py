@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -30,6 +31,8 @@ class PairedTask:
     sample_diffs: np.ndarray | None = None
     """Per-sample differences paired by (seed, repeat); None when they do not pair up."""
     notes: list[str] = field(default_factory=list)
+    identical: bool = False
+    """Every item's samples (seed, repeat, response, verdict) are the same in both runs."""
 
 
 @dataclass
@@ -37,6 +40,8 @@ class _Item:
     total: float = 0.0
     count: int = 0
     by_sample: dict[tuple[Any, Any], float] = field(default_factory=dict)
+    responses: Counter = field(default_factory=Counter)
+    """(seed, repeat, response, correct) of each sample: what a run checked against itself shares."""
 
 
 def item_table(rows: Iterable[Sample], keys: set[str]) -> dict[str, dict[Any, _Item]]:
@@ -49,6 +54,7 @@ def item_table(rows: Iterable[Sample], keys: set[str]) -> dict[str, dict[Any, _I
         item.total += float(row.correct)
         item.count += 1
         item.by_sample[(row.seed, row.repeat)] = float(row.correct)
+        item.responses[(row.seed, row.repeat, row.response, row.correct)] += 1
     return table
 
 
@@ -74,7 +80,10 @@ def pair_task(key: str, base: dict[Any, _Item], cand: dict[Any, _Item], allow_mi
     b = np.fromiter((i.total / i.count for i in b_items), float, len(docs))
     c = np.fromiter((i.total / i.count for i in c_items), float, len(docs))
     per_item = max(max(i.count for i in b_items), max(i.count for i in c_items))
-    return PairedTask(key, docs, b, c, per_item, _sample_diffs(b_items, c_items), notes)
+    identical = not (only_base or only_cand) and all(
+        bi.responses == ci.responses for bi, ci in zip(b_items, c_items, strict=True)
+    )
+    return PairedTask(key, docs, b, c, per_item, _sample_diffs(b_items, c_items), notes, identical)
 
 
 def _sample_diffs(b_items: list[_Item], c_items: list[_Item]) -> np.ndarray | None:

@@ -8,13 +8,12 @@ from pathlib import Path
 from typing import Any
 
 from harness.check.common import (
+    CANNOT_RULE_OUT,
     CHECK_FORMAT,
-    EXIT_PASS,
-    EXIT_REGRESSION,
-    INCONCLUSIVE,
     PASS,
     POINTS,
     REGRESSION,
+    VERDICT_EXIT,
     CheckError,
 )
 from harness.check.compare import (
@@ -58,12 +57,14 @@ class CheckReport:
 
     @property
     def verdict(self) -> str:
+        """The worst task's: regression, else cannot-rule-out, else pass."""
         verdicts = {t.verdict for t in self.tasks}
-        return REGRESSION if REGRESSION in verdicts else INCONCLUSIVE if INCONCLUSIVE in verdicts else PASS
+        return next((v for v in (REGRESSION, CANNOT_RULE_OUT) if v in verdicts), PASS)
 
     @property
     def exit_code(self) -> int:
-        return EXIT_REGRESSION if self.verdict == REGRESSION else EXIT_PASS
+        """0 pass; 1 regression or cannot-rule-out (the gate fails); 2, errors, is harness.errors'."""
+        return VERDICT_EXIT[self.verdict]
 
     def to_json(self) -> dict[str, Any]:
         s = self.settings
@@ -120,9 +121,11 @@ class CheckReport:
         lines.append(table(headers, rows, ["left", *["right"] * 7, "left"]))
         lines += ["", f"**Overall: {self.verdict}** - {self.overall_reason()}", ""]
         lines.append(
-            f"Tests: one sample per item -> exact McNemar; avg@k -> paired cluster bootstrap "
-            f"({s.resamples:,} resamples, items as clusters). Pass = no significant drop and "
-            f"the interval's lower end >= -{s.max_drop * POINTS:g} pp."
+            f"Tests: one sample per item -> exact McNemar, Tango's score interval; avg@k -> paired "
+            f"cluster bootstrap ({s.resamples:,} resamples, items as clusters; its percentile "
+            f"interval at least as wide as the score interval with no discordant item). Pass "
+            f"(exit 0) = no significant drop and the interval's lower end >= -{s.max_drop * POINTS:g} pp; regression "
+            f"(exit 1) = a significant drop; cannot-rule-out (exit 1) = neither."
         )
         for note in self.notes + [f"{t.task}: {n}" for t in self.tasks for n in t.notes]:
             lines.append(f"- note: {note}")
@@ -136,14 +139,24 @@ class CheckReport:
             return "regressed: " + "; ".join(
                 f"{t.task} {t.diff * POINTS:+.2f} pp (p {_p_text(t.p_value)})" for t in bad
             )
-        unsure = [t for t in self.tasks if t.verdict == INCONCLUSIVE]
+        unsure = [t for t in self.tasks if t.verdict == CANNOT_RULE_OUT]
         limit = f"-{self.settings.max_drop * POINTS:g} pp"
         if unsure:
-            return f"no significant drop, but a drop beyond {limit} is not ruled out for " + ", ".join(
-                f"{t.task} (lower end {t.ci95[0] * POINTS:+.2f} pp)" for t in unsure
+            return (
+                f"no significant drop, but a drop beyond {limit} is not ruled out for "
+                + "; ".join(f"{t.task} (lower end {t.ci95[0] * POINTS:+.2f} pp; {_needed_text(t)})" for t in unsure)
+                + f". Items needed at each task's discordance for {self.settings.power:.0%} power, "
+                "were the candidate truly no worse."
             )
         count = len(self.tasks)
         return f"no significant drop; every interval's lower end is >= {limit} ({count} task(s))"
+
+
+def _needed_text(t: TaskComparison) -> str:
+    """How many items would rule the drop out (stats.items_to_rule_out), or why none would."""
+    if t.items_to_rule_out is None:
+        return "no number of items would rule out every drop: --max-drop is 0"
+    return f"about {t.items_to_rule_out:,} items would rule it out, not {t.n_items:,}"
 
 
 def _mdd_text(mdd: float) -> str:

@@ -141,6 +141,19 @@ class DecodeConfig:
             }
         )
 
+    def suppressed_ids(self, tokens: Any) -> tuple[int, ...]:
+        """Every token id the sampler never proposes: suppress_tokens, plus the TokenSpec's EOS
+        under suppress_eos. The one resolution the decoder and the trajectory estimator share."""
+        if self.suppress_eos and tokens.eos_id is not None:
+            return (*self.suppress_tokens, tokens.eos_id)
+        return self.suppress_tokens
+
+    def last_ids(self, tokens: Any) -> tuple[int, ...]:
+        """Token ids committed last in their block: last_tokens, plus EOS / EOT under eos_last."""
+        if not self.eos_last:
+            return self.last_tokens
+        return tuple(dict.fromkeys((*self.last_tokens, *(t for t in (tokens.eos_id, tokens.eot_id) if t is not None))))
+
     def replace(self, **changes: Any) -> DecodeConfig:
         """A copy with the given fields changed; unknown names raise ValueError."""
         known = {f.name for f in fields(self)}

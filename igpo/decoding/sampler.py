@@ -179,12 +179,7 @@ def generate(
     block_logits = BlockLogits(
         model, attn, positions, prompt_len, cfg.cfg_scale, mask_id, shifted_logits, cfg.cache, cfg.compile
     )
-    suppress, last = cfg.suppress_tokens, cfg.last_tokens
-    if cfg.suppress_eos and tokens.eos_id is not None:
-        suppress = (*suppress, tokens.eos_id)
-    if cfg.eos_last:
-        last = tuple(dict.fromkeys((*last, *(t for t in (tokens.eos_id, tokens.eot_id) if t is not None))))
-    picker = Picker(vocab, mask_id, suppress, last, cfg.block_length, device)
+    picker = Picker(vocab, mask_id, cfg.suppressed_ids(tokens), cfg.last_ids(tokens), cfg.block_length, device)
     nfe = passes = 0
     commit_step = None
     if record_steps:

@@ -1,4 +1,4 @@
-"""The clipped policy-gradient objective with a k3 KL penalty, at token or sequence level.
+"""Policy losses (the clipped objective with a k3 KL penalty) and advantage estimators, as registries.
 
 Shapes: per-token tensors are [B, T]; `mask` marks the tokens that enter the loss (completion up
 to its first EOS, minus hint tokens the entropy filter dropped); advantages are [B].
@@ -6,28 +6,33 @@ to its first EOS, minus hint tokens the entropy filter dropped); advantages are 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 
 from igpo.errors import InvalidSetting
 
-RATIO_LEVELS = ("token", "sequence")
 NORMALISATIONS = ("sequence", "token", "constant")
-"""How per-token terms become one number:
+"""How a token-level loss's per-token terms become one number:
 sequence - mean over each sequence's tokens, then over sequences (GRPO);
 token    - sum over all tokens / number of tokens in the step (DAPO): the trainer weights each
            prompt group's token mean by its share of the step's loss tokens (`token_weights`), so
            the step's loss is one token mean over all its groups (and processes);
-constant - sum over all tokens / (batch size x completion length) (Dr. GRPO)."""
+constant - sum over all tokens / (batch size x completion length) (Dr. GRPO).
+Sequence-level losses fix their own reduction inside a group (groups are then averaged)."""
 
 
 @dataclass
 class PolicyLossConfig:
     """The RL objective's knobs (defaults: the released IGPO run)."""
 
-    ratio_level: str = "sequence"
-    """token: PPO ratio per token; sequence: GSPO ratio exp(mean_t(logp - logp_old)) per rollout."""
+    ratio_level: str = "sequence_released"
+    """Which policy loss (the POLICY_LOSSES registry): token (PPO ratio per token); sequence (GSPO
+    as the paper writes it: ratio exp(mean of logp - old over the loss tokens), rollouts weighted
+    equally); sequence_released (GSPO as the released code computes it: the mean runs over every
+    completion position, EOS padding and filtered-out hint tokens included, and the group's loss
+    is sum(mask * per-token loss) / sum(mask), so rollouts weigh by their loss-token count)."""
     epsilon_low: float = 0.2
     """Lower clip: ratios below 1 - epsilon_low stop pushing."""
     epsilon_high: float = 0.2
@@ -36,18 +41,18 @@ class PolicyLossConfig:
     """Weight of the k3 KL penalty to the reference (base) model; 0 skips the reference pass."""
     normalisation: str = "sequence"
     """sequence | token | constant (see NORMALISATIONS); `token` is the token mean over the whole
-    training step (every prompt group, every process). With ratio_level=sequence only `sequence`
-    is possible (the sequence ratio is a per-rollout token mean)."""
+    training step (every prompt group, every process). Sequence-level losses take only `sequence`
+    (their reduction inside a group is part of their definition; groups are averaged)."""
 
     def __post_init__(self) -> None:
-        if self.ratio_level not in RATIO_LEVELS:
-            raise InvalidSetting(f"ratio_level must be one of {RATIO_LEVELS}, got {self.ratio_level!r}")
+        if self.ratio_level not in POLICY_LOSSES:
+            raise InvalidSetting(f"ratio_level must be one of {tuple(POLICY_LOSSES)}, got {self.ratio_level!r}")
         if self.normalisation not in NORMALISATIONS:
             raise InvalidSetting(f"normalisation must be one of {NORMALISATIONS}, got {self.normalisation!r}")
-        if self.ratio_level == "sequence" and self.normalisation != "sequence":
+        if POLICY_LOSSES[self.ratio_level].sequence_level and self.normalisation != "sequence":
             raise InvalidSetting(
-                f"normalisation={self.normalisation!r} applies to token-level ratios; the sequence ratio "
-                "averages each rollout's tokens by construction (use loss.ratio_level=token)"
+                f"normalisation={self.normalisation!r} applies to token-level ratios; ratio_level="
+                f"{self.ratio_level} reduces each group by its own rule (use loss.ratio_level=token)"
             )
         if self.epsilon_low < 0 or self.epsilon_high < 0 or self.beta < 0:
             raise InvalidSetting("epsilon_low, epsilon_high and beta must be >= 0")
@@ -88,6 +93,45 @@ def k3_kl(logp: torch.Tensor, ref_logp: torch.Tensor) -> torch.Tensor:
     return torch.exp(delta) - delta - 1
 
 
+@dataclass(frozen=True)
+class LossInputs:
+    """One group's tensors for a policy loss: [B, T] log-probs, [B] advantages, [B, T] loss mask."""
+
+    logp: torch.Tensor
+    old_logp: torch.Tensor
+    advantages: torch.Tensor
+    mask: torch.Tensor
+    """The loss tokens: completion up to its first EOS, minus hint tokens the entropy filter dropped."""
+    ref_logp: torch.Tensor | None = None
+    sequence_kl: bool = False
+    """The log-probs are sequence-level terms (an ELBO's per-row sum): KL is k3 of each row's
+    length-normalised log-ratio instead of a per-token k3."""
+
+
+@dataclass(frozen=True)
+class PolicyLoss:
+    """A registered policy loss: `fn(inputs, cfg) -> LossParts`."""
+
+    name: str
+    fn: Callable[[LossInputs, PolicyLossConfig], LossParts]
+    sequence_level: bool
+    """One importance ratio per rollout (GSPO) rather than one per token."""
+
+
+POLICY_LOSSES: dict[str, PolicyLoss] = {}
+"""name -> policy loss, the values `loss.ratio_level` accepts (verl-style registry)."""
+
+
+def register_loss(name: str, *, sequence_level: bool):
+    """Decorator adding a policy loss to POLICY_LOSSES under `name`."""
+
+    def add(fn):
+        POLICY_LOSSES[name] = PolicyLoss(name, fn, sequence_level)
+        return fn
+
+    return add
+
+
 def policy_loss(
     logp: torch.Tensor,
     old_logp: torch.Tensor,
@@ -98,52 +142,123 @@ def policy_loss(
     *,
     sequence_kl: bool = False,
 ) -> LossParts:
-    """Clipped surrogate (to minimise) + beta * KL, with the chosen ratio level and normalisation.
+    """The configured clipped surrogate (to minimise) + beta * KL for one group."""
+    inputs = LossInputs(logp, old_logp, advantages, mask, ref_logp, sequence_kl)
+    return POLICY_LOSSES[cfg.ratio_level].fn(inputs, cfg)
 
-    `sequence_kl`: the inputs are sequence-level terms (an ELBO's per-row sum is the only
-    log-probability), so the KL is k3 of each row's length-normalised log-ratio, averaged over
-    rows, instead of a per-token k3. Tokens outside `mask` are zeroed first, so a -inf log-prob
-    there (a suppressed token, say) cannot turn the loss into NaN."""
-    keep = mask.bool()
-    logp = torch.where(keep, logp, torch.zeros_like(logp))
-    old_logp = torch.where(keep, old_logp, torch.zeros_like(old_logp))
-    if ref_logp is not None:
-        ref_logp = torch.where(keep, ref_logp, torch.zeros_like(ref_logp))
-    m = mask.to(logp.dtype)
-    adv = advantages.to(logp.dtype)
+
+def _masked(inputs: LossInputs) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """Log-probs with tokens outside the mask zeroed, so a -inf there (a suppressed token, say)
+    cannot turn the loss into NaN."""
+    keep = inputs.mask.bool()
+
+    def zero(t: torch.Tensor | None) -> torch.Tensor | None:
+        return None if t is None else torch.where(keep, t, torch.zeros_like(t))
+
+    return zero(inputs.logp), zero(inputs.old_logp), zero(inputs.ref_logp)
+
+
+def _clipped(ratio: torch.Tensor, adv: torch.Tensor, cfg: PolicyLossConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """PPO's clipped surrogate min(r A, clip(r) A) and where clipping stopped the push."""
     lo, hi = 1 - cfg.epsilon_low, 1 + cfg.epsilon_high
-    if cfg.ratio_level == "token":
-        ratio = torch.exp(logp - old_logp)
-        surrogate = torch.minimum(ratio * adv[:, None], ratio.clamp(lo, hi) * adv[:, None])
-        policy = reduce_tokens(-surrogate, mask, cfg.normalisation)
-        clipped = ((ratio < lo) & (adv[:, None] < 0)) | ((ratio > hi) & (adv[:, None] > 0))
-        clip_fraction = (clipped.to(m.dtype) * m).sum() / m.sum().clamp(min=1)
-    else:
+    surrogate = torch.minimum(ratio * adv, ratio.clamp(lo, hi) * adv)
+    clipped = ((ratio < lo) & (adv < 0)) | ((ratio > hi) & (adv > 0))
+    return surrogate, clipped
+
+
+def _kl(inputs: LossInputs, logp, ref_logp, cfg: PolicyLossConfig, reduce) -> torch.Tensor:
+    """beta's KL term: per-token k3 reduced like the policy term, or a sequence k3 (ELBO)."""
+    if ref_logp is None or cfg.beta <= 0:
+        return torch.zeros((), dtype=logp.dtype, device=logp.device)
+    m = inputs.mask.to(logp.dtype)
+    if inputs.sequence_kl:
         count = m.sum(1).clamp(min=1)
-        log_ratio = ((logp - old_logp) * m).sum(1) / count
-        ratio = torch.exp(log_ratio)
-        surrogate = torch.minimum(ratio * adv, ratio.clamp(lo, hi) * adv)
-        has_tokens = (m.sum(1) > 0).to(logp.dtype)
-        policy = -(surrogate * has_tokens).sum() / has_tokens.sum().clamp(min=1)
-        clipped = ((ratio < lo) & (adv < 0)) | ((ratio > hi) & (adv > 0))
-        clip_fraction = clipped.to(m.dtype).mean()
-    if ref_logp is not None and cfg.beta > 0 and sequence_kl:
-        count = m.sum(1).clamp(min=1)
-        per_row = k3_kl(((logp * m).sum(1)) / count, ((ref_logp * m).sum(1)) / count)
-        kl = per_row[m.sum(1) > 0].mean() if (m.sum(1) > 0).any() else per_row.sum() * 0
-    elif ref_logp is not None and cfg.beta > 0:
-        kl = reduce_tokens(k3_kl(logp, ref_logp), mask, cfg.normalisation)
-    else:
-        kl = torch.zeros((), dtype=logp.dtype, device=logp.device)
+        per_row = k3_kl((logp * m).sum(1) / count, (ref_logp * m).sum(1) / count)
+        rows = m.sum(1) > 0
+        return per_row[rows].mean() if rows.any() else per_row.sum() * 0
+    return reduce(k3_kl(logp, ref_logp))
+
+
+@register_loss("token", sequence_level=False)
+def _token_loss(inputs: LossInputs, cfg: PolicyLossConfig) -> LossParts:
+    """PPO: one ratio per token, reduced by cfg.normalisation."""
+    logp, old, ref = _masked(inputs)
+    m = inputs.mask.to(logp.dtype)
+    adv = inputs.advantages.to(logp.dtype)[:, None]
+    surrogate, clipped = _clipped(torch.exp(logp - old), adv, cfg)
+    policy = reduce_tokens(-surrogate, inputs.mask, cfg.normalisation)
+    kl = _kl(inputs, logp, ref, cfg, lambda v: reduce_tokens(v, inputs.mask, cfg.normalisation))
+    clip_fraction = (clipped.to(m.dtype) * m).sum() / m.sum().clamp(min=1)
     return LossParts(loss=policy + cfg.beta * kl, policy=policy, kl=kl, clip_fraction=clip_fraction)
 
 
-def group_advantages(rewards: torch.Tensor, scale_by_std: bool = False, eps: float = 1e-4) -> torch.Tensor:
-    """reward - group mean (IGPO, Dr. GRPO); optionally divided by the group std (GRPO)."""
-    adv = rewards - rewards.mean()
-    if scale_by_std:
-        adv = adv / (rewards.std(unbiased=False) + eps)
-    return adv
+@register_loss("sequence", sequence_level=True)
+def _sequence_loss(inputs: LossInputs, cfg: PolicyLossConfig) -> LossParts:
+    """GSPO as the paper writes it: ratio exp(mean of logp - old over the loss tokens) per rollout,
+    rollouts with loss tokens weighted equally."""
+    logp, old, ref = _masked(inputs)
+    m = inputs.mask.to(logp.dtype)
+    adv = inputs.advantages.to(logp.dtype)
+    ratio = torch.exp(((logp - old) * m).sum(1) / m.sum(1).clamp(min=1))
+    surrogate, clipped = _clipped(ratio, adv, cfg)
+    has_tokens = (m.sum(1) > 0).to(logp.dtype)
+    policy = -(surrogate * has_tokens).sum() / has_tokens.sum().clamp(min=1)
+    kl = _kl(inputs, logp, ref, cfg, lambda v: reduce_tokens(v, inputs.mask, "sequence"))
+    return LossParts(loss=policy + cfg.beta * kl, policy=policy, kl=kl, clip_fraction=clipped.to(m.dtype).mean())
+
+
+@register_loss("sequence_released", sequence_level=True)
+def _sequence_released_loss(inputs: LossInputs, cfg: PolicyLossConfig) -> LossParts:
+    """GSPO as the released trainer computes it (trainer_igpo.py compute_loss, use_gspo): the
+    log-ratio is the mean of (logp - old) over ALL completion positions; the per-token loss
+    (surrogate + beta k3) is summed over the mask and divided by the mask's size."""
+    everywhere = torch.isfinite(inputs.logp) & torch.isfinite(inputs.old_logp)
+    logp = torch.where(everywhere, inputs.logp, torch.zeros_like(inputs.logp))
+    old = torch.where(everywhere, inputs.old_logp, torch.zeros_like(inputs.old_logp))
+    m = inputs.mask.to(logp.dtype)
+    adv = inputs.advantages.to(logp.dtype)[:, None]
+    ratio = torch.exp((logp - old).sum(1) / logp.shape[1])[:, None].expand_as(logp)
+    surrogate, clipped = _clipped(ratio, adv, cfg)
+    denom = m.sum().clamp(min=1)
+    policy = (-surrogate * m).sum() / denom
+    ref = None if inputs.ref_logp is None else torch.where(inputs.mask.bool(), inputs.ref_logp, logp)
+    kl = _kl(inputs, logp, ref, cfg, lambda v: (v * m).sum() / denom)
+    clip_fraction = (clipped.to(m.dtype) * m).sum() / denom
+    return LossParts(loss=policy + cfg.beta * kl, policy=policy, kl=kl, clip_fraction=clip_fraction)
+
+
+ADVANTAGE_STD_EPS = 1e-4
+"""Added to the group's reward std before dividing (group_mean_std)."""
+
+ADVANTAGES: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {}
+"""name -> advantage estimator over one group's [G] rewards, the values `RLConfig.advantage` accepts."""
+
+
+def register_advantage(name: str):
+    """Decorator adding an advantage estimator to ADVANTAGES under `name`."""
+
+    def add(fn):
+        ADVANTAGES[name] = fn
+        return fn
+
+    return add
+
+
+@register_advantage("group_mean")
+def _group_mean(rewards: torch.Tensor) -> torch.Tensor:
+    """reward - group mean (IGPO as released and in the paper, Dr. GRPO)."""
+    return rewards - rewards.mean()
+
+
+@register_advantage("group_mean_std")
+def _group_mean_std(rewards: torch.Tensor) -> torch.Tensor:
+    """(reward - group mean) / (group std + eps) (GRPO as DeepSeekMath writes it)."""
+    return (rewards - rewards.mean()) / (rewards.std(unbiased=False) + ADVANTAGE_STD_EPS)
+
+
+def group_advantages(rewards: torch.Tensor, estimator: str = "group_mean") -> torch.Tensor:
+    """One group's advantages under the named estimator (ADVANTAGES)."""
+    return ADVANTAGES[estimator](rewards)
 
 
 def completion_mask(completions: torch.Tensor, eos_id: int | None) -> torch.Tensor:

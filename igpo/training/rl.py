@@ -28,7 +28,7 @@ from igpo.data import DataConfig, Example, load_examples, render_prompt
 from igpo.decoding import DecodeConfig, generate
 from igpo.decoding.text import completion_texts, left_pad, stop_ids
 from igpo.errors import InvalidSetting
-from igpo.hints import HintConfig, build_hint_batch, encode_trace
+from igpo.hints import HintConfig, build_hint_batch, encode_trace, sample_etas
 from igpo.logprobs import ESTIMATORS, Estimate, EstimatorBatch, EstimatorSettings
 from igpo.models import TokenSpec
 from igpo.prompts import PREFILL, source_instruction
@@ -36,6 +36,7 @@ from igpo.rewards import RewardBreakdown as Scores
 from igpo.rewards import RewardConfig, score_rollouts
 from igpo.training.loop import open_session, run_steps
 from igpo.training.loss import (
+    ADVANTAGES,
     PolicyLossConfig,
     completion_mask,
     entropy_filter,
@@ -106,8 +107,13 @@ class RLConfig:
     max_steps: int = 128
     mu: int = 4
     """Policy updates per batch of rollouts (each one optimiser step)."""
-    scale_rewards: bool = False
-    """Divide advantages by the group's reward std (GRPO); IGPO does not."""
+    advantage: str = "group_mean"
+    """The advantage estimator (igpo.training.loss.ADVANTAGES): group_mean (reward - group mean;
+    IGPO, released and paper) or group_mean_std (also divided by the group's reward std; GRPO)."""
+    epochs: float | None = None
+    """Train this many passes over the training problems instead of max_steps: max_steps becomes
+    ceil(epochs x problems / (prompts_per_step x processes)), and a decaying schedule ends there
+    (released run: 10 epochs, linear decay). None: max_steps as given."""
     p_mask_prompt: float = 0.0
     """Mask each prompt token with this probability in the log-prob pass (d1); IGPO: 0."""
     logprob_estimator: str = "mean_field"
@@ -146,8 +152,12 @@ class RLConfig:
         if ESTIMATORS[self.logprob_estimator].sequence_level and self.loss.ratio_level != "sequence":
             raise TrainingError(
                 f"logprob_estimator={self.logprob_estimator} is a sequence-level estimate: "
-                "it needs loss.ratio_level=sequence"
+                "it needs loss.ratio_level=sequence (per-token log-probs are what the other losses read)"
             )
+        if self.advantage not in ADVANTAGES:
+            raise TrainingError(f"advantage must be one of {', '.join(ADVANTAGES)}, got {self.advantage!r}")
+        if self.epochs is not None and not self.epochs > 0:
+            raise TrainingError(f"epochs must be > 0 (or unset), got {self.epochs}")
         if self.p_mask_prompt > 0 and self.logprob_estimator != "mean_field":
             raise TrainingError(
                 f"p_mask_prompt masks the prompt of the mean-field pass; logprob_estimator="
@@ -187,6 +197,12 @@ class Group:
     all_wrong: bool
     replaced: int
     correct: int
+    hinted: torch.Tensor | None = None
+    """[G] bool: rollouts that came from a hinted re-sample (None: none did)."""
+    etas: list[float] = field(default_factory=list)
+    """The hint share eta of each hinted rollout, in slot order."""
+    level: Any = None
+    """The problem's difficulty where the source has one (arith: its number of operations)."""
 
 
 @dataclass
@@ -223,6 +239,8 @@ class Rescue:
     rewards: list[torch.Tensor]
     hint_masks: list[torch.Tensor]
     replaced: dict[int, int] = field(default_factory=dict)
+    etas: dict[int, dict[int, float]] = field(default_factory=dict)
+    """group -> {slot: eta} for the slots a hinted re-sample filled."""
 
 
 class Trainer:
@@ -323,7 +341,7 @@ class Trainer:
             rollouts = self.sample(prompts, generator)
         scored = self.reward(rollouts, examples, timer)
         rescued = self.rescue(examples, prompts, rollouts, scored, generator, timer)
-        return self.advantage(prompts, rollouts, scored, rescued)
+        return self.advantage(prompts, rollouts, scored, rescued, [example_level(ex) for ex in examples])
 
     def reward(self, rollouts: list[Rollouts], examples: list[Example], timer: StepTimer) -> list[Scores]:
         """Each group's rewards (math-verify correctness and format, igpo.rewards)."""
@@ -358,10 +376,12 @@ class Trainer:
         if not wrong:
             return rescue
         canvases: dict[int, torch.Tensor] = {}
+        etas: dict[int, list[float]] = {}
         with timer.timed("hinting"):
             if cfg.igpo.resample == "hints":
                 for i in wrong:
                     trace = encode_trace(self.tokenizer, examples[i].trace or "", examples[i].answer, prefill=PREFILL)
+                    etas[i] = sample_etas(g, cfg.hints, generator)
                     canvases[i] = build_hint_batch(
                         trace.ids,
                         g,
@@ -370,6 +390,7 @@ class Trainer:
                         self.spec.mask_id,
                         generator,
                         answer_span=trace.answer_span,
+                        etas=etas[i],
                     )
             resampled = self.sample(
                 [prompts[i] for i in wrong], generator, hints=[canvases[i] for i in wrong] if canvases else None
@@ -391,30 +412,44 @@ class Trainer:
                     rescue.rewards[i][slot] = extra_scored.total[src]
                     if i in canvases:
                         rescue.hint_masks[i][slot] = canvases[i][src] != self.spec.mask_id
+                        rescue.etas.setdefault(i, {})[slot] = etas[i][src]
             rescue.replaced[i] = take
         return rescue
 
     def advantage(
-        self, prompts: list[torch.Tensor], rollouts: list[Rollouts], scored: list[Scores], rescued: Rescue
+        self,
+        prompts: list[torch.Tensor],
+        rollouts: list[Rollouts],
+        scored: list[Scores],
+        rescued: Rescue,
+        levels: list[Any],
     ) -> list[Group]:
         """The groups the update trains on: advantage = reward - group mean (scaled if asked)."""
         g = self.cfg.num_generations
-        return [
-            Group(
-                prompt_ids=prompt.repeat(g, 1),
-                completions=rollout.completions,
-                advantages=group_advantages(rewards, self.cfg.scale_rewards),
-                rewards=rewards,
-                hint_mask=hint_mask,
-                commit_step=rollout.commit_step,
-                all_wrong=not any(scores.correct),
-                replaced=rescued.replaced.get(i, 0),
-                correct=sum(scores.correct),
+        groups = []
+        for i, (prompt, rollout, scores, rewards, hint_mask) in enumerate(
+            zip(prompts, rollouts, scored, rescued.rewards, rescued.hint_masks, strict=True)
+        ):
+            slot_etas = rescued.etas.get(i, {})
+            hinted = torch.zeros(g, dtype=torch.bool)
+            hinted[list(slot_etas)] = True
+            groups.append(
+                Group(
+                    prompt_ids=prompt.repeat(g, 1),
+                    completions=rollout.completions,
+                    advantages=group_advantages(rewards, self.cfg.advantage),
+                    rewards=rewards,
+                    hint_mask=hint_mask,
+                    commit_step=rollout.commit_step,
+                    all_wrong=not any(scores.correct),
+                    replaced=rescued.replaced.get(i, 0),
+                    correct=sum(scores.correct),
+                    hinted=hinted if slot_etas else None,
+                    etas=[slot_etas[slot] for slot in sorted(slot_etas)],
+                    level=levels[i],
+                )
             )
-            for i, (prompt, rollout, scores, rewards, hint_mask) in enumerate(
-                zip(prompts, rollouts, scored, rescued.rewards, rescued.hint_masks, strict=True)
-            )
-        ]
+        return groups
 
     # ------------------------------------------------------------------ updates
     def logprobs(
@@ -441,7 +476,7 @@ class Trainer:
         )
         settings = EstimatorSettings(
             temperature=cfg.decode.temperature,
-            suppress_tokens=cfg.decode.suppress_tokens,
+            suppress_tokens=cfg.decode.suppressed_ids(self.spec),
             group_steps=cfg.trajectory_group_steps,
             p_mask_prompt=cfg.p_mask_prompt,
             elbo_samples=cfg.elbo_samples,
@@ -541,7 +576,9 @@ class Trainer:
         sequence_kl = self.estimator.sequence_level
         weights = self.token_weights(prepared) if cfg.loss.normalisation == "token" else None
         self.model.train()
-        for _ in range(cfg.mu):
+        hinted_grads: list[torch.Tensor] | None = None
+        grad_split: dict[str, float] = {}
+        for update in range(cfg.mu):
             for index, item in enumerate(prepared):
                 logp = self.current(item)
                 parts = policy_loss(
@@ -559,6 +596,8 @@ class Trainer:
                         "(lower optim.lr or loss.beta); nothing of this step was saved"
                     )
                 scaled = parts.loss / len(prepared) if weights is None else parts.loss * weights[index]
+                if update == 0 and cfg.log.hint_gradients and item.group.hinted is not None:
+                    hinted_grads = _add(hinted_grads, self.hinted_gradient(scaled, logp, item.group.hinted))
                 if self.accelerator:
                     self.accelerator.backward(scaled)
                 else:
@@ -568,6 +607,8 @@ class Trainer:
                 totals["policy_loss"] += float(parts.policy.detach()) * share
                 totals["kl"] += float(parts.kl.detach()) * share
                 totals["clip_ratio"] += float(parts.clip_fraction) * share
+            if update == 0 and cfg.log.hint_gradients:
+                grad_split = self.gradient_split(hinted_grads)
             if self.optimizer is not None:
                 if cfg.optim.grad_clip:
                     params = [p for p in self.model.parameters() if p.requires_grad]
@@ -579,13 +620,41 @@ class Trainer:
         timer.add("backward", time.perf_counter() - t0)
         loss_tokens = sum(int(p.mask.sum()) for p in prepared)
         hint_tokens = sum(p.hint_tokens for p in prepared)
+        hinted_rows = sum(
+            int(p.mask[p.group.hinted.to(p.mask.device)].sum()) for p in prepared if p.group.hinted is not None
+        )
         entropy_sum = sum(float((p.entropy * p.mask).sum()) for p in prepared)
         totals.update(
             hint_token_fraction=hint_tokens / max(1, loss_tokens),
+            hinted_loss_token_share=hinted_rows / max(1, loss_tokens),
             entropy=entropy_sum / max(1, loss_tokens),
             loss_tokens=loss_tokens,
+            **grad_split,
         )
         return totals
+
+    def trainable(self) -> list[torch.Tensor]:
+        return [p for p in self.model.parameters() if p.requires_grad]
+
+    def hinted_gradient(self, scaled: torch.Tensor, logp: torch.Tensor, hinted: torch.Tensor) -> list[torch.Tensor]:
+        """The part of a group's parameter gradient that flows through its hinted rollouts'
+        log-probs (the loss reaches the weights only through `logp`, so rows split it exactly)."""
+        params = self.trainable()
+        (d_logp,) = torch.autograd.grad(scaled, logp, retain_graph=True)
+        rows = hinted.to(d_logp.device)[:, None].to(d_logp.dtype)
+        grads = torch.autograd.grad(logp, params, grad_outputs=d_logp * rows, retain_graph=True, allow_unused=True)
+        return [torch.zeros_like(p) if g is None else g for p, g in zip(params, grads, strict=True)]
+
+    def gradient_split(self, hinted: list[torch.Tensor] | None) -> dict[str, float]:
+        """Norms of the first update's gradient from hinted and from unhinted rollouts, and the
+        hinted share of their sum (log.hint_gradients)."""
+        params = self.trainable()
+        total = [torch.zeros_like(p) if p.grad is None else p.grad.detach() for p in params]
+        hinted = hinted or [torch.zeros_like(t) for t in total]
+        norm_h = float(torch.sqrt(sum((h.float() ** 2).sum() for h in hinted)))
+        norm_u = float(torch.sqrt(sum(((t - h).float() ** 2).sum() for t, h in zip(total, hinted, strict=True))))
+        share = norm_h / (norm_h + norm_u) if norm_h + norm_u > 0 else 0.0
+        return {"grad_norm_hinted": norm_h, "grad_norm_unhinted": norm_u, "hinted_grad_share": share}
 
 
 @dataclass
@@ -601,6 +670,16 @@ class Prepared:
     hint_tokens: int
     generator: torch.Generator | None
     """The group's estimator randomness (prompt masks, ELBO masks); cloned for every pass."""
+
+
+def _add(acc: list[torch.Tensor] | None, grads: list[torch.Tensor]) -> list[torch.Tensor]:
+    """Element-wise sum of two gradient lists (the first may be None)."""
+    return grads if acc is None else [a + b for a, b in zip(acc, grads, strict=True)]
+
+
+def example_level(example: Example) -> Any:
+    """A problem's difficulty where its source records one (arith: operations; MATH: level)."""
+    return example.meta.get("steps", example.meta.get("level"))
 
 
 def _clone(gen: torch.Generator | None) -> torch.Generator | None:
@@ -624,10 +703,16 @@ def check_examples(cfg: RLConfig, examples: list[Example]) -> None:
                 )
 
 
-def group_metrics(groups: list[Group], g: int) -> dict[str, float]:
+def group_metrics(groups: list[Group], g: int) -> dict[str, Any]:
+    """A step's rollout statistics: rewards, all-wrong and rescued groups (also per level), and
+    the hinted rollouts apart from the rest (count, mean reward, eta of each)."""
     n = max(1, len(groups))
     all_wrong = sum(gr.all_wrong for gr in groups)
     rescued = sum(1 for gr in groups if gr.all_wrong and gr.replaced > 0)
+    hinted = [gr.rewards[gr.hinted] for gr in groups if gr.hinted is not None]
+    unhinted = [gr.rewards if gr.hinted is None else gr.rewards[~gr.hinted] for gr in groups]
+    hinted_rewards = torch.cat(hinted) if hinted else torch.zeros(0)
+    unhinted_rewards = torch.cat(unhinted) if unhinted else torch.zeros(0)
     return {
         "reward": sum(float(gr.rewards.mean()) for gr in groups) / n,
         "accuracy": sum(gr.correct for gr in groups) / (n * g),
@@ -635,7 +720,34 @@ def group_metrics(groups: list[Group], g: int) -> dict[str, float]:
         "rescued_ratio": rescued / all_wrong if all_wrong else 0.0,
         "replaced": float(sum(gr.replaced for gr in groups)),
         "groups": float(len(groups)),
+        "hinted_rollouts": float(hinted_rewards.numel()),
+        "hinted_reward": float(hinted_rewards.mean()) if hinted_rewards.numel() else None,
+        "unhinted_reward": float(unhinted_rewards.mean()) if unhinted_rewards.numel() else None,
+        "etas": [round(e, 4) for gr in groups for e in gr.etas],
+        "all_wrong_by_level": _count_by_level(gr for gr in groups if gr.all_wrong),
+        "rescued_by_level": _count_by_level(gr for gr in groups if gr.all_wrong and gr.replaced > 0),
     }
+
+
+def _count_by_level(groups) -> dict[str, int]:
+    """How many of `groups` have each level (groups without one are left out)."""
+    counts: dict[str, int] = {}
+    for gr in groups:
+        if gr.level is not None:
+            counts[str(gr.level)] = counts.get(str(gr.level), 0) + 1
+    return dict(sorted(counts.items()))
+
+
+def epoch_horizon(cfg: RLConfig, problems: int, processes: int) -> int:
+    """Steps that cover `cfg.epochs` passes over `problems` training problems (at least 1)."""
+    return max(1, math.ceil(cfg.epochs * problems / (cfg.prompts_per_step * processes)))
+
+
+def _process_count() -> int:
+    """Processes of this launch (accelerate's state; 1 without a launcher)."""
+    from accelerate import PartialState
+
+    return PartialState().num_processes
 
 
 def train_rl(cfg: RLConfig, out: Path, *, resume: bool = False, overwrite: bool = False) -> Path:
@@ -659,6 +771,8 @@ def train_rl(cfg: RLConfig, out: Path, *, resume: bool = False, overwrite: bool 
         tokenizer = load_tokenizer(cfg.model.tokenizer or cfg.model.path)
     examples = load_examples(cfg.data, tokenizer)
     check_examples(cfg, examples)
+    if cfg.epochs is not None:
+        cfg.max_steps = epoch_horizon(cfg, len(examples), _process_count())
     if cfg.prompts_per_step > len(examples):
         raise TrainingError(
             f"prompts_per_step={cfg.prompts_per_step} is more than the {len(examples)} training "
@@ -700,14 +814,18 @@ def train_rl(cfg: RLConfig, out: Path, *, resume: bool = False, overwrite: bool 
     )
 
 
+RANK_LOCAL_METRICS = ("hinted_reward", "unhinted_reward")
+"""Metrics a process may lack (None: it had no such rollouts): shown as the main process saw them."""
+
+
 def _reduce(accelerator, metrics: dict[str, Any]) -> dict[str, Any]:
     """Average metrics over processes (counts are summed)."""
     if accelerator.num_processes == 1:
         return metrics
-    keys = sorted(k for k, v in metrics.items() if isinstance(v, (int, float)))
+    keys = sorted(k for k, v in metrics.items() if isinstance(v, (int, float)) and k not in RANK_LOCAL_METRICS)
     values = torch.tensor([float(metrics[k]) for k in keys], device=accelerator.device)
     summed = accelerator.reduce(values, reduction="sum")
     out = dict(metrics)
     for k, v in zip(keys, summed.tolist(), strict=True):
-        out[k] = v if k in ("replaced", "groups", "loss_tokens") else v / accelerator.num_processes
+        out[k] = v if k in ("replaced", "groups", "loss_tokens", "hinted_rollouts") else v / accelerator.num_processes
     return out

@@ -102,3 +102,7 @@ class LogSettings:
     wandb_project: str = "igpo"
     progress: bool = True
     """Show a progress bar."""
+    hint_gradients: bool = False
+    """RL: measure the gradient norm from hinted and from unhinted rollouts at each step's first
+    update (metrics grad_norm_hinted / grad_norm_unhinted / hinted_grad_share; one more backward
+    pass per group with hinted rollouts)."""
