@@ -350,8 +350,8 @@ def write_report(spec: GridSpec, jobs: list[Job]) -> Path:
     return report
 
 
-RUN_METRICS_DIR = "runs"
-"""Under <results>/<grid>/: each finished run's per-step metrics, <cell>/seed<k>.jsonl (small,
+RUN_METRICS_SUFFIX = "_runs"
+"""<results>/<grid>_runs/<cell>/seed<k>.jsonl: each finished run's per-step metrics (small,
 committed: hinted rollouts, etas, gradient shares and rescues per level stay readable)."""
 
 
@@ -360,7 +360,7 @@ def copy_run_metrics(spec: GridSpec, jobs: list[Job]) -> None:
     for job in jobs:
         source = job.folder / "metrics.jsonl"
         if source.is_file():
-            target = spec.results_dir / spec.name / RUN_METRICS_DIR / job.cell / f"seed{job.seed}.jsonl"
+            target = spec.results_dir / f"{spec.name}{RUN_METRICS_SUFFIX}" / job.cell / f"seed{job.seed}.jsonl"
             target.parent.mkdir(parents=True, exist_ok=True)
             atomic_write_text(target, source.read_text(encoding="utf-8"))
 

@@ -1,7 +1,7 @@
 """Where hints can teach: per arith level, how often the RL base's groups are all wrong, how often
 hinted re-sampling rescues them, and how off-policy the rescued rollouts' hint tokens are.
 
-`python -m igpo.testbed.rescue [--recipe igpo_tiny_released] [--per-level 32] [--out FILE]` runs
+`python -m igpo.testbed.rescue [--recipe igpo_tiny_released] [--per-level 32] [--out FILE] [key=value ...]` runs
 the recipe's own rollout, reward and rescue stages (no update) on fresh problems of each level
 (1-6 operations) and scores the hint tokens of every rescued rollout with the recipe's
 estimator under the base policy. A level whose hint tokens the base finds very unlikely gives
@@ -21,6 +21,7 @@ from igpo.arith import ArithConfig
 from igpo.atomic import atomic_write_text
 from igpo.config import load_config, resolve_recipe
 from igpo.data import load_examples
+from igpo.training.loss import completion_mask
 from igpo.training.rl import RLConfig, StepTimer, Trainer
 from igpo.training.runtime import build_model
 
@@ -38,6 +39,8 @@ class LevelRescue:
     hint_logp: float | None
     """Mean log p of a rescued rollout's hint tokens under the base (mean over tokens)."""
     hint_tokens: int
+    generated_logp: float | None
+    """The same for the tokens the hinted rollouts generated themselves (the scale to compare)."""
 
 
 def measure_level(trainer: Trainer, cfg: RLConfig, level: int, per_level: int) -> LevelRescue:
@@ -49,13 +52,16 @@ def measure_level(trainer: Trainer, cfg: RLConfig, level: int, per_level: int) -
     groups = []
     for start in range(0, len(examples), cfg.prompts_per_step):
         groups += trainer.rollout_groups(examples[start : start + cfg.prompts_per_step], gen, StepTimer())
-    logps = []
+    hints, generated = [], []
     with torch.no_grad():
         for group in groups:
             if group.hinted is not None:
-                est = trainer.logprobs(trainer.model, group, None)
-                logps.append(est.logp[group.hint_mask])
-    hint = torch.cat(logps) if logps else torch.zeros(0)
+                logp = trainer.logprobs(trainer.model, group, None).logp
+                own = completion_mask(group.completions, trainer.spec.eos_id) & ~group.hint_mask
+                hints.append(logp[group.hint_mask])
+                generated.append(logp[own & group.hinted[:, None]])
+    hint = torch.cat(hints) if hints else torch.zeros(0)
+    made = torch.cat(generated) if generated else torch.zeros(0)
     return LevelRescue(
         level=level,
         groups=len(groups),
@@ -63,21 +69,23 @@ def measure_level(trainer: Trainer, cfg: RLConfig, level: int, per_level: int) -
         rescued=sum(g.all_wrong and g.replaced > 0 for g in groups),
         hint_logp=float(hint.mean()) if hint.numel() else None,
         hint_tokens=int(hint.numel()),
+        generated_logp=float(made.mean()) if made.numel() else None,
     )
 
 
 def render(recipe: str, rows: list[LevelRescue]) -> str:
     lines = [
-        f"# Rescue by level ({recipe}, the untrained RL base)",
+        f"# Rescue by level ({recipe}, the untrained RL base; `python -m igpo.testbed.rescue`)",
         "",
-        "| level | groups | all-wrong % | rescued % of all-wrong | hint tokens scored | mean log p of a hint token |",
-        "|---|---|---|---|---|---|",
+        "| level | groups | all-wrong % | rescued % of all-wrong | hint tokens scored | mean log p: hint token | mean log p: generated token |",
+        "|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         wrong = 100 * r.all_wrong / max(1, r.groups)
         rescued = f"{100 * r.rescued / r.all_wrong:.0f}" if r.all_wrong else "-"
         logp = "-" if r.hint_logp is None else f"{r.hint_logp:.2f}"
-        lines.append(f"| {r.level} | {r.groups} | {wrong:.0f} | {rescued} | {r.hint_tokens} | {logp} |")
+        own = "-" if r.generated_logp is None else f"{r.generated_logp:.2f}"
+        lines.append(f"| {r.level} | {r.groups} | {wrong:.0f} | {rescued} | {r.hint_tokens} | {logp} | {own} |")
     return "\n".join(lines) + "\n"
 
 
@@ -86,9 +94,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--recipe", default="igpo_tiny_released")
     parser.add_argument("--per-level", type=int, default=32)
     parser.add_argument("--out", type=Path, default=Path("results/testbed/rescue_by_level.md"))
+    parser.add_argument("overrides", nargs="*", help="recipe overrides, key=value")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
-    cfg = load_config(RLConfig, resolve_recipe(args.recipe))
+    cfg = load_config(RLConfig, resolve_recipe(args.recipe), args.overrides)
     cfg.batch_rollouts = True
     model, tokenizer = build_model(cfg.model, device="cpu", seed=cfg.seed)
     trainer = Trainer(cfg, model, tokenizer, None)
