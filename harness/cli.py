@@ -6,7 +6,7 @@ Size: every command's options are declared here, one typer option per line.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -14,6 +14,9 @@ from harness.errors import OneLineUsageErrors, UserError, friendly
 from igpo.atomic import check_output_path
 from igpo.errors import MissingInput
 from igpo.outputs import check_output, model_input
+
+if TYPE_CHECKING:
+    from harness.check import CheckSettings
 
 app = typer.Typer(
     name="igpo",
@@ -30,6 +33,16 @@ bench_app = typer.Typer(
     no_args_is_help=True,
 )
 app.add_typer(bench_app, name="bench")
+
+OVERWRITE_HELP = (
+    "Replace an output file igpo did not write, or one changed since it did (a symbolic link is replaced, "
+    "never written through); igpo's own earlier output is replaced without it."
+)
+Overwrite = Annotated[bool, typer.Option("--overwrite", help=OVERWRITE_HELP)]
+
+MAX_DROP_POINTS = 1.0
+"""`--max-drop` of igpo check and igpo report: harness.check's DEFAULT_MAX_DROP_POINTS, restated
+because importing harness.check here would load numpy for every command (a test keeps them equal)."""
 
 
 def _print_version(value: bool) -> None:
@@ -69,6 +82,7 @@ def bench_decode(
     batch_size: Annotated[int, typer.Option(help="Prompts decoded together.")] = 8,
     repeats: Annotated[int, typer.Option(help="Timed repetitions (the median is reported).")] = 3,
     out: Annotated[Path, typer.Option(help="Markdown file to write.")] = Path("results/bench/decode.md"),
+    overwrite: Overwrite = False,
     fast: Annotated[
         bool, typer.Option(help="Also measure KV caches and parallel rules against exact decoding.")
     ] = True,
@@ -90,7 +104,7 @@ def bench_decode(
     """
     from harness.bench.decode import DecodeBenchConfig, run
 
-    _check_outputs(("--out", out, False), inputs=[model_input(model), data_dir])
+    _check_outputs(("--out", out, False), inputs=[model_input(model), data_dir], overwrite=overwrite)
     _positive(gen_length=gen_length, block_length=block_length, steps=steps, batch_size=batch_size, repeats=repeats)
     try:
         counts = [int(v) for v in problems.split(",")]
@@ -131,11 +145,12 @@ def bench_eval(
     ] = None,
     limit: Annotated[int, typer.Option(help="GSM8K problems in the timed igpo eval run.")] = 50,
     out: Annotated[Path, typer.Option(help="Markdown file to write.")] = Path("results/bench/eval.md"),
+    overwrite: Overwrite = False,
 ) -> None:
     """Harness overhead per sample (igpo eval minus forward passes) and scoring throughput."""
     from harness.bench.eval import EvalBenchConfig, run
 
-    _check_outputs(("--out", out, False), inputs=[model_input(model), data_dir])
+    _check_outputs(("--out", out, False), inputs=[model_input(model), data_dir], overwrite=overwrite)
     _positive(limit=limit)
     run(EvalBenchConfig(model=model, data_dir=data_dir, limit=limit, out=out))
 
@@ -148,11 +163,12 @@ def bench_train(
     ] = None,
     steps: Annotated[int, typer.Option(help="Training steps per trainer and rollout mode (the first is dropped).")] = 3,
     out: Annotated[Path, typer.Option(help="Markdown file to write.")] = Path("results/bench/train.md"),
+    overwrite: Overwrite = False,
 ) -> None:
     """GRPO vs IGPO step time, exact vs fast rollouts, split into generation / hinting / scoring / log-prob / backward."""
     from harness.bench.train import TrainBenchConfig, run
 
-    _check_outputs(("--out", out, False), inputs=[model_input(model)])
+    _check_outputs(("--out", out, False), inputs=[model_input(model)], overwrite=overwrite)
     _positive(steps=steps)
     run(TrainBenchConfig(model=model, steps=steps, out=out))
 
@@ -161,11 +177,12 @@ def bench_train(
 @friendly
 def bench_ops(
     out: Annotated[Path, typer.Option(help="Markdown file to write.")] = Path("results/bench/ops.md"),
+    overwrite: Overwrite = False,
 ) -> None:
     """Eager aten ops per layer and per decoding pass, and host synchronisations (CPU, seconds)."""
     from harness.bench.ops import OpsBenchConfig, run
 
-    _check_outputs(("--out", out, False))
+    _check_outputs(("--out", out, False), overwrite=overwrite)
     typer.echo(run(OpsBenchConfig(out=out)))
 
 
@@ -183,24 +200,39 @@ def bench_gpu(
         float, typer.Option(help="Seconds after which rows not yet started are listed as skipped.")
     ] = 210.0,
     out: Annotated[Path, typer.Option(help="Markdown file, rewritten after every row.")] = Path("results/bench/gpu.md"),
+    overwrite: Overwrite = False,
 ) -> None:
     """LLaDA-8B-shaped random model in bf16: decoding (exact, dual cache, CUDA graphs) next to its floors,
     bf16 numerics, the published code side by side, and one LoRA RL step; each row written as measured."""
     from harness.bench.gpu import config_for, run
 
-    _check_outputs(("--out", out, False), inputs=[peer])
+    _check_outputs(("--out", out, False), inputs=[peer], overwrite=overwrite)
     cfg = config_for(shape, out=out, peer=peer, budget_s=budget)
     run(cfg, echo=typer.echo)
 
 
-def _check_outputs(*outputs: tuple[str, Path | None, bool], inputs: list | tuple = ()) -> None:
+def _check_outputs(
+    *outputs: tuple[str, Path | None, bool], inputs: list | tuple = (), overwrite: bool = False, claim: bool = True
+) -> None:
     """(flag, path or None, is a folder) for each output: refused before any work when it cannot
-    be written (igpo.atomic.check_output_path), or would change an input, the working or home
-    directory or another run (igpo.outputs.check_output)."""
+    be written (igpo.atomic.check_output_path), would change an input, the working or home
+    directory or another run (igpo.outputs.check_output), or (`claim`) would replace a file igpo
+    did not write without --overwrite (igpo.owned); output files are then claimed, so igpo knows
+    them as its own once the command ends."""
+    from igpo.owned import check_replace, claim_file
+
+    files = []
     for flag, path, folder in outputs:
         if path is not None:
             check_output_path(path, flag, folder=folder)
             check_output(path, inputs, flag=flag, folder=folder)
+            files += [] if folder else [(flag, path)]
+    if not claim:  # the command checks and claims its files itself (rewrite-traces)
+        return
+    for flag, path in files:  # all checked before any is claimed
+        check_replace(path, flag=flag, overwrite=overwrite)
+    for _, path in files:
+        claim_file(path)
 
 
 def _positive(**counts: int) -> None:
@@ -326,6 +358,10 @@ def eval_cmd(
     ] = None,
     every: Annotated[int, typer.Option(help="With --run: every K-th checkpoint (the last always).")] = 1,
     html: Annotated[Path | None, typer.Option(help="Also write the run's HTML report (igpo report) here.")] = None,
+    overwrite: Annotated[
+        bool,
+        typer.Option("--overwrite", help=OVERWRITE_HELP + " Files only (--leaderboard, --html): never a run folder."),
+    ] = False,
 ) -> None:
     """Evaluate a dLLM on GSM8K / MATH500 / AMC with diffusion decoding inside lm-eval."""
     from harness.errors import UserError
@@ -333,10 +369,15 @@ def eval_cmd(
     from igpo.decoding import DecodeOverrides
 
     inputs = [model_input(model), adapter, data_dir, run, protocol]
-    _check_outputs(("--out", out, True), ("--html", html, False), inputs=inputs)
+    board = None if no_leaderboard else leaderboard or _leaderboard_for(out)
+    _check_outputs(
+        ("--out", out, True),
+        ("--html", html, False),
+        ("--leaderboard", board, False),
+        inputs=inputs,
+        overwrite=overwrite,
+    )
     check_output(out, inputs, nested=True)  # a folder of runs, not inside another run
-    if not no_leaderboard:
-        _check_outputs(("--leaderboard", leaderboard or _leaderboard_for(out), False), inputs=inputs)
     if model is None and run is None and adapter is None:  # an --adapter brings its recorded base
         from igpo.models.loading import EMBEDDED_MODELS
 
@@ -398,14 +439,26 @@ def eval_cmd(
     _report_hint(made, html)
 
 
-def _report_hint(paths: list[Path], html: Path | None, baseline: Path | None = None, err: bool = False) -> None:
-    """Write the HTML report of what a command made (--html), or say how to."""
+def _report_hint(
+    paths: list[Path],
+    html: Path | None,
+    baseline: Path | None = None,
+    err: bool = False,
+    settings: CheckSettings | None = None,
+) -> None:
+    """Write the HTML report of what a command made (--html; a check's page decides its verdict
+    with the check's settings), or say how to."""
     if html is not None:
         from harness.report import write_report
 
-        typer.echo(f"report: {write_report(paths, html, baseline=baseline)}", err=err)
+        typer.echo(f"report: {write_report(paths, html, baseline=baseline, settings=settings)}", err=err)
         return
     args = " ".join(str(p) for p in paths) + (f" --baseline {baseline}" if baseline else "")
+    if settings is not None:  # the page's verdict as the check's
+        from harness.check import POINTS
+
+        if settings.max_drop * POINTS != MAX_DROP_POINTS:
+            args += f" --max-drop {settings.max_drop * POINTS:g}"
     typer.echo(f"HTML report: igpo report {args} --out report.html", err=err)
 
 
@@ -431,12 +484,13 @@ def leaderboard_cmd(
     ] = None,
     no_reference: Annotated[bool, typer.Option("--no-reference", help="Leave out published reference rows.")] = False,
     out: Annotated[Path | None, typer.Option(help="Also write the table to this file.")] = None,
+    overwrite: Overwrite = False,
 ) -> None:
     """One row per model/checkpoint, a column per task, 95% intervals, published rows marked."""
     from harness.eval.leaderboard import DEFAULT_REFERENCE, discover_runs, write_leaderboard
     from harness.eval.results import RESULTS_FILE
 
-    _check_outputs(("--out", out, False), inputs=[*runs, reference])
+    _check_outputs(("--out", out, False), inputs=[*runs, reference], overwrite=overwrite)
     paths: list[Path] = []
     for r in runs:
         if r.is_dir() and not (r / RESULTS_FILE).is_file():
@@ -461,17 +515,31 @@ def report_cmd(
         ),
     ],
     out: Annotated[Path, typer.Option("--out", "-o", help="HTML file to write.")] = Path("report.html"),
+    overwrite: Overwrite = False,
     baseline: Annotated[
         Path | None, typer.Option("--baseline", "-b", help="Run to compare every other run against (flipped items).")
     ] = None,
     title: Annotated[str | None, typer.Option(help="Page title.")] = None,
+    max_drop: Annotated[
+        float,
+        typer.Option(
+            help="With --baseline: the verdict is pass only if a drop larger than this many points is ruled out (as igpo check)."
+        ),
+    ] = MAX_DROP_POINTS,
 ) -> None:
-    """One self-contained HTML page (works offline from disk): leaderboard, runs, sample browser,
-    baseline comparison with flipped items, checkpoint series, training curves, ablations."""
+    """One self-contained HTML page (works offline from disk): with --baseline it opens on the
+    gate's verdict (igpo check's: pass, regression or cannot-rule-out), a forest plot of each
+    task's difference and the flipped items; then leaderboard, runs, sample browser, checkpoint
+    series, training curves, ablations."""
     from harness.report import write_report
 
-    _check_outputs(("--out", out, False), inputs=[*paths, baseline])
-    path = write_report(paths, out, baseline=baseline, title=title)
+    _check_outputs(("--out", out, False), inputs=[*paths, baseline], overwrite=overwrite)
+    settings = None
+    if baseline is not None:
+        from harness.check import POINTS, CheckSettings
+
+        settings = CheckSettings(max_drop=max_drop / POINTS)
+    path = write_report(paths, out, baseline=baseline, title=title, settings=settings)
     typer.echo(f"report: {path} ({path.stat().st_size / 1e6:.2f} MB)")
 
 
@@ -510,13 +578,24 @@ def ablate_cmd(
         ),
     ] = 1,
     html: Annotated[Path | None, typer.Option(help="Also write the grid's HTML report (igpo report) here.")] = None,
+    overwrite: Annotated[
+        bool,
+        typer.Option(
+            "--overwrite",
+            help=OVERWRITE_HELP + " Report files in --results and --html only: never a training run.",
+        ),
+    ] = False,
 ) -> None:
     """Ablation grid (cells x seeds): train each from the same start, evaluate every checkpoint, report."""
     from harness.ablate.run import ablate
 
     models = [model_input(o.split("=", 1)[1]) for o in overrides or [] if o.startswith("model.") and "=" in o]
     inputs = [*models, grid if grid and Path(grid).exists() else None]
-    _check_outputs(("--out", out, True), ("--results", results, True), ("--html", html, False), inputs=inputs)
+    _check_outputs(
+        ("--out", out, True), ("--results", results, True), ("--html", html, False), inputs=inputs, overwrite=overwrite
+    )
+    if only_index is None:  # one job of the grid writes no report
+        _claim_grid_reports(grid, quick, results, overwrite)
     made = ablate(
         grid=grid,
         quick=quick,
@@ -530,6 +609,18 @@ def ablate_cmd(
     )
     if made.suffix == ".md":  # the grid's report (not a slurm script or one job's marker)
         _report_hint([made.parent], html)
+
+
+def _claim_grid_reports(grid: str | None, quick: bool, results: Path | None, overwrite: bool) -> None:
+    """Refuse report files of the grid in its results folder that igpo did not write (its
+    <name>.md, .json, plots, per-run metrics, claims) unless --overwrite; claim those it writes."""
+    from harness.ablate.grid import DEFAULT_GRID, QUICK_GRID, load_grid
+    from igpo.owned import claim_tree
+
+    spec = load_grid(QUICK_GRID if quick else grid or DEFAULT_GRID)
+    folder = results if results is not None else spec.results_dir
+    names = [f"{spec.name}.*", f"{spec.name}_*", "claims.json", "claims.md"]
+    claim_tree(folder, names, flag="--results", overwrite=overwrite)
 
 
 @app.command("check")
@@ -553,7 +644,7 @@ def check_cmd(
         typer.Option(
             help="Pass only if a drop larger than this many points is ruled out (else exit 1: cannot-rule-out)."
         ),
-    ] = 1.0,
+    ] = MAX_DROP_POINTS,
     alpha: Annotated[float, typer.Option(help="Significance level of the paired test (interval: 1 - alpha).")] = 0.05,
     allow_mismatch: Annotated[
         bool,
@@ -593,6 +684,12 @@ def check_cmd(
     html: Annotated[
         Path | None, typer.Option(help="Also write the HTML report: the comparison and its flipped items.")
     ] = None,
+    overwrite: Annotated[
+        bool,
+        typer.Option(
+            "--overwrite", help=OVERWRITE_HELP + " Files only (--summary, --json, --html): never a run folder."
+        ),
+    ] = False,
 ) -> None:
     """Paired regression test of a candidate against a baseline run.
 
@@ -609,6 +706,7 @@ def check_cmd(
         ("--out", out, True),
         ("--html", html, False),
         inputs=[candidate, baseline, protocol, data_dir, model_input(base_model)],
+        overwrite=overwrite,
     )
     settings = CheckSettings(
         alpha=alpha, max_drop=max_drop / POINTS, allow_mismatch=allow_mismatch, exact=exact, tasks=_split(tasks)
@@ -632,7 +730,7 @@ def check_cmd(
             update_baseline=update_baseline,
             summary=summary,
             json_out=json_out,
-            on_compared=lambda run: _report_hint([run], html, baseline=baseline, err=True),
+            on_compared=lambda run: _report_hint([run], html, baseline=baseline, err=True, settings=settings),
         )
     )
     if code:
@@ -673,6 +771,14 @@ def rewrite_traces_cmd(
     price_out: Annotated[float, typer.Option(help="Price per million completion tokens.")] = 0.0,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the first requests; send nothing.")] = False,
     split: Annotated[str, typer.Option(help="Split of a Hub dataset given as INPUT.")] = "train",
+    overwrite: Annotated[
+        bool,
+        typer.Option(
+            "--overwrite",
+            help="Replace OUT or a file beside it that igpo did not write (one holding rewrite-traces rows is "
+            "its own: a rerun appends to it); a symbolic link is replaced, never written through.",
+        ),
+    ] = False,
 ) -> None:
     """Rewrite reasoning traces into concise d1/IGPO-format SFT data through any OpenAI-compatible API.
 
@@ -686,7 +792,7 @@ def rewrite_traces_cmd(
     from harness.rewrite.run import RewriteJob, run
     from harness.rewrite.run import dry_run as render_dry_run
 
-    _check_outputs(("--out", out, False), inputs=[input, prompt, model_input(tokenizer)])
+    _check_outputs(("--out", out, False), inputs=[input, prompt, model_input(tokenizer)], claim=False)  # run's own
     fields = resolve_fields(preset, question_field, trace_field, answer_field)
     key = api_key or os.environ.get("OPENAI_API_KEY") or "EMPTY"
     client = ClientSettings(
@@ -711,6 +817,7 @@ def rewrite_traces_cmd(
         price_in=price_in,
         price_out=price_out,
         split=split,
+        overwrite=overwrite,
     )
     if dry_run:
         typer.echo(render_dry_run(job))

@@ -59,12 +59,16 @@ def end_progress_bars() -> None:
 
 
 def friendly(func: F) -> F:
-    """Run a CLI command; turn input errors into `error: ...` on stderr and exit code 2."""
+    """Run a CLI command; turn input errors into `error: ...` on stderr and exit code 2. The
+    output files it claims (igpo.owned) are recorded, or given back, when it ends."""
 
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
+        from igpo.owned import claiming
+
         try:
-            return func(*args, **kwargs)
+            with claiming():
+                return func(*args, **kwargs)
         except KeyboardInterrupt:
             print("interrupted", file=sys.stderr)
             raise SystemExit(130) from None
@@ -72,10 +76,19 @@ def friendly(func: F) -> F:
             if debugging():
                 raise
             end_progress_bars()
-            print(f"error: {one_line(err)}", file=sys.stderr)
+            if launch_rank() == 0:  # bad input is the same on every process: said once
+                print(f"error: {one_line(err)}", file=sys.stderr)
             raise SystemExit(EXIT_ERROR) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+def launch_rank() -> int:
+    """This process's rank under a launcher (torchrun / accelerate launch set RANK); 0 alone."""
+    try:
+        return int(os.environ.get("RANK", "0"))
+    except ValueError:
+        return 0
 
 
 def usage_error_exit(err: UsageError, command: str = "igpo") -> NoReturn:

@@ -7,7 +7,8 @@ from typing import Annotated
 
 import typer
 
-from harness.errors import friendly
+from harness.errors import friendly, launch_rank
+from igpo.errors import InvalidSetting
 
 RecipeOpt = Annotated[
     str, typer.Option("--recipe", "-r", help="Recipe YAML, or the name of a shipped one (igpo_tiny, grpo_llada, ...).")
@@ -15,7 +16,24 @@ RecipeOpt = Annotated[
 OutOpt = Annotated[Path | None, typer.Option(help="Output folder (default: runs/train/<recipe name>).")]
 ResumeOpt = Annotated[bool, typer.Option("--resume", help="Continue from the newest checkpoint in --out.")]
 OverwriteOpt = Annotated[
-    bool, typer.Option("--overwrite", help="Replace an existing --out that igpo made (only what training wrote there).")
+    bool,
+    typer.Option(
+        "--overwrite",
+        help="Replace an existing --out that igpo made for a run of this kind (only what training wrote there; "
+        "never an SFT run with train, nor the reverse, nor a file igpo did not write).",
+    ),
+]
+MAX_PROCESSES = 1024
+"""Most processes --processes starts on one machine."""
+ProcessesOpt = Annotated[
+    int,
+    typer.Option(
+        "--processes",
+        min=1,
+        max=MAX_PROCESSES,
+        help="Run on N processes (accelerate launch: one per GPU, or N CPU processes over gloo without GPUs). "
+        "The recipe, data and --out are checked here first; prompts_per_step / batch_size count over all of them.",
+    ),
 ]
 OverridesArg = Annotated[
     list[str] | None, typer.Argument(help="Config overrides, e.g. max_steps=2 optim.lr=1e-5 igpo.resample=none.")
@@ -27,19 +45,83 @@ def _out(recipe: Path, out: Path | None) -> Path:
 
 
 def _run(
-    config_cls, trainer, recipe: str, out: Path | None, resume: bool, overwrite: bool, overrides: list[str] | None
+    config_cls,
+    trainer,
+    recipe: str,
+    out: Path | None,
+    resume: bool,
+    overwrite: bool,
+    overrides: list[str] | None,
+    processes: int = 1,
 ) -> None:
-    """Load a recipe with overrides into `config_cls` and hand it to `trainer`."""
+    """Load a recipe with overrides into `config_cls` and hand it to `trainer`; a start that
+    fails leaves no trace in a folder that was absent or empty (igpo.outputs.leave_no_trace)."""
     from igpo.atomic import check_output_path
     from igpo.config import load_config, resolve_recipe
-    from igpo.outputs import check_output
+    from igpo.outputs import OWN, check_output, leave_no_trace
 
     path = resolve_recipe(recipe)
-    check_output_path(_out(path, out), "--out", folder=True)
-    check_output(_out(path, out), [path], clears=overwrite)  # the recipe (model, data: the trainer's check)
+    target = _out(path, out)
+    check_output_path(target, "--out", folder=True)
+    check_output(target, [path], clears=overwrite)  # the recipe (model, data: the trainer's check)
     cfg = load_config(config_cls, path, overrides or [])
-    folder = trainer(cfg, _out(path, out), resume=resume, overwrite=overwrite)
-    typer.echo(f"checkpoints: {folder / 'checkpoints'}")
+    if processes > 1:
+        preflight(cfg, target, resume=resume, overwrite=overwrite, processes=processes)
+        command = "train" if trainer.__name__ == "train_rl" else "sft"
+        argv = [command, "--recipe", str(path), "--out", str(target), *(["--resume"] * resume)]
+        raise SystemExit(launch(processes, [*argv, *(["--overwrite"] * overwrite), *(overrides or [])]))
+    made = not target.exists()
+    bare = made or (target.is_dir() and all(p.name in OWN for p in target.iterdir()))
+    try:
+        folder = trainer(cfg, target, resume=resume, overwrite=overwrite)
+    except BaseException:
+        if bare:
+            leave_no_trace(target, made=made)
+        raise
+    if launch_rank() == 0:
+        typer.echo(f"checkpoints: {folder / 'checkpoints'}")
+
+
+def preflight(cfg, target: Path, *, resume: bool, overwrite: bool, processes: int) -> None:
+    """What a launch would refuse, refused here in one process: the config's own checks, the
+    split of each step over `processes`, the training data and the output folder."""
+    import torch
+
+    from igpo.training.runtime import check_output_folder, check_resume_config, config_inputs, run_kind
+
+    gpus = torch.cuda.device_count()
+    if 0 < gpus < processes:
+        raise InvalidSetting(f"--processes {processes} needs {processes} GPUs; this machine has {gpus}")
+    if run_kind(cfg) == "rl":
+        from igpo.data import load_examples
+        from igpo.training.rl import check_examples, local_prompts
+
+        cfg.check()
+        local_prompts(cfg, processes)
+        check_examples(cfg, load_examples(cfg.data))
+    else:
+        from igpo.training.sft import local_batch
+
+        local_batch(cfg, processes)
+    check_output_folder(target, resume=resume, overwrite=overwrite, inputs=config_inputs(cfg), trainer=run_kind(cfg))
+    if resume:
+        check_resume_config(target, cfg)
+
+
+def launch(processes: int, argv: list[str]) -> int:
+    """`igpo ARGV` on `processes` processes through accelerate launch (torchrun: real processes,
+    gloo on a CPU); returns its exit code."""
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", str(processes)]
+    cmd += ["--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
+    cmd += ["--main_process_port", str(port), "-m", "harness.cli", *argv]
+    return subprocess.run(cmd, check=False).returncode
 
 
 @friendly
@@ -48,12 +130,13 @@ def sft(
     out: OutOpt = None,
     resume: ResumeOpt = False,
     overwrite: OverwriteOpt = False,
+    processes: ProcessesOpt = 1,
     overrides: OverridesArg = None,
 ) -> None:
     """Masked-diffusion SFT (LLaDA objective) with length-aligned filtering; LoRA or full weights."""
     from igpo.training.sft import SFTConfig, train_sft
 
-    _run(SFTConfig, train_sft, recipe, out, resume, overwrite, overrides)
+    _run(SFTConfig, train_sft, recipe, out, resume, overwrite, overrides, processes)
 
 
 @friendly
@@ -62,9 +145,10 @@ def train(
     out: OutOpt = None,
     resume: ResumeOpt = False,
     overwrite: OverwriteOpt = False,
+    processes: ProcessesOpt = 1,
     overrides: OverridesArg = None,
 ) -> None:
     """GRPO / IGPO reinforcement learning with diffusion rollouts (igpo.resample: hints|plain|none)."""
     from igpo.training.rl import RLConfig, train_rl
 
-    _run(RLConfig, train_rl, recipe, out, resume, overwrite, overrides)
+    _run(RLConfig, train_rl, recipe, out, resume, overwrite, overrides, processes)

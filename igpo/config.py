@@ -176,7 +176,7 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
             raise ConfigError(f"override {item!r} is not key=value")
         key, raw = item.split("=", 1)
         try:
-            value = yaml.safe_load(raw) if raw != "" else ""
+            value = load_yaml(raw, f"override {key.strip()}") if raw != "" else ""
         except yaml.YAMLError:
             value = raw
         node = out
@@ -189,13 +189,97 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
     return out
 
 
+MAX_YAML_BYTES = 2**20
+"""The largest YAML input read (a recipe, protocol, grid or reference file; shipped ones are a
+few kilobytes): 1 MiB."""
+MAX_YAML_DEPTH = 100
+"""The deepest nesting of mappings and lists in a YAML input, aliases expanded."""
+MAX_YAML_EXPANDED = 4 * MAX_YAML_BYTES
+"""The most nodes plus scalar characters a YAML input may hold once its aliases are expanded:
+an alias bomb (a few lines that expand to billions of nodes) is refused while it is read."""
+
+
+class _BoundedLoader(yaml.SafeLoader):
+    """SafeLoader that weighs each node as it is composed (1 + the characters of a scalar, plus
+    its children's weights: an alias weighs what it expands to) and refuses, naming `where`,
+    a document nested deeper than MAX_YAML_DEPTH or heavier than MAX_YAML_EXPANDED."""
+
+    def __init__(self, text: str, where: str) -> None:
+        super().__init__(text)
+        self.where = where
+        self.depth = 0
+        self.sizes: dict[int, tuple[int, int]] = {}  # id(node) -> (weight, height)
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            target = self.anchors.get(self.peek_event().anchor)
+            if target is not None and id(target) not in self.sizes:
+                raise ConfigError(f"{self.where}: line {self._line()}: an alias refers to the node that holds it")
+            return super().compose_node(parent, index)  # weighed where its anchor was
+        self.depth += 1
+        if self.depth > MAX_YAML_DEPTH:
+            raise ConfigError(f"{self.where}: line {self._line()}: nested deeper than {MAX_YAML_DEPTH} levels")
+        try:
+            node = super().compose_node(parent, index)
+        finally:
+            self.depth -= 1
+        self._weigh(node)
+        return node
+
+    def _line(self, node: Any = None) -> int:
+        """The 1-based line of `node`, else of the event about to be composed."""
+        return (node or self.peek_event()).start_mark.line + 1
+
+    def _weigh(self, node: Any) -> None:
+        if isinstance(node, yaml.ScalarNode):
+            self.sizes[id(node)] = (1 + len(node.value), 1)
+            return
+        pairs = node.value if isinstance(node, yaml.MappingNode) else [(child,) for child in node.value]
+        children = [self.sizes[id(child)] for pair in pairs for child in pair]
+        weight = 1 + sum(w for w, _ in children)
+        height = 1 + max((h for _, h in children), default=0)
+        if height > MAX_YAML_DEPTH:
+            raise ConfigError(
+                f"{self.where}: line {self._line(node)}: nested deeper than {MAX_YAML_DEPTH} levels once "
+                "its aliases are expanded"
+            )
+        if weight > MAX_YAML_EXPANDED:
+            raise ConfigError(
+                f"{self.where}: line {self._line(node)}: expands to more than {MAX_YAML_EXPANDED} nodes and characters "
+                "(aliases repeated into a huge document?)"
+            )
+        self.sizes[id(node)] = (weight, height)
+
+
+def load_yaml(text: str, where: str) -> Any:
+    """`yaml.safe_load` of text from a user, bounded (MAX_YAML_BYTES, MAX_YAML_DEPTH,
+    MAX_YAML_EXPANDED): ConfigError naming `where` past a bound; yaml.YAMLError as safe_load's.
+    Every YAML a user hands the tool is read through here."""
+    if len(text) > MAX_YAML_BYTES:
+        raise ConfigError(f"{where}: {len(text)} characters, over the {MAX_YAML_BYTES} a YAML input may hold")
+    loader = _BoundedLoader(text, where)
+    try:
+        return loader.get_single_data()
+    finally:
+        loader.dispose()
+
+
+def read_yaml(path: Path, what: str) -> Any:
+    """A YAML file read with `load_yaml`, refused before reading when over MAX_YAML_BYTES;
+    yaml.YAMLError and UnicodeDecodeError pass through for the caller to word."""
+    size = path.stat().st_size
+    if size > MAX_YAML_BYTES:
+        raise ConfigError(f"{what} {path} is {size} bytes, over the {MAX_YAML_BYTES} a YAML input may hold")
+    return load_yaml(path.read_text(encoding="utf-8"), f"{what} {path}")
+
+
 def read_yaml_mapping(path: Path, what: str) -> dict[str, Any]:
     """A YAML file whose top level is a mapping (empty file: {}); one-line ConfigError naming
-    `what` (recipe, grid, protocol, ...) when it is missing or malformed."""
+    `what` (recipe, grid, protocol, ...) when it is missing, malformed or over a bound."""
     if not path.is_file():
         raise ConfigError(f"{what} not found: {path}")
     try:
-        loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+        loaded = read_yaml(path, what)
     except yaml.YAMLError as err:
         raise ConfigError(f"malformed {what} {path}: {str(err).splitlines()[0]}") from None
     except UnicodeDecodeError as err:

@@ -159,7 +159,7 @@ JSON_KINDS = {dict: "an object", list: "a list", bool: "a boolean", type(None): 
 """How a JSON value that is not text is named in an error."""
 
 
-def _text(row: dict[str, Any], name: str, where: str) -> str:
+def text_field(row: dict[str, Any], name: str, where: str) -> str:
     """A required field as text (numbers formatted like gold answers); BadFile naming the row and
     the fields it does have when absent, or naming the kind when an object, list, boolean, null
     or a number that is not finite (JSON's NaN / Infinity)."""
@@ -196,7 +196,7 @@ def load_gsm8k_file(path: str | Path) -> list[Example]:
     examples = []
     for lineno, row in _rows(path):
         where = f"{path}:{lineno}"
-        solution = _text(row, "answer", where)
+        solution = text_field(row, "answer", where)
         try:
             gold = finite_gold(gsm8k_gold(solution), where)
         except InvalidSetting as err:
@@ -205,7 +205,7 @@ def load_gsm8k_file(path: str | Path) -> list[Example]:
         reasoning = _CALC_RE.sub("", steps).strip()
         examples.append(
             Example(
-                prompt=_text(row, "question", where).strip(),
+                prompt=text_field(row, "question", where).strip(),
                 answer=gold,
                 trace=format_trace(reasoning, gold),
                 id=f"gsm8k-{Path(path).stem}-{lineno}",
@@ -225,16 +225,16 @@ def load_math_file(path: str | Path) -> list[Example]:
     skipped = 0
     for lineno, row in _rows(path):
         where = f"{path}:{lineno}"
-        gold = finite_gold(_text(row, "answer", where).strip(), where)
+        gold = finite_gold(text_field(row, "answer", where).strip(), where)
         if not gold:
             skipped += 1
             continue
         meta = {k: row[k] for k in ("subject", "level", "unique_id") if k in row}
         examples.append(
             Example(
-                prompt=_text(row, "problem", where).strip(),
+                prompt=text_field(row, "problem", where).strip(),
                 answer=gold,
-                trace=format_trace(unbox(_text(row, "solution", where)), gold),
+                trace=format_trace(unbox(text_field(row, "solution", where)), gold),
                 id=str(row.get("unique_id") or f"math-{Path(path).stem}-{lineno}"),
                 meta=meta,
             )
@@ -286,7 +286,7 @@ def load_metamath(
         where = f"{path}: item {index}"
         if not isinstance(item, dict):
             raise BadFile(f"{where}: expected a JSON object")
-        query, response = _text(item, "query", where), _text(item, "response", where)
+        query, response = text_field(item, "query", where), text_field(item, "response", where)
         kind = str(item.get("type", ""))
         if (wanted is not None and kind not in wanted) or query in seen:
             continue
@@ -322,8 +322,8 @@ def load_jsonl(path: str | Path) -> list[Example]:
         meta = {k: v for k, v in row.items() if k not in ("prompt", "answer", "trace", "id")}
         examples.append(
             Example(
-                prompt=_text(row, "prompt", where),
-                answer=finite_gold(_text(row, "answer", where).strip(), where),
+                prompt=text_field(row, "prompt", where),
+                answer=finite_gold(text_field(row, "answer", where).strip(), where),
                 trace=trace,
                 id=str(row.get("id", f"{Path(path).stem}-{lineno}")),
                 meta=meta,
@@ -336,8 +336,8 @@ def load_sft_jsonl(path: str | Path) -> list[SFTExample]:
     """SFT JSON lines with ``prompt`` and ``completion`` (and optional ``id``)."""
     return [
         SFTExample(
-            prompt=_text(row, "prompt", f"{path}:{lineno}"),
-            completion=_text(row, "completion", f"{path}:{lineno}"),
+            prompt=text_field(row, "prompt", f"{path}:{lineno}"),
+            completion=text_field(row, "completion", f"{path}:{lineno}"),
             id=str(row.get("id", f"{Path(path).stem}-{lineno}")),
         )
         for lineno, row in _rows(path)

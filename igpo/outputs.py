@@ -12,6 +12,10 @@ Every command that writes goes through here, before any work:
   and only the names its kind writes; a folder marked for another kind or another run is refused.
 - `locked`: one writer per output folder, an advisory `fcntl.flock` on LOCK in the folder (or
   on the output file itself); a second writer gets one line with the holder's pid.
+- output files (reports, tables, summaries) beside the user's own: igpo.owned (FILES, a manifest
+  of what igpo wrote with sha256) refuses to replace a file igpo did not write without --overwrite.
+- `leave_no_trace`: a command that fails before writing anything takes its marker, lock and the
+  folder it made back.
 """
 
 from __future__ import annotations
@@ -30,7 +34,9 @@ from igpo.errors import InvalidSetting
 
 MARKER = ".igpo-output.json"
 LOCK = ".igpo.lock"
-OWN = (MARKER, LOCK)
+FILES = ".igpo-files.json"
+"""igpo.owned's manifest of the output files igpo wrote in a folder (name -> sha256)."""
+OWN = (MARKER, LOCK, FILES)
 RUN_FILES = ("results.json", "samples.jsonl", "responses.jsonl", "metrics.jsonl", "config.yaml")
 """Files of a run: an output file of that name is another run's record, never replaced."""
 TEMP_NAMES = (".*.tmp", "*.tmp")
@@ -135,9 +141,10 @@ def check_folder(
     overwrite: bool = False,
     identity: dict[str, Any] | None = None,
     flag: str = "--out",
+    variant: str | None = None,
 ) -> None:
     """Refuse to write into (or clear) a folder igpo did not make for this kind of output, or
-    one that holds another run (a different `identity`). Changes nothing."""
+    one that holds another run (a different `identity`, or `variant`). Changes nothing."""
     folder = Path(out)
     if folder.exists() and not folder.is_dir():
         raise OutputRefused(f"{flag} {out} is a file, not a folder")
@@ -154,11 +161,28 @@ def check_folder(
         raise OutputRefused(f"{flag} {out} is an igpo {marker.get('kind')} folder, not a {kind} one")
     if overwrite and marker is None:
         raise OutputRefused(f"--overwrite: {out} has no {MARKER}, so igpo did not create it and will not delete it")
+    if marker is None:
+        raise OutputRefused(
+            f"{flag} {out} holds {entries[0]!r} but has no {MARKER}: igpo did not write it; give an output folder of its own"
+        )
+    check_variant(folder, variant, flag=flag)
     if identity is not None and marker is not None and marker.get("identity") not in (None, identity):
         theirs = marker.get("identity") or {}
         differs = sorted(k for k in set(theirs) | set(identity) if theirs.get(k) != identity.get(k))
         raise OutputRefused(
             f"{flag} {out} holds another run (its {', '.join(differs)} differ); pick another name (--name) or --out"
+        )
+
+
+def check_variant(out: str | os.PathLike, variant: str | None, *, flag: str = "--out") -> None:
+    """Refuse a folder whose marker records another `variant` of its kind (an SFT run is never
+    replaced or continued by RL training, nor the reverse); a marker without one (older) passes."""
+    marker = read_marker(Path(out)) if variant else None
+    theirs = marker.get("variant") if marker is not None else None
+    if theirs not in (None, variant):
+        raise OutputRefused(
+            f"{flag} {out} holds another kind of run ({theirs}; this one is {variant}): --overwrite and --resume "
+            f"never replace or continue it; use another {flag}"
         )
 
 
@@ -169,12 +193,14 @@ def claim_folder(
     known: Iterable[str],
     overwrite: bool = False,
     identity: dict[str, Any] | None = None,
+    variant: str | None = None,
 ) -> Path:
     """Create (or take back) `out` as a `kind` folder: check it, clear what its kind wrote when
-    `overwrite`, write MARKER. Call it holding `locked(out)` when others may write there."""
+    `overwrite`, write MARKER (with `variant` when given). Call it holding `locked(out)` when
+    others may write there."""
     folder = Path(out)
     known = tuple(known)
-    check_folder(folder, kind=kind, known=known, overwrite=overwrite, identity=identity)
+    check_folder(folder, kind=kind, known=known, overwrite=overwrite, identity=identity, variant=variant)
     folder.mkdir(parents=True, exist_ok=True)
     if overwrite:
         for entry in folder.iterdir():
@@ -184,10 +210,12 @@ def claim_folder(
                 shutil.rmtree(entry)
             else:
                 entry.unlink()
-    if read_marker(folder) is None or identity is not None:
+    marker = read_marker(folder)
+    if marker is None or identity is not None or (variant and marker.get("variant") != variant):
         from igpo.atomic import atomic_write_text
 
-        atomic_write_text(folder / MARKER, json.dumps({"kind": kind, "identity": identity}, sort_keys=True) + "\n")
+        record = {"kind": kind, "identity": identity, **({"variant": variant} if variant else {})}
+        atomic_write_text(folder / MARKER, json.dumps(record, sort_keys=True) + "\n")
     return folder
 
 
@@ -257,6 +285,32 @@ def claimed(
                 if made:
                     folder.rmdir()
             raise
+
+
+def leave_no_trace(out: str | os.PathLike, *, made: bool) -> None:
+    """After a failed start: when `out` holds nothing but igpo's bookkeeping (MARKER, LOCK, empty
+    files and folders), remove it all (and `out` if the command `made` it); a run that wrote
+    anything (a metrics line, a checkpoint) is left as it is, as is a folder another process holds."""
+    folder = Path(out)
+    if not folder.is_dir() or folder.is_symlink():
+        return
+    entries = list(folder.rglob("*"))
+    if any(p.is_symlink() or (p.is_file() and p.name not in OWN and p.stat().st_size) for p in entries):
+        return
+    lock = real(folder / LOCK)
+    held = _HELD.pop(lock, None)
+    if held is not None:
+        held.close()
+    try:
+        ensure_free(folder)
+    except OutputRefused:
+        return
+    for path in sorted(entries, key=lambda p: len(p.parts), reverse=True):
+        with contextlib.suppress(OSError):
+            path.rmdir() if path.is_dir() else path.unlink()
+    if made:
+        with contextlib.suppress(OSError):
+            folder.rmdir()
 
 
 def ensure_free(out: str | os.PathLike) -> None:

@@ -142,7 +142,8 @@ def local_data_file(task_name: str, data_dir: Path | str) -> Path:
 def check_jsonl(path: Path, task: str | None = None) -> None:
     """Fail in one line naming file and line when a data file is empty, not UTF-8, holds a line
     that is not a JSON object (a truncated download, say), or (with the task) a gold answer that
-    is not a finite number, before lm-eval's loader trips on it or scores it."""
+    is not a finite number or a row without its question or answer, before lm-eval's loader
+    trips on it or scores it."""
     from igpo.data import finite_gold, jsonl_rows
 
     rows = 0
@@ -151,13 +152,35 @@ def check_jsonl(path: Path, task: str | None = None) -> None:
         gold = _row_gold(task, row) if task else None
         if gold is not None:
             finite_gold(gold, f"{path}:{lineno}")
+        if task:
+            _check_row_fields(task, row, f"{path}:{lineno}")
     if rows == 0:
         raise BadFile(f"{path}: the data file has no rows")
 
 
+QUESTION_FIELD = {"igpo_gsm8k": "question"}
+"""The field a benchmark row's question is named by in errors (others: `problem`); the prompt
+reads whichever of tasks.utils.QUESTION_FIELDS the row has."""
+
+
+def _check_row_fields(task: str, row: dict[str, Any], where: str) -> None:
+    """A benchmark row holds its question and its answer as text (the answer may be a number);
+    BadFile naming `where` (file:line) and the field otherwise."""
+    from igpo.data import text_field
+    from tasks.utils import QUESTION_FIELDS
+
+    given = [name for name in QUESTION_FIELDS if name in row]
+    field = next((name for name in given if row[name]), given[0] if given else QUESTION_FIELD.get(task, "problem"))
+    if not text_field(row, field, where).strip():
+        raise BadFile(f"{where}: field {field!r} is empty")
+    answer = text_field(row, "answer", where)
+    if task == "igpo_gsm8k" and "####" not in answer:
+        raise BadFile(f"{where}: field 'answer' has no '####' before the gold number")
+
+
 def _row_gold(task: str, row: dict[str, Any]) -> str | float | None:
     """The gold a benchmark row holds (its `answer`; GSM8K's after `####`), None when it has none
-    to check here (a missing or malformed answer is reported where the row is read)."""
+    to check here (a missing or malformed answer is reported by _check_row_fields)."""
     from igpo.scoring import gsm8k_gold
 
     value = row.get("answer")

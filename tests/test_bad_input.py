@@ -412,8 +412,11 @@ def test_interrupted_eval_resumes_from_its_cache(tmp_path):
     args = ["eval", "--tasks", "arith", "--limit", "6", "--out", out, "--no-leaderboard"]
     full = igpo(*args, "--name", "full")
     assert full.exit_code == 0, full.output
+    from igpo.outputs import MARKER
+
     cut = out / "cut"
     cut.mkdir(parents=True)
+    shutil.copy(out / "full" / MARKER, cut / MARKER)  # a killed run keeps the marker igpo writes first
     lines = (out / "full" / "responses.jsonl").read_text().splitlines()
     (cut / "responses.jsonl").write_text("\n".join(lines[:3]) + "\n" + lines[3][: len(lines[3]) // 2])
     again = igpo(*args, "--name", "cut")
@@ -883,3 +886,227 @@ def test_rewrite_traces_exits_1_when_every_request_failed(tmp_path):
     assert result.exit_code == 1, result.output
     assert "error: every request failed" in result.output and "kept.failures.jsonl" in result.output
     assert len((tmp_path / "o" / "kept.failures.jsonl").read_text().splitlines()) == 3
+
+
+# --------------------------------------------------------------------------- sizes and bombs (issue 34)
+
+SIZE_CASES = [  # sizes that would overflow or try to allocate terabytes: refused before any allocation
+    (["--steps", "99999999999999999999"], "steps=99999999999999999999 is more than gen_length=48"),
+    (["--steps", "96"], "steps=96 is more than gen_length=48"),
+    (["--gen-length", "1099511627776"], "gen_length=1099511627776 is over the maximum of 16384 tokens"),
+    (["--gen-length", "16400", "--block-length", "16400", "--steps", "1"], "over the maximum of 16384"),
+    (["--limit", "99999999999999999999999"], "--limit must be a positive number of problems <= 1000000000"),
+    (["--batch-size", "99999999999999999999"], "--batch-size must be >= 1 and <= 4096"),
+    (["--batch-size", "4097"], "--batch-size must be >= 1 and <= 4096"),
+]
+
+
+@pytest.mark.parametrize("extra, needle", SIZE_CASES, ids=[" ".join(c[0]) for c in SIZE_CASES])
+def test_eval_sizes_out_of_bounds(tmp_path, extra, needle):
+    out = tmp_path / "out"
+    args = ["eval", "--tasks", "arith", "--limit", "2", "--out", out, "--no-leaderboard"]
+    assert_one_error(igpo(*args, *extra), needle, out)
+
+
+@pytest.mark.parametrize(
+    "override, needle",
+    [
+        ("decode.steps=99999999999999999999", "steps=99999999999999999999 is more than gen_length"),
+        ("decode.gen_length=1099511627776", "over the maximum of 16384"),
+    ],
+)
+def test_train_decoding_sizes_out_of_bounds(tmp_path, override, needle):
+    out = tmp_path / "run"
+    assert_one_error(igpo("train", "--recipe", "grpo_tiny", "--out", out, override), needle, out)
+
+
+def _alias_bomb(levels: int = 9, width: int = 9) -> str:
+    """The billion laughs: each level lists the one before `width` times (width**levels leaves)."""
+    lines = [f"l0: &l0 [{', '.join(['lol'] * width)}]"]
+    lines += [f"l{n}: &l{n} [{', '.join([f'*l{n - 1}'] * width)}]" for n in range(1, levels)]
+    return "\n".join(lines) + "\n"
+
+
+YAML_BOMBS = {  # (text, what the error says)
+    "alias bomb": (_alias_bomb(), "expands to more than"),
+    "nested lists": ("deep: " + "[" * 5000 + "]" * 5000 + "\n", "nested deeper than 100 levels"),
+    "nested mappings": ("".join(" " * n + f"k{n}:\n" for n in range(300)), "nested deeper than 100 levels"),
+    "aliases nesting deeper": (
+        "a: &a " + "[" * 90 + "1" + "]" * 90 + "\nb: " + "[" * 20 + "*a" + "]" * 20 + "\n",
+        "once its aliases are expanded",
+    ),
+    "alias inside itself": ("a: &a [1, *a]\n", "an alias refers to the node that holds it"),
+    "two megabytes": ("# padding\n" * 200_000 + "name: x\n", "over the 1048576 a YAML input may hold"),
+}
+
+
+@pytest.mark.parametrize("where", ["recipe", "protocol", "override"])
+@pytest.mark.parametrize("kind", list(YAML_BOMBS))
+def test_yaml_bombs_and_deep_nesting_are_refused_fast(tmp_path, where, kind):
+    """A recipe, protocol or override value that would take minutes and all memory to expand, or
+    recurse past Python's stack: one error naming the file and line, in well under a second of work."""
+    import time
+
+    text, needle = YAML_BOMBS[kind]
+    if where == "override" and kind in ("nested mappings", "two megabytes"):
+        pytest.skip("a command-line value is one line")
+    path = tmp_path / "in" / "bad.yaml"
+    path.parent.mkdir()
+    path.write_text(text)
+    out = tmp_path / "out"
+    args = {
+        "recipe": ["train", "--recipe", path, "--out", out],
+        "protocol": ["eval", "--tasks", "arith", "--protocol", path, "--out", out, "--no-leaderboard"],
+        "override": ["train", "--recipe", "grpo_tiny", "--out", out, f"data.extra={{{', '.join(text.splitlines())}}}"],
+    }[where]
+    started = time.perf_counter()
+    result = igpo(*args)
+    assert time.perf_counter() - started < 20, "the bound was not enforced while reading"
+    assert_one_error(result, needle, out)
+    if where != "override":
+        assert str(path) in result.output
+
+
+@pytest.mark.parametrize(
+    "repeats, needle",
+    [(0, "repeats must be from 1 to 1024, got 0"), (-2, "got -2"), ("many", "repeats: expected an integer")],
+)
+def test_protocol_task_repeats_below_one(tmp_path, repeats, needle):
+    """`repeats: 0` would decode everything and then fail averaging nothing: refused at load."""
+    base = (REPO / "harness" / "eval" / "protocols" / "igpo.yaml").read_text()
+    path = tmp_path / "p.yaml"
+    path.write_text(base.replace("igpo_arith: {", f"igpo_arith: {{repeats: {repeats}, ", 1))
+    out = tmp_path / "out"
+    result = igpo("eval", "--tasks", "arith", "--limit", "1", "--protocol", path, "--out", out, "--no-leaderboard")
+    assert_one_error(result, needle, out)
+    assert str(path) in result.output
+
+
+EVAL_ROW_CASES = [  # (task, the bad row, what the error names)
+    ("gsm8k", {"question": "1+2?"}, "missing field 'answer' (the row has: 'question')"),
+    ("gsm8k", {"answer": "1+2=3\n#### 3"}, "missing field 'question' (the row has: 'answer')"),
+    ("gsm8k", {"question": "", "answer": "#### 3"}, "field 'question' is empty"),
+    ("gsm8k", {"question": "1+2?", "answer": "three"}, "field 'answer' has no '####'"),
+    ("gsm8k", {"question": "1+2?", "answer": None}, "field 'answer' is null, not text"),
+    ("amc", {"answer": 3.0}, "missing field 'problem' (the row has: 'answer')"),
+    ("math500", {"problem": ["1+2?"], "answer": "3"}, "field 'problem' is a list, not text"),
+]
+
+
+@pytest.mark.parametrize("task, row, needle", EVAL_ROW_CASES, ids=[f"{c[0]} {c[2][:30]}" for c in EVAL_ROW_CASES])
+def test_eval_data_rows_without_their_fields(tmp_path, task, row, needle):
+    """A benchmark data file whose row lacks its question or answer: one error naming the file,
+    the line and the field before any model loads (not a KeyError after decoding)."""
+    from tasks.registry import SPECS, TASKS
+
+    good = {"question": "1+1?", "problem": "1+1?", "answer": "1+1=2\n#### 2" if task == "gsm8k" else "2"}
+    if task == "gsm8k":
+        good.pop("problem")
+    data = tmp_path / "data"
+    file = data / SPECS[TASKS[task]].local_file
+    file.parent.mkdir(parents=True)
+    file.write_text(json.dumps(good) + "\n" + json.dumps(row) + "\n")
+    out = tmp_path / "out"
+    result = igpo("eval", "--tasks", task, "--data-dir", data, "--limit", "1", "--out", out, "--no-leaderboard")
+    assert_one_error(result, needle, out)
+    assert f"{file.resolve()}:2:" in result.output
+
+
+# --------------------------------------------------------------------------- secrets and injection (issue 34)
+
+
+def test_redact_url_hides_credentials_only():
+    from harness.rewrite.client import redact_url
+
+    assert redact_url("http://user:KEY@host:8000/v1") == "http://***@host:8000/v1"
+    assert redact_url("https://KEY@api.example.com/v1") == "https://***@api.example.com/v1"
+    assert redact_url("http://u:p@ss@host/v1") == "http://***@host/v1"  # an unencoded @ in the password
+    assert (
+        redact_url("cannot reach http://a:b@h/x or https://c@d/y") == "cannot reach http://***@h/x or https://***@d/y"
+    )
+    for plain in ("http://127.0.0.1:8000/v1", "http://host/v1/path@x", "no url here", "mailto@example"):
+        assert redact_url(plain) == plain
+
+
+def test_rewrite_traces_never_writes_or_prints_base_url_credentials(tmp_path):
+    from harness.rewrite.fake_server import FakeRewriter, cli_args, write_rows
+
+    data = write_rows(tmp_path / "rows.jsonl", 2, [""])
+    out = tmp_path / "o" / "kept.jsonl"
+    with FakeRewriter() as server:
+        url = server.base_url.replace("http://", "http://user:SECRET-KEY@")
+        result = igpo(*cli_args(data, out, url, timeout_s=5))
+    assert result.exit_code == 0, result.output
+    assert "SECRET-KEY" not in result.output
+    for file in (tmp_path / "o").iterdir():
+        assert "SECRET-KEY" not in file.read_text(), file
+    summary = json.loads((tmp_path / "o" / "kept.summary.json").read_text())
+    assert summary["base_url"] == server.base_url.replace("http://", "http://***@")
+
+
+def test_rewrite_traces_unreachable_url_error_hides_credentials(tmp_path):
+    data = tmp_path / "in" / "rows.jsonl"
+    data.parent.mkdir()
+    data.write_text(json.dumps({"question": "1+1?", "answer": "1+1=2\n#### 2"}) + "\n")
+    out = tmp_path / "out"
+    url = "http://user:SECRET-KEY@127.0.0.1:9/v1"
+    args = ["rewrite-traces", data, "--out", out / "kept.jsonl", "--base-url", url, "--model", "m", "--preset", "gsm8k"]
+    result = igpo(*args, "--timeout", "2")
+    assert_one_error(result, "cannot reach http://***@127.0.0.1:9/v1", out)
+    assert "SECRET-KEY" not in result.output
+
+
+HOSTILE_LABEL = '=HYPERLINK("http://evil.example","<!--<script>alert(1)</script>")'
+
+
+@pytest.fixture
+def hostile_run(tmp_path, small_run):
+    """small_run copied with a label that is a spreadsheet formula holding an HTML comment opener."""
+    run = tmp_path / "runs" / "hostile"
+    shutil.copytree(small_run, run)
+    record = json.loads((run / "results.json").read_text())
+    record.update(label=HOSTILE_LABEL, label_given=True)
+    (run / "results.json").write_text(json.dumps(record))
+    return run
+
+
+def test_report_data_block_escapes_every_angle_bracket(tmp_path, hostile_run):
+    """`<!--` then `<script` in a label would keep the page's JSON block open and blank the page:
+    the block holds no `<` at all, and still decodes to the original label."""
+    page = tmp_path / "r.html"
+    assert igpo("report", hostile_run, "--out", page).exit_code == 0
+    html = page.read_text()
+    opener = '<script type="application/json" id="payload">'
+    block = html[html.index(opener) + len(opener) :]
+    block = block[: block.index("</script>")]
+    assert "<" not in block
+    assert HOSTILE_LABEL in set(_strings(json.loads(block)))
+
+
+def _strings(value):
+    """Every string inside a decoded JSON value."""
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, (list, dict)):
+        for item in value.values() if isinstance(value, dict) else value:
+            yield from _strings(item)
+
+
+def test_leaderboard_csv_neutralises_formulas(tmp_path, hostile_run):
+    import csv
+    import io
+
+    result = igpo("leaderboard", hostile_run / "results.json", "--format", "csv", "--no-reference")
+    assert result.exit_code == 0, result.output
+    rows = list(csv.DictReader(io.StringIO(result.stdout)))
+    assert rows[0]["model"] == "'" + HOSTILE_LABEL
+    assert not [cell for row in rows for cell in row.values() if cell and cell[0] in "=+@"]
+
+
+def test_csv_cell_keeps_numbers_and_quotes_formulas():
+    from harness.eval.leaderboard import csv_cell
+
+    for number in ("-1.5", "+2", "-0.125", "1e-3", "-2E+4", "-.5", "42", ""):
+        assert csv_cell(number) == number
+    for formula in ("=1+1", "+1+cmd", "-1+1", "@SUM(A1)", "-cmd|' /C calc'!A0", "\t=1", "-", "-1.5x"):
+        assert csv_cell(formula) == "'" + formula

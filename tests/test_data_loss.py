@@ -6,6 +6,12 @@ ends with exit 2 and one `error:` line naming the path, and the checksum of ever
 there before (the work folder, the runs, the embedded models) is unchanged. Then the guards that
 take a run: a second writer on one folder (the lock names its pid), eval runs that would replace
 one another, and --overwrite of a folder igpo made (only what it wrote goes).
+
+Then the table of output files (igpo.owned): every output flag pointed at a user's file, a file of
+a model folder, a README tracked by git and a symbolic link is refused (exit 2, one line naming the
+file and --overwrite, every checksum unchanged); its own earlier output is replaced (exit 0); with
+--overwrite the user's file, or the link itself (never its target), is replaced. An SFT run is
+never replaced or continued by `igpo train`, and a start that fails leaves nothing behind.
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ import fcntl
 import hashlib
 import json
 import os
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -52,6 +59,10 @@ def world(tmp_path_factory):
     (work / "prompt.txt").write_text("{question} {trace} {answer}\n")
     (root / "mine").mkdir()
     (root / "mine" / "mine.txt").write_text("not a run\n")
+    (root / "bare").mkdir()  # a run-shaped folder igpo did not make
+    (root / "bare" / "results.json").write_text("{}\n")
+    (root / "boards").mkdir()  # a runs folder holding the user's own leaderboard.md
+    (root / "boards" / "leaderboard.md").write_text("my own table\n")
     train = root / "runs" / "train"
     done = igpo("sft", "--recipe", "sft_tiny", "--out", train, "max_steps=1", "log.progress=false")
     assert done.exit_code == 0, done.output
@@ -96,6 +107,9 @@ def _cases():
         ("train-out-cwd", [*train, "--out", ".", "--overwrite"], "working directory"),
         ("train-out-eval-run", [*train, "--out", "{run}", "--overwrite"], "{run}"),
         ("train-resume-eval-run", [*train, "--out", "{run}", "--resume"], "{run}"),
+        ("train-overwrite-sft-run", [*train, "--out", "{train}", "--overwrite"], "another kind of run (sft"),
+        ("train-resume-sft-run", [*train, "--out", "{train}", "--resume"], "another kind of run (sft"),
+        ("report-default-out-user-file", ["report", "{run}"], "report.html"),
         # eval: the runs folder (where leaderboard.md goes) and the run folder
         ("eval-out-cwd", ["eval", "--limit", "1", "--out", "."], "working directory"),
         ("eval-out-model", ["eval", "--model", "{sign}", "--limit", "1", "--out", "{sign}"], "input"),
@@ -103,6 +117,8 @@ def _cases():
         ("eval-out-run", ["eval", "--limit", "1", "--out", "{run}"], "{run}"),
         ("eval-name-other-run", ["eval", "--limit", "2", "--out", "{evals}", "--name", "base"], "another run"),
         ("eval-name-user-folder", ["eval", "--limit", "1", "--out", "{root}", "--name", "mine"], "mine.txt"),
+        ("eval-name-unmarked-run", ["eval", "--limit", "1", "--out", "{root}", "--name", "bare"], MARKER),
+        ("eval-out-user-leaderboard", ["eval", "--limit", "1", "--out", "{root}/boards"], "leaderboard.md"),
         ("eval-html-input", ["eval", "--model", "{sign}", "--limit", "1", "--html", "{sign}/config.json"], "input"),
         ("eval-leaderboard-run-file", ["eval", "--limit", "1", "--leaderboard", "{run}/results.json"], "results.json"),
         # ablate: its run folder and report folder
@@ -221,3 +237,168 @@ def test_eval_runs_do_not_replace_one_another(tmp_path):
     again = igpo(*first)
     assert again.exit_code == 0, again.output
     assert json.loads((run / MARKER).read_text())["kind"] == "eval"
+
+
+# --------------------------------------------------------------------------- output files (igpo.owned)
+
+BASELINE = Path(__file__).resolve().parents[1] / "results" / "baselines" / "testbed-arith"
+EVAL = ["eval", "--tasks", "arith", "--limit", "1"]
+CHECK = ["check", str(BASELINE), "--baseline", str(BASELINE), "--max-drop", "50"]
+ABLATE = ["ablate", "--quick", "--aggregate-only"]
+
+
+def _flags():
+    """(id, args(out, scratch) for the output at `out`, the user file of a model folder it is
+    pointed at, whether its own output is made in seconds)."""
+    return [
+        ("report-out", lambda o, t: ["report", BASELINE, "--out", o], "model.safetensors", True),
+        ("leaderboard-out", lambda o, t: ["leaderboard", BASELINE, "--out", o], "tokenizer.json", True),
+        ("eval-leaderboard", lambda o, t: [*EVAL, "--out", t / "ev", "--leaderboard", o], "config.json", True),
+        ("eval-html", lambda o, t: [*EVAL, "--out", t / "ev", "--no-leaderboard", "--html", o], "config.json", False),
+        ("check-summary", lambda o, t: [*CHECK, "--summary", o], "tokenizer.json", True),
+        ("check-json", lambda o, t: [*CHECK, "--json", o], "config.json", True),
+        ("check-html", lambda o, t: [*CHECK, "--html", o], "model.safetensors", False),
+        ("bench-ops-out", lambda o, t: ["bench", "ops", "--out", o], "config.json", True),
+        ("bench-decode-out", lambda o, t: ["bench", "decode", "--repeats", "1", "--out", o], "config.json", False),
+        ("bench-eval-out", lambda o, t: ["bench", "eval", "--limit", "1", "--out", o], "config.json", False),
+        ("bench-train-out", lambda o, t: ["bench", "train", "--steps", "1", "--out", o], "config.json", False),
+        ("bench-gpu-out", lambda o, t: ["bench", "gpu", "--shape", "tiny", "--out", o], "config.json", False),
+        ("ablate-results", lambda o, t: [*ABLATE, "--out", t / "g", "--results", o.parent], "claims.md", True),
+        (
+            "ablate-html",
+            lambda o, t: [*ABLATE, "--out", t / "g", "--results", t / "r", "--html", o],
+            "config.json",
+            False,
+        ),
+        ("rewrite-out", lambda o, t: ["rewrite-traces", t / "rows.jsonl", "--out", o, *REWRITE], "config.json", False),
+    ]
+
+
+FLAGS = _flags()
+PLACES = ("user", "model", "readme", "link")
+
+
+@pytest.fixture(scope="module")
+def places(tmp_path_factory):
+    """A user's own files: a work folder, a tiny model folder, a git repository with a tracked
+    README, a symbolic link to a user's file."""
+    from conftest import save_tiny_checkpoint
+
+    root = tmp_path_factory.mktemp("owned")
+    work, repo, links = root / "work", root / "repo", root / "links"
+    for folder in (work, repo, links):
+        folder.mkdir()
+    (work / "notes.md").write_text("my notes\n")
+    (work / "claims.md").write_text("my claims\n")
+    model = save_tiny_checkpoint(root / "model")
+    (model / "claims.md").write_text("the model card's claims\n")
+    (repo / "README.md").write_text("# my project\n")
+    (repo / "claims.md").write_text("tracked claims\n")
+    git = ["git", "-C", str(repo), "-c", "user.name=u", "-c", "user.email=u@example.com"]
+    subprocess.run([*git, "init", "-q"], check=True)
+    subprocess.run([*git, "add", "-A"], check=True)
+    subprocess.run([*git, "commit", "-qm", "mine"], check=True)
+    (links / "claims.md").symlink_to(work / "claims.md")
+    (links / "out.md").symlink_to(work / "notes.md")
+    return {"root": root, "work": work, "model": model, "repo": repo, "links": links}
+
+
+def _target(places, place: str, model_file: str) -> Path:
+    """The existing file an output flag is pointed at (ablate --results: the folder holding claims.md)."""
+    claims = model_file == "claims.md"
+    name = {
+        "user": "claims.md" if claims else "notes.md",
+        "model": model_file,
+        "readme": "claims.md" if claims else "README.md",
+    }
+    name["link"] = "claims.md" if claims else "out.md"
+    return places[{"user": "work", "model": "model", "readme": "repo", "link": "links"}[place]] / name[place]
+
+
+@pytest.mark.parametrize("place", PLACES)
+@pytest.mark.parametrize("args, model_file", [f[1:3] for f in FLAGS], ids=[f[0] for f in FLAGS])
+def test_output_flags_never_replace_a_file_igpo_did_not_write(places, tmp_path, args, model_file, place):
+    target = _target(places, place, model_file)
+    before = checksums(places["root"])
+    result = igpo(*args(target, tmp_path))
+    assert_one_error(result, str(target) if model_file != "claims.md" else "claims.md")
+    assert "--overwrite" in result.output
+    assert checksums(places["root"]) == before
+    assert not list(tmp_path.iterdir())  # nothing else written either
+    if place == "link":
+        assert target.is_symlink()
+
+
+OWN = [f for f in FLAGS if f[3]]
+
+
+@pytest.mark.parametrize("args, model_file", [f[1:3] for f in OWN], ids=[f[0] for f in OWN])
+def test_its_own_earlier_output_is_replaced_and_overwrite_replaces_the_users(tmp_path, args, model_file):
+    from igpo.owned import read_manifest, sha256
+
+    name = "quick.md" if model_file == "claims.md" else "out.md"  # ablate --results: the grid's report
+    out = tmp_path / "out" / name
+    for _ in range(2):  # written, then replaced as igpo's own
+        done = igpo(*args(out, tmp_path))
+        assert done.exit_code == 0, done.output
+        assert read_manifest(out.parent)[name] == sha256(out)
+    theirs = tmp_path / "theirs.txt"
+    theirs.write_text("theirs\n")
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "links").mkdir()
+    mine, link = tmp_path / "mine" / name, tmp_path / "links" / name
+    mine.write_text("mine\n")
+    link.symlink_to(theirs)
+    for target in (mine, link):  # --overwrite: the user's file, or the link itself, is replaced
+        done = igpo(*args(target, tmp_path), "--overwrite")
+        assert done.exit_code == 0, done.output
+        assert not target.is_symlink() and target.read_text() not in ("mine\n", "theirs\n")
+        assert read_manifest(target.parent)[name] == sha256(target)
+    assert theirs.read_text() == "theirs\n"
+
+
+def test_eval_never_rewrites_the_users_leaderboard_in_its_runs_folder(tmp_path):
+    from igpo.owned import read_manifest
+
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    board = runs / "leaderboard.md"
+    board.write_text("my own table\n")
+    assert_one_error(igpo(*EVAL, "--out", runs), f"{board}: exists and was not written by igpo")
+    assert board.read_text() == "my own table\n" and sorted(runs.iterdir()) == [board]
+    done = igpo(*EVAL, "--out", runs, "--overwrite")
+    assert done.exit_code == 0, done.output
+    assert "my own table" not in board.read_text() and "leaderboard.md" in read_manifest(runs)
+    again = igpo(*EVAL, "--out", runs)  # its own table now: refreshed without a flag
+    assert again.exit_code == 0, again.output
+
+
+def test_rewrite_traces_appends_to_its_own_and_replaces_a_users_with_overwrite(tmp_path):
+    from harness.rewrite.fake_server import FakeRewriter, cli_args, write_rows
+
+    data = write_rows(tmp_path / "rows.jsonl", 2, [""])
+    out = tmp_path / "kept.jsonl"
+    out.write_text('{"id": "x", "prompt": "my own SFT row"}\n')
+    with FakeRewriter() as server:
+        args = cli_args(data, out, server.base_url, timeout_s=5)
+        before = checksums(tmp_path)
+        assert_one_error(igpo(*args), "not written by igpo")
+        assert checksums(tmp_path) == before
+        done = igpo(*args, "--overwrite")
+        assert done.exit_code == 0, done.output
+        rows = [json.loads(line) for line in out.read_text().splitlines()]
+        assert len(rows) == 2 and all("source_line" in row for row in rows)
+        kept = out.read_text()
+        again = igpo(*args)  # its own rows: a rerun appends (here: nothing left to do)
+        assert again.exit_code == 0, again.output
+        assert out.read_text() == kept
+
+
+@pytest.mark.parametrize("made", [True, False], ids=["absent", "empty"])
+def test_a_failed_start_leaves_nothing_behind(tmp_path, made):
+    out = tmp_path / "run"
+    if not made:
+        out.mkdir()
+    bad = ["max_steps=1", "data.max_completion_tokens=1"]  # refused after the folder was claimed
+    assert_one_error(igpo("sft", "--recipe", "sft_tiny", "--out", out, *bad), "max_completion_tokens")
+    assert out.exists() is not made and (made or not list(out.iterdir()))

@@ -170,3 +170,23 @@ def test_padding_copies_reuse_earlier_responses():
     requests = [single, *[sampled] * 3, *[sampled] * 6]  # two documents' worth of padding
     assert padding_copies(requests) == {4: 1, 5: 2, 6: 3, 7: 1, 8: 2, 9: 3}
     assert padding_copies([single, sampled, sampled, sampled]) == {}
+
+
+VOLATILE = ("timed_out",)
+"""Sample fields that may differ between runs for reasons outside the model (a scoring timeout)."""
+
+
+def _rows(run: Path) -> list[dict]:
+    return [json.loads(line) for line in (run / "samples.jsonl").read_text(encoding="utf-8").splitlines()]
+
+
+def test_samples_file_equals_one_process_and_rows_are_complete(runs):
+    """Every rank's records are gathered: samples.jsonl holds the same rows in the same order as
+    one process, each with its decoding settings, token count and length flag."""
+    one, many = (_rows(run) for run in runs)
+    strip = [[{k: v for k, v in r.items() if k not in VOLATILE} for r in rows] for rows in (one, many)]
+    assert strip[0] == strip[1]
+    for row in many:
+        assert row.get("decoding") and isinstance(row.get("tokens"), int) and isinstance(row.get("hit_length"), bool)
+    a, b = (json.loads((run / "results.json").read_text()) for run in runs)
+    assert a.get("length_conflicts") == b.get("length_conflicts")

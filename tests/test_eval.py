@@ -131,7 +131,7 @@ def test_bad_inputs_fail_in_one_line(tiny_checkpoint, tmp_path, shared_data):
         _assert_clean_failure(igpo(*base, "--tasks", "gsm8k", "--name", name), "plain folder name", out)
     assert not (tmp_path / "abs").exists() and not (tmp_path.parent / "x").exists()
     bad = tmp_path / "bad.yaml"
-    bad.write_text("name: x\ndecoding: {gen_length: 32, cache: dual, cache_refresh: 0}\n")
+    bad.write_text("name: x\ndecoding: {gen_length: 32, steps: 32, cache: dual, cache_refresh: 0}\n")
     _assert_clean_failure(igpo(*base, "--tasks", "gsm8k", "--protocol", bad), "cache_refresh must be a positive", out)
     bad.write_text("name: x\ndecoding: {gen_length: 32, bogus: 1}\n")
     _assert_clean_failure(igpo(*base, "--tasks", "gsm8k", "--protocol", bad), "bogus", out)

@@ -336,9 +336,11 @@ def test_use_cache_is_keyed_by_dllm_settings():
     from harness.lm_eval import keyed_cache_path
 
     base = ["--model", "dllm", "--use_cache", "/c/run"]
-    a = keyed_cache_path([*base, "--model_args", "pretrained=x,gen_length=64"])
-    b = keyed_cache_path([*base, "--model_args", "pretrained=x,gen_length=128"])
-    c = keyed_cache_path(["--model_args", "gen_length=64,pretrained=x", "--model", "dllm", "--use_cache=/c/run"])
+    a = keyed_cache_path([*base, "--model_args", "pretrained=x,gen_length=64,steps=64"])
+    b = keyed_cache_path([*base, "--model_args", "pretrained=x,gen_length=128,steps=64"])
+    c = keyed_cache_path(
+        ["--model_args", "steps=64,gen_length=64,pretrained=x", "--model", "dllm", "--use_cache=/c/run"]
+    )
     path = lambda args: args[args.index("--use_cache") + 1]  # noqa: E731
     assert path(a) != path(b) and path(a) == path(c) and path(a).startswith("/c/run.dllm-")
     assert keyed_cache_path(["--model", "dllm"]) == ["--model", "dllm"]

@@ -22,6 +22,7 @@ from __future__ import annotations
 import csv
 import io
 import math
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +35,7 @@ from harness.eval.records import UNKNOWN, RunRecord
 from harness.eval.results import RESULTS_FILE, atomic_write_text, load_results
 from harness.markdown import one_line
 from harness.markdown import table as markdown_table
+from igpo.config import read_yaml
 from igpo.errors import BadFile, InvalidSetting, MissingInput
 
 DEFAULT_REFERENCE = Path(__file__).resolve().parent / "reference.yaml"
@@ -189,7 +191,7 @@ def load_reference(path: str | Path) -> list[ReferenceRow]:
     if not path.is_file():
         raise MissingInput(f"no reference file at {path}")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = read_yaml(path, "reference file")  # bounded: size, depth, alias expansion
     except yaml.YAMLError as err:
         problem = getattr(err, "problem", None) or str(err).splitlines()[0]
         mark = getattr(err, "problem_mark", None)
@@ -415,6 +417,22 @@ def _csv_number(value: float | None) -> str:
     return "" if value is None else f"{value:.{CSV_DIGITS}f}"
 
 
+CSV_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+"""How a spreadsheet recognises a formula (OWASP's CSV injection list)."""
+CSV_PLAIN_NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
+"""A cell that is a number as it stands (`-1.5`): a spreadsheet reads it as that number."""
+CSV_QUOTE = "'"
+
+
+def csv_cell(text: str) -> str:
+    """A text cell that a spreadsheet would run as a formula (a label `=HYPERLINK(...)`, say)
+    prefixed with a single quote, OWASP's advice, so it shows as the text it is; a plain number
+    such as `-1.5` stays a number."""
+    if text.startswith(CSV_FORMULA_START) and not CSV_PLAIN_NUMBER.fullmatch(text):
+        return CSV_QUOTE + text
+    return text
+
+
 def _render_csv(lb: Leaderboard) -> str:
     """One line per row; per task: accuracy, lo, hi (percent) and interval kind columns."""
     buf = io.StringIO()
@@ -422,7 +440,7 @@ def _render_csv(lb: Leaderboard) -> str:
     header = ["model", "protocol", "result", "source"]
     for key in lb.columns:
         header += [key, f"{key}_lo", f"{key}_hi", f"{key}_ci"]
-    writer.writerow([*header, "average", "complete"])
+    writer.writerow([csv_cell(cell) for cell in [*header, "average", "complete"]])  # task names come from runs
     for r in lb.rows:
         line = [r.model, r.protocol, r.result, r.source]
         for key in lb.columns:
@@ -432,7 +450,7 @@ def _render_csv(lb: Leaderboard) -> str:
                 if c is None
                 else [_csv_number(c.accuracy), _csv_number(c.lo), _csv_number(c.hi), c.ci_kind or ""]
             )
-        writer.writerow([*line, _csv_number(r.average), str(r.complete).lower()])
+        writer.writerow([csv_cell(cell) for cell in [*line, _csv_number(r.average), str(r.complete).lower()]])
     return buf.getvalue()
 
 

@@ -32,6 +32,10 @@ MAX_SEED = 2**32 - 1
 0 .. 2**32 - 1 (python's random and torch.manual_seed take more)."""
 
 
+MAX_REPEATS = 1024
+"""The most samples per problem a protocol task may ask for (`repeats`; AMC's avg@16 uses 16)."""
+
+
 def check_seeds(seeds: list[int], what: str) -> None:
     """Refuse (InvalidSetting naming `what`) a seed the generators lm-eval seeds would reject."""
     bad = [s for s in seeds if not 0 <= s <= MAX_SEED]
@@ -130,9 +134,7 @@ def parse_protocol(raw: Any, *, source: str = "<dict>", file_hash: str = "") -> 
             if task not in SPECS:  # a key no task reads would be silently ignored
                 hint = f" (write {TASKS[task]!r})" if task in TASKS and TASKS[task] in SPECS else ""
                 raise InvalidSetting(f"'tasks' names unknown task {task!r}{hint}; known: {', '.join(sorted(SPECS))}")
-            bad = sorted(set(settings or {}) - TASK_KEYS)
-            if bad:
-                raise InvalidSetting(f"task {task!r} has unknown setting(s) {', '.join(bad)}")
+            _check_task_settings(task, settings or {})
         seeds = raw.get("seeds")
         seeds = [0] if seeds is None else seeds  # absent or left empty: seed 0
         if not isinstance(seeds, list) or not seeds or min(coerce(seeds, list[int], "seeds")) < 0:
@@ -161,6 +163,18 @@ def parse_protocol(raw: Any, *, source: str = "<dict>", file_hash: str = "") -> 
     except (TypeError, ValueError) as err:
         raise ProtocolError(f"malformed protocol {source}: {err}") from None
     return protocol
+
+
+def _check_task_settings(task: str, settings: dict[str, Any]) -> None:
+    """One task's settings: known keys only, and `repeats` a whole number from 1 to MAX_REPEATS
+    (0 samples per problem would leave nothing to average, after the whole decoding)."""
+    bad = sorted(set(settings) - TASK_KEYS)
+    if bad:
+        raise InvalidSetting(f"task {task!r} has unknown setting(s) {', '.join(bad)}")
+    if "repeats" in settings:
+        repeats = coerce(settings["repeats"], int, f"task {task!r} repeats")
+        if not 1 <= repeats <= MAX_REPEATS:
+            raise InvalidSetting(f"task {task!r}: repeats must be from 1 to {MAX_REPEATS}, got {repeats}")
 
 
 COMPARED = ("seeds", "decoding", "gen_lengths", "steps_ratio", "tasks")

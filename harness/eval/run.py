@@ -102,16 +102,28 @@ def torch_device_type(text: str) -> str:
     return torch.device(text).type
 
 
+MAX_LIMIT = 10**9
+"""The largest `--limit` (problems per task): far above any benchmark, below the sizes lm-eval's
+slicing and numpy's index types take."""
+
+
+def check_sizes(req: EvalRequest) -> None:
+    """`--limit` and `--batch-size` within 1 .. MAX_LIMIT / MAX_BATCH_SIZE, and the seeds."""
+    from harness.eval.protocols import check_seeds
+    from igpo.decoding.config import MAX_BATCH_SIZE
+
+    if req.limit is not None and not 0 < req.limit <= MAX_LIMIT:
+        raise InvalidSetting(f"--limit must be a positive number of problems <= {MAX_LIMIT}, got {req.limit}")
+    if not 0 < req.batch_size <= MAX_BATCH_SIZE:
+        raise InvalidSetting(f"--batch-size must be >= 1 and <= {MAX_BATCH_SIZE}, got {req.batch_size}")
+    check_seeds(req.seeds or [], "--seeds")
+
+
 def plan(req: EvalRequest) -> Plan:
     """Check every input and decide what to run; raises a one-line error on bad input."""
-    from harness.eval.protocols import check_seeds
     from tasks.registry import GROUPS, data_dir_or_env, local_data_file, resolve_tasks
 
-    if req.limit is not None and req.limit <= 0:
-        raise InvalidSetting(f"--limit must be a positive number of problems, got {req.limit}")
-    if req.batch_size < 1:
-        raise InvalidSetting(f"--batch-size must be >= 1, got {req.batch_size}")
-    check_seeds(req.seeds or [], "--seeds")
+    check_sizes(req)
     twice = sorted({s for s in req.seeds or [] if req.seeds.count(s) > 1})
     if twice:  # a repeated seed would count the same draws twice and narrow the interval
         raise InvalidSetting(f"--seeds lists seed {', '.join(map(str, twice))} more than once; each seed once")
@@ -347,10 +359,11 @@ def _run_eval(req: EvalRequest, held: contextlib.ExitStack) -> Path:
                     torch_random_seed=seed,
                     fewshot_random_seed=seed,
                 )
+            log = gathered_request_log(lm)  # a collective: every rank, every seed
             if out is None:  # non-zero rank under data parallel
                 continue
             lm_eval_aggregates[f"seed{seed}{suffix}"] = out["results"]
-            records = request_records(lm.take_request_log())
+            records = request_records(log)
             for c in configs:
                 key = c["task"] + suffix
                 metrics = {
@@ -360,7 +373,7 @@ def _run_eval(req: EvalRequest, held: contextlib.ExitStack) -> Path:
                 }
                 per_task[key]["per_seed"][str(seed)] = metrics
                 count_length_conflicts(conflicts, key, records, c["task"])
-                for s in out["samples"][c["task"]]:
+                for s in sorted(out["samples"][c["task"]], key=lambda sample: sample["doc_id"]):
                     rows = sample_rows(
                         key, s, seed, per_task[key]["repeats"], records.get((c["task"], s["doc_id"]), [])
                     )
@@ -538,6 +551,17 @@ def model_record(req: EvalRequest, lm) -> ModelInfo:
         token_spec=vars(lm.spec) if hasattr(lm.spec, "__dict__") else None,
         device=model_device(lm),
     )
+
+
+def gathered_request_log(lm) -> list[dict[str, Any]]:
+    """The dllm request records of every data-parallel rank, rank by rank (each rank answers
+    whole documents, so a document's repeats stay in order); rank 0 gets them all, the others
+    an empty list. Every rank must call this (it is a collective)."""
+    own = lm.take_request_log()
+    if lm.world_size == 1:
+        return own
+    parts = lm.gather_object(own, dst=0)
+    return [rec for part in parts for rec in part] if parts else []
 
 
 def gathered_stats(lm) -> dict[str, float]:

@@ -14,6 +14,7 @@ from typing import Any, get_type_hints
 
 from igpo.config import coerce
 from igpo.decoding import DecodeConfig
+from igpo.decoding.config import MAX_BATCH_SIZE
 from igpo.errors import InvalidSetting
 
 ALIASES = {
@@ -101,4 +102,6 @@ def parse_args(kwargs: dict[str, Any]) -> DLLMArgs:
     for name in ("batch_size", "mc_num", "max_prompt_tokens"):
         if name in values and values[name] <= 0:
             raise InvalidSetting(f"dllm model_arg {name} must be a positive integer, got {values[name]}")
+    if values.get("batch_size", 0) > MAX_BATCH_SIZE:
+        raise InvalidSetting(f"dllm model_arg batch_size must be <= {MAX_BATCH_SIZE}, got {values['batch_size']}")
     return DLLMArgs(**values, decode=DecodeConfig(**decode), decode_given=frozenset(decode))

@@ -10,12 +10,15 @@ from __future__ import annotations
 import base64
 import difflib
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from harness.eval.records import RunRecord, Sample
 from igpo.errors import MissingInput
+
+if TYPE_CHECKING:
+    from harness.check import CheckReport, CheckSettings
 
 TOKEN = re.compile(r"\s+|[^\s]+")
 """Diff tokens: runs of whitespace and runs of anything else."""
@@ -32,6 +35,8 @@ PROVENANCE_KEYS = (
     "warnings",
 )
 """Provenance fields shown per run."""
+BROKE, FIXED = "broke", "fixed"
+"""Directions of a flipped item: right -> wrong in the candidate, wrong -> right."""
 
 
 @dataclass
@@ -99,8 +104,11 @@ def _ablation_json(folder: Path) -> Path | None:
     return None
 
 
-def build_payload(inputs: ReportInputs, *, title: str = "igpo report") -> dict[str, Any]:
-    """Everything the page shows, JSON-ready."""
+def build_payload(
+    inputs: ReportInputs, *, title: str = "igpo report", settings: CheckSettings | None = None
+) -> dict[str, Any]:
+    """Everything the page shows, JSON-ready; `settings` decide the baseline comparison's verdict
+    (default: `igpo check`'s, max drop included)."""
     from harness.eval.results import load_results, load_samples
 
     runs = ([inputs.baseline] if inputs.baseline else []) + inputs.runs
@@ -122,7 +130,7 @@ def build_payload(inputs: ReportInputs, *, title: str = "igpo report") -> dict[s
         offsets = [sum(len(r) for r in samples[:i]) for i in range(len(samples))]
         for i in range(1, len(records)):
             payload["comparisons"].append(
-                comparison_data(records[0], samples[0], records[i], samples[i], i, (offsets[0], offsets[i]))
+                comparison_data(records[0], samples[0], records[i], samples[i], i, (offsets[0], offsets[i]), settings)
             )
     for folder in inputs.series:
         payload["figures"].append(series_figure(folder))
@@ -242,39 +250,24 @@ def comparison_data(
     cand_rows: list[Sample],
     cand_index: int,
     offsets: tuple[int, int],
+    settings: CheckSettings | None = None,
 ) -> dict[str, Any]:
-    """The paired comparison of one run against the baseline, with its flipped items: the same
-    pairing and counts as `igpo check` (common items when the runs differ). An item points at
-    its first sample in each run by index into the payload's samples (`offsets`: where each
-    run's samples start there)."""
+    """The paired comparison of one run against the baseline, with its verdict, forest plot data
+    and flipped items (right -> wrong first): the same pairing, counts and verdict as `igpo check`
+    with these settings (common items when the runs differ). An item points at its first sample
+    in each run by index into the payload's samples (`offsets`: where each run's samples start)."""
     from harness.check import CheckSettings, compare_records
+    from harness.report.gate import forest_data, forest_svg, verdict_data
 
-    report = compare_records(base, base_rows, cand, cand_rows, CheckSettings(allow_mismatch=True))
-    first: dict[tuple[int, str, Any], int] = {}
-    for run, rows in ((0, base_rows), (1, cand_rows)):
-        for n, s in enumerate(rows):
-            first.setdefault((run, s.task, s.item), n)
-    items = []
-    for t in report.tasks:
-        key = t.task
-        for direction, docs in (("broke", t.broke), ("fixed", t.fixed)):
-            for doc in docs:
-                bi, ci = first[(0, key, doc)], first[(1, key, doc)]
-                b, c = base_rows[bi], cand_rows[ci]
-                items.append(
-                    {
-                        "task": key,
-                        "doc": b.doc_id,
-                        "direction": direction,
-                        "baseline": offsets[0] + bi,
-                        "candidate": offsets[1] + ci,
-                        "diff": token_diff(b.response, c.response),
-                    }
-                )
+    settings = replace(settings or CheckSettings(), allow_mismatch=True)
+    report = compare_records(base, base_rows, cand, cand_rows, settings)
+    forest = forest_data(report)
     return {
         "baseline": 0,
         "candidate": cand_index,
-        "verdict": report.verdict,
+        **verdict_data(report),
+        "forest": forest,
+        "forest_svg": forest_svg(forest),
         "tasks": [
             {
                 "task": t.task,
@@ -291,9 +284,37 @@ def comparison_data(
             }
             for t in report.tasks
         ],
-        "items": items,
+        "items": flipped_items(report, base_rows, cand_rows, offsets),
         "mismatches": report.mismatches,
     }
+
+
+def flipped_items(
+    report: CheckReport, base_rows: list[Sample], cand_rows: list[Sample], offsets: tuple[int, int]
+) -> list[dict[str, Any]]:
+    """Every item the comparison counts as flipped, right -> wrong (broke) before wrong -> right
+    (fixed) across all tasks, each with its first sample in each run and their token diff."""
+    first: dict[tuple[int, str, Any], int] = {}
+    for run, rows in ((0, base_rows), (1, cand_rows)):
+        for n, s in enumerate(rows):
+            first.setdefault((run, s.task, s.item), n)
+    items = []
+    for direction in (BROKE, FIXED):
+        for t in report.tasks:
+            for doc in t.broke if direction == BROKE else t.fixed:
+                bi, ci = first[(0, t.task, doc)], first[(1, t.task, doc)]
+                b, c = base_rows[bi], cand_rows[ci]
+                items.append(
+                    {
+                        "task": t.task,
+                        "doc": b.doc_id,
+                        "direction": direction,
+                        "baseline": offsets[0] + bi,
+                        "candidate": offsets[1] + ci,
+                        "diff": token_diff(b.response, c.response),
+                    }
+                )
+    return items
 
 
 def series_figure(folder: Path) -> dict[str, Any]:

@@ -6,12 +6,17 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from igpo.atomic import atomic_write_text
 
+if TYPE_CHECKING:
+    from harness.check import CheckSettings
+
 PAGE_SIZE = 50
 """Samples drawn per page of the browser (the rest stay data until asked for)."""
+VERDICT_VIEW = "flipped"
+"""The baseline comparison's view (verdict, forest plot, flipped items): first when there is one."""
 
 STYLE = """
 body{font:14px/1.45 system-ui,sans-serif;margin:0;color:#1d1d1f;background:#fafafa}
@@ -31,6 +36,10 @@ pre{white-space:pre-wrap;word-break:break-word;margin:4px 0;font:12px/1.4 ui-mon
 .tag{color:#7a4cc2;font-weight:600}.ins{background:#d7f5dd}.del{background:#fbd9d6;text-decoration:line-through}
 .controls{display:flex;flex-wrap:wrap;gap:10px;align-items:center;margin:6px 0}
 .fig svg{max-width:100%;height:auto}img{max-width:100%}
+.gate{background:#fff;border:1px solid #d6d9de;border-left:8px solid #777;border-radius:6px;margin:8px 0 14px;padding:8px 14px}
+.gate.pass{border-left-color:#0a7a2f}.gate.regression{border-left-color:#b3261e}.gate.cannot-rule-out{border-left-color:#9a5b00}
+.verdict{font-size:24px;font-weight:700;margin:2px 0 4px}.verdict .meaning{font-size:15px;font-weight:400;color:#1d1d1f}
+.pass .verdict{color:#0a7a2f}.regression .verdict{color:#b3261e}.cannot-rule-out .verdict{color:#9a5b00}
 """
 
 SCRIPT = r"""
@@ -141,15 +150,26 @@ function samples() {
   draw();
 }
 
+function gate(c, n) {
+  const cand = D.runs[c.candidate], base = D.runs[c.baseline];
+  const g = el('div', {class: `gate ${c.verdict}`, id: `gate-${n}`, 'data-verdict': c.verdict});
+  g.append(el('div', {class:'verdict', id: `verdict-${n}`}, c.verdict, el('span', {class:'meaning'}, ` \u2014 ${c.headline}`)),
+    el('div', {}, `candidate ${cand.label} (${cand.source}) vs baseline ${base.label} (${base.source}) \u00b7 igpo check exit ${c.exit_code} \u00b7 max drop ${c.max_drop} pp \u00b7 alpha ${c.alpha}`),
+    el('div', {class:'muted'}, c.reason),
+    ...c.notes.map(t => el('div', {class:'muted'}, `note: ${t}`)), ...c.mismatches.map(m => el('div', {class:'muted'}, `mismatch (allowed): ${m}`)),
+    el('div', {class:'fig', html: c.forest_svg}));
+  return g;
+}
+
 function comparisons() {
   const box = $('#flipped');
-  for (const c of D.comparisons) {
-    box.append(el("h3", {}, `${D.runs[c.candidate].label} (${D.runs[c.candidate].source}) vs baseline ${D.runs[c.baseline].label} (${D.runs[c.baseline].source}): ${c.verdict}`));
+  for (const [n, c] of D.comparisons.entries()) {
+    box.append(gate(c, n));
     const t = el('table', {class:'paired'}); t.append(el('tr', {}, ...['task','items','baseline %','candidate %','diff (pp) [95% CI]','test','p','verdict','broke','fixed'].map(h => el('th', {}, h))));
     for (const k of c.tasks) t.append(el('tr', {}, el('td', {}, k.task), el('td', {}, k.n_items), el('td', {}, pct(k.baseline)), el('td', {}, pct(k.candidate)),
       el('td', {}, `${(100*k.diff).toFixed(2)} [${(100*k.ci95[0]).toFixed(2)}, ${(100*k.ci95[1]).toFixed(2)}]`), el('td', {}, k.test),
       el('td', {}, k.p < 1e-4 ? '<0.0001' : k.p.toFixed(4)), el('td', {}, k.verdict), el('td', {class:'bad'}, k.broke), el('td', {class:'ok'}, k.fixed)));
-    box.append(t);
+    box.append(el('details', {class:'tests'}, el('summary', {}, 'the paired test per task (items, accuracies, test, p, flips)'), t));
     for (const dir of ['broke', 'fixed']) {
       const items = c.items.filter(i => i.direction === dir);
       box.append(el('h4', {}, `${items.length} item(s) ${dir === 'broke' ? 'right in the baseline, wrong in the candidate' : 'wrong in the baseline, right in the candidate'}`));
@@ -186,15 +206,18 @@ document.body.dataset.ready = '1';
 
 def render(payload: dict[str, Any]) -> str:
     """The whole page for a payload (harness.report.data.build_payload)."""
-    data = json.dumps(payload, ensure_ascii=False, allow_nan=False).replace("</", "<\\/")
+    # every "<" escaped: "</script" would close the data block, "<!--" then "<script" would keep it open
+    data = json.dumps(payload, ensure_ascii=False, allow_nan=False).replace("<", "\\u003c")
     views = [
         ("leaderboard", "Leaderboard", bool(payload["leaderboard"]["rows"])),
         ("runs", "Runs", bool(payload["runs"])),
         ("samples", "Samples", bool(payload["samples"])),
-        ("flipped", "Baseline comparison", bool(payload["comparisons"])),
+        (VERDICT_VIEW, "Verdict", bool(payload["comparisons"])),
         ("figures", "Training", bool(payload["figures"])),
         ("ablations", "Ablations", bool(payload["ablations"])),
     ]
+    if payload["comparisons"]:  # a baseline: the page opens on the gate's verdict
+        views.sort(key=lambda v: v[0] != VERDICT_VIEW)
     sections = "\n".join(
         f'<section id="{v}" data-title="{t}" data-empty="{0 if has else 1}"><h2>{t}</h2></section>'
         for v, t, has in views
@@ -215,8 +238,16 @@ def _escape(text: str) -> str:
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
-def write_report(paths: list[Path], out: Path, *, baseline: Path | None = None, title: str | None = None) -> Path:
-    """Build the payload for `paths` (+ baseline) and write the page atomically; return its path."""
+def write_report(
+    paths: list[Path],
+    out: Path,
+    *,
+    baseline: Path | None = None,
+    title: str | None = None,
+    settings: CheckSettings | None = None,
+) -> Path:
+    """Build the payload for `paths` (+ baseline, compared with `igpo check`'s `settings`, default
+    its defaults) and write the page atomically; return its path."""
     from harness.report.data import build_payload, classify
 
     inputs = classify(list(paths), baseline)
@@ -224,6 +255,8 @@ def write_report(paths: list[Path], out: Path, *, baseline: Path | None = None, 
         from igpo.errors import MissingInput
 
         raise MissingInput("nothing to report: give run, training, checkpoint-series or ablation folders")
-    payload = build_payload(inputs, title=title or f"igpo report: {', '.join(Path(p).name for p in paths)}")
+    payload = build_payload(
+        inputs, title=title or f"igpo report: {', '.join(Path(p).name for p in paths)}", settings=settings
+    )
     atomic_write_text(Path(out), render(payload))
     return Path(out)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import re
 import time
 from dataclasses import dataclass, field
 
@@ -18,6 +19,17 @@ import openai
 
 RETRY_STATUSES = frozenset({408, 409, 429})
 """4xx answers worth retrying (timeout, conflict, rate limit); every 5xx is retried too."""
+
+URL_USERINFO = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)[^/?#\s]*@")
+"""The `user:password@` part of a URL (up to the last `@` of its authority): credentials."""
+REDACTED = "***@"
+
+
+def redact_url(text: str) -> str:
+    """`text` with the credentials of every URL in it replaced: `http://user:KEY@host/v1` reads
+    `http://***@host/v1`. Every URL the tool writes or prints passes through here (summary,
+    errors); the request itself still uses the URL as given."""
+    return URL_USERINFO.sub(lambda m: m["scheme"] + REDACTED, text)
 
 
 @dataclass

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.rewrite.checks import REJECT_REASONS, check
-from harness.rewrite.client import ClientSettings, KeyRefused, RateLimiter, complete, make_client
+from harness.rewrite.client import ClientSettings, KeyRefused, RateLimiter, complete, make_client, redact_url
 from harness.rewrite.rows import Preset, Source, load_prompt, read_sources, render
 from igpo.atomic import atomic_write_text
 from igpo.errors import InvalidSetting, MissingInput
@@ -54,6 +54,8 @@ class RewriteJob:
     progress: bool = True
     split: str = "train"
     """Split of a Hub dataset given as INPUT."""
+    overwrite: bool = False
+    """Replace an OUT (or a file beside it) igpo did not write; a symbolic link is replaced, not followed."""
 
     def files(self) -> dict[str, Path]:
         stem = self.out.with_suffix("")
@@ -126,38 +128,62 @@ def preflight(cfg: ClientSettings) -> None:
     try:
         resp = httpx.get(url, headers={"Authorization": f"Bearer {cfg.api_key}"}, timeout=min(cfg.timeout_s, 10.0))
     except httpx.HTTPError as err:
-        raise MissingInput(f"cannot reach {cfg.base_url} ({type(err).__name__})") from None
+        raise MissingInput(f"cannot reach {redact_url(cfg.base_url)} ({type(err).__name__})") from None
     if resp.status_code in (401, 403):
-        raise InvalidSetting(f"{cfg.base_url} refused the API key (HTTP {resp.status_code})")
+        raise InvalidSetting(f"{redact_url(cfg.base_url)} refused the API key (HTTP {resp.status_code})")
 
 
-def check_outputs(job: RewriteJob) -> None:
-    """OUT and the files beside it are no input of the job, no other run's files, and an OUT
-    that exists was written by rewrite-traces (a rerun appends to it)."""
-    from igpo.outputs import OutputRefused, check_output, model_input
+def check_outputs(job: RewriteJob) -> list[Path]:
+    """OUT and the files beside it are no input of the job, no other run's files, and one that
+    exists holds rewrite-traces rows (a rerun appends to it) or was written by igpo
+    (igpo.owned), unless --overwrite. Returns the files --overwrite replaces."""
+    from igpo.outputs import check_output, model_input
+    from igpo.owned import check_replace
 
     inputs = [job.input, job.prompt, model_input(job.tokenizer)]
-    for name, path in job.files().items():
-        check_output(path, inputs, flag="--out" if name == "kept" else f"--out ({name})", folder=False)
-        if name in OUTPUTS and path.is_file() and path.stat().st_size and not _has_rows(path):
-            raise OutputRefused(f"--out: {path} holds no rewrite-traces rows; it is not this job's file")
+    replaced = []
+    for name, path in _written(job).items():
+        flag = "--out" if name == "kept" else f"--out ({name})"
+        check_output(path, inputs, flag=flag, folder=False)
+        if (
+            name in OUTPUTS
+            and not path.is_symlink()
+            and path.is_file()
+            and (_has_rows(path) or not path.stat().st_size)
+        ):
+            continue  # this job's rows (or an empty file): a rerun appends
+        if check_replace(path, flag=flag, overwrite=job.overwrite) not in ("absent", "own"):
+            replaced.append(path)
+    return replaced
+
+
+def _written(job: RewriteJob) -> dict[str, Path]:
+    """The files the job writes: `source` only for a Hub dataset (a local INPUT is read in place)."""
+    return {name: path for name, path in job.files().items() if name != "source" or not job.input.is_file()}
 
 
 def _has_rows(path: Path) -> bool:
+    """Holds rows rewrite-traces wrote (each with an id and its source line), not another JSONL."""
     try:
-        return bool(finished_rows(path))
+        rows = finished_rows(path)
     except UnicodeDecodeError:
         return False
+    return bool(rows) and all(isinstance(row, dict) and "source_line" in row for row in rows.values())
 
 
 def run(job: RewriteJob) -> dict[str, Any]:
-    """Rewrite every row not yet finished; returns the summary (also written next to OUT)."""
-    check_outputs(job)
-    with contextlib.ExitStack() as held:
-        return _run(job, held)
+    """Rewrite every row not yet finished; returns the summary (also written next to OUT). Its
+    files are recorded as igpo's (igpo.owned), so a rerun appends to them."""
+    from igpo.owned import claim_file, claiming
+
+    replaced = check_outputs(job)
+    with claiming(), contextlib.ExitStack() as held:
+        for path in _written(job).values():
+            claim_file(path)
+        return _run(job, held, replaced)
 
 
-def _run(job: RewriteJob, held: contextlib.ExitStack) -> dict[str, Any]:
+def _run(job: RewriteJob, held: contextlib.ExitStack, replaced: list[Path]) -> dict[str, Any]:
     from igpo.models import load_tokenizer
     from igpo.outputs import locked
     from igpo.testbed import TESTBED_DIR
@@ -171,6 +197,8 @@ def _run(job: RewriteJob, held: contextlib.ExitStack) -> dict[str, Any]:
             raise InvalidSetting(f"{flag} must be a finite price >= 0, got {price}")
     template = load_prompt(job.prompt)
     sources = list(read_sources(job.input, job.fields, template, job.limit))  # bad rows fail before any request
+    for path in replaced:  # --overwrite: replaced, never appended to (nor a link written through)
+        path.unlink(missing_ok=True)
     files = job.files()
     done = done_ids([files[name] for name in OUTPUTS])
     todo = [s for s in sources if s.id not in done]
@@ -201,7 +229,7 @@ def _run(job: RewriteJob, held: contextlib.ExitStack) -> dict[str, Any]:
         "attempts": counts["attempts"],
         "wall_seconds": round(wall, 2),
         "model": job.client.model,
-        "base_url": job.client.base_url,
+        "base_url": redact_url(job.client.base_url),
     }
     atomic_write_text(files["summary"], json.dumps(summary, indent=2) + "\n")
     return summary

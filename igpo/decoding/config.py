@@ -13,6 +13,11 @@ CACHE_MODES = (None, "prefix", "dual")
 """KV caching modes of the decoder: exact decoding, prefix cache, dual cache."""
 COMPILE_MODES = (None, "graphs", "inductor")
 """How the model's passes run: eagerly, replayed from captured CUDA graphs, or torch.compile'd."""
+MAX_GEN_LENGTH = 16384
+"""The longest completion decoded, in tokens (32 times the IGPO protocol's 512): the canvas, its
+logits and KV cache are allocated up front, so a larger value is refused before any allocation."""
+MAX_BATCH_SIZE = 4096
+"""The most prompts decoded together (`--batch-size`, lm-eval's `batch_size`)."""
 
 
 def check_settings(
@@ -31,12 +36,7 @@ def check_settings(
     compile=None,
 ) -> None:
     """Raise a ValueError naming the first bad decoding setting (the checks that need no model)."""
-    for name, value in (("gen_length", gen_length), ("block_length", block_length), ("steps", steps)):
-        _check_positive_int(name, value)
-    if gen_length % block_length:
-        raise InvalidSetting(f"block_length={block_length} does not divide gen_length={gen_length}")
-    if steps % (gen_length // block_length):
-        raise InvalidSetting(f"steps={steps} is not a multiple of the number of blocks ({gen_length // block_length})")
+    _check_lengths(gen_length, block_length, steps)
     for name, value in (
         ("temperature", temperature),
         ("cfg_scale", cfg_scale),
@@ -71,6 +71,21 @@ def check_settings(
             raise InvalidSetting("cache_refresh_tokens needs a cache mode ('prefix' or 'dual')")
     if compile not in COMPILE_MODES:
         raise InvalidSetting(f"unknown compile mode {compile!r} (use None, 'graphs' or 'inductor')")
+
+
+def _check_lengths(gen_length: Any, block_length: Any, steps: Any) -> None:
+    """gen_length, block_length and steps: positive, within MAX_GEN_LENGTH, and dividing evenly.
+    Steps above gen_length are refused: the extra steps would commit no token (passes for nothing)."""
+    for name, value in (("gen_length", gen_length), ("block_length", block_length), ("steps", steps)):
+        _check_positive_int(name, value)
+    if gen_length > MAX_GEN_LENGTH:
+        raise InvalidSetting(f"gen_length={gen_length} is over the maximum of {MAX_GEN_LENGTH} tokens")
+    if steps > gen_length:
+        raise InvalidSetting(f"steps={steps} is more than gen_length={gen_length} (at most one step per token)")
+    if gen_length % block_length:
+        raise InvalidSetting(f"block_length={block_length} does not divide gen_length={gen_length}")
+    if steps % (gen_length // block_length):
+        raise InvalidSetting(f"steps={steps} is not a multiple of the number of blocks ({gen_length // block_length})")
 
 
 def _check_positive_int(name: str, value: Any) -> None:

@@ -19,6 +19,7 @@ from typing import Any, Protocol
 import torch
 from torch import nn
 
+from igpo.errors import IgpoError
 from igpo.models import TokenSpec
 from igpo.training.runtime import (
     MetricsLog,
@@ -32,6 +33,7 @@ from igpo.training.runtime import (
     make_scheduler,
     prepare_output,
     resume_checkpoint,
+    run_kind,
     save_checkpoint,
     step_generator,
     torch_seed,
@@ -88,14 +90,18 @@ def open_session(
 
     check_seed(cfg.seed)
     accelerator = Accelerator(cpu=not torch.cuda.is_available())
-    inputs = config_inputs(cfg)
-    check_output_folder(out, resume=resume, overwrite=overwrite, inputs=inputs)  # one line, no model load
-    if resume:
-        check_resume_config(out, cfg)
+    inputs, trainer = config_inputs(cfg), run_kind(cfg)
+
+    def check() -> None:  # one line, no model load
+        check_output_folder(out, resume=resume, overwrite=overwrite, inputs=inputs, trainer=trainer)
+        if resume:
+            check_resume_config(out, cfg)
+
+    on_main_first(accelerator, check)
     model, tokenizer = build_model(cfg.model, device=accelerator.device, seed=cfg.seed)
     lock = None
     if accelerator.is_main_process:
-        lock = prepare_output(out, resume=resume, overwrite=overwrite, inputs=inputs)
+        lock = prepare_output(out, resume=resume, overwrite=overwrite, inputs=inputs, trainer=trainer)
     accelerator.wait_for_everyone()
     spec = model.token_spec
     try:
@@ -107,6 +113,23 @@ def open_session(
             lock.close()
         raise
     return Session(accelerator, model, tokenizer, spec, optimizer, scheduler, out, lock)
+
+
+def on_main_first(accelerator, check: Callable[[], None]) -> None:
+    """Run `check` on the main process only (the other processes would race its lock and its
+    files) and raise its error, if any, on every process, before the model loads."""
+    error = None
+    if accelerator.is_main_process:
+        try:
+            check()
+        except IgpoError as err:
+            error = err
+    if accelerator.num_processes > 1:
+        from accelerate.utils import broadcast_object_list
+
+        error = broadcast_object_list([error])[0]
+    if error is not None:
+        raise error
 
 
 StepFn = Callable[[int, torch.Generator], dict[str, Any]]

@@ -49,6 +49,7 @@ from igpo.training.runtime import (
     TrainingError,
     base_module,
     is_peft,
+    process_count,
     step_generator,
 )
 from igpo.training.settings import CheckpointSettings, LogSettings, ModelSettings, OptimSettings
@@ -103,7 +104,8 @@ class RLConfig:
     num_generations: int = 8
     """G: rollouts per prompt (2..MAX_GENERATIONS; decoded as one batch)."""
     prompts_per_step: int = 1
-    """Prompt groups per process per training step; one optimiser step covers all of them."""
+    """Prompt groups per training step over all processes (split evenly between them; refused
+    when it does not divide); one optimiser step covers all of them."""
     max_steps: int = 128
     mu: int = 4
     """Policy updates per batch of rollouts (each one optimiser step)."""
@@ -203,6 +205,9 @@ class Group:
     """The hint share eta of each hinted rollout, in slot order."""
     level: Any = None
     """The problem's difficulty where the source has one (arith: its number of operations)."""
+    unit: int = 0
+    """The prompt's position in its step over all processes (0..prompts_per_step - 1): keys the
+    group's estimator randomness, so any process count draws the same."""
 
 
 @dataclass
@@ -291,12 +296,14 @@ class Trainer:
         return completion_texts(self.tokenizer, completions, self.stops)
 
     def sample(
-        self, prompts: list[torch.Tensor], generator: torch.Generator, hints: list[torch.Tensor] | None = None
+        self, prompts: list[torch.Tensor], generators: Generators, hints: list[torch.Tensor] | None = None
     ) -> list[Rollouts]:
         """G rollouts for each prompt in one decoder call (left-padded when the prompts differ in
-        length); `hints`: one [G, gen_length] canvas per prompt. Row seeds are drawn prompt by prompt."""
+        length); `hints`: one [G, gen_length] canvas per prompt. Each prompt's row seeds come from
+        its own generator (one generator for all: drawn prompt by prompt)."""
         g = self.cfg.num_generations
-        seeds = [torch.randint(0, SEED_RANGE, (g,), generator=generator).tolist() for _ in prompts]
+        gens = per_prompt(generators, len(prompts))
+        seeds = [torch.randint(0, SEED_RANGE, (g,), generator=gen).tolist() for gen in gens]
         row_gens = [torch.Generator().manual_seed(s) for group in seeds for s in group]
         device = self.accelerator.device if self.accelerator else prompts[0].device
         if len(prompts) == 1:
@@ -325,22 +332,24 @@ class Trainer:
         """G rollouts for one prompt, with IGPO's rescue of an all-wrong group."""
         return self.rollout_groups([example], generator, timer)[0]
 
-    def rollout_step(self, examples: list[Example], generator: torch.Generator, timer: StepTimer) -> list[Group]:
+    def rollout_step(self, examples: list[Example], generators: Generators, timer: StepTimer) -> list[Group]:
         """One step's groups: all in one decoder call (and the re-samples of all its all-wrong
-        groups in a second) with `batch_rollouts`, else one prompt at a time."""
+        groups in a second) with `batch_rollouts`, else one prompt at a time. With one generator
+        per prompt both give the same groups (each prompt draws only from its own)."""
         if self.cfg.batch_rollouts:
-            return self.rollout_groups(examples, generator, timer)
-        return [self.rollout_group(ex, generator, timer) for ex in examples]
+            return self.rollout_groups(examples, generators, timer)
+        gens = per_prompt(generators, len(examples))
+        return [self.rollout_group(ex, gen, timer) for ex, gen in zip(examples, gens, strict=True)]
 
-    def rollout_groups(self, examples: list[Example], generator: torch.Generator, timer: StepTimer) -> list[Group]:
+    def rollout_groups(self, examples: list[Example], generators: Generators, timer: StepTimer) -> list[Group]:
         """A step's stages for its prompts, in order: rollout (G per prompt, decoded together),
         reward, rescue (IGPO: the all-wrong groups re-sampled together, with hint canvases, and up
         to floor(lambda G) of their rollouts replaced by correct ones), advantage."""
         prompts = [self.encode_prompt(ex.prompt) for ex in examples]
         with timer.timed("generation"):
-            rollouts = self.sample(prompts, generator)
+            rollouts = self.sample(prompts, generators)
         scored = self.reward(rollouts, examples, timer)
-        rescued = self.rescue(examples, prompts, rollouts, scored, generator, timer)
+        rescued = self.rescue(examples, prompts, rollouts, scored, generators, timer)
         return self.advantage(prompts, rollouts, scored, rescued, [example_level(ex) for ex in examples])
 
     def reward(self, rollouts: list[Rollouts], examples: list[Example], timer: StepTimer) -> list[Scores]:
@@ -357,7 +366,7 @@ class Trainer:
         prompts: list[torch.Tensor],
         rollouts: list[Rollouts],
         scored: list[Scores],
-        generator: torch.Generator,
+        generators: Generators,
         timer: StepTimer,
     ) -> Rescue:
         """IGPO's rescue of all-wrong groups, in place in `rollouts`: re-sample each (with hint
@@ -375,25 +384,28 @@ class Trainer:
         wrong = [i for i, sc in enumerate(scored) if not any(sc.correct)]
         if not wrong:
             return rescue
+        gens = per_prompt(generators, len(examples))
         canvases: dict[int, torch.Tensor] = {}
         etas: dict[int, list[float]] = {}
         with timer.timed("hinting"):
             if cfg.igpo.resample == "hints":
                 for i in wrong:
                     trace = encode_trace(self.tokenizer, examples[i].trace or "", examples[i].answer, prefill=PREFILL)
-                    etas[i] = sample_etas(g, cfg.hints, generator)
+                    etas[i] = sample_etas(g, cfg.hints, gens[i])
                     canvases[i] = build_hint_batch(
                         trace.ids,
                         g,
                         cfg.decode.gen_length,
                         cfg.hints,
                         self.spec.mask_id,
-                        generator,
+                        gens[i],
                         answer_span=trace.answer_span,
                         etas=etas[i],
                     )
             resampled = self.sample(
-                [prompts[i] for i in wrong], generator, hints=[canvases[i] for i in wrong] if canvases else None
+                [prompts[i] for i in wrong],
+                [gens[i] for i in wrong],
+                hints=[canvases[i] for i in wrong] if canvases else None,
             )
         for i, extra in zip(wrong, resampled, strict=True):
             with timer.timed("scoring"):
@@ -403,8 +415,8 @@ class Trainer:
             good = [j for j, ok in enumerate(extra_scored.correct) if ok]
             take = min(len(good), budget)
             if take:
-                pick = torch.randperm(len(good), generator=generator)[:take].tolist()
-                slots = torch.randperm(g, generator=generator)[:take].tolist()  # all wrong: any slot
+                pick = torch.randperm(len(good), generator=gens[i])[:take].tolist()
+                slots = torch.randperm(g, generator=gens[i])[:take].tolist()  # all wrong: any slot
                 for slot, choice in zip(slots, pick, strict=True):
                     src = good[choice]
                     rollouts[i].completions[slot] = extra.completions[src]
@@ -505,7 +517,7 @@ class Trainer:
         (detached, ratio 1), so no separate old pass is run."""
         return self.cfg.mu == 1 and not self.estimator.sequence_level
 
-    def prepare(self, group: Group, gi: int, step: int, rank: int) -> Prepared:
+    def prepare(self, group: Group, step: int) -> Prepared:
         """Entropy, loss mask, old and reference log-probs of one group (no gradients); on-policy
         the first three come from the update pass itself (see `current`)."""
         cfg = self.cfg
@@ -513,9 +525,9 @@ class Trainer:
         gen = None
         if needs_gen:
             seeds = torch.randint(
-                0, SEED_RANGE, (gi + 1,), generator=step_generator(cfg.seed, step, rank, Stream.ESTIMATOR)
+                0, SEED_RANGE, (group.unit + 1,), generator=step_generator(cfg.seed, step, 0, Stream.ESTIMATOR)
             )
-            gen = torch.Generator().manual_seed(int(seeds[gi]))
+            gen = torch.Generator().manual_seed(int(seeds[group.unit]))
         if self.on_policy():
             ref = self.reference_logprobs(group, _clone(gen), None)
             return Prepared(group=group, old=None, ref=ref, mask=None, entropy=None, hint_tokens=0, generator=gen)
@@ -567,9 +579,8 @@ class Trainer:
     def update(self, groups: list[Group], step: int, timer: StepTimer) -> dict[str, float]:
         """mu optimiser steps on the step's rollouts; returns loss metrics."""
         cfg = self.cfg
-        rank = self.accelerator.process_index if self.accelerator else 0
         t0 = time.perf_counter()
-        prepared = [self.prepare(group, gi, step, rank) for gi, group in enumerate(groups)]
+        prepared = [self.prepare(group, step) for group in groups]
         timer.add("logprob", time.perf_counter() - t0)
         t0 = time.perf_counter()
         totals = {"loss": 0.0, "policy_loss": 0.0, "kl": 0.0, "clip_ratio": 0.0}
@@ -625,6 +636,8 @@ class Trainer:
         )
         entropy_sum = sum(float((p.entropy * p.mask).sum()) for p in prepared)
         totals.update(
+            hint_tokens=hint_tokens,
+            hinted_loss_tokens=hinted_rows,
             hint_token_fraction=hint_tokens / max(1, loss_tokens),
             hinted_loss_token_share=hinted_rows / max(1, loss_tokens),
             entropy=entropy_sum / max(1, loss_tokens),
@@ -670,6 +683,19 @@ class Prepared:
     hint_tokens: int
     generator: torch.Generator | None
     """The group's estimator randomness (prompt masks, ELBO masks); cloned for every pass."""
+
+
+Generators = torch.Generator | list[torch.Generator]
+"""One generator per prompt, or one shared by all of them (drawn from prompt by prompt)."""
+
+
+def per_prompt(generators: Generators, count: int) -> list[torch.Generator]:
+    """`count` generators: the list given, or the one generator repeated (so draws stay in order)."""
+    if isinstance(generators, torch.Generator):
+        return [generators] * count
+    if len(generators) != count:
+        raise InvalidSetting(f"{len(generators)} generators for {count} prompts")
+    return list(generators)
 
 
 def _add(acc: list[torch.Tensor] | None, grads: list[torch.Tensor]) -> list[torch.Tensor]:
@@ -721,6 +747,9 @@ def group_metrics(groups: list[Group], g: int) -> dict[str, Any]:
         "replaced": float(sum(gr.replaced for gr in groups)),
         "groups": float(len(groups)),
         "hinted_rollouts": float(hinted_rewards.numel()),
+        "unhinted_rollouts": float(unhinted_rewards.numel()),
+        "all_wrong_groups": all_wrong,
+        "rescued_groups": rescued,
         "hinted_reward": float(hinted_rewards.mean()) if hinted_rewards.numel() else None,
         "unhinted_reward": float(unhinted_rewards.mean()) if unhinted_rewards.numel() else None,
         "etas": [round(e, 4) for gr in groups for e in gr.etas],
@@ -741,13 +770,6 @@ def _count_by_level(groups) -> dict[str, int]:
 def epoch_horizon(cfg: RLConfig, problems: int, processes: int) -> int:
     """Steps that cover `cfg.epochs` passes over `problems` training problems (at least 1)."""
     return max(1, math.ceil(cfg.epochs * problems / (cfg.prompts_per_step * processes)))
-
-
-def _process_count() -> int:
-    """Processes of this launch (accelerate's state; 1 without a launcher)."""
-    from accelerate import PartialState
-
-    return PartialState().num_processes
 
 
 def train_rl(cfg: RLConfig, out: Path, *, resume: bool = False, overwrite: bool = False) -> Path:
@@ -771,8 +793,10 @@ def train_rl(cfg: RLConfig, out: Path, *, resume: bool = False, overwrite: bool 
         tokenizer = load_tokenizer(cfg.model.tokenizer or cfg.model.path)
     examples = load_examples(cfg.data, tokenizer)
     check_examples(cfg, examples)
+    processes = process_count()
+    local = local_prompts(cfg, processes)
     if cfg.epochs is not None:
-        cfg.max_steps = epoch_horizon(cfg, len(examples), _process_count())
+        cfg.max_steps = epoch_horizon(cfg, len(examples), processes)
     if cfg.prompts_per_step > len(examples):
         raise TrainingError(
             f"prompts_per_step={cfg.prompts_per_step} is more than the {len(examples)} training "
@@ -789,15 +813,19 @@ def train_rl(cfg: RLConfig, out: Path, *, resume: bool = False, overwrite: bool 
         spec=session.spec,
     )
     order = torch.randperm(len(examples), generator=torch.Generator().manual_seed(cfg.seed)).tolist()
+    if resume and session.main:
+        say_process_change(out, processes)
 
-    def step_fn(step: int, generator: torch.Generator) -> dict[str, Any]:
+    def step_fn(step: int, _process_generator: torch.Generator) -> dict[str, Any]:
         timer = StepTimer()
-        first = (step * session.world + session.rank) * cfg.prompts_per_step
-        groups = trainer.rollout_step(
-            [examples[order[(first + j) % len(order)]] for j in range(cfg.prompts_per_step)], generator, timer
-        )
+        units = [session.rank * local + j for j in range(local)]  # positions in the step, all processes
+        batch = [examples[order[(step * cfg.prompts_per_step + u) % len(order)]] for u in units]
+        groups = trainer.rollout_step(batch, [step_generator(cfg.seed, step, u) for u in units], timer)
+        for unit, group in zip(units, groups, strict=True):
+            group.unit = unit
         losses = trainer.update(groups, step, timer)
         metrics = _reduce(session.accelerator, {**group_metrics(groups, cfg.num_generations), **losses})
+        metrics["processes"] = session.world
         gen_tokens = sum(gr.completions.numel() for gr in groups) * session.world
         generation_s = timer.parts.get("generation", 0.0) + timer.parts.get("hinting", 0.0)
         metrics.update({f"time_{k}": v for k, v in timer.parts.items()})
@@ -814,18 +842,89 @@ def train_rl(cfg: RLConfig, out: Path, *, resume: bool = False, overwrite: bool 
     )
 
 
-RANK_LOCAL_METRICS = ("hinted_reward", "unhinted_reward")
-"""Metrics a process may lack (None: it had no such rollouts): shown as the main process saw them."""
+SUMMED_METRICS = (
+    "replaced",
+    "groups",
+    "loss_tokens",
+    "hint_tokens",
+    "hinted_loss_tokens",
+    "hinted_rollouts",
+    "all_wrong_groups",
+    "rescued_groups",
+)
+"""Counts: summed over processes."""
+WEIGHTED_METRICS = {
+    "hinted_reward": "hinted_rollouts",
+    "unhinted_reward": "unhinted_rollouts",
+    "entropy": "loss_tokens",
+}
+"""Means over rollouts or tokens: combined weighted by the count each process saw."""
+RATIO_METRICS = {
+    "rescued_ratio": ("rescued_groups", "all_wrong_groups"),
+    "hint_token_fraction": ("hint_tokens", "loss_tokens"),
+    "hinted_loss_token_share": ("hinted_loss_tokens", "loss_tokens"),
+}
+"""Shares recomputed from the summed counts, so they are the step's over every process."""
 
 
 def _reduce(accelerator, metrics: dict[str, Any]) -> dict[str, Any]:
-    """Average metrics over processes (counts are summed)."""
-    if accelerator.num_processes == 1:
+    """The step's metrics over every process (one process: as they are): counts summed, lists
+    joined in process order (= prompt order), per-level counts added, means weighted by what
+    each process counted, shares recomputed; the rest (losses, timings) averaged."""
+    if accelerator is None or accelerator.num_processes == 1:
         return metrics
-    keys = sorted(k for k, v in metrics.items() if isinstance(v, (int, float)) and k not in RANK_LOCAL_METRICS)
-    values = torch.tensor([float(metrics[k]) for k in keys], device=accelerator.device)
-    summed = accelerator.reduce(values, reduction="sum")
-    out = dict(metrics)
-    for k, v in zip(keys, summed.tolist(), strict=True):
-        out[k] = v if k in ("replaced", "groups", "loss_tokens", "hinted_rollouts") else v / accelerator.num_processes
+    from accelerate.utils import gather_object
+
+    return combine_metrics(gather_object([metrics]))
+
+
+def combine_metrics(parts: list[dict[str, Any]]) -> dict[str, Any]:
+    """One metrics dict from each process's, by the rules of `_reduce`."""
+    out: dict[str, Any] = {}
+    for key in parts[0]:
+        values = [p.get(key) for p in parts]
+        if key in SUMMED_METRICS:
+            out[key] = sum(values)
+        elif key in WEIGHTED_METRICS:
+            weights = [p.get(WEIGHTED_METRICS[key]) or 0 for p in parts]
+            pairs = [(v, w) for v, w in zip(values, weights, strict=True) if v is not None and w]
+            out[key] = sum(v * w for v, w in pairs) / sum(w for _, w in pairs) if pairs else None
+        elif isinstance(values[0], list):
+            out[key] = [item for v in values for item in v]
+        elif isinstance(values[0], dict):
+            out[key] = {k: sum(v.get(k, 0) for v in values) for k in sorted({k for v in values for k in v})}
+        elif all(isinstance(v, (int, float)) for v in values):
+            out[key] = sum(values) / len(values)
+        else:
+            out[key] = values[0]
+    for key, (num, den) in RATIO_METRICS.items():
+        if key in out and num in out and den in out:
+            out[key] = out[num] / out[den] if out[den] else 0.0
     return out
+
+
+def local_prompts(cfg: RLConfig, processes: int) -> int:
+    """Each process's share of prompts_per_step (refused, naming both, when it does not divide)."""
+    if cfg.prompts_per_step % processes:
+        raise TrainingError(
+            f"prompts_per_step={cfg.prompts_per_step} does not divide over {processes} processes "
+            "(it counts prompts per step over all of them)"
+        )
+    return cfg.prompts_per_step // processes
+
+
+def say_process_change(out: Path, processes: int) -> None:
+    """On a resume under another process count: say that it continues the same experiment."""
+    from igpo.jsonfile import read_json_object
+    from igpo.progress import say
+    from igpo.training.runtime import STATE_FILE, resumable_checkpoint
+
+    last = resumable_checkpoint(out)
+    state = read_json_object(last[0] / STATE_FILE) if last else {}
+    before = (state.get("metrics") or {}).get("processes")
+    if before is not None and before != processes:
+        say(
+            "train",
+            f"resuming a run made on {before} process(es) on {processes}: the same prompts, rollouts and "
+            "updates (prompts_per_step is global); weights differ only by reduction-order rounding",
+        )

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from igpo.atomic import atomic_write_bytes
-from igpo.config import to_dict
+from igpo.config import ConfigError, read_yaml, to_dict
 from igpo.errors import PATH_ERRORS, IgpoError, InvalidSetting
 from igpo.jsonfile import finite, read_json_object
 from igpo.models import load_model, load_tokenizer, save_model
@@ -54,15 +54,19 @@ def config_inputs(config: Any) -> list[str | None]:
     return [model_input(model.path), model_input(model.tokenizer), model.adapter, getattr(data, "path", None)]
 
 
-def check_output_folder(out: Path, *, resume: bool, overwrite: bool, inputs: Any = ()) -> None:
+def check_output_folder(
+    out: Path, *, resume: bool, overwrite: bool, inputs: Any = (), trainer: str | None = None
+) -> None:
     """Refuse (changing nothing) an output folder that is an input or holds one, a protected
-    folder, a folder igpo did not make, or a non-empty one without --resume / --overwrite."""
+    folder, a folder igpo did not make, a run of another `trainer` (run_kind), or a non-empty
+    one without --resume / --overwrite."""
     from igpo import outputs
 
     if resume and overwrite:
         raise TrainingError("--resume and --overwrite exclude each other")
     outputs.check_output(out, inputs, clears=overwrite)
     outputs.ensure_free(out)
+    outputs.check_variant(out, trainer)
     if resume:
         if not latest_checkpoint(out):
             raise TrainingError(f"nothing to resume: no checkpoint under {out / CHECKPOINT_DIR}")
@@ -73,18 +77,23 @@ def check_output_folder(out: Path, *, resume: bool, overwrite: bool, inputs: Any
     outputs.check_folder(out, kind=OUTPUT_KIND, known=OUTPUT_NAMES, overwrite=overwrite)
 
 
-def prepare_output(out: Path, *, resume: bool, overwrite: bool, inputs: Any = ()):
+def run_kind(config: Any) -> str:
+    """'sft' or 'rl': the trainer a config drives, recorded in its output folder's marker."""
+    return "sft" if type(config).__name__ == "SFTConfig" else "rl"
+
+
+def prepare_output(out: Path, *, resume: bool, overwrite: bool, inputs: Any = (), trainer: str | None = None):
     """Check the output folder, take its lock (one writer per folder), clear it with --overwrite
-    (only what training writes, only in a folder igpo made). Returns the held lock: close it
-    when the run ends."""
+    (only what training writes, only in a folder igpo made for the same `trainer`). Returns the
+    held lock: close it when the run ends."""
     from igpo import outputs
 
-    check_output_folder(out, resume=resume, overwrite=overwrite, inputs=inputs)
+    check_output_folder(out, resume=resume, overwrite=overwrite, inputs=inputs, trainer=trainer)
     lock = outputs.acquire(out)
     try:
-        check_output_folder(out, resume=resume, overwrite=overwrite, inputs=inputs)  # as it is now, locked
+        check_output_folder(out, resume=resume, overwrite=overwrite, inputs=inputs, trainer=trainer)  # now, locked
         if not resume:
-            outputs.claim_folder(out, kind=OUTPUT_KIND, known=OUTPUT_NAMES, overwrite=overwrite)
+            outputs.claim_folder(out, kind=OUTPUT_KIND, known=OUTPUT_NAMES, overwrite=overwrite, variant=trainer)
     except BaseException:
         lock.close()
         raise
@@ -274,8 +283,8 @@ def checkpoint_config(path: Path) -> dict[str, Any]:
 
     file = path / CONFIG_FILE
     try:
-        raw = yaml.safe_load(file.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError, UnicodeDecodeError, RecursionError) as exc:
+        raw = read_yaml(file, "config")
+    except (OSError, yaml.YAMLError, UnicodeDecodeError, RecursionError, ConfigError) as exc:
         detail = str(exc).strip().splitlines()
         raise TrainingError(
             f"cannot read checkpoint {path} (damaged?): {file}: {detail[0] if detail else type(exc).__name__}"
@@ -307,6 +316,15 @@ class Stream(IntEnum):
 
 STREAMS = 8
 """Streams per (seed, step, rank): Stream's values lie below it."""
+
+
+def process_count() -> int:
+    """Processes of this launch: WORLD_SIZE, which torchrun / accelerate launch set (1 alone).
+    Read from the environment, not accelerate's state, which the session must make first."""
+    try:
+        return max(1, int(os.environ.get("WORLD_SIZE", "1")))
+    except ValueError:
+        return 1
 
 
 def step_seed(seed: int, step: int, rank: int = 0, stream: int = 0) -> int:

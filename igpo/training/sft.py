@@ -18,7 +18,7 @@ from igpo.data import render_prompt
 from igpo.progress import say
 from igpo.prompts import source_instruction
 from igpo.training.loop import open_session, run_steps
-from igpo.training.runtime import Stream, TrainingError, step_generator
+from igpo.training.runtime import Stream, TrainingError, process_count, step_generator
 from igpo.training.settings import CheckpointSettings, LogSettings, ModelSettings, OptimSettings
 
 MIN_MASK_RATE = 1e-3
@@ -65,7 +65,8 @@ class SFTConfig:
     checkpoint: CheckpointSettings = field(default_factory=CheckpointSettings)
     log: LogSettings = field(default_factory=LogSettings)
     batch_size: int = 8
-    """Examples per optimiser step (per process)."""
+    """Examples per optimiser step over all processes (split evenly between them; refused when it
+    does not divide)."""
     max_steps: int = 1000
     seed: int = 0
     """Seeds data order, mask rates and masks (one torch.Generator), and dropout."""
@@ -109,6 +110,16 @@ def collate(pairs, spec, completion_length: int) -> SFTBatch:
         ids[row, width : width + len(c)] = torch.tensor(c)
         lengths.append(len(c))
     return SFTBatch(ids=ids, prompt_len=width, attention_mask=mask, completion_len=torch.tensor(lengths))
+
+
+def local_batch(cfg: SFTConfig, processes: int) -> int:
+    """Each process's share of batch_size (refused, naming both, when it does not divide)."""
+    if cfg.batch_size % processes:
+        raise TrainingError(
+            f"batch_size={cfg.batch_size} does not divide over {processes} processes (it counts examples per "
+            "step over all of them)"
+        )
+    return cfg.batch_size // processes
 
 
 def canvas_length(cfg: SFTDataSettings, seed: int, step: int, rank: int) -> int:
@@ -186,6 +197,7 @@ def train_sft(cfg: SFTConfig, out: Path, *, resume: bool = False, overwrite: boo
     pairs = load_pairs(cfg.data)
     if not pairs:
         raise TrainingError("no training examples")
+    local_batch(cfg, process_count())  # refused before the output folder is touched
     session = open_session(cfg, out, resume=resume, overwrite=overwrite)
     spec, accelerator = session.spec, session.accelerator
     system = source_instruction(cfg.data.source, cfg.data.instruction)
@@ -197,14 +209,14 @@ def train_sft(cfg: SFTConfig, out: Path, *, resume: bool = False, overwrite: boo
         verb = "dropped" if cfg.data.overlong == "drop" else "truncated"
         say("sft", f"{len(encoded)} examples; {changed} {verb} over {cfg.data.max_completion_tokens} tokens")
     order = torch.randperm(len(encoded), generator=torch.Generator().manual_seed(cfg.seed)).tolist()
-    per_step = cfg.batch_size * session.world
+    local = local_batch(cfg, session.world)
     model, optimizer, scheduler = session.model, session.optimizer, session.scheduler
     model.train()
 
     def step_fn(step: int, generator: torch.Generator) -> dict[str, Any]:
-        begin = step * per_step + session.rank * cfg.batch_size
-        rows = [encoded[order[(begin + i) % len(order)]] for i in range(cfg.batch_size)]
-        batch = collate(rows, spec, canvas_length(cfg.data, cfg.seed, step, session.rank))
+        begin = step * cfg.batch_size + session.rank * local
+        rows = [encoded[order[(begin + i) % len(order)]] for i in range(local)]
+        batch = collate(rows, spec, canvas_length(cfg.data, cfg.seed, step, 0))  # one canvas for all
         batch.ids = batch.ids.to(accelerator.device)
         loss = sft_loss(model, batch, spec.mask_id, generator, spec.shifted_logits)
         accelerator.backward(loss)
