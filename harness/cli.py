@@ -173,6 +173,20 @@ def bench_train(
     run(TrainBenchConfig(model=model, steps=steps, out=out))
 
 
+@bench_app.command("scale")
+@friendly
+def bench_scale(
+    processes: Annotated[int, typer.Option(min=2, max=64, help="Processes of the scaled runs (against one).")] = 2,
+    out: Annotated[Path, typer.Option(help="Markdown file to write.")] = Path("results/bench/scale.md"),
+    overwrite: Overwrite = False,
+) -> None:
+    """The same eval and 2-step RL run on 1 and N processes: checked equal, timed, speed-up."""
+    from harness.bench.scale import ScaleBenchConfig, run
+
+    _check_outputs(("--out", out, False), overwrite=overwrite)
+    run(ScaleBenchConfig(processes=processes, out=out))
+
+
 @bench_app.command("ops")
 @friendly
 def bench_ops(
@@ -246,6 +260,15 @@ def _split(values: list[str] | None) -> list[str]:
     return [v.strip() for raw in values or [] for v in raw.split(",") if v.strip()]
 
 
+def _task_names(values: list[str] | None) -> list[str]:
+    """--tasks as names; given but empty (`--tasks ''`, `--tasks ,`) is refused rather than read
+    as not given (which would run the default tasks)."""
+    names = _split(values)
+    if values is not None and not names:
+        raise UserError(f"--tasks {' '.join(values)!r} names no task: name at least one (e.g. gsm8k)")
+    return names
+
+
 @app.command("eval")
 @friendly
 def eval_cmd(
@@ -312,7 +335,11 @@ def eval_cmd(
         ),
     ] = None,
     cache: Annotated[
-        str | None, typer.Option(help="KV cache between a block's steps: prefix or dual (default: exact decoding).")
+        str | None,
+        typer.Option(
+            help="KV cache between a block's steps: prefix, dual, or none (exact decoding; turns a protocol's cache "
+            "off). Default: the protocol's."
+        ),
     ] = None,
     cache_refresh: Annotated[
         int | None,
@@ -340,7 +367,8 @@ def eval_cmd(
     compile: Annotated[
         str | None,
         typer.Option(
-            help="graphs: replay each pass from a captured CUDA graph (GPU); inductor: torch.compile the passes.",
+            help="none: eager passes (default); graphs: replay each pass from a captured CUDA graph (GPU); "
+            "inductor: torch.compile the passes.",
         ),
     ] = None,
     leaderboard: Annotated[
@@ -405,7 +433,7 @@ def eval_cmd(
         ).items()
         if v is not None
     }
-    task_list = _split(tasks) or ["gsm8k", "math500", "amc"]
+    task_list = _task_names(tasks) or ["gsm8k", "math500", "amc"]
     try:
         seed_list = [int(s) for s in _split([seeds])] if seeds is not None else None
     except ValueError:
@@ -709,7 +737,7 @@ def check_cmd(
         overwrite=overwrite,
     )
     settings = CheckSettings(
-        alpha=alpha, max_drop=max_drop / POINTS, allow_mismatch=allow_mismatch, exact=exact, tasks=_split(tasks)
+        alpha=alpha, max_drop=max_drop / POINTS, allow_mismatch=allow_mismatch, exact=exact, tasks=_task_names(tasks)
     )
     model = CandidateModel(
         out=out,

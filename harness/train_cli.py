@@ -10,9 +10,26 @@ import typer
 from harness.errors import friendly, launch_rank
 from igpo.errors import InvalidSetting
 
-RecipeOpt = Annotated[
-    str, typer.Option("--recipe", "-r", help="Recipe YAML, or the name of a shipped one (igpo_tiny, grpo_llada, ...).")
-]
+SFT_EXAMPLES = {"recipes": ("sft_tiny", "sft_llada"), "overrides": ("max_steps=2", "optim.lr=1e-5", "batch_size=4")}
+TRAIN_EXAMPLES = {
+    "recipes": ("igpo_tiny", "grpo_llada"),
+    "overrides": ("max_steps=2", "optim.lr=1e-5", "igpo.resample=none"),
+}
+"""What each command's --help shows as examples: every one runs with that command
+(tests/test_bad_input.py loads each override into each recipe)."""
+
+
+def _recipe_opt(examples: dict[str, tuple[str, ...]]) -> typer.models.OptionInfo:
+    names = ", ".join(examples["recipes"])
+    return typer.Option("--recipe", "-r", help=f"Recipe YAML, or the name of a shipped one ({names}, ...).")
+
+
+def _overrides_arg(examples: dict[str, tuple[str, ...]]) -> typer.models.ArgumentInfo:
+    return typer.Argument(help=f"Config overrides, e.g. {' '.join(examples['overrides'])}.")
+
+
+SftRecipeOpt = Annotated[str, _recipe_opt(SFT_EXAMPLES)]
+TrainRecipeOpt = Annotated[str, _recipe_opt(TRAIN_EXAMPLES)]
 OutOpt = Annotated[Path | None, typer.Option(help="Output folder (default: runs/train/<recipe name>).")]
 ResumeOpt = Annotated[bool, typer.Option("--resume", help="Continue from the newest checkpoint in --out.")]
 OverwriteOpt = Annotated[
@@ -35,9 +52,8 @@ ProcessesOpt = Annotated[
         "The recipe, data and --out are checked here first; prompts_per_step / batch_size count over all of them.",
     ),
 ]
-OverridesArg = Annotated[
-    list[str] | None, typer.Argument(help="Config overrides, e.g. max_steps=2 optim.lr=1e-5 igpo.resample=none.")
-]
+SftOverridesArg = Annotated[list[str] | None, _overrides_arg(SFT_EXAMPLES)]
+TrainOverridesArg = Annotated[list[str] | None, _overrides_arg(TRAIN_EXAMPLES)]
 
 
 def _out(recipe: Path, out: Path | None) -> Path:
@@ -126,12 +142,12 @@ def launch(processes: int, argv: list[str]) -> int:
 
 @friendly
 def sft(
-    recipe: RecipeOpt,
+    recipe: SftRecipeOpt,
     out: OutOpt = None,
     resume: ResumeOpt = False,
     overwrite: OverwriteOpt = False,
     processes: ProcessesOpt = 1,
-    overrides: OverridesArg = None,
+    overrides: SftOverridesArg = None,
 ) -> None:
     """Masked-diffusion SFT (LLaDA objective) with length-aligned filtering; LoRA or full weights."""
     from igpo.training.sft import SFTConfig, train_sft
@@ -141,12 +157,12 @@ def sft(
 
 @friendly
 def train(
-    recipe: RecipeOpt,
+    recipe: TrainRecipeOpt,
     out: OutOpt = None,
     resume: ResumeOpt = False,
     overwrite: OverwriteOpt = False,
     processes: ProcessesOpt = 1,
-    overrides: OverridesArg = None,
+    overrides: TrainOverridesArg = None,
 ) -> None:
     """GRPO / IGPO reinforcement learning with diffusion rollouts (igpo.resample: hints|plain|none)."""
     from igpo.training.rl import RLConfig, train_rl

@@ -47,11 +47,7 @@ to the question.
 
 Test data: :func:`test_set` draws from fixed pools seeded with :data:`TEST_SEED`; every problem
 of those pools is excluded from :func:`generate_problems`, whatever its seed, so training and
-test questions never coincide.
-
-Size: the generator, its vocabulary, the fixed test set and the templates share one grammar;
-most lines are sentence templates.
-"""
+test questions never coincide."""
 
 from __future__ import annotations
 
@@ -232,10 +228,12 @@ class ArithConfig:
                 )
             if any(w < 0 for w in self.step_weights) or sum(self.step_weights) <= 0:
                 raise InvalidSetting(f"step_weights must be >= 0 with a positive sum: {self.step_weights}")
-        if self.start_max < 1 or self.operand_max < 1:
-            raise InvalidSetting("start_max and operand_max must be >= 1")
-        if self.max_value < max(self.start_max, self.operand_max):
-            raise InvalidSetting("max_value must be >= start_max and >= operand_max")
+        for name in ("start_max", "operand_max"):
+            if getattr(self, name) < 1:
+                raise InvalidSetting(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("start_max", "operand_max"):
+            if self.max_value < getattr(self, name):
+                raise InvalidSetting(f"max_value={self.max_value} must be >= {name}={getattr(self, name)}")
         if not 0.0 <= self.distractor_prob <= 1.0:
             raise InvalidSetting(f"distractor_prob must be in [0, 1], got {self.distractor_prob}")
         if not 0.0 <= self.answer_habit_prob <= 1.0:

@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 
 import yaml
 
-from igpo.errors import InvalidSetting
+from igpo.errors import InvalidSetting, require_file
 
 T = TypeVar("T")
 
@@ -276,8 +276,7 @@ def read_yaml(path: Path, what: str) -> Any:
 def read_yaml_mapping(path: Path, what: str) -> dict[str, Any]:
     """A YAML file whose top level is a mapping (empty file: {}); one-line ConfigError naming
     `what` (recipe, grid, protocol, ...) when it is missing, malformed or over a bound."""
-    if not path.is_file():
-        raise ConfigError(f"{what} not found: {path}")
+    require_file(path, what, error=ConfigError)
     try:
         loaded = read_yaml(path, what)
     except yaml.YAMLError as err:
@@ -301,6 +300,8 @@ def resolve_recipe(name_or_path: str | Path) -> Path:
     path = Path(name_or_path)
     if path.is_file():
         return path
+    if path.exists():  # a folder or FIFO given as the recipe: said so, not "not found"
+        require_file(path, "recipe", error=ConfigError)
     shipped = Path(__file__).resolve().parent / "recipes" / (path.name if path.suffix else f"{path.name}.yaml")
     if shipped.is_file():
         return shipped

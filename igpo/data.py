@@ -14,11 +14,7 @@ one the strict metric reads) and the hint canvas can hide it as "the answer".
 
 Sources are looked up in :data:`SOURCES` (name -> loader of a :class:`DataConfig`); other modules
 add theirs with :func:`register_source` (e.g. a synthetic ``arith`` source).
-Loader errors name the file and line (or list item) in one line.
-
-Size: the SFT / RL data sources in one registry (JSONL and JSON readers, GSM8K, MATH,
-arith, rewritten traces).
-"""
+Loader errors name the file and line (or list item) in one line."""
 
 from __future__ import annotations
 
@@ -33,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from igpo.errors import BadFile, InvalidSetting, MissingInput
+from igpo.errors import BadFile, InvalidSetting, require_file
 from igpo.prompts import D1_INSTRUCTION as PROMPT_INSTRUCTION
 from igpo.prompts import PREFILL
 from igpo.scoring import box_spans, format_gold_number, gsm8k_gold
@@ -133,8 +129,7 @@ def jsonl_rows(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
     """``(line number, object)`` for each non-empty JSON-lines row; errors (bad JSON, a line that
     is not an object, bytes that are not UTF-8) name file and line."""
     path = Path(path)
-    if not path.is_file():
-        raise MissingInput(f"{path}: no such data file")
+    require_file(path, "data file", f"{path}: no such data file")
     with path.open(encoding="utf-8") as handle:
         lineno = 0
         try:
@@ -271,8 +266,7 @@ def load_metamath(
     Rows without the answer phrase are skipped (logged).
     """
     path = Path(path)
-    if not path.is_file():
-        raise MissingInput(f"{path}: no such data file")
+    require_file(path, "data file", f"{path}: no such data file")
     try:
         items = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as err:

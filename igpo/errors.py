@@ -7,6 +7,9 @@ refines (ValueError, FileNotFoundError), so `except ValueError` around a library
 
 from __future__ import annotations
 
+import os
+import stat
+
 
 class IgpoError(Exception):
     """Bad input from the user: a setting, a file, a name. Its message is one line."""
@@ -31,3 +34,21 @@ PATH_ERRORS: tuple[type[BaseException], ...] = (
     PermissionError,
 )
 """OS errors from opening a path the user gave: user errors too."""
+
+
+def require_file(
+    path: str | os.PathLike, what: str, missing: str | None = None, error: type[IgpoError] | None = None
+) -> None:
+    """Refuse `path` unless it is a regular file (links followed), naming `what` (e.g. "data file")
+    and the path. Nothing there: `missing` (default "{what} not found: {path}"), a MissingInput; a
+    folder: "{what} {path} is a folder, not a file"; a FIFO, socket or device: "{what} {path} is
+    not a regular file", each a BadFile (`error` replaces either kind). Only what is not there is
+    called not found; and a FIFO is never opened (a read would wait forever)."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:  # nothing there, a dangling link, or a folder on the way that is not one
+        raise (error or MissingInput)(missing or f"{what} not found: {path}") from None
+    if stat.S_ISREG(mode):
+        return
+    kind = "is a folder, not a file" if stat.S_ISDIR(mode) else "is not a regular file (a FIFO, socket or device)"
+    raise (error or BadFile)(f"{what} {path} {kind}")

@@ -7,14 +7,13 @@ import json
 from pathlib import Path
 from typing import Any
 
-from igpo.errors import BadFile, MissingInput
+from igpo.errors import BadFile, require_file
 
 
 def read_json_object(path: str | Path, *keys: str) -> dict[str, Any]:
     """The JSON object in `path`; `keys` must be present (BadFile names the first missing one)."""
     path = Path(path)
-    if not path.is_file():
-        raise MissingInput(f"{path}: no such file")
+    require_file(path, "JSON file", f"{path}: no such file")
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as err:

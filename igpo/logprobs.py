@@ -19,6 +19,7 @@ from torch import nn
 
 from igpo.decoding.sampler import HINTED
 from igpo.errors import InvalidSetting
+from igpo.models.logits import guidance_canvas, guided, token_logits
 
 
 @dataclass
@@ -52,8 +53,9 @@ def elbo_loglikelihood(
 
     `cfg_scale` > 0 applies classifier-free guidance as LLaDA's likelihood evaluation does: the
     logits become u + (s + 1)(c - u), with u from the same sample with the prefix masked too."""
-    if mc_num <= 0 or batch_size <= 0:
-        raise InvalidSetting(f"mc_num and batch_size must be positive, got {mc_num}, {batch_size}")
+    for name, value in (("mc_num", mc_num), ("batch_size", batch_size)):
+        if value <= 0:
+            raise InvalidSetting(f"{name} must be positive, got {value}")
     device = prefix.device
     plen, tlen = prefix.numel(), target.numel()
     seq = torch.cat([prefix, target]).to(device)
@@ -69,10 +71,7 @@ def elbo_loglikelihood(
         x = seq.repeat(b, 1)
         x[:, plen:] = torch.where(masked.to(device), torch.full_like(x[:, plen:], mask_id), x[:, plen:])
         if cfg_scale > 0:
-            unconditional = x.clone()
-            unconditional[:, :plen] = mask_id
-            cond, unc = model(torch.cat([x, unconditional])).logits.chunk(2, dim=0)
-            full = unc + (cfg_scale + 1) * (cond - unc)
+            full = guided(model(guidance_canvas(x, plen, mask_id)).logits, cfg_scale)
         else:
             full = model(x).logits
         logits = _completion_logits(full, plen, tlen, shifted_logits)
@@ -124,13 +123,8 @@ def mean_field_logprobs(
 
 
 def _completion_logits(logits: torch.Tensor, plen: int, tlen: int, shifted: bool) -> torch.Tensor:
-    """Logits [N, T, V] scoring the completion positions plen .. plen + T - 1 (shifted, Dream-style:
-    position i predicts token i + 1, and a first position reads its own logits)."""
-    if not shifted:
-        return logits[:, plen : plen + tlen]
-    if plen > 0:
-        return logits[:, plen - 1 : plen + tlen - 1]
-    return torch.cat([logits[:, :1], logits[:, : tlen - 1]], dim=1)
+    """Logits [N, T, V] scoring the completion positions plen .. plen + T - 1."""
+    return token_logits(logits, plen, plen + tlen, shifted)
 
 
 def _extend_mask(attention_mask: torch.Tensor | None, rows: int, tlen: int) -> torch.Tensor | None:

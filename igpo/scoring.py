@@ -13,11 +13,7 @@ Two metrics are offered:
 * :func:`strict_correct` -- d1-style strict metric: the first ``\\boxed{}`` only, compared
   numerically or after a MATH-style string normalisation (:func:`normalize_math_answer`).
 
-This module must stay importable without torch, ``harness`` or ``tasks`` (RL code imports it).
-
-Size: answer extraction, math-verify in a pool of time-bounded worker processes and d1's strict
-match: the one definition of correctness shared by evaluation and RL rewards.
-"""
+This module must stay importable without torch, ``harness`` or ``tasks`` (RL code imports it)."""
 
 from __future__ import annotations
 

@@ -27,7 +27,7 @@ from typing import Any
 
 import yaml
 
-from igpo.errors import BadFile, InvalidSetting, MissingInput
+from igpo.errors import BadFile, InvalidSetting, require_file
 
 TASK_DIR: Path = Path(__file__).resolve().parent
 """Folder of the installed task YAMLs: pass it to ``TaskManager(include_path=...)``."""
@@ -133,8 +133,9 @@ def data_dir_or_env(data_dir: Path | str | None) -> Path | None:
 def local_data_file(task_name: str, data_dir: Path | str) -> Path:
     """Absolute path of a task's JSON-lines file in ``data_dir``; FileNotFoundError if absent."""
     path = (Path(data_dir).expanduser() / _leaf(task_name).local_file).resolve()
-    if not path.is_file():
-        raise MissingInput(f"missing data file for {_leaf(task_name).name}: {path}")
+    require_file(
+        path, f"data file of {_leaf(task_name).name}", f"missing data file for {_leaf(task_name).name}: {path}"
+    )
     check_jsonl(path, _leaf(task_name).name)
     return path
 

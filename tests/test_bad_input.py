@@ -86,6 +86,28 @@ def test_eval_bad_flags(tmp_path, extra, needle):
 
 
 @pytest.mark.parametrize(
+    "extra, needle",
+    [
+        (["--tasks", ""], "--tasks '' names no task"),
+        (["--tasks", " , "], "names no task"),
+        (["--tasks", "arith", "--steps", "999"], "igpo_arith: steps=999 is more than gen_length=48"),
+        (["--tasks", "arith", "--protocol", "d1", "--steps", "999"], "--steps does not apply"),
+    ],
+    ids=["empty", "commas", "steps-over-arith-canvas", "steps-under-d1"],
+)
+def test_eval_empty_tasks_and_steps_over_the_canvas(tmp_path, extra, needle):
+    """`--tasks ''` is no request for the default tasks (gsm8k / math500 / amc from the Hub); 999
+    steps on arith's 48-token canvas are refused, not recorded."""
+    out = tmp_path / "out"
+    assert_one_error(igpo("eval", "--limit", "2", "--out", out, "--no-leaderboard", *extra), needle, out)
+
+
+def test_check_empty_tasks(tmp_path):
+    baseline = Path(__file__).resolve().parents[1] / "results" / "baselines" / "testbed-arith"
+    assert_one_error(igpo("check", baseline, "--baseline", baseline, "--tasks", ""), "names no task")
+
+
+@pytest.mark.parametrize(
     "changes, needle",
     [
         ({"n_layers": "four"}, "n_layers"),
@@ -117,6 +139,28 @@ def test_damaged_weights(tmp_path, damage):
         "model.safetensors",
         out,
     )
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf")], ids=["nan", "inf"])
+@pytest.mark.parametrize("everywhere", [True, False], ids=["all", "one"])
+def test_non_finite_weights_refused_at_load(tmp_path, value, everywhere):
+    """All-NaN (or one inf) weights would decode garbage and score 0% with no word: refused at
+    load, one line naming the file and the tensor."""
+    from conftest import save_tiny_checkpoint
+    from safetensors.torch import load_file, save_file
+
+    model = save_tiny_checkpoint(tmp_path / "m")
+    weights = model / "model.safetensors"
+    state = load_file(weights)
+    for i, name in enumerate(sorted(state)):
+        if everywhere or i == 1:
+            state[name] = state[name].clone()
+            state[name].view(-1)[slice(None) if everywhere else 0] = value  # every value, or the first
+    save_file(state, weights, metadata={"format": "pt"})
+    out = tmp_path / "out"
+    result = igpo("eval", "--model", model, "--tasks", "arith", "--limit", "1", "--out", out, "--no-leaderboard")
+    assert_one_error(result, f"weights file {weights} holds non-finite values", out)
+    assert sorted(state)[0 if everywhere else 1] in result.output
 
 
 @pytest.mark.parametrize(
@@ -165,6 +209,14 @@ TRAIN_CASES = [
     (["prompts_per_step=100000000"], "prompts_per_step"),
     (["seed=99999999999999999999"], "seed must be an integer from 0 to 9223372036854775807"),
     (["seed=-1"], "seed must be an integer from 0"),
+    # several limits of one kind: the message names the one that failed, with its value
+    (["optim.grad_clip=-1"], "optim.grad_clip must be >= 0, got -1"),
+    (["optim.warmup_steps=-3"], "optim.warmup_steps must be >= 0, got -3"),
+    (["optim.weight_decay=-0.5"], "optim.weight_decay must be >= 0, got -0.5"),
+    (["loss.epsilon_high=-0.1"], "loss.epsilon_high must be >= 0, got -0.1"),
+    (["loss.beta=-1"], "loss.beta must be >= 0, got -1"),
+    (["elbo_samples=0"], "elbo_samples must be >= 1, got 0"),
+    (["trajectory_group_steps=0"], "trajectory_group_steps must be >= 1, got 0"),
 ]
 
 
@@ -177,14 +229,33 @@ def test_train_bad_overrides(tmp_path, extra, needle):
 @pytest.mark.parametrize(
     "extra, needle",
     [
-        (["batch_size=0"], "batch_size"),
-        (["max_steps=0"], "max_steps"),
+        (["batch_size=0"], "batch_size must be >= 1, got 0"),
+        (["max_steps=0"], "max_steps must be >= 1, got 0"),
+        (["data.max_completion_tokens=0"], "data.max_completion_tokens must be >= 1, got 0"),
         (["seed=9223372036854775808"], "seed must be an integer from 0 to 9223372036854775807"),
     ],
 )
 def test_sft_bad_overrides(tmp_path, extra, needle):
     out = tmp_path / "run"
     assert_one_error(igpo("sft", "--recipe", "sft_tiny", "--out", out, *extra), needle, out)
+
+
+def test_each_limit_names_its_own_value():
+    """Settings checked together are refused one by one, naming the value that failed."""
+    from harness.rewrite.client import ClientSettings
+    from igpo.arith import ArithConfig
+    from igpo.errors import InvalidSetting
+
+    url = "http://127.0.0.1:9/v1"
+    for call, needle in (
+        (lambda: ClientSettings(base_url=url, model="m", max_attempts=0), "--max-attempts must be >= 1, got 0"),
+        (lambda: ClientSettings(base_url=url, model="m", concurrency=0), "--concurrency must be >= 1, got 0"),
+        (lambda: ArithConfig(operand_max=0), "operand_max must be >= 1, got 0"),
+        (lambda: ArithConfig(max_value=5, start_max=9), "max_value=5 must be >= start_max=9"),
+    ):
+        with pytest.raises(InvalidSetting) as err:
+            call()
+        assert str(err.value).startswith(needle), str(err.value)
 
 
 DATA_ROW_CASES = [  # (command, data.source, the file's one row, what the error names)
@@ -692,6 +763,20 @@ def test_damaged_adapter_folder(tmp_path, lora_pair, as_model, config, weights, 
     assert str(folder) in result.output
 
 
+def test_non_finite_adapter_weights_refused(tmp_path, lora_pair):
+    from safetensors.torch import load_file, save_file
+
+    base, adapter = lora_pair
+    folder = _damaged_adapter(tmp_path, adapter, None, None)
+    weights = folder / "adapter_model.safetensors"
+    state = {k: v.clone().fill_(float("nan")) for k, v in load_file(weights).items()}
+    save_file(state, weights, metadata={"format": "pt"})
+    out = tmp_path / "out"
+    model = ["--model", base, "--adapter", folder]
+    result = igpo("eval", *model, "--tasks", "arith", "--limit", "1", "--out", out, "--no-leaderboard")
+    assert_one_error(result, f"weights file {weights} holds non-finite values", out)
+
+
 def test_damaged_adapter_in_training(tmp_path, lora_pair):
     base, adapter = lora_pair
     folder = _damaged_adapter(tmp_path, adapter, None, "missing")
@@ -1110,3 +1195,137 @@ def test_csv_cell_keeps_numbers_and_quotes_formulas():
         assert csv_cell(number) == number
     for formula in ("=1+1", "+1+cmd", "-1+1", "@SUM(A1)", "-cmd|' /C calc'!A0", "\t=1", "-", "-1.5x"):
         assert csv_cell(formula) == "'" + formula
+
+
+def _not_a_file(path: Path, kind: str) -> Path:
+    if kind == "folder":
+        path.mkdir()
+    else:
+        os.mkfifo(path)
+    return path
+
+
+NOT_A_FILE_CASES = [  # (what the error calls it, the command; @P is the path, @OUT the output)
+    (
+        "protocol file",
+        ["eval", "--tasks", "arith", "--limit", "1", "--no-leaderboard", "--protocol", "@P", "--out", "@OUT"],
+    ),
+    ("recipe", ["train", "--recipe", "@P", "--out", "@OUT"]),
+    ("results file", ["leaderboard", "--no-reference", "@P"]),  # a folder there is a folder of runs
+    (
+        "input file",
+        [
+            "rewrite-traces",
+            "@P",
+            "--base-url",
+            "http://127.0.0.1:9/v1",
+            "--model",
+            "m",
+            "--preset",
+            "gsm8k",
+            "--out",
+            "@OUT/o.jsonl",
+        ],
+    ),
+    ("data file", ["sft", "--recipe", "sft_tiny", "data.source=jsonl", "data.path=@P", "max_steps=1", "--out", "@OUT"]),
+]
+
+
+@pytest.mark.parametrize("kind", ["folder", "fifo"])
+@pytest.mark.parametrize("what, command", NOT_A_FILE_CASES, ids=[c[0] for c in NOT_A_FILE_CASES])
+def test_a_folder_or_fifo_given_as_a_file_is_called_so(tmp_path, kind, what, command):
+    """A folder or FIFO where a file is expected is not "not found": one line saying what it is
+    (and a FIFO is never opened, which would wait forever)."""
+    if what == "results file" and kind == "folder":
+        pytest.skip("igpo leaderboard reads a folder as a folder of runs")
+    path, out = _not_a_file(tmp_path / "given.yaml", kind), tmp_path / "out"
+    args = [a.replace("@P", str(path)).replace("@OUT", str(out)) for a in command]
+    said = "is a folder, not a file" if kind == "folder" else "is not a regular file"
+    assert_one_error(igpo(*args), f"{what} {path} {said}", out)
+
+
+@pytest.mark.parametrize("kind", ["folder", "fifo"])
+def test_helpers_say_what_is_there_instead_of_a_file(tmp_path, kind):
+    from harness.eval.results import ResultsError, load_samples
+    from harness.rewrite.rows import load_prompt
+    from igpo.config import ConfigError, read_yaml_mapping
+    from igpo.data import jsonl_rows
+    from igpo.errors import BadFile, MissingInput
+    from igpo.jsonfile import read_json_object
+
+    path = _not_a_file(tmp_path / "x", kind)
+    said = "is a folder, not a file" if kind == "folder" else "is not a regular file"
+    for call, error, what in (
+        (lambda: read_json_object(path), BadFile, "JSON file"),
+        (lambda: read_yaml_mapping(path, "grid"), ConfigError, "grid"),
+        (lambda: list(jsonl_rows(path)), BadFile, "data file"),
+        (lambda: load_prompt(path), BadFile, "prompt file"),
+    ):
+        with pytest.raises(error, match=f"^{what} {path} {said}"):
+            call()
+    run = tmp_path / "run"
+    run.mkdir()
+    _not_a_file(run / "samples.jsonl", kind)
+    with pytest.raises(ResultsError, match=f"samples file {run / 'samples.jsonl'} {said}"):
+        load_samples(run)
+    with pytest.raises(MissingInput, match="no such data file"):  # what is not there is still not found
+        list(jsonl_rows(tmp_path / "absent.jsonl"))
+
+
+def _help_texts(name: str) -> dict[str, str]:
+    """A command's help, by parameter name (the command's own under "")."""
+    import typer.main
+
+    from harness.cli import app
+
+    command = typer.main.get_command(app).commands[name]
+    return {"": command.help or "", **{p.name: getattr(p, "help", None) or "" for p in command.params}}
+
+
+@pytest.mark.parametrize("name", ["sft", "train"])
+def test_every_help_example_of_training_runs(name):
+    """Each recipe `igpo sft/train --help` names loads, and each override it shows (`key=value`)
+    parses into each of them through load_config: no example the command refuses."""
+    import re
+
+    from igpo.config import load_config, resolve_recipe
+    from igpo.training.rl import RLConfig
+    from igpo.training.sft import SFTConfig
+
+    texts = _help_texts(name)
+    recipes = re.search(r"shipped one \(([^)]*)\)", texts["recipe"])[1].replace("...", "").replace(",", " ").split()
+    overrides = re.findall(r"\b[a-z_][a-z_.]*=[^\s,]+?(?=[\s,]|\.?$)", texts["overrides"])
+    assert recipes and overrides, texts
+    cls = SFTConfig if name == "sft" else RLConfig
+    for recipe in recipes:
+        for override in overrides:
+            load_config(cls, resolve_recipe(recipe), [override])
+        load_config(cls, resolve_recipe(recipe), overrides)
+    for choice in re.findall(r"igpo\.resample: ([\w|]+)", texts[""]):  # train's own line
+        for value in choice.split("|"):
+            load_config(RLConfig, resolve_recipe(recipes[0]), [f"igpo.resample={value}"])
+
+
+def test_every_help_example_of_eval_runs():
+    """The names and values `igpo eval --help` shows are ones eval takes."""
+    from harness.eval.protocols import load_protocol
+    from igpo.decoding import DecodeConfig
+    from igpo.models.loading import parse_dtype
+    from tasks.registry import resolve_tasks
+
+    texts = _help_texts("eval")
+    tasks = texts["tasks"].split(":", 1)[1].replace("(group)", "").rstrip(".").split(",")
+    assert len(resolve_tasks([t.strip() for t in tasks])) == 6
+    for protocol in ("igpo", "igpo_fast", "d1", "llada", "llada15"):
+        assert f"{protocol}:" in texts["protocol"]
+        load_protocol(protocol)
+    for value in ("float32", "bfloat16", "float16"):
+        assert value in texts["dtype"] and parse_dtype(value) is not None
+    for field, values in (
+        ("remasking", ("low_confidence", "random")),
+        ("cache", ("prefix", "dual", "none")),
+        ("compile", ("none", "graphs", "inductor")),
+    ):
+        for value in values:
+            assert value in texts[field]
+            DecodeConfig(**{field: value})

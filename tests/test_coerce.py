@@ -7,6 +7,7 @@ import pytest
 
 from igpo.config import ConfigError, coerce
 from igpo.decoding import DecodeConfig
+from igpo.errors import InvalidSetting
 
 
 @pytest.mark.parametrize(
@@ -69,3 +70,50 @@ def test_every_entry_point_uses_it():
     ):
         with pytest.raises(InvalidSetting, match="expected an integer"):
             call()
+
+
+@pytest.mark.parametrize("off", ["none", "None", "NONE", " none "])
+def test_none_spells_off_for_cache_and_compile_everywhere(tmp_path, off):
+    """`none` (any case) is off (None) for cache and compile in flags, protocols, lm-eval
+    model_args and generation kwargs, and recipes; `--cache none` turns a protocol's cache off,
+    its refresh rule with it (a None override would mean "not given")."""
+    from harness.eval.protocols import load_protocol, parse_protocol
+    from harness.eval.run import EvalRequest, plan
+    from harness.lmeval.args import parse_args
+    from harness.lmeval.settings import resolve
+    from igpo.config import load_config, resolve_recipe
+    from igpo.decoding import DecodeOverrides
+    from igpo.training.rl import RLConfig
+
+    cfg = DecodeConfig(cache=off, compile=off)
+    assert (cfg.cache, cfg.compile) == (None, None) and cfg == DecodeConfig()
+    proto = parse_protocol({"name": "p", "decoding": {"cache": off, "compile": off}})
+    assert (proto.decoding.cache, proto.decoding.compile) == (None, None)
+    args = parse_args({"pretrained": "testbed", "cache": off, "compile": off})
+    assert (args.decode.cache, args.decode.compile) == (None, None)
+    dual = parse_args({"pretrained": "testbed", "cache": "dual", "cache_refresh": "4"})
+    assert resolve({"cache": off, "cache_refresh": off}, dual.decode, dual.decode_given).decode.cache is None
+    recipe = load_config(RLConfig, resolve_recipe("grpo_tiny"), [f"decode.cache={off}", f"decode.compile={off}"])
+    assert (recipe.decode.cache, recipe.decode.compile) == (None, None)
+    fast = load_protocol("igpo_fast")
+    assert fast.decoding.cache == "dual" and fast.decoding.cache_refresh == 4
+    overrides = DecodeOverrides(cache=off, compile=off)
+    request = EvalRequest(model="testbed", tasks=["arith"], protocol="igpo_fast", overrides=overrides, out=tmp_path)
+    [((_, leaf), (decoding, _))] = plan(request).settings.items()
+    assert (decoding.cache, decoding.cache_refresh, decoding.compile, decoding.threshold) == (None, None, None, 0.9)
+    with pytest.raises(InvalidSetting, match="cache_refresh needs a cache mode"):  # the user's own refresh stays
+        fast.for_task(leaf, fast.decoding, DecodeOverrides(cache=off, cache_refresh=2))
+
+
+def test_none_on_the_command_line(tmp_path):
+    from typer.testing import CliRunner
+
+    from harness.cli import app
+    from harness.eval.results import load_results
+
+    out = tmp_path / "runs"
+    args = ["eval", "--tasks", "arith", "--limit", "2", "--no-leaderboard", "--out", str(out)]
+    result = CliRunner().invoke(app, [*args, "--protocol", "igpo_fast", "--cache", "None", "--compile", "none"])
+    assert result.exit_code == 0, result.output
+    decoding = load_results(out / "testbed-igpo_fast").tasks["igpo_arith"].decoding
+    assert (decoding["cache"], decoding["cache_refresh"], decoding["compile"]) == (None, None, None)

@@ -282,3 +282,21 @@ def test_shipped_reference_is_found_from_any_folder(tmp_path: Path, monkeypatch,
     result = CliRunner().invoke(app, ["leaderboard", str(runs[0])])
     assert result.exit_code == 0, result.output
     assert REPORTED in result.output and "LLaDA-8B-Instruct" in result.output
+
+
+def test_a_run_given_twice_is_listed_once(tmp_path: Path, runs: list[Path]) -> None:
+    """`igpo leaderboard DIR DIR/results.json` (or DIR twice) lists DIR's run once, as does the
+    report; a folder of runs beside one of its runs adds only the others."""
+    from typer.testing import CliRunner
+
+    from harness.cli import app
+    from harness.report.data import classify
+
+    base = runs[0]
+    for given in ([base, base / "results.json"], [base, base], [base / "results.json", tmp_path / "base"]):
+        result = CliRunner().invoke(app, ["leaderboard", "--no-reference", *map(str, given)])
+        assert result.exit_code == 0, result.output
+        assert result.output.count("LLaDA-8B-Instruct") == 1, result.output
+    result = CliRunner().invoke(app, ["leaderboard", "--no-reference", str(tmp_path), str(base / "results.json")])
+    assert result.exit_code == 0 and result.output.count("| LLaDA-8B-Instruct") == 2, result.output
+    assert classify([base, base / "results.json", tmp_path]).runs == runs

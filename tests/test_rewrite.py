@@ -177,6 +177,34 @@ def test_bad_input_fails_before_any_request(tmp_path, case, needle):
     assert not (tmp_path / "o.jsonl").exists()
 
 
+def test_resume_with_other_settings_is_refused(tmp_path):
+    """Every finished row records the settings that made it; a rerun asking for another model or
+    temperature is one `error:` line naming both, not old rows counted done under the new model."""
+    data, out = _rows(tmp_path / "in.jsonl", 4), tmp_path / "rw.jsonl"
+    with FakeRewriter(api_key=KEY) as server:
+        first = runner.invoke(app, _args(data, out, server.base_url, "--limit", "2"))
+        assert first.exit_code == 0, first.output
+        kept = [json.loads(x) for x in out.read_text().splitlines()]
+        assert kept and all(r["rewriter"]["model"] == "fake" and r["rewriter"]["temperature"] == 0.0 for r in kept)
+        before, served = out.read_text(), server.requests
+        for flag, value, needle in (
+            ("--model", "other", "model='fake'; this run asks model='other'"),
+            ("--temperature", "0.7", "temperature=0.0; this run asks temperature=0.7"),
+        ):
+            args = _args(data, out, server.base_url, flag, value)
+            if flag == "--model":
+                args[args.index("fake")] = "other"
+                args = args[:-2]
+            result = runner.invoke(app, args)
+            assert result.exit_code == 2, result.output
+            lines = [x for x in result.output.splitlines() if x.startswith("error:")]
+            assert len(lines) == 1 and needle in lines[0] and "another --out" in lines[0], result.output
+        assert server.requests == served and out.read_text() == before  # nothing sent, nothing written
+        same = runner.invoke(app, _args(data, out, server.base_url))  # the same settings resume
+        assert same.exit_code == 0, same.output
+        assert json.loads((tmp_path / "rw.summary.json").read_text())["already_done"] == 2
+
+
 def test_sft_reads_the_rewrites(tmp_path):
     """Kept rows are SFT data as they stand: `igpo sft data.source=jsonl data.path=OUT`."""
     from igpo.arith import test_set

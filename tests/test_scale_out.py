@@ -134,4 +134,6 @@ def test_raw_launch_prints_the_error_once(tmp_path):
     proc = launch(["train", "--recipe", "grpo_tiny", "prompts_per_step=3", "--out", str(tmp_path / "o")])
     assert proc.returncode != 0
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
-    assert errors == ["error: prompts_per_step=3 does not divide over 2 processes (it counts prompts per step over all of them)"]
+    assert errors == [
+        "error: prompts_per_step=3 does not divide over 2 processes (it counts prompts per step over all of them)"
+    ]

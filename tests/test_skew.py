@@ -174,3 +174,44 @@ def test_hub_row_with_a_nan_gold_is_refused_by_its_problem():
         gold_amc({"problem": "What is 0/0?", "answer": float("nan")})
     with pytest.raises(BadFile, match="not a finite number"):
         gold_math({"problem": "x", "answer": "inf"})
+
+
+# --------------------------------------------------------------------------- issue 34 item 5
+
+
+def test_protocol_lengths_that_decode_alike_run_once(tmp_path):
+    """d1's 128 / 256 / 512 all decode igpo_arith on its fixed 48-token canvas: one column
+    `igpo_arith`, decoded once, not three equal columns averaged; gsm8k keeps one per length."""
+    from harness.eval.protocols import load_protocol
+    from harness.eval.run import EvalRequest, plan
+    from igpo.decoding.config import DecodeOverrides
+
+    d1 = load_protocol("d1")
+    [(suffix, cfg, repeats)] = d1.task_variants("igpo_arith")
+    assert (suffix, cfg.gen_length, cfg.steps, repeats) == ("", 48, 24, 1)
+    assert [s for s, _, _ in d1.task_variants("igpo_gsm8k")] == ["@128", "@256", "@512"]
+    assert [s for s, _, _ in d1.task_variants("igpo_arith", DecodeOverrides(temperature=0.5))] == [""]
+    p = plan(EvalRequest(model="testbed", tasks=["arith", "gsm8k"], protocol="d1", out=tmp_path))
+    assert sorted(p.settings) == [
+        ("", "igpo_arith"),
+        ("@128", "igpo_gsm8k"),
+        ("@256", "igpo_gsm8k"),
+        ("@512", "igpo_gsm8k"),
+    ]
+    assert p.batches() == [
+        ("@128", [("igpo_arith", ""), ("igpo_gsm8k", "@128")]),
+        ("@256", [("igpo_gsm8k", "@256")]),
+        ("@512", [("igpo_gsm8k", "@512")]),
+    ]
+
+
+def test_d1_on_arith_records_one_column(tmp_path):
+    from test_bad_input import igpo
+
+    from harness.eval.results import load_results
+
+    out = tmp_path / "runs"
+    result = igpo("eval", "--tasks", "arith", "--protocol", "d1", "--limit", 2, "--no-leaderboard", "--out", out)
+    assert result.exit_code == 0, result.output
+    record = load_results(out / "testbed-d1")
+    assert list(record.tasks) == ["igpo_arith"] and record.tasks["igpo_arith"].decoding["gen_length"] == 48

@@ -4,10 +4,7 @@ Per cell: final accuracy (each seed's last checkpoint) averaged over seeds with 
 interval over seeds (one seed: the evaluation's own interval over items), accuracy per arith
 level, and training statistics from metrics.jsonl (all-wrong ratio, rescued share, rollouts
 replaced per step). Plots are drawn on Agg canvases of their own (pyplot's global state is left
-alone) and, like the tables, written through a temporary file and a rename.
-
-Size: the tables, plots and notes of one ablation report.
-"""
+alone) and, like the tables, written through a temporary file and a rename."""
 
 from __future__ import annotations
 
@@ -192,6 +189,18 @@ def _interval_text(interval: tuple[float, float] | None) -> str:
 
 def render_report(spec: GridSpec, cells: list[CellResult], base: BaseResult | None, jobs: list[Job]) -> str:
     """The markdown report: final numbers per cell, accuracy vs step, the grid itself."""
+    table, curves, grid = _final_table(cells, base), _curves_table(cells), _grid_table(spec)
+    body = "".join(f"- {n}\n" for n in _notes(spec, jobs))
+    about = f"{spec.description}\n\n" if spec.description else ""
+    title = f"# Ablations: {spec.name}\n\n{about}"
+    return (
+        f"{title}{table}\n\n## Accuracy vs step (%, mean over seeds)\n\n{curves}\n\n"
+        f"## Grid\n\n{grid}\n\nNotes:\n\n{body}"
+    )
+
+
+def _final_table(cells: list[CellResult], base: BaseResult | None) -> str:
+    """Final accuracy, its interval, per-level accuracy and training statistics, one row per cell."""
     from harness.markdown import table as markdown_table
 
     levels = sorted({lv for c in cells for r in c.runs for lv in r.levels} | set(base.levels if base else {}))
@@ -243,14 +252,26 @@ def render_report(spec: GridSpec, cells: list[CellResult], base: BaseResult | No
                 "-" if stats.replaced is None else f"{stats.replaced:.2f}",
             ]
         )
-    table = markdown_table(headers, rows)
+    return markdown_table(headers, rows)
+
+
+def _curves_table(cells: list[CellResult]) -> str:
+    """Accuracy at each evaluated step, mean over seeds, one row per cell with finished runs."""
+    from harness.markdown import table as markdown_table
+
     steps = sorted({s for c in cells for r in c.runs for s in r.curve})
     curve_rows = [
         [c.name, *(_pct(_mean(r.curve.get(s, math.nan) for r in c.runs)) for s in steps)] for c in cells if c.runs
     ]
-    curves = (
+    return (
         markdown_table(["cell", *(f"step {s}" for s in steps)], curve_rows) if curve_rows else "(no finished runs yet)"
     )
+
+
+def _grid_table(spec: GridSpec) -> str:
+    """The grid itself: each cell's overrides, seeds and description."""
+    from harness.markdown import table as markdown_table
+
     grid_rows = [
         [
             name,
@@ -260,7 +281,11 @@ def render_report(spec: GridSpec, cells: list[CellResult], base: BaseResult | No
         ]
         for name, cell in spec.cells.items()
     ]
-    grid = markdown_table(["cell", "overrides", "seeds", "what"], grid_rows)
+    return markdown_table(["cell", "overrides", "seeds", "what"], grid_rows)
+
+
+def _notes(spec: GridSpec, jobs: list[Job]) -> list[str]:
+    """What the report's columns and plots mean, and which jobs have not finished."""
     missing = [j.label for j in jobs if not j.done_file.is_file()]
     ev = spec.eval
     notes = [
@@ -289,13 +314,7 @@ def render_report(spec: GridSpec, cells: list[CellResult], base: BaseResult | No
     ]
     if missing:
         notes.append(f"Not finished ({len(missing)}): {', '.join(missing)}.")
-    body = "".join(f"- {n}\n" for n in notes)
-    about = f"{spec.description}\n\n" if spec.description else ""
-    title = f"# Ablations: {spec.name}\n\n{about}"
-    return (
-        f"{title}{table}\n\n## Accuracy vs step (%, mean over seeds)\n\n{curves}\n\n"
-        f"## Grid\n\n{grid}\n\nNotes:\n\n{body}"
-    )
+    return notes
 
 
 def summary_json(spec: GridSpec, cells: list[CellResult], base: BaseResult | None) -> str:

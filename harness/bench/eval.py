@@ -182,12 +182,22 @@ def render(
     pool: list[dict[str, Any]],
     eval_scoring: list[dict[str, Any]],
 ) -> str:
+    """The benchmark's markdown page: harness overhead, scoring throughput (one call at a time,
+    per worker count, inside an evaluation) and how each was measured."""
+    lines = _overhead_lines(model_name, limit, batch_size, overhead, load_average)
+    lines += _scoring_lines(scoring)
+    lines += _pool_lines(pool)
+    lines += _eval_scoring_lines(eval_scoring)
+    lines += _method_lines(limit, startup)
+    return "\n".join(lines)
+
+
+def _overhead_lines(
+    model_name: str, limit: int, batch_size: int, o: dict[str, float], load_average: float
+) -> list[str]:
     import torch
 
-    from igpo.scoring import WARMUP_PAIRS
-
-    o = overhead
-    lines = [
+    return [
         "# Evaluation benchmark",
         "",
         f"Machine: {machine_line()}; {torch.get_num_threads()} torch threads; load average "
@@ -210,6 +220,11 @@ def render(
             ],
         ),
         "",
+    ]
+
+
+def _scoring_lines(scoring: list[dict[str, Any]]) -> list[str]:
+    return [
         "## Scoring throughput",
         "",
         table(
@@ -223,7 +238,10 @@ def render(
             ],
         ),
     ]
-    lines += [
+
+
+def _pool_lines(pool: list[dict[str, Any]]) -> list[str]:
+    return [
         "",
         "## Scoring throughput per worker count (MATH500, `verify_answers`)",
         "",
@@ -240,7 +258,10 @@ def render(
             ],
         ),
     ]
-    lines += [
+
+
+def _eval_scoring_lines(eval_scoring: list[dict[str, Any]]) -> list[str]:
+    return [
         "",
         "## Scoring inside an evaluation (MATH500, lm-eval's filter, metric per document, samples rows)",
         "",
@@ -255,7 +276,12 @@ def render(
             ],
         ),
     ]
-    lines += [
+
+
+def _method_lines(limit: int, startup: float) -> list[str]:
+    from igpo.scoring import WARMUP_PAIRS
+
+    return [
         "",
         "How it is measured. Overhead: `run_eval` runs once untimed on "
         f"{WARMUP_LIMIT} problems (imports, dataset cache, first passes), then on {limit} fresh problems "
@@ -293,7 +319,6 @@ def render(
         "give the same verdict for every response (checked).",
         "",
     ]
-    return "\n".join(lines)
 
 
 def run(cfg: EvalBenchConfig) -> dict[str, Any]:

@@ -177,8 +177,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     args = parser.parse_args(argv)
-    if args.limit < 1 or args.kills < 0 or args.max_progress < 1:
-        parser.error("--limit and --max-progress must be >= 1, --kills >= 0")
+    for flag, value, least in (
+        ("--limit", args.limit, 1),
+        ("--kills", args.kills, 0),
+        ("--max-progress", args.max_progress, 1),
+    ):
+        if value < least:
+            parser.error(f"{flag} must be >= {least}, got {value}")
     result = soak(args.limit, args.kills, args.max_progress, args.seed)
     text = report(result)
     print(text)

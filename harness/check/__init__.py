@@ -69,7 +69,6 @@ from harness.check.command import (  # noqa: F401
 )
 from harness.check.common import (  # noqa: F401
     _NORMAL,
-    ADAPTER_CONFIG,
     BISECTION_STEPS,
     BOOTSTRAP,
     BOOTSTRAP_CHUNK,
@@ -78,7 +77,6 @@ from harness.check.common import (  # noqa: F401
     BOOTSTRAP_SEED,
     CANNOT_RULE_OUT,
     CHECK_FORMAT,
-    CHECKPOINT_MARKER,
     DEFAULT_ALPHA,
     DEFAULT_CHECK_OUT,
     DEFAULT_MAX_DROP_POINTS,

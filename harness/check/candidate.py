@@ -12,8 +12,6 @@ from pathlib import Path
 from typing import Any
 
 from harness.check.common import (
-    ADAPTER_CONFIG,
-    CHECKPOINT_MARKER,
     DEFAULT_CHECK_OUT,
     CheckError,
 )
@@ -32,6 +30,8 @@ from harness.eval.results import (
 )
 from igpo.atomic import atomic_write_bytes
 from igpo.decoding import DecodeOverrides
+from igpo.decoding.config import OFF
+from igpo.models.adapter import ADAPTER_CONFIG
 from igpo.progress import say
 
 # --------------------------------------------------------------------------- candidate model
@@ -75,9 +75,10 @@ def model_and_adapter(candidate: str, baseline: RunRecord, base_model: str | Non
     else the one the checkpoint (igpo_checkpoint.json) or adapter_config.json names, else the
     baseline's model. A named base that is not there is an error naming it and --base-model."""
     from harness.eval.adapters import BASE_KEY, base_is_there, named_base
+    from igpo.training.runtime import MARKER_FILE
 
     path = Path(candidate)
-    marker = path / CHECKPOINT_MARKER
+    marker = path / MARKER_FILE
     named, where = None, ""
     if marker.is_file():
         info = json.loads(marker.read_text(encoding="utf-8"))
@@ -129,7 +130,9 @@ def decoding_overrides(protocol, baseline: RunRecord, keys: Sequence[str]) -> De
 
     def predicted(proto, key: str, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
         leaf, _, length = key.partition("@")
-        variant = dict(proto.variants()).get(f"@{length}" if length else "")
+        variants = dict(proto.variants())
+        # a task keyed without a length under a protocol with lengths decodes alike at every length
+        variant = variants.get(f"@{length}") if length else variants.get("", next(iter(variants.values())))
         if variant is None:
             raise CheckError(f"the baseline's task {key} is not a variant of protocol {proto.name!r}")
         return proto.for_task(leaf, variant, DecodeOverrides(**overrides) if overrides else None)[0].to_dict()
@@ -138,6 +141,7 @@ def decoding_overrides(protocol, baseline: RunRecord, keys: Sequence[str]) -> De
     for key, target in wanted.items():
         for name, value in target.items():
             if predicted(protocol, key).get(name) != value:
+                value = OFF if value is None and name in ("cache", "compile") else value  # None: not given
                 if name in overrides and overrides[name] != value:
                     raise CheckError(
                         f"the baseline's decoding cannot be reproduced with one override: "

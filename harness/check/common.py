@@ -45,9 +45,6 @@ BOOTSTRAP_INTERVAL = "cluster-bootstrap-percentile+score-floor"
 MCNEMAR = "exact-mcnemar"
 BOOTSTRAP = "paired-cluster-bootstrap"
 CHECK_FORMAT = "igpo-check"
-ADAPTER_CONFIG = "adapter_config.json"
-CHECKPOINT_MARKER = "igpo_checkpoint.json"
-"""Written by igpo.training.runtime into each checkpoint (kind: adapter | full, base_model)."""
 TASK_FIELDS = ("version", "repeats", "seeds", "limit")
 """Per-task record fields that must agree (besides decoding.* and data.hash)."""
 

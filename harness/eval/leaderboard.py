@@ -32,11 +32,11 @@ import yaml
 from tabulate import LATEX_ESCAPE_RULES, tabulate
 
 from harness.eval.records import UNKNOWN, RunRecord
-from harness.eval.results import RESULTS_FILE, atomic_write_text, load_results
+from harness.eval.results import RESULTS_FILE, atomic_write_text, load_results, unique_runs
 from harness.markdown import one_line
 from harness.markdown import table as markdown_table
 from igpo.config import read_yaml
-from igpo.errors import BadFile, InvalidSetting, MissingInput
+from igpo.errors import BadFile, InvalidSetting, MissingInput, require_file
 
 DEFAULT_REFERENCE = Path(__file__).resolve().parent / "reference.yaml"
 """The published numbers, shipped as package data (found from any working folder)."""
@@ -188,8 +188,7 @@ def _reference_row(path: Path, n: int, raw: Any) -> ReferenceRow:
 def load_reference(path: str | Path) -> list[ReferenceRow]:
     """Read and validate reference.yaml (`rows:` list); ValueError names what is wrong."""
     path = Path(path)
-    if not path.is_file():
-        raise MissingInput(f"no reference file at {path}")
+    require_file(path, "reference file", f"no reference file at {path}")
     try:
         data = read_yaml(path, "reference file")  # bounded: size, depth, alias expansion
     except yaml.YAMLError as err:
@@ -497,14 +496,15 @@ def write_leaderboard(
     *,
     protocol: str | None = None,
 ) -> str:
-    """Load runs and references, render, write `out` atomically if given; return the text.
+    """Load runs (each once, however often given) and references, render, write `out`
+    atomically if given; return the text.
 
     Reference rows are filtered to `protocol`; when it is None, to the protocol all runs share
     (all reference rows when the runs are mixed or there are none).
     """
     if fmt not in TABLE_FORMATS:
         raise InvalidSetting(f"unknown format {fmt!r}; choose from {', '.join(TABLE_FORMATS)}")
-    runs = [load_results(p) for p in run_paths]
+    runs = [load_results(p) for p in unique_runs(run_paths)]  # a run given twice is listed once
     reference = load_reference(reference_path) if reference_path is not None else None
     if not runs and not reference:
         raise InvalidSetting("nothing to show: no runs and no reference rows")

@@ -1,7 +1,8 @@
 """Evaluation protocols: named, file-defined presets of decoding and sampling per task.
 
 A protocol file (YAML) has: name, description, source, seeds, decoding (DecodeConfig fields),
-optionally gen_lengths + steps_ratio (one variant per length, results keyed `task@length`),
+optionally gen_lengths + steps_ratio (one variant per length, results keyed `task@length`; a
+task whose lengths all resolve to one decoding runs once, keyed `task`),
 and tasks: per-task overrides of decoding fields plus `repeats` (k samples per problem: avg@k).
 Built-in protocols live in harness/eval/protocols/*.yaml; any other path to a YAML file works too.
 """
@@ -15,8 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from igpo.config import coerce
-from igpo.decoding.config import DecodeConfig, DecodeOverrides
-from igpo.errors import InvalidSetting
+from igpo.decoding.config import DecodeConfig, DecodeOverrides, is_off
+from igpo.errors import InvalidSetting, require_file
 
 PROTOCOL_DIR = Path(__file__).resolve().parent / "protocols"
 TOP_KEYS = {"name", "description", "source", "seeds", "decoding", "gen_lengths", "steps_ratio", "tasks"}
@@ -72,10 +73,28 @@ class Protocol:
         self, task: str, base: DecodeConfig, overrides: DecodeOverrides | None = None
     ) -> tuple[DecodeConfig, int]:
         """The decoding settings and repeats (samples per problem) of one task. `overrides` (the
-        user's flags) win over the protocol's per-task settings."""
+        user's flags) win over the protocol's per-task settings; turning the cache off (`none`)
+        drops the protocol's cache refresh settings too, not the user's."""
         extra = dict(self.tasks.get(task, {}))
         repeats = int(extra.pop("repeats", 1))
-        return base.replace(**{**extra, **(overrides.given() if overrides else {})}), repeats
+        given = overrides.given() if overrides else {}
+        if is_off(given.get("cache")):  # `--cache none`: the protocol's refresh rule goes with its cache
+            given = {"cache_refresh": None, "cache_refresh_tokens": None, **given}
+        return base.replace(**{**extra, **given}), repeats
+
+    def task_variants(self, task: str, overrides: DecodeOverrides | None = None) -> list[tuple[str, DecodeConfig, int]]:
+        """(result-key suffix, decoding, repeats) of one task, one per distinct decoding. A length
+        whose decoding repeats an earlier length's is dropped, and when every length decodes
+        alike (igpo_arith's fixed 48-token canvas under d1's 128 / 256 / 512) the one left is
+        keyed without a length: three copies of one decode would count it three times."""
+        out: list[tuple[str, DecodeConfig, int]] = []
+        for suffix, variant in self.variants():
+            cfg, repeats = self.for_task(task, variant, overrides)
+            if not any(cfg == seen and repeats == times for _, seen, times in out):
+                out.append((suffix, cfg, repeats))
+        if len(out) == 1:
+            out = [("", *out[0][1:])]
+        return out
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -102,8 +121,7 @@ def load_protocol(name_or_path: str | Path) -> Protocol:
         path = PROTOCOL_DIR / f"{name_or_path}.yaml"
         if not path.is_file():
             raise ProtocolError(f"unknown protocol {str(name_or_path)!r} (built in: {', '.join(available())})")
-    if not path.is_file():
-        raise ProtocolError(f"protocol file not found: {path}")
+    require_file(path, "protocol file", error=ProtocolError)
     from igpo.config import ConfigError, read_yaml_mapping
 
     try:

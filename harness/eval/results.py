@@ -22,6 +22,7 @@ from typing import Any
 
 from harness.eval.records import FORMAT, FORMAT_VERSION, ResultsError, RunRecord, Sample, TaskResult, parse_samples
 from igpo.atomic import atomic_write_text
+from igpo.errors import require_file
 from igpo.jsonfile import finite
 
 __all__ = [
@@ -37,6 +38,7 @@ __all__ = [
     "load_results",
     "load_samples",
     "results_path",
+    "unique_runs",
     "write_results",
 ]
 
@@ -62,11 +64,23 @@ def results_path(path: str | Path) -> Path:
     return p / RESULTS_FILE if p.is_dir() else p
 
 
+def unique_runs(paths: list[Path]) -> list[Path]:
+    """Each run once, in first-given order: a run given as its folder and as its results.json,
+    twice, or through a link is one run (listed twice it would be counted twice)."""
+    seen: set[Path] = set()
+    out = []
+    for path in paths:
+        key = results_path(path).resolve()
+        if key not in seen:
+            seen.add(key)
+            out.append(path)
+    return out
+
+
 def load_results(path: str | Path) -> RunRecord:
     """Read and validate a results.json (or run folder); ResultsError names what is wrong."""
     file = results_path(path)
-    if not file.is_file():
-        raise ResultsError(f"no results file at {file}")
+    require_file(file, "results file", f"no results file at {file}", ResultsError)
     try:
         raw = json.loads(file.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
@@ -80,8 +94,7 @@ def load_samples(path: str | Path) -> list[Sample]:
     """Per-sample records of a run (folder or results.json path), each validated, and as a set
     against the run's results.json when there is one (no duplicated or foreign rows)."""
     file = results_path(path).with_name(SAMPLES_FILE)
-    if not file.is_file():
-        raise ResultsError(f"no samples file at {file}")
+    require_file(file, "samples file", f"no samples file at {file}", ResultsError)
     record_file = file.with_name(RESULTS_FILE)
     record = load_results(record_file) if record_file.is_file() else None
     rows = []

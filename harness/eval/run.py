@@ -76,7 +76,18 @@ class Plan:
     adapter: str | None = None
     """--adapter, or the adapter folder given as --model."""
     settings: dict[tuple[str, str], tuple[DecodeConfig, int]] = field(default_factory=dict)
-    """(variant suffix, task) -> its decoding settings and repeats, resolved once by `plan`."""
+    """(result-key suffix, task) -> its decoding settings and repeats, resolved once by `plan`:
+    one entry per distinct decoding of a task (Protocol.task_variants)."""
+
+    def batches(self) -> list[tuple[str, list[tuple[str, str]]]]:
+        """Per generation length of the protocol (one lm-eval call per seed each): its suffix and
+        the (task, result-key suffix) pairs it decodes. A task keyed without a length (its lengths
+        all decode alike) runs with the first."""
+        suffixes = [suffix for suffix, _ in self.protocol.variants()]
+        return [
+            (suffix, [(leaf, key) for key, leaf in self.settings if key == suffix or (not i and not key)])
+            for i, suffix in enumerate(suffixes)
+        ]
 
 
 def is_plain_name(name: str) -> bool:
@@ -140,6 +151,8 @@ def plan(req: EvalRequest) -> Plan:
         for leaf in GROUPS.get(name, (name,)):
             if leaf not in leaves:
                 leaves.append(leaf)
+    if not leaves:  # an empty task list is no request for the default tasks
+        raise InvalidSetting("no task given: name at least one (e.g. --tasks gsm8k)")
     per_variant = {"gen_length"} | ({"steps"} if protocol.steps_ratio else set())
     fixed = sorted(per_variant & set(req.overrides.given())) if protocol.gen_lengths else []
     if fixed:
@@ -149,12 +162,12 @@ def plan(req: EvalRequest) -> Plan:
             f"({', '.join(map(str, protocol.gen_lengths))}): {flags} does not apply (use a protocol file)"
         )
     settings: dict[tuple[str, str], tuple[DecodeConfig, int]] = {}
-    for suffix, variant in protocol.variants():
-        for leaf in leaves:  # every task's final settings, resolved once, before any model loads
-            try:
-                settings[(suffix, leaf)] = protocol.for_task(leaf, variant, req.overrides)
-            except ValueError as err:
-                raise InvalidSetting(f"{leaf}: {err}") from None
+    for leaf in leaves:  # every task's final settings, resolved once, before any model loads
+        try:
+            for suffix, cfg, repeats in protocol.task_variants(leaf, req.overrides):
+                settings[(suffix, leaf)] = (cfg, repeats)
+        except ValueError as err:
+            raise InvalidSetting(f"{leaf}: {err}") from None
     data_dir = data_dir_or_env(req.data_dir)
     if data_dir is not None:
         if not Path(data_dir).is_dir():
@@ -320,14 +333,15 @@ def _run_eval(req: EvalRequest, held: contextlib.ExitStack) -> Path:
     samples_out: list[dict[str, Any]] = []
     lm_eval_aggregates: dict[str, Any] = {}
     conflicts: dict[str, dict[str, Any]] = {}
-    for suffix, _ in p.protocol.variants():
+    for suffix, pairs in p.batches():
         for seed_index, seed in enumerate(seeds):
             configs = []
-            for leaf in p.leaves:
-                cfg, repeats = p.settings[(suffix, leaf)]
+            keys: dict[str, str] = {}
+            for leaf, key_suffix in pairs:
+                cfg, repeats = p.settings[(key_suffix, leaf)]
                 if seed_index > 0 and is_deterministic(cfg):
                     continue  # greedy decoding gives the same tokens under every seed
-                key = leaf + suffix
+                key = keys[leaf] = leaf + key_suffix
                 per_task.setdefault(
                     key,
                     {
@@ -365,7 +379,7 @@ def _run_eval(req: EvalRequest, held: contextlib.ExitStack) -> Path:
             lm_eval_aggregates[f"seed{seed}{suffix}"] = out["results"]
             records = request_records(log)
             for c in configs:
-                key = c["task"] + suffix
+                key = keys[c["task"]]
                 metrics = {
                     k.split(",")[0]: v
                     for k, v in out["results"][c["task"]].items()

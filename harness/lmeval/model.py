@@ -6,11 +6,7 @@ Where each decoding setting of a request comes from (task generation_kwargs, lm-
 max_gen_toks / do_sample / temperature, model_args, defaults) is one rule, documented and
 applied in `harness.lmeval.settings`; every request's settings, token count and whether it hit
 the length are kept in `request_log`. Problems that would skew results silently (an igpo task
-without the chat template, a truncated prompt) are printed on stderr and kept in `warnings`.
-
-Size: lm-eval's LM interface is one class (generation, log-likelihood, data-parallel
-plumbing); the rule, arguments and cache live in their own modules.
-"""
+without the chat template, a truncated prompt) are printed on stderr and kept in `warnings`."""
 
 from __future__ import annotations
 

@@ -59,7 +59,7 @@ def classify(paths: list[Path], baseline: Path | None = None) -> ReportInputs:
     """Sort the given paths into run, training, series and ablation folders; a folder of runs
     (e.g. runs/eval) contributes every run under it."""
     from harness.eval.leaderboard import discover_runs
-    from harness.eval.results import RESULTS_FILE
+    from harness.eval.results import RESULTS_FILE, unique_runs
     from igpo.training.runtime import METRICS_FILE
 
     out = ReportInputs(baseline=_run_folder(baseline) if baseline else None)
@@ -83,6 +83,7 @@ def classify(paths: list[Path], baseline: Path | None = None) -> ReportInputs:
                     f"{path}: not a run, training, checkpoint-series or ablation folder, and no runs under it"
                 )
             out.runs.extend(found)
+    out.runs = unique_runs(out.runs)  # a run given as folder and as results.json is one run
     if out.baseline is not None:
         out.runs = [r for r in out.runs if r.resolve() != out.baseline.resolve()]
     return out

@@ -60,8 +60,9 @@ class ClientSettings:
     def __post_init__(self) -> None:
         from igpo.errors import InvalidSetting
 
-        if self.concurrency < 1 or self.max_attempts < 1:
-            raise InvalidSetting("--concurrency and --max-attempts must be >= 1")
+        for flag, value in (("--concurrency", self.concurrency), ("--max-attempts", self.max_attempts)):
+            if value < 1:
+                raise InvalidSetting(f"{flag} must be >= 1, got {value}")
         for name in ("timeout_s", "backoff_s", "max_backoff_s"):
             value = getattr(self, name)
             if not value > 0 or value == float("inf"):

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from igpo.data import jsonl_rows
-from igpo.errors import BadFile, InvalidSetting, MissingInput
+from igpo.errors import BadFile, InvalidSetting, require_file
 from igpo.scoring import extract_boxed, gsm8k_gold
 
 PROMPT_FILE = Path(__file__).resolve().parent / "prompt.txt"
@@ -68,8 +68,7 @@ class Source:
 def load_prompt(path: Path | None) -> str:
     """The prompt template (the shipped one unless `path`); every placeholder must appear."""
     path = path or PROMPT_FILE
-    if not path.is_file():
-        raise MissingInput(f"prompt file not found: {path}")
+    require_file(path, "prompt file")
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as err:

@@ -4,8 +4,10 @@ or failed (OUT.failures.jsonl), exactly once, across any number of interrupted r
 Each finished row is appended to its file as one line, flushed and fsynced (igpo.jsonfile's
 JsonlAppender), so a kill loses at most the requests in flight; a rerun reads the three files,
 skips the ids already there and repairs a torn last line. Kept rows are what `igpo sft data.source=jsonl data.path=OUT` reads:
-`{"id", "prompt", "completion", "answer", "trace", "source_line", "tokens"}` (`completion` for SFT,
-`trace` for RL hints: the same text). The closing summary (kept,
+`{"id", "prompt", "completion", "answer", "trace", "source_line", "tokens", "rewriter"}` (`completion`
+for SFT, `trace` for RL hints: the same text; `rewriter` the settings that made the row, also on
+rejects and failures). A rerun whose settings differ from the finished rows' is refused, naming
+both (a row's id covers only the input row and the prompt). The closing summary (kept,
 rejected by reason, failed, tokens, cost, wall time) goes to stdout and OUT.summary.json.
 """
 
@@ -26,7 +28,7 @@ from harness.rewrite.checks import REJECT_REASONS, check
 from harness.rewrite.client import ClientSettings, KeyRefused, RateLimiter, complete, make_client, redact_url
 from harness.rewrite.rows import Preset, Source, load_prompt, read_sources, render
 from igpo.atomic import atomic_write_text
-from igpo.errors import InvalidSetting, MissingInput
+from igpo.errors import InvalidSetting, MissingInput, require_file
 from igpo.jsonfile import JsonlAppender
 
 PER_MILLION = 1_000_000
@@ -56,6 +58,17 @@ class RewriteJob:
     """Split of a Hub dataset given as INPUT."""
     overwrite: bool = False
     """Replace an OUT (or a file beside it) igpo did not write; a symbolic link is replaced, not followed."""
+
+    def settings(self) -> dict[str, Any]:
+        """What decides a row's outcome besides its input row and the prompt: recorded on every
+        finished row, and a rerun must match the rows already there."""
+        return {
+            "model": self.client.model,
+            "temperature": self.client.temperature,
+            "max_output_tokens": self.client.max_output_tokens,
+            "tokenizer": self.tokenizer or "testbed",
+            "max_tokens": self.max_tokens,
+        }
 
     def files(self) -> dict[str, Path]:
         stem = self.out.with_suffix("")
@@ -91,11 +104,44 @@ def done_ids(paths: list[Path]) -> set[str]:
     return {row_id for path in paths for row_id in finished_rows(path)}
 
 
+def check_settings(job: RewriteJob, finished: dict[str, dict[str, dict[str, Any]]]) -> None:
+    """Refuse a rerun whose settings differ from those the finished rows were made with (one
+    `error:` line naming both). Rows written before settings were recorded carry none: the model
+    of the last summary stands for them."""
+    want = job.settings()
+    legacy = _summary_model(job.files()["summary"])
+    for name, rows in finished.items():
+        for row in rows.values():
+            had = row.get("rewriter")
+            if not isinstance(had, dict):
+                if legacy is None:
+                    continue
+                had = {"model": legacy}
+            diff = [key for key in want if key in had and had[key] != want[key]]
+            if diff:
+                was = ", ".join(f"{key}={had[key]!r}" for key in diff)
+                now = ", ".join(f"{key}={want[key]!r}" for key in diff)
+                raise InvalidSetting(
+                    f"{job.files()[name]} holds rows rewritten with {was}; this run asks {now}: "
+                    "rerun with the same settings or give another --out"
+                )
+
+
+def _summary_model(path: Path) -> str | None:
+    try:
+        model = json.loads(path.read_text(encoding="utf-8")).get("model")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return model if isinstance(model, str) else None
+
+
 def hub_input(dataset_id: str, split: str, dest: Path) -> Path:
     """A Hub dataset (`owner/name`) written once to `dest` as JSONL, so row ids and resumes work
     as for a local file; a local path that does not exist is an error."""
     if dest.is_file():
         return dest
+    if Path(dataset_id).exists():  # a folder or FIFO given as INPUT: said so, not "not found"
+        require_file(Path(dataset_id), "input file")
     if dataset_id.count("/") != 1 or Path(dataset_id).parent.exists():
         raise MissingInput(f"input file not found: {dataset_id}")
     try:
@@ -200,6 +246,7 @@ def _run(job: RewriteJob, held: contextlib.ExitStack, replaced: list[Path]) -> d
     for path in replaced:  # --overwrite: replaced, never appended to (nor a link written through)
         path.unlink(missing_ok=True)
     files = job.files()
+    check_settings(job, {name: finished_rows(files[name]) for name in OUTPUTS})
     done = done_ids([files[name] for name in OUTPUTS])
     todo = [s for s in sources if s.id not in done]
     tokenizer = load_tokenizer(job.tokenizer or str(TESTBED_DIR))
@@ -260,7 +307,7 @@ async def _run_all(job: RewriteJob, template: str, todo: list[Source], tokenizer
             counts["prompt_tokens"] += reply.prompt_tokens
             counts["completion_tokens"] += reply.completion_tokens
             counts["attempts"] += reply.attempts
-            _record(source, reply, tokenizer, job.max_tokens, writers, counts)
+            _record(source, reply, tokenizer, job, writers, counts)
             bar.update(1)
             cost = (counts["prompt_tokens"] * job.price_in + counts["completion_tokens"] * job.price_out) / PER_MILLION
             bar.set_postfix(
@@ -282,7 +329,8 @@ async def _run_all(job: RewriteJob, template: str, todo: list[Source], tokenizer
     return counts
 
 
-def _record(source: Source, reply, tokenizer, max_tokens, writers, counts: Counter) -> None:
+def _record(source: Source, reply, tokenizer, job: RewriteJob, writers, counts: Counter) -> None:
+    rewriter = job.settings()
     if reply.text is None:
         writers["failures"].append(
             {
@@ -291,11 +339,12 @@ def _record(source: Source, reply, tokenizer, max_tokens, writers, counts: Count
                 "attempts": reply.attempts,
                 "error": reply.error,
                 "errors": reply.errors,
+                "rewriter": rewriter,
             }
         )
         counts["failed"] += 1
         return
-    verdict = check(reply.text, source.answer, tokenizer, max_tokens)
+    verdict = check(reply.text, source.answer, tokenizer, job.max_tokens)
     if verdict.kept:
         writers["kept"].append(
             {
@@ -306,6 +355,7 @@ def _record(source: Source, reply, tokenizer, max_tokens, writers, counts: Count
                 "completion": reply.text.strip(),
                 "source_line": source.line,
                 "tokens": verdict.tokens,
+                "rewriter": rewriter,
             }
         )
         counts["kept"] += 1
@@ -317,6 +367,7 @@ def _record(source: Source, reply, tokenizer, max_tokens, writers, counts: Count
                 "reason": verdict.reason,
                 "tokens": verdict.tokens,
                 "response": reply.text,
+                "rewriter": rewriter,
             }
         )
         counts["rejected"] += 1

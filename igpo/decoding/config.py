@@ -13,6 +13,10 @@ CACHE_MODES = (None, "prefix", "dual")
 """KV caching modes of the decoder: exact decoding, prefix cache, dual cache."""
 COMPILE_MODES = (None, "graphs", "inductor")
 """How the model's passes run: eagerly, replayed from captured CUDA graphs, or torch.compile'd."""
+OFF = "none"
+"""How text spells an off cache or compile mode (any case): a flag (`--cache none`, `--compile
+none`), a protocol, a recipe or lm-eval model_args. DecodeConfig reads it as None, so a flag can
+turn off what a protocol turned on (a None override means "not given")."""
 MAX_GEN_LENGTH = 16384
 """The longest completion decoded, in tokens (32 times the IGPO protocol's 512): the canvas, its
 logits and KV cache are allocated up front, so a larger value is refused before any allocation."""
@@ -60,7 +64,7 @@ def check_settings(
     if factor is not None and threshold is not None:
         raise InvalidSetting("threshold and factor are two parallel-decoding rules: set at most one")
     if cache not in CACHE_MODES:
-        raise InvalidSetting(f"unknown cache mode {cache!r} (use None, 'prefix' or 'dual')")
+        raise InvalidSetting(f"unknown cache mode {cache!r} (use none, prefix or dual)")
     if cache_refresh is not None:
         _check_positive_int("cache_refresh", cache_refresh)
         if cache is None:
@@ -70,7 +74,7 @@ def check_settings(
         if cache is None:
             raise InvalidSetting("cache_refresh_tokens needs a cache mode ('prefix' or 'dual')")
     if compile not in COMPILE_MODES:
-        raise InvalidSetting(f"unknown compile mode {compile!r} (use None, 'graphs' or 'inductor')")
+        raise InvalidSetting(f"unknown compile mode {compile!r} (use none, graphs or inductor)")
 
 
 def _check_lengths(gen_length: Any, block_length: Any, steps: Any) -> None:
@@ -86,6 +90,11 @@ def _check_lengths(gen_length: Any, block_length: Any, steps: Any) -> None:
         raise InvalidSetting(f"block_length={block_length} does not divide gen_length={gen_length}")
     if steps % (gen_length // block_length):
         raise InvalidSetting(f"steps={steps} is not a multiple of the number of blocks ({gen_length // block_length})")
+
+
+def is_off(value: Any) -> bool:
+    """Whether a cache or compile value is the text `none` (any case): off, read as None."""
+    return isinstance(value, str) and value.strip().lower() == OFF
 
 
 def _check_positive_int(name: str, value: Any) -> None:
@@ -114,7 +123,7 @@ class DecodeConfig:
     factor: float | None = None
     """Fast-dLLM's factor rule: commit the n most confident while confidence > 1 - factor/(n+1)."""
     cache: str | None = None
-    """KV caching between a block's steps: None (exact), "prefix" or "dual"."""
+    """KV caching between a block's steps: None (exact; "none" in text), "prefix" or "dual"."""
     cache_refresh: int | None = None
     """With a cache: refill it with a full pass every k passes of a block (None: only at a block's
     first pass, Fast-dLLM's semantics). Trades speed for agreement with exact decoding."""
@@ -123,7 +132,7 @@ class DecodeConfig:
     block since the cache was filled. The cached keys/values go stale with the tokens they did not
     see, not with the passes: under a parallel rule one pass may commit many tokens or one."""
     compile: str | None = None
-    """How the model's passes run: None (eager), "graphs" (GPU only: each pass shape, such as the
+    """How the model's passes run: None (eager; "none" in text), "graphs" (GPU only: each pass shape, such as the
     full canvas or the dual-cache window, is captured once in a CUDA graph and replayed, one launch
     per pass instead of ~1,000 kernels) or "inductor" (torch.compile: CUDA graphs through mode
     "reduce-overhead" on a GPU, fused kernels on a CPU; tens of seconds to compile each shape).
@@ -143,6 +152,9 @@ class DecodeConfig:
     """Stop after a block once every row has ended in EOS (tokens up to EOS are unchanged)."""
 
     def __post_init__(self) -> None:
+        for name in ("cache", "compile"):
+            if is_off(getattr(self, name)):
+                object.__setattr__(self, name, None)
         for name in ("suppress_eos", "eos_last", "early_exit"):
             if not isinstance(getattr(self, name), bool):
                 raise InvalidSetting(f"{name} must be true or false, got {getattr(self, name)!r}")

@@ -6,24 +6,23 @@ import torch
 from torch import nn
 
 from igpo.decoding.graphs import device_of, graphed_passes, native_model
+from igpo.models.logits import guidance_canvas, guided, token_logits
 
 
 class BlockLogits:
     """Logits of the current block, from a full pass or, with a KV cache, from a window pass.
 
-    prefix: at a block's first step one full pass fills the cache; later steps recompute the
-    block and everything after it, reusing the cached keys/values before the block.
-    dual: later steps recompute only the block (keys/values after it are reused too).
-    The caller marks which passes are full (`fresh`): a block's first, with `cache_refresh` every
-    k-th, with `cache_refresh_tokens` the first after a row committed that many tokens.
+    `cache` (igpo.decoding.rules.CachePolicy) says whether full passes fill a KV cache and which
+    window a cached pass recomputes (prefix: the block and everything after it; dual: the block).
+    The caller marks which passes are full (`fresh`, from the same policy and its refresh rules).
     The cache's buffers are allocated once per decode; window positions are tensors, so each
     kind of pass keeps one shape for the whole decode (one compiled graph each; prefix windows
     shrink block by block and compile once per block).
     """
 
-    def __init__(self, model, attn, positions, prompt_len, cfg_scale, mask_id, shifted, cache_mode, compile=None):
+    def __init__(self, model, attn, positions, prompt_len, cfg_scale, mask_id, shifted, cache, compile=None):
         self.model, self.prompt_len, self.cfg_scale = model, prompt_len, cfg_scale
-        self.mask_id, self.shifted, self.mode = mask_id, shifted, cache_mode
+        self.mask_id, self.shifted, self.policy = mask_id, shifted, cache
         self.doubled = cfg_scale > 0
         self.attn = None if attn is None else (torch.cat([attn, attn]) if self.doubled else attn)
         self.positions = (
@@ -36,17 +35,10 @@ class BlockLogits:
         self.windows: dict[tuple[int, int], torch.Tensor] = {}
 
     def canvas(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.doubled:
-            return x
-        uncond = x.clone()
-        uncond[:, : self.prompt_len] = self.mask_id
-        return torch.cat([x, uncond])
+        return guidance_canvas(x, self.prompt_len, self.mask_id) if self.doubled else x
 
     def guided(self, logits: torch.Tensor) -> torch.Tensor:
-        if not self.doubled:
-            return logits
-        cond, unc = logits.chunk(2, dim=0)
-        return unc + (self.cfg_scale + 1) * (cond - unc)
+        return guided(logits, self.cfg_scale) if self.doubled else logits
 
     def _cache(self, inputs: torch.Tensor):
         """The decode's KV cache: the graph runner's static buffers; allocated here for a compiled
@@ -82,22 +74,18 @@ class BlockLogits:
             kwargs["attention_mask"] = self.attn
         if self.positions is not None:
             kwargs["position_ids"] = self.positions
-        if self.mode is None or fresh:
-            if self.mode is not None:
+        if fresh:
+            if self.policy.caches:
                 kwargs["cache"] = self._cache(inputs)
             logits = self.guided(self.forward(inputs, **kwargs).logits)
             offset = 0
         else:
-            hi = inputs.shape[1] if self.mode == "prefix" else end
+            hi = self.policy.window_end(inputs.shape[1], end)
             window = self._window(lo, hi, inputs.device)
             logits = self.forward(inputs[:, lo:hi], cache=self.cache, window=window, **kwargs).logits
             logits = self.guided(logits)
             offset = lo
-        if self.shifted:  # position i predicts token i+1 (position 0 keeps its own logits)
-            if start == 0:
-                return torch.cat([logits[:, :1], logits[:, : end - 1]], dim=1)
-            return logits[:, start - 1 - offset : end - 1 - offset]
-        return logits[:, start - offset : end - offset]
+        return token_logits(logits, start, end, self.shifted, offset)
 
 
 def compiled_forward(model: nn.Module):

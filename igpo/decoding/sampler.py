@@ -13,15 +13,8 @@ from torch import nn
 
 from igpo.decoding.config import DecodeConfig
 from igpo.decoding.passes import BlockLogits
-from igpo.decoding.schedule import (
-    Generators,
-    candidate_confidence,
-    factor_counts,
-    sample_candidates,
-    select_top,
-    threshold_counts,
-    transfer_schedule,
-)
+from igpo.decoding.rules import cache_policy, commit_rule
+from igpo.decoding.schedule import Generators, candidate_confidence, sample_candidates, select_top, transfer_schedule
 from igpo.errors import InvalidSetting
 from igpo.models.loading import TokenSpec
 from igpo.models.transformer import positions_from_mask
@@ -29,10 +22,10 @@ from igpo.models.transformer import positions_from_mask
 HINTED = -1
 """commit_step of a position fixed by a hint (visible from the first pass on)."""
 UNDECODED = -2
+"""commit_step of a position the early exit filled with EOS (masked in every pass)."""
 LAST_OFFSET = 2.0
 """Subtracted from the confidence of `last_tokens` candidates: confidences lie in [0, 1], so they
 rank below every other candidate but above positions that are not candidates (-inf)."""
-"""commit_step of a position the early exit filled with EOS (masked in every pass)."""
 
 
 @dataclass
@@ -115,9 +108,8 @@ def generate(
     """Decode `cfg.gen_length` tokens after each prompt [B, P] by iterative unmasking.
 
     The completion is cut into blocks decoded left to right, `steps / num_blocks` steps each;
-    each step commits the most confident still-masked candidates of the current block.
-    The mask token is never proposed (LLaDA's reference would commit it if a model predicted
-    it); confidences still come from the full softmax, so tokens match the reference otherwise.
+    each step commits the most confident still-masked candidates of the current block, as many
+    as the commit rule says (igpo.decoding.rules; the mask token is never proposed).
     `tokens` (default: the model's `token_spec`) gives the mask id, the EOS id of the early exit
     (with `cfg.early_exit`: decoding stops after a block once every row has ended in EOS, the
     rest filled with EOS) and whether logits are shifted (Dream). `attention_mask` [B, P] marks
@@ -125,35 +117,108 @@ def generate(
     and are never changed. `generator` may be a list, one per row: each row's samples then
     depend only on its own generator, so a request decodes the same whatever batch it lands in.
     `record_steps` returns, per position, the pass that committed it (`commit_step`).
-    Every decoding rule is a field of `cfg` (igpo.decoding.config), validated when it was made.
     Host synchronisations: one before the first pass, then at most one per pass (under a
     parallel rule: is the block done?) or one per block (the fixed schedule: did every row end?).
     """
+    tokens, vocab = _checked(model, prompt_ids, cfg, tokens, attention_mask, hints)
+    mask_id, eos_id = tokens.mask_id, tokens.eos_id if cfg.early_exit else None
+    x, fixed, hints = _canvas(prompt_ids, cfg.gen_length, mask_id, hints)
+    prompt_len = prompt_ids.shape[1]
+    plan = _plan(x, fixed, hints, attention_mask, cfg, prompt_len, mask_id, eos_id is not None, vocab)
+    rule = commit_rule(cfg)(cfg, plan.schedule, plan.step_max)
+    cache = cache_policy(cfg)
+    attn, positions = _attention(model, attention_mask, plan.padded, cfg.gen_length, x.device)
+    args = (attn, positions, prompt_len, cfg.cfg_scale, mask_id, tokens.shifted_logits, cache, cfg.compile)
+    block_logits = BlockLogits(model, *args)
+    picker = Picker(vocab, mask_id, cfg.suppressed_ids(tokens), cfg.last_ids(tokens), cfg.block_length, x.device)
+    commit_step = _commit_steps(fixed) if record_steps else None
+    nfe = passes = 0
+    for block in range(len(plan.step_max)):
+        start = prompt_len + block * cfg.block_length
+        end = start + cfg.block_length
+        cache.start_block()
+        ended = None  # whether every row ended in EOS, when a pass's read already told
+        for step in rule.steps(block):
+            masked = x[:, start:end] == mask_id
+            fresh = cache.fresh()
+            logits = block_logits(x, start, end, fresh=fresh)
+            nfe += 2 if cfg.cfg_scale > 0 else 1
+            candidates, confidence = picker(logits, masked, cfg.temperature, cfg.remasking, generator)
+            commit = picker.select(confidence, *rule.counts(confidence, masked, block, step)) & masked
+            x[:, start:end] = torch.where(commit, candidates, x[:, start:end])
+            if commit_step is not None:
+                commit_step[:, start - prompt_len : end - prompt_len].masked_fill_(commit, passes)
+            passes += 1
+            known = rule.known_commits(block, step)
+            if known is not None:  # the host knows what the pass committed: no read
+                cache.after_pass(fresh, known)
+                continue
+            # the pass's one read: is the block done, the most a row committed, did every row end?
+            left = (masked & ~commit).any()
+            most = commit.sum(dim=1).max() if cache.counts_tokens else left
+            flag = _all_ended(x, prompt_len, end, eos_id) if plan.may_end[block] else left
+            left, most, flag = host_read(left, most, flag)
+            cache.after_pass(fresh, most)
+            if not left:
+                ended = bool(flag)
+                break
+        if plan.may_end[block]:
+            if ended is None:
+                ended = bool(host_read(_all_ended(x, prompt_len, end, eos_id))[0])
+            if ended:
+                x[:, end:] = eos_id
+                break
+    return GenerateOutput(sequences=x, nfe=nfe, prompt_length=prompt_len, commit_step=commit_step)
+
+
+def _checked(model, prompt_ids, cfg, tokens, attention_mask, hints) -> tuple[TokenSpec, int | None]:
+    """The token ids (given or the model's) and the vocabulary size, once every input is checked."""
     if not isinstance(cfg, DecodeConfig):
         raise InvalidSetting(f"generate takes a DecodeConfig, got {type(cfg).__name__}")
     tokens = tokens if tokens is not None else getattr(model, "token_spec", None)
     if tokens is None:
         raise InvalidSetting("generate needs tokens=TokenSpec(...): the model carries no token_spec")
-    mask_id, shifted_logits = tokens.mask_id, tokens.shifted_logits
-    eos_id = tokens.eos_id if cfg.early_exit else None
     vocab = vocab_size_of(model)
-    _validate(prompt_ids, attention_mask, cfg.gen_length, mask_id, eos_id, hints, vocab)
+    eos_id = tokens.eos_id if cfg.early_exit else None
+    _validate(prompt_ids, attention_mask, cfg.gen_length, tokens.mask_id, eos_id, hints, vocab)
     _validate_model(model, cfg.cache)
-    device = prompt_ids.device
+    return tokens, vocab
+
+
+def _canvas(prompt_ids, gen_length, mask_id, hints):
+    """The canvas [B, P + gen_length] (the prompt, then masks, hinted positions filled), which
+    completion positions are hinted [B, gen_length], and the hints on the canvas's device."""
     batch, prompt_len = prompt_ids.shape
-    x = torch.full((batch, prompt_len + cfg.gen_length), mask_id, dtype=torch.long, device=device)
+    device = prompt_ids.device
+    x = torch.full((batch, prompt_len + gen_length), mask_id, dtype=torch.long, device=device)
     x[:, :prompt_len] = prompt_ids
-    fixed = torch.zeros(batch, cfg.gen_length, dtype=torch.bool, device=device)
+    fixed = torch.zeros(batch, gen_length, dtype=torch.bool, device=device)
     if hints is not None:
         hints = hints.to(device)
         fixed = hints != mask_id
         x[:, prompt_len:] = torch.where(fixed, hints, x[:, prompt_len:])
+    return x, fixed, hints
+
+
+@dataclass
+class _Plan:
+    """What the host knows before the first pass."""
+
+    schedule: torch.Tensor
+    """[B, blocks, steps_per_block]: the fixed schedule's counts."""
+    step_max: list[list[int]]
+    """[blocks][steps_per_block]: each step's largest count over rows."""
+    may_end: list[bool]
+    """Per block: the early exit may stop after it (no row has a hint after it)."""
+    padded: bool
+
+
+def _plan(x, fixed, hints, attention_mask, cfg, prompt_len, mask_id, early_exit, vocab) -> _Plan:
+    """The one read before the first pass: bad hints, padding, and the whole fixed schedule
+    (a block's masked count depends only on the hints, so every block's schedule is known now)."""
+    batch, device = x.shape[0], x.device
     num_blocks = cfg.gen_length // cfg.block_length
     steps_per_block = cfg.steps // num_blocks
-    parallel = cfg.threshold is not None or cfg.factor is not None
-
-    # The one read before the first pass: bad hints, padding, and the whole fixed schedule
-    # (a block's masked count depends only on the hints, so every block's schedule is known now).
     block_masked = (x[:, prompt_len:].view(batch, num_blocks, cfg.block_length) == mask_id).sum(dim=2)
     schedule = transfer_schedule(block_masked.reshape(-1), steps_per_block).view(batch, num_blocks, steps_per_block)
     checks = [torch.zeros((), dtype=torch.bool, device=device)] * 2
@@ -165,74 +230,28 @@ def generate(
     read = host_read(*checks, hints_after, schedule.amax(dim=0))
     if read[0]:
         raise InvalidSetting("hints hold token ids outside the vocabulary")
-    # may_end[b]: no row has a hint after block b, so the early exit may stop there
-    may_end = [eos_id is not None and b < num_blocks - 1 and not read[2 + b + 1] for b in range(num_blocks)]
+    may_end = [early_exit and b < num_blocks - 1 and not read[2 + b + 1] for b in range(num_blocks)]
     first = 2 + num_blocks
     step_max = [read[first + b * steps_per_block : first + (b + 1) * steps_per_block] for b in range(num_blocks)]
-    attn = positions = None
-    if read[1]:  # padded prompts: pads hidden as keys (an all-ones mask is dropped)
-        ones = torch.ones(batch, cfg.gen_length, dtype=attention_mask.dtype, device=device)
-        attn = torch.cat([attention_mask.to(device), ones], dim=1)
-        if getattr(model, "supports_kv_cache", False):  # native: positions count real tokens only
-            positions = positions_from_mask(attn)
+    return _Plan(schedule, step_max, may_end, bool(read[1]))
 
-    block_logits = BlockLogits(
-        model, attn, positions, prompt_len, cfg.cfg_scale, mask_id, shifted_logits, cfg.cache, cfg.compile
-    )
-    picker = Picker(vocab, mask_id, cfg.suppressed_ids(tokens), cfg.last_ids(tokens), cfg.block_length, device)
-    nfe = passes = 0
-    commit_step = None
-    if record_steps:
-        commit_step = torch.full((batch, cfg.gen_length), UNDECODED, dtype=torch.long, device=device)
-        commit_step[fixed] = HINTED
-    for block in range(num_blocks):
-        start = prompt_len + block * cfg.block_length
-        end = start + cfg.block_length
-        watch_end = may_end[block]
-        ended = None  # whether every row ended in EOS, when a pass's read already told
-        passes_in_block = stale = 0  # stale: most tokens a row committed since the cache was filled
-        for step in range(steps_per_block if any(step_max[block]) else 0):
-            if not parallel and not step_max[block][step]:
-                continue  # nothing to commit: skipping the pass leaves every token unchanged
-            masked = x[:, start:end] == mask_id
-            fresh = passes_in_block % cfg.cache_refresh == 0 if cfg.cache_refresh else passes_in_block == 0
-            fresh = fresh or (cfg.cache_refresh_tokens is not None and stale >= cfg.cache_refresh_tokens)
-            logits = block_logits(x, start, end, fresh=fresh)
-            passes_in_block += 1
-            nfe += 2 if cfg.cfg_scale > 0 else 1
-            candidates, confidence = picker(logits, masked, cfg.temperature, cfg.remasking, generator)
-            if cfg.threshold is not None:
-                k = threshold_counts(confidence, cfg.threshold, masked, steps_per_block - step)
-            elif cfg.factor is not None:
-                k = factor_counts(confidence, cfg.factor, masked, steps_per_block - step)
-            else:
-                k = schedule[:, block, step]
-            k_max = None if parallel else step_max[block][step]  # known on the host: rank no more
-            commit = picker.select(confidence, k, k_max) & masked
-            x[:, start:end] = torch.where(commit, candidates, x[:, start:end])
-            if commit_step is not None:
-                window = commit_step[:, start - prompt_len : end - prompt_len]
-                window.masked_fill_(commit, passes)
-            passes += 1
-            if not parallel:
-                stale = (0 if fresh else stale) + step_max[block][step]
-                continue
-            # a parallel rule: the pass's one read says whether the block is done
-            left = (masked & ~commit).any()
-            most = commit.sum(dim=1).max() if cfg.cache_refresh_tokens is not None else left
-            flag = _all_ended(x, prompt_len, end, eos_id) if watch_end else left
-            left, most, flag = host_read(left, most, flag)
-            stale = (0 if fresh else stale) + most
-            if not left:
-                ended = bool(flag)
-                break
-        if watch_end:
-            if ended is None:
-                ended = bool(host_read(_all_ended(x, prompt_len, end, eos_id))[0])
-            if ended:
-                x[:, end:] = eos_id
-                break
-    return GenerateOutput(sequences=x, nfe=nfe, prompt_length=prompt_len, commit_step=commit_step)
+
+def _attention(model, attention_mask, padded, gen_length, device):
+    """Attention mask and positions of the canvas: None for unpadded prompts (an all-ones mask is
+    dropped); padded ones hide pads as keys, and native models count positions over real tokens."""
+    if not padded:
+        return None, None
+    ones = torch.ones(attention_mask.shape[0], gen_length, dtype=attention_mask.dtype, device=device)
+    attn = torch.cat([attention_mask.to(device), ones], dim=1)
+    positions = positions_from_mask(attn) if getattr(model, "supports_kv_cache", False) else None
+    return attn, positions
+
+
+def _commit_steps(fixed: torch.Tensor) -> torch.Tensor:
+    """GenerateOutput.commit_step before the first pass: HINTED where hinted, else UNDECODED."""
+    commit_step = torch.full(fixed.shape, UNDECODED, dtype=torch.long, device=fixed.device)
+    commit_step[fixed] = HINTED
+    return commit_step
 
 
 class Picker:

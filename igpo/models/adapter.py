@@ -78,13 +78,20 @@ def _first_line(err: BaseException) -> str:
 
 def load_adapter(model: Any, folder: str | Path, *, trainable: bool = False) -> Any:
     """`model` wrapped with the PEFT adapter in `folder` (checked first); an adapter that does not
-    fit the model (other projections, other sizes) is one BadFile line naming the folder."""
+    fit the model (other projections, other sizes) is one BadFile line naming the folder, one
+    holding NaN or inf one naming its weights file."""
     from peft import PeftModel
+
+    from igpo.models.loading import check_finite
 
     check_adapter_folder(folder)
     try:
-        return PeftModel.from_pretrained(model, str(folder), is_trainable=trainable)
+        wrapped = PeftModel.from_pretrained(model, str(folder), is_trainable=trainable)
     except (ValueError, KeyError, TypeError, RuntimeError) as err:  # peft / torch on a foreign adapter
         sizes = [line.strip() for line in str(err).splitlines() if "size mismatch" in line]
         detail = sizes[0] if sizes else _first_line(err)  # torch lists every weight: the first says it
         raise BadFile(f"adapter {folder} does not fit the model: {detail}") from None
+    here = Path(folder).expanduser()
+    weights = next(here / name for name in ADAPTER_WEIGHTS if (here / name).is_file())
+    check_finite(((n, p) for n, p in wrapped.named_parameters() if "lora_" in n), weights)
+    return wrapped

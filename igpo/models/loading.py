@@ -123,11 +123,21 @@ def _read_state_dict(path: Path, family: Family, device: torch.device) -> dict[s
                     raw = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open API)
         except damaged_file_errors() as err:  # a damaged file of the user's, named (not OOM or bugs)
             raise ModelLoadError(f"cannot read weights file {file} (damaged?): {_first_line(err)}") from None
+        check_finite(raw.items(), file)
         for key, tensor in raw.items():
             if key.endswith("rotary_emb.inv_freq"):
                 continue  # recomputed from config, never a weight
             state[family.to_ours(key)] = tensor
     return state
+
+
+def check_finite(tensors: Any, where: str | Path) -> None:
+    """Refuse a weight holding NaN or inf (a damaged or diverged checkpoint would decode garbage
+    and score 0% with no word): one line naming `where` (the file) and the first such tensor.
+    One reduction per tensor where it was loaded (on a GPU: one small sync each)."""
+    for name, tensor in tensors:
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise ModelLoadError(f"weights file {where} holds non-finite values (NaN or inf) in {name}")
 
 
 class DamagedFileError(RuntimeError):
@@ -249,6 +259,7 @@ def load_model(
                 "pass trust_remote_code=True to run its own modeling code"
             )
         model = RemoteCodeLM.load(path, dtype=dt, device=dev)
+        check_finite(model.named_parameters(), path)
         spec = token_spec_from(FAMILIES["igpo_tiny"], cfg)
     else:
         try:

@@ -24,6 +24,7 @@ from igpo.models import TokenSpec
 from igpo.training.runtime import (
     MetricsLog,
     Stream,
+    TrainingError,
     build_model,
     check_output_folder,
     check_resume_config,
@@ -89,6 +90,7 @@ def open_session(
     from accelerate import Accelerator
 
     check_seed(cfg.seed)
+    check_launch_config()
     accelerator = Accelerator(cpu=not torch.cuda.is_available())
     inputs, trainer = config_inputs(cfg), run_kind(cfg)
 
@@ -113,6 +115,30 @@ def open_session(
             lock.close()
         raise
     return Session(accelerator, model, tokenizer, spec, optimizer, scheduler, out, lock)
+
+
+SHARDED_LAUNCHES = {"ACCELERATE_USE_FSDP": "FSDP", "ACCELERATE_USE_DEEPSPEED": "DeepSpeed"}
+"""accelerate launch's environment switches for a sharded launch config, and their names."""
+
+
+def check_launch_config() -> None:
+    """Refuse, rather than quietly run as plain DDP, a sharded launch config this machine cannot
+    honour: FSDP / DeepSpeed without a GPU, DeepSpeed without its package (the igpo[deepspeed] extra)."""
+    import importlib.util
+    import os
+
+    asked = [name for env, name in SHARDED_LAUNCHES.items() if os.environ.get(env, "").lower() == "true"]
+    if not asked:
+        return
+    if not torch.cuda.is_available():
+        raise TrainingError(
+            f"the launch config asks for {asked[0]}, which igpo trains with on GPUs only; without one, "
+            "launch with --multi_gpu (DDP over gloo) or igpo train --processes N"
+        )
+    if "DeepSpeed" in asked and importlib.util.find_spec("deepspeed") is None:
+        raise TrainingError(
+            "the launch config asks for DeepSpeed, which is not installed: pip install 'igpo[deepspeed]'"
+        )
 
 
 def on_main_first(accelerator, check: Callable[[], None]) -> None:

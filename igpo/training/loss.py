@@ -54,8 +54,9 @@ class PolicyLossConfig:
                 f"normalisation={self.normalisation!r} applies to token-level ratios; ratio_level="
                 f"{self.ratio_level} reduces each group by its own rule (use loss.ratio_level=token)"
             )
-        if self.epsilon_low < 0 or self.epsilon_high < 0 or self.beta < 0:
-            raise InvalidSetting("epsilon_low, epsilon_high and beta must be >= 0")
+        for name in ("epsilon_low", "epsilon_high", "beta"):
+            if getattr(self, name) < 0:
+                raise InvalidSetting(f"loss.{name} must be >= 0, got {getattr(self, name)}")
 
 
 @dataclass

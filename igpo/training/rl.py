@@ -6,11 +6,7 @@ hints: the sample-matched baseline) and replace up to floor(lambda * G) wrong ro
 correct re-sampled ones; advantages = reward - group mean; then `mu` clipped policy-gradient
 updates on those rollouts with the chosen log-prob estimator (igpo.logprobs: mean_field,
 trajectory or a sequence-level elbo), where of the hint tokens only the top-tau by entropy enter
-the loss. With `igpo.resample: none` this is plain GRPO (diffu-GRPO).
-
-Size: one trainer (config, rollouts with hints and re-sampling, the update); its parts share
-the Rollouts / Prepared records and one loop, and are read together against the paper.
-"""
+the loss. With `igpo.resample: none` this is plain GRPO (diffu-GRPO)."""
 
 from __future__ import annotations
 
@@ -169,8 +165,9 @@ class RLConfig:
             raise TrainingError(
                 "logprob_estimator=trajectory scores the unguided policy: it does not go with decode.cfg_scale > 0"
             )
-        if self.trajectory_group_steps < 1 or self.elbo_samples < 1:
-            raise TrainingError("trajectory_group_steps and elbo_samples must be >= 1")
+        for name in ("trajectory_group_steps", "elbo_samples"):
+            if getattr(self, name) < 1:
+                raise TrainingError(f"{name} must be >= 1, got {getattr(self, name)}")
         steps_per_block = self.decode.steps // (self.decode.gen_length // self.decode.block_length)
         if self.logprob_estimator == "trajectory" and steps_per_block % self.trajectory_group_steps:
             raise TrainingError(

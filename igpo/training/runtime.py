@@ -1,9 +1,5 @@
 """Training plumbing shared by SFT and RL: model + LoRA, optimiser, schedule, output folder,
-checkpoints that resume exactly, and the metrics log.
-
-Size: what both trainers share (output folders, checkpoint save / resume / fallback, seed
-streams, the metrics log).
-"""
+checkpoints that resume exactly, and the metrics log."""
 
 from __future__ import annotations
 

@@ -71,8 +71,9 @@ class OptimSettings:
     def __post_init__(self) -> None:
         if not self.lr > 0:
             raise InvalidSetting(f"optim.lr must be > 0, got {self.lr}")
-        if self.weight_decay < 0 or self.grad_clip < 0 or self.warmup_steps < 0:
-            raise InvalidSetting("optim.weight_decay, optim.grad_clip and optim.warmup_steps must be >= 0")
+        for name in ("weight_decay", "grad_clip", "warmup_steps"):  # each named with its own value
+            if getattr(self, name) < 0:
+                raise InvalidSetting(f"optim.{name} must be >= 0, got {getattr(self, name)}")
         if not all(0 <= b < 1 for b in self.betas):
             raise InvalidSetting(f"optim.betas must lie in [0, 1), got {self.betas}")
 

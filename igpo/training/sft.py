@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from igpo.data import render_prompt
+from igpo.models.logits import token_logits
 from igpo.progress import say
 from igpo.prompts import source_instruction
 from igpo.training.loop import open_session, run_steps
@@ -145,7 +146,7 @@ def sft_loss(model, batch: SFTBatch, mask_id: int, generator: torch.Generator, s
     noisy[:, plen:] = torch.where(masked, torch.full_like(ids[:, plen:], mask_id), ids[:, plen:])
     attn = torch.cat([batch.attention_mask, torch.ones(b, total - plen, dtype=torch.long)], 1).to(ids.device)
     logits = model(noisy, attention_mask=attn).logits
-    logits = logits[:, plen - 1 : total - 1] if shifted else logits[:, plen:]
+    logits = token_logits(logits, plen, total, shifted)
     ce = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), ids[:, plen:].reshape(-1), reduction="none")
     ce = ce.view(b, -1) * masked / t.to(ids.device)[:, None]
     length = torch.full((b,), total - plen, device=ids.device, dtype=torch.float)
@@ -187,8 +188,13 @@ def train_sft(cfg: SFTConfig, out: Path, *, resume: bool = False, overwrite: boo
         raise TrainingError(f"data.overlong must be drop or truncate, got {cfg.data.overlong!r}")
     if not cfg.model.path:
         raise TrainingError("model.path is required")
-    if cfg.batch_size < 1 or cfg.max_steps < 1 or cfg.data.max_completion_tokens < 1:
-        raise TrainingError("batch_size, max_steps and data.max_completion_tokens must be >= 1")
+    for name, value in (
+        ("batch_size", cfg.batch_size),
+        ("max_steps", cfg.max_steps),
+        ("data.max_completion_tokens", cfg.data.max_completion_tokens),
+    ):
+        if value < 1:
+            raise TrainingError(f"{name} must be >= 1, got {value}")
     short = [n for n in cfg.data.canvas_lengths if n < cfg.data.max_completion_tokens]
     if short:
         raise TrainingError(
