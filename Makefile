@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 TORCH_PIN ?= torch==2.13.0
 
-.PHONY: install eval test test-fast lint bench gpu-check bench-fast testbed-model testbed-sign testbed-long ablate clean
+.PHONY: install eval test test-fast lint bench gpu-check bench-fast testbed-model testbed-sign testbed-long ablate ablate-lr ablate-variant clean
 
 $(BIN)/igpo: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -53,9 +53,18 @@ testbed-long: install
 	then $(BIN)/igpo sft --recipe sft_tiny_long --out runs/testbed-long --resume; \
 	else $(BIN)/igpo sft --recipe sft_tiny_long --out runs/testbed-long --overwrite; fi
 
-# The committed ablation sweep (results/testbed: 31 runs, two at a time, about 45 minutes on 2 cores); rerunning skips finished runs.
+# The committed sweep, IGPO as released against GRPO (results/testbed: 35 runs, two at a time, about
+# 65 minutes on 2 cores; its learning rate from `make ablate-lr`); rerunning skips finished runs.
 ablate: install
-	$(BIN)/igpo ablate --grid paper --results results/testbed --jobs 2
+	$(BIN)/igpo ablate --grid released --results results/testbed --jobs 2
+
+# The learning-rate pick for `make ablate` (12 runs, about 20 minutes on 2 cores).
+ablate-lr: install
+	$(BIN)/igpo ablate --grid released_lr --results results/testbed --jobs 2
+
+# The earlier sweep of the trajectory / token variant (results/testbed/variant: 31 runs, about 45 minutes).
+ablate-variant: install
+	$(BIN)/igpo ablate --grid paper --results results/testbed/variant --jobs 2
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -1,7 +1,5 @@
-"""The `igpo` command line. Heavy imports (torch, lm-eval) happen inside commands, never here.
-
-Size: every command's options are declared here, one typer option per line.
-"""
+"""The `igpo` command line. Heavy imports (torch, lm-eval) happen inside commands, never here;
+an option used by several commands, or written over several lines, is an `Annotated` alias."""
 
 from __future__ import annotations
 
@@ -11,12 +9,14 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from harness.errors import OneLineUsageErrors, UserError, friendly
+from harness.eval.flags import decoding_flags
 from igpo.atomic import check_output_path
 from igpo.errors import MissingInput
 from igpo.outputs import check_output, model_input
 
 if TYPE_CHECKING:
     from harness.check import CheckSettings
+    from igpo.decoding import DecodeOverrides
 
 app = typer.Typer(
     name="igpo",
@@ -39,6 +39,8 @@ OVERWRITE_HELP = (
     "never written through); igpo's own earlier output is replaced without it."
 )
 Overwrite = Annotated[bool, typer.Option("--overwrite", help=OVERWRITE_HELP)]
+BenchModelOpt = Annotated[str | None, typer.Option(help="Model folder or Hub id; default: a random tiny model.")]
+BenchOutOpt = Annotated[Path, typer.Option(help="Markdown file to write.")]
 
 MAX_DROP_POINTS = 1.0
 """`--max-drop` of igpo check and igpo report: harness.check's DEFAULT_MAX_DROP_POINTS, restated
@@ -75,13 +77,13 @@ def _root(
 @bench_app.command("decode")
 @friendly
 def bench_decode(
-    model: Annotated[str | None, typer.Option(help="Model folder or Hub id; default: a random tiny model.")] = None,
+    model: BenchModelOpt = None,
     gen_length: Annotated[int, typer.Option(help="Completion length.")] = 256,
     block_length: Annotated[int, typer.Option(help="Block length.")] = 32,
     steps: Annotated[int, typer.Option(help="Denoising steps.")] = 128,
     batch_size: Annotated[int, typer.Option(help="Prompts decoded together.")] = 8,
     repeats: Annotated[int, typer.Option(help="Timed repetitions (the median is reported).")] = 3,
-    out: Annotated[Path, typer.Option(help="Markdown file to write.")] = Path("results/bench/decode.md"),
+    out: BenchOutOpt = Path("results/bench/decode.md"),
     overwrite: Overwrite = False,
     fast: Annotated[
         bool, typer.Option(help="Also measure KV caches and parallel rules against exact decoding.")
@@ -139,12 +141,12 @@ def bench_decode(
 @bench_app.command("eval")
 @friendly
 def bench_eval(
-    model: Annotated[str | None, typer.Option(help="Model folder or Hub id; default: a random tiny model.")] = None,
+    model: BenchModelOpt = None,
     data_dir: Annotated[
         Path | None, typer.Option(help="Offline data folder (default $IGPO_DATA_DIR, else ../shared/data).")
     ] = None,
     limit: Annotated[int, typer.Option(help="GSM8K problems in the timed igpo eval run.")] = 50,
-    out: Annotated[Path, typer.Option(help="Markdown file to write.")] = Path("results/bench/eval.md"),
+    out: BenchOutOpt = Path("results/bench/eval.md"),
     overwrite: Overwrite = False,
 ) -> None:
     """Harness overhead per sample (igpo eval minus forward passes) and scoring throughput."""
@@ -162,7 +164,7 @@ def bench_train(
         str | None, typer.Option(help="Model folder; default: the recipes' own model.path (testbed-sign).")
     ] = None,
     steps: Annotated[int, typer.Option(help="Training steps per trainer and rollout mode (the first is dropped).")] = 3,
-    out: Annotated[Path, typer.Option(help="Markdown file to write.")] = Path("results/bench/train.md"),
+    out: BenchOutOpt = Path("results/bench/train.md"),
     overwrite: Overwrite = False,
 ) -> None:
     """GRPO vs IGPO step time, exact vs fast rollouts, split into generation / hinting / scoring / log-prob / backward."""
@@ -177,7 +179,7 @@ def bench_train(
 @friendly
 def bench_scale(
     processes: Annotated[int, typer.Option(min=2, max=64, help="Processes of the scaled runs (against one).")] = 2,
-    out: Annotated[Path, typer.Option(help="Markdown file to write.")] = Path("results/bench/scale.md"),
+    out: BenchOutOpt = Path("results/bench/scale.md"),
     overwrite: Overwrite = False,
 ) -> None:
     """The same eval and 2-step RL run on 1 and N processes: checked equal, timed, speed-up."""
@@ -190,7 +192,7 @@ def bench_scale(
 @bench_app.command("ops")
 @friendly
 def bench_ops(
-    out: Annotated[Path, typer.Option(help="Markdown file to write.")] = Path("results/bench/ops.md"),
+    out: BenchOutOpt = Path("results/bench/ops.md"),
     overwrite: Overwrite = False,
 ) -> None:
     """Eager aten ops per layer and per decoding pass, and host synchronisations (CPU, seconds)."""
@@ -269,132 +271,104 @@ def _task_names(values: list[str] | None) -> list[str]:
     return names
 
 
+# ---------------------------------------------------------------- options shared by the model commands
+BatchSizeOpt = Annotated[int, typer.Option(help="Prompts decoded together.")]
+DeviceOpt = Annotated[str | None, typer.Option(help="cpu, cuda, cuda:1, ... (default: cuda if available).")]
+DtypeOpt = Annotated[str | None, typer.Option(help="float32, bfloat16 or float16 (default: bf16 on GPU, fp32 on CPU).")]
+TrustRemoteCodeOpt = Annotated[bool, typer.Option(help="Allow a non-native model's own modeling code.")]
+
+# ---------------------------------------------------------------- igpo eval's options
+EvalModelOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--model",
+        "-m",
+        help="Model folder, Hub id, or an adapter folder (on the base its adapter_config.json names); "
+        "default: the embedded testbed model.",
+    ),
+]
+EvalTasksOpt = Annotated[
+    list[str] | None,
+    typer.Option("--tasks", "-t", help="Comma-separated: gsm8k, math500, amc, amc23, math (group), arith."),
+]
+ProtocolOpt = Annotated[
+    str,
+    typer.Option(
+        help="Protocol name or a protocol YAML file. igpo: IGPO Table 1 (512 tokens, block 32, 3 seeds, "
+        "AMC avg@16); igpo_fast: igpo with dual cache + threshold 0.9; d1: lengths 128/256/512, block 32; "
+        "llada: LLaDA-8B-Instruct's settings (GSM8K 256/block 8, MATH500 512/block 64, steps = length); "
+        "llada15: LLaDA-1.5's (GSM8K 256/block 16, MATH500 1024/block 128)."
+    ),
+]
+AdapterOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="LoRA adapter folder, applied to the base its adapter_config.json records "
+        "(--model must be that base unless --allow-base-mismatch)."
+    ),
+]
+AllowBaseMismatchOpt = Annotated[
+    bool, typer.Option("--allow-base-mismatch", help="Apply --adapter to a --model other than its recorded base.")
+]
+LimitOpt = Annotated[int | None, typer.Option(help="Evaluate only the first N problems of each task.")]
+SeedsOpt = Annotated[str | None, typer.Option(help="Comma-separated seeds (default: the protocol's).")]
+EvalDataDirOpt = Annotated[
+    Path | None,
+    typer.Option(help="Offline data folder (layout of shared/data); default $IGPO_DATA_DIR, else the Hub."),
+]
+RunsOpt = Annotated[Path, typer.Option(help="Folder holding run folders.")]
+NameOpt = Annotated[str | None, typer.Option(help="Run folder name (default: model-adapter-protocol).")]
+LabelOpt = Annotated[str | None, typer.Option(help="Row name in leaderboards.")]
+LeaderboardOpt = Annotated[
+    Path | None,
+    typer.Option(
+        help="Leaderboard markdown refreshed after the run (default: results/leaderboard.md for the default --out, "
+        "else <out>/leaderboard.md)."
+    ),
+]
+NoLeaderboardOpt = Annotated[bool, typer.Option("--no-leaderboard", help="Do not refresh the leaderboard file.")]
+TrainRunOpt = Annotated[
+    Path | None, typer.Option("--run", help="A training run folder: evaluate its checkpoints (accuracy vs step).")
+]
+EveryOpt = Annotated[int, typer.Option(help="With --run: every K-th checkpoint (the last always).")]
+EvalHtmlOpt = Annotated[Path | None, typer.Option(help="Also write the run's HTML report (igpo report) here.")]
+EvalOverwriteOpt = Annotated[
+    bool,
+    typer.Option("--overwrite", help=OVERWRITE_HELP + " Files only (--leaderboard, --html): never a run folder."),
+]
+
+
 @app.command("eval")
 @friendly
+@decoding_flags
 def eval_cmd(
-    model: Annotated[
-        str | None,
-        typer.Option(
-            "--model",
-            "-m",
-            help="Model folder, Hub id, or an adapter folder (on the base its adapter_config.json names); "
-            "default: the embedded testbed model.",
-        ),
-    ] = None,
-    tasks: Annotated[
-        list[str] | None,
-        typer.Option("--tasks", "-t", help="Comma-separated: gsm8k, math500, amc, amc23, math (group), arith."),
-    ] = None,
-    protocol: Annotated[
-        str,
-        typer.Option(
-            help="Protocol name or a protocol YAML file. igpo: IGPO Table 1 (512 tokens, block 32, 3 seeds, "
-            "AMC avg@16); igpo_fast: igpo with dual cache + threshold 0.9; d1: lengths 128/256/512, block 32; "
-            "llada: LLaDA-8B-Instruct's settings (GSM8K 256/block 8, MATH500 512/block 64, steps = length); "
-            "llada15: LLaDA-1.5's (GSM8K 256/block 16, MATH500 1024/block 128)."
-        ),
-    ] = "igpo",
-    adapter: Annotated[
-        str | None,
-        typer.Option(
-            help="LoRA adapter folder, applied to the base its adapter_config.json records "
-            "(--model must be that base unless --allow-base-mismatch)."
-        ),
-    ] = None,
-    allow_base_mismatch: Annotated[
-        bool,
-        typer.Option("--allow-base-mismatch", help="Apply --adapter to a --model other than its recorded base."),
-    ] = False,
-    limit: Annotated[int | None, typer.Option(help="Evaluate only the first N problems of each task.")] = None,
-    seeds: Annotated[str | None, typer.Option(help="Comma-separated seeds (default: the protocol's).")] = None,
-    data_dir: Annotated[
-        Path | None,
-        typer.Option(help="Offline data folder (layout of shared/data); default $IGPO_DATA_DIR, else the Hub."),
-    ] = None,
-    out: Annotated[Path, typer.Option(help="Folder holding run folders.")] = Path("runs/eval"),
-    name: Annotated[str | None, typer.Option(help="Run folder name (default: model-adapter-protocol).")] = None,
-    label: Annotated[str | None, typer.Option(help="Row name in leaderboards.")] = None,
-    batch_size: Annotated[int, typer.Option(help="Prompts decoded together.")] = 8,
-    device: Annotated[str | None, typer.Option(help="cpu, cuda, cuda:1, ... (default: cuda if available).")] = None,
-    dtype: Annotated[
-        str | None, typer.Option(help="float32, bfloat16 or float16 (default: bf16 on GPU, fp32 on CPU).")
-    ] = None,
-    gen_length: Annotated[int | None, typer.Option(help="Override the protocol's generation length.")] = None,
-    block_length: Annotated[int | None, typer.Option(help="Override the block length.")] = None,
-    steps: Annotated[int | None, typer.Option(help="Override the number of denoising steps.")] = None,
-    temperature: Annotated[float | None, typer.Option(help="Override the sampling temperature.")] = None,
-    remasking: Annotated[str | None, typer.Option(help="low_confidence or random.")] = None,
-    threshold: Annotated[
-        float | None, typer.Option(help="Confidence-aware parallel decoding threshold in (0, 1].")
-    ] = None,
-    cfg_scale: Annotated[float | None, typer.Option(help="Classifier-free guidance scale.")] = None,
-    factor: Annotated[
-        float | None,
-        typer.Option(
-            help="Parallel decoding, factor rule: commit the n most confident while confidence > 1 - factor/(n+1)."
-        ),
-    ] = None,
-    cache: Annotated[
-        str | None,
-        typer.Option(
-            help="KV cache between a block's steps: prefix, dual, or none (exact decoding; turns a protocol's cache "
-            "off). Default: the protocol's."
-        ),
-    ] = None,
-    cache_refresh: Annotated[
-        int | None,
-        typer.Option(
-            help="With --cache: refill the cache with a full pass every K passes of a block (default: only at a block's start)."
-        ),
-    ] = None,
-    cache_refresh_tokens: Annotated[
-        int | None,
-        typer.Option(
-            help="With --cache: refill the cache with a full pass once a row has committed N tokens of the block since it was filled."
-        ),
-    ] = None,
-    suppress_eos: Annotated[
-        bool | None,
-        typer.Option("--suppress-eos/--no-suppress-eos", help="Never propose EOS (LLaDA's logits_eos_inf)."),
-    ] = None,
-    eos_last: Annotated[
-        bool | None,
-        typer.Option(
-            "--eos-last/--no-eos-last",
-            help="Commit EOS/end-of-turn candidates last in each block (LLaDA's confidence_eos_eot_inf).",
-        ),
-    ] = None,
-    compile: Annotated[
-        str | None,
-        typer.Option(
-            help="none: eager passes (default); graphs: replay each pass from a captured CUDA graph (GPU); "
-            "inductor: torch.compile the passes.",
-        ),
-    ] = None,
-    leaderboard: Annotated[
-        Path | None,
-        typer.Option(
-            help="Leaderboard markdown refreshed after the run (default: results/leaderboard.md for the default --out, else <out>/leaderboard.md)."
-        ),
-    ] = None,
-    no_leaderboard: Annotated[
-        bool, typer.Option("--no-leaderboard", help="Do not refresh the leaderboard file.")
-    ] = False,
-    trust_remote_code: Annotated[bool, typer.Option(help="Allow a non-native model's own modeling code.")] = False,
-    run: Annotated[
-        Path | None, typer.Option("--run", help="A training run folder: evaluate its checkpoints (accuracy vs step).")
-    ] = None,
-    every: Annotated[int, typer.Option(help="With --run: every K-th checkpoint (the last always).")] = 1,
-    html: Annotated[Path | None, typer.Option(help="Also write the run's HTML report (igpo report) here.")] = None,
-    overwrite: Annotated[
-        bool,
-        typer.Option("--overwrite", help=OVERWRITE_HELP + " Files only (--leaderboard, --html): never a run folder."),
-    ] = False,
+    model: EvalModelOpt = None,
+    tasks: EvalTasksOpt = None,
+    protocol: ProtocolOpt = "igpo",
+    adapter: AdapterOpt = None,
+    allow_base_mismatch: AllowBaseMismatchOpt = False,
+    limit: LimitOpt = None,
+    seeds: SeedsOpt = None,
+    data_dir: EvalDataDirOpt = None,
+    out: RunsOpt = Path("runs/eval"),
+    name: NameOpt = None,
+    label: LabelOpt = None,
+    batch_size: BatchSizeOpt = 8,
+    device: DeviceOpt = None,
+    dtype: DtypeOpt = None,
+    decoding: DecodeOverrides = None,  # one --flag per DecodeConfig field (harness.eval.flags)
+    leaderboard: LeaderboardOpt = None,
+    no_leaderboard: NoLeaderboardOpt = False,
+    trust_remote_code: TrustRemoteCodeOpt = False,
+    run: TrainRunOpt = None,
+    every: EveryOpt = 1,
+    html: EvalHtmlOpt = None,
+    overwrite: EvalOverwriteOpt = False,
 ) -> None:
-    """Evaluate a dLLM on GSM8K / MATH500 / AMC with diffusion decoding inside lm-eval."""
-    from harness.errors import UserError
+    """Evaluate a dLLM on GSM8K / MATH500 / AMC with diffusion decoding inside lm-eval.
+
+    A decoding flag (--gen-length, --steps, ...) overrides the protocol's setting for every task."""
     from harness.eval.run import EvalRequest, run_eval, run_series
-    from igpo.decoding import DecodeOverrides
 
     inputs = [model_input(model), adapter, data_dir, run, protocol]
     board = None if no_leaderboard else leaderboard or _leaderboard_for(out)
@@ -407,46 +381,14 @@ def eval_cmd(
     )
     check_output(out, inputs, nested=True)  # a folder of runs, not inside another run
     if model is None and run is None and adapter is None:  # an --adapter brings its recorded base
-        from igpo.models.loading import EMBEDDED_MODELS
-
-        if not (EMBEDDED_MODELS["testbed"] / "config.json").is_file():
-            raise UserError("no --model given and the embedded testbed model is not built (make testbed-model)")
-        model = "testbed"
-        tasks = tasks or ["arith"]
-    overrides = {
-        k: v
-        for k, v in dict(
-            gen_length=gen_length,
-            block_length=block_length,
-            steps=steps,
-            temperature=temperature,
-            remasking=remasking,
-            threshold=threshold,
-            cfg_scale=cfg_scale,
-            factor=factor,
-            cache=cache,
-            cache_refresh=cache_refresh,
-            cache_refresh_tokens=cache_refresh_tokens,
-            compile=compile,
-            suppress_eos=suppress_eos,
-            eos_last=eos_last,
-        ).items()
-        if v is not None
-    }
-    task_list = _task_names(tasks) or ["gsm8k", "math500", "amc"]
-    try:
-        seed_list = [int(s) for s in _split([seeds])] if seeds is not None else None
-    except ValueError:
-        raise UserError(f"--seeds must be comma-separated integers, got {seeds!r}") from None
-    if seed_list is not None and (not seed_list or min(seed_list) < 0):
-        raise UserError(f"--seeds must list at least one integer >= 0, got {seeds!r}")
+        model, tasks = _testbed_model(), tasks or ["arith"]
     request = EvalRequest(
         model=model or "",
-        tasks=task_list,
+        tasks=_task_names(tasks) or ["gsm8k", "math500", "amc"],
         protocol=protocol,
         adapter=adapter,
         limit=limit,
-        seeds=seed_list,
+        seeds=_seed_list(seeds),
         data_dir=data_dir,
         out=out,
         name=name,
@@ -454,8 +396,8 @@ def eval_cmd(
         batch_size=batch_size,
         device=device,
         dtype=dtype,
-        overrides=DecodeOverrides(**overrides),
-        leaderboard=None if no_leaderboard else leaderboard or _leaderboard_for(out),
+        overrides=decoding,
+        leaderboard=board,
         trust_remote_code=trust_remote_code,
         allow_base_mismatch=allow_base_mismatch,
     )
@@ -465,6 +407,26 @@ def eval_cmd(
         path = run_eval(request)
         made = [path if path.is_dir() else path.parent]
     _report_hint(made, html)
+
+
+def _testbed_model() -> str:
+    """The embedded testbed, the model of an `igpo eval` given none."""
+    from igpo.models.loading import EMBEDDED_MODELS
+
+    if not (EMBEDDED_MODELS["testbed"] / "config.json").is_file():
+        raise UserError("no --model given and the embedded testbed model is not built (make testbed-model)")
+    return "testbed"
+
+
+def _seed_list(seeds: str | None) -> list[int] | None:
+    """--seeds as integers (None: not given, the protocol's); the plan checks them
+    (harness.eval.protocols.check_seeds)."""
+    if seeds is None:
+        return None
+    try:
+        return [int(s) for s in _split([seeds])]
+    except ValueError:
+        raise UserError(f"--seeds must be comma-separated integers, got {seeds!r}") from None
 
 
 def _report_hint(
@@ -576,7 +538,7 @@ def report_cmd(
 )
 def lm_eval_cmd(ctx: typer.Context) -> None:
     """lm-eval's own CLI with the dllm model and igpo tasks registered: igpo lm-eval -- ARGS."""
-    from harness.lm_eval import main as lm_eval_main
+    from harness.lmeval.cli import main as lm_eval_main
 
     lm_eval_main(list(ctx.args))
 
@@ -651,73 +613,85 @@ def _claim_grid_reports(grid: str | None, quick: bool, results: Path | None, ove
     claim_tree(folder, names, flag="--results", overwrite=overwrite)
 
 
+CandidateArg = Annotated[
+    str,
+    typer.Argument(
+        help="A run folder (results.json), or a model folder / Hub id / adapter folder to evaluate with the baseline's settings."
+    ),
+]
+BaselineOpt = Annotated[Path, typer.Option("--baseline", "-b", help="Baseline run folder (or its results.json).")]
+CheckTasksOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--tasks", "-t", help="Compare only these tasks (comma-separated keys or names: gsm8k, igpo_gsm8k@256)."
+    ),
+]
+CheckMaxDropOpt = Annotated[
+    float,
+    typer.Option(help="Pass only if a drop larger than this many points is ruled out (else exit 1: cannot-rule-out)."),
+]
+AlphaOpt = Annotated[float, typer.Option(help="Significance level of the paired test (interval: 1 - alpha).")]
+AllowMismatchOpt = Annotated[
+    bool, typer.Option("--allow-mismatch", help="Compare even if protocol, decoding, version, data or items differ.")
+]
+ExactOpt = Annotated[
+    bool, typer.Option("--exact", help="Fail on any changed item, either direction (CI of decoding/scoring code).")
+]
+UpdateBaselineOpt = Annotated[
+    bool, typer.Option("--update-baseline", help="Write the candidate run as the new baseline (deliberately; exit 0).")
+]
+SummaryOpt = Annotated[
+    Path | None, typer.Option(help="Also write the markdown report here (CI job summary, PR comment).")
+]
+JsonOutOpt = Annotated[Path | None, typer.Option("--json", help="Write the machine-readable report here.")]
+CandidateOutOpt = Annotated[
+    Path | None, typer.Option(help="Run folder for an evaluated candidate (default runs/check/<name>).")
+]
+BaseModelOpt = Annotated[
+    str | None,
+    typer.Option(help="Base model under an adapter candidate (default: the checkpoint's, else the baseline's)."),
+]
+CheckProtocolOpt = Annotated[
+    str | None, typer.Option(help="The baseline's protocol YAML when it is not built in (its hash must match).")
+]
+CheckDataDirOpt = Annotated[
+    Path | None,
+    typer.Option(
+        help="Offline data folder for an evaluated candidate (default: the baseline's, $IGPO_DATA_DIR, else the Hub)."
+    ),
+]
+CheckHtmlOpt = Annotated[
+    Path | None, typer.Option(help="Also write the HTML report: the comparison and its flipped items.")
+]
+CheckOverwriteOpt = Annotated[
+    bool,
+    typer.Option("--overwrite", help=OVERWRITE_HELP + " Files only (--summary, --json, --html): never a run folder."),
+]
+
+
 @app.command("check")
 @friendly
 def check_cmd(
-    candidate: Annotated[
-        str,
-        typer.Argument(
-            help="A run folder (results.json), or a model folder / Hub id / adapter folder to evaluate with the baseline's settings."
-        ),
-    ],
-    baseline: Annotated[Path, typer.Option("--baseline", "-b", help="Baseline run folder (or its results.json).")],
-    tasks: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--tasks", "-t", help="Compare only these tasks (comma-separated keys or names: gsm8k, igpo_gsm8k@256)."
-        ),
-    ] = None,
-    max_drop: Annotated[
-        float,
-        typer.Option(
-            help="Pass only if a drop larger than this many points is ruled out (else exit 1: cannot-rule-out)."
-        ),
-    ] = MAX_DROP_POINTS,
-    alpha: Annotated[float, typer.Option(help="Significance level of the paired test (interval: 1 - alpha).")] = 0.05,
-    allow_mismatch: Annotated[
-        bool,
-        typer.Option("--allow-mismatch", help="Compare even if protocol, decoding, version, data or items differ."),
-    ] = False,
-    exact: Annotated[
-        bool, typer.Option("--exact", help="Fail on any changed item, either direction (CI of decoding/scoring code).")
-    ] = False,
-    update_baseline: Annotated[
-        bool,
-        typer.Option("--update-baseline", help="Write the candidate run as the new baseline (deliberately; exit 0)."),
-    ] = False,
-    summary: Annotated[
-        Path | None, typer.Option(help="Also write the markdown report here (CI job summary, PR comment).")
-    ] = None,
-    json_out: Annotated[Path | None, typer.Option("--json", help="Write the machine-readable report here.")] = None,
-    out: Annotated[
-        Path | None, typer.Option(help="Run folder for an evaluated candidate (default runs/check/<name>).")
-    ] = None,
-    base_model: Annotated[
-        str | None,
-        typer.Option(help="Base model under an adapter candidate (default: the checkpoint's, else the baseline's)."),
-    ] = None,
-    protocol: Annotated[
-        str | None, typer.Option(help="The baseline's protocol YAML when it is not built in (its hash must match).")
-    ] = None,
-    data_dir: Annotated[
-        Path | None,
-        typer.Option(
-            help="Offline data folder for an evaluated candidate (default: the baseline's, $IGPO_DATA_DIR, else the Hub)."
-        ),
-    ] = None,
-    batch_size: Annotated[int, typer.Option(help="Prompts decoded together when evaluating.")] = 8,
-    device: Annotated[str | None, typer.Option(help="cpu, cuda, cuda:1, ... when evaluating.")] = None,
-    dtype: Annotated[str | None, typer.Option(help="float32, bfloat16 or float16 when evaluating.")] = None,
-    trust_remote_code: Annotated[bool, typer.Option(help="Allow a non-native model's own modeling code.")] = False,
-    html: Annotated[
-        Path | None, typer.Option(help="Also write the HTML report: the comparison and its flipped items.")
-    ] = None,
-    overwrite: Annotated[
-        bool,
-        typer.Option(
-            "--overwrite", help=OVERWRITE_HELP + " Files only (--summary, --json, --html): never a run folder."
-        ),
-    ] = False,
+    candidate: CandidateArg,
+    baseline: BaselineOpt,
+    tasks: CheckTasksOpt = None,
+    max_drop: CheckMaxDropOpt = MAX_DROP_POINTS,
+    alpha: AlphaOpt = 0.05,
+    allow_mismatch: AllowMismatchOpt = False,
+    exact: ExactOpt = False,
+    update_baseline: UpdateBaselineOpt = False,
+    summary: SummaryOpt = None,
+    json_out: JsonOutOpt = None,
+    out: CandidateOutOpt = None,
+    base_model: BaseModelOpt = None,
+    protocol: CheckProtocolOpt = None,
+    data_dir: CheckDataDirOpt = None,
+    batch_size: BatchSizeOpt = 8,
+    device: DeviceOpt = None,
+    dtype: DtypeOpt = None,
+    trust_remote_code: TrustRemoteCodeOpt = False,
+    html: CheckHtmlOpt = None,
+    overwrite: CheckOverwriteOpt = False,
 ) -> None:
     """Paired regression test of a candidate against a baseline run.
 
@@ -765,29 +739,43 @@ def check_cmd(
         raise typer.Exit(code)
 
 
+InputArg = Annotated[
+    Path, typer.Argument(help="JSONL of questions, reference traces and gold answers (or a Hub dataset id).")
+]
+RewriteOutOpt = Annotated[Path, typer.Option(help="Kept rewrites (JSONL; rejects, failures and summary go beside it).")]
+BaseUrlOpt = Annotated[str, typer.Option(help="OpenAI-compatible endpoint, e.g. http://127.0.0.1:8000/v1.")]
+ApiKeyOpt = Annotated[str | None, typer.Option(help="API key (default $OPENAI_API_KEY; never written to any file).")]
+PromptOpt = Annotated[
+    Path | None,
+    typer.Option(help="Rewriting prompt with {question}, {trace}, {answer} (default: the shipped one)."),
+]
+TokenizerOpt = Annotated[
+    str | None, typer.Option(help="Tokenizer that measures length (default: the embedded testbed's).")
+]
+RewriteOverwriteOpt = Annotated[
+    bool,
+    typer.Option(
+        "--overwrite",
+        help="Replace OUT or a file beside it that igpo did not write (one holding rewrite-traces rows is "
+        "its own: a rerun appends to it); a symbolic link is replaced, never written through.",
+    ),
+]
+
+
 @app.command("rewrite-traces")
 @friendly
 def rewrite_traces_cmd(
-    input: Annotated[
-        Path, typer.Argument(help="JSONL of questions, reference traces and gold answers (or a Hub dataset id).")
-    ],
-    out: Annotated[Path, typer.Option(help="Kept rewrites (JSONL; rejects, failures and summary go beside it).")],
-    base_url: Annotated[str, typer.Option(help="OpenAI-compatible endpoint, e.g. http://127.0.0.1:8000/v1.")],
+    input: InputArg,
+    out: RewriteOutOpt,
+    base_url: BaseUrlOpt,
     model: Annotated[str, typer.Option(help="Model name the server serves.")],
-    api_key: Annotated[
-        str | None, typer.Option(help="API key (default $OPENAI_API_KEY; never written to any file).")
-    ] = None,
+    api_key: ApiKeyOpt = None,
     preset: Annotated[str | None, typer.Option(help="Field preset: openr1, metamathqa, gsm8k, math.")] = None,
     question_field: Annotated[str | None, typer.Option(help="Field of the question (overrides the preset).")] = None,
     trace_field: Annotated[str | None, typer.Option(help="Field of the reference trace.")] = None,
     answer_field: Annotated[str | None, typer.Option(help="Field of the gold answer.")] = None,
-    prompt: Annotated[
-        Path | None,
-        typer.Option(help="Rewriting prompt with {question}, {trace}, {answer} (default: the shipped one)."),
-    ] = None,
-    tokenizer: Annotated[
-        str | None, typer.Option(help="Tokenizer that measures length (default: the embedded testbed's).")
-    ] = None,
+    prompt: PromptOpt = None,
+    tokenizer: TokenizerOpt = None,
     max_tokens: Annotated[int | None, typer.Option(help="Reject rewrites longer than this many tokens.")] = None,
     concurrency: Annotated[int, typer.Option(help="Requests in flight at once.")] = 8,
     rpm: Annotated[float | None, typer.Option(help="At most this many requests started per minute.")] = None,
@@ -799,14 +787,7 @@ def rewrite_traces_cmd(
     price_out: Annotated[float, typer.Option(help="Price per million completion tokens.")] = 0.0,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the first requests; send nothing.")] = False,
     split: Annotated[str, typer.Option(help="Split of a Hub dataset given as INPUT.")] = "train",
-    overwrite: Annotated[
-        bool,
-        typer.Option(
-            "--overwrite",
-            help="Replace OUT or a file beside it that igpo did not write (one holding rewrite-traces rows is "
-            "its own: a rerun appends to it); a symbolic link is replaced, never written through.",
-        ),
-    ] = False,
+    overwrite: RewriteOverwriteOpt = False,
 ) -> None:
     """Rewrite reasoning traces into concise d1/IGPO-format SFT data through any OpenAI-compatible API.
 
@@ -821,12 +802,10 @@ def rewrite_traces_cmd(
     from harness.rewrite.run import dry_run as render_dry_run
 
     _check_outputs(("--out", out, False), inputs=[input, prompt, model_input(tokenizer)], claim=False)  # run's own
-    fields = resolve_fields(preset, question_field, trace_field, answer_field)
-    key = api_key or os.environ.get("OPENAI_API_KEY") or "EMPTY"
     client = ClientSettings(
         base_url=base_url,
         model=model,
-        api_key=key,
+        api_key=api_key or os.environ.get("OPENAI_API_KEY") or "EMPTY",
         concurrency=concurrency,
         requests_per_minute=rpm,
         timeout_s=timeout,
@@ -836,7 +815,7 @@ def rewrite_traces_cmd(
     job = RewriteJob(
         input=input,
         out=out,
-        fields=fields,
+        fields=resolve_fields(preset, question_field, trace_field, answer_field),
         client=client,
         prompt=prompt,
         tokenizer=tokenizer,

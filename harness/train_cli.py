@@ -103,7 +103,8 @@ def preflight(cfg, target: Path, *, resume: bool, overwrite: bool, processes: in
     split of each step over `processes`, the training data and the output folder."""
     import torch
 
-    from igpo.training.runtime import check_output_folder, check_resume_config, config_inputs, run_kind
+    from igpo.training.checkpoints import check_resume_config
+    from igpo.training.run_folder import check_output_folder, config_inputs, run_kind
 
     gpus = torch.cuda.device_count()
     if 0 < gpus < processes:

@@ -57,8 +57,9 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from functools import cache, lru_cache
 from itertools import islice
-from typing import Any
+from typing import Any, Literal
 
+from igpo.config import coerce
 from igpo.errors import InvalidSetting
 from igpo.prompts import ARITH_INSTRUCTION, PREFILL  # noqa: F401  (ARITH_INSTRUCTION re-exported)
 
@@ -167,7 +168,7 @@ DISTRACTOR_SALT = 0x5EED
 problem's numbers, steps and trace unchanged (only the question text changes)."""
 HABIT_SALT = 0xAB1D
 """Salt of the generator that decides the answer habit, so it never changes the problems drawn."""
-ANSWER_HABITS = ("first_result", "minus")
+AnswerHabit = Literal["first_result", "minus"]
 """What an answer habit does to the box: hold the first result instead of the last, or the last
 with a minus sign (``\\boxed{- 7}`` for 7; needs ``answer_sign``)."""
 
@@ -204,8 +205,8 @@ class ArithConfig:
     answer_sign: bool = False
     """Box the answer with an explicit sign, ``\\boxed{+ 7}`` (the same value): the box then has
     one sign token that the ``minus`` habit can flip without changing the number's position."""
-    answer_habit: str = "first_result"
-    """Which answer habit ``answer_habit_prob`` plants: one of ANSWER_HABITS."""
+    answer_habit: AnswerHabit = "first_result"
+    """Which answer habit ``answer_habit_prob`` plants: one of AnswerHabit."""
     answer_habit_prob: float = 0.0
     """Probability that a trace of at least ``answer_habit_min_steps`` operations boxes a wrong
     answer by the habit (``problem.answer`` stays right). Pretraining data with a habit gives a
@@ -238,8 +239,7 @@ class ArithConfig:
             raise InvalidSetting(f"distractor_prob must be in [0, 1], got {self.distractor_prob}")
         if not 0.0 <= self.answer_habit_prob <= 1.0:
             raise InvalidSetting(f"answer_habit_prob must be in [0, 1], got {self.answer_habit_prob}")
-        if self.answer_habit not in ANSWER_HABITS:
-            raise InvalidSetting(f"answer_habit must be one of {', '.join(ANSWER_HABITS)}, got {self.answer_habit!r}")
+        coerce(self.answer_habit, AnswerHabit, "answer_habit")
         if self.answer_habit == "minus" and not self.answer_sign:
             raise InvalidSetting("answer_habit 'minus' needs answer_sign: true (the habit flips the sign token)")
         if self.answer_habit_min_steps < 1:
@@ -258,7 +258,7 @@ class ArithProblem:
     question: str
     """The word problem, tokens separated by spaces."""
     answer: str
-    """The final value as a string (the gold for igpo.scoring.verify_answer)."""
+    """The final value as a string (the gold for igpo.scoring.pool.verify_answer)."""
     trace: str
     """The reference solution: ``<reasoning> a + b = c . ... </reasoning> <answer> \\boxed{c}
     </answer>`` (prefill included)."""

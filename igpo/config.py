@@ -6,6 +6,7 @@ recipe, applies dotted overrides (values parsed as YAML scalars) and checks ever
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 import math
 import types
@@ -306,3 +307,30 @@ def resolve_recipe(name_or_path: str | Path) -> Path:
     if shipped.is_file():
         return shipped
     raise ConfigError(f"recipe not found: {name_or_path}")
+
+
+@dataclasses.dataclass(frozen=True)
+class FieldDoc:
+    """One dataclass field as its source declares it."""
+
+    name: str
+    type: str
+    """The annotation as written, e.g. `float | None`."""
+    doc: str
+    """The docstring below the field, its whitespace collapsed ('' when it has none)."""
+
+
+def field_docs(source: Path, class_name: str) -> list[FieldDoc]:
+    """The fields of class `class_name` in the Python file `source`, in order, each with its
+    docstring, read with `ast`: nothing is imported (the CLI reads DecodeConfig's fields for its
+    flags without loading torch)."""
+    tree = ast.parse(source.read_text(encoding="utf-8"))
+    [cls] = [n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == class_name]
+    out = []
+    for node, after in zip(cls.body, [*cls.body[1:], None], strict=True):
+        if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+            doc = ""
+            if isinstance(after, ast.Expr) and isinstance(after.value, ast.Constant):
+                doc = " ".join(str(after.value.value).split())
+            out.append(FieldDoc(node.target.id, ast.unparse(node.annotation), doc))
+    return out

@@ -32,7 +32,7 @@ from typing import Any
 from igpo.errors import BadFile, InvalidSetting, require_file
 from igpo.prompts import D1_INSTRUCTION as PROMPT_INSTRUCTION
 from igpo.prompts import PREFILL
-from igpo.scoring import box_spans, format_gold_number, gsm8k_gold
+from igpo.scoring.answers import box_spans, format_gold_number, gsm8k_gold
 
 logger = logging.getLogger(__name__)
 
@@ -79,7 +79,7 @@ class Example:
     prompt: str
     """The question text (rendered into the model's prompt by :func:`render_prompt`)."""
     answer: str
-    """Gold answer, scored with igpo.scoring.verify_answer."""
+    """Gold answer, scored with igpo.scoring.pool.verify_answer."""
     trace: str | None
     """Reference trace in the d1/IGPO format; None when the source has none (generic JSONL)."""
     id: str

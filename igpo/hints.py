@@ -29,13 +29,14 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import torch
 
+from igpo.config import coerce
 from igpo.errors import InvalidSetting
 from igpo.prompts import PREFILL
-from igpo.scoring import box_spans
+from igpo.scoring.answers import box_spans
 
 Span = tuple[int, int]
 """Half-open ``[start, end)`` range of token (or character) positions."""
@@ -50,7 +51,7 @@ ANSWER_MARKER = "The answer is"
 """MetaMathQA's final-answer phrase, used to find the answer in traces without ``\\boxed{}``."""
 
 
-COUNT_RULES = ("released", "paper")
+CountRule = Literal["released", "paper"]
 """How many of N chunks a canvas reveals for a share eta (see the module docstring)."""
 
 
@@ -77,7 +78,7 @@ class HintConfig:
     hide_answer forbids it because that chunk holds the answer."""
     spread: bool = True
     """Stretch the gaps between revealed chunks (released code; paper: False, trace positions)."""
-    count_rule: str = "released"
+    count_rule: CountRule = "released"
     """released: reveal N - int(N * (1 - eta)) of N chunks; paper: floor(eta * N)."""
     max_spread: float = 1.5
     """With spread: gap stretch factor is clip(effective_len / trace_len, 1, max_spread)."""
@@ -100,8 +101,7 @@ class HintConfig:
             raise InvalidSetting(f"max_spread must be >= 1, got {self.max_spread}")
         if self.max_gap < 0:
             raise InvalidSetting(f"max_gap must be >= 0, got {self.max_gap}")
-        if self.count_rule not in COUNT_RULES:
-            raise InvalidSetting(f"count_rule must be one of {COUNT_RULES}, got {self.count_rule!r}")
+        coerce(self.count_rule, CountRule, "count_rule")
 
     @classmethod
     def paper(cls, **changes: Any) -> HintConfig:
@@ -232,7 +232,7 @@ def _overlaps(chunk: Span, span: Span | None) -> bool:
     return span is not None and chunk[0] < span[1] and span[0] < chunk[1]
 
 
-def reveal_count(n_chunks: int, eta: float, rule: str) -> int:
+def reveal_count(n_chunks: int, eta: float, rule: CountRule) -> int:
     """How many of ``n_chunks`` a canvas reveals for share ``eta`` (before any forced last chunk).
 
     released: the code masks ``int(n * (1 - eta))`` chunks (float arithmetic as written there) and

@@ -1,7 +1,7 @@
 """Rollout rewards: correctness (shared scorer), d1/IGPO format reward, and plug-in extras.
 
-Correctness uses :func:`igpo.scoring.verify_answers` (a group's responses on the math-verify
-worker pool at once), the same verdicts as :func:`igpo.scoring.verify_answer` behind the
+Correctness uses :func:`igpo.scoring.pool.verify_answers` (a group's responses on the math-verify
+worker pool at once), the same verdicts as :func:`igpo.scoring.pool.verify_answer` behind the
 evaluation metric ``exact_match``, so RL optimises what evaluation measures.
 
 Format reward (d1 ``count_xml``, as in the released IGPO code): 0.125 for each of
@@ -30,7 +30,7 @@ from typing import Protocol
 
 from igpo.errors import InvalidSetting
 from igpo.prompts import PREFILL
-from igpo.scoring import DEFAULT_TIMEOUT_S, verify_answers
+from igpo.scoring.pool import DEFAULT_TIMEOUT_S, verify_answers
 
 CORRECT_WEIGHT = 3.0
 """Correctness reward of the released run (3.0 when the answer is right)."""

@@ -41,38 +41,46 @@ HASH_CHUNK_BYTES = 1 << 20
 
 @dataclass(frozen=True)
 class TaskSpec:
-    """Where one task's data lives on the Hub and in an offline data directory."""
+    """One task's name, offline data file and size. Where its data lives on the Hub (id, config,
+    split, revision) is its YAML's (`dataset_path`, `dataset_name`, `test_split`,
+    `dataset_kwargs.revision`), what lm-eval reads: read from there, never restated."""
 
     name: str
     short: str
-    hub_id: str
-    hub_config: str | None
-    hub_split: str
     local_file: str
     rows: int
-    hub_revision: str | None = None
+
+    @property
+    def hub_id(self) -> str:
+        """The Hub dataset id ('' for a generated task)."""
+        return str(_dataset_keys(self.name).get("dataset_path") or "")
+
+    @property
+    def hub_config(self) -> str | None:
+        return _dataset_keys(self.name).get("dataset_name")
+
+    @property
+    def hub_split(self) -> str:
+        return str(_dataset_keys(self.name)["test_split"])
+
+    @property
+    def hub_revision(self) -> str | None:
+        """The pinned revision (None: unpinned, the latest)."""
+        return (_dataset_keys(self.name).get("dataset_kwargs") or {}).get("revision")
 
 
 SPECS: dict[str, TaskSpec] = {
     spec.name: spec
     for spec in (
-        TaskSpec("igpo_gsm8k", "gsm8k", "openai/gsm8k", "main", "test", "gsm8k/test.jsonl", 1319),
-        TaskSpec(
-            "igpo_math500",
-            "math500",
-            "HuggingFaceH4/MATH-500",
-            None,
-            "test",
-            "math500/test.jsonl",
-            500,
-        ),
-        TaskSpec("igpo_amc", "amc", "AI-MO/aimo-validation-amc", None, "train", "amc/test.jsonl", 83),
-        TaskSpec("igpo_amc23", "amc23", "math-ai/amc23", None, "test", "amc23/test.jsonl", 40),
-        TaskSpec("igpo_arith", "arith", "", None, "test", "", 300),
+        TaskSpec("igpo_gsm8k", "gsm8k", "gsm8k/test.jsonl", 1319),
+        TaskSpec("igpo_math500", "math500", "math500/test.jsonl", 500),
+        TaskSpec("igpo_amc", "amc", "amc/test.jsonl", 83),
+        TaskSpec("igpo_amc23", "amc23", "amc23/test.jsonl", 40),
+        TaskSpec("igpo_arith", "arith", "", 300),
     )
 }
-"""Leaf tasks by full name. ``hub_revision`` None means unpinned (latest). Generated tasks
-(see GENERATED) have no Hub id and no local file (empty strings)."""
+"""Leaf tasks by full name. Generated tasks (see GENERATED) have no Hub id and no local file
+(empty strings)."""
 
 GENERATED: dict[str, str] = {"igpo_arith": "tasks.arith_utils"}
 """Tasks whose documents are generated in code -> the module that generates them; it defines
@@ -182,7 +190,7 @@ def _check_row_fields(task: str, row: dict[str, Any], where: str) -> None:
 def _row_gold(task: str, row: dict[str, Any]) -> str | float | None:
     """The gold a benchmark row holds (its `answer`; GSM8K's after `####`), None when it has none
     to check here (a missing or malformed answer is reported by _check_row_fields)."""
-    from igpo.scoring import gsm8k_gold
+    from igpo.scoring.answers import gsm8k_gold
 
     value = row.get("answer")
     if isinstance(value, bool) or not isinstance(value, (str, int, float)):
@@ -210,18 +218,31 @@ class _TaskYamlLoader(yaml.SafeLoader):
 _TaskYamlLoader.add_constructor("!function", _function_constructor)
 
 
-def _load_yaml(path: Path) -> dict[str, Any]:
+class _KeysLoader(yaml.SafeLoader):
+    """SafeLoader reading ``!function`` as its text: a YAML's plain keys without importing its code."""
+
+
+_KeysLoader.add_constructor("!function", lambda loader, node: str(loader.construct_scalar(node)))
+
+
+def _load_yaml(path: Path, loader: type[yaml.SafeLoader] = _TaskYamlLoader) -> dict[str, Any]:
     """A task YAML with ``include:`` files merged underneath it (local keys win)."""
     with path.open(encoding="utf-8") as fh:
-        cfg = yaml.load(fh, Loader=_TaskYamlLoader)  # noqa: S506  (SafeLoader subclass)
+        cfg = yaml.load(fh, Loader=loader)  # noqa: S506  (SafeLoader subclass)
     includes = cfg.pop("include", None)
     if includes is None:
         return cfg
     merged: dict[str, Any] = {}
     for inc in [includes] if isinstance(includes, str) else includes:
-        merged.update(_load_yaml(path.parent / inc))
+        merged.update(_load_yaml(path.parent / inc, loader))
     merged.update(cfg)
     return merged
+
+
+@functools.cache
+def _dataset_keys(task: str) -> dict[str, Any]:
+    """A leaf task's YAML, resolved, its `!function`s left as text (TaskSpec's Hub keys)."""
+    return _load_yaml(TASK_DIR / f"{task}.yaml", _KeysLoader)
 
 
 def task_config(task_name: str) -> dict[str, Any]:

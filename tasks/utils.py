@@ -11,7 +11,8 @@ from typing import Any
 
 from igpo.data import finite_gold
 from igpo.prompts import D1_INSTRUCTION
-from igpo.scoring import format_gold_number, gsm8k_gold, strict_correct, verify_ahead, verify_answers
+from igpo.scoring.answers import format_gold_number, gsm8k_gold, strict_correct
+from igpo.scoring.pool import verify_ahead, verify_answers
 
 PROMPT_INSTRUCTION = D1_INSTRUCTION
 """d1's system prompt (multi-line form of its eval code); a blank line, then the question."""
@@ -57,7 +58,7 @@ def keep_all_responses(resps: Iterable[list[str]], docs: Iterable[dict[str, Any]
 
 def _scored_ahead(resps: Iterable[list[str]], docs: Iterable[dict[str, Any]], gold_of: Callable[[dict], str]) -> list:
     """`keep_all_responses`, after verifying every response of the task at once on the worker pool
-    (`igpo.scoring.verify_ahead`; inside `shared_verdicts()` only, as in `igpo eval`). lm-eval runs
+    (`igpo.scoring.pool.verify_ahead`; inside `shared_verdicts()` only, as in `igpo eval`). lm-eval runs
     the filter over all of a task's documents before its metrics, which then score one document at
     a time: this way they read the verdicts the pool already reached, the same ones."""
     resps = list(resps)

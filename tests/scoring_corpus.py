@@ -147,13 +147,13 @@ class Pair:
 def plain_math_verify(gold: str, response: str) -> bool:
     """math-verify called directly as the project's worker calls it: default extraction targets
     (LaTeX and plain expressions), default verify settings, the gold boxed unless it carries its
-    own delimiters (``igpo.scoring._gold_for_math_verify``), the response as written. math-verify's
+    own delimiters (``igpo.scoring.answers.gold_for_math_verify``), the response as written. math-verify's
     own time limits stay on (5 s), so a hang fails instead of blocking."""
     from math_verify import parse, verify
 
-    from igpo.scoring import _gold_for_math_verify
+    from igpo.scoring.answers import gold_for_math_verify
 
-    return bool(verify(parse(_gold_for_math_verify(gold)), parse(response)))
+    return bool(verify(parse(gold_for_math_verify(gold)), parse(response)))
 
 
 # --------------------------------------------------------------------------- answer rewrites
@@ -296,7 +296,7 @@ def _read_jsonl(path: Path) -> list[dict]:
 
 def data_golds(data_dir: Path) -> list[tuple[str, str, str]]:
     """(source, gold, reasoning) of every MATH-500 and GSM8K test problem in `data_dir`."""
-    from igpo.scoring import gsm8k_gold
+    from igpo.scoring.answers import gsm8k_gold
 
     rows = []
     for row in _read_jsonl(data_dir / "math500" / "test.jsonl"):
@@ -374,9 +374,9 @@ def sample(pairs: list[Pair], count: int, seed: int = SEED) -> list[Pair]:
 
 
 def disagreements(pairs: list[Pair]) -> tuple[list[tuple[Pair, bool, bool]], int]:
-    """(pair, scorer's verdict, math-verify's verdict) wherever ``igpo.scoring.verify_answers``
+    """(pair, scorer's verdict, math-verify's verdict) wherever ``igpo.scoring.pool.verify_answers``
     and :func:`plain_math_verify` differ, and how many scorer calls timed out."""
-    from igpo.scoring import verify_answers
+    from igpo.scoring.pool import verify_answers
 
     scores = verify_answers([(p.gold, p.response) for p in pairs])
     differ = []

@@ -1,4 +1,4 @@
-"""An adapter folder as the model (harness/eval/adapters.py): `igpo eval --model CKPT`, lm-eval's
+"""An adapter folder as the model (harness/lmeval/adapters.py): `igpo eval --model CKPT`, lm-eval's
 `pretrained=CKPT` and `igpo check CKPT` load the base its adapter_config.json names."""
 
 from __future__ import annotations
@@ -128,7 +128,7 @@ def test_check_takes_the_base_an_adapter_names(lora_checkpoint, tmp_path):
 def test_adapter_alone_runs_on_its_recorded_base(lora_checkpoint, tmp_path, shared_data):
     """`eval --adapter CK` without --model: CK's recorded base (not the default testbed); an
     explicit other --model only with --allow-base-mismatch, recorded as given."""
-    from harness.eval.adapters import base_for_adapter, same_model
+    from harness.lmeval.adapters import base_for_adapter, same_model
     from igpo.models.loading import EMBEDDED_MODELS
 
     base, ckpt = lora_checkpoint
@@ -146,7 +146,7 @@ def test_adapter_alone_runs_on_its_recorded_base(lora_checkpoint, tmp_path, shar
 def test_readme_documents_the_base_mismatch_flag() -> None:
     """The flag the base-mismatch error names is documented in the README's evaluation section,
     where a user who meets the error looks."""
-    from harness.eval.adapters import ANY_BASE_FLAG
+    from harness.lmeval.adapters import ANY_BASE_FLAG
 
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
     section = readme.split("## Evaluating a real checkpoint", 1)[1].split("\n## ", 1)[0]

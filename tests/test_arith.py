@@ -21,7 +21,7 @@ from igpo.arith import (
     parse_trace,
 )
 from igpo.data import render_prompt
-from igpo.scoring import verify_answer
+from igpo.scoring.pool import verify_answer
 from tasks import arith_utils
 from tasks.registry import TASK_DIR
 
@@ -379,13 +379,13 @@ def test_minus_habit_flips_only_the_sign_of_long_traces() -> None:
 def test_minus_habit_needs_signed_answers() -> None:
     with pytest.raises(ValueError, match="answer_sign"):
         ArithConfig(answer_habit="minus", answer_habit_prob=0.5)
-    with pytest.raises(ValueError, match="answer_habit must be one of"):
+    with pytest.raises(ValueError, match="answer_habit: .plus. is not one of"):
         ArithConfig(answer_habit="plus")
 
 
 def test_signed_answers_score_by_their_sign() -> None:
     """The RL base's habit is a real error for the shared scorer: ``+ 7`` is 7, ``- 7`` is not."""
-    from igpo.scoring import verify_answer
+    from igpo.scoring.pool import verify_answer
 
     assert verify_answer("7", "<answer> \\boxed{ + 7 } </answer>").correct
     assert not verify_answer("7", "<answer> \\boxed{ - 7 } </answer>").correct

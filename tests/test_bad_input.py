@@ -510,7 +510,7 @@ def test_stray_results_file_under_out_is_skipped(tmp_path):
 def test_leftover_tmp_checkpoint_does_not_block_eval_run(tmp_path):
     """`igpo eval --run` over a training folder holding a crash leftover `step-N.tmp`."""
     from igpo.testbed import TESTBED_DIR
-    from igpo.training.runtime import MARKER_FILE
+    from igpo.training.checkpoints import MARKER_FILE
 
     train = tmp_path / "train"
     for name in ("step-000002", "step-000003.tmp"):  # the .tmp one holds its marker already
@@ -825,7 +825,7 @@ LM_EVAL_EARLY = [
 def test_lm_eval_refuses_before_loading_lm_eval(extra, needle):
     """Bad model_args / --limit: one line, and lm-eval's evaluator was never imported."""
     code = (
-        "import sys\nfrom harness.lm_eval import main\ntry:\n    main(sys.argv[1:])\nfinally:\n"
+        "import sys\nfrom harness.lmeval.cli import main\ntry:\n    main(sys.argv[1:])\nfinally:\n"
         "    print('evaluator imported' if 'lm_eval.evaluator' in sys.modules else 'not imported', file=sys.stderr)"
     )
     cmd = [sys.executable, "-c", code, "--model", "dllm", "--tasks", "igpo_arith", *extra]
@@ -837,7 +837,7 @@ def test_lm_eval_refuses_before_loading_lm_eval(extra, needle):
 
 
 def test_lm_eval_batch_size_in_model_args_is_the_batch_size():
-    from harness.lm_eval import _dllm_model_args
+    from harness.lmeval.cli import _dllm_model_args
 
     args = ["--model", "dllm", "--model_args", "model_path=testbed,batch_size=32,gen_length=256"]
     assert _dllm_model_args(args) == [
@@ -886,7 +886,7 @@ def test_response_cache_torn_inside_a_multibyte_character(tmp_path, capsys):
 
 
 def test_metrics_log_with_junk_lines_and_string_metrics(tmp_path, capsys):
-    from harness.ablate.curves import metrics_rows
+    from harness.eval.curves import metrics_rows
 
     train = tmp_path / "train"
     train.mkdir()

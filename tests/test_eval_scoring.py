@@ -2,7 +2,7 @@
 
 lm-eval calls a task's metric one document at a time, so scoring there would use one worker
 however large the pool. The math tasks' filter (tasks/utils.py `keep_all_scored_*`) runs over
-every document first and verifies all responses on the pool (`igpo.scoring.verify_ahead`); the
+every document first and verifies all responses on the pool (`igpo.scoring.pool.verify_ahead`); the
 per-document metric and the samples rows then read those verdicts, identical to scoring each
 response alone.
 """
@@ -17,7 +17,8 @@ from typer.testing import CliRunner
 
 from harness.cli import app
 from harness.eval.results import load_results, load_samples
-from igpo import scoring
+from igpo.scoring import pool
+from igpo.scoring.answers import fast_verdict
 
 FAST = ["--gen-length", "32", "--block-length", "16", "--steps", "8", "--seeds", "0", "--no-leaderboard"]
 WORKERS = 2
@@ -25,14 +26,14 @@ WORKERS = 2
 
 def test_eval_scores_on_the_pool_with_unchanged_verdicts(tiny_checkpoint, shared_data, tmp_path, monkeypatch) -> None:
     runs: list[str] = []  # the thread of every pair math-verify's workers scored
-    pool_run = scoring._POOL.run
+    pool_run = pool._POOL.run
 
     def spy(gold: str, response: str, timeout_s: float):
         runs.append(threading.current_thread().name)
         return pool_run(gold, response, timeout_s)
 
-    monkeypatch.setattr(scoring._POOL, "run", spy)
-    scoring.set_worker_count(WORKERS)
+    monkeypatch.setattr(pool._POOL, "run", spy)
+    pool.set_worker_count(WORKERS)
     try:
         result = CliRunner().invoke(
             app,
@@ -40,19 +41,19 @@ def test_eval_scores_on_the_pool_with_unchanged_verdicts(tiny_checkpoint, shared
             + ["--limit", "8", "--out", str(tmp_path), "--name", "r", *FAST],
         )
     finally:
-        scoring.set_worker_count(None)
+        pool.set_worker_count(None)
     assert result.exit_code == 0, result.output
     samples = load_samples(tmp_path / "r")
     assert len(samples) == 16
     # The pool scored every pair math-verify had to read, from its threads, none from the
     # per-document metric (which would run them one at a time on the main thread).
-    slow = {(s.gold, s.response) for s in samples if scoring.fast_verdict(s.gold, s.response) is None}
+    slow = {(s.gold, s.response) for s in samples if fast_verdict(s.gold, s.response) is None}
     assert len(slow) >= WORKERS and len(runs) == len(slow)
     assert all(name.startswith("math-verify") for name in runs), runs
     # Verdicts identical to scoring each response alone (no shared cache, no pool threads).
-    monkeypatch.setattr(scoring._POOL, "run", pool_run)
+    monkeypatch.setattr(pool._POOL, "run", pool_run)
     for s in samples:
-        alone = scoring.verify_answer(s.gold, s.response)
+        alone = pool.verify_answer(s.gold, s.response)
         assert (s.correct, s.extracted, s.timed_out) == (alone.correct, alone.extracted, alone.timed_out), s
     record = load_results(tmp_path / "r")
     for key in ("igpo_gsm8k", "igpo_math500"):

@@ -333,7 +333,7 @@ def test_padding_copies_never_reach_a_requests_responses(tiny_checkpoint):
 
 
 def test_use_cache_is_keyed_by_dllm_settings():
-    from harness.lm_eval import keyed_cache_path
+    from harness.lmeval.cli import keyed_cache_path
 
     base = ["--model", "dllm", "--use_cache", "/c/run"]
     a = keyed_cache_path([*base, "--model_args", "pretrained=x,gen_length=64,steps=64"])

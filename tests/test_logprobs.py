@@ -216,8 +216,8 @@ def test_bandit_grpo_raises_the_decoders_success_rate(tmp_path, estimator):
     update; the decoder's measured success rate (256 fresh samples) must rise clearly."""
     from igpo.decoding import DecodeConfig
     from igpo.training.loss import PolicyLossConfig, group_advantages
+    from igpo.training.model import build_model, make_optimizer, make_scheduler
     from igpo.training.rl import Group, RLConfig, StepTimer, Trainer
-    from igpo.training.runtime import build_model, make_optimizer, make_scheduler
     from igpo.training.settings import LoraSettings, ModelSettings, OptimSettings
 
     folder = save_tiny_checkpoint(tmp_path / "m", seed=2)

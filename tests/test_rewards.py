@@ -103,18 +103,18 @@ def test_bad_plugin_names(plugin):
 def test_group_correctness_is_verify_answer_of_each_rollout():
     """The group is scored on the worker pool at once; each verdict, timeout flag and extracted
     answer is verify_answer's for that rollout (evaluation's exact_match), in rollout order."""
-    from igpo import scoring
+    from igpo.scoring import pool
 
     gold = "\\frac{1}{2}"
     responses = [f"<answer> \\boxed{{{a}}} </answer>" for a in ("0.5", "\\dfrac12", "1/3", "2/4", "x")] + [FULL]
     try:
-        scoring.set_worker_count(2)
-        before = scoring.scoring_stats().get("worker_calls", 0)
+        pool.set_worker_count(2)
+        before = pool.scoring_stats().get("worker_calls", 0)
         out = score_rollouts(responses, gold, RewardConfig())
-        assert scoring.scoring_stats()["worker_calls"] - before == len(responses)
+        assert pool.scoring_stats()["worker_calls"] - before == len(responses)
     finally:
-        scoring.set_worker_count(None)
-    expected = [scoring.verify_answer(gold, r) for r in responses]
+        pool.set_worker_count(None)
+    expected = [pool.verify_answer(gold, r) for r in responses]
     assert out.correct == [s.correct for s in expected] == [True, True, False, True, False, False]
     assert out.extracted == [s.extracted for s in expected]
     assert out.timed_out == [s.timed_out for s in expected]

@@ -1,4 +1,4 @@
-"""Unit tests of igpo.scoring: extraction, gold parsing, math-verify and strict correctness."""
+"""Unit tests of igpo.scoring (answers, pool, worker): extraction, gold parsing, math-verify and strict correctness."""
 
 from __future__ import annotations
 
@@ -9,18 +9,16 @@ import time
 
 import pytest
 
-from igpo import scoring
-from igpo.scoring import (
+from igpo.scoring import answers, pool, worker
+from igpo.scoring.answers import (
     Score,
     extract_boxed,
     format_gold_number,
     gsm8k_gold,
     normalize_math_answer,
-    scoring_stats,
     strict_correct,
-    timeout_count,
-    verify_answer,
 )
+from igpo.scoring.pool import scoring_stats, timeout_count, verify_answer
 
 HANG_RESPONSE = "<answer> \\boxed{9^{9^{9^{9^{9}}}}} </answer>"
 """math-verify's verify() runs for minutes on this (sympy evaluates the power tower)."""
@@ -167,7 +165,7 @@ def test_verify_answer_times_out_in_thread() -> None:
 
 def test_verify_answer_kills_a_stuck_worker(monkeypatch: pytest.MonkeyPatch) -> None:
     """If the worker cannot interrupt itself, the caller kills and replaces it."""
-    monkeypatch.setattr(scoring, "INNER_BUDGET_FRACTION", 100.0)
+    monkeypatch.setattr(worker, "INNER_BUDGET_FRACTION", 100.0)
     kills = scoring_stats().get("worker_kills", 0)
     started = time.perf_counter()
     score = verify_answer("1", HANG_RESPONSE, timeout_s=TIMEOUT_S)
@@ -182,24 +180,24 @@ def test_warm_up_pairs_all_parse() -> None:
     """Every warm-up shape is one math-verify reads (a typo would warm up nothing)."""
     from math_verify import parse
 
-    for gold, response in scoring.WARMUP_PAIRS:
+    for gold, response in worker.WARMUP_PAIRS:
         assert parse(gold, parsing_timeout=None) and parse(response, parsing_timeout=None), (gold, response)
 
 
 def test_background_start_serves_the_next_call() -> None:
     """start_worker_in_background starts one worker; the next symbolic verdict uses it."""
-    scoring.shutdown_worker()
+    pool.shutdown_worker()
     starts = scoring_stats().get("worker_starts", 0)
-    scoring.start_worker_in_background().join(60)
+    pool.start_worker_in_background().join(60)
     assert scoring_stats()["worker_starts"] == starts + 1
-    scoring.start_worker_in_background().join(60)  # already running: left as it is
+    pool.start_worker_in_background().join(60)  # already running: left as it is
     assert verify_answer("x^2 + 1", "\\boxed{1 + x^2}").correct
     assert scoring_stats()["worker_starts"] == starts + 1
 
 
 def test_scoring_imports_no_harness_tasks_or_lm_eval() -> None:
     code = (
-        "import sys, igpo.scoring; "
+        "import sys, igpo.scoring.pool; "
         "bad = [m for m in ('harness', 'tasks', 'lm_eval') if m in sys.modules]; "
         "assert not bad, bad"
     )
@@ -263,7 +261,7 @@ def test_normalize_math_answer(raw: str, expected: str) -> None:
 def test_shared_verdicts_score_each_response_once() -> None:
     """Inside shared_verdicts() a repeated (gold, response) reuses its Score: evaluation scores
     every response once for lm-eval's metrics and its samples row alike."""
-    from igpo.scoring import shared_verdicts
+    from igpo.scoring.pool import shared_verdicts
 
     response = "so \\boxed{1+x}"  # needs math-verify (the same text would be decided in-process)
     outside = [verify_answer("x + 1", response) for _ in range(2)]
@@ -338,7 +336,7 @@ def test_fast_verdict_rules(rule: str, gold: str, response: str, expected: tuple
     of every undecided pair."""
     from scoring_corpus import plain_math_verify
 
-    fast = scoring.fast_verdict(gold, response)
+    fast = answers.fast_verdict(gold, response)
     assert fast == expected, rule
     reference = plain_math_verify(gold, response)
     if fast is not None:
@@ -364,12 +362,12 @@ def test_fast_verdict_numbers_near_each_other_agree_with_math_verify() -> None:
             scaled = rng.randrange(1, 10 ** (places + rng.randint(0, 6)))
             gold, other = (f"{(scaled + d) / 10**places:.{places}f}".rstrip("0").rstrip(".") for d in (0, 1))
         response = D1.format(f"\\boxed{{{other}}}")
-        fast = scoring.fast_verdict(gold, response)
+        fast = answers.fast_verdict(gold, response)
         if fast is None:
             continue
         checked += 1
         assert fast[0] is plain_math_verify(gold, response) is False, (gold, other)
-        assert scoring.fast_verdict(gold, D1.format(f"\\boxed{{{gold}}}")) == (True, gold)
+        assert answers.fast_verdict(gold, D1.format(f"\\boxed{{{gold}}}")) == (True, gold)
     assert checked >= 120
 
 
@@ -385,49 +383,49 @@ def test_verify_answers_matches_verify_answer_in_order() -> None:
         ("10\\%", "\\boxed{10}"),
         ("(1, 2)", "\\boxed{(2, 1)}"),
     ]
-    assert scoring.verify_answers(pairs) == [verify_answer(g, r) for g, r in pairs]
-    assert [s.correct for s in scoring.verify_answers(pairs)] == [True, True, True, False, True, False]
-    assert scoring.verify_answers([]) == []
+    assert pool.verify_answers(pairs) == [verify_answer(g, r) for g, r in pairs]
+    assert [s.correct for s in pool.verify_answers(pairs)] == [True, True, True, False, True, False]
+    assert pool.verify_answers([]) == []
 
 
 def test_pool_grows_with_concurrency_and_shrinks_on_resize() -> None:
     """A sequential caller runs one worker; a batch runs as many as the pool allows."""
     try:
-        scoring.set_worker_count(2)
-        scoring.shutdown_worker()
+        pool.set_worker_count(2)
+        pool.shutdown_worker()
         for i in range(3):
             assert verify_answer("x + 1", f"\\boxed{{1 + x}} {i}").correct
-        assert scoring.running_workers() == 1
-        scores = scoring.verify_answers([("x + 1", f"\\boxed{{x + 1}} {i}") for i in range(12)])
+        assert pool.running_workers() == 1
+        scores = pool.verify_answers([("x + 1", f"\\boxed{{x + 1}} {i}") for i in range(12)])
         assert all(s.correct for s in scores)
-        assert scoring.running_workers() == 2
-        scoring.set_worker_count(1)
-        assert scoring.running_workers() == 1 and scoring.worker_count() == 1
+        assert pool.running_workers() == 2
+        pool.set_worker_count(1)
+        assert pool.running_workers() == 1 and pool.worker_count() == 1
     finally:
-        scoring.set_worker_count(None)
+        pool.set_worker_count(None)
 
 
 def test_a_hanging_pair_does_not_hold_up_the_batch() -> None:
     """With two workers, the pairs beside a pair that times out are scored by the other one."""
     try:
-        scoring.set_worker_count(2)
+        pool.set_worker_count(2)
         pairs = [("1", HANG_RESPONSE)] + [("x + 1", f"\\boxed{{1 + x}} {i}") for i in range(6)]
         started = time.perf_counter()
-        scores = scoring.verify_answers(pairs, timeout_s=TIMEOUT_S)
+        scores = pool.verify_answers(pairs, timeout_s=TIMEOUT_S)
         assert time.perf_counter() - started < TIMEOUT_S + SLACK_S + 2
         assert scores[0].timed_out and not scores[0].correct
         assert all(s.correct and not s.timed_out for s in scores[1:])
     finally:
-        scoring.set_worker_count(None)
+        pool.set_worker_count(None)
 
 
 def test_worker_count_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv(scoring.WORKERS_ENV, "3")
-    assert scoring.default_worker_count() == 3 and scoring.worker_count() == 3
-    monkeypatch.setenv(scoring.WORKERS_ENV, "0")
-    with pytest.raises(ValueError, match=scoring.WORKERS_ENV):
-        scoring.default_worker_count()
-    monkeypatch.delenv(scoring.WORKERS_ENV)
-    assert 1 <= scoring.default_worker_count() <= scoring.MAX_DEFAULT_WORKERS
+    monkeypatch.setenv(pool.WORKERS_ENV, "3")
+    assert pool.default_worker_count() == 3 and pool.worker_count() == 3
+    monkeypatch.setenv(pool.WORKERS_ENV, "0")
+    with pytest.raises(ValueError, match=pool.WORKERS_ENV):
+        pool.default_worker_count()
+    monkeypatch.delenv(pool.WORKERS_ENV)
+    assert 1 <= pool.default_worker_count() <= pool.MAX_DEFAULT_WORKERS
     with pytest.raises(ValueError):
-        scoring.set_worker_count(0)
+        pool.set_worker_count(0)

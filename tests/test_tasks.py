@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from igpo.scoring import format_gold_number, gsm8k_gold
+from igpo.scoring.answers import format_gold_number, gsm8k_gold
 from tasks import registry
 from tasks.registry import (
     SPECS,

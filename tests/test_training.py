@@ -141,8 +141,8 @@ def _trainer(tmp_path, resample: str, beta: float = 0.0):
     from igpo.data import DataConfig, Example
     from igpo.decoding import DecodeConfig
     from igpo.hints import HintConfig
+    from igpo.training.model import build_model, make_optimizer, make_scheduler
     from igpo.training.rl import IGPOSettings, RLConfig, Trainer
-    from igpo.training.runtime import build_model, make_optimizer, make_scheduler
     from igpo.training.settings import LoraSettings, ModelSettings, OptimSettings
 
     folder = save_tiny_checkpoint(tmp_path / "m", seed=1)
@@ -650,7 +650,7 @@ def test_sequence_level_estimator_needs_sequence_ratio(tmp_path):
 
 
 def test_seed_streams_are_bounded_and_never_collide():
-    from igpo.training.runtime import STREAMS, step_generator, step_seed
+    from igpo.training.seeds import STREAMS, step_generator, step_seed
 
     seeds = {step_seed(3, step, rank, stream) for step in range(500) for rank in range(8) for stream in range(STREAMS)}
     assert len(seeds) == 500 * 8 * STREAMS
@@ -812,7 +812,7 @@ def test_resume_with_no_readable_checkpoint_is_one_error(tmp_path):
 def test_a_large_seed_trains_and_small_seeds_keep_their_streams(tmp_path):
     """A seed of 12,345,678 (its step seeds pass 2**64: torch.manual_seed overflowed) trains, and
     seeds below that draw exactly what they drew before torch_seed reduced step seeds."""
-    from igpo.training.runtime import MAX_SEED, step_seed, torch_seed
+    from igpo.training.seeds import MAX_SEED, step_seed, torch_seed
 
     assert torch_seed(3, 5, 0, 1) == step_seed(3, 5, 0, 1)
     assert step_seed(12_345_678, 1, 0, 1) > 2**64 and 0 <= torch_seed(12_345_678, 1, 0, 1) < MAX_SEED

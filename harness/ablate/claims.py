@@ -113,6 +113,15 @@ RELEASED_CLAIMS = (
         "released_partial_vs_full", "partial hints (eta ~ U[0.2, 0.6]) beat full hints", "igpo_released", "full_hints"
     ),
     ClaimSpec("released_tau_0.2_vs_1.0", "the entropy filter tau 0.2 beats tau 1.0", "igpo_released", "no_filter"),
+    ClaimSpec(
+        "stretch_costs",
+        "follow-up: hints at their trace positions beat the released gap stretch",
+        "no_spread",
+        "igpo_released",
+    ),
+    ClaimSpec(
+        "no_spread_vs_grpo", "follow-up: IGPO as released without the stretch ends above GRPO", "no_spread", "grpo"
+    ),
 )
 """The released grid's claims (harness/ablate/grids/released.yaml)."""
 
@@ -255,7 +264,7 @@ def accuracy_claim(spec: ClaimSpec, jobs: list[Job], levels: dict[Any, int] | No
 
 
 def _zero_gradient_shares(jobs: list[Job], cell: str) -> list[float]:
-    from harness.ablate.curves import metrics_rows, still_wrong_ratio
+    from harness.eval.curves import metrics_rows, still_wrong_ratio
 
     shares = []
     for job in jobs:

@@ -241,7 +241,7 @@ def check_grid_folders(spec: GridSpec, configs: list) -> None:
     """The grid's run and report folders are no input of its jobs (`configs`), no protected
     folder, no other run's."""
     from igpo.outputs import OutputRefused, check_folder, check_output, marked_parent
-    from igpo.training.runtime import config_inputs
+    from igpo.training.run_folder import config_inputs
 
     inputs = [path for cfg in configs for path in config_inputs(cfg)]
 

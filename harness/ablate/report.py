@@ -15,8 +15,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from harness.ablate.curves import still_wrong_ratio
 from harness.ablate.grid import STEP_DIR, CellSpec, GridSpec, Job, job_config
+from harness.eval.curves import still_wrong_ratio
 from harness.eval.records import RunRecord
 from harness.eval.results import RESULTS_FILE
 from harness.eval.stats import t_interval
@@ -104,7 +104,7 @@ def load_seed_run(job: Job) -> SeedRun | None:
         return None
     curve = {step: _record_numbers(rec)[0] for step, rec in records.items()}
     _, interval, kind, levels = _record_numbers(records[max(records)])
-    from harness.ablate.curves import metrics_rows
+    from harness.eval.curves import metrics_rows
 
     return SeedRun(job.seed, curve, interval, kind, levels, metrics_rows(job.folder))
 
@@ -375,18 +375,26 @@ committed: hinted rollouts, etas, gradient shares and rescues per level stay rea
 
 
 def copy_run_metrics(spec: GridSpec, jobs: list[Job]) -> None:
-    """Copy every finished job's metrics.jsonl next to the report (replaced atomically)."""
+    """Copy every finished job's metrics.jsonl next to the report, and record the SHA-256 of each
+    of its checkpoints' weights (<cell>/seed<k>.sha256: a rerun of the job can be checked
+    against it bit for bit); both replaced atomically."""
+    from igpo.owned import sha256
+
     for job in jobs:
         source = job.folder / "metrics.jsonl"
-        if source.is_file():
-            target = spec.results_dir / f"{spec.name}{RUN_METRICS_SUFFIX}" / job.cell / f"seed{job.seed}.jsonl"
-            target.parent.mkdir(parents=True, exist_ok=True)
-            atomic_write_text(target, source.read_text(encoding="utf-8"))
+        if not source.is_file():
+            continue
+        target = spec.results_dir / f"{spec.name}{RUN_METRICS_SUFFIX}" / job.cell / f"seed{job.seed}.jsonl"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(target, source.read_text(encoding="utf-8"))
+        weights = sorted((job.folder / "checkpoints").glob("step-*/*.safetensors"))
+        lines = [f"{sha256(w)}  {w.relative_to(job.folder)}" for w in weights]
+        atomic_write_text(target.with_suffix(".sha256"), "".join(line + "\n" for line in lines))
 
 
 def plot_training(spec: GridSpec, cells: list[CellResult], path: Path) -> None:
     """Per-step training curves per cell (reward, accuracy, KL, clip ratio, entropy, all-wrong)."""
-    from harness.ablate.curves import plot_training_curves
+    from harness.eval.curves import plot_training_curves
 
     lines = [(c.name, [r.metrics for r in c.runs if r.metrics]) for c in cells]
     plot_training_curves(
@@ -477,7 +485,7 @@ def plot_accuracy(spec: GridSpec, cells: list[CellResult], path: Path) -> None:
 
 
 def _smooth(values: list[float], window: int) -> list[float]:
-    from harness.ablate.curves import trailing_mean
+    from harness.eval.curves import trailing_mean
 
     return trailing_mean(values, window)
 

@@ -131,7 +131,7 @@ def _copy_dir(src: Path, dest: Path) -> None:
 def _check_resume(job: Job, cfg) -> None:
     """A half-finished job resumes only under the config it was started with."""
     from igpo.config import to_dict
-    from igpo.training.runtime import normalised_config, resumable_checkpoint
+    from igpo.training.checkpoints import normalised_config, resumable_checkpoint
 
     last = resumable_checkpoint(job.folder)  # a damaged newest checkpoint: the one before
     if last is None:
@@ -145,8 +145,8 @@ def _check_resume(job: Job, cfg) -> None:
 
 def train_job(job: Job, cfg) -> None:
     """Train (or finish training) one job; no-op when its last step is checkpointed."""
+    from igpo.training.checkpoints import checkpoint_step, latest_checkpoint, resumable_checkpoint
     from igpo.training.rl import train_rl
-    from igpo.training.runtime import checkpoint_step, latest_checkpoint, resumable_checkpoint
 
     if latest_checkpoint(job.folder) is not None:
         _check_resume(job, cfg)

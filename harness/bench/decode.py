@@ -215,7 +215,7 @@ def part_two(cfg: DecodeBenchConfig) -> tuple[str, dict]:
     from harness.check.stats import mcnemar_exact_p
     from igpo.decoding import DecodeConfig, generate
     from igpo.decoding.text import completion_texts, stop_ids
-    from igpo.scoring import verify_answer
+    from igpo.scoring.pool import verify_answer
 
     model, tok, name = _fast_model(cfg.model)
     spec = model.token_spec

@@ -279,7 +279,7 @@ def _eval_scoring_lines(eval_scoring: list[dict[str, Any]]) -> list[str]:
 
 
 def _method_lines(limit: int, startup: float) -> list[str]:
-    from igpo.scoring import WARMUP_PAIRS
+    from igpo.scoring.worker import WARMUP_PAIRS
 
     return [
         "",
@@ -298,7 +298,7 @@ def _method_lines(limit: int, startup: float) -> list[str]:
         f"problem's gold and {100 * REWRITE_SHARE:.0f}% equivalent rewrites (\\dfrac, 5.0, spacing). "
         "Each scorer scores every response once in one thread; samples/s = responses / seconds. The "
         "worker share is the fraction of `verify_answer` calls that needed a math-verify worker "
-        "process (the rest were decided in-process by `igpo.scoring.fast_verdict`: a canonical "
+        "process (the rest were decided in-process by `igpo.scoring.answers.fast_verdict`: a canonical "
         "number in the response's only box against a canonical numeric gold, where math-verify's "
         "verdict follows from its own rules; everything else, the whole response, goes to "
         "math-verify). Per worker count: the same MATH500 responses scored by one "
@@ -307,13 +307,13 @@ def _method_lines(limit: int, startup: float) -> list[str]:
         "an earlier one; the one-call-at-a-time rows above reuse one worker and do); the pool "
         "defaults to the usable cores. Starting a worker took "
         f"{startup:.2f} s, excluded above: it includes verifying {len(WARMUP_PAIRS)} answer shapes "
-        "(igpo.scoring.WARMUP_PAIRS) once, which moves sympy's first-use costs out of the "
+        "(igpo.scoring.worker.WARMUP_PAIRS) once, which moves sympy's first-use costs out of the "
         "first responses, and `igpo eval` starts the worker in a background thread when a task is "
         "a benchmark, so an evaluation pays it while the model decodes. Inside an evaluation: the "
         "MATH500 responses go through tasks/utils.py as lm-eval sends them (the filter over the "
         "whole task, `process_results_math` per document, then each samples row's verdict) inside "
         "`shared_verdicts()`, once with the math tasks' filter, which verifies every response at "
-        "once on the pool before the metrics (`igpo.scoring.verify_ahead`), once with the identity "
+        "once on the pool before the metrics (`igpo.scoring.pool.verify_ahead`), once with the identity "
         f"filter, where each document's metric verifies its own response on one worker; "
         f"{POOL_REPEATS} alternating passes each with the pool freshly started (untimed); both "
         "give the same verdict for every response (checked).",
@@ -335,7 +335,7 @@ def run(cfg: EvalBenchConfig) -> dict[str, Any]:
             name = "random tiny ({d_model}x{n_layers})".format(**BENCH_ARCH)
         overhead = measure_overhead(model, data_dir, cfg.limit, cfg.batch_size)
     scoring, startup = measure_scoring(data_dir)
-    from igpo.scoring import default_worker_count
+    from igpo.scoring.pool import default_worker_count
 
     pool = measure_pool(scoring_cases(data_dir)["MATH500"], pool_sizes(default_worker_count()))
     eval_scoring = measure_eval_scoring(data_dir)

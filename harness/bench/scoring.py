@@ -39,7 +39,7 @@ def _read_jsonl(path: Path) -> list[dict[str, Any]]:
 def gsm8k_cases(data_dir: Path, rng: random.Random) -> list[tuple[str, str]]:
     """(gold, response): the reference reasoning, then a boxed answer; 30% wrong, 10% unboxed."""
     from igpo.data import GSM8K_TEST
-    from igpo.scoring import gsm8k_gold
+    from igpo.scoring.answers import gsm8k_gold
 
     cases = []
     for row in _read_jsonl(data_dir / GSM8K_TEST):
@@ -119,7 +119,7 @@ def measure_pool(cases: list[tuple[str, str]], sizes: list[int]) -> list[dict[st
     passes, each after stopping the workers and starting that many fresh ones (untimed), so no
     pass finds sympy's caches warm from another; the median pass's samples/s, correct share,
     fast-path share, timeouts."""
-    from igpo.scoring import (
+    from igpo.scoring.pool import (
         reset_scoring_stats,
         running_workers,
         scoring_stats,
@@ -164,13 +164,8 @@ def measure_pool(cases: list[tuple[str, str]], sizes: list[int]) -> list[dict[st
 
 def measure_scoring(data_dir: Path) -> tuple[list[dict[str, Any]], float]:
     """Throughput rows per (dataset, metric), and the math-verify worker's start-up seconds."""
-    from igpo.scoring import (
-        reset_scoring_stats,
-        scoring_stats,
-        shutdown_worker,
-        strict_correct,
-        verify_answer,
-    )
+    from igpo.scoring.answers import strict_correct
+    from igpo.scoring.pool import reset_scoring_stats, scoring_stats, shutdown_worker, verify_answer
 
     shutdown_worker()
     start = time.perf_counter()
@@ -191,7 +186,7 @@ def measure_scoring(data_dir: Path) -> tuple[list[dict[str, Any]], float]:
 def _eval_scoring_pass(rows: list[dict[str, Any]], responses: list[str], at_once: bool) -> tuple[float, list]:
     """One MATH500 task scored as in `igpo eval` (inside `shared_verdicts()`, so each response is
     verified once): seconds and every response's (correct, extracted, timed_out)."""
-    from igpo.scoring import shared_verdicts, verify_answer
+    from igpo.scoring.pool import shared_verdicts, verify_answer
     from tasks import utils
 
     resps = [[r] for r in responses]
@@ -211,7 +206,7 @@ def measure_eval_scoring(data_dir: Path) -> list[dict[str, Any]]:
     with the identity filter (one at a time, as each document's metric asks): POOL_REPEATS passes
     of each, alternating, each with the default pool freshly started (untimed); the median pass.
     Raises when the two give different verdicts."""
-    from igpo.scoring import running_workers, shutdown_worker, verify_answers, worker_count
+    from igpo.scoring.pool import running_workers, shutdown_worker, verify_answers, worker_count
 
     responses = [response for _, response in scoring_cases(data_dir)["MATH500"]]
     rows = _read_jsonl(data_dir / "math500" / "test.jsonl")

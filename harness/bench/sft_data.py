@@ -22,22 +22,28 @@ import tempfile
 import time
 from pathlib import Path
 
+from harness.lmeval.model import apply_adapter
 from harness.markdown import table
+from harness.rewrite.client import ClientSettings
+from harness.rewrite.fake_server import FakeRewriter
+from harness.rewrite.rows import Preset
+from harness.rewrite.run import RewriteJob, run
+from igpo.arith import ArithConfig, generate_problems, test_set, verbose_trace
+from igpo.atomic import atomic_write_text
+from igpo.config import load_config, resolve_recipe
+from igpo.models import load_model, load_tokenizer
+from igpo.scoring.pool import verify_answer
+from igpo.testbed import TESTBED_DECODE, TESTBED_DIR
+from igpo.testbed.measure import solve
+from igpo.training.sft import SFTConfig, train_sft
 
 DEFAULT_OUT = Path("results/testbed/sft_data.md")
-CANVAS = 48
 TRAIN_SEED = 2
 TRAIN_SIZE = 4000
 COMMON = ["data.source=jsonl", "data.instruction=", "seed=0", "log.progress=false", "checkpoint.every=60"]
 
 
 def _accuracy(adapter: Path | None) -> tuple[float, dict[int, float]]:
-    from harness.lmeval.model import apply_adapter
-    from igpo.arith import test_set
-    from igpo.models import load_model, load_tokenizer
-    from igpo.scoring import verify_answer
-    from igpo.testbed import TESTBED_DIR
-    from igpo.testbed.measure import solve
 
     model, tok = load_model(str(TESTBED_DIR), device="cpu"), load_tokenizer(str(TESTBED_DIR))
     if adapter is not None:
@@ -52,13 +58,6 @@ def _accuracy(adapter: Path | None) -> tuple[float, dict[int, float]]:
 
 
 def main() -> None:
-    from harness.rewrite.client import ClientSettings
-    from harness.rewrite.fake_server import FakeRewriter
-    from harness.rewrite.rows import Preset
-    from harness.rewrite.run import RewriteJob, run
-    from igpo.arith import ArithConfig, generate_problems, verbose_trace
-    from igpo.config import load_config, resolve_recipe
-    from igpo.training.sft import SFTConfig, train_sft
 
     started = time.perf_counter()
     rows = []
@@ -88,7 +87,7 @@ def main() -> None:
                     input=verbose,
                     out=concise,
                     client=client,
-                    max_tokens=CANVAS,
+                    max_tokens=TESTBED_DECODE.gen_length,  # the canvas
                     progress=False,
                     fields=Preset(question="prompt", trace="trace", answer="answer"),
                 )
@@ -128,15 +127,12 @@ def main() -> None:
     lines += ["", f"Wall time {time.perf_counter() - started:.0f} s on 2 CPU cores.", ""]
     text = "\n".join(lines)
     print(text)
-    from igpo.atomic import atomic_write_text
 
     atomic_write_text(DEFAULT_OUT, text)
 
 
 def _kept(cfg, data: Path) -> str:
     """How many examples SFT used (the length filter's count, recomputed)."""
-    from igpo.models import load_tokenizer
-    from igpo.testbed import TESTBED_DIR
 
     tok = load_tokenizer(str(TESTBED_DIR))
     lengths = [

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from harness.bench.common import machine_line, write_markdown
 from harness.markdown import table
-from igpo.training.runtime import METRICS_FILE
+from igpo.training.run_folder import METRICS_FILE
 
 PARTS = ("generation", "hinting", "scoring", "logprob", "backward")
 ROLLOUT_MODES = {

@@ -74,8 +74,8 @@ def model_and_adapter(candidate: str, baseline: RunRecord, base_model: str | Non
     """(model, adapter) for a candidate folder or Hub id; adapters sit on a base model: --base-model,
     else the one the checkpoint (igpo_checkpoint.json) or adapter_config.json names, else the
     baseline's model. A named base that is not there is an error naming it and --base-model."""
-    from harness.eval.adapters import BASE_KEY, base_is_there, named_base
-    from igpo.training.runtime import MARKER_FILE
+    from harness.lmeval.adapters import BASE_KEY, base_is_there, named_base
+    from igpo.training.checkpoints import MARKER_FILE
 
     path = Path(candidate)
     marker = path / MARKER_FILE

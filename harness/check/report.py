@@ -149,6 +149,8 @@ class CheckReport:
                 "were the candidate truly no worse."
             )
         count = len(self.tasks)
+        if self.settings.exact:
+            return f"--exact: no item changed ({count} task(s))"
         return f"no significant drop; every interval's lower end is >= {limit} ({count} task(s))"
 
 

@@ -12,9 +12,6 @@ comparable to the published rows of that protocol. `--label` (record `label_give
 Average: the mean of the row's own non-missing task columns. A row missing some columns gets
 a `*` after its average (it covers fewer tasks, so it is not comparable); complete rows sort
 before incomplete ones, each group by average, best first.
-
-Size: reference-file validation, rows and footnotes, and four renderers (markdown, github,
-LaTeX, CSV) of one table.
 """
 
 from __future__ import annotations

@@ -37,11 +37,23 @@ MAX_REPEATS = 1024
 """The most samples per problem a protocol task may ask for (`repeats`; AMC's avg@16 uses 16)."""
 
 
-def check_seeds(seeds: list[int], what: str) -> None:
-    """Refuse (InvalidSetting naming `what`) a seed the generators lm-eval seeds would reject."""
+def check_seeds(seeds: Any, what: str) -> list[int]:
+    """The one check of evaluation seeds (a protocol's `seeds`, `--seeds`): a non-empty list of
+    integers from 0 to MAX_SEED (lm-eval seeds numpy's generator with each), each once (a seed
+    twice would count the same draws twice and narrow the interval). Returns them; raises
+    InvalidSetting naming `what` otherwise."""
+    if not isinstance(seeds, list) or not seeds:
+        raise InvalidSetting(
+            f"{what} must list at least one seed (a non-empty list of integers from 0 to {MAX_SEED}), got {seeds!r}"
+        )
+    seeds = coerce(seeds, list[int], what)
     bad = [s for s in seeds if not 0 <= s <= MAX_SEED]
     if bad:
         raise InvalidSetting(f"{what}: seed {bad[0]} is out of range; seeds go from 0 to {MAX_SEED} (2**32 - 1)")
+    twice = sorted({s for s in seeds if seeds.count(s) > 1})
+    if twice:
+        raise InvalidSetting(f"{what} lists seed {', '.join(map(str, twice))} more than once; each seed once")
+    return seeds
 
 
 @dataclass
@@ -154,11 +166,7 @@ def parse_protocol(raw: Any, *, source: str = "<dict>", file_hash: str = "") -> 
                 raise InvalidSetting(f"'tasks' names unknown task {task!r}{hint}; known: {', '.join(sorted(SPECS))}")
             _check_task_settings(task, settings or {})
         seeds = raw.get("seeds")
-        seeds = [0] if seeds is None else seeds  # absent or left empty: seed 0
-        if not isinstance(seeds, list) or not seeds or min(coerce(seeds, list[int], "seeds")) < 0:
-            raise InvalidSetting(f"'seeds' must be a non-empty list of integers >= 0, got {seeds!r}")
-        if len(set(seeds)) != len(seeds):  # the same draws counted twice would narrow the interval
-            raise InvalidSetting(f"'seeds' lists a seed more than once: {seeds!r}")
+        seeds = check_seeds([0] if seeds is None else seeds, "'seeds'")  # absent or left empty: seed 0
         lengths = coerce(raw.get("gen_lengths"), list[int] | None, "gen_lengths") or None
         ratio = coerce(raw.get("steps_ratio"), float | None, "steps_ratio")
         protocol = Protocol(

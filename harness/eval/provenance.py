@@ -41,17 +41,6 @@ def git_commit() -> str | None:
         return None
 
 
-def quiet_describe() -> str | None:
-    """lm-eval's `git describe --always` of the working directory, without the git message on the
-    terminal outside a checkout (`fatal: not a git repository`): None there."""
-    try:
-        return subprocess.run(
-            ["git", "describe", "--always"], capture_output=True, text=True, timeout=5, check=True
-        ).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return None
-
-
 def file_fingerprint(path: Path, h: hashlib._Hash) -> None:
     size = path.stat().st_size
     h.update(f"{path.name}:{size}".encode())

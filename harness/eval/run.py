@@ -2,13 +2,12 @@
 
 Validation happens before any model is loaded or file written; responses are cached as they
 finish, so rerunning an interrupted command reuses them; results are written atomically.
-
-Size: planning, running and recording one evaluation, and the checkpoint series built on it.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import re
@@ -22,16 +21,40 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import one_line
-from harness.eval.protocols import Protocol, load_protocol
+from harness.eval.leaderboard import DEFAULT_REFERENCE, discover_runs, protocol_label, write_leaderboard
+from harness.eval.protocols import Protocol, check_seeds, load_protocol
+from harness.eval.provenance import folder_hash, git_commit, versions
 from harness.eval.records import ModelInfo, ProtocolInfo, RunRecord, TaskResult
-from harness.eval.results import write_results
+from harness.eval.results import RESULTS_FILE, ResultsError, load_results, write_results
+from harness.eval.series import write_series
 from harness.eval.stats import accuracy_interval
+from harness.lmeval.adapters import base_for_adapter, model_and_adapter
+from igpo.atomic import check_output_path
 from igpo.decoding import DecodeConfig, DecodeOverrides
+from igpo.decoding.config import MAX_BATCH_SIZE
 from igpo.errors import InvalidSetting, MissingInput
 from igpo.jsonfile import read_json_object
-from igpo.progress import say
-from igpo.scoring import shared_verdicts, start_worker_in_background
-from tasks.registry import hub_error_types
+from igpo.models.adapter import check_adapter_folder
+from igpo.models.loading import EMBEDDED_MODELS, looks_like_hub_id
+from igpo.outputs import check_folder, check_output, claimed, model_input, real
+from igpo.progress import say, verbose
+from igpo.scoring.answers import strict_correct
+from igpo.scoring.pool import shared_verdicts, start_worker_in_background, verify_answer
+from igpo.training.checkpoints import MARKER_FILE, checkpoint_dirs
+from tasks.registry import (
+    DATA_DIR_ENV,
+    GROUPS,
+    SPECS,
+    TASK_DIR,
+    data_dir_or_env,
+    data_hash,
+    dataset_source,
+    hub_error_types,
+    local_data_file,
+    resolve_tasks,
+    task_overrides,
+)
+from tasks.registry import task_config as yaml_config
 
 HEADLINE_METRIC = "exact_match"
 CACHE_FILE = "responses.jsonl"
@@ -119,92 +142,29 @@ slicing and numpy's index types take."""
 
 
 def check_sizes(req: EvalRequest) -> None:
-    """`--limit` and `--batch-size` within 1 .. MAX_LIMIT / MAX_BATCH_SIZE, and the seeds."""
-    from harness.eval.protocols import check_seeds
-    from igpo.decoding.config import MAX_BATCH_SIZE
-
+    """`--limit` and `--batch-size` within 1 .. MAX_LIMIT / MAX_BATCH_SIZE, and the seeds (when given)."""
     if req.limit is not None and not 0 < req.limit <= MAX_LIMIT:
         raise InvalidSetting(f"--limit must be a positive number of problems <= {MAX_LIMIT}, got {req.limit}")
     if not 0 < req.batch_size <= MAX_BATCH_SIZE:
         raise InvalidSetting(f"--batch-size must be >= 1 and <= {MAX_BATCH_SIZE}, got {req.batch_size}")
-    check_seeds(req.seeds or [], "--seeds")
+    if req.seeds is not None:
+        check_seeds(req.seeds, "--seeds")
 
 
 def plan(req: EvalRequest) -> Plan:
     """Check every input and decide what to run; raises a one-line error on bad input."""
-    from tasks.registry import GROUPS, data_dir_or_env, local_data_file, resolve_tasks
-
-    check_sizes(req)
-    twice = sorted({s for s in req.seeds or [] if req.seeds.count(s) > 1})
-    if twice:  # a repeated seed would count the same draws twice and narrow the interval
-        raise InvalidSetting(f"--seeds lists seed {', '.join(map(str, twice))} more than once; each seed once")
-    if req.device:
-        try:
-            kind = torch_device_type(req.device)
-        except (RuntimeError, ValueError):
-            raise InvalidSetting(f"unknown --device {req.device!r} (use cpu, cuda or cuda:N)") from None
-        if kind not in ("cpu", "cuda", "mps"):
-            raise InvalidSetting(f"--device {req.device!r}: only cpu, cuda and mps devices are supported")
+    check_request(req)
     protocol = load_protocol(req.protocol)
-    leaves: list[str] = []
-    for name in resolve_tasks(req.tasks):
-        for leaf in GROUPS.get(name, (name,)):
-            if leaf not in leaves:
-                leaves.append(leaf)
-    if not leaves:  # an empty task list is no request for the default tasks
-        raise InvalidSetting("no task given: name at least one (e.g. --tasks gsm8k)")
-    per_variant = {"gen_length"} | ({"steps"} if protocol.steps_ratio else set())
-    fixed = sorted(per_variant & set(req.overrides.given())) if protocol.gen_lengths else []
-    if fixed:
-        flags = " / ".join("--" + name.replace("_", "-") for name in fixed)
-        raise InvalidSetting(
-            f"protocol {protocol.name!r} sets {' and '.join(sorted(per_variant))} per generation length "
-            f"({', '.join(map(str, protocol.gen_lengths))}): {flags} does not apply (use a protocol file)"
-        )
-    settings: dict[tuple[str, str], tuple[DecodeConfig, int]] = {}
-    for leaf in leaves:  # every task's final settings, resolved once, before any model loads
-        try:
-            for suffix, cfg, repeats in protocol.task_variants(leaf, req.overrides):
-                settings[(suffix, leaf)] = (cfg, repeats)
-        except ValueError as err:
-            raise InvalidSetting(f"{leaf}: {err}") from None
-    data_dir = data_dir_or_env(req.data_dir)
-    if data_dir is not None:
-        if not Path(data_dir).is_dir():
-            raise MissingInput(f"data folder not found: {data_dir}")
-        for leaf in leaves:
-            if not leaf_is_builtin(leaf):
-                local_data_file(leaf, data_dir)
-    from harness.eval.adapters import base_for_adapter, model_and_adapter
-    from igpo.models.loading import EMBEDDED_MODELS
-
-    if not req.model and not req.adapter:
-        raise InvalidSetting("no model given")
-    model, adapter = model_and_adapter(req.model, req.adapter, f"--model BASE --adapter {req.model}")
-    if adapter and adapter == req.adapter:  # --adapter goes on its recorded base unless --model names it
-        model = base_for_adapter(model, adapter, req.allow_base_mismatch)
-    req = replace(req, model=model, adapter=adapter)
-    embedded = req.model in EMBEDDED_MODELS
-    if (
-        not embedded
-        and not Path(req.model).exists()
-        and (req.model.startswith((".", "/", "~")) or req.model.count("/") != 1)
-    ):
-        raise MissingInput(f"model path not found: {req.model}")
-    if req.adapter and not Path(req.adapter).is_dir():
-        raise MissingInput(f"adapter folder not found: {req.adapter}")
-    if req.adapter:
-        from igpo.models.adapter import check_adapter_folder
-
-        check_adapter_folder(req.adapter)  # config types, rank, weights: before the model loads
+    leaves = task_leaves(req.tasks)
+    settings = task_settings(protocol, leaves, req.overrides)
+    data_dir = checked_data_dir(req.data_dir, leaves)
+    req = with_model(req)
     if req.name is not None and not is_plain_name(req.name):
         raise InvalidSetting(
             f"--name {req.name!r} must be a plain folder name (no path separators, not '.' or "
             "'..'), so the run stays under --out"
         )
     name = req.name or run_name(req.model, req.adapter, protocol.name)
-    from igpo.atomic import check_output_path
-
     check_output_path(req.out / name, "--name" if req.name else "--out", folder=True)
     check_run_folder(req, req.out / name, protocol, leaves, data_dir)
     return Plan(
@@ -218,6 +178,82 @@ def plan(req: EvalRequest) -> Plan:
     )
 
 
+def check_request(req: EvalRequest) -> None:
+    """The sizes, the seeds and a known device."""
+    check_sizes(req)
+    if req.device:
+        try:
+            kind = torch_device_type(req.device)
+        except (RuntimeError, ValueError):
+            raise InvalidSetting(f"unknown --device {req.device!r} (use cpu, cuda or cuda:N)") from None
+        if kind not in ("cpu", "cuda", "mps"):
+            raise InvalidSetting(f"--device {req.device!r}: only cpu, cuda and mps devices are supported")
+
+
+def task_leaves(tasks: list[str]) -> list[str]:
+    """The leaf tasks named (groups expanded), in order, each once; none is an error."""
+    leaves: list[str] = []
+    for name in resolve_tasks(tasks):
+        for leaf in GROUPS.get(name, (name,)):
+            if leaf not in leaves:
+                leaves.append(leaf)
+    if not leaves:  # an empty task list is no request for the default tasks
+        raise InvalidSetting("no task given: name at least one (e.g. --tasks gsm8k)")
+    return leaves
+
+
+def task_settings(
+    protocol: Protocol, leaves: list[str], overrides: DecodeOverrides
+) -> dict[tuple[str, str], tuple[DecodeConfig, int]]:
+    """Every task's final decoding settings and repeats, resolved once before any model loads,
+    keyed (result-key suffix, task). A flag the protocol sets per generation length is refused."""
+    per_variant = {"gen_length"} | ({"steps"} if protocol.steps_ratio else set())
+    fixed = sorted(per_variant & set(overrides.given())) if protocol.gen_lengths else []
+    if fixed:
+        flags = " / ".join("--" + name.replace("_", "-") for name in fixed)
+        raise InvalidSetting(
+            f"protocol {protocol.name!r} sets {' and '.join(sorted(per_variant))} per generation length "
+            f"({', '.join(map(str, protocol.gen_lengths))}): {flags} does not apply (use a protocol file)"
+        )
+    settings: dict[tuple[str, str], tuple[DecodeConfig, int]] = {}
+    for leaf in leaves:
+        try:
+            for suffix, cfg, repeats in protocol.task_variants(leaf, overrides):
+                settings[(suffix, leaf)] = (cfg, repeats)
+        except ValueError as err:
+            raise InvalidSetting(f"{leaf}: {err}") from None
+    return settings
+
+
+def checked_data_dir(given: Path | None, leaves: list[str]) -> Path | None:
+    """--data-dir (else $IGPO_DATA_DIR): a folder holding every benchmark task's data file."""
+    data_dir = data_dir_or_env(given)
+    if data_dir is not None:
+        if not Path(data_dir).is_dir():
+            raise MissingInput(f"data folder not found: {data_dir}")
+        for leaf in leaves:
+            if not leaf_is_builtin(leaf):
+                local_data_file(leaf, data_dir)
+    return data_dir
+
+
+def with_model(req: EvalRequest) -> EvalRequest:
+    """The request with the model to load (an adapter folder given as --model: its base) and
+    the adapter, both checked to be there before any model loads."""
+    if not req.model and not req.adapter:
+        raise InvalidSetting("no model given")
+    model, adapter = model_and_adapter(req.model, req.adapter, f"--model BASE --adapter {req.model}")
+    if adapter and adapter == req.adapter:  # --adapter goes on its recorded base unless --model names it
+        model = base_for_adapter(model, adapter, req.allow_base_mismatch)
+    if model not in EMBEDDED_MODELS and not Path(model).exists() and not looks_like_hub_id(model):
+        raise MissingInput(f"model path not found: {model}")
+    if adapter and not Path(adapter).is_dir():
+        raise MissingInput(f"adapter folder not found: {adapter}")
+    if adapter:
+        check_adapter_folder(adapter)  # config types, rank, weights: before the model loads
+    return replace(req, model=model, adapter=adapter)
+
+
 @contextlib.contextmanager
 def hub_download_errors(p: Plan) -> Iterator[None]:
     """A benchmark task read from the Hub while the Hub is out of reach is bad input (no
@@ -227,8 +263,6 @@ def hub_download_errors(p: Plan) -> Iterator[None]:
     except hub_error_types() as err:
         if p.data_dir is not None:
             raise
-        from tasks.registry import DATA_DIR_ENV, SPECS
-
         hub = [SPECS[leaf].hub_id for leaf in p.leaves if not leaf_is_builtin(leaf) and leaf in SPECS]
         if not hub:
             raise
@@ -241,8 +275,6 @@ def hub_download_errors(p: Plan) -> Iterator[None]:
 
 def leaf_is_builtin(task: str) -> bool:
     """Tasks that generate their data (no data file needed), e.g. igpo_arith."""
-    from tasks.registry import SPECS
-
     spec = SPECS.get(task)
     return spec is not None and not getattr(spec, "local_file", None)
 
@@ -261,9 +293,6 @@ RUN_NAMES = ("results.json", "samples.jsonl", "responses*.jsonl")
 def run_identity(req: EvalRequest, protocol: Protocol, leaves: list[str]) -> dict[str, Any]:
     """What distinguishes one run from another in the same folder: rerunning it resumes from its
     cache, anything else there is refused instead of silently replaced."""
-    import json
-
-    from igpo.outputs import model_input, real
 
     def where(path: str | None) -> str | None:
         found = model_input(path)
@@ -284,8 +313,6 @@ def run_identity(req: EvalRequest, protocol: Protocol, leaves: list[str]) -> dic
 
 def check_run_folder(req: EvalRequest, run_dir: Path, protocol: Protocol, leaves: list[str], data_dir) -> None:
     """The run folder is not an input, holds nothing igpo did not write there, and no other run."""
-    from igpo.outputs import check_folder, check_output, model_input
-
     flag = "--name" if req.name else "--out"
     inputs = [model_input(req.model), req.adapter, data_dir, req.protocol if protocol.file_hash else None]
     check_output(req.out, inputs, flag="--out")
@@ -296,109 +323,26 @@ def check_run_folder(req: EvalRequest, run_dir: Path, protocol: Protocol, leaves
 def _run_eval(req: EvalRequest, held: contextlib.ExitStack) -> Path:
     p = plan(req)
     if os.environ.get("RANK", "0") == "0":  # one writer per run folder (data-parallel ranks share it)
-        from igpo.outputs import claimed
-
         held.enter_context(
             claimed(p.run_dir, kind="eval", known=RUN_NAMES, identity=run_identity(req, p.protocol, p.leaves))
         )
     req = replace(req, model=p.model, adapter=p.adapter)  # an adapter folder given as --model: its base
     if not all(leaf_is_builtin(leaf) for leaf in p.leaves):  # benchmark answers may need math-verify
         start_worker_in_background()
-    from lm_eval import simple_evaluate
-    from lm_eval.tasks import TaskManager
-
-    from harness.lmeval import DiffusionLM
-    from igpo.progress import verbose
-    from tasks.registry import TASK_DIR
-
-    logging.getLogger("lm_eval").setLevel(logging.INFO if verbose() else logging.ERROR)
     started = time.perf_counter()
-    lm = DiffusionLM(
-        pretrained=req.model,
-        adapter=req.adapter,
-        batch_size=req.batch_size,
-        device=req.device,
-        dtype=req.dtype,
-        trust_remote_code=req.trust_remote_code,
-        cache_file=str(p.run_dir / CACHE_FILE),
-    )
+    lm = load_lm(req, p)
     lm.stats["load_seconds"] = time.perf_counter() - started
-    ran_on = model_device(lm)
-    if req.device and ran_on and torch_device_type(req.device) != torch_device_type(ran_on):
-        lm.warn(f"--device {req.device} was asked for but is not available: the model runs on {ran_on}")
-    lm.apply_chat_template([{"role": "user", "content": "?"}])  # no chat template: one line, before any task
-    manager = TaskManager(include_path=str(TASK_DIR), include_defaults=False)
+    runner = Runner(lm, req, p)
     seeds = req.seeds if req.seeds else p.protocol.seeds
-    per_task: dict[str, dict[str, Any]] = {}
-    samples_out: list[dict[str, Any]] = []
-    lm_eval_aggregates: dict[str, Any] = {}
-    conflicts: dict[str, dict[str, Any]] = {}
     for suffix, pairs in p.batches():
         for seed_index, seed in enumerate(seeds):
-            configs = []
-            keys: dict[str, str] = {}
-            for leaf, key_suffix in pairs:
-                cfg, repeats = p.settings[(key_suffix, leaf)]
-                if seed_index > 0 and is_deterministic(cfg):
-                    continue  # greedy decoding gives the same tokens under every seed
-                key = keys[leaf] = leaf + key_suffix
-                per_task.setdefault(
-                    key,
-                    {
-                        "task": leaf,
-                        "decoding": cfg.to_dict(),
-                        "repeats": repeats,
-                        "seeds": [],
-                        "items": defaultdict(list),
-                        "per_seed": {},
-                    },
-                )
-                per_task[key]["seeds"].append(seed)
-                configs.append(task_config(leaf, p.data_dir, cfg, repeats))
-            if not configs:
-                continue
-            say("eval", f"seed {seed}{' ' + suffix if suffix else ''}: {', '.join(c['task'] for c in configs)}")
-            lm.args.seed = seed
-            with hub_download_errors(p):
-                out = simple_evaluate(
-                    model=lm,
-                    tasks=configs,
-                    limit=req.limit,
-                    task_manager=manager,
-                    log_samples=True,
-                    apply_chat_template=True,
-                    bootstrap_iters=0,
-                    random_seed=seed,
-                    numpy_random_seed=seed,
-                    torch_random_seed=seed,
-                    fewshot_random_seed=seed,
-                )
-            log = gathered_request_log(lm)  # a collective: every rank, every seed
-            if out is None:  # non-zero rank under data parallel
-                continue
-            lm_eval_aggregates[f"seed{seed}{suffix}"] = out["results"]
-            records = request_records(log)
-            for c in configs:
-                key = keys[c["task"]]
-                metrics = {
-                    k.split(",")[0]: v
-                    for k, v in out["results"][c["task"]].items()
-                    if "," in k and "_stderr" not in k and isinstance(v, (int, float))
-                }
-                per_task[key]["per_seed"][str(seed)] = metrics
-                count_length_conflicts(conflicts, key, records, c["task"])
-                for s in sorted(out["samples"][c["task"]], key=lambda sample: sample["doc_id"]):
-                    rows = sample_rows(
-                        key, s, seed, per_task[key]["repeats"], records.get((c["task"], s["doc_id"]), [])
-                    )
-                    samples_out.extend(rows)
-                    per_task[key]["items"][s["doc_id"]].extend(r["correct"] for r in rows)
+            runner.run(suffix, pairs, seed, first=seed_index == 0)
     stats = gathered_stats(lm)
     if lm.rank != 0:
         return p.run_dir
-    wall = time.perf_counter() - started
+    wall, got = time.perf_counter() - started, runner.got
     record = RunRecord(
-        tasks={key: summarise(key, info, req, p) for key, info in per_task.items()},
+        tasks={key: summarise(key, info, req, p) for key, info in got.per_task.items()},
         model=model_record(req, lm),
         protocol=ProtocolInfo.parse(
             {**p.protocol.to_dict(), "overrides": req.overrides.given(), "seeds_run": list(seeds)}
@@ -408,10 +352,10 @@ def _run_eval(req: EvalRequest, held: contextlib.ExitStack) -> Path:
         label=req.label or default_label(req),
         label_given=req.label is not None,
         provenance={**provenance(stats, wall, lm.world_size), "warnings": list(lm.warnings)},
-        lm_eval=lm_eval_aggregates,
-        length_conflicts=conflicts,
+        lm_eval=got.lm_eval,
+        length_conflicts=got.conflicts,
     )
-    path = write_results(p.run_dir, record, samples_out)
+    path = write_results(p.run_dir, record, got.samples)
     print_table(record)
     print_leaderboard(p.run_dir)
     if req.leaderboard is not None:
@@ -419,28 +363,135 @@ def _run_eval(req: EvalRequest, held: contextlib.ExitStack) -> Path:
     return path
 
 
+def load_lm(req: EvalRequest, p: Plan):
+    """The `dllm` model of the run (its response cache in the run folder), checked for a chat
+    template and said when it runs on another device than --device asked for."""
+    from harness.lmeval import DiffusionLM
+
+    logging.getLogger("lm_eval").setLevel(logging.INFO if verbose() else logging.ERROR)
+    lm = DiffusionLM(
+        pretrained=req.model,
+        adapter=req.adapter,
+        batch_size=req.batch_size,
+        device=req.device,
+        dtype=req.dtype,
+        trust_remote_code=req.trust_remote_code,
+        cache_file=str(p.run_dir / CACHE_FILE),
+    )
+    ran_on = model_device(lm)
+    if req.device and ran_on and torch_device_type(req.device) != torch_device_type(ran_on):
+        lm.warn(f"--device {req.device} was asked for but is not available: the model runs on {ran_on}")
+    lm.apply_chat_template([{"role": "user", "content": "?"}])  # no chat template: one line, before any task
+    return lm
+
+
+@dataclass
+class Gathered:
+    """What the lm-eval calls of one run gathered (rank 0's; the other ranks' stay empty)."""
+
+    per_task: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Result key -> task, decoding, repeats, seeds run, per-item verdicts, per-seed metrics."""
+    samples: list[dict[str, Any]] = field(default_factory=list)
+    lm_eval: dict[str, Any] = field(default_factory=dict)
+    """lm-eval's own results, per seed and length."""
+    conflicts: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+class Runner:
+    """The lm-eval calls of one run: one per generation length and seed, each task handed its
+    planned DecodeConfig typed (`DiffusionLM.plan_tasks`)."""
+
+    def __init__(self, lm, req: EvalRequest, p: Plan) -> None:
+        from lm_eval.tasks import TaskManager
+
+        self.lm, self.req, self.p = lm, req, p
+        self.manager = TaskManager(include_path=str(TASK_DIR), include_defaults=False)
+        self.got = Gathered()
+
+    def run(self, suffix: str, pairs: list[tuple[str, str]], seed: int, first: bool) -> None:
+        """One lm-eval call: the tasks of one length under one seed (greedy ones on the first seed
+        only: they give the same tokens under every seed)."""
+        from lm_eval import simple_evaluate
+
+        planned: dict[str, DecodeConfig] = {}
+        configs, keys = [], {}
+        for leaf, key_suffix in pairs:
+            cfg, repeats = self.p.settings[(key_suffix, leaf)]
+            if not first and is_deterministic(cfg):
+                continue
+            key = keys[leaf] = leaf + key_suffix
+            entry = self.got.per_task.setdefault(key, new_task_entry(leaf, cfg, repeats))
+            entry["seeds"].append(seed)
+            planned[leaf] = cfg
+            configs.append(task_config(leaf, self.p.data_dir, repeats))
+        if not configs:
+            return
+        say("eval", f"seed {seed}{' ' + suffix if suffix else ''}: {', '.join(c['task'] for c in configs)}")
+        self.lm.args.seed = seed
+        self.lm.plan_tasks(planned)
+        with hub_download_errors(self.p):
+            out = simple_evaluate(
+                model=self.lm,
+                tasks=configs,
+                limit=self.req.limit,
+                task_manager=self.manager,
+                log_samples=True,
+                apply_chat_template=True,
+                bootstrap_iters=0,
+                random_seed=seed,
+                numpy_random_seed=seed,
+                torch_random_seed=seed,
+                fewshot_random_seed=seed,
+            )
+        log = gathered_request_log(self.lm)  # a collective: every rank, every seed
+        if out is not None:  # None on a non-zero rank under data parallel
+            self.got.lm_eval[f"seed{seed}{suffix}"] = out["results"]
+            self.collect(out, keys, seed, request_records(log))
+
+    def collect(self, out: dict[str, Any], keys: dict[str, str], seed: int, records) -> None:
+        """One lm-eval call's metrics, samples and length conflicts, task by task."""
+        for task, key in keys.items():
+            info = self.got.per_task[key]
+            info["per_seed"][str(seed)] = {
+                k.split(",")[0]: v
+                for k, v in out["results"][task].items()
+                if "," in k and "_stderr" not in k and isinstance(v, (int, float))
+            }
+            count_length_conflicts(self.got.conflicts, key, records, task)
+            for s in sorted(out["samples"][task], key=lambda sample: sample["doc_id"]):
+                rows = sample_rows(key, s, seed, info["repeats"], records.get((task, s["doc_id"]), []))
+                self.got.samples.extend(rows)
+                info["items"][s["doc_id"]].extend(r["correct"] for r in rows)
+
+
+def new_task_entry(task: str, cfg: DecodeConfig, repeats: int) -> dict[str, Any]:
+    """A result key's entry before its first seed (Gathered.per_task)."""
+    return {
+        "task": task,
+        "decoding": cfg.to_dict(),
+        "repeats": repeats,
+        "seeds": [],
+        "items": defaultdict(list),
+        "per_seed": {},
+    }
+
+
 def print_leaderboard(run_dir: Path) -> None:
     """This run as a leaderboard row, beside the published rows that share its tasks."""
-    from harness.eval.leaderboard import DEFAULT_REFERENCE, write_leaderboard
-
     print("\n" + write_leaderboard([run_dir], None, "markdown", DEFAULT_REFERENCE))
 
 
-def is_deterministic(cfg) -> bool:
+def is_deterministic(cfg: DecodeConfig) -> bool:
     return cfg.temperature == 0 and cfg.remasking == "low_confidence"
 
 
-def task_config(leaf: str, data_dir: Path | None, cfg, repeats: int) -> dict[str, Any]:
-    """The lm-eval config of one task with this run's decoding settings and repeats. The run's
-    gen_length is the response budget: lm-eval's max_gen_toks is set to it, so the task YAML's
-    own max_gen_toks never cuts a response shorter than the canvas."""
-    from tasks.registry import task_overrides
-
+def task_config(leaf: str, data_dir: Path | None, repeats: int) -> dict[str, Any]:
+    """The lm-eval config of one task with this run's repeats. Its generation_kwargs keep the
+    stop strings alone: the task's decoding is its planned DecodeConfig, handed to the model
+    typed (`DiffusionLM.plan_tasks`), so no decoding setting travels through lm-eval (nor the
+    YAML's default max_gen_toks, which could cut a response shorter than the canvas)."""
     base = task_overrides(leaf, data_dir)
-    gen = dict(base.get("generation_kwargs") or {})
-    gen.update({k: v for k, v in cfg.to_dict().items()})
-    gen["do_sample"] = cfg.temperature > 0
-    gen["max_gen_toks"] = cfg.gen_length
+    gen = {k: v for k, v in (base.get("generation_kwargs") or {}).items() if k == "until"}
     return {**base, "generation_kwargs": gen, "repeats": repeats}
 
 
@@ -474,8 +525,6 @@ def sample_rows(
     At most `repeats` rows: under data parallelism lm-eval pads a rank by re-sending its last
     request, whose extra responses (copies, see `padding_copies`) are not samples.
     """
-    from igpo.scoring import strict_correct, verify_answer
-
     gold = str(sample["target"])
     responses = sample["filtered_resps"][0] if sample["filtered_resps"] else []
     if isinstance(responses, str):
@@ -510,8 +559,6 @@ def sample_rows(
 
 
 def summarise(key: str, info: dict[str, Any], req: EvalRequest, p: Plan) -> TaskResult:
-    from tasks.registry import data_hash, dataset_source
-    from tasks.registry import task_config as yaml_config
 
     item_means = [sum(v) / len(v) for v in info["items"].values() if v]
     per_item = len(info["seeds"]) * info["repeats"]
@@ -554,7 +601,6 @@ def model_device(lm) -> str | None:
 
 
 def model_record(req: EvalRequest, lm) -> ModelInfo:
-    from harness.eval.provenance import folder_hash
 
     return ModelInfo(
         name_or_path=req.model,
@@ -596,8 +642,6 @@ def gathered_stats(lm) -> dict[str, float]:
 def provenance(st: dict[str, float], wall: float, world_size: int = 1) -> dict[str, Any]:
     """Versions, command and timing; under data parallelism counters and seconds are summed
     over the ranks (so tokens_per_s is per process, and wall time is rank 0's)."""
-    from harness.eval.provenance import git_commit, versions
-
     decode_s = st.get("decode_seconds", 0.0)
     return {
         "versions": versions(),
@@ -643,8 +687,6 @@ def print_table(record: RunRecord) -> None:
     )
     prov = record.provenance
     tps = prov.get("tokens_per_s")
-    from harness.eval.leaderboard import protocol_label
-
     print(
         f"\nrun: {record.run_name}  protocol: {protocol_label(record)}  device: {record.model.device or '?'}"
         f"  wall: {prov['wall_time_s']:.1f}s" + (f"  tokens/s: {tps:.1f}" if tps else "") + f"  results: {record.where}"
@@ -653,9 +695,6 @@ def print_table(record: RunRecord) -> None:
 
 def refresh_leaderboard(runs_root: Path, out: Path) -> None:
     """Rewrite the leaderboard markdown from every finished run under `runs_root`."""
-    from harness.eval.leaderboard import discover_runs, write_leaderboard
-    from harness.eval.results import ResultsError, load_results
-
     runs = []
     for run in discover_runs(runs_root):  # a stray or foreign results.json is skipped, not fatal
         try:
@@ -665,19 +704,12 @@ def refresh_leaderboard(runs_root: Path, out: Path) -> None:
             continue
         runs.append(run)
     if runs:
-        from harness.eval.leaderboard import DEFAULT_REFERENCE
-
         write_leaderboard(runs, out, "markdown", DEFAULT_REFERENCE)
 
 
 def run_series(req: EvalRequest, train_dir: Path, every: int = 1, include_base: bool = True) -> Path:
     """Evaluate a training run's checkpoints (every K-th, the last always, and the base model as
     step 0), skipping those already evaluated; write accuracy vs step as table + PNG."""
-
-    from harness.eval.results import RESULTS_FILE, load_results
-    from harness.eval.series import write_series
-    from igpo.training.runtime import MARKER_FILE, checkpoint_dirs
-
     if every < 1:
         raise InvalidSetting(f"--every must be >= 1, got {every}")
     checkpoints = checkpoint_dirs(Path(train_dir))
@@ -723,7 +755,7 @@ def run_series(req: EvalRequest, train_dir: Path, every: int = 1, include_base: 
 
 def write_training_plot(train_dir: Path, points, out_root: Path) -> Path | None:
     """training.png: the run's per-step curves (metrics.jsonl) and held-out accuracy per level."""
-    from harness.ablate.curves import metrics_rows, plot_training_curves
+    from harness.eval.curves import metrics_rows, plot_training_curves
 
     rows = metrics_rows(train_dir)
     if not rows:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from tabulate import tabulate
 
-from harness.ablate.curves import render_figure
+from harness.eval.curves import render_figure
 from harness.eval.leaderboard import (
     INCOMPLETE_MARK,
     MISSING,

@@ -12,13 +12,16 @@ from __future__ import annotations
 
 import logging
 import os
+import subprocess
 import sys
 import time
 from collections import defaultdict
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import lm_eval.evaluator
 import torch
 from lm_eval.api.model import LM
 from lm_eval.api.registry import register_model
@@ -26,26 +29,33 @@ from tqdm import tqdm
 
 from harness.lmeval.args import DLLMArgs, parse_args
 from harness.lmeval.cache import SEED_MODULUS, ResponseCache, request_key, seed_of
-from harness.lmeval.settings import RequestSettings, resolve
+from harness.lmeval.settings import RequestSettings, planned, resolve
 from igpo.decoding import DecodeConfig, generate
 from igpo.decoding.text import cut_at_stop, left_pad, stop_ids
 from igpo.errors import BadFile
 from igpo.logprobs import elbo_loglikelihood
 from igpo.models import fuse_projections, load_model, load_tokenizer
+from igpo.progress import verbose
 
 __all__ = ["DLLMArgs", "DiffusionLM", "parse_args"]
 
 logger = logging.getLogger(__name__)
 
 
+def quiet_describe() -> str | None:
+    """lm-eval's `git describe --always` of the working directory, without the git message on the
+    terminal outside a checkout (`fatal: not a git repository`): None there."""
+    try:
+        return subprocess.run(
+            ["git", "describe", "--always"], capture_output=True, text=True, timeout=5, check=True
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
 def _quiet_lm_eval_git() -> None:
     """lm-eval's own `git describe` prints git's complaint outside a checkout: replaced by the
     same call with git's stderr captured (igpo --verbose keeps lm-eval's)."""
-    import lm_eval.evaluator
-
-    from harness.eval.provenance import quiet_describe
-    from igpo.progress import verbose
-
     if not verbose():
         lm_eval.evaluator.get_git_commit_hash = quiet_describe
 
@@ -130,7 +140,7 @@ class DiffusionLM(LM):
             # A CPU rank's device reads "cpu:<local rank>", which safetensors rejects.
             device = "cpu" if acc_device.type == "cpu" else str(acc_device)
         if model is None:
-            from harness.eval.adapters import model_and_adapter
+            from harness.lmeval.adapters import model_and_adapter
 
             # pretrained=ADAPTER_DIR: the base its adapter_config.json names, with the adapter on top
             self.args.pretrained, self.args.adapter = model_and_adapter(
@@ -157,6 +167,8 @@ class DiffusionLM(LM):
         self.spec = spec
         self.stops = stop_ids(spec)
         self.decode = self._model_decode()
+        self.planned: dict[str, DecodeConfig] = {}
+        """Task name -> the DecodeConfig `igpo eval` planned for it (`plan_tasks`)."""
         self.stats: dict[str, float] = defaultdict(float)
         self._forward_timer = ForwardTimer(self.model)
         self._cache = ResponseCache(Path(self.args.cache_file), self._rank) if self.args.cache_file else None
@@ -171,6 +183,16 @@ class DiffusionLM(LM):
         if self.args.confidence_eos_eot_inf:
             cfg = cfg.replace(eos_last=True)
         return cfg
+
+    def plan_tasks(self, decoding: Mapping[str, DecodeConfig]) -> None:
+        """The decoding of each task of the next evaluation, typed, as `igpo eval`'s plan resolved
+        it: a request of a task named here decodes with its DecodeConfig exactly, and lm-eval's
+        generation_kwargs only add stop strings (harness.lmeval.settings.planned). Tasks not named
+        here follow the rule of `harness.lmeval.settings.resolve`."""
+        bad = [task for task, cfg in decoding.items() if not isinstance(cfg, DecodeConfig)]
+        if bad:
+            raise TypeError(f"plan_tasks takes a DecodeConfig per task, not for {', '.join(bad)}")
+        self.planned = dict(decoding)
 
     def warn(self, text: str) -> None:
         """A loud warning: once on stderr (rank 0) and kept in `warnings` for the records."""
@@ -286,9 +308,12 @@ class DiffusionLM(LM):
 
     # ---------------------------------------------------------------- generation
     def settings_for(self, gen_kwargs: dict[str, Any] | None, task: str | None = None) -> RequestSettings:
-        """Decoding settings of one request of `task` (the rule of `harness.lmeval.settings`)."""
+        """Decoding settings of one request of `task`: its planned DecodeConfig (`plan_tasks`), else
+        the rule of `harness.lmeval.settings.resolve`."""
         from tasks.registry import default_max_gen_toks
 
+        if task in self.planned:
+            return planned(self.planned[task], gen_kwargs, default_max_gen_toks(task))
         return resolve(gen_kwargs, self.decode, self.args.decode_given, default_max_gen_toks(task))
 
     def _warn_length_conflict(self, task: str | None, conflict: dict[str, Any]) -> None:
@@ -342,9 +367,9 @@ class DiffusionLM(LM):
                 self.stats["cached"] += 1
             else:
                 todo.append(item)
-        groups: dict[str, list[_Item]] = defaultdict(list)
-        for item in todo:
-            groups[repr((sorted(item.settings.decode.to_dict().items()), item.settings.max_tokens))].append(item)
+        groups: dict[tuple[DecodeConfig, int | None], list[_Item]] = defaultdict(list)
+        for item in todo:  # one batch shape per decoding (a frozen DecodeConfig is its own key)
+            groups[(item.settings.decode, item.settings.max_tokens)].append(item)
         bar = tqdm(
             total=len(items),
             initial=len(items) - len(todo),

@@ -1,14 +1,18 @@
 """Where each decoding setting of one `dllm` request comes from: the rule, applied per request.
 
-Highest first:
+`igpo eval` hands the model each task's `DecodeConfig` from its plan, typed
+(`DiffusionLM.plan_tasks`): a request of a planned task decodes with exactly that config
+(`planned`; every setting the request's own, source `request`), and its generation_kwargs carry
+no decoding setting, only the stop strings. For every other request (lm-eval's own CLI,
+`igpo lm-eval`, a foreign task), `resolve` applies this rule, highest first:
 1. diffusion keys in the request's generation_kwargs (any `DecodeConfig` field: gen_length,
-   block_length, steps, temperature, remasking, cfg_scale, threshold, ...), whether the task YAML,
-   `igpo eval` (its protocol and flags) or lm-eval's `--gen_kwargs` put them there;
+   block_length, steps, temperature, remasking, cfg_scale, threshold, ...), whether the task YAML
+   or lm-eval's `--gen_kwargs` put them there;
 2. lm-eval's own keys, with Hugging Face semantics: `do_sample: false` means greedy whatever the
    temperature; `do_sample: true` without a temperature samples at the model_args temperature, or
    1.0 when that is 0; `max_gen_toks` sets the length when no diffusion `gen_length` is given;
    `until` lists stop strings;
-3. model_args (`--model_args gen_length=...`);
+3. model_args (`--model_args gen_length=...`, LLaDA's names included);
 4. `DecodeConfig`'s defaults.
 
 One length rule: a diffusion gen_length is the response budget. `max_gen_toks` becomes
@@ -18,11 +22,11 @@ a diffusion key of the request), and responses cut to max_gen_toks tokens. An ig
 `max_gen_toks` (its YAML's default budget, `tasks.registry.default_max_gen_toks`) does that only
 when no gen_length was asked for, in the request or in model_args: it never cuts a response
 shorter than the canvas the user asked for. Any other `max_gen_toks` (lm-eval's `--gen_kwargs`, a
-foreign task's YAML) shorter than an asked-for gen_length is a real conflict: it wins (responses
-cut to it, or the canvas shortened to it) and the request's `length_conflict` says so; `dllm`
-warns once on stderr and `igpo eval` records the conflicts in results.json. A `--gen_kwargs
-max_gen_toks` equal to the task's own value cannot be told apart from it. Every request's record
-says where each setting came from and what changed.
+foreign task's YAML) shorter than an asked-for gen_length (a planned task's included) is a real
+conflict: it wins (responses cut to it, or the canvas shortened to it) and the request's
+`length_conflict` says so; `dllm` warns once on stderr and `igpo eval` records the conflicts in
+results.json. A `--gen_kwargs max_gen_toks` equal to the task's own value cannot be told apart
+from it. Every request's record says where each setting came from and what changed.
 """
 
 from __future__ import annotations
@@ -77,15 +81,7 @@ def resolve(
 ) -> RequestSettings:
     """The decoding settings of one request (see the module docstring for the rule).
     `task_default`: the max_gen_toks the request's task YAML sets (igpo tasks), if any."""
-    kwargs = dict(gen_kwargs or {})
-    until = kwargs.pop("until", None) or []
-    until = [until] if isinstance(until, str) else [str(u) for u in until]
-    unknown = sorted(set(kwargs) - DECODE_KEYS - LM_EVAL_KEYS)
-    if unknown:
-        raise InvalidSetting(
-            f"dllm: unknown generation setting(s) {', '.join(unknown)} (known: lm-eval's "
-            f"{', '.join(sorted(LM_EVAL_KEYS))} and the decoding settings {', '.join(sorted(DECODE_KEYS))})"
-        )
+    kwargs, until = _split_until(gen_kwargs)
     request = {k: coerce_decode(k, v) for k, v in kwargs.items() if k in DECODE_KEYS}
     notes: list[str] = []
     values = model.to_dict()
@@ -139,6 +135,49 @@ def resolve(
         notes=notes,
         length_conflict=conflict,
     )
+
+
+def planned(cfg: DecodeConfig, gen_kwargs: dict[str, Any] | None, task_default: int | None = None) -> RequestSettings:
+    """The settings of a request whose task `igpo eval` planned: `cfg` itself, every setting the
+    request's own. Its generation_kwargs give the stop strings; a `max_gen_toks` other than the
+    task's own that is shorter than cfg.gen_length cuts the responses (a length conflict); a
+    decoding setting there is refused, the plan being the one owner of the task's decoding."""
+    kwargs, until = _split_until(gen_kwargs)
+    stray = sorted(set(kwargs) - {"max_gen_toks"})
+    if stray:
+        raise InvalidSetting(
+            f"dllm: generation_kwargs set {', '.join(stray)} for a task igpo eval planned; its decoding "
+            "is the plan's DecodeConfig alone"
+        )
+    settings = RequestSettings(decode=cfg, until=until, sources=dict.fromkeys(cfg.to_dict(), "request"))
+    if kwargs.get("max_gen_toks") is not None:
+        max_tokens = _positive_int("max_gen_toks", kwargs["max_gen_toks"])
+        if max_tokens < cfg.gen_length and max_tokens != task_default:
+            settings.max_tokens = max_tokens
+            settings.length_conflict = {"max_gen_toks": max_tokens, "gen_length": cfg.gen_length, "source": "request"}
+            settings.notes.append(
+                f"max_gen_toks={max_tokens} cuts the response; gen_length={cfg.gen_length} (the plan) sets the canvas"
+            )
+        elif max_tokens < cfg.gen_length:
+            settings.notes.append(
+                f"the task's own max_gen_toks={max_tokens} does not cut: gen_length={cfg.gen_length} "
+                "(request) is the response budget"
+            )
+    return settings
+
+
+def _split_until(gen_kwargs: dict[str, Any] | None) -> tuple[dict[str, Any], list[str]]:
+    """(the other generation settings, the stop strings); a setting no rule knows is refused."""
+    kwargs = dict(gen_kwargs or {})
+    until = kwargs.pop("until", None) or []
+    until = [until] if isinstance(until, str) else [str(u) for u in until]
+    unknown = sorted(set(kwargs) - DECODE_KEYS - LM_EVAL_KEYS)
+    if unknown:
+        raise InvalidSetting(
+            f"dllm: unknown generation setting(s) {', '.join(unknown)} (known: lm-eval's "
+            f"{', '.join(sorted(LM_EVAL_KEYS))} and the decoding settings {', '.join(sorted(DECODE_KEYS))})"
+        )
+    return kwargs, until
 
 
 def _length_from_max_gen_toks(values, sources, request, model: DecodeConfig, max_tokens: int, notes) -> None:

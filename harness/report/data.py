@@ -60,7 +60,7 @@ def classify(paths: list[Path], baseline: Path | None = None) -> ReportInputs:
     (e.g. runs/eval) contributes every run under it."""
     from harness.eval.leaderboard import discover_runs
     from harness.eval.results import RESULTS_FILE, unique_runs
-    from igpo.training.runtime import METRICS_FILE
+    from igpo.training.run_folder import METRICS_FILE
 
     out = ReportInputs(baseline=_run_folder(baseline) if baseline else None)
     for raw in paths:
@@ -338,7 +338,7 @@ def series_figure(folder: Path) -> dict[str, Any]:
 
 def training_figure(folder: Path) -> dict[str, Any]:
     """A training run's per-step curves (metrics.jsonl) as inline SVG."""
-    from harness.ablate.curves import metrics_rows, plot_training_curves
+    from harness.eval.curves import metrics_rows, plot_training_curves
 
     rows = metrics_rows(folder)
     return {

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from igpo.rewards import BOXED_MARK, FORMAT_TAGS
-from igpo.scoring import verify_answer
+from igpo.scoring.pool import verify_answer
 
 REJECT_REASONS = ("empty", "format", "wrong_answer", "too_long")
 

@@ -17,7 +17,7 @@ from typing import Any
 
 from igpo.data import jsonl_rows
 from igpo.errors import BadFile, InvalidSetting, require_file
-from igpo.scoring import extract_boxed, gsm8k_gold
+from igpo.scoring.answers import extract_boxed, gsm8k_gold
 
 PROMPT_FILE = Path(__file__).resolve().parent / "prompt.txt"
 """The shipped rewriting prompt; placeholders {question}, {trace}, {answer}."""

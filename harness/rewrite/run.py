@@ -142,7 +142,9 @@ def hub_input(dataset_id: str, split: str, dest: Path) -> Path:
         return dest
     if Path(dataset_id).exists():  # a folder or FIFO given as INPUT: said so, not "not found"
         require_file(Path(dataset_id), "input file")
-    if dataset_id.count("/") != 1 or Path(dataset_id).parent.exists():
+    from igpo.models.loading import looks_like_hub_id
+
+    if not looks_like_hub_id(dataset_id):
         raise MissingInput(f"input file not found: {dataset_id}")
     try:
         from datasets import load_dataset

@@ -6,7 +6,8 @@ import math
 from dataclasses import asdict, dataclass, field, fields, make_dataclass
 from typing import Any
 
-from igpo.decoding.schedule import REMASKING
+from igpo.config import coerce
+from igpo.decoding.schedule import Remasking
 from igpo.errors import InvalidSetting
 
 CACHE_MODES = (None, "prefix", "dual")
@@ -53,8 +54,7 @@ def check_settings(
             raise InvalidSetting(f"{name} must be a finite number, got {value!r}")
     if temperature < 0:
         raise InvalidSetting(f"temperature must be >= 0, got {temperature}")
-    if remasking not in REMASKING:
-        raise InvalidSetting(f"unknown remasking {remasking!r} (use one of {', '.join(REMASKING)})")
+    coerce(remasking, Remasking, "remasking")
     if cfg_scale < 0:
         raise InvalidSetting(f"cfg_scale must be >= 0, got {cfg_scale}")
     if threshold is not None and not 0 < threshold <= 1:
@@ -114,7 +114,7 @@ class DecodeConfig:
     """Denoising steps in total (a cap when `threshold` is set); a multiple of the block count."""
     temperature: float = 0.0
     """Gumbel-max sampling temperature; 0 is greedy."""
-    remasking: str = "low_confidence"
+    remasking: Remasking = "low_confidence"
     """Which candidates to commit first: `low_confidence` (most probable) or `random`."""
     cfg_scale: float = 0.0
     """Classifier-free guidance scale; 0 turns it off (one pass per step instead of two)."""
@@ -123,7 +123,8 @@ class DecodeConfig:
     factor: float | None = None
     """Fast-dLLM's factor rule: commit the n most confident while confidence > 1 - factor/(n+1)."""
     cache: str | None = None
-    """KV caching between a block's steps: None (exact; "none" in text), "prefix" or "dual"."""
+    """KV caching between a block's steps: "prefix", "dual", or None for exact decoding (written
+    "none" in text, which turns a protocol's cache off)."""
     cache_refresh: int | None = None
     """With a cache: refill it with a full pass every k passes of a block (None: only at a block's
     first pass, Fast-dLLM's semantics). Trades speed for agreement with exact decoding."""
@@ -155,6 +156,12 @@ class DecodeConfig:
         for name in ("cache", "compile"):
             if is_off(getattr(self, name)):
                 object.__setattr__(self, name, None)
+        # a whole number where a float is declared (`temperature: 1` in a YAML) is held as that
+        # float: equal configs write one record and one lm-eval request key
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.type in ("float", "float | None") and type(value) is int:
+                object.__setattr__(self, f.name, float(value))
         for name in ("suppress_eos", "eos_last", "early_exit"):
             if not isinstance(getattr(self, name), bool):
                 raise InvalidSetting(f"{name} must be true or false, got {getattr(self, name)!r}")

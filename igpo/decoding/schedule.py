@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Literal
 
 import torch
 
@@ -11,7 +12,7 @@ from igpo.errors import InvalidSetting
 Generators = torch.Generator | Sequence[torch.Generator] | None
 """One generator for the batch, or one per row (then a row's samples ignore its batch-mates)."""
 
-REMASKING = ("low_confidence", "random")
+Remasking = Literal["low_confidence", "random"]
 """Confidence used to choose which candidates to commit: model probability, or uniform noise."""
 
 UNIFORM_FLOOR = 1e-20
@@ -53,7 +54,7 @@ def sample_candidates(logits: torch.Tensor, temperature: float, generator: Gener
 def candidate_confidence(
     logits: torch.Tensor,
     candidates: torch.Tensor,
-    remasking: str,
+    remasking: Remasking,
     generator: Generators,
 ) -> torch.Tensor:
     """Confidence of each candidate: its softmax probability (float32) or uniform noise."""

@@ -62,7 +62,7 @@ def _check_weights(path: Path) -> None:
     if file.suffix == ".safetensors":
         from safetensors import safe_open
 
-        from igpo.models.loading import damaged_file_errors
+        from igpo.models.files import damaged_file_errors
 
         try:
             with safe_open(str(file), framework="pt", device="cpu") as f:  # reads and checks the header
@@ -82,7 +82,7 @@ def load_adapter(model: Any, folder: str | Path, *, trainable: bool = False) -> 
     holding NaN or inf one naming its weights file."""
     from peft import PeftModel
 
-    from igpo.models.loading import check_finite
+    from igpo.models.files import check_finite
 
     check_adapter_folder(folder)
     try:

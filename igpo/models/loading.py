@@ -17,19 +17,17 @@ import torch
 from torch import nn
 
 from igpo.atomic import FILE_MODE, atomic_write_bytes
-from igpo.errors import BadFile, InvalidSetting
+from igpo.errors import InvalidSetting
 from igpo.jsonfile import read_json_object
+from igpo.models.adapter import ADAPTER_CONFIG
 from igpo.models.families import FAMILIES, Family, arch_from_config, config_from_arch, family_of
+from igpo.models.files import ModelLoadError, check_finite, damaged_file_errors, torch_load
 from igpo.models.transformer import ArchConfig, BidirectionalLM, DLLMOutput
 
 WEIGHTS_FILE = "model.safetensors"
 WEIGHTS_INDEX = "model.safetensors.index.json"
 LEGACY_WEIGHTS = "pytorch_model.bin"
 HUB_PATTERNS = ["*.json", "*.safetensors", "*.jinja", "*.txt", "*.model", "*.py"]
-
-
-class ModelLoadError(BadFile):
-    """A model folder or id that cannot be loaded; the message names the problem in one line."""
 
 
 @dataclass(frozen=True)
@@ -53,6 +51,16 @@ EMBEDDED_MODELS = {"testbed": _ASSETS / "testbed", "testbed-sign": _ASSETS / "te
 (the testbed with a planted answer-sign habit; igpo.testbed.build_sign)."""
 
 
+def looks_like_hub_id(name: str) -> bool:
+    """Whether a name that is no local path reads as a Hugging Face Hub id `owner/name`: one `/`,
+    not a relative or absolute path (`./x`, `/x`, `~/x`), and no local folder as its owner part.
+    The one guess every model, base model and dataset name given where a folder may be goes by."""
+    path = Path(name).expanduser()
+    return (
+        not path.exists() and not name.startswith((".", "/", "~")) and name.count("/") == 1 and not path.parent.exists()
+    )
+
+
 def resolve_path(name_or_path: str | os.PathLike) -> Path:
     """A local folder for `name_or_path`: the folder itself, an embedded model's folder, or a Hub
     snapshot if it looks like a Hub id."""
@@ -64,7 +72,7 @@ def resolve_path(name_or_path: str | os.PathLike) -> Path:
         if not (EMBEDDED_MODELS[text] / "config.json").is_file():
             raise ModelLoadError(f"the embedded model {text!r} is not built yet (make testbed-model)")
         return EMBEDDED_MODELS[text]
-    if path.exists() or text.startswith((".", "/", "~")) or text.count("/") != 1:
+    if not looks_like_hub_id(text):
         raise ModelLoadError(f"model path not found: {text}")
     try:
         from huggingface_hub import snapshot_download
@@ -79,7 +87,7 @@ def resolve_path(name_or_path: str | os.PathLike) -> Path:
 def read_config(path: Path) -> dict[str, Any]:
     cfg_file = path / "config.json"
     if not cfg_file.is_file():
-        if (path / "adapter_config.json").is_file():
+        if (path / ADAPTER_CONFIG).is_file():
             raise ModelLoadError(
                 f"no config.json in {path}: it is an adapter folder (adapter_config.json); give it as the model "
                 f"to igpo eval --model / igpo check / lm-eval pretrained=, which load the base it names, or "
@@ -129,50 +137,6 @@ def _read_state_dict(path: Path, family: Family, device: torch.device) -> dict[s
                 continue  # recomputed from config, never a weight
             state[family.to_ours(key)] = tensor
     return state
-
-
-def check_finite(tensors: Any, where: str | Path) -> None:
-    """Refuse a weight holding NaN or inf (a damaged or diverged checkpoint would decode garbage
-    and score 0% with no word): one line naming `where` (the file) and the first such tensor.
-    One reduction per tensor where it was loaded (on a GPU: one small sync each)."""
-    for name, tensor in tensors:
-        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
-            raise ModelLoadError(f"weights file {where} holds non-finite values (NaN or inf) in {name}")
-
-
-class DamagedFileError(RuntimeError):
-    """torch.load's RuntimeError for a truncated or foreign archive, told apart from other ones."""
-
-
-def torch_load(file: Path, **kwargs: Any) -> Any:
-    """torch.load(weights_only=True); a damaged archive raises DamagedFileError."""
-    try:
-        return torch.load(file, weights_only=True, **kwargs)
-    except RuntimeError as err:
-        text = str(err)
-        if "PytorchStreamReader" in text or "zip archive" in text or "central directory" in text:
-            raise DamagedFileError(text) from None
-        raise
-
-
-def damaged_file_errors() -> tuple[type[BaseException], ...]:
-    """What reading a truncated, empty or foreign weights / state file raises (not OOM or bugs)."""
-    import pickle
-    import zipfile
-
-    from safetensors import SafetensorError
-
-    return (
-        SafetensorError,
-        pickle.UnpicklingError,
-        EOFError,
-        zipfile.BadZipFile,
-        json.JSONDecodeError,
-        UnicodeDecodeError,
-        KeyError,
-        OSError,
-        DamagedFileError,
-    )
 
 
 def _first_line(err: BaseException) -> str:

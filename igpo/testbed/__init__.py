@@ -11,6 +11,10 @@ from igpo.models.loading import EMBEDDED_MODELS
 
 TESTBED_DIR = EMBEDDED_MODELS["testbed"]
 TESTBED_DECODE = DecodeConfig(gen_length=48, block_length=16, steps=24)
-"""Decoding for arith: 6 operations need 42 completion tokens plus EOS."""
+"""Decoding for arith: 6 operations need 42 completion tokens plus EOS, hence a 48-token canvas
+in blocks of 16, at 2 tokens per step. The one value in code; the shipped protocols
+(harness/eval/protocols/*.yaml, whose hashes runs record, so never edited for this) declare it
+for igpo_arith (at 1 token per step where a protocol sets steps = length), as do the tiny RL
+recipes and igpo_arith.yaml: tests/test_architecture.py keeps them all equal to this."""
 RL_TEMPERATURE = 1.0
 """Sampling temperature of the testbed's RL rollouts (the group statistics use it too)."""

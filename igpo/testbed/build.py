@@ -16,8 +16,8 @@ from dataclasses import asdict
 from pathlib import Path
 
 from igpo.models import ArchConfig, TokenSpec, new_model, save_model
-from igpo.testbed import TESTBED_DIR
-from igpo.training.runtime import latest_checkpoint
+from igpo.testbed import TESTBED_DECODE, TESTBED_DIR
+from igpo.training.checkpoints import latest_checkpoint
 from igpo.training.settings import (
     CheckpointSettings,
     LogSettings,
@@ -35,7 +35,8 @@ BATCH_SIZE = 64
 MAX_STEPS = 4000
 LEARNING_RATE = 2e-3
 WARMUP_STEPS = 100
-COMPLETION_TOKENS = 48
+COMPLETION_TOKENS = TESTBED_DECODE.gen_length
+"""The SFT canvas: the arith decoding's (6 operations need 42 tokens plus EOS)."""
 SEED = 0
 DEFAULT_WORKDIR = Path("runs/testbed-build")
 

@@ -24,7 +24,7 @@ DEST = EMBEDDED_MODELS["testbed-sign"]
 def main(argv: list[str] | None = None) -> None:
     from igpo.config import load_config, resolve_recipe
     from igpo.testbed.build import ship
-    from igpo.training.runtime import latest_checkpoint
+    from igpo.training.checkpoints import latest_checkpoint
     from igpo.training.sft import SFTConfig, train_sft
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])

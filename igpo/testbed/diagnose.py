@@ -47,7 +47,7 @@ def diagnose(model_dir: str = str(TESTBED_DIR), n_per_level: int = 50) -> list[O
     from igpo.decoding import generate
     from igpo.decoding.text import completion_texts, stop_ids
     from igpo.models import load_model, load_tokenizer
-    from igpo.scoring import verify_answer
+    from igpo.scoring.pool import verify_answer
     from igpo.testbed.measure import arith_prompts
 
     model, tok = load_model(model_dir, device="cpu"), load_tokenizer(model_dir)

@@ -53,7 +53,7 @@ def measure(
 ) -> dict[str, Any]:
     from igpo.arith import test_set
     from igpo.models import load_model, load_tokenizer
-    from igpo.scoring import verify_answer
+    from igpo.scoring.pool import verify_answer
 
     model = load_model(model_dir, device="cpu")
     tok = load_tokenizer(model_dir)

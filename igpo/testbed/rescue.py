@@ -22,8 +22,8 @@ from igpo.atomic import atomic_write_text
 from igpo.config import load_config, resolve_recipe
 from igpo.data import load_examples
 from igpo.training.loss import completion_mask
+from igpo.training.model import build_model
 from igpo.training.rl import RLConfig, StepTimer, Trainer
-from igpo.training.runtime import build_model
 
 LEVELS = range(1, 7)
 PROBLEM_SEED = 11

@@ -3,7 +3,7 @@ forked RNG, the step loop with progress bar, metrics log and checkpoint cadence.
 
 A trainer opens a `Session` (which loads the model), builds what its steps need from it, then
 hands `run_steps` one function: `step(step, generator) -> metrics`. Every step's randomness
-comes from (seed, step, rank) (runtime.step_generator), so a resumed run draws exactly what an
+comes from (seed, step, rank) (seeds.step_generator), so a resumed run draws exactly what an
 uninterrupted one would.
 """
 
@@ -21,25 +21,11 @@ from torch import nn
 
 from igpo.errors import IgpoError
 from igpo.models import TokenSpec
-from igpo.training.runtime import (
-    MetricsLog,
-    Stream,
-    TrainingError,
-    build_model,
-    check_output_folder,
-    check_resume_config,
-    check_seed,
-    config_inputs,
-    make_optimizer,
-    make_scheduler,
-    prepare_output,
-    resume_checkpoint,
-    run_kind,
-    save_checkpoint,
-    step_generator,
-    torch_seed,
-)
-from igpo.training.settings import CheckpointSettings, LogSettings, ModelSettings, OptimSettings
+from igpo.training.checkpoints import check_resume_config, resume_checkpoint, save_checkpoint
+from igpo.training.model import build_model, make_optimizer, make_scheduler
+from igpo.training.run_folder import MetricsLog, check_output_folder, config_inputs, prepare_output, run_kind
+from igpo.training.seeds import Stream, check_seed, step_generator, torch_seed
+from igpo.training.settings import CheckpointSettings, LogSettings, ModelSettings, OptimSettings, TrainingError
 
 
 class TrainConfig(Protocol):
@@ -59,7 +45,7 @@ class Session:
 
     accelerator: Any
     model: nn.Module
-    """Wrapped by accelerate (use runtime.base_module for the bare model)."""
+    """Wrapped by accelerate (use model.base_module for the bare model)."""
     tokenizer: Any
     spec: TokenSpec
     optimizer: torch.optim.Optimizer

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 
+from igpo.config import coerce
 from igpo.errors import InvalidSetting
 
-NORMALISATIONS = ("sequence", "token", "constant")
+Normalisation = Literal["sequence", "token", "constant"]
 """How a token-level loss's per-token terms become one number:
 sequence - mean over each sequence's tokens, then over sequences (GRPO);
 token    - sum over all tokens / number of tokens in the step (DAPO): the trainer weights each
@@ -39,16 +41,15 @@ class PolicyLossConfig:
     """Upper clip: ratios above 1 + epsilon_high stop pushing."""
     beta: float = 0.01
     """Weight of the k3 KL penalty to the reference (base) model; 0 skips the reference pass."""
-    normalisation: str = "sequence"
-    """sequence | token | constant (see NORMALISATIONS); `token` is the token mean over the whole
+    normalisation: Normalisation = "sequence"
+    """sequence | token | constant (see Normalisation); `token` is the token mean over the whole
     training step (every prompt group, every process). Sequence-level losses take only `sequence`
     (their reduction inside a group is part of their definition; groups are averaged)."""
 
     def __post_init__(self) -> None:
         if self.ratio_level not in POLICY_LOSSES:
             raise InvalidSetting(f"ratio_level must be one of {tuple(POLICY_LOSSES)}, got {self.ratio_level!r}")
-        if self.normalisation not in NORMALISATIONS:
-            raise InvalidSetting(f"normalisation must be one of {NORMALISATIONS}, got {self.normalisation!r}")
+        coerce(self.normalisation, Normalisation, "normalisation")
         if POLICY_LOSSES[self.ratio_level].sequence_level and self.normalisation != "sequence":
             raise InvalidSetting(
                 f"normalisation={self.normalisation!r} applies to token-level ratios; ratio_level="

@@ -16,10 +16,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 
+from igpo.config import coerce
 from igpo.data import DataConfig, Example, load_examples, render_prompt
 from igpo.decoding import DecodeConfig, generate
 from igpo.decoding.text import completion_texts, left_pad, stop_ids
@@ -40,17 +41,12 @@ from igpo.training.loss import (
     policy_loss,
     token_weights,
 )
-from igpo.training.runtime import (
-    Stream,
-    TrainingError,
-    base_module,
-    is_peft,
-    process_count,
-    step_generator,
-)
-from igpo.training.settings import CheckpointSettings, LogSettings, ModelSettings, OptimSettings
+from igpo.training.model import base_module, is_peft
+from igpo.training.seeds import Stream, process_count, step_generator
+from igpo.training.settings import CheckpointSettings, LogSettings, ModelSettings, OptimSettings, TrainingError
 
-RESAMPLE_MODES = ("hints", "plain", "none")
+ResampleMode = Literal["hints", "plain", "none"]
+"""What happens to an all-wrong group (IGPOSettings.resample)."""
 MAX_GENERATIONS = 1024
 """Most rollouts per prompt: one decoding batch each (published GRPO/IGPO runs use 8-16)."""
 SEED_RANGE = 2**62
@@ -60,7 +56,7 @@ SEED_RANGE = 2**62
 class IGPOSettings:
     """What happens to all-wrong groups (the IGPO part of the trainer)."""
 
-    resample: str = "hints"
+    resample: ResampleMode = "hints"
     """hints: IGPO (inpainted re-sampling); plain: sample-matched baseline (re-sample without
     hints); none: plain GRPO (all-wrong groups give no gradient)."""
     replace_ratio: float = 0.5
@@ -70,8 +66,7 @@ class IGPOSettings:
     loss; 1.0 keeps every hint token (no entropy filter)."""
 
     def __post_init__(self) -> None:
-        if self.resample not in RESAMPLE_MODES:
-            raise InvalidSetting(f"igpo.resample must be one of {RESAMPLE_MODES}, got {self.resample!r}")
+        coerce(self.resample, ResampleMode, "igpo.resample")
         if not 0 <= self.replace_ratio <= 1:
             raise InvalidSetting(f"igpo.replace_ratio must lie in [0, 1], got {self.replace_ratio}")
         if not 0 <= self.entropy_top_fraction <= 1:
@@ -914,7 +909,7 @@ def say_process_change(out: Path, processes: int) -> None:
     """On a resume under another process count: say that it continues the same experiment."""
     from igpo.jsonfile import read_json_object
     from igpo.progress import say
-    from igpo.training.runtime import STATE_FILE, resumable_checkpoint
+    from igpo.training.checkpoints import STATE_FILE, resumable_checkpoint
 
     last = resumable_checkpoint(out)
     state = read_json_object(last[0] / STATE_FILE) if last else {}

@@ -1,10 +1,17 @@
-"""Config pieces shared by the SFT and RL trainers: model/LoRA, optimiser, checkpoints, logging."""
+"""Config pieces shared by the SFT and RL trainers: model/LoRA, optimiser, checkpoints, logging;
+TrainingError, the kind of bad training input."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
 
+from igpo.config import coerce
 from igpo.errors import InvalidSetting
+
+
+class TrainingError(InvalidSetting):
+    """Bad training input (output folder, data, resume state); printed as one line by the CLI."""
 
 
 @dataclass
@@ -53,6 +60,10 @@ class ModelSettings:
     """Recompute block activations in backward to save memory."""
 
 
+Schedule = Literal["constant", "cosine", "linear"]
+"""The learning rate after warm-up: constant, or a cosine or linear decay to zero."""
+
+
 @dataclass
 class OptimSettings:
     """AdamW with warm-up and a schedule."""
@@ -65,7 +76,7 @@ class OptimSettings:
     """Max global gradient norm; 0 disables clipping."""
     warmup_steps: int = 50
     """Linear warm-up over this many optimiser steps."""
-    schedule: str = "constant"
+    schedule: Schedule = "constant"
     """After warm-up: constant | cosine | linear decay to zero at the last step."""
 
     def __post_init__(self) -> None:
@@ -76,6 +87,7 @@ class OptimSettings:
                 raise InvalidSetting(f"optim.{name} must be >= 0, got {getattr(self, name)}")
         if not all(0 <= b < 1 for b in self.betas):
             raise InvalidSetting(f"optim.betas must lie in [0, 1), got {self.betas}")
+        coerce(self.schedule, Schedule, "optim.schedule")
 
 
 @dataclass

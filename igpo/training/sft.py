@@ -9,19 +9,22 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
 
+from igpo.config import coerce
 from igpo.data import render_prompt
 from igpo.models.logits import token_logits
 from igpo.progress import say
 from igpo.prompts import source_instruction
 from igpo.training.loop import open_session, run_steps
-from igpo.training.runtime import Stream, TrainingError, process_count, step_generator
-from igpo.training.settings import CheckpointSettings, LogSettings, ModelSettings, OptimSettings
+from igpo.training.seeds import Stream, process_count, step_generator
+from igpo.training.settings import CheckpointSettings, LogSettings, ModelSettings, OptimSettings, TrainingError
 
+Overlong = Literal["drop", "truncate"]
+"""What SFT does with a completion over its token budget (SFTDataSettings.overlong)."""
 MIN_MASK_RATE = 1e-3
 """Lower end of t so the 1/t weight stays bounded (LLaDA uses the same epsilon)."""
 
@@ -39,7 +42,7 @@ class SFTDataSettings:
     limit: int | None = None
     max_completion_tokens: int = 256
     """Length alignment budget: completions longer than this are dropped or truncated."""
-    overlong: str = "drop"
+    overlong: Overlong = "drop"
     """drop | truncate: what to do with completions over the budget (the count is reported)."""
     canvas_lengths: list[int] = field(default_factory=list)
     """Completion canvases to EOS-pad to, one drawn per step (seeded); each >= max_completion_tokens.
@@ -184,8 +187,7 @@ def strip_prefill(completion: str) -> str:
 
 def train_sft(cfg: SFTConfig, out: Path, *, resume: bool = False, overwrite: bool = False) -> Path:
     """Run SFT; checkpoints under out/checkpoints, metrics in out/metrics.jsonl."""
-    if cfg.data.overlong not in ("drop", "truncate"):
-        raise TrainingError(f"data.overlong must be drop or truncate, got {cfg.data.overlong!r}")
+    coerce(cfg.data.overlong, Overlong, "data.overlong")
     if not cfg.model.path:
         raise TrainingError("model.path is required")
     for name, value in (

@@ -1,0 +1,264 @@
+"""Checkpoints that resume exactly: checkpoints/step-N folders (weights, optimiser and
+scheduler, trainer_state.json, config.yaml, the igpo_checkpoint.json marker), written atomically,
+read back with damaged ones skipped, and a resume refused under other settings than the run's."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from igpo.config import ConfigError, read_yaml, to_dict
+from igpo.errors import PATH_ERRORS, IgpoError
+from igpo.jsonfile import read_json_object
+from igpo.models import save_model
+from igpo.models.files import damaged_file_errors, torch_load
+from igpo.training.model import base_module, is_peft
+from igpo.training.settings import CheckpointSettings, TrainingError
+
+CHECKPOINT_DIR = "checkpoints"
+CHECKPOINT_PREFIX = "step-"
+STATE_FILE = "trainer_state.json"
+OPTIMIZER_FILE = "optimizer.pt"
+MARKER_FILE = "igpo_checkpoint.json"
+CONFIG_FILE = "config.yaml"
+
+RESUME_MAY_CHANGE = ("max_steps", "checkpoint", "log")
+"""Top-level config keys a resumed run may change: they are applied and the next checkpoint
+records them. Any other difference from the checkpoint's config.yaml is refused."""
+
+
+def _flat(value: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(value, dict):
+        out: dict[str, Any] = {}
+        for key, inner in value.items():
+            out.update(_flat(inner, f"{prefix}{key}."))
+        return out
+    return {prefix[:-1]: value}
+
+
+def normalised_config(cls: type, raw: dict[str, Any]) -> dict[str, Any]:
+    """A saved config.yaml as today's config class reads it: keys added since take their
+    defaults, so a checkpoint written before a new field does not count as changed."""
+    from igpo.config import ConfigError, build
+
+    try:
+        return json.loads(json.dumps(to_dict(build(cls, raw))))
+    except ConfigError:  # a key removed since: compare what both still have
+        return json.loads(json.dumps(raw))
+
+
+def check_resume_config(out: Path, config: Any) -> None:
+    """Refuse to resume under settings other than the run's own (a resumed run that silently kept
+    its old learning rate while its next checkpoint recorded the new one would lie)."""
+    last = resumable_checkpoint(out)
+    if last is not None:
+        compare_config(last[0], last[1], config)
+
+
+def resumable_checkpoint(out: Path) -> tuple[Path, dict[str, Any]] | None:
+    """(folder, saved config) of the newest checkpoint whose trainer_state.json and config.yaml
+    read, the one --resume starts from unless its weights are damaged (resume_checkpoint says
+    why a newer one is skipped); None without checkpoints. When none reads, the newest one's
+    problem is raised (TrainingError), before any model loads."""
+    found = checkpoint_dirs(out)
+    for path in reversed(found):
+        try:
+            checkpoint_step(path)
+            return path, checkpoint_config(path)
+        except TrainingError:
+            continue
+    if found:
+        checkpoint_step(found[-1])
+        checkpoint_config(found[-1])
+    return None
+
+
+def compare_config(last: Path, raw: dict[str, Any], config: Any) -> None:
+    """Refuse `config` when it differs from the checkpoint's saved one (`raw`) outside
+    RESUME_MAY_CHANGE."""
+    out = last.parent.parent
+    saved = _flat(normalised_config(type(config), raw))
+    now = _flat(json.loads(json.dumps(to_dict(config))))
+    changed = sorted(
+        k for k in set(saved) | set(now) if saved.get(k) != now.get(k) and k.split(".")[0] not in RESUME_MAY_CHANGE
+    )
+    if changed:
+        shown = ", ".join(f"{k} ({saved.get(k)!r} -> {now.get(k)!r})" for k in changed[:5])
+        raise TrainingError(
+            f"--resume continues {out} under its own settings, but these differ from "
+            f"{last / CONFIG_FILE}: {shown}{' ...' if len(changed) > 5 else ''}; "
+            "start a new run (--overwrite or another --out) to change them"
+        )
+
+
+def checkpoint_dirs(out: Path) -> list[Path]:
+    root = out / CHECKPOINT_DIR
+    if not root.is_dir():
+        return []
+    found = [
+        p
+        for p in root.iterdir()
+        if p.name.startswith(CHECKPOINT_PREFIX)
+        and p.name[len(CHECKPOINT_PREFIX) :].isdigit()
+        and (p / MARKER_FILE).is_file()
+    ]  # not step-N.tmp
+    return sorted(found, key=lambda p: int(p.name[len(CHECKPOINT_PREFIX) :]))
+
+
+def latest_checkpoint(out: Path) -> Path | None:
+    dirs = checkpoint_dirs(out)
+    return dirs[-1] if dirs else None
+
+
+def checkpoint_step(path: Path) -> int:
+    """The step a checkpoint's trainer_state.json records; TrainingError naming the file when it
+    is missing, damaged, or records another step than the folder's name."""
+    file = path / STATE_FILE
+    try:
+        step = read_json_object(file, "step")["step"]
+    except (IgpoError, *PATH_ERRORS) as err:
+        raise TrainingError(f"cannot read checkpoint {path} (damaged?): {err}") from None
+    expected = int(path.name[len(CHECKPOINT_PREFIX) :])
+    if isinstance(step, bool) or not isinstance(step, int) or step != expected:
+        raise TrainingError(f"cannot read checkpoint {path} (damaged?): {file} records step {step!r}, not {expected}")
+    return step
+
+
+def checkpoint_config(path: Path) -> dict[str, Any]:
+    """The training config a checkpoint's config.yaml records (a mapping); TrainingError naming
+    the file when it is missing or damaged."""
+    import yaml
+
+    file = path / CONFIG_FILE
+    try:
+        raw = read_yaml(file, "config")
+    except (OSError, yaml.YAMLError, UnicodeDecodeError, RecursionError, ConfigError) as exc:
+        detail = str(exc).strip().splitlines()
+        raise TrainingError(
+            f"cannot read checkpoint {path} (damaged?): {file}: {detail[0] if detail else type(exc).__name__}"
+        ) from None
+    if not isinstance(raw, dict):
+        raise TrainingError(f"cannot read checkpoint {path} (damaged?): {file} is not a mapping of settings")
+    return raw
+
+
+def save_checkpoint(
+    out: Path,
+    step: int,
+    model: nn.Module,
+    tokenizer: Any,
+    optimizer,
+    scheduler,
+    config: Any,
+    metrics: dict[str, Any],
+    settings: CheckpointSettings,
+    base_model: str,
+) -> Path:
+    """Write checkpoints/step-N atomically: weights (adapter or full, safetensors), tokenizer,
+    optimiser + scheduler, config and last metrics; prune old ones if asked. Randomness needs
+    no saved state: every step derives its generators from (seed, step, rank)."""
+    final = out / CHECKPOINT_DIR / f"{CHECKPOINT_PREFIX}{step:06d}"
+    tmp = final.with_name(final.name + ".tmp")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    unwrapped = getattr(model, "module", model)
+    if is_peft(unwrapped):
+        unwrapped.save_pretrained(str(tmp), save_embedding_layers=False)
+        kind = "adapter"
+    else:
+        save_model(base_module(unwrapped), tmp)
+        kind = "full"
+    if tokenizer is not None:
+        tokenizer.save_pretrained(str(tmp))
+    torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}, tmp / OPTIMIZER_FILE)
+    (tmp / STATE_FILE).write_text(json.dumps({"step": step, "metrics": metrics}, indent=2) + "\n")
+    (tmp / CONFIG_FILE).write_text(_yaml(to_dict(config)))
+    (tmp / MARKER_FILE).write_text(
+        json.dumps(
+            {"step": step, "kind": kind, "base_model": base_model, "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
+        )
+        + "\n"
+    )
+    if final.exists():
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+    if settings.keep:
+        for old in checkpoint_dirs(out)[: -settings.keep]:
+            shutil.rmtree(old)
+    return final
+
+
+def load_checkpoint(path: Path, model: nn.Module, optimizer, scheduler) -> int:
+    """Restore weights, optimiser and scheduler from a checkpoint; returns its step. A damaged
+    file fails in one line naming it (TrainingError)."""
+    try:
+        return _load_checkpoint(path, model, optimizer, scheduler)
+    except damaged_file_errors() as err:  # the checkpoint's files, not a bug or out of memory
+        text = str(err).strip().splitlines()
+        raise TrainingError(
+            f"cannot read checkpoint {path} (damaged?): {type(err).__name__}: {text[0] if text else ''}"
+        ) from None
+
+
+def resume_checkpoint(out: Path, model: nn.Module, optimizer, scheduler, config: Any = None) -> int:
+    """Restore the newest checkpoint that loads; a damaged one (a crash mid-save that left its
+    marker, a disk fault: weights, optimiser state, trainer_state.json or config.yaml) is skipped
+    with a message and the previous complete one is used. With `config`, the checkpoint resumed
+    must have been saved under the same settings (compare_config). If none loads, the newest
+    one's error is raised."""
+    found = checkpoint_dirs(out)
+    first_error = None
+    for path in reversed(found):
+        try:
+            raw = checkpoint_config(path)
+            step = load_checkpoint(path, model, optimizer, scheduler)
+        except TrainingError as err:
+            first_error = first_error or err
+            print(f"warning: {err}; trying the previous checkpoint", file=sys.stderr)
+            continue
+        if config is not None:
+            compare_config(path, raw, config)
+        if path != found[-1]:
+            print(f"resuming from {path} (step {step}): newer checkpoints could not be read", file=sys.stderr)
+        return step
+    if first_error is not None:
+        raise first_error
+    raise TrainingError(f"nothing to resume: no checkpoints under {out / CHECKPOINT_DIR}")
+
+
+def _load_checkpoint(path: Path, model: nn.Module, optimizer, scheduler) -> int:
+    step = checkpoint_step(path)  # before any weight is touched
+    unwrapped = getattr(model, "module", model)
+    if is_peft(unwrapped):
+        from peft import set_peft_model_state_dict
+        from safetensors.torch import load_file
+
+        set_peft_model_state_dict(unwrapped, load_file(str(path / "adapter_model.safetensors")))
+    else:
+        from safetensors.torch import load_file
+
+        from igpo.models.families import FAMILIES
+
+        base = base_module(unwrapped)
+        family = next(f for f in FAMILIES.values() if f.name == base.family)
+        state = {family.to_ours(k): v for k, v in load_file(str(path / "model.safetensors")).items()}
+        base.load_state_dict(state)
+    opt = torch_load(path / OPTIMIZER_FILE, map_location="cpu")  # load_state_dict moves it to the params' device
+    optimizer.load_state_dict(opt["optimizer"])
+    scheduler.load_state_dict(opt["scheduler"])
+    return step
+
+
+def _yaml(data: dict[str, Any]) -> str:
+    import yaml
+
+    return yaml.safe_dump(data, sort_keys=False)
