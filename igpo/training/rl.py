@@ -42,7 +42,7 @@ from igpo.training.loss import (
     token_weights,
 )
 from igpo.training.model import base_module, is_peft
-from igpo.training.seeds import Stream, process_count, step_generator
+from igpo.training.seeds import Stream, per_process, process_count, step_generator
 from igpo.training.settings import CheckpointSettings, LogSettings, ModelSettings, OptimSettings, TrainingError
 
 ResampleMode = Literal["hints", "plain", "none"]
@@ -896,13 +896,8 @@ def combine_metrics(parts: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def local_prompts(cfg: RLConfig, processes: int) -> int:
-    """Each process's share of prompts_per_step (refused, naming both, when it does not divide)."""
-    if cfg.prompts_per_step % processes:
-        raise TrainingError(
-            f"prompts_per_step={cfg.prompts_per_step} does not divide over {processes} processes "
-            "(it counts prompts per step over all of them)"
-        )
-    return cfg.prompts_per_step // processes
+    """Each process's share of prompts_per_step (seeds.per_process)."""
+    return per_process(cfg.prompts_per_step, processes, "prompts_per_step", "prompts")
 
 
 def say_process_change(out: Path, processes: int) -> None:

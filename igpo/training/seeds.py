@@ -37,6 +37,16 @@ STREAMS = 8
 """Streams per (seed, step, rank): Stream's values lie below it."""
 
 
+def per_process(total: int, processes: int, setting: str, what: str) -> int:
+    """Each process's share of a per-step count that spans every process (`setting`, counting
+    `what`); refused, naming both numbers, when `processes` does not divide it."""
+    if total % processes:
+        raise TrainingError(
+            f"{setting}={total} does not divide over {processes} processes (it counts {what} per step over all of them)"
+        )
+    return total // processes
+
+
 def process_count() -> int:
     """Processes of this launch: WORLD_SIZE, which torchrun / accelerate launch set (1 alone).
     Read from the environment, not accelerate's state, which the session must make first."""

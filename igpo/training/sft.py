@@ -20,7 +20,7 @@ from igpo.models.logits import token_logits
 from igpo.progress import say
 from igpo.prompts import source_instruction
 from igpo.training.loop import open_session, run_steps
-from igpo.training.seeds import Stream, process_count, step_generator
+from igpo.training.seeds import Stream, per_process, process_count, step_generator
 from igpo.training.settings import CheckpointSettings, LogSettings, ModelSettings, OptimSettings, TrainingError
 
 Overlong = Literal["drop", "truncate"]
@@ -117,13 +117,8 @@ def collate(pairs, spec, completion_length: int) -> SFTBatch:
 
 
 def local_batch(cfg: SFTConfig, processes: int) -> int:
-    """Each process's share of batch_size (refused, naming both, when it does not divide)."""
-    if cfg.batch_size % processes:
-        raise TrainingError(
-            f"batch_size={cfg.batch_size} does not divide over {processes} processes (it counts examples per "
-            "step over all of them)"
-        )
-    return cfg.batch_size // processes
+    """Each process's share of batch_size (seeds.per_process)."""
+    return per_process(cfg.batch_size, processes, "batch_size", "examples")
 
 
 def canvas_length(cfg: SFTDataSettings, seed: int, step: int, rank: int) -> int:
