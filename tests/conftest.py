@@ -81,7 +81,7 @@ def gen():
     return torch.Generator().manual_seed(1234)
 
 
-SHARED_DATA = __import__("pathlib").Path(__file__).resolve().parents[2] / "shared" / "data"
+SHARED_DATA = (__import__("pathlib").Path(__file__).resolve().parents[2] / "shared" / "data").resolve()
 """The offline benchmark copies beside the checkout (as in CI)."""
 
 TINY_WORDS = [

@@ -26,7 +26,7 @@ from tasks.registry import (
 )
 from tasks.utils import PROMPT_INSTRUCTION, doc_to_text, score_responses
 
-DATA_DIR = Path(__file__).resolve().parents[2] / "shared" / "data"
+DATA_DIR = (Path(__file__).resolve().parents[2] / "shared" / "data").resolve()  # ../shared may be a link
 """Offline copies of the benchmarks (see shared/data/README.md); never copied into the repo."""
 
 needs_data = pytest.mark.skipif(not DATA_DIR.is_dir(), reason=f"no offline data at {DATA_DIR}")
