@@ -111,7 +111,7 @@ def preflight(cfg, target: Path, *, resume: bool, overwrite: bool, processes: in
         raise InvalidSetting(f"--processes {processes} needs {processes} GPUs; this machine has {gpus}")
     if run_kind(cfg) == "rl":
         from igpo.data import load_examples
-        from igpo.training.rl import check_examples, local_prompts
+        from igpo.training.rl_config import check_examples, local_prompts
 
         cfg.check()
         local_prompts(cfg, processes)
@@ -166,6 +166,7 @@ def train(
     overrides: TrainOverridesArg = None,
 ) -> None:
     """GRPO / IGPO reinforcement learning with diffusion rollouts (igpo.resample: hints|plain|none)."""
-    from igpo.training.rl import RLConfig, train_rl
+    from igpo.training.rl import train_rl
+    from igpo.training.rl_config import RLConfig
 
     _run(RLConfig, train_rl, recipe, out, resume, overwrite, overrides, processes)

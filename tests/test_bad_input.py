@@ -1289,7 +1289,7 @@ def test_every_help_example_of_training_runs(name):
     import re
 
     from igpo.config import load_config, resolve_recipe
-    from igpo.training.rl import RLConfig
+    from igpo.training.rl_config import RLConfig
     from igpo.training.sft import SFTConfig
 
     texts = _help_texts(name)

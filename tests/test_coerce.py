@@ -83,7 +83,7 @@ def test_none_spells_off_for_cache_and_compile_everywhere(tmp_path, off):
     from harness.lmeval.settings import resolve
     from igpo.config import load_config, resolve_recipe
     from igpo.decoding import DecodeOverrides
-    from igpo.training.rl import RLConfig
+    from igpo.training.rl_config import RLConfig
 
     cfg = DecodeConfig(cache=off, compile=off)
     assert (cfg.cache, cfg.compile) == (None, None) and cfg == DecodeConfig()

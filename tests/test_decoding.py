@@ -480,7 +480,7 @@ def test_non_finite_decoding_settings_are_refused(name, value):
 @pytest.mark.parametrize("text", ["nan", ".nan", "inf", "-.inf", "Infinity"])
 def test_config_refuses_non_finite_numbers(text):
     from igpo.config import ConfigError, load_config, resolve_recipe
-    from igpo.training.rl import RLConfig
+    from igpo.training.rl_config import RLConfig
 
     with pytest.raises(ConfigError, match="finite"):
         load_config(RLConfig, resolve_recipe("grpo_tiny"), [f"loss.beta={text}"])

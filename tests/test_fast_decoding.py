@@ -130,7 +130,7 @@ def test_compile_mode_is_a_decoding_setting():
 
     assert parse_args({"pretrained": "testbed", "compile": "inductor"}).decode.compile == "inductor"
     from igpo.config import load_config, resolve_recipe
-    from igpo.training.rl import RLConfig
+    from igpo.training.rl_config import RLConfig
 
     recipe = load_config(RLConfig, resolve_recipe("igpo_llada"), ["decode.compile=graphs"])
     assert recipe.decode.compile == "graphs"

@@ -217,7 +217,9 @@ def test_bandit_grpo_raises_the_decoders_success_rate(tmp_path, estimator):
     from igpo.decoding import DecodeConfig
     from igpo.training.loss import PolicyLossConfig, group_advantages
     from igpo.training.model import build_model, make_optimizer, make_scheduler
-    from igpo.training.rl import Group, RLConfig, StepTimer, Trainer
+    from igpo.training.rl import Trainer
+    from igpo.training.rl_config import RLConfig
+    from igpo.training.rollouts import Group, StepTimer
     from igpo.training.settings import LoraSettings, ModelSettings, OptimSettings
 
     folder = save_tiny_checkpoint(tmp_path / "m", seed=2)

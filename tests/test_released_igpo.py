@@ -21,7 +21,7 @@ import torch
 from igpo.config import load_config
 from igpo.hints import HintConfig, choose_chunks, chunk_spans, paint_canvas, reveal_count, spread_positions
 from igpo.training.loss import PolicyLossConfig, k3_kl, policy_loss
-from igpo.training.rl import RLConfig
+from igpo.training.rl_config import RLConfig
 
 REPO = Path(__file__).resolve().parents[1]
 PEER = REPO / "peers" / "igpo"

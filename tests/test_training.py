@@ -142,7 +142,8 @@ def _trainer(tmp_path, resample: str, beta: float = 0.0):
     from igpo.decoding import DecodeConfig
     from igpo.hints import HintConfig
     from igpo.training.model import build_model, make_optimizer, make_scheduler
-    from igpo.training.rl import IGPOSettings, RLConfig, Trainer
+    from igpo.training.rl import Trainer
+    from igpo.training.rl_config import IGPOSettings, RLConfig
     from igpo.training.settings import LoraSettings, ModelSettings, OptimSettings
 
     folder = save_tiny_checkpoint(tmp_path / "m", seed=1)
@@ -179,7 +180,8 @@ def _grads_after_loss(trainer, group):
 
 
 def test_all_wrong_group_grpo_gives_no_gradient_igpo_does(tmp_path):
-    from igpo.training.rl import StepTimer, group_metrics
+    from igpo.training.rollouts import StepTimer
+    from igpo.training.step_metrics import group_metrics
 
     grpo, example = _trainer(tmp_path / "a", "none")
     group = grpo.rollout_group(example, torch.Generator().manual_seed(0), StepTimer())
@@ -204,7 +206,7 @@ def test_batched_rollouts_equal_per_group_rollouts(tmp_path):
     the same GRPO groups as one call per group: the row seeds are drawn in the same order."""
     from dataclasses import replace
 
-    from igpo.training.rl import StepTimer
+    from igpo.training.rollouts import StepTimer
 
     trainer, example = _trainer(tmp_path, "none")
     examples = [example, replace(example, prompt="what is 3 and 4 and then 5 more", id="y"), example]
@@ -221,7 +223,7 @@ def test_batched_rollouts_equal_per_group_rollouts(tmp_path):
 def test_batched_rescue_rescues_every_all_wrong_group(tmp_path):
     """With batch_rollouts, the hinted re-samples of all all-wrong groups share one decoder call;
     each group still gets floor(lambda G) hinted rollouts, and the same seed gives the same groups."""
-    from igpo.training.rl import StepTimer
+    from igpo.training.rollouts import StepTimer
 
     trainer, example = _trainer(tmp_path, "hints")
     trainer.cfg.batch_rollouts = True
@@ -234,7 +236,7 @@ def test_batched_rescue_rescues_every_all_wrong_group(tmp_path):
 def test_one_generator_per_prompt_batched_equals_per_group_with_rescue(tmp_path):
     """Each prompt drawing from its own generator (as training does: keyed by its place in the
     step) makes batched rollouts and their hinted rescue equal one group at a time."""
-    from igpo.training.rl import StepTimer
+    from igpo.training.rollouts import StepTimer
 
     trainer, example = _trainer(tmp_path, "hints")
 
@@ -251,7 +253,7 @@ def test_one_generator_per_prompt_batched_equals_per_group_with_rescue(tmp_path)
 
 
 def test_sample_matched_baseline_resamples_without_hints(tmp_path):
-    from igpo.training.rl import StepTimer
+    from igpo.training.rollouts import StepTimer
 
     trainer, example = _trainer(tmp_path, "plain")
     group = trainer.rollout_group(example, torch.Generator().manual_seed(0), StepTimer())
@@ -260,7 +262,7 @@ def test_sample_matched_baseline_resamples_without_hints(tmp_path):
 
 
 def test_hint_tokens_in_loss_are_entropy_filtered(tmp_path):
-    from igpo.training.rl import StepTimer
+    from igpo.training.rollouts import StepTimer
 
     trainer, example = _trainer(tmp_path, "hints")
     group = trainer.rollout_group(example, torch.Generator().manual_seed(0), StepTimer())
@@ -454,7 +456,7 @@ def test_bad_training_input_fails_in_one_line(tmp_path):
 
 def test_shipped_recipes_parse():
     from igpo.config import resolve_recipe
-    from igpo.training.rl import RLConfig
+    from igpo.training.rl_config import RLConfig
     from igpo.training.sft import SFTConfig
 
     llada = load_config(RLConfig, resolve_recipe("igpo_llada"))
@@ -493,7 +495,7 @@ def test_shipped_recipes_parse():
 
 def test_number_overrides_in_every_spelling():
     """YAML 1.1 reads `5e-5` (no dot) as a string; a float field still takes it."""
-    from igpo.training.rl import RLConfig
+    from igpo.training.rl_config import RLConfig
 
     for text, value in (("5e-5", 5e-5), ("1.5e-5", 1.5e-5), ("2E-4", 2e-4), ("0.001", 1e-3), ("3", 3.0)):
         assert load_config(RLConfig, None, [f"optim.lr={text}"]).optim.lr == value
@@ -845,7 +847,7 @@ def test_token_normalisation_is_the_token_mean_of_the_whole_step(tmp_path):
     """loss.normalisation=token: the step's gradient is that of one token mean over all its prompt
     groups, not the mean of each group's token mean."""
     from igpo.training.loss import PolicyLossConfig, policy_loss, token_weights
-    from igpo.training.rl import StepTimer
+    from igpo.training.rollouts import StepTimer
 
     assert token_weights([4, 1]) == [0.8, 0.2] and token_weights([4, 1], 10, 2) == [0.8, 0.2]
     trainer, example = _trainer(tmp_path, "hints")
@@ -881,7 +883,7 @@ def test_token_normalisation_is_the_token_mean_of_the_whole_step(tmp_path):
 
 
 def test_cross_field_rl_checks_run_when_the_recipe_is_loaded():
-    from igpo.training.rl import RLConfig
+    from igpo.training.rl_config import RLConfig
 
     for overrides, needle in (
         (["logprob_estimator=elbo"], "sequence-level"),
@@ -907,7 +909,8 @@ def test_max_trace_tokens_filters_rl_training_data(tmp_path):
 def test_hinted_rollouts_logged_apart_with_their_gradient_share(tmp_path):
     """The step's metrics tell hinted rollouts from the rest: count, reward, eta of each, their
     share of loss tokens and of the first update's gradient norm (log.hint_gradients)."""
-    from igpo.training.rl import StepTimer, group_metrics
+    from igpo.training.rollouts import StepTimer
+    from igpo.training.step_metrics import group_metrics
 
     trainer, example = _trainer(tmp_path, "hints")
     trainer.cfg.log.hint_gradients = True
@@ -924,7 +927,7 @@ def test_hinted_rollouts_logged_apart_with_their_gradient_share(tmp_path):
 
 def test_hinted_gradient_splits_the_gradient_by_rows(tmp_path):
     """All rows hinted: the hinted part is the whole gradient; none: it is zero."""
-    from igpo.training.rl import StepTimer
+    from igpo.training.rollouts import StepTimer
 
     trainer, example = _trainer(tmp_path, "hints")
     group = trainer.rollout_group(example, torch.Generator().manual_seed(0), StepTimer())
@@ -947,7 +950,7 @@ def test_trajectory_scores_under_the_samplers_token_rules(tmp_path):
     from dataclasses import replace
 
     from igpo.logprobs import trajectory_logprobs
-    from igpo.training.rl import StepTimer
+    from igpo.training.rollouts import StepTimer
 
     trainer, example = _trainer(tmp_path, "none")
     trainer.cfg.decode = replace(trainer.cfg.decode, suppress_eos=True)

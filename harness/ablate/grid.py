@@ -227,7 +227,7 @@ def grid_jobs(spec: GridSpec, extra: Iterable[str] = ()) -> list[Job]:
 def job_config(spec: GridSpec, job: Job):
     """The RLConfig of one job: base recipe + grid + cell + extra overrides + seed."""
     from igpo.config import load_config, resolve_recipe
-    from igpo.training.rl import RLConfig
+    from igpo.training.rl_config import RLConfig
 
     return load_config(RLConfig, resolve_recipe(spec.recipe), job.overrides)
 

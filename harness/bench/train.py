@@ -48,7 +48,8 @@ def _model_path(cfg: TrainBenchConfig, recipe_model: str) -> tuple[str, str]:
 
 def _run(kind: str, model: str, steps: int, out: Path, mode: list[str]) -> dict[str, float]:
     from igpo.config import load_config, resolve_recipe
-    from igpo.training.rl import RLConfig, train_rl
+    from igpo.training.rl import train_rl
+    from igpo.training.rl_config import RLConfig
 
     overrides = [f"model.path={model}", f"max_steps={steps}", "checkpoint.every=0", "log.progress=false", *mode]
     cfg = load_config(RLConfig, resolve_recipe(f"{kind}_tiny"), overrides)
@@ -65,7 +66,7 @@ def _run(kind: str, model: str, steps: int, out: Path, mode: list[str]) -> dict[
 
 def run(cfg: TrainBenchConfig) -> dict[str, dict[str, float]]:
     from igpo.config import load_config, resolve_recipe
-    from igpo.training.rl import RLConfig
+    from igpo.training.rl_config import RLConfig
 
     recipe = load_config(RLConfig, resolve_recipe("grpo_tiny"))
     results: dict[str, dict[str, float]] = {}

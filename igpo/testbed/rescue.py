@@ -23,7 +23,9 @@ from igpo.config import load_config, resolve_recipe
 from igpo.data import load_examples
 from igpo.training.loss import completion_mask
 from igpo.training.model import build_model
-from igpo.training.rl import RLConfig, StepTimer, Trainer
+from igpo.training.rl import Trainer
+from igpo.training.rl_config import RLConfig
+from igpo.training.rollouts import StepTimer
 
 LEVELS = range(1, 7)
 PROBLEM_SEED = 11
