@@ -125,11 +125,10 @@ def preflight(cfg, target: Path, *, resume: bool, overwrite: bool, processes: in
         check_resume_config(target, cfg)
 
 
-def launch(processes: int, argv: list[str]) -> int:
-    """`igpo ARGV` on `processes` processes through accelerate launch (torchrun: real processes,
-    gloo on a CPU); returns its exit code."""
+def launch_command(processes: int, argv: list[str]) -> list[str]:
+    """The command that runs `igpo ARGV` on `processes` processes through accelerate launch
+    (torchrun: real processes, gloo on a CPU), on a free local port."""
     import socket
-    import subprocess
     import sys
 
     with socket.socket() as sock:
@@ -137,8 +136,14 @@ def launch(processes: int, argv: list[str]) -> int:
         port = sock.getsockname()[1]
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", str(processes)]
     cmd += ["--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
-    cmd += ["--main_process_port", str(port), "-m", "harness.cli", *argv]
-    return subprocess.run(cmd, check=False).returncode
+    return [*cmd, "--main_process_port", str(port), "-m", "harness.cli", *argv]
+
+
+def launch(processes: int, argv: list[str]) -> int:
+    """`igpo ARGV` on `processes` processes (launch_command); returns its exit code."""
+    import subprocess
+
+    return subprocess.run(launch_command(processes, argv), check=False).returncode
 
 
 @friendly

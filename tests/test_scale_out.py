@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -22,6 +21,7 @@ from safetensors.torch import load_file
 from typer.testing import CliRunner
 
 from harness.cli import app
+from harness.train_cli import launch_command
 
 REPO = Path(__file__).resolve().parents[1]
 ADAPTER_TOLERANCE = 1e-5
@@ -33,18 +33,11 @@ runner = CliRunner()
 
 def launch(args: list[str], processes: int = 2) -> subprocess.CompletedProcess:
     """`igpo ARGS` under accelerate launch with `processes` CPU processes."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    accelerate = Path(sys.executable).with_name("accelerate")
-    cmd = [
-        str(accelerate), "launch", "--multi_gpu", "--num_processes", str(processes), "--num_machines", "1",
-        "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(port),
-        "-m", "harness.cli", *args,
-    ]  # fmt: skip
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1"}
     env["CUDA_VISIBLE_DEVICES"] = ""
-    return subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+    return subprocess.run(
+        launch_command(processes, args), cwd=REPO, env=env, capture_output=True, text=True, timeout=900
+    )
 
 
 def metrics(out: Path) -> list[dict]:

@@ -388,8 +388,21 @@ def copy_run_metrics(spec: GridSpec, jobs: list[Job]) -> None:
         target.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_text(target, source.read_text(encoding="utf-8"))
         weights = sorted((job.folder / "checkpoints").glob("step-*/*.safetensors"))
+        hashes = target.with_suffix(".sha256")
+        if _hashed_since(hashes, weights):
+            continue  # a finished job's checkpoints do not change: hash gigabytes once, not per report
         lines = [f"{sha256(w)}  {w.relative_to(job.folder)}" for w in weights]
-        atomic_write_text(target.with_suffix(".sha256"), "".join(line + "\n" for line in lines))
+        atomic_write_text(hashes, "".join(line + "\n" for line in lines))
+
+
+def _hashed_since(hashes: Path, weights: list[Path]) -> bool:
+    """Whether `hashes` lists exactly these weight files and was written after each of them."""
+    if not hashes.is_file():
+        return False
+    listed = [line.split("  ", 1)[1] for line in hashes.read_text(encoding="utf-8").splitlines() if "  " in line]
+    made = hashes.stat().st_mtime
+    names = [str(w.relative_to(w.parents[2])) for w in weights]
+    return listed == names and all(w.stat().st_mtime <= made for w in weights)
 
 
 def plot_training(spec: GridSpec, cells: list[CellResult], path: Path) -> None:

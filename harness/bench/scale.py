@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -21,6 +20,7 @@ from pathlib import Path
 
 from harness.bench.common import machine_line, write_markdown
 from harness.markdown import table
+from harness.train_cli import launch_command
 
 ADAPTER_TOLERANCE = 1e-5
 """Largest |difference| between 1- and N-process adapters counted as equal (reduction order)."""
@@ -42,14 +42,7 @@ def _env() -> dict[str, str]:
 
 def _launch(processes: int, args: list[str]) -> float:
     """Seconds of `igpo ARGS` on `processes` processes (accelerate launch unless one)."""
-    cmd = [sys.executable, "-m", "harness.cli", *args]
-    if processes > 1:
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            port = sock.getsockname()[1]
-        launcher = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes"]
-        cmd = [*launcher, str(processes), "--num_machines", "1", "--mixed_precision", "no"]
-        cmd += ["--dynamo_backend", "no", "--main_process_port", str(port), "-m", "harness.cli", *args]
+    cmd = launch_command(processes, args) if processes > 1 else [sys.executable, "-m", "harness.cli", *args]
     started = time.perf_counter()
     proc = subprocess.run(cmd, env=_env(), capture_output=True, text=True, check=False)
     if proc.returncode:
