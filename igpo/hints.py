@@ -103,6 +103,10 @@ class HintConfig:
             raise InvalidSetting(f"max_gap must be >= 0, got {self.max_gap}")
         coerce(self.count_rule, CountRule, "count_rule")
 
+    def hinted_length(self, gen_length: int) -> int:
+        """Canvas positions hints may fill: all but the last tail_free."""
+        return max(0, gen_length - self.tail_free)
+
     @classmethod
     def paper(cls, **changes: Any) -> HintConfig:
         """The paper's reading: answer hidden, no forced last chunk, trace positions, floor(eta N)."""
@@ -302,13 +306,11 @@ def build_hint_canvas(
         raise InvalidSetting(f"gen_length must be >= 1, got {gen_length}")
     if not 0.0 <= eta <= 1.0:
         raise InvalidSetting(f"eta must be in [0, 1], got {eta}")
-    canvas = torch.full((gen_length,), mask_id, dtype=torch.long)
     if not cfg.enabled:
-        return canvas
+        return torch.full((gen_length,), mask_id, dtype=torch.long)
     if mask_id in trace_ids:
         raise InvalidSetting("trace_ids contain mask_id; a hint cannot be the mask token")
-    effective = max(0, gen_length - cfg.tail_free)
-    chunks = cut_chunks(min(len(trace_ids), effective), cfg.min_chunk, cfg.max_chunk, generator)
+    chunks = cut_chunks(min(len(trace_ids), cfg.hinted_length(gen_length)), cfg.min_chunk, cfg.max_chunk, generator)
     revealed = choose_chunks(chunks, eta, cfg, generator, answer_span)
     return paint_canvas(trace_ids, revealed, gen_length, cfg, mask_id)
 
@@ -319,7 +321,7 @@ def paint_canvas(
     """The deterministic half of :func:`build_hint_canvas`: the revealed trace spans written on a
     masked ``[gen_length]`` canvas, at their trace positions or spread (``cfg.spread``)."""
     canvas = torch.full((gen_length,), mask_id, dtype=torch.long)
-    effective = max(0, gen_length - cfg.tail_free)
+    effective = cfg.hinted_length(gen_length)
     trace = [int(t) for t in trace_ids[:effective]]
     placed = spread_positions(revealed, len(trace_ids), effective, cfg) if cfg.spread else list(revealed)
     for (start, _), (pos, stop) in zip(revealed, placed, strict=False):
