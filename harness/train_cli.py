@@ -52,6 +52,15 @@ ProcessesOpt = Annotated[
         "The recipe, data and --out are checked here first; prompts_per_step / batch_size count over all of them.",
     ),
 ]
+FsdpOpt = Annotated[
+    bool,
+    typer.Option(
+        "--fsdp",
+        help="Shard the weights over the processes with FSDP2 (the shipped launch config "
+        "igpo/recipes/accelerate/fsdp2.yaml): full-weight recipes (model.lora.enabled=false), a fixed-pass "
+        "estimator (mean_field, elbo). Checkpoints hold the gathered weights.",
+    ),
+]
 SftOverridesArg = Annotated[list[str] | None, _overrides_arg(SFT_EXAMPLES)]
 TrainOverridesArg = Annotated[list[str] | None, _overrides_arg(TRAIN_EXAMPLES)]
 
@@ -69,6 +78,7 @@ def _run(
     overwrite: bool,
     overrides: list[str] | None,
     processes: int = 1,
+    fsdp: bool = False,
 ) -> None:
     """Load a recipe with overrides into `config_cls` and hand it to `trainer`; a start that
     fails leaves no trace in a folder that was absent or empty (igpo.outputs.leave_no_trace)."""
@@ -81,11 +91,14 @@ def _run(
     check_output_path(target, "--out", folder=True)
     check_output(target, [path], clears=overwrite)  # the recipe (model, data: the trainer's check)
     cfg = load_config(config_cls, path, overrides or [])
-    if processes > 1:
-        preflight(cfg, target, resume=resume, overwrite=overwrite, processes=processes)
+    if processes > 1 or fsdp:
+        preflight(cfg, target, resume=resume, overwrite=overwrite, processes=processes, fsdp=fsdp)
         command = "train" if trainer.__name__ == "train_rl" else "sft"
         argv = [command, "--recipe", str(path), "--out", str(target), *(["--resume"] * resume)]
-        raise SystemExit(launch(processes, [*argv, *(["--overwrite"] * overwrite), *(overrides or [])]))
+        from igpo.training.sharding import LAUNCH_CONFIG
+
+        config = LAUNCH_CONFIG if fsdp else None
+        raise SystemExit(launch(processes, [*argv, *(["--overwrite"] * overwrite), *(overrides or [])], config))
     made = not target.exists()
     bare = made or (target.is_dir() and all(p.name in OWN for p in target.iterdir()))
     try:
@@ -98,13 +111,14 @@ def _run(
         typer.echo(f"checkpoints: {folder / 'checkpoints'}")
 
 
-def preflight(cfg, target: Path, *, resume: bool, overwrite: bool, processes: int) -> None:
+def preflight(cfg, target: Path, *, resume: bool, overwrite: bool, processes: int, fsdp: bool = False) -> None:
     """What a launch would refuse, refused here in one process: the config's own checks, the
-    split of each step over `processes`, the training data and the output folder."""
+    split of each step over `processes`, what FSDP needs, the training data and the output folder."""
     import torch
 
     from igpo.training.checkpoints import check_resume_config
     from igpo.training.run_folder import check_output_folder, config_inputs, run_kind
+    from igpo.training.sharding import check_config
 
     gpus = torch.cuda.device_count()
     if 0 < gpus < processes:
@@ -120,30 +134,37 @@ def preflight(cfg, target: Path, *, resume: bool, overwrite: bool, processes: in
         from igpo.training.sft import local_batch
 
         local_batch(cfg, processes)
+    if fsdp:
+        check_config(cfg)
     check_output_folder(target, resume=resume, overwrite=overwrite, inputs=config_inputs(cfg), trainer=run_kind(cfg))
     if resume:
-        check_resume_config(target, cfg)
+        check_resume_config(target, cfg, sharded=fsdp)
 
 
-def launch_command(processes: int, argv: list[str]) -> list[str]:
+def launch_command(processes: int, argv: list[str], config: Path | None = None) -> list[str]:
     """The command that runs `igpo ARGV` on `processes` processes through accelerate launch
-    (torchrun: real processes, gloo on a CPU), on a free local port."""
+    (torchrun: real processes, gloo on a CPU), on a free local port; `config`: an accelerate
+    launch config (its num_processes replaced by `processes`), default plain DDP."""
     import socket
     import sys
 
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", str(processes)]
-    cmd += ["--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
+    cmd = [sys.executable, "-m", "accelerate.commands.launch"]
+    if config is not None:
+        cmd += ["--config_file", str(config), "--num_processes", str(processes)]
+    else:
+        cmd += ["--multi_gpu", "--num_processes", str(processes)]
+        cmd += ["--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
     return [*cmd, "--main_process_port", str(port), "-m", "harness.cli", *argv]
 
 
-def launch(processes: int, argv: list[str]) -> int:
+def launch(processes: int, argv: list[str], config: Path | None = None) -> int:
     """`igpo ARGV` on `processes` processes (launch_command); returns its exit code."""
     import subprocess
 
-    return subprocess.run(launch_command(processes, argv), check=False).returncode
+    return subprocess.run(launch_command(processes, argv, config), check=False).returncode
 
 
 @friendly
@@ -153,12 +174,13 @@ def sft(
     resume: ResumeOpt = False,
     overwrite: OverwriteOpt = False,
     processes: ProcessesOpt = 1,
+    fsdp: FsdpOpt = False,
     overrides: SftOverridesArg = None,
 ) -> None:
     """Masked-diffusion SFT (LLaDA objective) with length-aligned filtering; LoRA or full weights."""
     from igpo.training.sft import SFTConfig, train_sft
 
-    _run(SFTConfig, train_sft, recipe, out, resume, overwrite, overrides, processes)
+    _run(SFTConfig, train_sft, recipe, out, resume, overwrite, overrides, processes, fsdp)
 
 
 @friendly
@@ -168,10 +190,11 @@ def train(
     resume: ResumeOpt = False,
     overwrite: OverwriteOpt = False,
     processes: ProcessesOpt = 1,
+    fsdp: FsdpOpt = False,
     overrides: TrainOverridesArg = None,
 ) -> None:
     """GRPO / IGPO reinforcement learning with diffusion rollouts (igpo.resample: hints|plain|none)."""
     from igpo.training.rl import train_rl
     from igpo.training.rl_config import RLConfig
 
-    _run(RLConfig, train_rl, recipe, out, resume, overwrite, overrides, processes)
+    _run(RLConfig, train_rl, recipe, out, resume, overwrite, overrides, processes, fsdp)

@@ -301,17 +301,20 @@ class Estimator:
     fn: Callable[[nn.Module, EstimatorBatch, EstimatorSettings], Estimate]
     sequence_level: bool = False
     """Only the per-sequence sum is a log-probability (sequence ratio and KL only)."""
+    fixed_passes: bool = True
+    """Runs the same number of forward passes for every group of a given shape (a sharded model
+    needs that: every process takes part in each pass's all-gathers)."""
 
 
 ESTIMATORS: dict[str, Estimator] = {}
 """name -> estimator, the values `RLConfig.logprob_estimator` accepts (verl-style registry)."""
 
 
-def register(name: str, *, sequence_level: bool = False):
+def register(name: str, *, sequence_level: bool = False, fixed_passes: bool = True):
     """Decorator adding an estimator function to ESTIMATORS under `name`."""
 
     def add(fn):
-        ESTIMATORS[name] = Estimator(name, fn, sequence_level)
+        ESTIMATORS[name] = Estimator(name, fn, sequence_level, fixed_passes)
         return fn
 
     return add
@@ -332,7 +335,7 @@ def _mean_field(model, batch: EstimatorBatch, settings: EstimatorSettings) -> Es
     )
 
 
-@register("trajectory")
+@register("trajectory", fixed_passes=False)  # one pass per commit-step group present in the data
 def _trajectory(model, batch: EstimatorBatch, settings: EstimatorSettings) -> Estimate:
     """Each token's probability at the decoding pass that committed it (TraceRL's idea)."""
     if batch.commit_step is None:

@@ -268,6 +268,11 @@ def test_gpu_check_runs_on_cpu_at_a_tiny_shape(tmp_path):
     for mode in ("exact", "dual", "dual + graphs"):
         assert any(r[:3] == ["64", "2", mode] and float(r[7]) > 0 for r in rows), mode
     assert "ours, bf16" in text and "log-prob + backward" in text and "Wall time" in text
+    fsdp = [r for r in rows if r[0] == "FSDP2"]
+    assert fsdp and fsdp[0][1] == "2" and fsdp[0][6] == "groups and rewards equal", text
+    from harness.bench.gpu_fsdp import WEIGHT_TOLERANCE
+
+    assert float(fsdp[0][5]) <= WEIGHT_TOLERANCE
 
 
 def test_gpu_check_writes_each_row_as_it_is_measured(tmp_path):
@@ -294,6 +299,7 @@ def test_gpu_check_writes_each_row_as_it_is_measured(tmp_path):
         rl_generations=2,
         rl_gen_length=16,
         lora_r=2,
+        fsdp=False,
     )
     run(cfg, echo=echo)
     assert len(seen) >= 6 and all(seen)

@@ -20,13 +20,11 @@ from conftest import save_tiny_checkpoint
 from safetensors.torch import load_file
 from typer.testing import CliRunner
 
+from harness.bench.scale import ADAPTER_TOLERANCE  # measured: docs/training.md "Several processes"
 from harness.cli import app
 from harness.train_cli import launch_command
 
 REPO = Path(__file__).resolve().parents[1]
-ADAPTER_TOLERANCE = 1e-5
-"""Largest |difference| allowed between the 1- and 2-process adapters after 2 steps (measured:
-see docs/training.md "Several processes")."""
 EXACT_KEYS = ("reward", "accuracy", "all_wrong_ratio", "rescued_ratio", "replaced", "groups", "etas", "hinted_rollouts")
 runner = CliRunner()
 
@@ -130,3 +128,29 @@ def test_raw_launch_prints_the_error_once(tmp_path):
     assert errors == [
         "error: prompts_per_step=3 does not divide over 2 processes (it counts prompts per step over all of them)"
     ]
+
+
+def test_sft_on_two_processes_is_the_one_process_run(tmp_path):
+    """SFT's noise masks are drawn for the whole step and sliced, and prompts padded to the
+    step's widest: a row trains the same on any process count."""
+    args = ["sft", "--recipe", "sft_tiny", "max_steps=2", "checkpoint.every=2", "log.progress=false"]
+    two = launch([*args, "--out", str(tmp_path / "two")])
+    assert two.returncode == 0, two.stderr[-3000:]
+    one = runner.invoke(app, [*args, "--out", str(tmp_path / "one")])
+    assert one.exit_code == 0, one.output
+    for x, y in zip(metrics(tmp_path / "one"), metrics(tmp_path / "two"), strict=True):
+        assert x["loss"] == pytest.approx(y["loss"], abs=1e-5)
+    wa, wb = adapter(tmp_path / "one", 2), adapter(tmp_path / "two", 2)
+    assert max(float((wa[k] - wb[k]).abs().max()) for k in wa) <= ADAPTER_TOLERANCE
+
+
+def test_a_cpu_launch_that_started_one_process_is_said():
+    """accelerate's CPU launcher without an MPI hostfile runs the script once, setting only the
+    rendezvous address: igpo says so instead of running as one process without a word."""
+    from igpo.training.seeds import lone_cpu_launch
+
+    lone = {"ACCELERATE_USE_CPU": "True", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "29500"}
+    assert "started ONE process" in lone_cpu_launch(lone)
+    assert lone_cpu_launch({"ACCELERATE_USE_CPU": "True"}) is None  # --cpu, one process asked
+    assert lone_cpu_launch({**lone, "WORLD_SIZE": "2"}) is None  # torchrun
+    assert lone_cpu_launch({**lone, "PMI_SIZE": "2"}) is None  # MPI

@@ -15,6 +15,8 @@ killed run keeps every finished row; rows past the time budget are listed as ski
    `generate_with_dual_cache` on the same weights and prompt, batch 1, with our ratio.
 5. One LoRA (r 128) RL step as in igpo_llada: G 8 x 256 tokens, trajectory log-probs (4 passes
    per canvas), gradient checkpointing, AdamW; its time split and peak memory.
+6. FSDP2 (harness.bench.gpu_fsdp): the full-weight grpo_tiny_full recipe sharded with `igpo
+   train --fsdp` on every visible GPU against one plain process: groups, rewards, weight diff.
 `--shape tiny` runs every stage in seconds on a CPU (the test suite does); the 8B shape
 refuses to start without a GPU.
 """
@@ -71,6 +73,8 @@ class GPUBenchConfig:
     lora_r: int = 128
     peer: Path | None = DEFAULT_DIR
     """Peer code folder (Fast-dLLM's llada/); rows say why they are skipped when it is absent."""
+    fsdp: bool = True
+    """Run the FSDP stage (2 training runs through the CLI: about half a minute)."""
     budget_s: float = 210.0
     """Rows not started by then are listed as skipped (the whole run stays under ~4 minutes)."""
     out: Path = Path("results/bench/gpu.md")
@@ -188,6 +192,16 @@ def run(cfg: GPUBenchConfig, echo=print) -> str:
     del model  # the RL step builds its own unfused model (LoRA targets q/k/v by name)
     if cuda:
         torch.cuda.empty_cache()
+    rl_stage(report, cfg, device, started)
+    if cfg.fsdp:
+        fsdp_stage(report, cuda, started + cfg.budget_s + FSDP_ALLOWANCE_S)
+    report.text()
+    report.text(f"Wall time {time.perf_counter() - started:.0f} s.")
+    return cfg.out.read_text()
+
+
+def rl_stage(report: Report, cfg: GPUBenchConfig, device, started: float) -> None:
+    """Stage 5: one LoRA RL step as igpo_llada takes it; its time split and peak memory."""
     report.text()
     report.text(
         f"## One LoRA r {cfg.lora_r} RL step: G {cfg.rl_generations} x {cfg.rl_gen_length} tokens, "
@@ -197,16 +211,36 @@ def run(cfg: GPUBenchConfig, echo=print) -> str:
     step_rows = report.table(["generation s", "log-prob + backward s", "optimiser s", "step s", "peak GiB"])
     if time.perf_counter() - started > cfg.budget_s:
         report.row(step_rows, ["skipped: time budget", "", "", "", ""])
-    else:
-        step = measure.rl_step(SHAPES[cfg.shape], cfg, device)
-        report.row(
-            step_rows,
-            [f"{step[k]:.2f}" for k in ("generation", "logprob_backward", "optimizer", "step")]
-            + [f"{step['peak_gib']:.1f}"],
-        )
+        return
+    step = measure.rl_step(SHAPES[cfg.shape], cfg, device)
+    report.row(
+        step_rows,
+        [f"{step[k]:.2f}" for k in ("generation", "logprob_backward", "optimizer", "step")]
+        + [f"{step['peak_gib']:.1f}"],
+    )
+
+
+FSDP_ALLOWANCE_S = 90.0
+"""The FSDP stage's time past the budget (its two runs are killed when it ends)."""
+
+
+def fsdp_stage(report: Report, cuda: bool, deadline: float) -> None:
+    """Stage 6: `igpo train --recipe grpo_tiny_full --fsdp` on every GPU (2 CPU processes without
+    one) against one plain process (harness.bench.gpu_fsdp)."""
+    import tempfile
+
+    import torch
+
+    from harness.bench.gpu_fsdp import HEADER, RECIPE, fsdp_rows
+
+    processes = torch.cuda.device_count() if cuda else 2
     report.text()
-    report.text(f"Wall time {time.perf_counter() - started:.0f} s.")
-    return cfg.out.read_text()
+    report.text(f"## FSDP2: {RECIPE} (full weights, 2 steps) sharded over {processes} process(es) vs one plain process")
+    report.text()
+    rows = report.table(HEADER)
+    with tempfile.TemporaryDirectory() as tmp:
+        for cells in fsdp_rows(Path(tmp), processes, "cuda" if cuda else "cpu", deadline):
+            report.row(rows, cells)
 
 
 def main(argv: list[str] | None = None) -> int:

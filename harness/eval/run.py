@@ -282,6 +282,11 @@ def leaf_is_builtin(task: str) -> bool:
 def run_eval(req: EvalRequest) -> Path:
     """Evaluate, write results.json + samples.jsonl into the run folder, return its path. Each
     response is scored once: lm-eval's metrics and the samples rows read the same verdict."""
+    from igpo.training.seeds import lone_cpu_launch
+
+    lone = lone_cpu_launch()
+    if lone:
+        say("eval", lone)
     with shared_verdicts(), contextlib.ExitStack() as held:
         return _run_eval(req, held)
 

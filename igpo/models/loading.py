@@ -258,8 +258,9 @@ def _check_shapes(model: nn.Module, state: dict[str, torch.Tensor], path: Path) 
             )
 
 
-def save_model(model: BidirectionalLM, path: str | os.PathLike) -> None:
-    """Write config.json + model.safetensors in the model's family format, atomically."""
+def save_model(model: BidirectionalLM, path: str | os.PathLike, state: dict[str, torch.Tensor] | None = None) -> None:
+    """Write config.json + model.safetensors in the model's family format, atomically; `state`:
+    the weights to write instead of the model's own (a sharded model's, gathered)."""
     from safetensors.torch import save_file
 
     family = next(f for f in FAMILIES.values() if f.name == model.family)
@@ -272,7 +273,8 @@ def save_model(model: BidirectionalLM, path: str | os.PathLike) -> None:
         if spec.eot_id is not None:
             cfg["eot_token_id"] = spec.eot_id
     cfg["torch_dtype"] = str(model.dtype).removeprefix("torch.")
-    state = {family.to_theirs(k): v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    own = model.state_dict() if state is None else state
+    state = {family.to_theirs(k): v.detach().contiguous().cpu() for k, v in own.items()}
     atomic_write_bytes(out / "config.json", (json.dumps(cfg, indent=2, sort_keys=True) + "\n").encode())
     with tempfile.NamedTemporaryFile(dir=out, suffix=".tmp", delete=False) as tmp:
         tmp_name = tmp.name

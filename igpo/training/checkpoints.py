@@ -20,6 +20,7 @@ from igpo.errors import PATH_ERRORS, IgpoError
 from igpo.jsonfile import read_json_object
 from igpo.models import save_model
 from igpo.models.files import damaged_file_errors, torch_load
+from igpo.training import sharding
 from igpo.training.model import base_module, is_peft
 from igpo.training.settings import CheckpointSettings, TrainingError
 
@@ -55,12 +56,27 @@ def normalised_config(cls: type, raw: dict[str, Any]) -> dict[str, Any]:
         return json.loads(json.dumps(raw))
 
 
-def check_resume_config(out: Path, config: Any) -> None:
+def check_resume_config(out: Path, config: Any, *, sharded: bool = False) -> None:
     """Refuse to resume under settings other than the run's own (a resumed run that silently kept
-    its old learning rate while its next checkpoint recorded the new one would lie)."""
+    its old learning rate while its next checkpoint recorded the new one would lie), or a
+    sharded (FSDP) run's checkpoint without sharding and the other way round."""
     last = resumable_checkpoint(out)
     if last is not None:
         compare_config(last[0], last[1], config)
+        check_sharding(last[0], sharded)
+
+
+def check_sharding(path: Path, sharded: bool) -> None:
+    """Refuse to resume a checkpoint under the other kind of launch: a sharded run's optimiser
+    state is keyed by parameter name, an unsharded one's by position."""
+    try:
+        saved = bool(read_json_object(path / MARKER_FILE).get("sharded", False))
+    except (IgpoError, *PATH_ERRORS) as err:
+        raise TrainingError(f"cannot read checkpoint {path} (damaged?): {err}") from None
+    if saved and not sharded:
+        raise TrainingError(f"{path} was saved by an FSDP launch: resume it with an FSDP launch config (fsdp2.yaml)")
+    if sharded and not saved:
+        raise TrainingError(f"{path} was saved without FSDP: resume it without the FSDP launch config")
 
 
 def resumable_checkpoint(out: Path) -> tuple[Path, dict[str, Any]] | None:
@@ -161,30 +177,39 @@ def save_checkpoint(
     metrics: dict[str, Any],
     settings: CheckpointSettings,
     base_model: str,
+    gathered: tuple[dict[str, torch.Tensor], dict[str, Any]] | None = None,
 ) -> Path:
     """Write checkpoints/step-N atomically: weights (adapter or full, safetensors), tokenizer,
     optimiser + scheduler, config and last metrics; prune old ones if asked. Randomness needs
-    no saved state: every step derives its generators from (seed, step, rank)."""
+    no saved state: every step derives its generators from (seed, step, rank). A sharded model
+    saves `gathered` (sharding.gather_state: its whole weights and optimiser state) instead."""
     final = out / CHECKPOINT_DIR / f"{CHECKPOINT_PREFIX}{step:06d}"
     tmp = final.with_name(final.name + ".tmp")
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True)
     unwrapped = getattr(model, "module", model)
+    weights, optim = gathered if gathered is not None else (None, optimizer.state_dict())
     if is_peft(unwrapped):
         unwrapped.save_pretrained(str(tmp), save_embedding_layers=False)
         kind = "adapter"
     else:
-        save_model(base_module(unwrapped), tmp)
+        save_model(base_module(unwrapped), tmp, state=weights)
         kind = "full"
     if tokenizer is not None:
         tokenizer.save_pretrained(str(tmp))
-    torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}, tmp / OPTIMIZER_FILE)
+    torch.save({"optimizer": optim, "scheduler": scheduler.state_dict()}, tmp / OPTIMIZER_FILE)
     (tmp / STATE_FILE).write_text(json.dumps({"step": step, "metrics": metrics}, indent=2) + "\n")
     (tmp / CONFIG_FILE).write_text(_yaml(to_dict(config)))
     (tmp / MARKER_FILE).write_text(
         json.dumps(
-            {"step": step, "kind": kind, "base_model": base_model, "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
+            {
+                "step": step,
+                "kind": kind,
+                "base_model": base_model,
+                "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                **({"sharded": True} if gathered is not None else {}),
+            }
         )
         + "\n"
     )
@@ -238,6 +263,17 @@ def resume_checkpoint(out: Path, model: nn.Module, optimizer, scheduler, config:
 def _load_checkpoint(path: Path, model: nn.Module, optimizer, scheduler) -> int:
     step = checkpoint_step(path)  # before any weight is touched
     unwrapped = getattr(model, "module", model)
+    sharded = sharding.is_sharded(unwrapped)
+    check_sharding(path, sharded)
+    if sharded:
+        from safetensors.torch import load_file
+
+        family = family_of(unwrapped)
+        weights = {family.to_ours(k): v for k, v in load_file(str(path / "model.safetensors")).items()}
+        opt = torch_load(path / OPTIMIZER_FILE, map_location="cpu")
+        sharding.load_state(unwrapped, optimizer, weights, opt["optimizer"])
+        scheduler.load_state_dict(opt["scheduler"])
+        return step
     if is_peft(unwrapped):
         from peft import set_peft_model_state_dict
         from safetensors.torch import load_file
@@ -246,16 +282,21 @@ def _load_checkpoint(path: Path, model: nn.Module, optimizer, scheduler) -> int:
     else:
         from safetensors.torch import load_file
 
-        from igpo.models.families import FAMILIES
-
         base = base_module(unwrapped)
-        family = next(f for f in FAMILIES.values() if f.name == base.family)
+        family = family_of(base)
         state = {family.to_ours(k): v for k, v in load_file(str(path / "model.safetensors")).items()}
         base.load_state_dict(state)
     opt = torch_load(path / OPTIMIZER_FILE, map_location="cpu")  # load_state_dict moves it to the params' device
     optimizer.load_state_dict(opt["optimizer"])
     scheduler.load_state_dict(opt["scheduler"])
     return step
+
+
+def family_of(model: nn.Module):
+    """The checkpoint format (igpo.models.families) a native model saves in."""
+    from igpo.models.families import FAMILIES
+
+    return next(f for f in FAMILIES.values() if f.name == model.family)
 
 
 def _yaml(data: dict[str, Any]) -> str:

@@ -21,10 +21,12 @@ from torch import nn
 
 from igpo.errors import IgpoError
 from igpo.models import TokenSpec
+from igpo.progress import say
+from igpo.training import sharding
 from igpo.training.checkpoints import check_resume_config, resume_checkpoint, save_checkpoint
 from igpo.training.model import build_model, make_optimizer, make_scheduler
 from igpo.training.run_folder import MetricsLog, check_output_folder, config_inputs, prepare_output, run_kind
-from igpo.training.seeds import Stream, check_seed, step_generator, torch_seed
+from igpo.training.seeds import Stream, check_seed, lone_cpu_launch, step_generator, torch_seed
 from igpo.training.settings import CheckpointSettings, LogSettings, ModelSettings, OptimSettings, TrainingError
 
 
@@ -76,17 +78,27 @@ def open_session(
     from accelerate import Accelerator
 
     check_seed(cfg.seed)
-    check_launch_config()
+    plan = check_launch_config(cfg, resume=resume)
     accelerator = Accelerator(cpu=not torch.cuda.is_available())
     inputs, trainer = config_inputs(cfg), run_kind(cfg)
 
     def check() -> None:  # one line, no model load
         check_output_folder(out, resume=resume, overwrite=overwrite, inputs=inputs, trainer=trainer)
         if resume:
-            check_resume_config(out, cfg)
+            check_resume_config(out, cfg, sharded=plan is not None)
 
     on_main_first(accelerator, check)
+    lone = lone_cpu_launch()
+    if lone:
+        say(trainer if trainer == "sft" else "train", lone)
     model, tokenizer = build_model(cfg.model, device=accelerator.device, seed=cfg.seed)
+    if plan is not None:
+        model = sharding.shard(model, plan)
+        if accelerator.is_main_process:
+            say(
+                "sft" if trainer == "sft" else "train",
+                sharding.describe(model, plan, accelerator.num_processes, accelerator.device),
+            )
     lock = None
     if accelerator.is_main_process:
         lock = prepare_output(out, resume=resume, overwrite=overwrite, inputs=inputs, trainer=trainer)
@@ -95,7 +107,10 @@ def open_session(
     try:
         optimizer = make_optimizer(model, cfg.optim)
         scheduler = make_scheduler(optimizer, cfg.optim, optimizer_steps or cfg.max_steps)
-        model, optimizer = accelerator.prepare(model, optimizer)
+        if plan is not None and not accelerator.is_fsdp2:  # a CPU group: no DDP wrapper around FSDP
+            optimizer = accelerator.prepare(optimizer)
+        else:  # accelerate's FSDP2 path finds the model sharded already and keeps it
+            model, optimizer = accelerator.prepare(model, optimizer)
     except BaseException:
         if lock is not None:
             lock.close()
@@ -103,28 +118,32 @@ def open_session(
     return Session(accelerator, model, tokenizer, spec, optimizer, scheduler, out, lock)
 
 
-SHARDED_LAUNCHES = {"ACCELERATE_USE_FSDP": "FSDP", "ACCELERATE_USE_DEEPSPEED": "DeepSpeed"}
-"""accelerate launch's environment switches for a sharded launch config, and their names."""
-
-
-def check_launch_config() -> None:
-    """Refuse, rather than quietly run as plain DDP, a sharded launch config this machine cannot
-    honour: FSDP / DeepSpeed without a GPU, DeepSpeed without its package (the igpo[deepspeed] extra)."""
+def check_launch_config(cfg: TrainConfig, *, resume: bool = False) -> sharding.ShardPlan | None:
+    """The launch config's FSDP plan (None without one), refused in one line where the trainer
+    would not honour it (sharding.requested, sharding.check_plan) rather than quietly run as
+    plain DDP; DeepSpeed refused without a GPU or without its package (the igpo[deepspeed] extra)."""
     import importlib.util
     import os
 
-    asked = [name for env, name in SHARDED_LAUNCHES.items() if os.environ.get(env, "").lower() == "true"]
-    if not asked:
-        return
-    if not torch.cuda.is_available():
-        raise TrainingError(
-            f"the launch config asks for {asked[0]}, which igpo trains with on GPUs only; without one, "
-            "launch with --multi_gpu (DDP over gloo) or igpo train --processes N"
-        )
-    if "DeepSpeed" in asked and importlib.util.find_spec("deepspeed") is None:
-        raise TrainingError(
-            "the launch config asks for DeepSpeed, which is not installed: pip install 'igpo[deepspeed]'"
-        )
+    if os.environ.get("ACCELERATE_USE_DEEPSPEED", "").lower() == "true":
+        if not torch.cuda.is_available():
+            raise TrainingError(
+                "the launch config asks for DeepSpeed, which igpo trains with on GPUs only; without one, "
+                "launch with --multi_gpu (DDP over gloo), an FSDP2 config, or igpo train --processes N"
+            )
+        if importlib.util.find_spec("deepspeed") is None:
+            raise TrainingError(
+                "the launch config asks for DeepSpeed, which is not installed: pip install 'igpo[deepspeed]'"
+            )
+        if resume:
+            raise TrainingError(
+                "--resume under DeepSpeed: ZeRO-2 partitions the optimiser state over the processes and igpo's "
+                "checkpoints do not gather it (their weights are whole); resume under DDP or FSDP, or start again"
+            )
+    plan = sharding.requested()
+    if plan is not None:
+        sharding.check_config(cfg)
+    return plan
 
 
 def on_main_first(accelerator, check: Callable[[], None]) -> None:
@@ -185,11 +204,13 @@ def run_steps(
             log.log(step + 1, metrics)
             bar.set_postfix(**postfix(metrics))
             done = step + 1
-            if s.main and cfg.checkpoint.due(done, cfg.max_steps):
-                save_checkpoint(
-                    s.out, done, s.model, s.tokenizer, s.optimizer, s.scheduler, cfg, metrics, cfg.checkpoint,
-                    cfg.model.path,
-                )  # fmt: skip
+            if cfg.checkpoint.due(done, cfg.max_steps):
+                whole = sharding.gather_state(s.model, s.optimizer) if sharding.is_sharded(s.model) else None
+                if s.main:
+                    save_checkpoint(
+                        s.out, done, s.model, s.tokenizer, s.optimizer, s.scheduler, cfg, metrics, cfg.checkpoint,
+                        cfg.model.path, gathered=whole,
+                    )  # fmt: skip
             s.accelerator.wait_for_everyone()
         log.close()
     return s.out

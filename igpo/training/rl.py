@@ -16,18 +16,20 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
 from igpo.data import load_examples
 from igpo.decoding.text import stop_ids
 from igpo.logprobs import ESTIMATORS, Estimate, EstimatorBatch, EstimatorSettings
 from igpo.models import TokenSpec
+from igpo.training import sharding
 from igpo.training.loop import open_session, run_steps
 from igpo.training.loss import completion_mask, entropy_filter, policy_loss, token_weights
 from igpo.training.model import base_module, is_peft
 from igpo.training.rl_config import SEED_RANGE, RLConfig, check_examples, epoch_horizon, local_prompts
 from igpo.training.rollouts import Group, RolloutMixin, StepTimer
 from igpo.training.seeds import Stream, process_count, step_generator
-from igpo.training.settings import TrainingError
+from igpo.training.settings import ModelSettings, TrainingError
 from igpo.training.step_metrics import group_metrics, reduce_metrics
 
 
@@ -55,9 +57,7 @@ class Trainer(RolloutMixin):
         self.stops = stop_ids(self.spec)
         self.reference = None
         if cfg.loss.beta > 0 and not is_peft(model):
-            import copy
-
-            self.reference = copy.deepcopy(base_module(model)).eval().requires_grad_(False)
+            self.reference = frozen_reference(base_module(model), cfg.model)
 
     @property
     def estimator(self):
@@ -302,6 +302,20 @@ def _clone(gen: torch.Generator | None) -> torch.Generator | None:
     copy = torch.Generator()
     copy.set_state(gen.get_state())
     return copy
+
+
+def frozen_reference(model: nn.Module, settings: ModelSettings) -> nn.Module:
+    """The KL term's reference policy: a frozen copy of the starting weights. A sharded model
+    cannot be copied; its reference is loaded again from model.path and sharded the same way."""
+    plan = sharding.plan_of(model)
+    if plan is None:
+        import copy
+
+        return copy.deepcopy(model).eval().requires_grad_(False)
+    from igpo.models import load_model
+
+    reference = load_model(settings.path, dtype=settings.dtype, device=model.device).requires_grad_(False)
+    return sharding.shard(reference, plan).eval()
 
 
 def train_rl(cfg: RLConfig, out: Path, *, resume: bool = False, overwrite: bool = False) -> Path:

@@ -24,6 +24,7 @@ from igpo.rewards import RewardBreakdown as Scores
 from igpo.rewards import score_rollouts
 from igpo.training.loss import group_advantages
 from igpo.training.rl_config import SEED_RANGE
+from igpo.training.sharding import gathered
 
 
 @dataclass
@@ -138,16 +139,17 @@ class RolloutMixin:
         policy = self.policy
         was_training = policy.training
         policy.eval()
-        out = generate(
-            policy,
-            ids.to(device),
-            self.cfg.decode,
-            tokens=self.spec,
-            attention_mask=attention,
-            hints=None if hints is None else torch.cat(hints).to(device),
-            generator=row_gens,
-            record_steps=True,
-        )
+        with gathered(policy):  # a sharded policy decodes with whole weights, each process at its own pace
+            out = generate(
+                policy,
+                ids.to(device),
+                self.cfg.decode,
+                tokens=self.spec,
+                attention_mask=attention,
+                hints=None if hints is None else torch.cat(hints).to(device),
+                generator=row_gens,
+                record_steps=True,
+            )
         policy.train(was_training)
         completions, steps = out.completions.cpu().split(g), out.commit_step.cpu().split(g)
         return [Rollouts(completions=c, commit_step=s) for c, s in zip(completions, steps, strict=True)]

@@ -90,3 +90,21 @@ def torch_seed(seed: int, step: int, rank: int = 0, stream: int = 0) -> int:
 
 def step_generator(seed: int, step: int, rank: int = 0, stream: int = 0) -> torch.Generator:
     return torch.Generator().manual_seed(torch_seed(seed, step, rank, stream))
+
+
+MPI_SIZE_VARS = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE")
+"""Where an MPI launcher states its process count (accelerate's CPU launch with a hostfile)."""
+
+
+def lone_cpu_launch(environ: dict[str, str] | None = None) -> str | None:
+    """What to say when `accelerate launch --cpu --num_processes N` (or a config with use_cpu
+    and N processes) started one process: without an MPI hostfile its simple launcher runs the
+    script once, setting only the rendezvous address. None for any other launch."""
+    env = os.environ if environ is None else environ
+    asked = env.get("ACCELERATE_USE_CPU", "").lower() == "true" and "MASTER_ADDR" in env
+    if not asked or "WORLD_SIZE" in env or any(v in env for v in MPI_SIZE_VARS):
+        return None
+    return (
+        "accelerate launch --cpu started ONE process (its CPU launcher needs an MPI hostfile for more): this runs "
+        "on 1 process; for N CPU processes use --multi_gpu --num_processes N (gloo) or igpo ... --processes N"
+    )

@@ -22,6 +22,7 @@ from igpo.prompts import source_instruction
 from igpo.training.loop import open_session, run_steps
 from igpo.training.seeds import Stream, per_process, process_count, step_generator
 from igpo.training.settings import CheckpointSettings, LogSettings, ModelSettings, OptimSettings, TrainingError
+from igpo.training.sharding import as_float
 
 Overlong = Literal["drop", "truncate"]
 """What SFT does with a completion over its token budget (SFTDataSettings.overlong)."""
@@ -101,8 +102,11 @@ def encode_pairs(pairs, tokenizer, spec, cfg: SFTDataSettings) -> tuple[list[tup
     return out, changed
 
 
-def collate(pairs, spec, completion_length: int) -> SFTBatch:
-    width = max(len(p) for p, _ in pairs)
+def collate(pairs, spec, completion_length: int, width: int | None = None) -> SFTBatch:
+    """Left-padded prompts (to `width`, default the widest here) and completions on a canvas of
+    `completion_length`; every process pads to the whole step's widest, so a row's positions do
+    not depend on which process trains it."""
+    width = width or max(len(p) for p, _ in pairs)
     pad = spec.pad_id if spec.pad_id is not None else spec.eos_id
     ids = torch.full((len(pairs), width + completion_length), spec.eos_id, dtype=torch.long)
     mask = torch.zeros(len(pairs), width, dtype=torch.long)
@@ -132,14 +136,29 @@ def canvas_length(cfg: SFTDataSettings, seed: int, step: int, rank: int) -> int:
     return cfg.canvas_lengths[int(pick)]
 
 
-def sft_loss(model, batch: SFTBatch, mask_id: int, generator: torch.Generator, shifted: bool = False) -> torch.Tensor:
-    """LLaDA's masked-diffusion loss on the completion part of a batch."""
+def draw_noise(generator: torch.Generator, rows: int, length: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(t [rows], masked [rows, length]): each row's mask rate and which completion tokens it masks."""
+    t = MIN_MASK_RATE + (1 - MIN_MASK_RATE) * torch.rand(rows, generator=generator)
+    return t, torch.rand(rows, length, generator=generator) < t[:, None]
+
+
+def sft_loss(
+    model,
+    batch: SFTBatch,
+    mask_id: int,
+    generator: torch.Generator,
+    shifted: bool = False,
+    rows: tuple[int, int] | None = None,
+) -> torch.Tensor:
+    """LLaDA's masked-diffusion loss on the completion part of a batch. `rows` = (first, total):
+    the batch is rows first.. of a step of `total` rows, whose noise is drawn for all `total` and
+    sliced, so a row is masked the same on any number of processes (default: the whole step)."""
     ids = batch.ids
     b, total = ids.shape
     plen = batch.prompt_len
-    t = MIN_MASK_RATE + (1 - MIN_MASK_RATE) * torch.rand(b, generator=generator)
-    masked = torch.rand(b, total - plen, generator=generator) < t[:, None]
-    masked = masked.to(ids.device)
+    first, count = rows or (0, b)
+    t, masked = draw_noise(generator, count, total - plen)
+    t, masked = t[first : first + b], masked[first : first + b].to(ids.device)
     noisy = ids.clone()
     noisy[:, plen:] = torch.where(masked, torch.full_like(ids[:, plen:], mask_id), ids[:, plen:])
     attn = torch.cat([batch.attention_mask, torch.ones(b, total - plen, dtype=torch.long)], 1).to(ids.device)
@@ -216,12 +235,14 @@ def train_sft(cfg: SFTConfig, out: Path, *, resume: bool = False, overwrite: boo
     model, optimizer, scheduler = session.model, session.optimizer, session.scheduler
     model.train()
 
-    def step_fn(step: int, generator: torch.Generator) -> dict[str, Any]:
-        begin = step * cfg.batch_size + session.rank * local
-        rows = [encoded[order[(begin + i) % len(order)]] for i in range(local)]
-        batch = collate(rows, spec, canvas_length(cfg.data, cfg.seed, step, 0))  # one canvas for all
+    def step_fn(step: int, _generator: torch.Generator) -> dict[str, Any]:  # rank-keyed: unused
+        step_rows = [encoded[order[(step * cfg.batch_size + i) % len(order)]] for i in range(cfg.batch_size)]
+        first = session.rank * local
+        width = max(len(p) for p, _ in step_rows)  # the whole step's, on every process
+        batch = collate(step_rows[first : first + local], spec, canvas_length(cfg.data, cfg.seed, step, 0), width)
         batch.ids = batch.ids.to(accelerator.device)
-        loss = sft_loss(model, batch, spec.mask_id, generator, spec.shifted_logits)
+        noise = step_generator(cfg.seed, step, 0)  # the step's draws, whole, on every process
+        loss = sft_loss(model, batch, spec.mask_id, noise, spec.shifted_logits, rows=(first, cfg.batch_size))
         accelerator.backward(loss)
         grad_norm = (
             accelerator.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip) if cfg.optim.grad_clip else None
@@ -231,7 +252,7 @@ def train_sft(cfg: SFTConfig, out: Path, *, resume: bool = False, overwrite: boo
         optimizer.zero_grad(set_to_none=True)
         return {
             "loss": float(accelerator.reduce(loss.detach(), reduction="mean")),
-            "grad_norm": float(grad_norm) if grad_norm is not None else None,
+            "grad_norm": as_float(grad_norm),
         }
 
     return run_steps(
