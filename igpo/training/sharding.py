@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -120,6 +121,10 @@ def shard(model: nn.Module, plan: ShardPlan) -> nn.Module:
             f"the launch config wraps {', '.join(plan.wrap)} (fsdp_transformer_layer_cls_to_wrap), but the "
             f"model has no module of that class; igpo's blocks are {', '.join(WRAP_DEFAULT)}"
         )
+    # The root returns its logits as a view; FSDP2 warns (once per process) that an in-place op
+    # on that view would skip its backward hook. No caller changes the logits in place (the
+    # estimators and the decoder compute new tensors from them), so the warning is noise here.
+    warnings.filterwarnings("ignore", message=r"FSDP2-wrapped module \(.*\) returned a view tensor")
     for block in blocks:
         fully_shard(block, reshard_after_forward=plan.reshard_after_forward)
     fully_shard(model, reshard_after_forward=plan.reshard_after_forward)
