@@ -64,6 +64,13 @@ def test_sharded_rl_is_the_one_process_run_and_resumes_exactly(tmp_path):
     assert rest.returncode == 0, rest.stderr[-3000:]
     assert largest_difference(weights(part, 2), weights(tmp_path / "two", 2)) == 0.0
 
+    # a damaged newest checkpoint: every process falls back to the previous one (none left waiting)
+    (part / "checkpoints/step-000002/model.safetensors").write_bytes(b"not a safetensors file")
+    again = igpo(["train", "--recipe", recipe, "--processes", "2", "--fsdp", "--out", str(part), "--resume"])
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert again.stderr.count("trying the previous checkpoint") == 1  # said once, not per process
+    assert largest_difference(weights(part, 2), weights(tmp_path / "two", 2)) == 0.0
+
     # ... and is not resumed without FSDP (its optimiser state is keyed by name)
     plain = igpo(["train", "--recipe", recipe, "--out", str(part), "--resume", "max_steps=3"])
     assert plain.returncode == 2
@@ -112,6 +119,7 @@ def test_launch_config_read_as_igpo_applies_it():
         ({"FSDP_ACTIVATION_CHECKPOINTING": "true"}, "model.gradient_checkpointing"),
         ({"FSDP_STATE_DICT_TYPE": "SHARDED_STATE_DICT"}, "SHARDED_STATE_DICT"),
         ({"FSDP_AUTO_WRAP_POLICY": "SIZE_BASED_WRAP"}, "SIZE_BASED_WRAP"),
+        ({"ACCELERATE_MIXED_PRECISION": "bf16"}, "mixed_precision bf16"),
     ],
 )
 def test_what_igpo_would_not_honour_is_refused(env, named):
@@ -125,6 +133,13 @@ def test_lora_and_data_dependent_passes_are_refused():
     check_plan(full, ESTIMATORS["mean_field"])
     with pytest.raises(TrainingError, match="logprob_estimator=trajectory"):
         check_plan(full, ESTIMATORS["trajectory"])
+    from igpo.config import load_config, resolve_recipe
+    from igpo.training.rl_config import RLConfig
+    from igpo.training.sharding import check_config
+
+    check_config(load_config(RLConfig, resolve_recipe("grpo_tiny_full"), []))
+    with pytest.raises(TrainingError, match="log.hint_gradients"):
+        check_config(load_config(RLConfig, resolve_recipe("grpo_tiny_full"), ["log.hint_gradients=true"]))
     lora = ModelSettings(path="testbed")
     lora.lora.enabled = True
     with pytest.raises(TrainingError, match="LoRA"):

@@ -228,10 +228,18 @@ def load_checkpoint(path: Path, model: nn.Module, optimizer, scheduler) -> int:
     try:
         return _load_checkpoint(path, model, optimizer, scheduler)
     except damaged_file_errors() as err:  # the checkpoint's files, not a bug or out of memory
-        text = str(err).strip().splitlines()
-        raise TrainingError(
-            f"cannot read checkpoint {path} (damaged?): {type(err).__name__}: {text[0] if text else ''}"
-        ) from None
+        raise _damaged(path, err) from None
+
+
+def _tell(message: str) -> None:
+    """A line on stderr, from the main process only (every process resumes, one says so)."""
+    if int(os.environ.get("RANK", "0") or 0) == 0:
+        print(message, file=sys.stderr)
+
+
+def _damaged(path: Path, err: BaseException) -> TrainingError:
+    text = str(err).strip().splitlines()
+    return TrainingError(f"cannot read checkpoint {path} (damaged?): {type(err).__name__}: {text[0] if text else ''}")
 
 
 def resume_checkpoint(out: Path, model: nn.Module, optimizer, scheduler, config: Any = None) -> int:
@@ -248,12 +256,12 @@ def resume_checkpoint(out: Path, model: nn.Module, optimizer, scheduler, config:
             step = load_checkpoint(path, model, optimizer, scheduler)
         except TrainingError as err:
             first_error = first_error or err
-            print(f"warning: {err}; trying the previous checkpoint", file=sys.stderr)
+            _tell(f"warning: {err}; trying the previous checkpoint")
             continue
         if config is not None:
             compare_config(path, raw, config)
         if path != found[-1]:
-            print(f"resuming from {path} (step {step}): newer checkpoints could not be read", file=sys.stderr)
+            _tell(f"resuming from {path} (step {step}): newer checkpoints could not be read")
         return step
     if first_error is not None:
         raise first_error
@@ -266,14 +274,7 @@ def _load_checkpoint(path: Path, model: nn.Module, optimizer, scheduler) -> int:
     sharded = sharding.is_sharded(unwrapped)
     check_sharding(path, sharded)
     if sharded:
-        from safetensors.torch import load_file
-
-        family = family_of(unwrapped)
-        weights = {family.to_ours(k): v for k, v in load_file(str(path / "model.safetensors")).items()}
-        opt = torch_load(path / OPTIMIZER_FILE, map_location="cpu")
-        sharding.load_state(unwrapped, optimizer, weights, opt["optimizer"])
-        scheduler.load_state_dict(opt["scheduler"])
-        return step
+        return _load_sharded(path, step, unwrapped, optimizer, scheduler)
     if is_peft(unwrapped):
         from peft import set_peft_model_state_dict
         from safetensors.torch import load_file
@@ -289,6 +290,29 @@ def _load_checkpoint(path: Path, model: nn.Module, optimizer, scheduler) -> int:
     opt = torch_load(path / OPTIMIZER_FILE, map_location="cpu")  # load_state_dict moves it to the params' device
     optimizer.load_state_dict(opt["optimizer"])
     scheduler.load_state_dict(opt["scheduler"])
+    return step
+
+
+def _load_sharded(path: Path, step: int, model: nn.Module, optimizer, scheduler) -> int:
+    """A sharded run's checkpoint: the main process reads it and broadcasts the state
+    (sharding.load_state; the scheduler's as an object), so one whole copy is held in memory."""
+    import torch.distributed as dist
+    from safetensors.torch import load_file
+
+    weights, optim, shared = {}, {}, [None, None]  # [scheduler state, the main process's error]
+    if dist.get_rank() == 0:
+        try:
+            family = family_of(model)
+            weights = {family.to_ours(k): v for k, v in load_file(str(path / "model.safetensors")).items()}
+            opt = torch_load(path / OPTIMIZER_FILE, map_location="cpu")
+            optim, shared[0] = opt["optimizer"], opt["scheduler"]
+        except damaged_file_errors() as err:  # said on every process, none left waiting
+            shared[1] = _damaged(path, err)
+    dist.broadcast_object_list(shared, src=0)
+    if shared[1] is not None:
+        raise shared[1]
+    sharding.load_state(model, optimizer, weights, optim)
+    scheduler.load_state_dict(shared[0])
     return step
 
 

@@ -107,9 +107,9 @@ def open_session(
     try:
         optimizer = make_optimizer(model, cfg.optim)
         scheduler = make_scheduler(optimizer, cfg.optim, optimizer_steps or cfg.max_steps)
-        if plan is not None and not accelerator.is_fsdp2:  # a CPU group: no DDP wrapper around FSDP
-            optimizer = accelerator.prepare(optimizer)
-        else:  # accelerate's FSDP2 path finds the model sharded already and keeps it
+        if plan is not None:  # sharded already: no DDP wrapper (CPU), no second wrapping pass (GPU)
+            optimizer = accelerator.prepare_optimizer(optimizer)
+        else:
             model, optimizer = accelerator.prepare(model, optimizer)
     except BaseException:
         if lock is not None:

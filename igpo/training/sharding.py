@@ -69,6 +69,12 @@ def requested(environ: dict[str, str] | None = None) -> ShardPlan | None:
     for key, (value, what) in REFUSED.items():
         if env.get(key, "").upper() == value.upper():
             raise TrainingError(f"the launch config asks for {what}, which igpo's trainer does not do")
+    precision = env.get("ACCELERATE_MIXED_PRECISION", "no").lower()
+    if precision != "no":
+        raise TrainingError(
+            f"the launch config asks for mixed_precision {precision} with FSDP; igpo's sharded model keeps "
+            "model.dtype (set model.dtype, and mixed_precision: 'no')"
+        )
     policy = env.get("FSDP_AUTO_WRAP_POLICY", "TRANSFORMER_BASED_WRAP")
     if policy != "TRANSFORMER_BASED_WRAP":
         raise TrainingError(
@@ -98,10 +104,17 @@ def check_plan(model_settings: Any, estimator: Any = None) -> None:
 
 
 def check_config(cfg: Any) -> None:
-    """check_plan on a trainer's config (SFTConfig has no estimator)."""
+    """check_plan on a trainer's config (SFTConfig has no estimator), and the RL settings a
+    sharded run cannot follow: log.hint_gradients takes an extra gradient only on processes whose
+    groups hold hinted rollouts, which the others would not join."""
     from igpo.logprobs import ESTIMATORS
 
     check_plan(cfg.model, ESTIMATORS.get(getattr(cfg, "logprob_estimator", "")))
+    if getattr(cfg.log, "hint_gradients", False):
+        raise TrainingError(
+            "log.hint_gradients measures the hinted rollouts' gradient on the processes that have them, which "
+            "FSDP's all-gathers cannot follow: set log.hint_gradients=false under FSDP"
+        )
 
 
 def shard(model: nn.Module, plan: ShardPlan) -> nn.Module:
@@ -127,7 +140,7 @@ def shard(model: nn.Module, plan: ShardPlan) -> nn.Module:
     warnings.filterwarnings("ignore", message=r"FSDP2-wrapped module \(.*\) returned a view tensor")
     for block in blocks:
         fully_shard(block, reshard_after_forward=plan.reshard_after_forward)
-    fully_shard(model, reshard_after_forward=plan.reshard_after_forward)
+    fully_shard(model)  # the root keeps its weights after forward (fully_shard's default for it)
     model.shard_plan = plan  # how it was sharded: gathered() restores it, a reference copies it
     return model
 
@@ -162,8 +175,8 @@ def gathered(model: nn.Module) -> Iterator[None]:
     try:
         yield
     finally:
-        for m in modules:
-            m.reshard()  # the root keeps its weights after forward, as fully_shard makes it
+        for m in modules:  # back to shard()'s settings: the blocks per plan, the root keeping its weights
+            m.reshard()
             m.set_reshard_after_forward(plan.reshard_after_forward and m is not model, recurse=False)
 
 
@@ -199,12 +212,15 @@ def gather_state(model: nn.Module, optimizer) -> tuple[dict[str, torch.Tensor], 
 
 
 def load_state(model: nn.Module, optimizer, weights: dict[str, torch.Tensor], optim: dict[str, Any]) -> None:
-    """Put gathered state (gather_state's, read from disk on every process) back into a sharded
-    model and its optimiser: each process keeps its own shards."""
+    """Put gathered state (gather_state's, read from disk by the main process; empty dicts on the
+    others) back into a sharded model and its optimiser: the main process broadcasts it, each
+    process keeps its own shards, so host memory holds one whole copy, not one per process. A
+    collective: every process must call it."""
     from torch.distributed.checkpoint.state_dict import set_model_state_dict, set_optimizer_state_dict
 
-    set_model_state_dict(model, weights, options=_options())
-    set_optimizer_state_dict(model, _inner(optimizer), optim, options=_options())
+    options = _options(broadcast_from_rank0=True)
+    set_model_state_dict(model, weights, options=options)
+    set_optimizer_state_dict(model, _inner(optimizer), optim, options=options)
 
 
 def describe(model: nn.Module, plan: ShardPlan, processes: int, device: torch.device) -> str:
