@@ -78,7 +78,20 @@ EVAL_CASES = [
 ]
 
 
-@pytest.mark.parametrize("extra, needle", EVAL_CASES, ids=[" ".join(c[0]) for c in EVAL_CASES])
+SIZE_CASES = [  # sizes that would overflow or try to allocate terabytes: refused before any allocation
+    (["--steps", "99999999999999999999"], "steps=99999999999999999999 is more than gen_length=48"),
+    (["--steps", "96"], "steps=96 is more than gen_length=48"),
+    (["--gen-length", "1099511627776"], "gen_length=1099511627776 is over the maximum of 16384 tokens"),
+    (["--gen-length", "16400", "--block-length", "16400", "--steps", "1"], "over the maximum of 16384"),
+    (["--limit", "99999999999999999999999"], "--limit must be a positive number of problems <= 1000000000"),
+    (["--batch-size", "99999999999999999999"], "--batch-size must be >= 1 and <= 4096"),
+    (["--batch-size", "4097"], "--batch-size must be >= 1 and <= 4096"),
+]
+
+
+@pytest.mark.parametrize(
+    "extra, needle", EVAL_CASES + SIZE_CASES, ids=[" ".join(c[0]) for c in EVAL_CASES + SIZE_CASES]
+)
 def test_eval_bad_flags(tmp_path, extra, needle):
     out = tmp_path / "out"
     args = ["eval", "--tasks", "arith", "--limit", "2", "--out", out, "--no-leaderboard"]
@@ -974,23 +987,7 @@ def test_rewrite_traces_exits_1_when_every_request_failed(tmp_path):
 
 
 # --------------------------------------------------------------------------- sizes and bombs (issue 34)
-
-SIZE_CASES = [  # sizes that would overflow or try to allocate terabytes: refused before any allocation
-    (["--steps", "99999999999999999999"], "steps=99999999999999999999 is more than gen_length=48"),
-    (["--steps", "96"], "steps=96 is more than gen_length=48"),
-    (["--gen-length", "1099511627776"], "gen_length=1099511627776 is over the maximum of 16384 tokens"),
-    (["--gen-length", "16400", "--block-length", "16400", "--steps", "1"], "over the maximum of 16384"),
-    (["--limit", "99999999999999999999999"], "--limit must be a positive number of problems <= 1000000000"),
-    (["--batch-size", "99999999999999999999"], "--batch-size must be >= 1 and <= 4096"),
-    (["--batch-size", "4097"], "--batch-size must be >= 1 and <= 4096"),
-]
-
-
-@pytest.mark.parametrize("extra, needle", SIZE_CASES, ids=[" ".join(c[0]) for c in SIZE_CASES])
-def test_eval_sizes_out_of_bounds(tmp_path, extra, needle):
-    out = tmp_path / "out"
-    args = ["eval", "--tasks", "arith", "--limit", "2", "--out", out, "--no-leaderboard"]
-    assert_one_error(igpo(*args, *extra), needle, out)
+# (eval's size flags: SIZE_CASES, with the other eval flags above)
 
 
 @pytest.mark.parametrize(

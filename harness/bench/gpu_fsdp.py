@@ -5,12 +5,13 @@ test suite) it runs on 2 gloo processes."""
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+from harness.bench.scale import same_training, train_lines
 
 RECIPE = "grpo_tiny_full"
 STEPS = 2
@@ -18,8 +19,6 @@ HEADER = ["run", "processes", "device", "wall s", "reward per step", "max abs we
 WEIGHT_TOLERANCE = 1e-6
 """Largest |difference| between sharded and plain float32 weights after STEPS counted as equal:
 the gradients are reduce-scattered instead of summed in one process (measured 1.3e-7 on CPU)."""
-SAME = ("reward", "accuracy", "groups", "all_wrong_ratio")
-"""Logged per step, equal under sharding (the rollouts are decoded with the gathered weights)."""
 
 
 def _train(out: Path, processes: int, fsdp: bool, timeout: float) -> tuple[float, str]:
@@ -38,30 +37,17 @@ def _train(out: Path, processes: int, fsdp: bool, timeout: float) -> tuple[float
     return time.perf_counter() - started, failure
 
 
-def _metrics(out: Path) -> list[dict]:
-    return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-
-
-def _weights(out: Path):
-    from safetensors.torch import load_file
-
-    return load_file(str(out / "checkpoints" / f"step-{STEPS:06d}" / "model.safetensors"))
-
-
 def fsdp_rows(workdir: Path, processes: int, device: str, deadline: float) -> list[list[str]]:
     """The stage's rows: the plain run, then the sharded one compared with it."""
     rows = []
     plain, sharded = workdir / "plain", workdir / "fsdp"
     for name, out, n, fsdp in (("plain", plain, 1, False), ("FSDP2", sharded, processes, True)):
         wall, failure = _train(out, n, fsdp, deadline - time.perf_counter())
-        rewards = "" if failure else " / ".join(f"{m['reward']:.3f}" for m in _metrics(out))
+        rewards = "" if failure else " / ".join(f"{m['reward']:.3f}" for m in train_lines(out))
         rows.append([name, str(n), device, f"{wall:.1f}", rewards, "", failure or "ran"])
         if failure:
             return rows
-    a, b = _metrics(plain), _metrics(sharded)
-    same = all({k: x.get(k) for k in SAME} == {k: y.get(k) for k in SAME} for x, y in zip(a, b, strict=True))
-    wa, wb = _weights(plain), _weights(sharded)
-    diff = max(float((wa[k].float() - wb[k].float()).abs().max()) for k in wa)
+    same, diff = same_training(plain, sharded, "model.safetensors", STEPS)
     rows[-1][5] = f"{diff:.2e}"
     rows[-1][6] = "groups and rewards equal" if same else "groups or rewards DIFFER"
     if same and diff > WEIGHT_TOLERANCE:

@@ -20,7 +20,6 @@ from pathlib import Path
 
 from harness.bench.common import machine_line, write_markdown
 from harness.markdown import table
-from harness.train_cli import launch_command
 
 ADAPTER_TOLERANCE = 1e-5
 """Largest |difference| between 1- and N-process adapters counted as equal (reduction order)."""
@@ -42,6 +41,8 @@ def _env() -> dict[str, str]:
 
 def _launch(processes: int, args: list[str]) -> float:
     """Seconds of `igpo ARGS` on `processes` processes (accelerate launch unless one)."""
+    from harness.train_cli import launch_command  # typer: not needed by the readers below (the GPU check)
+
     cmd = launch_command(processes, args) if processes > 1 else [sys.executable, "-m", "harness.cli", *args]
     started = time.perf_counter()
     proc = subprocess.run(cmd, env=_env(), capture_output=True, text=True, check=False)
@@ -55,19 +56,22 @@ def _samples(run: Path) -> list[dict]:
     return [{k: v for k, v in r.items() if k != "timed_out"} for r in rows]
 
 
-def _train_equal(one: Path, many: Path) -> tuple[bool, float]:
-    """Same logged groups per step, and the adapters' largest difference."""
-    from safetensors.torch import load_file
+def train_lines(out: Path) -> list[dict]:
+    """A training run's metrics.jsonl, line by line, as written (nulls stay None, for equality)."""
+    return [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
 
-    def lines(out: Path) -> list[dict]:
-        return [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+
+def same_training(one: Path, many: Path, weights: str, step: int = 2) -> tuple[bool, float]:
+    """Same logged groups per step (EQUAL_TRAIN_KEYS), and the largest |difference| between the
+    two runs' `weights` file (adapter_model.safetensors, model.safetensors) at `step`."""
+    from safetensors.torch import load_file
 
     same = all(
         {k: a.get(k) for k in EQUAL_TRAIN_KEYS} == {k: b.get(k) for k in EQUAL_TRAIN_KEYS}
-        for a, b in zip(lines(one), lines(many), strict=True)
+        for a, b in zip(train_lines(one), train_lines(many), strict=True)
     )
-    wa, wb = (load_file(str(out / "checkpoints" / "step-000002" / "adapter_model.safetensors")) for out in (one, many))
-    return same, max(float((wa[k] - wb[k]).abs().max()) for k in wa)
+    wa, wb = (load_file(str(out / "checkpoints" / f"step-{step:06d}" / weights)) for out in (one, many))
+    return same, max(float((wa[k].float() - wb[k].float()).abs().max()) for k in wa)
 
 
 def run(cfg: ScaleBenchConfig) -> str:
@@ -79,7 +83,7 @@ def run(cfg: ScaleBenchConfig) -> str:
             times[("eval", n)] = _launch(n, ["eval", *EVAL_ARGS, "--out", str(root / f"eval{n}"), "--name", "run"])
             times[("train", n)] = _launch(n, ["train", *TRAIN_ARGS, "--out", str(root / f"train{n}")])
         eval_equal = _samples(root / "eval1" / "run") == _samples(root / f"eval{cfg.processes}" / "run")
-        train_equal, worst = _train_equal(root / "train1", root / f"train{cfg.processes}")
+        train_equal, worst = same_training(root / "train1", root / f"train{cfg.processes}", "adapter_model.safetensors")
         for job, equal in (("eval arith --limit 40", eval_equal), ("train grpo_tiny max_steps=2", train_equal)):
             kind = job.split()[0]
             one, many = times[(kind, 1)], times[(kind, cfg.processes)]

@@ -81,6 +81,7 @@ def open_session(
     plan = check_launch_config(cfg, resume=resume)
     accelerator = Accelerator(cpu=not torch.cuda.is_available())
     inputs, trainer = config_inputs(cfg), run_kind(cfg)
+    command = "sft" if trainer == "sft" else "train"  # the progress lines' tag
 
     def check() -> None:  # one line, no model load
         check_output_folder(out, resume=resume, overwrite=overwrite, inputs=inputs, trainer=trainer)
@@ -90,15 +91,12 @@ def open_session(
     on_main_first(accelerator, check)
     lone = lone_cpu_launch()
     if lone:
-        say(trainer if trainer == "sft" else "train", lone)
+        say(command, lone)
     model, tokenizer = build_model(cfg.model, device=accelerator.device, seed=cfg.seed)
     if plan is not None:
         model = sharding.shard(model, plan)
         if accelerator.is_main_process:
-            say(
-                "sft" if trainer == "sft" else "train",
-                sharding.describe(model, plan, accelerator.num_processes, accelerator.device),
-            )
+            say(command, sharding.describe(model, plan, accelerator.num_processes, accelerator.device))
     lock = None
     if accelerator.is_main_process:
         lock = prepare_output(out, resume=resume, overwrite=overwrite, inputs=inputs, trainer=trainer)
